@@ -1,0 +1,332 @@
+//! The `TaskBackend` trait: where tasks run, where their state and values live.
+//!
+//! A backend owns the in-flight table (single-flight), the task records, and the finished values. The in-process
+//! [`MemoryTaskBackend`](crate::MemoryTaskBackend) keeps them in memory; a remote backend (Redis) keeps them on its
+//! server so that any replica can serve a poll. Backends are switched in config, so the trait is object-safe and used
+//! as `Arc<dyn TaskBackend>`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::BackendError;
+use crate::execute::LocalJob;
+use crate::key::CacheKey;
+use crate::ref_id::RefId;
+use crate::store::StoredValue;
+use crate::task::{TaskInfo, TaskStatus};
+
+/// What runs and what it is called: the serializable half of a submission.
+///
+/// A remote worker needs nothing more than this to run the task: it finds the function by `task_name` in the
+/// registry of `#[cached]` functions and calls it with `args`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TaskSpec {
+    /// Where the result lands.
+    pub ref_id: RefId,
+    /// The identity of the call, for single-flight and hits.
+    pub key: CacheKey,
+    /// The task's stable name (the `name` attribute argument).
+    pub task_name: String,
+    /// The namespace its value belongs to.
+    pub namespace: String,
+    /// The arguments, as a JSON object of parameter name to value.
+    pub args: Value,
+    /// How it runs.
+    pub options: TaskOptions,
+}
+
+impl TaskSpec {
+    /// A spec with default options.
+    pub fn new(ref_id: RefId, key: CacheKey, task_name: impl Into<String>, namespace: impl Into<String>, args: Value) -> Self {
+        Self { ref_id, key, task_name: task_name.into(), namespace: namespace.into(), args, options: TaskOptions::default() }
+    }
+
+    /// The same spec with other options.
+    pub fn with_options(mut self, options: TaskOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+/// How a task runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TaskOptions {
+    /// How long the finished value stays cached. `None`: the backend's default.
+    #[serde(with = "opt_secs", default)]
+    pub ttl: Option<Duration>,
+    /// Higher starts first; FIFO within one priority.
+    #[serde(default)]
+    pub priority: i32,
+    /// The session the task belongs to.
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        Self { ttl: None, priority: 0, session_id: None }
+    }
+}
+
+impl TaskOptions {
+    /// Sets the value's time to live.
+    pub fn ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets the session.
+    pub fn session_id(mut self, session_id: Option<String>) -> Self {
+        self.session_id = session_id;
+        self
+    }
+}
+
+mod opt_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let secs = Option::<f64>::deserialize(d)?;
+        secs.map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+/// A task to run: its spec, plus the local closure when the caller is in this process.
+///
+/// A remote backend sends only the spec; its workers find the function by name. The in-process backend runs the
+/// closure, which is built from the same registered function, so both go through one execution path.
+#[non_exhaustive]
+pub struct Submission {
+    /// The serializable description.
+    pub spec: TaskSpec,
+    /// The in-process closure, when there is one.
+    pub job: Option<LocalJob>,
+}
+
+impl Submission {
+    /// A submission of `spec`, run by `job` when the backend runs tasks in this process.
+    pub fn new(spec: TaskSpec, job: Option<LocalJob>) -> Self {
+        Self { spec, job }
+    }
+}
+
+/// What a submission led to.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Submitted {
+    /// A new execution started (or was queued) under the given ref id.
+    Started(RefId),
+    /// An execution for the same key was already in flight; the caller joins it.
+    Joined(RefId),
+    /// A finished value for the key appeared meanwhile; nothing was run.
+    Hit(Arc<StoredValue>),
+}
+
+impl Submitted {
+    /// The ref id the result lands under.
+    pub fn ref_id(&self) -> &RefId {
+        match self {
+            Self::Started(r) | Self::Joined(r) => r,
+            Self::Hit(v) => &v.ref_id,
+        }
+    }
+}
+
+/// A task record, plus its value when it is complete.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TaskSnapshot {
+    /// The record.
+    pub info: TaskInfo,
+    /// The value, present when `info.status` is `complete`.
+    pub value: Option<Arc<StoredValue>>,
+}
+
+impl TaskSnapshot {
+    /// A snapshot of `info` with an optional value.
+    pub fn new(info: TaskInfo, value: Option<Arc<StoredValue>>) -> Self {
+        Self { info, value }
+    }
+}
+
+/// The answer to a cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelOutcome {
+    /// The task is cancelled (now, or already by an earlier cancel: cancel is idempotent).
+    Cancelled,
+    /// The task had already completed or failed; nothing changed.
+    AlreadyFinished(TaskStatus),
+    /// No such task.
+    NotFound,
+}
+
+/// Which tasks to list.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TaskFilter {
+    /// Only this status.
+    pub status: Option<TaskStatus>,
+    /// Only this session.
+    pub session_id: Option<String>,
+    /// Only this task name.
+    pub task_name: Option<String>,
+    /// At most this many (the backend caps it).
+    pub limit: Option<usize>,
+    /// Continue after this cursor (from an earlier page).
+    pub cursor: Option<String>,
+}
+
+impl TaskFilter {
+    /// Every task.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Only tasks in `status`.
+    pub fn status(mut self, status: TaskStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Only tasks of `session_id`.
+    pub fn session(mut self, session_id: impl Into<String>) -> Self {
+        self.session_id = Some(session_id.into());
+        self
+    }
+
+    /// At most `limit` tasks per page.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// The page after `cursor`.
+    pub fn cursor(mut self, cursor: impl Into<String>) -> Self {
+        self.cursor = Some(cursor.into());
+        self
+    }
+
+    /// Whether `info` passes the filter (cursor aside).
+    pub fn matches(&self, info: &TaskInfo) -> bool {
+        self.status.is_none_or(|s| s == info.status)
+            && self.session_id.as_deref().is_none_or(|s| info.session_id.as_deref() == Some(s))
+            && self.task_name.as_deref().is_none_or(|n| n == info.task_name)
+    }
+}
+
+/// One page of tasks, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TaskPage {
+    /// The tasks.
+    pub tasks: Vec<TaskInfo>,
+    /// Pass this as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl TaskPage {
+    /// A page.
+    pub fn new(tasks: Vec<TaskInfo>, next_cursor: Option<String>) -> Self {
+        Self { tasks, next_cursor }
+    }
+}
+
+/// Counters and gauges of a backend.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BackendStats {
+    /// Known task records by status.
+    pub by_status: BTreeMap<TaskStatus, u64>,
+    /// Tasks running now.
+    pub running: u64,
+    /// Tasks waiting in the queue.
+    pub queued: u64,
+    /// How many may run at once (`max_workers`).
+    pub capacity: u64,
+    /// Executions started.
+    pub executions: u64,
+    /// Calls answered from a finished value.
+    pub hits: u64,
+    /// Calls that found no finished value.
+    pub misses: u64,
+    /// Calls that joined an execution already in flight.
+    pub coalesced: u64,
+    /// Retries run.
+    pub retries: u64,
+    /// Tasks cancelled.
+    pub cancellations: u64,
+    /// Tasks that hit their execution timeout.
+    pub timeouts: u64,
+}
+
+/// Where tasks run and where their state and values live.
+///
+/// Every method returns a boxed future so that the trait is object-safe: a `RefCache` holds an
+/// `Arc<dyn TaskBackend>` chosen by config. Every backend runs the shared conformance suite
+/// (`refcache_core::conformance`, feature `test-utils`).
+///
+/// # Contract
+/// - `submit` is single-flight: while a task for `spec.key` is in flight, every further submission of that key
+///   answers [`Submitted::Joined`] with the first one's ref id. Exactly one execution runs.
+/// - The ref id is known to `get` and `wait` as soon as `submit` returns.
+/// - Terminal statuses are sticky; a result that arrives after a cancel is discarded.
+/// - A finished value is written before the status becomes `complete`, so a waiter woken by `complete` finds it.
+/// - `wait` is event-driven (no sleep loops) and returns at the deadline at the latest.
+pub trait TaskBackend: Send + Sync + 'static {
+    /// A short name for logs, such as `memory` or `redis`.
+    fn name(&self) -> &str;
+
+    /// The finished, unexpired value for `key`, if there is one. This is the hit path.
+    fn lookup<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<Option<Arc<StoredValue>>, BackendError>>;
+
+    /// Starts (or queues) the task, or joins the execution in flight for its key.
+    fn submit(&self, submission: Submission) -> BoxFuture<'_, Result<Submitted, BackendError>>;
+
+    /// The task's record (and value, when complete). `None` when unknown or expired.
+    fn get<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>>;
+
+    /// Waits until the task is terminal or `deadline` passes (`None`: no deadline), then answers as `get`.
+    fn wait<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+        deadline: Option<tokio::time::Instant>,
+    ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>>;
+
+    /// Cancels the task: a pending task leaves the queue, a running one has its token fired.
+    fn cancel<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<CancelOutcome, BackendError>>;
+
+    /// Lists task records, newest first.
+    fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<TaskPage, BackendError>>;
+
+    /// Removes finished task records older than `max_age`; returns how many.
+    fn cleanup(&self, max_age: Duration) -> BoxFuture<'_, Result<usize, BackendError>>;
+
+    /// Counters and gauges.
+    fn stats(&self) -> BoxFuture<'_, Result<BackendStats, BackendError>>;
+
+    /// Stops taking work, lets running tasks finish until `deadline`, then cancels the rest (message `shutdown`).
+    fn shutdown(&self, deadline: Duration) -> BoxFuture<'_, Result<(), BackendError>>;
+}

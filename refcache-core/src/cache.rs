@@ -1,0 +1,300 @@
+//! `RefCache`: the front door. A call flows key → hit? → backend (single-flight, run) → wait → response; a poll
+//! flows ref id → backend record → response.
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::runtime::{Handle, Runtime};
+
+use crate::backend::{CancelOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskPage, TaskSnapshot, TaskSpec};
+use crate::config::{ConfigError, RefCacheConfig};
+use crate::error::{BackendError, RefCacheError};
+use crate::execute::LocalJob;
+use crate::format::AsyncResponseFormat;
+use crate::key::CacheKey;
+use crate::memory::MemoryTaskBackend;
+use crate::ref_id::{RefId, is_cache_name};
+use crate::registry::{self, TaskMeta};
+use crate::response::CachedResponse;
+use crate::task::TaskInfo;
+use crate::{BackendStats, TaskOptions};
+
+/// A reference cache: finished values by call, and the tasks that produce them, behind one backend.
+///
+/// Cheap to clone (an `Arc`); clones share everything. Build one with [`RefCache::new`] (in-process backend,
+/// defaults), [`RefCache::from_config`], or [`RefCache::builder`]; or let `#[cached]` use the process-wide
+/// [`default_cache`](crate::default_cache).
+#[derive(Clone)]
+pub struct RefCache {
+    inner: Arc<CacheInner>,
+}
+
+struct CacheInner {
+    name: String,
+    default_ttl: Duration,
+    backend: Arc<dyn TaskBackend>,
+    /// A runtime of our own, started on first need: for sync callers and callers outside tokio.
+    runtime: OnceLock<Runtime>,
+    runtime_init: Mutex<()>,
+}
+
+impl Drop for CacheInner {
+    fn drop(&mut self) {
+        // Dropping a runtime from async code panics; shutting it down in the background never does.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for RefCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefCache")
+            .field("name", &self.inner.name)
+            .field("backend", &self.inner.backend.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RefCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Options of [`RefCache::get_cached_result_with`].
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct GetOptions {
+    /// The response format for a task that is not complete (default: `standard`).
+    pub format: Option<AsyncResponseFormat>,
+}
+
+impl GetOptions {
+    /// Answer in `format`.
+    pub fn format(mut self, format: AsyncResponseFormat) -> Self {
+        self.format = Some(format);
+        self
+    }
+}
+
+/// Builds a [`RefCache`] around a chosen backend.
+#[derive(Debug, Clone)]
+pub struct RefCacheBuilder {
+    name: String,
+    default_ttl: Duration,
+}
+
+impl RefCacheBuilder {
+    /// The cache name (the prefix of its ref ids): 1 to 64 of `A-Z a-z 0-9 _ - .`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// How long values stay when their function sets no `ttl`.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// A cache over the in-process backend with default settings.
+    pub fn build(self) -> Result<RefCache, ConfigError> {
+        self.backend(Arc::new(MemoryTaskBackend::default()))
+    }
+
+    /// A cache over `backend`.
+    pub fn backend(self, backend: Arc<dyn TaskBackend>) -> Result<RefCache, ConfigError> {
+        if !is_cache_name(&self.name) {
+            return Err(ConfigError::InvalidValue {
+                key: "name".into(),
+                value: self.name,
+                expected: "1 to 64 of the characters A-Z a-z 0-9 _ - .".into(),
+            });
+        }
+        if self.default_ttl.is_zero() {
+            return Err(ConfigError::InvalidValue {
+                key: "default_ttl".into(),
+                value: "0".into(),
+                expected: "a positive duration".into(),
+            });
+        }
+        Ok(RefCache {
+            inner: Arc::new(CacheInner {
+                name: self.name,
+                default_ttl: self.default_ttl,
+                backend,
+                runtime: OnceLock::new(),
+                runtime_init: Mutex::new(()),
+            }),
+        })
+    }
+}
+
+impl RefCache {
+    /// A cache named `refcache` over a default in-process backend.
+    pub fn new() -> Self {
+        Self::builder().build().expect("the defaults are valid")
+    }
+
+    /// A builder.
+    pub fn builder() -> RefCacheBuilder {
+        RefCacheBuilder { name: "refcache".to_owned(), default_ttl: Duration::from_secs(3600) }
+    }
+
+    /// A cache built from settings: the backend named by `config.backend`, with its limits.
+    pub fn from_config(config: &RefCacheConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let backend = crate::config::build_backend(config)?;
+        Self::builder().name(&config.name).default_ttl(Duration::from_secs(config.default_ttl)).backend(backend)
+    }
+
+    /// The cache name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn TaskBackend> {
+        &self.inner.backend
+    }
+
+    /// How long values stay when their function sets no `ttl`.
+    pub fn default_ttl(&self) -> Duration {
+        self.inner.default_ttl
+    }
+
+    /// The cache's own runtime, started on first use (two worker threads, named `refcache-rt`).
+    pub(crate) fn runtime(&self) -> Result<Handle, BackendError> {
+        if let Some(rt) = self.inner.runtime.get() {
+            return Ok(rt.handle().clone());
+        }
+        let _guard = self.inner.runtime_init.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(rt) = self.inner.runtime.get() {
+            return Ok(rt.handle().clone());
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("refcache-rt")
+            .enable_all()
+            .build()
+            .map_err(|e| BackendError::Runtime(e.to_string()))?;
+        let handle = rt.handle().clone();
+        let _ = self.inner.runtime.set(rt);
+        Ok(handle)
+    }
+
+    /// Parses a ref id and checks that it belongs to this cache. A foreign or unknown id is `NotFound`, with the
+    /// same text as an inaccessible one.
+    fn own_ref(&self, ref_id: &str) -> Result<RefId, RefCacheError> {
+        let ref_id = RefId::parse(ref_id)?;
+        if ref_id.cache_name() != self.inner.name {
+            return Err(RefCacheError::NotFound);
+        }
+        Ok(ref_id)
+    }
+
+    /// Polls a reference: its value when complete; otherwise its status, progress, error or cancellation, in the
+    /// `standard` format.
+    ///
+    /// An unknown or expired id answers [`RefCacheError::NotFound`] (`Invalid or inaccessible reference`); text
+    /// that is not a ref id at all answers [`RefCacheError::MalformedRefId`].
+    pub async fn get_cached_result(&self, ref_id: &str) -> Result<CachedResponse, RefCacheError> {
+        self.get_cached_result_with(ref_id, &GetOptions::default()).await
+    }
+
+    /// [`get_cached_result`](Self::get_cached_result) with options.
+    pub async fn get_cached_result_with(
+        &self,
+        ref_id: &str,
+        options: &GetOptions,
+    ) -> Result<CachedResponse, RefCacheError> {
+        let ref_id = self.own_ref(ref_id)?;
+        let snapshot = self.inner.backend.get(&ref_id).await?.ok_or(RefCacheError::NotFound)?;
+        Ok(respond(snapshot, options.format.unwrap_or_default(), None))
+    }
+
+    /// The task record of a reference.
+    pub async fn task_info(&self, ref_id: &str) -> Result<TaskInfo, RefCacheError> {
+        let ref_id = self.own_ref(ref_id)?;
+        let snapshot = self.inner.backend.get(&ref_id).await?.ok_or(RefCacheError::NotFound)?;
+        Ok(snapshot.info)
+    }
+
+    /// Cancels a task. An unknown id answers [`CancelOutcome::NotFound`]; a finished one
+    /// [`CancelOutcome::AlreadyFinished`]. Cancelling twice answers `Cancelled` twice.
+    pub async fn cancel_task(&self, ref_id: &str) -> Result<CancelOutcome, RefCacheError> {
+        let ref_id = match self.own_ref(ref_id) {
+            Ok(r) => r,
+            Err(RefCacheError::NotFound) => return Ok(CancelOutcome::NotFound),
+            Err(e) => return Err(e),
+        };
+        Ok(self.inner.backend.cancel(&ref_id).await?)
+    }
+
+    /// Lists task records, newest first.
+    pub async fn list_tasks(&self, filter: TaskFilter) -> Result<TaskPage, RefCacheError> {
+        Ok(self.inner.backend.list(filter).await?)
+    }
+
+    /// The backend's counters.
+    pub async fn stats(&self) -> Result<BackendStats, RefCacheError> {
+        Ok(self.inner.backend.stats().await?)
+    }
+
+    /// Removes finished task records older than `max_age`.
+    pub async fn cleanup(&self, max_age: Duration) -> Result<usize, RefCacheError> {
+        Ok(self.inner.backend.cleanup(max_age).await?)
+    }
+
+    /// Stops taking work, lets running tasks finish until `deadline`, then cancels the rest.
+    pub async fn shutdown(&self, deadline: Duration) -> Result<(), RefCacheError> {
+        Ok(self.inner.backend.shutdown(deadline).await?)
+    }
+
+    /// Runs one cached call: the code behind every `#[cached]` function.
+    ///
+    /// `prepare` builds the JSON arguments and the job; it runs only on a miss.
+    #[doc(hidden)]
+    pub async fn call<F>(
+        &self,
+        meta: &'static TaskMeta,
+        key: CacheKey,
+        format: AsyncResponseFormat,
+        prepare: F,
+    ) -> Result<CachedResponse, RefCacheError>
+    where
+        F: FnOnce() -> Result<(Value, LocalJob), RefCacheError>,
+    {
+        let backend = &self.inner.backend;
+        if let Some(stored) = backend.lookup(&key).await? {
+            return Ok(CachedResponse::complete(stored));
+        }
+        let (args, job) = prepare()?;
+        let ref_id = RefId::generate(&self.inner.name);
+        let options = TaskOptions::default().ttl(Some(meta.ttl().unwrap_or(self.inner.default_ttl)));
+        let spec = TaskSpec::new(ref_id, key, meta.name(), meta.namespace(), args).with_options(options);
+        // The deadline is taken before submitting, so a slow submit cannot stretch the wait past `async_timeout`.
+        let deadline = meta.async_timeout().map(|t| tokio::time::Instant::now() + t);
+        let ref_id = match backend.submit(Submission::new(spec, Some(job))).await? {
+            Submitted::Hit(stored) => return Ok(CachedResponse::complete(stored)),
+            submitted => submitted.ref_id().clone(),
+        };
+        let snapshot = backend.wait(&ref_id, deadline).await?.ok_or(RefCacheError::NotFound)?;
+        Ok(respond(snapshot, format, Some(meta)))
+    }
+}
+
+/// Turns a backend snapshot into the caller's response.
+fn respond(snapshot: TaskSnapshot, format: AsyncResponseFormat, meta: Option<&'static TaskMeta>) -> CachedResponse {
+    if let Some(value) = snapshot.value {
+        return CachedResponse::complete(value);
+    }
+    let schema = if format == AsyncResponseFormat::Full {
+        meta.or_else(|| registry::meta(&snapshot.info.task_name)).map(TaskMeta::expected_schema)
+    } else {
+        None
+    };
+    CachedResponse::pending(snapshot.info, format, schema)
+}

@@ -1,0 +1,306 @@
+//! `RefCacheConfig`: settings from a TOML file and `REFCACHE_*` environment variables.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::memory::MemoryBackendConfig;
+
+/// Settings of a [`RefCache`](crate::RefCache) and its backend.
+///
+/// Loaded by [`RefCacheConfig::load`]: defaults, then the TOML file named by `REFCACHE_CONFIG` (if set), then
+/// `REFCACHE_*` environment variables. Every key has an environment variable of the same name in upper case with a
+/// `REFCACHE_` prefix:
+///
+/// | key | env | default | meaning |
+/// |---|---|---|---|
+/// | `name` | `REFCACHE_NAME` | `refcache` | cache name, the prefix of every ref id |
+/// | `backend` | `REFCACHE_BACKEND` | `memory` | `memory`, or a backend URL such as `redis://127.0.0.1:6379/0` |
+/// | `default_ttl` | `REFCACHE_DEFAULT_TTL` | `3600` | seconds a value stays cached unless its function sets `ttl` |
+/// | `task_ttl` | `REFCACHE_TASK_TTL` | `86400` | seconds a finished task record stays |
+/// | `max_workers` | `REFCACHE_MAX_WORKERS` | `32` | tasks running at once |
+/// | `max_queued` | `REFCACHE_MAX_QUEUED` | `10000` | tasks waiting; beyond it submissions fail with `QueueFull` |
+/// | `max_task_records` | `REFCACHE_MAX_TASK_RECORDS` | `100000` | finished task records kept |
+/// | `max_capacity_bytes` | `REFCACHE_MAX_CAPACITY_BYTES` | `268435456` | bytes of values kept |
+/// | `cancel_grace` | `REFCACHE_CANCEL_GRACE` | `5.0` | seconds a cancelled task may run before it is aborted |
+///
+/// An unknown key in the file or an unknown `REFCACHE_*` variable is an error, so a typo never goes unnoticed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RefCacheConfig {
+    /// Cache name: the prefix of every ref id.
+    pub name: String,
+    /// `memory`, or a backend URL.
+    pub backend: String,
+    /// Seconds a value stays cached unless its function sets `ttl`.
+    pub default_ttl: u64,
+    /// Seconds a finished task record stays.
+    pub task_ttl: u64,
+    /// Tasks running at once.
+    pub max_workers: usize,
+    /// Tasks waiting at most.
+    pub max_queued: usize,
+    /// Finished task records kept at most.
+    pub max_task_records: u64,
+    /// Bytes of values kept at most.
+    pub max_capacity_bytes: u64,
+    /// Seconds a cancelled async task may run on before it is aborted.
+    pub cancel_grace: f64,
+}
+
+impl Default for RefCacheConfig {
+    fn default() -> Self {
+        let m = MemoryBackendConfig::default();
+        Self {
+            name: "refcache".to_owned(),
+            backend: "memory".to_owned(),
+            default_ttl: m.default_ttl.as_secs(),
+            task_ttl: m.task_ttl.as_secs(),
+            max_workers: m.max_workers,
+            max_queued: m.max_queued,
+            max_task_records: m.max_task_records,
+            max_capacity_bytes: m.max_capacity_bytes,
+            cancel_grace: m.cancel_grace.as_secs_f64(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A key has a value it cannot take.
+    #[error("invalid value `{value}` for `{key}`: expected {expected}")]
+    InvalidValue {
+        /// The key or environment variable.
+        key: String,
+        /// The offending value.
+        value: String,
+        /// What it must be.
+        expected: String,
+    },
+    /// An environment variable with the `REFCACHE_` prefix that refcache does not know.
+    #[error("unknown environment variable `{name}`; refcache reads: {known}")]
+    UnknownVariable {
+        /// The variable.
+        name: String,
+        /// The known ones.
+        known: String,
+    },
+    /// The TOML file cannot be read.
+    #[error("cannot read refcache config file `{path}`: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file does not parse or has unknown keys or wrong types.
+    #[error("invalid refcache config file `{path}`: {message}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said (it names the key).
+        message: String,
+    },
+    /// The backend URL names a backend this build does not include.
+    #[error(
+        "backend `{backend}` is not available in this build: enable the `{feature}` feature of the `refcache` \
+         crate, or set REFCACHE_BACKEND=memory"
+    )]
+    BackendNotCompiled {
+        /// The configured backend.
+        backend: String,
+        /// The feature that provides it.
+        feature: String,
+    },
+    /// A backend could not be built from its settings.
+    #[error("cannot start backend `{backend}`: {message}")]
+    Backend {
+        /// The configured backend.
+        backend: String,
+        /// Why.
+        message: String,
+    },
+}
+
+const VARS: &[&str] = &[
+    "REFCACHE_CONFIG",
+    "REFCACHE_NAME",
+    "REFCACHE_BACKEND",
+    "REFCACHE_DEFAULT_TTL",
+    "REFCACHE_TASK_TTL",
+    "REFCACHE_MAX_WORKERS",
+    "REFCACHE_MAX_QUEUED",
+    "REFCACHE_MAX_TASK_RECORDS",
+    "REFCACHE_MAX_CAPACITY_BYTES",
+    "REFCACHE_CANCEL_GRACE",
+];
+
+fn parse_num<T: std::str::FromStr>(key: &str, value: &str, expected: &str) -> Result<T, ConfigError> {
+    value.trim().parse().map_err(|_| ConfigError::InvalidValue {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        expected: expected.to_owned(),
+    })
+}
+
+impl RefCacheConfig {
+    /// Defaults, then the file named by `REFCACHE_CONFIG`, then `REFCACHE_*` variables, validated.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from_vars(std::env::vars())
+    }
+
+    /// [`load`](Self::load), with the environment given as name/value pairs (for tests and embedding).
+    pub fn load_from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let vars: Vec<(String, String)> =
+            vars.into_iter().map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned())).collect();
+        let get = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let mut config = match get("REFCACHE_CONFIG") {
+            Some(path) => Self::from_toml_file(path)?,
+            None => Self::default(),
+        };
+        for (name, value) in &vars {
+            if !name.starts_with("REFCACHE_") {
+                continue;
+            }
+            let key = name.as_str();
+            match key {
+                "REFCACHE_CONFIG" => {}
+                "REFCACHE_NAME" => config.name = value.clone(),
+                "REFCACHE_BACKEND" => config.backend = value.clone(),
+                "REFCACHE_DEFAULT_TTL" => config.default_ttl = parse_num(key, value, "a whole number of seconds")?,
+                "REFCACHE_TASK_TTL" => config.task_ttl = parse_num(key, value, "a whole number of seconds")?,
+                "REFCACHE_MAX_WORKERS" => config.max_workers = parse_num(key, value, "a positive whole number")?,
+                "REFCACHE_MAX_QUEUED" => config.max_queued = parse_num(key, value, "a whole number")?,
+                "REFCACHE_MAX_TASK_RECORDS" => {
+                    config.max_task_records = parse_num(key, value, "a positive whole number")?;
+                }
+                "REFCACHE_MAX_CAPACITY_BYTES" => {
+                    config.max_capacity_bytes = parse_num(key, value, "a positive whole number of bytes")?;
+                }
+                "REFCACHE_CANCEL_GRACE" => config.cancel_grace = parse_num(key, value, "a number of seconds")?,
+                _ => {
+                    return Err(ConfigError::UnknownVariable { name: name.clone(), known: VARS.join(", ") });
+                }
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file (flat keys, as in the table above). Not validated; [`load`](Self::load) validates.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        Self::from_toml_str(&text)
+            .map_err(|message| ConfigError::Toml { path: path.to_owned(), message: message.to_string() })
+    }
+
+    /// Parses TOML text. Not validated.
+    pub fn from_toml_str(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks every value; the error names the key and the value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, value: String, expected: &str| ConfigError::InvalidValue {
+            key: key.to_owned(),
+            value,
+            expected: expected.to_owned(),
+        };
+        if !crate::ref_id::is_cache_name(&self.name) {
+            return Err(invalid("name", self.name.clone(), "1 to 64 of the characters A-Z a-z 0-9 _ - ."));
+        }
+        if self.default_ttl == 0 {
+            return Err(invalid("default_ttl", "0".into(), "a positive number of seconds"));
+        }
+        if self.task_ttl == 0 {
+            return Err(invalid("task_ttl", "0".into(), "a positive number of seconds"));
+        }
+        if self.max_workers == 0 {
+            return Err(invalid("max_workers", "0".into(), "a positive whole number"));
+        }
+        if self.max_task_records == 0 {
+            return Err(invalid("max_task_records", "0".into(), "a positive whole number"));
+        }
+        if self.max_capacity_bytes == 0 {
+            return Err(invalid("max_capacity_bytes", "0".into(), "a positive whole number of bytes"));
+        }
+        if !(self.cancel_grace.is_finite() && self.cancel_grace >= 0.0) {
+            return Err(invalid("cancel_grace", self.cancel_grace.to_string(), "a non-negative number of seconds"));
+        }
+        Ok(())
+    }
+
+    /// The in-process backend's settings.
+    pub fn memory_backend(&self) -> MemoryBackendConfig {
+        let mut m = MemoryBackendConfig::default();
+        m.max_workers = self.max_workers;
+        m.max_queued = self.max_queued;
+        m.default_ttl = Duration::from_secs(self.default_ttl);
+        m.task_ttl = Duration::from_secs(self.task_ttl);
+        m.max_task_records = self.max_task_records;
+        m.max_capacity_bytes = self.max_capacity_bytes;
+        m.cancel_grace = Duration::from_secs_f64(self.cancel_grace);
+        m
+    }
+}
+
+/// How a remote backend plugs into [`RefCache::from_config`](crate::RefCache::from_config): a backend crate
+/// registers a factory for its URL scheme at link time, so switching backends changes no code.
+#[derive(Debug)]
+pub struct BackendFactory {
+    scheme: &'static str,
+    build: fn(&RefCacheConfig) -> Result<std::sync::Arc<dyn crate::TaskBackend>, ConfigError>,
+}
+
+impl BackendFactory {
+    /// A factory for URLs starting with `scheme://`.
+    pub const fn new(
+        scheme: &'static str,
+        build: fn(&RefCacheConfig) -> Result<std::sync::Arc<dyn crate::TaskBackend>, ConfigError>,
+    ) -> Self {
+        Self { scheme, build }
+    }
+}
+
+inventory::collect!(BackendFactory);
+
+/// Known URL schemes and the facade feature that provides each.
+const KNOWN_SCHEMES: &[(&str, &str)] = &[("redis", "redis"), ("rediss", "redis"), ("nats", "nats")];
+
+pub(crate) fn build_backend(config: &RefCacheConfig) -> Result<std::sync::Arc<dyn crate::TaskBackend>, ConfigError> {
+    let backend = config.backend.trim();
+    if backend.eq_ignore_ascii_case("memory") {
+        return Ok(std::sync::Arc::new(crate::MemoryTaskBackend::new(config.memory_backend())));
+    }
+    let Some((scheme, _)) = backend.split_once("://") else {
+        return Err(ConfigError::InvalidValue {
+            key: "backend".into(),
+            value: backend.into(),
+            expected: "`memory` or a URL such as `redis://127.0.0.1:6379/0`".into(),
+        });
+    };
+    if let Some(factory) = inventory::iter::<BackendFactory>.into_iter().find(|f| f.scheme == scheme) {
+        return (factory.build)(config);
+    }
+    match KNOWN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
+        Some((_, feature)) => {
+            Err(ConfigError::BackendNotCompiled { backend: backend.into(), feature: (*feature).into() })
+        }
+        None => Err(ConfigError::InvalidValue {
+            key: "backend".into(),
+            value: backend.into(),
+            expected: "`memory` or a URL with a supported scheme (redis://, rediss://)".into(),
+        }),
+    }
+}

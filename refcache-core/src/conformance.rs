@@ -1,0 +1,490 @@
+//! The backend conformance suite: the behaviour every [`TaskBackend`] must show, as tests any backend runs
+//! against itself. Feature `test-utils`.
+//!
+//! The suite drives a backend with tasks registered by name in this module (so that a backend whose workers run
+//! in another task or process finds them too) and controlled through in-process gates, never sleeps. Run it with
+//! [`backend_conformance!`](crate::backend_conformance):
+//!
+//! ```text
+//! fn make(settings: refcache_core::conformance::Settings) -> BoxFuture<'static, Fixture> { ... }
+//! refcache_core::backend_conformance!(make);
+//! ```
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::backend::{CancelOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskSpec};
+use crate::error::BackendError;
+use crate::execute::TaskContext;
+use crate::key::CacheKey;
+use crate::ref_id::RefId;
+use crate::registry::{self, TaskRegistration};
+use crate::task::{TaskError, TaskStatus};
+use crate::{TaskOptions, TaskSnapshot};
+
+/// Limits the suite asks a backend to be built with.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Settings {
+    /// Tasks running at once.
+    pub max_workers: usize,
+    /// Tasks waiting at most.
+    pub max_queued: usize,
+    /// Grace period of a cancelled task.
+    pub cancel_grace: Duration,
+}
+
+/// A backend under test, plus whatever must live as long as it (a server process, a temp dir).
+pub struct Fixture {
+    /// The backend.
+    pub backend: Arc<dyn TaskBackend>,
+    _guard: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl Fixture {
+    /// A fixture of `backend` alone.
+    pub fn new(backend: Arc<dyn TaskBackend>) -> Self {
+        Self { backend, _guard: None }
+    }
+
+    /// A fixture that keeps `guard` alive as long as the backend.
+    pub fn with_guard(backend: Arc<dyn TaskBackend>, guard: impl Any + Send + Sync) -> Self {
+        Self { backend, _guard: Some(Box::new(guard)) }
+    }
+}
+
+/// How the suite builds a backend.
+pub type Factory = fn(Settings) -> BoxFuture<'static, Fixture>;
+
+/// Generous bound for anything the suite waits on; reached only when a backend is broken.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Gates: how the suite controls its tasks.
+
+struct Gate {
+    open: watch::Sender<bool>,
+    executions: AtomicU32,
+}
+
+fn gates() -> &'static Mutex<HashMap<String, Arc<Gate>>> {
+    static GATES: OnceLock<Mutex<HashMap<String, Arc<Gate>>>> = OnceLock::new();
+    GATES.get_or_init(Default::default)
+}
+
+fn gate(id: &str) -> Arc<Gate> {
+    gates()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(id.to_owned())
+        .or_insert_with(|| Arc::new(Gate { open: watch::channel(false).0, executions: AtomicU32::new(0) }))
+        .clone()
+}
+
+/// A fresh gate id.
+fn new_gate() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn open(id: &str) {
+    gate(id).open.send_replace(true);
+}
+
+fn executions(id: &str) -> u32 {
+    gate(id).executions.load(Ordering::SeqCst)
+}
+
+async fn wait_open(id: &str) {
+    let mut rx = gate(id).open.subscribe();
+    let _ = rx.wait_for(|open| *open).await;
+}
+
+fn arg_str(args: &Value, name: &str) -> String {
+    args.get(name).and_then(Value::as_str).unwrap_or_default().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The suite's tasks, registered by name.
+
+const GATED: &str = "refcache.conformance.gated";
+const FAIL: &str = "refcache.conformance.fail";
+const PANIC: &str = "refcache.conformance.panic";
+const PROGRESS: &str = "refcache.conformance.progress";
+const STUBBORN: &str = "refcache.conformance.stubborn";
+
+/// Counts an execution, waits for its gate (or its cancellation), returns `value`.
+fn gated(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+    Box::pin(async move {
+        let id = arg_str(&args, "gate");
+        gate(&id).executions.fetch_add(1, Ordering::SeqCst);
+        tokio::select! {
+            () = wait_open(&id) => Ok(args.get("value").cloned().unwrap_or(Value::Null)),
+            () = ctx.cancelled() => Err(TaskError::new("stopped on cancel")),
+        }
+    })
+}
+
+fn fail(args: Value, _ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+    Box::pin(async move {
+        let id = arg_str(&args, "gate");
+        gate(&id).executions.fetch_add(1, Ordering::SeqCst);
+        Err(TaskError::new(arg_str(&args, "message")))
+    })
+}
+
+fn panics(args: Value, _ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+    Box::pin(async move { panic!("{}", arg_str(&args, "message")) })
+}
+
+/// Reports progress 1 of 2, then waits for its gate.
+fn progress(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+    Box::pin(async move {
+        let id = arg_str(&args, "gate");
+        gate(&id).executions.fetch_add(1, Ordering::SeqCst);
+        let _ = ctx.progress(1.0, Some(2.0), "halfway");
+        wait_open(&id).await;
+        Ok(json!("done"))
+    })
+}
+
+/// Ignores cancellation: waits for its gate whatever happens, then returns `late`.
+fn stubborn(args: Value, _ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+    Box::pin(async move {
+        let id = arg_str(&args, "gate");
+        gate(&id).executions.fetch_add(1, Ordering::SeqCst);
+        wait_open(&id).await;
+        Ok(json!("late"))
+    })
+}
+
+inventory::submit!(TaskRegistration::new(|| GATED, gated));
+inventory::submit!(TaskRegistration::new(|| FAIL, fail));
+inventory::submit!(TaskRegistration::new(|| PANIC, panics));
+inventory::submit!(TaskRegistration::new(|| PROGRESS, progress));
+inventory::submit!(TaskRegistration::new(|| STUBBORN, stubborn));
+
+/// A submission of the registered task `name` with `args`, carrying the local job as an in-process caller would.
+fn submission(name: &str, args: Value) -> (Submission, RefId, CacheKey) {
+    let key = CacheKey::from_json(name, "conformance", &args).expect("JSON args");
+    let ref_id = RefId::generate("conformance");
+    let spec = TaskSpec::new(ref_id.clone(), key, name, "conformance", args)
+        .with_options(TaskOptions::default().ttl(Some(Duration::from_secs(600))));
+    let job = registry::find(name).map(TaskRegistration::job);
+    (Submission::new(spec, job), ref_id, key)
+}
+
+async fn submit(backend: &dyn TaskBackend, name: &str, args: Value) -> (Submitted, RefId, CacheKey) {
+    let (sub, ref_id, key) = submission(name, args);
+    let submitted = backend.submit(sub).await.expect("submit");
+    (submitted, ref_id, key)
+}
+
+async fn wait_terminal(backend: &dyn TaskBackend, ref_id: &RefId) -> TaskSnapshot {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let snapshot = backend.wait(ref_id, Some(deadline)).await.expect("wait").expect("task known");
+    assert!(snapshot.info.status.is_terminal(), "task did not finish within {PATIENCE:?}: {:?}", snapshot.info);
+    snapshot
+}
+
+/// Waits, event by event, until `pred` holds for the task's record.
+async fn wait_until(backend: &dyn TaskBackend, ref_id: &RefId, what: &str, pred: impl Fn(&TaskSnapshot) -> bool) {
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let snapshot = backend.get(ref_id).await.expect("get").expect("task known");
+        if pred(&snapshot) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < give_up, "gave up waiting for {what}: {:?}", snapshot.info);
+        // Short bounded waits on the backend's own event path; returns early when the task ends.
+        let _ = backend.wait(ref_id, Some(tokio::time::Instant::now() + Duration::from_millis(20))).await;
+    }
+}
+
+async fn wait_executions(id: &str, n: u32) {
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    while executions(id) < n {
+        assert!(tokio::time::Instant::now() < give_up, "task never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn settings() -> Settings {
+    Settings { max_workers: 4, max_queued: 100, cancel_grace: Duration::from_secs(5) }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The tests.
+
+/// A submitted task is known at once, `processing` once started, and `complete` with its value after.
+pub async fn submit_wait_complete(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let id = new_gate();
+    let (submitted, ref_id, key) = submit(b, GATED, json!({"gate": id, "value": {"answer": 42}})).await;
+    assert!(matches!(submitted, Submitted::Started(ref r) if *r == ref_id), "{submitted:?}");
+    let info = b.get(&ref_id).await.unwrap().expect("known right after submit").info;
+    assert!(matches!(info.status, TaskStatus::Processing | TaskStatus::Pending), "{info:?}");
+    wait_executions(&id, 1).await;
+    assert_eq!(b.get(&ref_id).await.unwrap().unwrap().info.status, TaskStatus::Processing);
+    assert!(b.lookup(&key).await.unwrap().is_none(), "no value before completion");
+    open(&id);
+    let done = wait_terminal(b, &ref_id).await;
+    assert_eq!(done.info.status, TaskStatus::Complete);
+    assert_eq!(done.value.expect("value with complete").value, json!({"answer": 42}));
+    let hit = b.lookup(&key).await.unwrap().expect("a hit after completion");
+    assert_eq!(hit.ref_id, ref_id);
+    assert_eq!(executions(&id), 1);
+}
+
+/// Concurrent submissions of one key join the first execution: exactly one runs.
+pub async fn single_flight(make: Factory) {
+    let fx = make(settings()).await;
+    let b = fx.backend.clone();
+    let id = new_gate();
+    let args = json!({"gate": id, "value": 1});
+    let mut handles = Vec::new();
+    for _ in 0..20 {
+        let b = b.clone();
+        let args = args.clone();
+        handles.push(tokio::spawn(async move { submit(&*b, GATED, args).await.0 }));
+    }
+    let mut refs = Vec::new();
+    for h in handles {
+        refs.push(h.await.unwrap().ref_id().clone());
+    }
+    refs.dedup();
+    assert_eq!(refs.len(), 1, "every caller must get the same ref id: {refs:?}");
+    wait_executions(&id, 1).await;
+    open(&id);
+    wait_terminal(&*b, &refs[0]).await;
+    assert_eq!(executions(&id), 1, "20 identical submissions must run once");
+    let stats = b.stats().await.unwrap();
+    assert!(stats.coalesced >= 19, "{stats:?}");
+}
+
+/// `wait` returns at its deadline when the task is still running, with the running record.
+pub async fn wait_respects_deadline(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let id = new_gate();
+    let (_, ref_id, _) = submit(b, GATED, json!({"gate": id})).await;
+    let start = tokio::time::Instant::now();
+    let snapshot = b.wait(&ref_id, Some(start + Duration::from_millis(100))).await.unwrap().unwrap();
+    let waited = start.elapsed();
+    assert!(!snapshot.info.status.is_terminal());
+    assert!(waited >= Duration::from_millis(100), "returned before the deadline: {waited:?}");
+    assert!(waited < PATIENCE, "overslept: {waited:?}");
+    open(&id);
+    wait_terminal(b, &ref_id).await;
+}
+
+/// An error fails the task with its text, is not cached, and a new submission runs again.
+pub async fn failure_is_not_cached(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let id = new_gate();
+    let args = json!({"gate": id, "message": "disk on fire"});
+    let (_, ref_id, key) = submit(b, FAIL, args.clone()).await;
+    let done = wait_terminal(b, &ref_id).await;
+    assert_eq!(done.info.status, TaskStatus::Failed);
+    assert_eq!(done.info.error.unwrap().message, "disk on fire");
+    assert!(b.lookup(&key).await.unwrap().is_none(), "an error is never a cached value");
+    let (again, ref2, _) = submit(b, FAIL, args).await;
+    assert!(matches!(again, Submitted::Started(_)), "a failed key runs again: {again:?}");
+    wait_terminal(b, &ref2).await;
+    assert_eq!(executions(&id), 2);
+}
+
+/// A panic fails the task with `panicked: <message>`; the backend keeps working.
+pub async fn panic_becomes_failure(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let (_, ref_id, _) = submit(b, PANIC, json!({"message": "kaboom", "n": new_gate()})).await;
+    let done = wait_terminal(b, &ref_id).await;
+    assert_eq!(done.info.status, TaskStatus::Failed);
+    assert_eq!(done.info.error.unwrap().message, "panicked: kaboom");
+    let id = new_gate();
+    open(&id);
+    let (_, ok_ref, _) = submit(b, GATED, json!({"gate": id, "value": 1})).await;
+    assert_eq!(wait_terminal(b, &ok_ref).await.info.status, TaskStatus::Complete);
+}
+
+/// Progress reports are visible to the next `get`.
+pub async fn progress_is_visible(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let id = new_gate();
+    let (_, ref_id, _) = submit(b, PROGRESS, json!({"gate": id})).await;
+    wait_until(b, &ref_id, "progress", |s| s.info.progress.is_some()).await;
+    let progress = b.get(&ref_id).await.unwrap().unwrap().info.progress.unwrap();
+    assert_eq!((progress.current, progress.total, progress.message.as_deref()), (1.0, Some(2.0), Some("halfway")));
+    assert_eq!(progress.percentage(), Some(50.0));
+    open(&id);
+    wait_terminal(b, &ref_id).await;
+}
+
+/// Cancel: sticky, idempotent, distinct answers for unknown and finished tasks.
+pub async fn cancel_semantics(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let id = new_gate();
+    let (_, ref_id, key) = submit(b, GATED, json!({"gate": id})).await;
+    wait_executions(&id, 1).await;
+    assert_eq!(b.cancel(&ref_id).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(b.cancel(&ref_id).await.unwrap(), CancelOutcome::Cancelled, "cancel is idempotent");
+    let done = wait_terminal(b, &ref_id).await;
+    assert_eq!(done.info.status, TaskStatus::Cancelled);
+    assert!(b.lookup(&key).await.unwrap().is_none());
+    assert_eq!(b.cancel(&RefId::generate("conformance")).await.unwrap(), CancelOutcome::NotFound);
+
+    let finished = new_gate();
+    open(&finished);
+    let (_, fin_ref, _) = submit(b, GATED, json!({"gate": finished, "value": 1})).await;
+    wait_terminal(b, &fin_ref).await;
+    assert_eq!(b.cancel(&fin_ref).await.unwrap(), CancelOutcome::AlreadyFinished(TaskStatus::Complete));
+}
+
+/// A result that arrives after a cancel is discarded, not cached; the status stays `cancelled`.
+pub async fn late_result_is_discarded(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let id = new_gate();
+    let (_, ref_id, key) = submit(b, STUBBORN, json!({"gate": id})).await;
+    wait_executions(&id, 1).await;
+    assert_eq!(b.cancel(&ref_id).await.unwrap(), CancelOutcome::Cancelled);
+    open(&id); // the task now finishes, within its grace period
+    // Let the late result arrive and be dropped; the record must stay cancelled.
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    while b.stats().await.unwrap().running > 0 {
+        assert!(tokio::time::Instant::now() < give_up, "stubborn task never wound down");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let info = b.get(&ref_id).await.unwrap().unwrap().info;
+    assert_eq!(info.status, TaskStatus::Cancelled);
+    assert!(b.lookup(&key).await.unwrap().is_none(), "a late result must not be cached");
+}
+
+/// Over `max_workers`, tasks are `pending` with a queue position; cancelling one removes it from the queue.
+pub async fn queue_and_pending(make: Factory) {
+    let fx = make(Settings { max_workers: 1, ..settings() }).await;
+    let b = &*fx.backend;
+    let first = new_gate();
+    let (_, first_ref, _) = submit(b, GATED, json!({"gate": first, "value": 1})).await;
+    wait_executions(&first, 1).await;
+    let second = new_gate();
+    let third = new_gate();
+    let (_, second_ref, _) = submit(b, GATED, json!({"gate": second, "value": 2})).await;
+    let (_, third_ref, _) = submit(b, GATED, json!({"gate": third, "value": 3})).await;
+    let info = b.get(&second_ref).await.unwrap().unwrap().info;
+    assert_eq!(info.status, TaskStatus::Pending);
+    assert_eq!(info.queue_position, Some(1));
+    assert_eq!(b.get(&third_ref).await.unwrap().unwrap().info.queue_position, Some(2));
+    assert_eq!(b.cancel(&second_ref).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(b.get(&third_ref).await.unwrap().unwrap().info.queue_position, Some(1));
+    open(&first);
+    open(&third);
+    wait_terminal(b, &first_ref).await;
+    assert_eq!(wait_terminal(b, &third_ref).await.info.status, TaskStatus::Complete);
+    assert_eq!(executions(&second), 0, "a cancelled pending task never runs");
+}
+
+/// A task with no local job runs by its registered name; an unknown name fails clearly instead of hanging.
+pub async fn runs_by_name(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let id = new_gate();
+    open(&id);
+    let (mut sub, ref_id, _) = submission(GATED, json!({"gate": id, "value": "by name"}));
+    sub.job = None;
+    b.submit(sub).await.unwrap();
+    let done = wait_terminal(b, &ref_id).await;
+    assert_eq!(done.value.unwrap().value, json!("by name"));
+
+    let (mut sub, ref_id, _) = submission("refcache.conformance.no-such-task", json!({}));
+    sub.job = None;
+    b.submit(sub).await.unwrap();
+    let done = wait_terminal(b, &ref_id).await;
+    assert_eq!(done.info.status, TaskStatus::Failed);
+    assert!(done.info.error.unwrap().message.contains("unknown task"), "clear error for an unknown name");
+}
+
+/// Unknown ids are unknown to `get` and `wait`.
+pub async fn unknown_ids(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let unknown = RefId::generate("conformance");
+    assert!(b.get(&unknown).await.unwrap().is_none());
+    assert!(b.wait(&unknown, Some(tokio::time::Instant::now())).await.unwrap().is_none());
+}
+
+/// Lists are newest first, filter by status, and page with a cursor.
+pub async fn list_and_page(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let mut refs = Vec::new();
+    for i in 0..5 {
+        let id = new_gate();
+        open(&id);
+        let (_, r, _) = submit(b, GATED, json!({"gate": id, "value": i})).await;
+        wait_terminal(b, &r).await;
+        refs.push(r);
+        // Distinct creation times, so that newest-first is well defined.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let failing = new_gate();
+    let (_, failed_ref, _) = submit(b, FAIL, json!({"gate": failing, "message": "x"})).await;
+    wait_terminal(b, &failed_ref).await;
+
+    let complete = b.list(TaskFilter::all().status(TaskStatus::Complete).limit(2)).await.unwrap();
+    let listed: Vec<&RefId> = complete.tasks.iter().map(|t| &t.ref_id).collect();
+    assert_eq!(listed, vec![&refs[4], &refs[3]], "newest first");
+    let cursor = complete.next_cursor.expect("more pages");
+    let next = b.list(TaskFilter::all().status(TaskStatus::Complete).limit(2).cursor(cursor)).await.unwrap();
+    let listed: Vec<&RefId> = next.tasks.iter().map(|t| &t.ref_id).collect();
+    assert_eq!(listed, vec![&refs[2], &refs[1]]);
+    let failed = b.list(TaskFilter::all().status(TaskStatus::Failed)).await.unwrap();
+    assert!(failed.tasks.iter().all(|t| t.status == TaskStatus::Failed));
+    assert!(failed.tasks.iter().any(|t| t.ref_id == failed_ref));
+}
+
+/// After `shutdown`, new work is refused with `ShuttingDown`, and what ran is finished.
+pub async fn shutdown_refuses_work(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let id = new_gate();
+    let (_, ref_id, _) = submit(b, GATED, json!({"gate": id})).await;
+    wait_executions(&id, 1).await;
+    b.shutdown(Duration::from_millis(50)).await.unwrap();
+    let info = b.get(&ref_id).await.unwrap().unwrap().info;
+    assert_eq!(info.status, TaskStatus::Cancelled, "{info:?}");
+    assert_eq!(info.status_message.as_deref(), Some("shutdown"));
+    let (sub, _, _) = submission(GATED, json!({"gate": new_gate()}));
+    assert!(matches!(b.submit(sub).await, Err(BackendError::ShuttingDown)));
+}
+
+/// Generates one `#[tokio::test]` per conformance test, each with a fresh backend from `$make` (a
+/// [`Factory`](crate::conformance::Factory)).
+#[macro_export]
+macro_rules! backend_conformance {
+    ($make:path) => {
+        $crate::backend_conformance!(@tests $make;
+            submit_wait_complete, single_flight, wait_respects_deadline, failure_is_not_cached,
+            panic_becomes_failure, progress_is_visible, cancel_semantics, late_result_is_discarded,
+            queue_and_pending, runs_by_name, unknown_ids, list_and_page, shutdown_refuses_work);
+    };
+    (@tests $make:path; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::conformance::$name($make).await;
+            }
+        )*
+    };
+}

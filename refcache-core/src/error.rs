@@ -1,0 +1,90 @@
+//! The errors of refcache's public API.
+
+use std::sync::Arc;
+
+use crate::config::ConfigError;
+
+/// The text every unknown, expired or inaccessible reference gets, so that nobody can probe which ids exist.
+pub const INACCESSIBLE_REFERENCE: &str = "Invalid or inaccessible reference";
+
+/// What can go wrong when calling a cached function or polling a reference.
+///
+/// A task that fails is **not** an error here: it is a response with status `failed`. These errors mean the call or
+/// poll itself could not be served.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefCacheError {
+    /// The reference is unknown, expired, or not visible to the caller. The text is deliberately the same in all
+    /// three cases.
+    #[error("Invalid or inaccessible reference")]
+    NotFound,
+    /// The text is not a ref id at all.
+    #[error(
+        "malformed ref_id `{ref_id}`: expected `<cache-name>:<32 lowercase hex digits>`, \
+         such as `refcache:0f8e2c1d9a7b4c3e8f6a5b4c3d2e1f0a`"
+    )]
+    MalformedRefId {
+        /// The offending text (cut to 100 characters).
+        ref_id: String,
+    },
+    /// An argument could not be turned into JSON for the key.
+    #[error("argument `{name}` of `{task}` cannot be serialized to JSON: {message}")]
+    Argument {
+        /// The task.
+        task: String,
+        /// The parameter.
+        name: String,
+        /// What serde said.
+        message: String,
+    },
+    /// A response format name that is not one of the three.
+    #[error("invalid response format `{value}`: expected one of `minimal`, `standard`, `full`")]
+    InvalidFormat {
+        /// The offending text.
+        value: String,
+    },
+    /// A complete value could not be deserialized into the requested type.
+    #[error("the value of {ref_id} does not deserialize into the requested type: {message}")]
+    ValueType {
+        /// The reference.
+        ref_id: String,
+        /// What serde said.
+        message: String,
+    },
+    /// The backend could not serve the request.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] Arc<ConfigError>),
+}
+
+impl From<ConfigError> for RefCacheError {
+    fn from(err: ConfigError) -> Self {
+        Self::Config(Arc::new(err))
+    }
+}
+
+/// Why a backend could not serve a request.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The backend's server cannot be reached. Calls and polls fail with this until it returns.
+    #[error("task backend unavailable: {0}")]
+    Unavailable(String),
+    /// The queue is at `max_queued`; the submission was refused rather than grow memory.
+    #[error("task queue is full ({max_queued} tasks waiting); retry later or raise `max_queued`")]
+    QueueFull {
+        /// The configured bound.
+        max_queued: usize,
+    },
+    /// The backend is shutting down and takes no new work.
+    #[error("task backend is shutting down and accepts no new work")]
+    ShuttingDown,
+    /// No runtime could be started to run the work.
+    #[error("could not start the refcache runtime: {0}")]
+    Runtime(String),
+    /// Anything else a backend reports.
+    #[error("task backend error: {0}")]
+    Other(String),
+}

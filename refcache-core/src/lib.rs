@@ -1,0 +1,81 @@
+//! refcache-core: the runtime behind `#[cached]`.
+//!
+//! Long-running tool calls for MCP servers and other RPC services. A `#[cached]` function submits its work to a
+//! [`TaskBackend`] and waits at most `async_timeout`. Done in time: the caller gets the value, and it is cached.
+//! Not done: the caller gets a processing reference (`ref_id`), the same execution continues in the background, and
+//! anyone can poll [`get_cached_result`] for status, progress, the value, the error or the cancellation.
+//!
+//! Most users depend on the `refcache` facade crate, which re-exports this one.
+//!
+//! # Features
+//! - `macros` (default): re-export the `#[cached]` attribute.
+//! - `test-utils`: the backend conformance suite, [`conformance`].
+//!
+//! # Supported Rust versions
+//! The minimum supported Rust version is 1.88 (edition 2024).
+//!
+//! # Example
+//! ```
+//! use refcache_core::{RefCache, TaskStatus, cached};
+//!
+//! #[cached(async_timeout = 5.0)]
+//! async fn square(n: i64) -> Result<i64, std::convert::Infallible> {
+//!     Ok(n * n)
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), refcache_core::RefCacheError> {
+//! let first = square(12).await?;
+//! assert_eq!(first.value_as::<i64>()?, Some(144));
+//! let again = refcache_core::get_cached_result(first.ref_id().as_str()).await?;
+//! assert_eq!(again.status(), TaskStatus::Complete);
+//! # Ok(()) }
+//! ```
+
+#[allow(unused_extern_crates)]
+extern crate self as refcache_core;
+
+mod backend;
+mod cache;
+mod config;
+mod error;
+mod execute;
+mod format;
+mod global;
+mod key;
+mod memory;
+mod ref_id;
+pub mod registry;
+mod response;
+mod schema;
+mod store;
+mod task;
+
+#[cfg(feature = "test-utils")]
+pub mod conformance;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use backend::{
+    BackendStats, CancelOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskOptions, TaskPage, TaskSnapshot,
+    TaskSpec,
+};
+pub use cache::{GetOptions, RefCache, RefCacheBuilder};
+pub use config::{BackendFactory, ConfigError, RefCacheConfig};
+pub use error::{BackendError, INACCESSIBLE_REFERENCE, RefCacheError};
+pub use execute::{Cancelled, LocalJob, TaskContext, TaskHooks, run as run_job};
+pub use format::AsyncResponseFormat;
+pub use global::{default_cache, get_cached_result, get_cached_result_with, set_default_cache};
+pub use key::{CacheKey, KeyBuilder};
+pub use memory::{MemoryBackendConfig, MemoryTaskBackend};
+pub use ref_id::RefId;
+pub use response::{AsyncResponse, CachedResponse, CompleteResponse};
+pub use schema::ExpectedSchema;
+pub use store::{StoredValue, ValueStore};
+pub use task::{RetryInfo, TaskError, TaskInfo, TaskProgress, TaskStatus, Timestamp};
+
+/// The `#[cached]` attribute. See the crate docs of `refcache` for its arguments.
+#[cfg(feature = "macros")]
+#[doc(inline)]
+pub use refcache_macros::cached;

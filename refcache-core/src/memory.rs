@@ -1,0 +1,682 @@
+//! `MemoryTaskBackend`: the in-process default. Tasks run on tokio in this process; state and values live in
+//! memory (values in a byte-bounded moka cache, task records in a TTL-bounded moka cache).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, watch};
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::backend::{
+    BackendStats, CancelOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskPage, TaskSnapshot, TaskSpec,
+};
+use crate::error::BackendError;
+use crate::execute::{self, LocalJob, TaskContext, TaskHooks};
+use crate::key::CacheKey;
+use crate::ref_id::RefId;
+use crate::registry;
+use crate::store::{StoredValue, ValueStore};
+use crate::task::{TaskError, TaskInfo, TaskProgress, TaskStatus, Timestamp};
+
+/// Settings of a [`MemoryTaskBackend`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct MemoryBackendConfig {
+    /// Tasks that may run at once; more wait as `pending`.
+    pub max_workers: usize,
+    /// Tasks that may wait; a submission beyond this is refused with `QueueFull`.
+    pub max_queued: usize,
+    /// How long a finished value stays when the task sets no TTL.
+    pub default_ttl: Duration,
+    /// How long a finished task record stays.
+    pub task_ttl: Duration,
+    /// At most this many finished task records are kept (oldest-used evicted first).
+    pub max_task_records: u64,
+    /// Capacity of the value store in bytes.
+    pub max_capacity_bytes: u64,
+    /// How long a cancelled async task may run on before it is aborted.
+    pub cancel_grace: Duration,
+}
+
+impl Default for MemoryBackendConfig {
+    fn default() -> Self {
+        Self {
+            max_workers: 32,
+            max_queued: 10_000,
+            default_ttl: Duration::from_secs(3600),
+            task_ttl: Duration::from_secs(24 * 3600),
+            max_task_records: 100_000,
+            max_capacity_bytes: 256 * 1024 * 1024,
+            cancel_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The in-process task backend: tokio tasks, bounded by `max_workers`, state in memory.
+///
+/// Tasks are spawned on the tokio runtime that submits them. A task whose runtime shuts down before it finishes is
+/// marked `failed` rather than left `processing` forever.
+#[derive(Clone)]
+pub struct MemoryTaskBackend {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MemoryTaskBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryTaskBackend").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    config: MemoryBackendConfig,
+    store: ValueStore,
+    finished: moka::sync::Cache<RefId, Arc<Finished>>,
+    state: Mutex<State>,
+    idle: Notify,
+    counters: Counters,
+}
+
+struct Finished {
+    info: TaskInfo,
+    key: CacheKey,
+}
+
+type QueueKey = (Reverse<i32>, u64);
+
+#[derive(Default)]
+struct State {
+    accepting: bool,
+    /// key → the execution in flight for it (single-flight).
+    inflight: HashMap<CacheKey, RefId>,
+    /// Tasks not yet retired: pending, running, or cancelled and winding down.
+    active: HashMap<RefId, Arc<Active>>,
+    /// Pending tasks, highest priority first, FIFO within a priority.
+    queue: BTreeMap<QueueKey, RefId>,
+    queued: HashMap<RefId, QueueKey>,
+    running: usize,
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    executions: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    coalesced: AtomicU64,
+    cancellations: AtomicU64,
+}
+
+const PENDING: u8 = 0;
+const RUNNING: u8 = 1;
+const COMPLETING: u8 = 2;
+const DONE: u8 = 3;
+
+struct Active {
+    spec: TaskSpec,
+    job: Option<LocalJob>,
+    handle: Handle,
+    info: watch::Sender<TaskInfo>,
+    cancel: CancellationToken,
+    /// PENDING → RUNNING → COMPLETING → DONE, or straight to DONE on cancel/failure. Changed only by CAS, so the
+    /// first terminal decision wins.
+    phase: AtomicU8,
+    holds_slot: AtomicBool,
+    partial: Mutex<Option<Value>>,
+    abort: Mutex<Option<AbortHandle>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Active {
+    fn cas(&self, from: u8, to: u8) -> bool {
+        self.phase.compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    fn set_terminal(&self, status: TaskStatus, error: Option<TaskError>, note: Option<&str>) {
+        self.info.send_modify(|info| {
+            info.status = status;
+            info.error = error;
+            info.finished_at = Some(Timestamp::now());
+            info.queue_position = None;
+            if let Some(note) = note {
+                info.status_message = Some(note.to_owned());
+            }
+        });
+        tracing::debug!(ref_id = %self.spec.ref_id, task = %self.spec.task_name, %status, "task finished");
+    }
+}
+
+impl TaskHooks for Active {
+    fn report_progress(&self, progress: TaskProgress) {
+        self.info.send_if_modified(|info| {
+            if info.status == TaskStatus::Processing {
+                info.progress = Some(progress);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn set_partial_result(&self, value: Value) {
+        *lock(&self.partial) = Some(value);
+    }
+}
+
+impl Default for MemoryTaskBackend {
+    fn default() -> Self {
+        Self::new(MemoryBackendConfig::default())
+    }
+}
+
+impl MemoryTaskBackend {
+    /// A backend with these settings.
+    ///
+    /// # Panics
+    /// If `max_workers` is zero; `RefCacheConfig` validates this with a clear error before it gets here.
+    pub fn new(config: MemoryBackendConfig) -> Self {
+        assert!(config.max_workers > 0, "MemoryBackendConfig::max_workers must be at least 1");
+        let task_ttl = config.task_ttl;
+        let finished = moka::sync::Cache::builder()
+            .max_capacity(config.max_task_records)
+            .expire_after(FinishedTtl { task_ttl })
+            .build();
+        let inner = Inner {
+            store: ValueStore::new(config.max_capacity_bytes),
+            finished,
+            state: Mutex::new(State { accepting: true, ..State::default() }),
+            idle: Notify::new(),
+            counters: Counters::default(),
+            config,
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &MemoryBackendConfig {
+        &self.inner.config
+    }
+
+    /// The value store (for inspection and tests).
+    pub fn store(&self) -> &ValueStore {
+        &self.inner.store
+    }
+}
+
+/// Finished records live `task_ttl`, or as long as their value if that is longer, so a reference to a live value
+/// always resolves.
+struct FinishedTtl {
+    task_ttl: Duration,
+}
+
+impl moka::Expiry<RefId, Arc<Finished>> for FinishedTtl {
+    fn expire_after_create(&self, _: &RefId, _: &Arc<Finished>, _: std::time::Instant) -> Option<Duration> {
+        Some(self.task_ttl)
+    }
+}
+
+impl Inner {
+    /// Under the state lock: moves queued tasks into free slots and marks them processing. The caller spawns the
+    /// returned tasks after releasing the lock (a spawn on a dead runtime drops the future at once, and its guard
+    /// takes the lock).
+    fn admit(&self, st: &mut State) -> Vec<Arc<Active>> {
+        let mut started = Vec::new();
+        while st.running < self.config.max_workers {
+            let Some((qkey, ref_id)) = st.queue.pop_first() else { break };
+            st.queued.remove(&ref_id);
+            let Some(active) = st.active.get(&ref_id).cloned() else { continue };
+            if !active.cas(PENDING, RUNNING) {
+                continue;
+            }
+            let _ = qkey;
+            st.running += 1;
+            active.holds_slot.store(true, Ordering::Release);
+            active.info.send_modify(|info| {
+                info.status = TaskStatus::Processing;
+                info.started_at.get_or_insert_with(Timestamp::now);
+                info.queue_position = None;
+            });
+            started.push(active);
+        }
+        started
+    }
+
+    fn spawn_all(self: &Arc<Self>, started: Vec<Arc<Active>>) {
+        for active in started {
+            self.counters.executions.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(ref_id = %active.spec.ref_id, task = %active.spec.task_name, "task started");
+            let span = tracing::debug_span!("refcache.task", task = %active.spec.task_name, ref_id = %active.spec.ref_id);
+            let handle = active.handle.clone();
+            let join = handle.spawn(drive(self.clone(), active.clone()).instrument(span));
+            *lock(&active.abort) = Some(join.abort_handle());
+        }
+    }
+
+    /// Moves a task out of the active set: its record into the finished cache, its slot back to the pool.
+    fn retire(self: &Arc<Self>, active: &Arc<Active>) {
+        let info = active.info.borrow().clone();
+        self.finished.insert(info.ref_id.clone(), Arc::new(Finished { info, key: active.spec.key }));
+        let started = {
+            let mut st = lock(&self.state);
+            let ref_id = &active.spec.ref_id;
+            if st.inflight.get(&active.spec.key) == Some(ref_id) {
+                st.inflight.remove(&active.spec.key);
+            }
+            if let Some(qkey) = st.queued.remove(ref_id) {
+                st.queue.remove(&qkey);
+            }
+            st.active.remove(ref_id);
+            if active.holds_slot.swap(false, Ordering::AcqRel) {
+                st.running -= 1;
+            }
+            self.admit(&mut st)
+        };
+        self.spawn_all(started);
+        self.idle.notify_waiters();
+    }
+
+    fn unlink_inflight(&self, active: &Active) {
+        let mut st = lock(&self.state);
+        if st.inflight.get(&active.spec.key) == Some(&active.spec.ref_id) {
+            st.inflight.remove(&active.spec.key);
+        }
+    }
+
+    async fn complete(self: &Arc<Self>, active: &Arc<Active>, result: Option<Result<Value, TaskError>>) {
+        match result {
+            Some(Ok(value)) if active.cas(RUNNING, COMPLETING) => {
+                let spec = &active.spec;
+                let ttl = spec.options.ttl.unwrap_or(self.config.default_ttl);
+                let stored = StoredValue::new(spec.ref_id.clone(), spec.key, &spec.task_name, &spec.namespace, value, ttl);
+                if self.store.fits(&stored) {
+                    // The value is written before `complete` is published, so a woken waiter finds it.
+                    self.store.insert(Arc::new(stored)).await;
+                    active.set_terminal(TaskStatus::Complete, None, None);
+                } else {
+                    let error = TaskError::new(format!(
+                        "the value is {} bytes of JSON, more than the cache capacity of {} bytes; raise \
+                         `max_capacity_bytes` or return a smaller value",
+                        stored.size,
+                        self.store.max_bytes()
+                    ))
+                    .with_code("TOO_LARGE");
+                    active.set_terminal(TaskStatus::Failed, Some(error), None);
+                }
+                active.phase.store(DONE, Ordering::Release);
+            }
+            Some(Err(error)) if active.cas(RUNNING, DONE) => {
+                active.set_terminal(TaskStatus::Failed, Some(error), None);
+            }
+            // Cancelled (the cancel already set the sticky status): the late result, if any, is dropped.
+            _ => {}
+        }
+        self.retire(active);
+    }
+}
+
+/// Marks the task failed if its driver is dropped before finishing: the runtime it ran on shut down.
+struct DriverGuard {
+    inner: Arc<Inner>,
+    active: Arc<Active>,
+    armed: bool,
+}
+
+impl Drop for DriverGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if self.active.cas(RUNNING, DONE) || self.active.cas(COMPLETING, DONE) {
+            let error = TaskError::new("the tokio runtime running this task shut down before it finished")
+                .with_code("RUNTIME_SHUTDOWN");
+            self.active.set_terminal(TaskStatus::Failed, Some(error), None);
+        }
+        self.inner.retire(&self.active);
+    }
+}
+
+async fn drive(inner: Arc<Inner>, active: Arc<Active>) {
+    let mut guard = DriverGuard { inner: inner.clone(), active: active.clone(), armed: true };
+    let result = execute_one(&inner, &active).await;
+    inner.complete(&active, result).await;
+    guard.armed = false;
+}
+
+/// Runs the task once. `None` means it was cancelled and did not stop within the grace period.
+async fn execute_one(inner: &Inner, active: &Arc<Active>) -> Option<Result<Value, TaskError>> {
+    let spec = &active.spec;
+    let job = match &active.job {
+        Some(job) => job.clone(),
+        None => match registry::find(&spec.task_name) {
+            Some(task) => task.job(),
+            None => {
+                return Some(Err(TaskError::new(format!(
+                    "unknown task `{}`: no #[cached] function with this name is linked into this process",
+                    spec.task_name
+                ))
+                .with_code("UNKNOWN_TASK")));
+            }
+        },
+    };
+    let hooks: Arc<dyn TaskHooks> = active.clone();
+    let ctx = TaskContext::new(spec.ref_id.clone(), hooks, active.cancel.clone());
+    let run = execute::run(&job, spec.args.clone(), ctx);
+    tokio::pin!(run);
+    tokio::select! {
+        biased;
+        result = &mut run => Some(result),
+        () = active.cancel.cancelled() => {
+            // Cooperative first: the task may notice the token and stop on its own.
+            tokio::time::timeout(inner.config.cancel_grace, &mut run).await.ok()
+        }
+    }
+}
+
+impl TaskBackend for MemoryTaskBackend {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn lookup<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<Option<Arc<StoredValue>>, BackendError>> {
+        Box::pin(async move {
+            let found = self.inner.store.get(key).await;
+            let counter = if found.is_some() { &self.inner.counters.hits } else { &self.inner.counters.misses };
+            counter.fetch_add(1, Ordering::Relaxed);
+            Ok(found)
+        })
+    }
+
+    fn submit(&self, submission: Submission) -> BoxFuture<'_, Result<Submitted, BackendError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let handle = Handle::try_current().map_err(|_| {
+                BackendError::Runtime("MemoryTaskBackend::submit must be called inside a tokio runtime".to_owned())
+            })?;
+            let Submission { spec, job, .. } = submission;
+            let key = spec.key;
+            let ref_id = spec.ref_id.clone();
+            let active = {
+                let mut st = lock(&inner.state);
+                if !st.accepting {
+                    return Err(BackendError::ShuttingDown);
+                }
+                if let Some(existing) = st.inflight.get(&key) {
+                    inner.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Submitted::Joined(existing.clone()));
+                }
+                if st.running >= inner.config.max_workers && st.queue.len() >= inner.config.max_queued {
+                    return Err(BackendError::QueueFull { max_queued: inner.config.max_queued });
+                }
+                let mut info = TaskInfo::new(ref_id.clone(), &spec.task_name, &spec.namespace);
+                info.session_id = spec.options.session_id.clone();
+                let active = Arc::new(Active {
+                    info: watch::channel(info).0,
+                    spec,
+                    job,
+                    handle,
+                    cancel: CancellationToken::new(),
+                    phase: AtomicU8::new(PENDING),
+                    holds_slot: AtomicBool::new(false),
+                    partial: Mutex::new(None),
+                    abort: Mutex::new(None),
+                });
+                st.inflight.insert(key, ref_id.clone());
+                st.active.insert(ref_id.clone(), active.clone());
+                active
+            };
+            // A task for this key may have finished between the caller's lookup and the insert above; its value is
+            // in the store by now (it is written before the in-flight entry goes). Never run the work twice.
+            if let Some(value) = inner.store.get(&key).await {
+                if active.cas(PENDING, DONE) {
+                    active.set_terminal(TaskStatus::Complete, None, None);
+                    inner.retire(&active);
+                }
+                return Ok(Submitted::Hit(value));
+            }
+            let started = {
+                let mut st = lock(&inner.state);
+                if active.phase.load(Ordering::Acquire) == PENDING {
+                    st.seq += 1;
+                    let qkey = (Reverse(active.spec.options.priority), st.seq);
+                    st.queue.insert(qkey, ref_id.clone());
+                    st.queued.insert(ref_id.clone(), qkey);
+                    tracing::debug!(%ref_id, task = %active.spec.task_name, "task queued");
+                }
+                inner.admit(&mut st)
+            };
+            inner.spawn_all(started);
+            Ok(Submitted::Started(ref_id))
+        })
+    }
+
+    fn get<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let (info, key) = {
+                let st = lock(&inner.state);
+                match st.active.get(ref_id) {
+                    Some(active) => {
+                        let mut info = active.info.borrow().clone();
+                        if let Some(qkey) = st.queued.get(ref_id) {
+                            info.queue_position = Some(st.queue.range(..qkey).count() + 1);
+                        }
+                        (info, active.spec.key)
+                    }
+                    None => match inner.finished.get(ref_id) {
+                        Some(f) => (f.info.clone(), f.key),
+                        None => return Ok(None),
+                    },
+                }
+            };
+            if info.status != TaskStatus::Complete {
+                return Ok(Some(TaskSnapshot::new(info, None)));
+            }
+            // A complete task whose value has expired or been evicted is gone.
+            Ok(inner.store.get(&key).await.map(|value| TaskSnapshot::new(info, Some(value))))
+        })
+    }
+
+    fn wait<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+        deadline: Option<tokio::time::Instant>,
+    ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
+        Box::pin(async move {
+            let active = lock(&self.inner.state).active.get(ref_id).cloned();
+            if let Some(active) = active {
+                let mut rx = active.info.subscribe();
+                let done = rx.wait_for(|info| info.status.is_terminal());
+                match deadline {
+                    Some(deadline) => {
+                        let _ = tokio::time::timeout_at(deadline, done).await;
+                    }
+                    None => {
+                        let _ = done.await;
+                    }
+                }
+            }
+            self.get(ref_id).await
+        })
+    }
+
+    fn cancel<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<CancelOutcome, BackendError>> {
+        Box::pin(async move { Ok(self.inner.cancel(ref_id, None)) })
+    }
+
+    fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<TaskPage, BackendError>> {
+        Box::pin(async move { Ok(self.inner.list(&filter)) })
+    }
+
+    fn cleanup(&self, max_age: Duration) -> BoxFuture<'_, Result<usize, BackendError>> {
+        Box::pin(async move {
+            let mut removed = 0;
+            for (ref_id, record) in &self.inner.finished {
+                if record.info.finished_at.is_some_and(|t| t.elapsed() > max_age) {
+                    self.inner.finished.invalidate(ref_id.as_ref());
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<BackendStats, BackendError>> {
+        Box::pin(async move { Ok(self.inner.stats()) })
+    }
+
+    fn shutdown(&self, deadline: Duration) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            self.inner.shutdown(deadline).await;
+            Ok(())
+        })
+    }
+}
+
+impl Inner {
+    fn cancel(self: &Arc<Self>, ref_id: &RefId, note: Option<&str>) -> CancelOutcome {
+        let active = lock(&self.state).active.get(ref_id).cloned();
+        let Some(active) = active else {
+            return match self.finished.get(ref_id) {
+                Some(f) if f.info.status == TaskStatus::Cancelled => CancelOutcome::Cancelled,
+                Some(f) => CancelOutcome::AlreadyFinished(f.info.status),
+                None => CancelOutcome::NotFound,
+            };
+        };
+        if active.cas(PENDING, DONE) {
+            self.counters.cancellations.fetch_add(1, Ordering::Relaxed);
+            active.set_terminal(TaskStatus::Cancelled, None, note);
+            active.cancel.cancel();
+            self.retire(&active);
+            return CancelOutcome::Cancelled;
+        }
+        if active.cas(RUNNING, DONE) {
+            self.counters.cancellations.fetch_add(1, Ordering::Relaxed);
+            active.set_terminal(TaskStatus::Cancelled, None, note);
+            // A new call for the same key starts afresh instead of joining a cancelled execution.
+            self.unlink_inflight(&active);
+            active.cancel.cancel();
+            return CancelOutcome::Cancelled;
+        }
+        match active.info.borrow().status {
+            TaskStatus::Cancelled => CancelOutcome::Cancelled,
+            status if status.is_terminal() => CancelOutcome::AlreadyFinished(status),
+            // COMPLETING: the value is being stored; the task has, in effect, finished.
+            _ => CancelOutcome::AlreadyFinished(TaskStatus::Complete),
+        }
+    }
+
+    fn all_infos(&self) -> Vec<TaskInfo> {
+        let mut seen = HashSet::new();
+        let mut infos = Vec::new();
+        {
+            let st = lock(&self.state);
+            for (ref_id, active) in &st.active {
+                let mut info = active.info.borrow().clone();
+                if let Some(qkey) = st.queued.get(ref_id) {
+                    info.queue_position = Some(st.queue.range(..qkey).count() + 1);
+                }
+                seen.insert(ref_id.clone());
+                infos.push(info);
+            }
+        }
+        for (ref_id, record) in &self.finished {
+            if seen.insert((*ref_id).clone()) {
+                infos.push(record.info.clone());
+            }
+        }
+        infos
+    }
+
+    fn list(&self, filter: &TaskFilter) -> TaskPage {
+        const DEFAULT_LIMIT: usize = 50;
+        const MAX_LIMIT: usize = 1000;
+        let limit = filter.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+        let after = filter.cursor.as_deref().and_then(parse_cursor);
+        let mut infos: Vec<TaskInfo> = self.all_infos().into_iter().filter(|i| filter.matches(i)).collect();
+        infos.sort_by(|a, b| sort_key(b).cmp(&sort_key(a)));
+        let start = match &after {
+            Some(cursor) => infos.iter().position(|i| sort_key(i) < (cursor.0, cursor.1.as_str())).unwrap_or(infos.len()),
+            None => 0,
+        };
+        let page: Vec<TaskInfo> = infos.iter().skip(start).take(limit).cloned().collect();
+        let next_cursor = if start + page.len() < infos.len() { page.last().map(make_cursor) } else { None };
+        TaskPage::new(page, next_cursor)
+    }
+
+    fn stats(&self) -> BackendStats {
+        let mut stats = BackendStats::default();
+        for info in self.all_infos() {
+            *stats.by_status.entry(info.status).or_default() += 1;
+        }
+        {
+            let st = lock(&self.state);
+            stats.running = st.running as u64;
+            stats.queued = st.queue.len() as u64;
+        }
+        let c = &self.counters;
+        stats.capacity = self.config.max_workers as u64;
+        stats.executions = c.executions.load(Ordering::Relaxed);
+        stats.hits = c.hits.load(Ordering::Relaxed);
+        stats.misses = c.misses.load(Ordering::Relaxed);
+        stats.coalesced = c.coalesced.load(Ordering::Relaxed);
+        stats.cancellations = c.cancellations.load(Ordering::Relaxed);
+        stats
+    }
+
+    async fn wait_until_idle(&self, until: tokio::time::Instant) -> bool {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if lock(&self.state).active.is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return lock(&self.state).active.is_empty();
+            }
+        }
+    }
+
+    async fn shutdown(self: &Arc<Self>, deadline: Duration) {
+        lock(&self.state).accepting = false;
+        tracing::debug!("memory backend shutting down");
+        let until = tokio::time::Instant::now() + deadline;
+        if self.wait_until_idle(until).await {
+            return;
+        }
+        let rest: Vec<Arc<Active>> = lock(&self.state).active.values().cloned().collect();
+        for active in &rest {
+            self.cancel(&active.spec.ref_id, Some("shutdown"));
+            if let Some(abort) = lock(&active.abort).take() {
+                abort.abort();
+            }
+        }
+        // Aborted drivers retire as they are dropped; give them a moment to be polled.
+        self.wait_until_idle(tokio::time::Instant::now() + Duration::from_secs(1)).await;
+    }
+}
+
+fn sort_key(info: &TaskInfo) -> (std::time::SystemTime, &str) {
+    (info.created_at.0, info.ref_id.as_str())
+}
+
+fn make_cursor(info: &TaskInfo) -> String {
+    let nanos = info.created_at.0.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{nanos}/{}", info.ref_id)
+}
+
+fn parse_cursor(cursor: &str) -> Option<(std::time::SystemTime, String)> {
+    let (nanos, ref_id) = cursor.split_once('/')?;
+    let nanos: u64 = nanos.parse().ok()?;
+    Some((std::time::UNIX_EPOCH + Duration::from_nanos(nanos), ref_id.to_owned()))
+}

@@ -1,0 +1,144 @@
+//! The tasks this process knows: each `#[cached]` function's metadata, and the link-time registry that lets a
+//! worker run a task by name.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::execute::{LocalJob, TaskContext};
+use crate::format::AsyncResponseFormat;
+use crate::schema::ExpectedSchema;
+use crate::task::TaskError;
+
+/// What the `#[cached]` attribute says about one function. Built once per function, on its first call.
+#[derive(Debug)]
+pub struct TaskMeta {
+    name: String,
+    namespace: &'static str,
+    ttl: Option<Duration>,
+    async_timeout: Option<Duration>,
+    format: AsyncResponseFormat,
+    return_type: &'static str,
+    description: Option<&'static str>,
+    schema: fn() -> Option<Value>,
+    expected: OnceLock<Arc<ExpectedSchema>>,
+}
+
+impl TaskMeta {
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        namespace: &'static str,
+        ttl: Option<Duration>,
+        async_timeout: Option<Duration>,
+        format: AsyncResponseFormat,
+        return_type: &'static str,
+        description: Option<&'static str>,
+        schema: fn() -> Option<Value>,
+    ) -> Self {
+        Self { name, namespace, ttl, async_timeout, format, return_type, description, schema, expected: OnceLock::new() }
+    }
+
+    /// The task's stable name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace its values belong to.
+    pub fn namespace(&self) -> &str {
+        self.namespace
+    }
+
+    /// The value TTL it sets (`None`: the cache's default).
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl
+    }
+
+    /// How long a caller waits before getting a reference (`None`: until done).
+    pub fn async_timeout(&self) -> Option<Duration> {
+        self.async_timeout
+    }
+
+    /// The default response format.
+    pub fn format(&self) -> AsyncResponseFormat {
+        self.format
+    }
+
+    /// The expected schema of the success value (computed once).
+    pub fn expected_schema(&self) -> Arc<ExpectedSchema> {
+        self.expected
+            .get_or_init(|| {
+                Arc::new(ExpectedSchema {
+                    return_type: self.return_type.to_owned(),
+                    schema: (self.schema)(),
+                    description: self.description.map(str::to_owned),
+                })
+            })
+            .clone()
+    }
+}
+
+/// Task metadata by name, for answering full-format polls with the expected schema.
+fn metas() -> &'static Mutex<HashMap<String, &'static TaskMeta>> {
+    static METAS: OnceLock<Mutex<HashMap<String, &'static TaskMeta>>> = OnceLock::new();
+    METAS.get_or_init(Default::default)
+}
+
+/// Records `meta` under its name (the macro does this on a function's first call).
+#[doc(hidden)]
+pub fn remember(meta: &'static TaskMeta) -> &'static TaskMeta {
+    metas().lock().unwrap_or_else(PoisonError::into_inner).insert(meta.name.clone(), meta);
+    meta
+}
+
+/// The metadata of a task this process has called, by name.
+pub fn meta(name: &str) -> Option<&'static TaskMeta> {
+    metas().lock().unwrap_or_else(PoisonError::into_inner).get(name).copied()
+}
+
+/// The signature of a registered task: JSON arguments in, JSON value out.
+pub type TaskFn = fn(Value, TaskContext) -> BoxFuture<'static, Result<Value, TaskError>>;
+
+/// A task registered at link time, so that a worker process that links the crate can run it by name.
+///
+/// The `#[cached]` attribute registers every free function whose parameters are all part of the key (plus an
+/// optional [`TaskContext`]). Methods and functions with skipped parameters need state that only the calling
+/// process has, and run in-process only.
+#[derive(Debug)]
+pub struct TaskRegistration {
+    name: fn() -> &'static str,
+    run: TaskFn,
+}
+
+impl TaskRegistration {
+    #[doc(hidden)]
+    pub const fn new(name: fn() -> &'static str, run: TaskFn) -> Self {
+        Self { name, run }
+    }
+
+    /// The task's name.
+    pub fn name(&self) -> &'static str {
+        (self.name)()
+    }
+
+    /// The task as a job.
+    pub fn job(&self) -> LocalJob {
+        Arc::new(self.run)
+    }
+}
+
+inventory::collect!(TaskRegistration);
+
+/// The registered task called `name`, if this binary links one.
+pub fn find(name: &str) -> Option<&'static TaskRegistration> {
+    inventory::iter::<TaskRegistration>.into_iter().find(|t| t.name() == name)
+}
+
+/// The names of all registered tasks.
+pub fn names() -> Vec<&'static str> {
+    inventory::iter::<TaskRegistration>.into_iter().map(TaskRegistration::name).collect()
+}

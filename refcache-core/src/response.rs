@@ -1,0 +1,209 @@
+//! The responses a cached call or a poll answers with, and their exact wire shapes.
+
+use std::sync::Arc;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::RefCacheError;
+use crate::format::AsyncResponseFormat;
+use crate::ref_id::RefId;
+use crate::schema::ExpectedSchema;
+use crate::store::StoredValue;
+use crate::task::{TaskError, TaskInfo, TaskStatus};
+
+/// What a `#[cached]` call or `get_cached_result` answers.
+///
+/// Serializes to the wire shapes of mcp-refcache, so agents written for it work unchanged:
+/// - complete: `{ref_id, value, is_complete: true, is_async: false, size, total_items}`;
+/// - async (pending, processing, failed, cancelled), by format:
+///   - minimal: `{ref_id, status, is_complete: false, is_async: true}`;
+///   - standard: minimal plus `started_at`, `progress`, `message`;
+///   - full: standard plus `eta_seconds`, `error`, `retry_count`, `can_retry`, `retry_history`,
+///     `expected_schema`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum CachedResponse {
+    /// The task is complete; here is its value.
+    Complete(CompleteResponse),
+    /// The task is pending, processing, failed or cancelled.
+    Async(AsyncResponse),
+}
+
+/// A complete value.
+#[derive(Debug, Clone)]
+pub struct CompleteResponse {
+    stored: Arc<StoredValue>,
+}
+
+/// A task that has not produced a value (yet).
+#[derive(Debug, Clone)]
+pub struct AsyncResponse {
+    info: TaskInfo,
+    format: AsyncResponseFormat,
+    expected_schema: Option<Arc<ExpectedSchema>>,
+}
+
+impl CachedResponse {
+    /// A complete response for a stored value.
+    pub fn complete(stored: Arc<StoredValue>) -> Self {
+        Self::Complete(CompleteResponse { stored })
+    }
+
+    /// An async response for a task record.
+    pub fn pending(info: TaskInfo, format: AsyncResponseFormat, expected_schema: Option<Arc<ExpectedSchema>>) -> Self {
+        Self::Async(AsyncResponse { info, format, expected_schema })
+    }
+
+    /// The reference.
+    pub fn ref_id(&self) -> &RefId {
+        match self {
+            Self::Complete(c) => &c.stored.ref_id,
+            Self::Async(a) => &a.info.ref_id,
+        }
+    }
+
+    /// The task's status.
+    pub fn status(&self) -> TaskStatus {
+        match self {
+            Self::Complete(_) => TaskStatus::Complete,
+            Self::Async(a) => a.info.status,
+        }
+    }
+
+    /// Whether the value is here.
+    pub fn is_complete(&self) -> bool {
+        matches!(self, Self::Complete(_))
+    }
+
+    /// The value, when complete.
+    pub fn value(&self) -> Option<&Value> {
+        match self {
+            Self::Complete(c) => Some(&c.stored.value),
+            Self::Async(_) => None,
+        }
+    }
+
+    /// The stored value and its metadata, when complete.
+    pub fn stored(&self) -> Option<&Arc<StoredValue>> {
+        match self {
+            Self::Complete(c) => Some(&c.stored),
+            Self::Async(_) => None,
+        }
+    }
+
+    /// The value deserialized into `T`: `Ok(None)` while the task is not complete.
+    pub fn value_as<T: DeserializeOwned>(&self) -> Result<Option<T>, RefCacheError> {
+        self.value()
+            .map(|v| {
+                T::deserialize(v).map_err(|e| RefCacheError::ValueType {
+                    ref_id: self.ref_id().to_string(),
+                    message: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    /// The task record, when not complete.
+    pub fn info(&self) -> Option<&TaskInfo> {
+        match self {
+            Self::Complete(_) => None,
+            Self::Async(a) => Some(&a.info),
+        }
+    }
+
+    /// The failure, when the task failed.
+    pub fn error(&self) -> Option<&TaskError> {
+        self.info().and_then(|i| i.error.as_ref())
+    }
+
+    /// The message a poller sees.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Complete(_) => "Task completed successfully".to_owned(),
+            Self::Async(a) => a.info.message(),
+        }
+    }
+
+    /// The format an async response answers in.
+    pub fn format(&self) -> Option<AsyncResponseFormat> {
+        match self {
+            Self::Complete(_) => None,
+            Self::Async(a) => Some(a.format),
+        }
+    }
+
+    /// The wire JSON.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("a response always serializes")
+    }
+}
+
+impl Serialize for CachedResponse {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Complete(c) => {
+                let v = &c.stored;
+                let mut map = serializer.serialize_map(Some(6))?;
+                map.serialize_entry("ref_id", &v.ref_id)?;
+                map.serialize_entry("value", &v.value)?;
+                map.serialize_entry("is_complete", &true)?;
+                map.serialize_entry("is_async", &false)?;
+                map.serialize_entry("size", &v.size)?;
+                map.serialize_entry("total_items", &v.total_items)?;
+                map.end()
+            }
+            Self::Async(a) => {
+                let info = &a.info;
+                let mut map = serializer.serialize_map(None)?;
+                map.serialize_entry("ref_id", &info.ref_id)?;
+                map.serialize_entry("status", &info.status)?;
+                map.serialize_entry("is_complete", &false)?;
+                map.serialize_entry("is_async", &true)?;
+                if a.format == AsyncResponseFormat::Minimal {
+                    return map.end();
+                }
+                map.serialize_entry("started_at", &info.started_at)?;
+                map.serialize_entry("progress", &info.progress.as_ref().map(ProgressWire))?;
+                map.serialize_entry("message", &info.message())?;
+                if a.format == AsyncResponseFormat::Standard {
+                    return map.end();
+                }
+                map.serialize_entry("eta_seconds", &info.eta_seconds())?;
+                map.serialize_entry("error", &info.error.as_ref().map(|e| e.message.as_str()))?;
+                if let Some(error) = &info.error {
+                    if let Some(code) = &error.code {
+                        map.serialize_entry("error_code", code)?;
+                    }
+                    if let Some(details) = &error.details {
+                        map.serialize_entry("error_details", details)?;
+                    }
+                    if let Some(remediation) = &error.remediation {
+                        map.serialize_entry("remediation", remediation)?;
+                    }
+                }
+                map.serialize_entry("retry_count", &info.retry_count)?;
+                map.serialize_entry("can_retry", &info.can_retry())?;
+                map.serialize_entry("retry_history", &info.retry_history)?;
+                map.serialize_entry("expected_schema", &a.expected_schema.as_deref())?;
+                map.end()
+            }
+        }
+    }
+}
+
+/// `{current, total, message, percentage}`.
+struct ProgressWire<'a>(&'a crate::task::TaskProgress);
+
+impl Serialize for ProgressWire<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let p = self.0;
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("current", &p.current)?;
+        map.serialize_entry("total", &p.total)?;
+        map.serialize_entry("message", &p.message)?;
+        map.serialize_entry("percentage", &p.percentage())?;
+        map.end()
+    }
+}

@@ -1,0 +1,185 @@
+//! Finished values: a moka cache weighed in bytes, with a TTL per entry.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::key::CacheKey;
+use crate::ref_id::RefId;
+use crate::task::Timestamp;
+
+/// A finished value and what is known about it.
+///
+/// Stored once and shared as `Arc<StoredValue>`: a hit clones the `Arc`, never the JSON tree. It is turned into
+/// wire JSON only at the edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StoredValue {
+    /// The reference it was stored under.
+    pub ref_id: RefId,
+    /// The key of the call that produced it.
+    pub key: CacheKey,
+    /// The task that produced it.
+    pub task_name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// The value.
+    pub value: Value,
+    /// Length of the value's JSON text, in bytes.
+    pub size: usize,
+    /// Number of items when the value is an array or object.
+    pub total_items: Option<usize>,
+    /// When it was stored.
+    pub created_at: Timestamp,
+    /// How long it stays.
+    #[serde(with = "secs")]
+    pub ttl: Duration,
+}
+
+impl StoredValue {
+    /// A value produced by the task `spec_*`, measured now.
+    pub fn new(
+        ref_id: RefId,
+        key: CacheKey,
+        task_name: impl Into<String>,
+        namespace: impl Into<String>,
+        value: Value,
+        ttl: Duration,
+    ) -> Self {
+        let size = json_len(&value);
+        let total_items = match &value {
+            Value::Array(a) => Some(a.len()),
+            Value::Object(o) => Some(o.len()),
+            _ => None,
+        };
+        Self {
+            ref_id,
+            key,
+            task_name: task_name.into(),
+            namespace: namespace.into(),
+            value,
+            size,
+            total_items,
+            created_at: Timestamp::now(),
+            ttl,
+        }
+    }
+}
+
+/// The length of `value`'s compact JSON text, counted without building the text.
+pub(crate) fn json_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value).expect("a Value always serializes");
+    counter.0
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(value.as_secs_f64())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Duration::try_from_secs_f64(f64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Fixed cost charged per entry on top of the value's JSON length.
+const ENTRY_OVERHEAD: u64 = 256;
+
+struct PerEntryTtl;
+
+impl moka::Expiry<CacheKey, Arc<StoredValue>> for PerEntryTtl {
+    fn expire_after_create(&self, _: &CacheKey, value: &Arc<StoredValue>, _: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &CacheKey,
+        value: &Arc<StoredValue>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// The value tier: finished values by key, bounded in bytes, each with its own TTL.
+///
+/// The in-process backend keeps its values here; a remote backend uses it as a near-cache of finished values (they
+/// never change, so the copy cannot go stale).
+#[derive(Clone)]
+pub struct ValueStore {
+    cache: moka::future::Cache<CacheKey, Arc<StoredValue>>,
+    max_bytes: u64,
+}
+
+impl std::fmt::Debug for ValueStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValueStore").field("max_bytes", &self.max_bytes).finish_non_exhaustive()
+    }
+}
+
+impl ValueStore {
+    /// A store holding at most `max_bytes` of values (JSON length plus a fixed per-entry overhead).
+    pub fn new(max_bytes: u64) -> Self {
+        let cache = moka::future::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_: &CacheKey, v: &Arc<StoredValue>| Self::weight(v).try_into().unwrap_or(u32::MAX))
+            .expire_after(PerEntryTtl)
+            .build();
+        Self { cache, max_bytes }
+    }
+
+    /// What an entry costs against the capacity.
+    pub fn weight(value: &StoredValue) -> u64 {
+        value.size as u64 + ENTRY_OVERHEAD
+    }
+
+    /// Whether a value fits at all. One that does not would be dropped on insert.
+    pub fn fits(&self, value: &StoredValue) -> bool {
+        Self::weight(value) <= self.max_bytes.min(u64::from(u32::MAX))
+    }
+
+    /// The capacity in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// The value for `key`, if present and unexpired.
+    pub async fn get(&self, key: &CacheKey) -> Option<Arc<StoredValue>> {
+        self.cache.get(key).await
+    }
+
+    /// Stores `value` under its key.
+    pub async fn insert(&self, value: Arc<StoredValue>) {
+        self.cache.insert(value.key, value).await;
+    }
+
+    /// Removes the value for `key`.
+    pub async fn invalidate(&self, key: &CacheKey) {
+        self.cache.invalidate(key).await;
+    }
+
+    /// Entries and weighted bytes, after pending maintenance.
+    pub async fn usage(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks().await;
+        (self.cache.entry_count(), self.cache.weighted_size())
+    }
+}

@@ -1,0 +1,285 @@
+//! Task states and the task record that every backend keeps.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ref_id::RefId;
+
+/// Where a task is in its life.
+///
+/// `pending → processing → complete | failed | cancelled`. The last three are terminal and sticky: once a task is in
+/// one of them it never leaves it under the same execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Accepted but waiting for a free worker (queued behind a concurrency limit).
+    Pending,
+    /// The work has started.
+    Processing,
+    /// The work finished and its value is stored.
+    Complete,
+    /// The work returned an error or panicked.
+    Failed,
+    /// The task was cancelled; any late result is discarded.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// Whether the status is terminal (complete, failed or cancelled).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Complete | Self::Failed | Self::Cancelled)
+    }
+
+    /// The wire name: `pending`, `processing`, `complete`, `failed` or `cancelled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Complete => "complete",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A progress report: `current` out of `total`, with an optional message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskProgress {
+    /// Work done so far.
+    pub current: f64,
+    /// Total work, when known.
+    pub total: Option<f64>,
+    /// A human-readable note, such as `counted 3 of 10`.
+    pub message: Option<String>,
+}
+
+impl TaskProgress {
+    /// A report of `current` out of `total`.
+    pub fn new(current: f64, total: Option<f64>, message: Option<String>) -> Self {
+        Self { current, total, message }
+    }
+
+    /// `current / total * 100`, when `total > 0`.
+    pub fn percentage(&self) -> Option<f64> {
+        match self.total {
+            Some(total) if total > 0.0 => Some(self.current / total * 100.0),
+            _ => None,
+        }
+    }
+}
+
+/// One failed attempt, kept in a task's retry history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryInfo {
+    /// The attempt that failed, counting from 1.
+    pub attempt: u32,
+    /// The error text of that attempt.
+    pub error: String,
+    /// When it failed.
+    pub timestamp: Timestamp,
+}
+
+/// Why a task failed: the error text plus optional machine-readable parts.
+///
+/// A user error becomes a `TaskError` whose `message` is the error's `Display` text. A panic becomes
+/// `panicked: <message>` with code `PANIC`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// The error text.
+    pub message: String,
+    /// A stable code, such as `PANIC` or `TIMEOUT`, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Structured details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+    /// What the caller can do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<String>,
+}
+
+impl TaskError {
+    /// An error with only a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), code: None, details: None, remediation: None }
+    }
+
+    /// The same error with a code.
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    /// The failure of a function that panicked, from the panic payload.
+    pub fn panicked(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "<non-string panic payload>".to_owned()
+        };
+        Self::new(format!("panicked: {message}")).with_code("PANIC")
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+/// A wall-clock instant, serialized as RFC 3339 UTC (`2026-11-24T06:29:00.123Z`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub SystemTime);
+
+impl Timestamp {
+    /// Now, by the wall clock.
+    pub fn now() -> Self {
+        Self(SystemTime::now())
+    }
+
+    /// How long ago this was, or zero if it is in the future.
+    pub fn elapsed(&self) -> Duration {
+        self.0.elapsed().unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_rfc3339_millis(self.0))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_rfc3339_weak(&text).map(Self).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Everything a backend knows about one task, minus its value.
+///
+/// This is the task record: backends keep it while the task runs and for `task_ttl` after it ends. Polls, lists and
+/// MCP `tasks/get` are all answered from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TaskInfo {
+    /// The reference the result lands under.
+    pub ref_id: RefId,
+    /// The task's stable name.
+    pub task_name: String,
+    /// The namespace the task's value belongs to.
+    pub namespace: String,
+    /// Where the task is.
+    pub status: TaskStatus,
+    /// The latest progress report.
+    pub progress: Option<TaskProgress>,
+    /// A status note from the backend, such as which retry comes next. Shown instead of the default message.
+    pub status_message: Option<String>,
+    /// When the task was accepted.
+    pub created_at: Timestamp,
+    /// When the work started (first attempt).
+    pub started_at: Option<Timestamp>,
+    /// When the task reached a terminal status.
+    pub finished_at: Option<Timestamp>,
+    /// Why it failed, when it did.
+    pub error: Option<TaskError>,
+    /// How many retries have run.
+    pub retry_count: u32,
+    /// How many retries are allowed.
+    pub max_retries: u32,
+    /// One entry per failed attempt.
+    pub retry_history: Vec<RetryInfo>,
+    /// The session the task belongs to, when it has one.
+    pub session_id: Option<String>,
+    /// 1-based place in the queue while pending.
+    pub queue_position: Option<usize>,
+}
+
+impl TaskInfo {
+    /// A new record for a task that has just been accepted.
+    pub fn new(ref_id: RefId, task_name: impl Into<String>, namespace: impl Into<String>) -> Self {
+        Self {
+            ref_id,
+            task_name: task_name.into(),
+            namespace: namespace.into(),
+            status: TaskStatus::Pending,
+            progress: None,
+            status_message: None,
+            created_at: Timestamp::now(),
+            started_at: None,
+            finished_at: None,
+            error: None,
+            retry_count: 0,
+            max_retries: 0,
+            retry_history: Vec::new(),
+            session_id: None,
+            queue_position: None,
+        }
+    }
+
+    /// The message shown to a poller, by status.
+    ///
+    /// - processing: `Task is processing (ref_id=<id>)`, or the latest progress message;
+    /// - pending: `Task is queued and will start shortly`;
+    /// - failed: `Task failed: <error>`;
+    /// - cancelled: `Task was cancelled`;
+    /// - complete: `Task completed successfully`.
+    pub fn message(&self) -> String {
+        match self.status {
+            TaskStatus::Processing => {
+                if let Some(note) = &self.status_message {
+                    note.clone()
+                } else if let Some(msg) = self.progress.as_ref().and_then(|p| p.message.clone()) {
+                    msg
+                } else {
+                    format!("Task is processing (ref_id={})", self.ref_id)
+                }
+            }
+            TaskStatus::Pending => "Task is queued and will start shortly".to_owned(),
+            TaskStatus::Failed => {
+                let error = self.error.as_ref().map_or("unknown error", |e| e.message.as_str());
+                format!("Task failed: {error}")
+            }
+            TaskStatus::Cancelled => "Task was cancelled".to_owned(),
+            TaskStatus::Complete => "Task completed successfully".to_owned(),
+        }
+    }
+
+    /// Seconds left, from the observed rate: `(total - current) / (current / elapsed)`.
+    ///
+    /// `None` with no progress, no total, `current == 0`, or before the task has started.
+    pub fn eta_seconds(&self) -> Option<f64> {
+        let progress = self.progress.as_ref()?;
+        let total = progress.total?;
+        if progress.current <= 0.0 || self.status != TaskStatus::Processing {
+            return None;
+        }
+        let elapsed = self.started_at?.elapsed().as_secs_f64();
+        let rate = progress.current / elapsed.max(1e-9);
+        Some(((total - progress.current).max(0.0)) / rate)
+    }
+
+    /// Whether `retry_task` can re-run this task: it has failed.
+    pub fn can_retry(&self) -> bool {
+        self.status == TaskStatus::Failed
+    }
+}

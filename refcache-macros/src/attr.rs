@@ -1,0 +1,190 @@
+//! The arguments of `#[cached(...)]` and their parsing. Every bad argument is reported at once, at its own tokens.
+
+use std::collections::HashSet;
+
+use proc_macro2::Span;
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, LitStr, Path, Token, UnOp};
+
+/// The names `#[cached]` accepts, in the order the error message lists them.
+const KNOWN: &[&str] = &["async_timeout", "response_format", "namespace", "ttl", "cache", "name", "crate", "skip"];
+
+/// `response_format = "..."`.
+#[derive(Clone, Copy)]
+pub(crate) enum Format {
+    Minimal,
+    Standard,
+    Full,
+}
+
+/// The parsed arguments.
+#[derive(Default)]
+pub(crate) struct Args {
+    pub(crate) async_timeout: Option<f64>,
+    pub(crate) response_format: Option<Format>,
+    pub(crate) namespace: Option<LitStr>,
+    pub(crate) ttl: Option<f64>,
+    pub(crate) cache: Option<Expr>,
+    pub(crate) name: Option<LitStr>,
+    pub(crate) krate: Option<Path>,
+    pub(crate) skip: Vec<Ident>,
+}
+
+/// Collects errors so that all of them are reported together.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    pub(crate) fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+impl Parse for Args {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = Args::default();
+        let mut errors = Errors::default();
+        let mut seen = HashSet::new();
+        while !input.is_empty() {
+            let key = input.call(Ident::parse_any)?;
+            let name = key.to_string();
+            if !seen.insert(name.clone()) && KNOWN.contains(&name.as_str()) {
+                errors.push(syn::Error::new(key.span(), format!("`{name}` set multiple times")));
+            }
+            match name.as_str() {
+                "skip" => {
+                    let content;
+                    syn::parenthesized!(content in input);
+                    let names = Punctuated::<Ident, Token![,]>::parse_terminated(&content)?;
+                    args.skip.extend(names);
+                }
+                "async_timeout" => {
+                    input.parse::<Token![=]>()?;
+                    let expr: Expr = input.parse()?;
+                    match seconds(&expr, "async_timeout") {
+                        Ok(secs) => args.async_timeout = Some(secs),
+                        Err(e) => errors.push(e),
+                    }
+                }
+                "ttl" => {
+                    input.parse::<Token![=]>()?;
+                    let expr: Expr = input.parse()?;
+                    match seconds(&expr, "ttl") {
+                        Ok(secs) => args.ttl = Some(secs),
+                        Err(e) => errors.push(e),
+                    }
+                }
+                "response_format" => {
+                    input.parse::<Token![=]>()?;
+                    let lit = string(input, "response_format", "\"standard\"")?;
+                    match lit.value().as_str() {
+                        "minimal" => args.response_format = Some(Format::Minimal),
+                        "standard" => args.response_format = Some(Format::Standard),
+                        "full" => args.response_format = Some(Format::Full),
+                        other => errors.push(syn::Error::new(
+                            lit.span(),
+                            format!(
+                                "invalid `response_format` \"{other}\"; expected one of: \"minimal\", \"standard\", \
+                                 \"full\""
+                            ),
+                        )),
+                    }
+                }
+                "namespace" | "name" => {
+                    input.parse::<Token![=]>()?;
+                    let example = if name == "name" { "\"indexing::index_corpus\"" } else { "\"jobs\"" };
+                    let lit = string(input, &name, example)?;
+                    if lit.value().trim().is_empty() {
+                        errors.push(syn::Error::new(lit.span(), format!("`{name}` must not be empty")));
+                    }
+                    if name == "name" { args.name = Some(lit) } else { args.namespace = Some(lit) }
+                }
+                "cache" => {
+                    input.parse::<Token![=]>()?;
+                    args.cache = Some(input.parse()?);
+                }
+                "crate" => {
+                    input.parse::<Token![=]>()?;
+                    let lit = string(input, "crate", "\"refcache\"")?;
+                    match lit.parse_with(Path::parse_mod_style) {
+                        Ok(mut path) => {
+                            if path.leading_colon.is_none() && path.segments.first().is_some_and(|s| s.ident != "crate") {
+                                path.leading_colon = Some(Token![::](lit.span()));
+                            }
+                            args.krate = Some(path);
+                        }
+                        Err(_) => errors.push(syn::Error::new(
+                            lit.span(),
+                            "`crate` must be a path to the refcache runtime, such as \"refcache\" or \"::my_reexport::refcache\"",
+                        )),
+                    }
+                }
+                _ => {
+                    errors.push(syn::Error::new(
+                        key.span(),
+                        format!("unknown argument `{name}`; expected one of: {}", KNOWN.join(", ")),
+                    ));
+                    // Skip its value so that the arguments after it are still checked.
+                    if input.peek(Token![=]) {
+                        input.parse::<Token![=]>()?;
+                        input.parse::<Expr>()?;
+                    } else if input.peek(syn::token::Paren) {
+                        let _content;
+                        syn::parenthesized!(_content in input);
+                    }
+                }
+            }
+            if input.is_empty() {
+                break;
+            }
+            input.parse::<Token![,]>()?;
+        }
+        errors.finish()?;
+        Ok(args)
+    }
+}
+
+fn string(input: ParseStream<'_>, key: &str, example: &str) -> syn::Result<LitStr> {
+    if input.peek(LitStr) {
+        return input.parse();
+    }
+    let expr: Expr = input.parse()?;
+    Err(syn::Error::new_spanned(expr, format!("`{key}` takes a string literal, such as `{key} = {example}`")))
+}
+
+/// A positive number of seconds from a literal.
+fn seconds(expr: &Expr, key: &str) -> syn::Result<f64> {
+    let positive = |span: Span, shown: String| {
+        syn::Error::new(span, format!("`{key}` must be a positive number of seconds, such as `{key} = 5.0`; got {shown}"))
+    };
+    match expr {
+        Expr::Lit(ExprLit { lit: Lit::Float(f), .. }) => {
+            let v: f64 = f.base10_parse()?;
+            if v > 0.0 && v.is_finite() { Ok(v) } else { Err(positive(f.span(), f.to_string())) }
+        }
+        Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => {
+            let v: u64 = i.base10_parse()?;
+            if v > 0 { Ok(v as f64) } else { Err(positive(i.span(), i.to_string())) }
+        }
+        Expr::Unary(ExprUnary { op: UnOp::Neg(_), .. }) => {
+            Err(positive(syn::spanned::Spanned::span(expr), quote::ToTokens::to_token_stream(expr).to_string().replace(' ', "")))
+        }
+        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Err(syn::Error::new(
+            s.span(),
+            format!("`{key}` takes a number of seconds, such as `{key} = 5.0`, not a string"),
+        )),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!("`{key}` takes a number literal of seconds, such as `{key} = 5.0`"),
+        )),
+    }
+}

@@ -1,0 +1,81 @@
+//! refcache: long-running tool calls for MCP servers, done right.
+//!
+//! Put `#[cached]` on a tool function. The call submits its work to a [`TaskBackend`] and waits at most
+//! `async_timeout`. Done in time: the caller gets the value, and it is cached. Not done: the caller gets a
+//! processing reference, the **same** execution continues in the background (it is never started twice), and any
+//! client polls [`get_cached_result`] for status, progress, the value, the error or the cancellation.
+//!
+//! ```
+//! use refcache::{cached, CachedResponse};
+//!
+//! /// Squares a number, slowly.
+//! #[cached(async_timeout = 5.0, response_format = "standard", namespace = "math", ttl = 3600)]
+//! async fn slow_square(n: i64) -> Result<i64, std::io::Error> {
+//!     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+//!     Ok(n * n)
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), refcache::RefCacheError> {
+//! let response: CachedResponse = slow_square(7).await?;
+//! assert_eq!(response.value_as::<i64>()?, Some(49));
+//! # Ok(()) }
+//! ```
+//!
+//! # The attribute
+//!
+//! | argument | type | default | meaning |
+//! |---|---|---|---|
+//! | `async_timeout` | seconds (number > 0) | none: wait until done | how long the caller waits before getting a processing reference |
+//! | `response_format` | `"minimal"`, `"standard"`, `"full"` | `"standard"` | how much a not-yet-complete response says |
+//! | `namespace` | string | `"public"` | the namespace of the values; part of the key |
+//! | `ttl` | seconds (number > 0) | the cache's `default_ttl` (3600) | how long the value stays cached |
+//! | `cache` | expression of a type that derefs to [`RefCache`] | the process-wide [`default_cache`] | which cache to use |
+//! | `name` | string | module path + function name (`Type::method` for methods) | the task's stable name; workers run tasks by it |
+//! | `crate` | string path | found from `Cargo.toml` | where the runtime is, when it cannot be found (re-exports) |
+//! | `skip(a, b)` | parameter names | none | leave parameters out of the key |
+//!
+//! The wrapper keeps the function's name and parameters and returns
+//! `Result<`[`CachedResponse`]`, `[`RefCacheError`]`>`. A task that fails is a response with status `failed`;
+//! an `Err` means the call itself could not be made (bad arguments, backend unavailable, queue full).
+//!
+//! ## Parameters and the key
+//! The key is a blake3 hash of the task name, the namespace, and the RFC 8785 canonical JSON of the key
+//! parameters. Key parameters must be owned and implement `Serialize + DeserializeOwned` (they are deserialized
+//! again when the task runs, possibly in a worker process). These are **not** part of the key:
+//! - `&self`: methods run on a clone of `self`, so `Self: Clone + Send + Sync + 'static`;
+//! - a [`TaskContext`] (or `&TaskContext`) parameter: it is supplied by the runtime and removed from the wrapper's
+//!   signature; use it to report progress, set a partial result and observe cancellation;
+//! - parameters whose type is named `RequestContext`, `Peer`, `Extension` or `Meta` (rmcp's context types);
+//! - parameters listed in `skip(...)`, such as a database pool: `#[cached(skip(pool))]`.
+//!
+//! Parameters out of the key are cloned into the background task, so they must be `Clone + Send + Sync + 'static`.
+//!
+//! ## Sync functions
+//! A sync function stays sync: its work runs on tokio's blocking pool, and the caller returns at `async_timeout`,
+//! not when the work ends. It works from a plain `fn main` with no runtime, and from inside a tokio runtime (it
+//! never calls `block_on`; it waits on a channel while the cache's own runtime drives the call).
+//!
+//! ## Return types
+//! A `Result<T, E>` (spelled `Result`, any path) fails the task with `E`'s `Display` text; an `Err` is never
+//! cached. Any other return type is the value. The value must implement `Serialize`. If the success type
+//! implements `schemars::JsonSchema`, full-format responses carry its schema in `expected_schema.schema`;
+//! otherwise that field is `null` and `expected_schema.return_type` still names the type.
+//!
+//! # Features
+//! - `macros` (default): the `#[cached]` attribute.
+//! - `test-utils`: the backend conformance suite ([`conformance`]), for backend authors.
+//!
+//! # Supported Rust versions
+//! Rust 1.88 or newer (edition 2024).
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[allow(unused_extern_crates)]
+extern crate self as refcache;
+
+#[doc(inline)]
+pub use refcache_core::*;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
