@@ -576,6 +576,8 @@ impl Inner {
     }
 
     fn all_infos(&self) -> Vec<TaskInfo> {
+        // Apply pending evictions first, so that lists and stats see the record cap in force.
+        self.finished.run_pending_tasks();
         let mut seen = HashSet::new();
         let mut infos = Vec::new();
         {

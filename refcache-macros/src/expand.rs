@@ -280,12 +280,12 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
     let key_args = key_params.iter().map(|param| {
         let ident = &param.ident;
         let name = &param.name;
-        quote!(__refcache_kb.arg(#name, &#ident)?;)
+        quote_spanned!(param.ty.span()=> __refcache_kb.arg(#name, &#ident)?;)
     });
     let json_args = key_params.iter().map(|param| {
         let ident = &param.ident;
         let name = &param.name;
-        quote! {
+        quote_spanned! {param.ty.span()=>
             __refcache_json.insert(::std::string::String::from(#name), #p::arg_value(__refcache_meta, #name, &#ident)?);
         }
     });
@@ -295,7 +295,7 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
             let ident = &param.ident;
             let name = &param.name;
             let ty = &param.ty;
-            quote!(let #ident: #ty = #p::take_arg(&mut __refcache_args, #name)?;)
+            quote_spanned!(ty.span()=> let #ident: #ty = #p::take_arg(&mut __refcache_args, #name)?;)
         })
         .collect();
     let call_args: Vec<TokenStream> = params

@@ -1,0 +1,6 @@
+#[refcache::cached]
+async fn f(text: &str) -> usize {
+    text.len()
+}
+
+fn main() {}

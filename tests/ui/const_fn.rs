@@ -1,0 +1,6 @@
+#[refcache::cached]
+const fn f(n: u32) -> u32 {
+    n
+}
+
+fn main() {}

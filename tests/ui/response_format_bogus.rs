@@ -1,0 +1,6 @@
+#[refcache::cached(response_format = "bogus")]
+async fn f(n: u32) -> u32 {
+    n
+}
+
+fn main() {}
