@@ -24,8 +24,16 @@ async fn slow(n: u64, seconds: u64) -> Result<u64, String> {
 async fn late_work_answers_a_processing_reference_at_the_timeout() {
     let start = Instant::now();
     let response = slow(1, 3).await.unwrap();
-    assert_eq!(start.elapsed(), Duration::from_secs(1), "the caller waits exactly async_timeout");
-    assert_eq!(response.status(), TaskStatus::Processing, "processing once started, deterministically");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(1),
+        "the caller waits exactly async_timeout"
+    );
+    assert_eq!(
+        response.status(),
+        TaskStatus::Processing,
+        "processing once started, deterministically"
+    );
     assert!(!response.is_complete());
     let json = response.to_json();
     assert_eq!(json["is_async"], true);
@@ -66,7 +74,9 @@ async fn work_done_in_time_answers_the_value_at_once() {
 static ONE_WORKER: LazyLock<RefCache> = LazyLock::new(|| {
     let mut config = MemoryBackendConfig::default();
     config.max_workers = 1;
-    RefCache::builder().backend(std::sync::Arc::new(MemoryTaskBackend::new(config))).unwrap()
+    RefCache::builder()
+        .backend(std::sync::Arc::new(MemoryTaskBackend::new(config)))
+        .unwrap()
 });
 
 #[cached(async_timeout = 1.0, cache = ONE_WORKER)]
@@ -80,11 +90,18 @@ async fn pending_only_when_queued_behind_the_worker_limit() {
     let first = occupy(1, 10).await.unwrap();
     assert_eq!(first.status(), TaskStatus::Processing);
     let second = occupy(2, 1).await.unwrap();
-    assert_eq!(second.status(), TaskStatus::Pending, "queued behind max_workers = 1");
+    assert_eq!(
+        second.status(),
+        TaskStatus::Pending,
+        "queued behind max_workers = 1"
+    );
     let json = second.to_json();
     assert_eq!(json["message"], "Task is queued and will start shortly");
     assert_eq!(json["started_at"], serde_json::Value::Null);
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let done = ONE_WORKER.get_cached_result(second.ref_id().as_str()).await.unwrap();
+    let done = ONE_WORKER
+        .get_cached_result(second.ref_id().as_str())
+        .await
+        .unwrap();
     assert_eq!(done.value_as::<u32>().unwrap(), Some(2));
 }

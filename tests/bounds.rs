@@ -13,7 +13,8 @@ fn small_backend() -> Arc<MemoryTaskBackend> {
 }
 
 static BACKEND: LazyLock<Arc<MemoryTaskBackend>> = LazyLock::new(small_backend);
-static CACHE: LazyLock<RefCache> = LazyLock::new(|| RefCache::builder().backend(BACKEND.clone()).unwrap());
+static CACHE: LazyLock<RefCache> =
+    LazyLock::new(|| RefCache::builder().backend(BACKEND.clone()).unwrap());
 
 #[cached(cache = CACHE)]
 async fn blob(id: u32, bytes: usize) -> String {
@@ -27,7 +28,10 @@ async fn the_value_store_stays_within_its_byte_capacity() {
         assert!(blob(id, 4096).await.unwrap().is_complete());
     }
     let (entries, bytes) = BACKEND.store().usage().await;
-    assert!(bytes <= 64 * 1024, "weighed {bytes} bytes in {entries} entries");
+    assert!(
+        bytes <= 64 * 1024,
+        "weighed {bytes} bytes in {entries} entries"
+    );
     assert!(entries < 200, "older values were evicted: {entries}");
     assert!(entries > 0);
 }
@@ -38,10 +42,15 @@ async fn a_value_larger_than_the_capacity_fails_with_a_clear_error() {
     assert_eq!(response.status(), TaskStatus::Failed);
     let error = response.error().unwrap();
     assert_eq!(error.code.as_deref(), Some("TOO_LARGE"));
-    assert!(error.message.contains("max_capacity_bytes"), "{}", error.message);
+    assert!(
+        error.message.contains("max_capacity_bytes"),
+        "{}",
+        error.message
+    );
 }
 
-static RECORDS: LazyLock<RefCache> = LazyLock::new(|| RefCache::builder().backend(small_backend()).unwrap());
+static RECORDS: LazyLock<RefCache> =
+    LazyLock::new(|| RefCache::builder().backend(small_backend()).unwrap());
 
 #[cached(cache = RECORDS)]
 async fn tiny(id: u32) -> u32 {
@@ -55,6 +64,11 @@ async fn finished_task_records_are_capped() {
     }
     // moka applies its bound in maintenance; listing reads what is kept. A few extra may linger until the next
     // maintenance pass, never hundreds.
-    let listed = RECORDS.list_tasks(TaskFilter::all().limit(1000)).await.unwrap().tasks.len();
+    let listed = RECORDS
+        .list_tasks(TaskFilter::all().limit(1000))
+        .await
+        .unwrap()
+        .tasks
+        .len();
     assert!(listed <= 60, "{listed} records kept with a cap of 50");
 }

@@ -34,10 +34,23 @@ fn environment_variables_set_each_key() {
     ])
     .unwrap();
     assert_eq!(
-        (config.name.as_str(), config.default_ttl, config.task_ttl, config.max_workers, config.max_queued),
+        (
+            config.name.as_str(),
+            config.default_ttl,
+            config.task_ttl,
+            config.max_workers,
+            config.max_queued
+        ),
         ("jobs", 60, 120, 3, 7)
     );
-    assert_eq!((config.max_task_records, config.max_capacity_bytes, config.cancel_grace), (9, 1_048_576, 0.5));
+    assert_eq!(
+        (
+            config.max_task_records,
+            config.max_capacity_bytes,
+            config.cancel_grace
+        ),
+        (9, 1_048_576, 0.5)
+    );
     let memory = config.memory_backend();
     assert_eq!(memory.cancel_grace, Duration::from_millis(500));
 }
@@ -45,20 +58,35 @@ fn environment_variables_set_each_key() {
 #[test]
 fn a_bad_value_names_the_key_and_the_value() {
     let err = load(&[("REFCACHE_MAX_WORKERS", "lots")]).unwrap_err();
-    assert_eq!(err.to_string(), "invalid value `lots` for `REFCACHE_MAX_WORKERS`: expected a positive whole number");
+    assert_eq!(
+        err.to_string(),
+        "invalid value `lots` for `REFCACHE_MAX_WORKERS`: expected a positive whole number"
+    );
     let err = load(&[("REFCACHE_MAX_WORKERS", "0")]).unwrap_err();
-    assert!(err.to_string().contains("`max_workers`") && err.to_string().contains("`0`"), "{err}");
+    assert!(
+        err.to_string().contains("`max_workers`") && err.to_string().contains("`0`"),
+        "{err}"
+    );
     let err = load(&[("REFCACHE_DEFAULT_TTL", "-5")]).unwrap_err();
-    assert!(err.to_string().contains("`-5`") && err.to_string().contains("REFCACHE_DEFAULT_TTL"), "{err}");
+    assert!(
+        err.to_string().contains("`-5`") && err.to_string().contains("REFCACHE_DEFAULT_TTL"),
+        "{err}"
+    );
     let err = load(&[("REFCACHE_NAME", "has space")]).unwrap_err();
-    assert!(err.to_string().contains("`has space`") && err.to_string().contains("`name`"), "{err}");
+    assert!(
+        err.to_string().contains("`has space`") && err.to_string().contains("`name`"),
+        "{err}"
+    );
 }
 
 #[test]
 fn an_unknown_variable_is_an_error_not_a_silent_typo() {
     let err = load(&[("REFCACHE_MAXWORKERS", "3")]).unwrap_err();
     assert!(matches!(err, ConfigError::UnknownVariable { .. }));
-    assert!(err.to_string().contains("REFCACHE_MAXWORKERS") && err.to_string().contains("REFCACHE_MAX_WORKERS"));
+    assert!(
+        err.to_string().contains("REFCACHE_MAXWORKERS")
+            && err.to_string().contains("REFCACHE_MAX_WORKERS")
+    );
 }
 
 #[test]
@@ -66,18 +94,38 @@ fn a_toml_file_then_variables_on_top() {
     let dir = std::env::temp_dir().join(format!("refcache-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("refcache.toml");
-    std::fs::write(&path, "name = \"from-file\"\nmax_workers = 5\ndefault_ttl = 10\n").unwrap();
+    std::fs::write(
+        &path,
+        "name = \"from-file\"\nmax_workers = 5\ndefault_ttl = 10\n",
+    )
+    .unwrap();
     let path_text = path.to_str().unwrap();
-    let config = load(&[("REFCACHE_CONFIG", path_text), ("REFCACHE_MAX_WORKERS", "6")]).unwrap();
-    assert_eq!((config.name.as_str(), config.max_workers, config.default_ttl), ("from-file", 6, 10));
+    let config = load(&[
+        ("REFCACHE_CONFIG", path_text),
+        ("REFCACHE_MAX_WORKERS", "6"),
+    ])
+    .unwrap();
+    assert_eq!(
+        (config.name.as_str(), config.max_workers, config.default_ttl),
+        ("from-file", 6, 10)
+    );
 
     std::fs::write(&path, "max_workers = \"five\"\n").unwrap();
-    let err = load(&[("REFCACHE_CONFIG", path_text)]).unwrap_err().to_string();
-    assert!(err.contains("max_workers") && err.contains(path_text), "{err}");
+    let err = load(&[("REFCACHE_CONFIG", path_text)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("max_workers") && err.contains(path_text),
+        "{err}"
+    );
     std::fs::write(&path, "max_wrokers = 5\n").unwrap();
-    let err = load(&[("REFCACHE_CONFIG", path_text)]).unwrap_err().to_string();
+    let err = load(&[("REFCACHE_CONFIG", path_text)])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("max_wrokers"), "unknown keys are named: {err}");
-    let err = load(&[("REFCACHE_CONFIG", "/nonexistent/refcache.toml")]).unwrap_err().to_string();
+    let err = load(&[("REFCACHE_CONFIG", "/nonexistent/refcache.toml")])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("/nonexistent/refcache.toml"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -90,7 +138,10 @@ fn backends_that_are_not_built_in_say_which_feature_to_enable() {
     assert!(err.to_string().contains("`redis` feature"), "{err}");
     let config = load(&[("REFCACHE_BACKEND", "carrier-pigeon")]).unwrap();
     let err = RefCache::from_config(&config).unwrap_err().to_string();
-    assert!(err.contains("`carrier-pigeon`") && err.contains("`backend`"), "{err}");
+    assert!(
+        err.contains("`carrier-pigeon`") && err.contains("`backend`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -99,7 +150,10 @@ fn from_config_builds_the_described_cache() {
     let cache = RefCache::from_config(&config).unwrap();
     assert_eq!(cache.name(), "tools");
     assert_eq!(cache.backend().name(), "memory");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let stats = rt.block_on(cache.stats()).unwrap();
     assert_eq!(stats.capacity, 2);
 }
@@ -115,5 +169,12 @@ async fn named(n: u32) -> u32 {
 
 #[tokio::test]
 async fn ref_ids_carry_the_configured_name() {
-    assert!(named(1).await.unwrap().ref_id().as_str().starts_with("configured:"));
+    assert!(
+        named(1)
+            .await
+            .unwrap()
+            .ref_id()
+            .as_str()
+            .starts_with("configured:")
+    );
 }

@@ -31,14 +31,22 @@ async fn the_attribute_sets_the_default_and_a_scope_overrides_it() {
     assert!(full.to_json().get("expected_schema").is_some());
 
     // The override ends with its scope.
-    assert_eq!(slow(3).await.unwrap().format(), Some(AsyncResponseFormat::Minimal));
+    assert_eq!(
+        slow(3).await.unwrap().format(),
+        Some(AsyncResponseFormat::Minimal)
+    );
 }
 
 #[test]
 fn a_sync_scope_overrides_sync_calls_on_this_thread() {
-    let standard = AsyncResponseFormat::Standard.sync_scope(|| slow_sync(1)).unwrap();
+    let standard = AsyncResponseFormat::Standard
+        .sync_scope(|| slow_sync(1))
+        .unwrap();
     assert_eq!(standard.format(), Some(AsyncResponseFormat::Standard));
-    assert_eq!(slow_sync(2).unwrap().format(), Some(AsyncResponseFormat::Minimal));
+    assert_eq!(
+        slow_sync(2).unwrap().format(),
+        Some(AsyncResponseFormat::Minimal)
+    );
 }
 
 #[test]
@@ -53,5 +61,8 @@ fn format_names_parse_and_bad_ones_list_the_valid_ones() {
     }
     let err = "bogus".parse::<AsyncResponseFormat>().unwrap_err();
     assert!(matches!(err, RefCacheError::InvalidFormat { .. }));
-    assert_eq!(err.to_string(), "invalid response format `bogus`: expected one of `minimal`, `standard`, `full`");
+    assert_eq!(
+        err.to_string(),
+        "invalid response format `bogus`: expected one of `minimal`, `standard`, `full`"
+    );
 }

@@ -24,7 +24,10 @@ async fn index(corpus: String) -> Result<Report, std::io::Error> {
     bump(&corpus);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let words: Vec<String> = corpus.split_whitespace().map(str::to_owned).collect();
-    Ok(Report { count: words.len(), words })
+    Ok(Report {
+        count: words.len(),
+        words,
+    })
 }
 
 #[tokio::test(start_paused = true)]
@@ -38,11 +41,21 @@ async fn a_finished_value_is_returned_at_once_without_running() {
     assert_eq!(start.elapsed(), Duration::ZERO, "a hit does not wait");
     assert_eq!(runs("a b c"), 1, "a hit does not run the function");
     assert_eq!(hit.ref_id(), first.ref_id());
-    assert_eq!(hit.value_as::<Report>().unwrap().unwrap(), Report { words: vec!["a".into(), "b".into(), "c".into()], count: 3 });
+    assert_eq!(
+        hit.value_as::<Report>().unwrap().unwrap(),
+        Report {
+            words: vec!["a".into(), "b".into(), "c".into()],
+            count: 3
+        }
+    );
 
     let json = hit.to_json();
     let value_text = serde_json::to_string(&json["value"]).unwrap();
-    assert_eq!(json["size"], value_text.len(), "size is the JSON length of the value");
+    assert_eq!(
+        json["size"],
+        value_text.len(),
+        "size is the JSON length of the value"
+    );
     assert_eq!(json["total_items"], 2, "an object's item count");
 
     let stats = CACHE.stats().await.unwrap();

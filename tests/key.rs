@@ -58,7 +58,11 @@ async fn name_and_namespace_are_part_of_the_key() {
     assert_ne!(a.ref_id(), b.ref_id(), "another namespace is another key");
     assert_eq!(runs("shared"), 2);
     let same = also_in_alpha(7).await.unwrap();
-    assert_eq!(same.ref_id(), a.ref_id(), "same name, namespace and arguments: same key");
+    assert_eq!(
+        same.ref_id(),
+        a.ref_id(),
+        "same name, namespace and arguments: same key"
+    );
     assert_eq!(runs("shared"), 2);
 }
 
@@ -103,7 +107,10 @@ async fn self_is_not_part_of_the_key() {
     let first = Server { id: 1 }.tool("x".into()).await.unwrap();
     let second = Server { id: 2 }.tool("x".into()).await.unwrap();
     assert_eq!(second.ref_id(), first.ref_id());
-    assert_eq!(second.value_as::<String>().unwrap().as_deref(), Some("x via 1"));
+    assert_eq!(
+        second.value_as::<String>().unwrap().as_deref(),
+        Some("x via 1")
+    );
     assert_eq!(runs("x"), 1);
 }
 
@@ -112,9 +119,14 @@ fn the_key_is_blake3_of_name_namespace_and_canonical_arguments() {
     // Streaming the arguments gives the same key as hashing their canonical JSON object.
     let mut builder = refcache::KeyBuilder::new("t", "public");
     builder.arg("a", &vec![1, 2]).unwrap();
-    builder.arg("b", &HashMap::from([("y", 2), ("x", 1)])).unwrap();
+    builder
+        .arg("b", &HashMap::from([("y", 2), ("x", 1)]))
+        .unwrap();
     let streamed = builder.finish();
     let json = serde_json::json!({"b": {"x": 1, "y": 2}, "a": [1, 2]});
-    assert_eq!(streamed, refcache::CacheKey::from_json("t", "public", &json).unwrap());
+    assert_eq!(
+        streamed,
+        refcache::CacheKey::from_json("t", "public", &json).unwrap()
+    );
     assert_eq!(streamed.to_hex().len(), 64);
 }

@@ -11,7 +11,11 @@ use tokio::time::Instant;
 static CACHE: LazyLock<RefCache> = LazyLock::new(RefCache::new);
 static CANCEL_CACHE: LazyLock<RefCache> = LazyLock::new(RefCache::new);
 
-async fn crawl_pages(site: String, seconds: u64, ctx: TaskContext) -> Result<String, refcache::Cancelled> {
+async fn crawl_pages(
+    site: String,
+    seconds: u64,
+    ctx: TaskContext,
+) -> Result<String, refcache::Cancelled> {
     for i in 0..seconds {
         ctx.progress(i as f64, Some(seconds as f64), format!("page {i}"))?;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -20,7 +24,11 @@ async fn crawl_pages(site: String, seconds: u64, ctx: TaskContext) -> Result<Str
 }
 
 #[cached(cache = CACHE)]
-async fn crawl(site: String, seconds: u64, ctx: TaskContext) -> Result<String, refcache::Cancelled> {
+async fn crawl(
+    site: String,
+    seconds: u64,
+    ctx: TaskContext,
+) -> Result<String, refcache::Cancelled> {
     crawl_pages(site, seconds, ctx).await
 }
 
@@ -32,7 +40,10 @@ async fn crawl_forever(site: String, ctx: TaskContext) -> Result<String, refcach
 /// The ref id of the one running task of `cache`, found by listing (the caller has not returned yet).
 async fn running_ref(cache: &RefCache) -> String {
     loop {
-        let page = cache.list_tasks(TaskFilter::all().status(TaskStatus::Processing)).await.unwrap();
+        let page = cache
+            .list_tasks(TaskFilter::all().status(TaskStatus::Processing))
+            .await
+            .unwrap();
         if let Some(task) = page.tasks.first() {
             return task.ref_id.to_string();
         }
@@ -48,10 +59,21 @@ async fn the_caller_waits_for_the_value_while_the_task_is_pollable() {
         CACHE.get_cached_result(&ref_id).await.unwrap()
     });
     let response = response.unwrap();
-    assert_eq!(start.elapsed(), Duration::from_secs(30), "waited for the whole run");
-    assert_eq!(response.value_as::<String>().unwrap().as_deref(), Some("crawled example"));
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(30),
+        "waited for the whole run"
+    );
+    assert_eq!(
+        response.value_as::<String>().unwrap().as_deref(),
+        Some("crawled example")
+    );
     assert_eq!(polled.status(), TaskStatus::Processing);
-    assert_eq!(polled.ref_id(), response.ref_id(), "the waiting call's task is the polled one");
+    assert_eq!(
+        polled.ref_id(),
+        response.ref_id(),
+        "the waiting call's task is the polled one"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -24,7 +24,10 @@ async fn ids_have_the_documented_form() {
     let (name, hex) = id.as_str().split_once(':').unwrap();
     assert_eq!(name, "one");
     assert_eq!(hex.len(), 32);
-    assert!(hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
+    assert!(
+        hex.chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    );
     assert_eq!(RefId::parse(id.as_str()).unwrap(), id);
 }
 

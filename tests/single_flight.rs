@@ -34,7 +34,11 @@ async fn twenty_concurrent_identical_calls_run_once() {
     for response in &responses {
         let response = response.as_ref().unwrap();
         assert_eq!(response.status(), TaskStatus::Processing);
-        assert_eq!(response.ref_id(), &first, "every caller gets the same reference");
+        assert_eq!(
+            response.ref_id(),
+            &first,
+            "every caller gets the same reference"
+        );
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(runs("index"), 1, "20 identical calls, 1 execution");
@@ -53,10 +57,21 @@ async fn joiners_wait_under_their_own_timeouts() {
     });
     let timed = timed.unwrap();
     let (patient, patient_elapsed) = (patient.0.unwrap(), patient.1);
-    assert_eq!(timed.status(), TaskStatus::Processing, "returned at its 1 s timeout");
+    assert_eq!(
+        timed.status(),
+        TaskStatus::Processing,
+        "returned at its 1 s timeout"
+    );
     assert!(patient.is_complete(), "waited for the value");
-    assert_eq!(patient.value_as::<String>().unwrap().as_deref(), Some("done join"));
-    assert_eq!(patient_elapsed, Duration::from_secs(3), "joined the running execution, did not start another");
+    assert_eq!(
+        patient.value_as::<String>().unwrap().as_deref(),
+        Some("done join")
+    );
+    assert_eq!(
+        patient_elapsed,
+        Duration::from_secs(3),
+        "joined the running execution, did not start another"
+    );
     assert_eq!(patient.ref_id(), timed.ref_id());
     assert_eq!(runs("join"), 1);
 }

@@ -13,10 +13,18 @@ mod support;
 use support::{bump, runs};
 
 /// Gates that the blocking work waits on, opened by the test: the work's length is an event, not a sleep.
-static GATES: LazyLock<Mutex<HashMap<String, Arc<(Mutex<bool>, Condvar)>>>> = LazyLock::new(Default::default);
+/// A gate: shut until opened.
+type Gate = Arc<(Mutex<bool>, Condvar)>;
 
-fn gate(name: &str) -> Arc<(Mutex<bool>, Condvar)> {
-    GATES.lock().unwrap().entry(name.to_owned()).or_default().clone()
+static GATES: LazyLock<Mutex<HashMap<String, Gate>>> = LazyLock::new(Default::default);
+
+fn gate(name: &str) -> Gate {
+    GATES
+        .lock()
+        .unwrap()
+        .entry(name.to_owned())
+        .or_default()
+        .clone()
 }
 
 fn open(name: &str) {
@@ -38,7 +46,10 @@ fn blocking_work(gate_name: String) -> Result<String, String> {
 }
 
 fn poll_until_complete(ref_id: &str) -> refcache::CachedResponse {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let give_up = Instant::now() + Duration::from_secs(30);
         loop {
@@ -58,10 +69,16 @@ fn from_a_plain_thread_with_no_runtime_the_caller_returns_at_the_timeout() {
     let response = blocking_work("plain".into()).unwrap();
     // The gate is still shut, so the work cannot have ended: the caller returned without waiting for it.
     assert_eq!(response.status(), TaskStatus::Processing);
-    assert!(start.elapsed() >= Duration::from_millis(200), "waited at least async_timeout");
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "waited at least async_timeout"
+    );
     open("plain");
     let done = poll_until_complete(response.ref_id().as_str());
-    assert_eq!(done.value_as::<String>().unwrap().as_deref(), Some("plain done"));
+    assert_eq!(
+        done.value_as::<String>().unwrap().as_deref(),
+        Some("plain done")
+    );
 }
 
 #[test]
@@ -78,7 +95,10 @@ async fn inside_a_current_thread_runtime_it_neither_panics_nor_deadlocks() {
     open("current");
     let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let r = CACHE.get_cached_result(response.ref_id().as_str()).await.unwrap();
+        let r = CACHE
+            .get_cached_result(response.ref_id().as_str())
+            .await
+            .unwrap();
         if r.is_complete() {
             break;
         }
@@ -106,5 +126,8 @@ fn sync_no_timeout(n: u64) -> u64 {
 
 #[test]
 fn without_a_timeout_a_sync_caller_waits_for_the_value() {
-    assert_eq!(sync_no_timeout(1).unwrap().value_as::<u64>().unwrap(), Some(2));
+    assert_eq!(
+        sync_no_timeout(1).unwrap().value_as::<u64>().unwrap(),
+        Some(2)
+    );
 }

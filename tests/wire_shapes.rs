@@ -13,7 +13,12 @@ use serde_json::{Value, json};
 static CACHE: LazyLock<RefCache> = LazyLock::new(RefCache::new);
 
 fn keys(value: &Value) -> BTreeSet<&str> {
-    value.as_object().expect("an object").keys().map(String::as_str).collect()
+    value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect()
 }
 
 fn set(items: &[&'static str]) -> BTreeSet<&'static str> {
@@ -33,7 +38,9 @@ async fn index(corpus: String, ctx: TaskContext) -> Result<Report, String> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = ctx.progress(5.0, Some(10.0), format!("indexed half of {corpus}"));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok(Report { words: corpus.len() as u32 })
+    Ok(Report {
+        words: corpus.len() as u32,
+    })
 }
 
 /// No JsonSchema on this type.
@@ -50,10 +57,27 @@ async fn opaque(n: u32) -> Opaque {
 async fn complete_shape() {
     let response = index("ab".into()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let json = CACHE.get_cached_result(response.ref_id().as_str()).await.unwrap().to_json();
-    assert_eq!(keys(&json), set(&["ref_id", "value", "is_complete", "is_async", "size", "total_items"]));
+    let json = CACHE
+        .get_cached_result(response.ref_id().as_str())
+        .await
+        .unwrap()
+        .to_json();
+    assert_eq!(
+        keys(&json),
+        set(&[
+            "ref_id",
+            "value",
+            "is_complete",
+            "is_async",
+            "size",
+            "total_items"
+        ])
+    );
     assert_eq!(json["value"], json!({"words": 2}));
-    assert_eq!((json["is_complete"].clone(), json["is_async"].clone()), (json!(true), json!(false)));
+    assert_eq!(
+        (json["is_complete"].clone(), json["is_async"].clone()),
+        (json!(true), json!(false))
+    );
     assert_eq!(json["size"], r#"{"words":2}"#.len());
     assert_eq!(json["total_items"], 1);
 }
@@ -68,7 +92,10 @@ async fn total_items_is_null_for_scalars_and_counts_arrays() {
     async fn list(n: u32) -> Vec<u32> {
         (0..n).collect()
     }
-    assert_eq!(scalar(1).await.unwrap().to_json()["total_items"], Value::Null);
+    assert_eq!(
+        scalar(1).await.unwrap().to_json()["total_items"],
+        Value::Null
+    );
     assert_eq!(list(4).await.unwrap().to_json()["total_items"], 4);
 }
 
@@ -82,43 +109,84 @@ async fn async_shapes_by_format() {
         let ref_id = ref_id.clone();
         async move {
             let options = refcache::GetOptions::default().format(format);
-            CACHE.get_cached_result_with(&ref_id, &options).await.unwrap().to_json()
+            CACHE
+                .get_cached_result_with(&ref_id, &options)
+                .await
+                .unwrap()
+                .to_json()
         }
     };
     let minimal = poll(AsyncResponseFormat::Minimal).await;
-    assert_eq!(keys(&minimal), set(&["ref_id", "status", "is_complete", "is_async"]));
+    assert_eq!(
+        keys(&minimal),
+        set(&["ref_id", "status", "is_complete", "is_async"])
+    );
     assert_eq!(minimal["status"], "processing");
-    assert_eq!((minimal["is_complete"].clone(), minimal["is_async"].clone()), (json!(false), json!(true)));
+    assert_eq!(
+        (minimal["is_complete"].clone(), minimal["is_async"].clone()),
+        (json!(false), json!(true))
+    );
 
     let standard = poll(AsyncResponseFormat::Standard).await;
     assert_eq!(
         keys(&standard),
-        set(&["ref_id", "status", "is_complete", "is_async", "started_at", "progress", "message"])
+        set(&[
+            "ref_id",
+            "status",
+            "is_complete",
+            "is_async",
+            "started_at",
+            "progress",
+            "message"
+        ])
     );
     assert_eq!(
         standard["progress"],
         json!({"current": 5.0, "total": 10.0, "message": "indexed half of shapes", "percentage": 50.0})
     );
-    assert_eq!(standard["message"], "indexed half of shapes", "the latest progress message");
+    assert_eq!(
+        standard["message"], "indexed half of shapes",
+        "the latest progress message"
+    );
     let started = standard["started_at"].as_str().unwrap();
-    assert!(humantime::parse_rfc3339(started).is_ok() && started.ends_with('Z'), "RFC 3339 UTC: {started}");
+    assert!(
+        humantime::parse_rfc3339(started).is_ok() && started.ends_with('Z'),
+        "RFC 3339 UTC: {started}"
+    );
 
     let full = poll(AsyncResponseFormat::Full).await;
     assert_eq!(
         keys(&full),
         set(&[
-            "ref_id", "status", "is_complete", "is_async", "started_at", "progress", "message", "eta_seconds",
-            "error", "retry_count", "can_retry", "retry_history", "expected_schema",
+            "ref_id",
+            "status",
+            "is_complete",
+            "is_async",
+            "started_at",
+            "progress",
+            "message",
+            "eta_seconds",
+            "error",
+            "retry_count",
+            "can_retry",
+            "retry_history",
+            "expected_schema",
         ])
     );
     assert_eq!(full["error"], Value::Null);
     assert_eq!(full["retry_count"], 0);
     assert_eq!(full["can_retry"], false);
-    assert!(full["eta_seconds"].as_f64().is_some(), "5 of 10 done: an ETA exists");
+    assert!(
+        full["eta_seconds"].as_f64().is_some(),
+        "5 of 10 done: an ETA exists"
+    );
     let schema = &full["expected_schema"];
     assert_eq!(keys(schema), set(&["return_type", "schema", "description"]));
     assert_eq!(schema["return_type"], "Report");
-    assert_eq!(schema["description"], "Indexes a corpus, reporting progress halfway.");
+    assert_eq!(
+        schema["description"],
+        "Indexes a corpus, reporting progress halfway."
+    );
     assert_eq!(schema["schema"]["properties"]["words"]["type"], "integer");
 }
 
@@ -137,7 +205,10 @@ async fn a_type_without_json_schema_has_a_null_schema() {
 async fn status_messages() {
     let response = opaque(2).await.unwrap();
     let ref_id = response.ref_id().to_string();
-    assert_eq!(response.to_json()["message"], format!("Task is processing (ref_id={ref_id})"));
+    assert_eq!(
+        response.to_json()["message"],
+        format!("Task is processing (ref_id={ref_id})")
+    );
     assert_eq!(response.status(), TaskStatus::Processing);
     let info = CACHE.task_info(&ref_id).await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -17,7 +17,7 @@ use crate::error::BackendError;
 use crate::execute::LocalJob;
 use crate::key::CacheKey;
 use crate::ref_id::RefId;
-use crate::store::StoredValue;
+use crate::store::{StoredValue, ValueStore};
 use crate::task::{TaskInfo, TaskStatus};
 
 /// What runs and what it is called: the serializable half of a submission.
@@ -32,9 +32,9 @@ pub struct TaskSpec {
     /// The identity of the call, for single-flight and hits.
     pub key: CacheKey,
     /// The task's stable name (the `name` attribute argument).
-    pub task_name: String,
+    pub task_name: Arc<str>,
     /// The namespace its value belongs to.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The arguments, as a JSON object of parameter name to value.
     pub args: Value,
     /// How it runs.
@@ -43,8 +43,21 @@ pub struct TaskSpec {
 
 impl TaskSpec {
     /// A spec with default options.
-    pub fn new(ref_id: RefId, key: CacheKey, task_name: impl Into<String>, namespace: impl Into<String>, args: Value) -> Self {
-        Self { ref_id, key, task_name: task_name.into(), namespace: namespace.into(), args, options: TaskOptions::default() }
+    pub fn new(
+        ref_id: RefId,
+        key: CacheKey,
+        task_name: impl Into<Arc<str>>,
+        namespace: impl Into<Arc<str>>,
+        args: Value,
+    ) -> Self {
+        Self {
+            ref_id,
+            key,
+            task_name: task_name.into(),
+            namespace: namespace.into(),
+            args,
+            options: TaskOptions::default(),
+        }
     }
 
     /// The same spec with other options.
@@ -55,7 +68,7 @@ impl TaskSpec {
 }
 
 /// How a task runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct TaskOptions {
     /// How long the finished value stays cached. `None`: the backend's default.
@@ -67,12 +80,6 @@ pub struct TaskOptions {
     /// The session the task belongs to.
     #[serde(default)]
     pub session_id: Option<String>,
-}
-
-impl Default for TaskOptions {
-    fn default() -> Self {
-        Self { ttl: None, priority: 0, session_id: None }
-    }
 }
 
 impl TaskOptions {
@@ -100,16 +107,22 @@ mod opt_secs {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match value {
             Some(d) => s.serialize_some(&d.as_secs_f64()),
             None => s.serialize_none(),
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         let secs = Option::<f64>::deserialize(d)?;
-        secs.map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom)).transpose()
+        secs.map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -232,8 +245,14 @@ impl TaskFilter {
     /// Whether `info` passes the filter (cursor aside).
     pub fn matches(&self, info: &TaskInfo) -> bool {
         self.status.is_none_or(|s| s == info.status)
-            && self.session_id.as_deref().is_none_or(|s| info.session_id.as_deref() == Some(s))
-            && self.task_name.as_deref().is_none_or(|n| n == info.task_name)
+            && self
+                .session_id
+                .as_deref()
+                .is_none_or(|s| info.session_id.as_deref() == Some(s))
+            && self
+                .task_name
+                .as_deref()
+                .is_none_or(|n| n == &*info.task_name)
     }
 }
 
@@ -268,9 +287,9 @@ pub struct BackendStats {
     pub capacity: u64,
     /// Executions started.
     pub executions: u64,
-    /// Calls answered from a finished value.
+    /// Calls answered from a finished value (counted by the `RefCache`: calls made in this process).
     pub hits: u64,
-    /// Calls that found no finished value.
+    /// Calls that found no finished value (counted by the `RefCache`: calls made in this process).
     pub misses: u64,
     /// Calls that joined an execution already in flight.
     pub coalesced: u64,
@@ -299,14 +318,27 @@ pub trait TaskBackend: Send + Sync + 'static {
     /// A short name for logs, such as `memory` or `redis`.
     fn name(&self) -> &str;
 
-    /// The finished, unexpired value for `key`, if there is one. This is the hit path.
-    fn lookup<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<Option<Arc<StoredValue>>, BackendError>>;
+    /// The local tier of finished values, read first on every call: the whole store of the in-process backend, a
+    /// near-cache of a remote one. Finished values never change, so a local copy cannot go stale.
+    fn near_cache(&self) -> Option<&ValueStore> {
+        None
+    }
+
+    /// The finished, unexpired value for `key` beyond the near cache (a remote store), if there is one. Called on a
+    /// near-cache miss; the in-process backend has nothing beyond it.
+    fn lookup<'a>(
+        &'a self,
+        key: &'a CacheKey,
+    ) -> BoxFuture<'a, Result<Option<Arc<StoredValue>>, BackendError>>;
 
     /// Starts (or queues) the task, or joins the execution in flight for its key.
     fn submit(&self, submission: Submission) -> BoxFuture<'_, Result<Submitted, BackendError>>;
 
     /// The task's record (and value, when complete). `None` when unknown or expired.
-    fn get<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>>;
+    fn get<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>>;
 
     /// Waits until the task is terminal or `deadline` passes (`None`: no deadline), then answers as `get`.
     fn wait<'a>(
@@ -316,7 +348,10 @@ pub trait TaskBackend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>>;
 
     /// Cancels the task: a pending task leaves the queue, a running one has its token fired.
-    fn cancel<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<CancelOutcome, BackendError>>;
+    fn cancel<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<CancelOutcome, BackendError>>;
 
     /// Lists task records, newest first.
     fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<TaskPage, BackendError>>;

@@ -1,13 +1,16 @@
 //! `RefCache`: the front door. A call flows key → hit? → backend (single-flight, run) → wait → response; a poll
 //! flows ref id → backend record → response.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::runtime::{Handle, Runtime};
 
-use crate::backend::{CancelOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskPage, TaskSnapshot, TaskSpec};
+use crate::backend::{
+    CancelOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskPage, TaskSnapshot, TaskSpec,
+};
 use crate::config::{ConfigError, RefCacheConfig};
 use crate::error::{BackendError, RefCacheError};
 use crate::execute::LocalJob;
@@ -37,6 +40,8 @@ struct CacheInner {
     /// A runtime of our own, started on first need: for sync callers and callers outside tokio.
     runtime: OnceLock<Runtime>,
     runtime_init: Mutex<()>,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl Drop for CacheInner {
@@ -127,6 +132,8 @@ impl RefCacheBuilder {
                 backend,
                 runtime: OnceLock::new(),
                 runtime_init: Mutex::new(()),
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
             }),
         })
     }
@@ -140,14 +147,20 @@ impl RefCache {
 
     /// A builder.
     pub fn builder() -> RefCacheBuilder {
-        RefCacheBuilder { name: "refcache".to_owned(), default_ttl: Duration::from_secs(3600) }
+        RefCacheBuilder {
+            name: "refcache".to_owned(),
+            default_ttl: Duration::from_secs(3600),
+        }
     }
 
     /// A cache built from settings: the backend named by `config.backend`, with its limits.
     pub fn from_config(config: &RefCacheConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let backend = crate::config::build_backend(config)?;
-        Self::builder().name(&config.name).default_ttl(Duration::from_secs(config.default_ttl)).backend(backend)
+        Self::builder()
+            .name(&config.name)
+            .default_ttl(Duration::from_secs(config.default_ttl))
+            .backend(backend)
     }
 
     /// The cache name.
@@ -170,7 +183,11 @@ impl RefCache {
         if let Some(rt) = self.inner.runtime.get() {
             return Ok(rt.handle().clone());
         }
-        let _guard = self.inner.runtime_init.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self
+            .inner
+            .runtime_init
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(rt) = self.inner.runtime.get() {
             return Ok(rt.handle().clone());
         }
@@ -201,7 +218,8 @@ impl RefCache {
     /// An unknown or expired id answers [`RefCacheError::NotFound`] (`Invalid or inaccessible reference`); text
     /// that is not a ref id at all answers [`RefCacheError::MalformedRefId`].
     pub async fn get_cached_result(&self, ref_id: &str) -> Result<CachedResponse, RefCacheError> {
-        self.get_cached_result_with(ref_id, &GetOptions::default()).await
+        self.get_cached_result_with(ref_id, &GetOptions::default())
+            .await
     }
 
     /// [`get_cached_result`](Self::get_cached_result) with options.
@@ -211,14 +229,24 @@ impl RefCache {
         options: &GetOptions,
     ) -> Result<CachedResponse, RefCacheError> {
         let ref_id = self.own_ref(ref_id)?;
-        let snapshot = self.inner.backend.get(&ref_id).await?.ok_or(RefCacheError::NotFound)?;
+        let snapshot = self
+            .inner
+            .backend
+            .get(&ref_id)
+            .await?
+            .ok_or(RefCacheError::NotFound)?;
         Ok(respond(snapshot, options.format.unwrap_or_default(), None))
     }
 
     /// The task record of a reference.
     pub async fn task_info(&self, ref_id: &str) -> Result<TaskInfo, RefCacheError> {
         let ref_id = self.own_ref(ref_id)?;
-        let snapshot = self.inner.backend.get(&ref_id).await?.ok_or(RefCacheError::NotFound)?;
+        let snapshot = self
+            .inner
+            .backend
+            .get(&ref_id)
+            .await?
+            .ok_or(RefCacheError::NotFound)?;
         Ok(snapshot.info)
     }
 
@@ -238,9 +266,12 @@ impl RefCache {
         Ok(self.inner.backend.list(filter).await?)
     }
 
-    /// The backend's counters.
+    /// The backend's counters, with this cache's hits and misses.
     pub async fn stats(&self) -> Result<BackendStats, RefCacheError> {
-        Ok(self.inner.backend.stats().await?)
+        let mut stats = self.inner.backend.stats().await?;
+        stats.hits = self.inner.hits.load(Ordering::Relaxed);
+        stats.misses = self.inner.misses.load(Ordering::Relaxed);
+        Ok(stats)
     }
 
     /// Removes finished task records older than `max_age`.
@@ -267,32 +298,73 @@ impl RefCache {
     where
         F: FnOnce() -> Result<(Value, LocalJob), RefCacheError>,
     {
-        let backend = &self.inner.backend;
-        if let Some(stored) = backend.lookup(&key).await? {
+        // The hit path: the near cache, read in this very future (no extra async layer to copy its state through).
+        if let Some(near) = self.inner.backend.near_cache()
+            && let Some(stored) = near.get(&key).await
+        {
+            self.inner.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(CachedResponse::complete(stored));
         }
+        // Everything else lives in its own boxed future, so that the hit path's future stays small.
+        Box::pin(self.beyond_near_cache(meta, key, format, prepare)).await
+    }
+
+    async fn beyond_near_cache<F>(
+        &self,
+        meta: &'static TaskMeta,
+        key: CacheKey,
+        format: AsyncResponseFormat,
+        prepare: F,
+    ) -> Result<CachedResponse, RefCacheError>
+    where
+        F: FnOnce() -> Result<(Value, LocalJob), RefCacheError>,
+    {
+        if let Some(stored) = self.inner.backend.lookup(&key).await? {
+            self.inner.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(CachedResponse::complete(stored));
+        }
+        self.inner.misses.fetch_add(1, Ordering::Relaxed);
         let (args, job) = prepare()?;
+        let backend = &self.inner.backend;
         let ref_id = RefId::generate(&self.inner.name);
-        let options = TaskOptions::default().ttl(Some(meta.ttl().unwrap_or(self.inner.default_ttl)));
-        let spec = TaskSpec::new(ref_id, key, meta.name(), meta.namespace(), args).with_options(options);
+        let options =
+            TaskOptions::default().ttl(Some(meta.ttl().unwrap_or(self.inner.default_ttl)));
+        let spec = TaskSpec::new(
+            ref_id,
+            key,
+            meta.name_arc().clone(),
+            meta.namespace_arc().clone(),
+            args,
+        )
+        .with_options(options);
         // The deadline is taken before submitting, so a slow submit cannot stretch the wait past `async_timeout`.
-        let deadline = meta.async_timeout().map(|t| tokio::time::Instant::now() + t);
+        let deadline = meta
+            .async_timeout()
+            .map(|t| tokio::time::Instant::now() + t);
         let ref_id = match backend.submit(Submission::new(spec, Some(job))).await? {
             Submitted::Hit(stored) => return Ok(CachedResponse::complete(stored)),
             submitted => submitted.ref_id().clone(),
         };
-        let snapshot = backend.wait(&ref_id, deadline).await?.ok_or(RefCacheError::NotFound)?;
+        let snapshot = backend
+            .wait(&ref_id, deadline)
+            .await?
+            .ok_or(RefCacheError::NotFound)?;
         Ok(respond(snapshot, format, Some(meta)))
     }
 }
 
 /// Turns a backend snapshot into the caller's response.
-fn respond(snapshot: TaskSnapshot, format: AsyncResponseFormat, meta: Option<&'static TaskMeta>) -> CachedResponse {
+fn respond(
+    snapshot: TaskSnapshot,
+    format: AsyncResponseFormat,
+    meta: Option<&'static TaskMeta>,
+) -> CachedResponse {
     if let Some(value) = snapshot.value {
         return CachedResponse::complete(value);
     }
     let schema = if format == AsyncResponseFormat::Full {
-        meta.or_else(|| registry::meta(&snapshot.info.task_name)).map(TaskMeta::expected_schema)
+        meta.or_else(|| registry::meta(&snapshot.info.task_name))
+            .map(TaskMeta::expected_schema)
     } else {
         None
     };

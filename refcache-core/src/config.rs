@@ -139,7 +139,11 @@ const VARS: &[&str] = &[
     "REFCACHE_CANCEL_GRACE",
 ];
 
-fn parse_num<T: std::str::FromStr>(key: &str, value: &str, expected: &str) -> Result<T, ConfigError> {
+fn parse_num<T: std::str::FromStr>(
+    key: &str,
+    value: &str,
+    expected: &str,
+) -> Result<T, ConfigError> {
     value.trim().parse().map_err(|_| ConfigError::InvalidValue {
         key: key.to_owned(),
         value: value.to_owned(),
@@ -160,9 +164,15 @@ impl RefCacheConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let vars: Vec<(String, String)> =
-            vars.into_iter().map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned())).collect();
-        let get = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
+            .collect();
+        let get = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
         let mut config = match get("REFCACHE_CONFIG") {
             Some(path) => Self::from_toml_file(path)?,
             None => Self::default(),
@@ -176,19 +186,33 @@ impl RefCacheConfig {
                 "REFCACHE_CONFIG" => {}
                 "REFCACHE_NAME" => config.name = value.clone(),
                 "REFCACHE_BACKEND" => config.backend = value.clone(),
-                "REFCACHE_DEFAULT_TTL" => config.default_ttl = parse_num(key, value, "a whole number of seconds")?,
-                "REFCACHE_TASK_TTL" => config.task_ttl = parse_num(key, value, "a whole number of seconds")?,
-                "REFCACHE_MAX_WORKERS" => config.max_workers = parse_num(key, value, "a positive whole number")?,
-                "REFCACHE_MAX_QUEUED" => config.max_queued = parse_num(key, value, "a whole number")?,
+                "REFCACHE_DEFAULT_TTL" => {
+                    config.default_ttl = parse_num(key, value, "a whole number of seconds")?
+                }
+                "REFCACHE_TASK_TTL" => {
+                    config.task_ttl = parse_num(key, value, "a whole number of seconds")?
+                }
+                "REFCACHE_MAX_WORKERS" => {
+                    config.max_workers = parse_num(key, value, "a positive whole number")?
+                }
+                "REFCACHE_MAX_QUEUED" => {
+                    config.max_queued = parse_num(key, value, "a whole number")?
+                }
                 "REFCACHE_MAX_TASK_RECORDS" => {
                     config.max_task_records = parse_num(key, value, "a positive whole number")?;
                 }
                 "REFCACHE_MAX_CAPACITY_BYTES" => {
-                    config.max_capacity_bytes = parse_num(key, value, "a positive whole number of bytes")?;
+                    config.max_capacity_bytes =
+                        parse_num(key, value, "a positive whole number of bytes")?;
                 }
-                "REFCACHE_CANCEL_GRACE" => config.cancel_grace = parse_num(key, value, "a number of seconds")?,
+                "REFCACHE_CANCEL_GRACE" => {
+                    config.cancel_grace = parse_num(key, value, "a number of seconds")?
+                }
                 _ => {
-                    return Err(ConfigError::UnknownVariable { name: name.clone(), known: VARS.join(", ") });
+                    return Err(ConfigError::UnknownVariable {
+                        name: name.clone(),
+                        known: VARS.join(", "),
+                    });
                 }
             }
         }
@@ -199,10 +223,14 @@ impl RefCacheConfig {
     /// Reads a TOML file (flat keys, as in the table above). Not validated; [`load`](Self::load) validates.
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
-        Self::from_toml_str(&text)
-            .map_err(|message| ConfigError::Toml { path: path.to_owned(), message: message.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text).map_err(|message| ConfigError::Toml {
+            path: path.to_owned(),
+            message: message.to_string(),
+        })
     }
 
     /// Parses TOML text. Not validated.
@@ -218,40 +246,68 @@ impl RefCacheConfig {
             expected: expected.to_owned(),
         };
         if !crate::ref_id::is_cache_name(&self.name) {
-            return Err(invalid("name", self.name.clone(), "1 to 64 of the characters A-Z a-z 0-9 _ - ."));
+            return Err(invalid(
+                "name",
+                self.name.clone(),
+                "1 to 64 of the characters A-Z a-z 0-9 _ - .",
+            ));
         }
         if self.default_ttl == 0 {
-            return Err(invalid("default_ttl", "0".into(), "a positive number of seconds"));
+            return Err(invalid(
+                "default_ttl",
+                "0".into(),
+                "a positive number of seconds",
+            ));
         }
         if self.task_ttl == 0 {
-            return Err(invalid("task_ttl", "0".into(), "a positive number of seconds"));
+            return Err(invalid(
+                "task_ttl",
+                "0".into(),
+                "a positive number of seconds",
+            ));
         }
         if self.max_workers == 0 {
-            return Err(invalid("max_workers", "0".into(), "a positive whole number"));
+            return Err(invalid(
+                "max_workers",
+                "0".into(),
+                "a positive whole number",
+            ));
         }
         if self.max_task_records == 0 {
-            return Err(invalid("max_task_records", "0".into(), "a positive whole number"));
+            return Err(invalid(
+                "max_task_records",
+                "0".into(),
+                "a positive whole number",
+            ));
         }
         if self.max_capacity_bytes == 0 {
-            return Err(invalid("max_capacity_bytes", "0".into(), "a positive whole number of bytes"));
+            return Err(invalid(
+                "max_capacity_bytes",
+                "0".into(),
+                "a positive whole number of bytes",
+            ));
         }
         if !(self.cancel_grace.is_finite() && self.cancel_grace >= 0.0) {
-            return Err(invalid("cancel_grace", self.cancel_grace.to_string(), "a non-negative number of seconds"));
+            return Err(invalid(
+                "cancel_grace",
+                self.cancel_grace.to_string(),
+                "a non-negative number of seconds",
+            ));
         }
         Ok(())
     }
 
     /// The in-process backend's settings.
     pub fn memory_backend(&self) -> MemoryBackendConfig {
-        let mut m = MemoryBackendConfig::default();
-        m.max_workers = self.max_workers;
-        m.max_queued = self.max_queued;
-        m.default_ttl = Duration::from_secs(self.default_ttl);
-        m.task_ttl = Duration::from_secs(self.task_ttl);
-        m.max_task_records = self.max_task_records;
-        m.max_capacity_bytes = self.max_capacity_bytes;
-        m.cancel_grace = Duration::from_secs_f64(self.cancel_grace);
-        m
+        MemoryBackendConfig {
+            max_workers: self.max_workers,
+            max_queued: self.max_queued,
+            default_ttl: Duration::from_secs(self.default_ttl),
+            task_ttl: Duration::from_secs(self.task_ttl),
+            max_task_records: self.max_task_records,
+            max_capacity_bytes: self.max_capacity_bytes,
+            cancel_grace: Duration::from_secs_f64(self.cancel_grace),
+        }
     }
 }
 
@@ -278,10 +334,14 @@ inventory::collect!(BackendFactory);
 /// Known URL schemes and the facade feature that provides each.
 const KNOWN_SCHEMES: &[(&str, &str)] = &[("redis", "redis"), ("rediss", "redis"), ("nats", "nats")];
 
-pub(crate) fn build_backend(config: &RefCacheConfig) -> Result<std::sync::Arc<dyn crate::TaskBackend>, ConfigError> {
+pub(crate) fn build_backend(
+    config: &RefCacheConfig,
+) -> Result<std::sync::Arc<dyn crate::TaskBackend>, ConfigError> {
     let backend = config.backend.trim();
     if backend.eq_ignore_ascii_case("memory") {
-        return Ok(std::sync::Arc::new(crate::MemoryTaskBackend::new(config.memory_backend())));
+        return Ok(std::sync::Arc::new(crate::MemoryTaskBackend::new(
+            config.memory_backend(),
+        )));
     }
     let Some((scheme, _)) = backend.split_once("://") else {
         return Err(ConfigError::InvalidValue {
@@ -290,13 +350,17 @@ pub(crate) fn build_backend(config: &RefCacheConfig) -> Result<std::sync::Arc<dy
             expected: "`memory` or a URL such as `redis://127.0.0.1:6379/0`".into(),
         });
     };
-    if let Some(factory) = inventory::iter::<BackendFactory>.into_iter().find(|f| f.scheme == scheme) {
+    if let Some(factory) = inventory::iter::<BackendFactory>
+        .into_iter()
+        .find(|f| f.scheme == scheme)
+    {
         return (factory.build)(config);
     }
     match KNOWN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
-        Some((_, feature)) => {
-            Err(ConfigError::BackendNotCompiled { backend: backend.into(), feature: (*feature).into() })
-        }
+        Some((_, feature)) => Err(ConfigError::BackendNotCompiled {
+            backend: backend.into(),
+            feature: (*feature).into(),
+        }),
         None => Err(ConfigError::InvalidValue {
             key: "backend".into(),
             value: backend.into(),

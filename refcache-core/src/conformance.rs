@@ -51,12 +51,18 @@ pub struct Fixture {
 impl Fixture {
     /// A fixture of `backend` alone.
     pub fn new(backend: Arc<dyn TaskBackend>) -> Self {
-        Self { backend, _guard: None }
+        Self {
+            backend,
+            _guard: None,
+        }
     }
 
     /// A fixture that keeps `guard` alive as long as the backend.
     pub fn with_guard(backend: Arc<dyn TaskBackend>, guard: impl Any + Send + Sync) -> Self {
-        Self { backend, _guard: Some(Box::new(guard)) }
+        Self {
+            backend,
+            _guard: Some(Box::new(guard)),
+        }
     }
 }
 
@@ -84,7 +90,12 @@ fn gate(id: &str) -> Arc<Gate> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .entry(id.to_owned())
-        .or_insert_with(|| Arc::new(Gate { open: watch::channel(false).0, executions: AtomicU32::new(0) }))
+        .or_insert_with(|| {
+            Arc::new(Gate {
+                open: watch::channel(false).0,
+                executions: AtomicU32::new(0),
+            })
+        })
         .clone()
 }
 
@@ -107,7 +118,10 @@ async fn wait_open(id: &str) {
 }
 
 fn arg_str(args: &Value, name: &str) -> String {
-    args.get(name).and_then(Value::as_str).unwrap_or_default().to_owned()
+    args.get(name)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -180,30 +194,66 @@ fn submission(name: &str, args: Value) -> (Submission, RefId, CacheKey) {
     (Submission::new(spec, job), ref_id, key)
 }
 
-async fn submit(backend: &dyn TaskBackend, name: &str, args: Value) -> (Submitted, RefId, CacheKey) {
+async fn submit(
+    backend: &dyn TaskBackend,
+    name: &str,
+    args: Value,
+) -> (Submitted, RefId, CacheKey) {
     let (sub, ref_id, key) = submission(name, args);
     let submitted = backend.submit(sub).await.expect("submit");
     (submitted, ref_id, key)
 }
 
+/// The finished value for `key` as `RefCache` finds it: the near cache, then the backend's remote tier.
+async fn find(backend: &dyn TaskBackend, key: &CacheKey) -> Option<Arc<crate::StoredValue>> {
+    if let Some(near) = backend.near_cache()
+        && let Some(found) = near.get(key).await
+    {
+        return Some(found);
+    }
+    backend.lookup(key).await.expect("lookup")
+}
+
 async fn wait_terminal(backend: &dyn TaskBackend, ref_id: &RefId) -> TaskSnapshot {
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    let snapshot = backend.wait(ref_id, Some(deadline)).await.expect("wait").expect("task known");
-    assert!(snapshot.info.status.is_terminal(), "task did not finish within {PATIENCE:?}: {:?}", snapshot.info);
+    let snapshot = backend
+        .wait(ref_id, Some(deadline))
+        .await
+        .expect("wait")
+        .expect("task known");
+    assert!(
+        snapshot.info.status.is_terminal(),
+        "task did not finish within {PATIENCE:?}: {:?}",
+        snapshot.info
+    );
     snapshot
 }
 
 /// Waits, event by event, until `pred` holds for the task's record.
-async fn wait_until(backend: &dyn TaskBackend, ref_id: &RefId, what: &str, pred: impl Fn(&TaskSnapshot) -> bool) {
+async fn wait_until(
+    backend: &dyn TaskBackend,
+    ref_id: &RefId,
+    what: &str,
+    pred: impl Fn(&TaskSnapshot) -> bool,
+) {
     let give_up = tokio::time::Instant::now() + PATIENCE;
     loop {
         let snapshot = backend.get(ref_id).await.expect("get").expect("task known");
         if pred(&snapshot) {
             return;
         }
-        assert!(tokio::time::Instant::now() < give_up, "gave up waiting for {what}: {:?}", snapshot.info);
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "gave up waiting for {what}: {:?}",
+            snapshot.info
+        );
         // Short bounded waits on the backend's own event path; returns early when the task ends.
-        let _ = backend.wait(ref_id, Some(tokio::time::Instant::now() + Duration::from_millis(20))).await;
+        let _ = backend
+            .wait(
+                ref_id,
+                Some(tokio::time::Instant::now() + Duration::from_millis(20)),
+            )
+            .await;
     }
 }
 
@@ -216,7 +266,11 @@ async fn wait_executions(id: &str, n: u32) {
 }
 
 fn settings() -> Settings {
-    Settings { max_workers: 4, max_queued: 100, cancel_grace: Duration::from_secs(5) }
+    Settings {
+        max_workers: 4,
+        max_queued: 100,
+        cancel_grace: Duration::from_secs(5),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -227,18 +281,36 @@ pub async fn submit_wait_complete(make: Factory) {
     let fx = make(settings()).await;
     let b = &*fx.backend;
     let id = new_gate();
-    let (submitted, ref_id, key) = submit(b, GATED, json!({"gate": id, "value": {"answer": 42}})).await;
-    assert!(matches!(submitted, Submitted::Started(ref r) if *r == ref_id), "{submitted:?}");
-    let info = b.get(&ref_id).await.unwrap().expect("known right after submit").info;
-    assert!(matches!(info.status, TaskStatus::Processing | TaskStatus::Pending), "{info:?}");
+    let (submitted, ref_id, key) =
+        submit(b, GATED, json!({"gate": id, "value": {"answer": 42}})).await;
+    assert!(
+        matches!(submitted, Submitted::Started(ref r) if *r == ref_id),
+        "{submitted:?}"
+    );
+    let info = b
+        .get(&ref_id)
+        .await
+        .unwrap()
+        .expect("known right after submit")
+        .info;
+    assert!(
+        matches!(info.status, TaskStatus::Processing | TaskStatus::Pending),
+        "{info:?}"
+    );
     wait_executions(&id, 1).await;
-    assert_eq!(b.get(&ref_id).await.unwrap().unwrap().info.status, TaskStatus::Processing);
-    assert!(b.lookup(&key).await.unwrap().is_none(), "no value before completion");
+    assert_eq!(
+        b.get(&ref_id).await.unwrap().unwrap().info.status,
+        TaskStatus::Processing
+    );
+    assert!(find(b, &key).await.is_none(), "no value before completion");
     open(&id);
     let done = wait_terminal(b, &ref_id).await;
     assert_eq!(done.info.status, TaskStatus::Complete);
-    assert_eq!(done.value.expect("value with complete").value, json!({"answer": 42}));
-    let hit = b.lookup(&key).await.unwrap().expect("a hit after completion");
+    assert_eq!(
+        done.value.expect("value with complete").value,
+        json!({"answer": 42})
+    );
+    let hit = find(b, &key).await.expect("a hit after completion");
     assert_eq!(hit.ref_id, ref_id);
     assert_eq!(executions(&id), 1);
 }
@@ -253,14 +325,20 @@ pub async fn single_flight(make: Factory) {
     for _ in 0..20 {
         let b = b.clone();
         let args = args.clone();
-        handles.push(tokio::spawn(async move { submit(&*b, GATED, args).await.0 }));
+        handles.push(tokio::spawn(
+            async move { submit(&*b, GATED, args).await.0 },
+        ));
     }
     let mut refs = Vec::new();
     for h in handles {
         refs.push(h.await.unwrap().ref_id().clone());
     }
     refs.dedup();
-    assert_eq!(refs.len(), 1, "every caller must get the same ref id: {refs:?}");
+    assert_eq!(
+        refs.len(),
+        1,
+        "every caller must get the same ref id: {refs:?}"
+    );
     wait_executions(&id, 1).await;
     open(&id);
     wait_terminal(&*b, &refs[0]).await;
@@ -276,10 +354,17 @@ pub async fn wait_respects_deadline(make: Factory) {
     let id = new_gate();
     let (_, ref_id, _) = submit(b, GATED, json!({"gate": id})).await;
     let start = tokio::time::Instant::now();
-    let snapshot = b.wait(&ref_id, Some(start + Duration::from_millis(100))).await.unwrap().unwrap();
+    let snapshot = b
+        .wait(&ref_id, Some(start + Duration::from_millis(100)))
+        .await
+        .unwrap()
+        .unwrap();
     let waited = start.elapsed();
     assert!(!snapshot.info.status.is_terminal());
-    assert!(waited >= Duration::from_millis(100), "returned before the deadline: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(100),
+        "returned before the deadline: {waited:?}"
+    );
     assert!(waited < PATIENCE, "overslept: {waited:?}");
     open(&id);
     wait_terminal(b, &ref_id).await;
@@ -295,9 +380,15 @@ pub async fn failure_is_not_cached(make: Factory) {
     let done = wait_terminal(b, &ref_id).await;
     assert_eq!(done.info.status, TaskStatus::Failed);
     assert_eq!(done.info.error.unwrap().message, "disk on fire");
-    assert!(b.lookup(&key).await.unwrap().is_none(), "an error is never a cached value");
+    assert!(
+        find(b, &key).await.is_none(),
+        "an error is never a cached value"
+    );
     let (again, ref2, _) = submit(b, FAIL, args).await;
-    assert!(matches!(again, Submitted::Started(_)), "a failed key runs again: {again:?}");
+    assert!(
+        matches!(again, Submitted::Started(_)),
+        "a failed key runs again: {again:?}"
+    );
     wait_terminal(b, &ref2).await;
     assert_eq!(executions(&id), 2);
 }
@@ -313,7 +404,10 @@ pub async fn panic_becomes_failure(make: Factory) {
     let id = new_gate();
     open(&id);
     let (_, ok_ref, _) = submit(b, GATED, json!({"gate": id, "value": 1})).await;
-    assert_eq!(wait_terminal(b, &ok_ref).await.info.status, TaskStatus::Complete);
+    assert_eq!(
+        wait_terminal(b, &ok_ref).await.info.status,
+        TaskStatus::Complete
+    );
 }
 
 /// Progress reports are visible to the next `get`.
@@ -323,8 +417,22 @@ pub async fn progress_is_visible(make: Factory) {
     let id = new_gate();
     let (_, ref_id, _) = submit(b, PROGRESS, json!({"gate": id})).await;
     wait_until(b, &ref_id, "progress", |s| s.info.progress.is_some()).await;
-    let progress = b.get(&ref_id).await.unwrap().unwrap().info.progress.unwrap();
-    assert_eq!((progress.current, progress.total, progress.message.as_deref()), (1.0, Some(2.0), Some("halfway")));
+    let progress = b
+        .get(&ref_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .info
+        .progress
+        .unwrap();
+    assert_eq!(
+        (
+            progress.current,
+            progress.total,
+            progress.message.as_deref()
+        ),
+        (1.0, Some(2.0), Some("halfway"))
+    );
     assert_eq!(progress.percentage(), Some(50.0));
     open(&id);
     wait_terminal(b, &ref_id).await;
@@ -338,17 +446,27 @@ pub async fn cancel_semantics(make: Factory) {
     let (_, ref_id, key) = submit(b, GATED, json!({"gate": id})).await;
     wait_executions(&id, 1).await;
     assert_eq!(b.cancel(&ref_id).await.unwrap(), CancelOutcome::Cancelled);
-    assert_eq!(b.cancel(&ref_id).await.unwrap(), CancelOutcome::Cancelled, "cancel is idempotent");
+    assert_eq!(
+        b.cancel(&ref_id).await.unwrap(),
+        CancelOutcome::Cancelled,
+        "cancel is idempotent"
+    );
     let done = wait_terminal(b, &ref_id).await;
     assert_eq!(done.info.status, TaskStatus::Cancelled);
-    assert!(b.lookup(&key).await.unwrap().is_none());
-    assert_eq!(b.cancel(&RefId::generate("conformance")).await.unwrap(), CancelOutcome::NotFound);
+    assert!(find(b, &key).await.is_none());
+    assert_eq!(
+        b.cancel(&RefId::generate("conformance")).await.unwrap(),
+        CancelOutcome::NotFound
+    );
 
     let finished = new_gate();
     open(&finished);
     let (_, fin_ref, _) = submit(b, GATED, json!({"gate": finished, "value": 1})).await;
     wait_terminal(b, &fin_ref).await;
-    assert_eq!(b.cancel(&fin_ref).await.unwrap(), CancelOutcome::AlreadyFinished(TaskStatus::Complete));
+    assert_eq!(
+        b.cancel(&fin_ref).await.unwrap(),
+        CancelOutcome::AlreadyFinished(TaskStatus::Complete)
+    );
 }
 
 /// A result that arrives after a cancel is discarded, not cached; the status stays `cancelled`.
@@ -363,17 +481,27 @@ pub async fn late_result_is_discarded(make: Factory) {
     // Let the late result arrive and be dropped; the record must stay cancelled.
     let give_up = tokio::time::Instant::now() + PATIENCE;
     while b.stats().await.unwrap().running > 0 {
-        assert!(tokio::time::Instant::now() < give_up, "stubborn task never wound down");
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "stubborn task never wound down"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let info = b.get(&ref_id).await.unwrap().unwrap().info;
     assert_eq!(info.status, TaskStatus::Cancelled);
-    assert!(b.lookup(&key).await.unwrap().is_none(), "a late result must not be cached");
+    assert!(
+        find(b, &key).await.is_none(),
+        "a late result must not be cached"
+    );
 }
 
 /// Over `max_workers`, tasks are `pending` with a queue position; cancelling one removes it from the queue.
 pub async fn queue_and_pending(make: Factory) {
-    let fx = make(Settings { max_workers: 1, ..settings() }).await;
+    let fx = make(Settings {
+        max_workers: 1,
+        ..settings()
+    })
+    .await;
     let b = &*fx.backend;
     let first = new_gate();
     let (_, first_ref, _) = submit(b, GATED, json!({"gate": first, "value": 1})).await;
@@ -385,14 +513,40 @@ pub async fn queue_and_pending(make: Factory) {
     let info = b.get(&second_ref).await.unwrap().unwrap().info;
     assert_eq!(info.status, TaskStatus::Pending);
     assert_eq!(info.queue_position, Some(1));
-    assert_eq!(b.get(&third_ref).await.unwrap().unwrap().info.queue_position, Some(2));
-    assert_eq!(b.cancel(&second_ref).await.unwrap(), CancelOutcome::Cancelled);
-    assert_eq!(b.get(&third_ref).await.unwrap().unwrap().info.queue_position, Some(1));
+    assert_eq!(
+        b.get(&third_ref)
+            .await
+            .unwrap()
+            .unwrap()
+            .info
+            .queue_position,
+        Some(2)
+    );
+    assert_eq!(
+        b.cancel(&second_ref).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(
+        b.get(&third_ref)
+            .await
+            .unwrap()
+            .unwrap()
+            .info
+            .queue_position,
+        Some(1)
+    );
     open(&first);
     open(&third);
     wait_terminal(b, &first_ref).await;
-    assert_eq!(wait_terminal(b, &third_ref).await.info.status, TaskStatus::Complete);
-    assert_eq!(executions(&second), 0, "a cancelled pending task never runs");
+    assert_eq!(
+        wait_terminal(b, &third_ref).await.info.status,
+        TaskStatus::Complete
+    );
+    assert_eq!(
+        executions(&second),
+        0,
+        "a cancelled pending task never runs"
+    );
 }
 
 /// A task with no local job runs by its registered name; an unknown name fails clearly instead of hanging.
@@ -412,7 +566,10 @@ pub async fn runs_by_name(make: Factory) {
     b.submit(sub).await.unwrap();
     let done = wait_terminal(b, &ref_id).await;
     assert_eq!(done.info.status, TaskStatus::Failed);
-    assert!(done.info.error.unwrap().message.contains("unknown task"), "clear error for an unknown name");
+    assert!(
+        done.info.error.unwrap().message.contains("unknown task"),
+        "clear error for an unknown name"
+    );
 }
 
 /// Unknown ids are unknown to `get` and `wait`.
@@ -421,7 +578,12 @@ pub async fn unknown_ids(make: Factory) {
     let b = &*fx.backend;
     let unknown = RefId::generate("conformance");
     assert!(b.get(&unknown).await.unwrap().is_none());
-    assert!(b.wait(&unknown, Some(tokio::time::Instant::now())).await.unwrap().is_none());
+    assert!(
+        b.wait(&unknown, Some(tokio::time::Instant::now()))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// Lists are newest first, filter by status, and page with a cursor.
@@ -442,14 +604,28 @@ pub async fn list_and_page(make: Factory) {
     let (_, failed_ref, _) = submit(b, FAIL, json!({"gate": failing, "message": "x"})).await;
     wait_terminal(b, &failed_ref).await;
 
-    let complete = b.list(TaskFilter::all().status(TaskStatus::Complete).limit(2)).await.unwrap();
+    let complete = b
+        .list(TaskFilter::all().status(TaskStatus::Complete).limit(2))
+        .await
+        .unwrap();
     let listed: Vec<&RefId> = complete.tasks.iter().map(|t| &t.ref_id).collect();
     assert_eq!(listed, vec![&refs[4], &refs[3]], "newest first");
     let cursor = complete.next_cursor.expect("more pages");
-    let next = b.list(TaskFilter::all().status(TaskStatus::Complete).limit(2).cursor(cursor)).await.unwrap();
+    let next = b
+        .list(
+            TaskFilter::all()
+                .status(TaskStatus::Complete)
+                .limit(2)
+                .cursor(cursor),
+        )
+        .await
+        .unwrap();
     let listed: Vec<&RefId> = next.tasks.iter().map(|t| &t.ref_id).collect();
     assert_eq!(listed, vec![&refs[2], &refs[1]]);
-    let failed = b.list(TaskFilter::all().status(TaskStatus::Failed)).await.unwrap();
+    let failed = b
+        .list(TaskFilter::all().status(TaskStatus::Failed))
+        .await
+        .unwrap();
     assert!(failed.tasks.iter().all(|t| t.status == TaskStatus::Failed));
     assert!(failed.tasks.iter().any(|t| t.ref_id == failed_ref));
 }
@@ -466,7 +642,10 @@ pub async fn shutdown_refuses_work(make: Factory) {
     assert_eq!(info.status, TaskStatus::Cancelled, "{info:?}");
     assert_eq!(info.status_message.as_deref(), Some("shutdown"));
     let (sub, _, _) = submission(GATED, json!({"gate": new_gate()}));
-    assert!(matches!(b.submit(sub).await, Err(BackendError::ShuttingDown)));
+    assert!(matches!(
+        b.submit(sub).await,
+        Err(BackendError::ShuttingDown)
+    ));
 }
 
 /// Generates one `#[tokio::test]` per conformance test, each with a fresh backend from `$make` (a

@@ -20,7 +20,8 @@ use crate::task::{TaskError, TaskProgress};
 ///
 /// The `#[cached]` macro builds one per function from the same code it registers for remote workers, so local and
 /// remote execution share one path. It is `Fn`, not `FnOnce`, so that a retry can run it again.
-pub type LocalJob = Arc<dyn Fn(Value, TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> + Send + Sync>;
+pub type LocalJob =
+    Arc<dyn Fn(Value, TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> + Send + Sync>;
 
 /// What a backend does with the reports a running task makes. Implemented by each backend's task record.
 pub trait TaskHooks: Send + Sync {
@@ -72,13 +73,25 @@ pub struct Cancelled;
 impl TaskContext {
     /// A context wired to a backend's record.
     pub fn new(ref_id: RefId, hooks: Arc<dyn TaskHooks>, cancel: CancellationToken) -> Self {
-        Self { inner: Arc::new(ContextInner { ref_id: Some(ref_id), hooks: Some(hooks), cancel }) }
+        Self {
+            inner: Arc::new(ContextInner {
+                ref_id: Some(ref_id),
+                hooks: Some(hooks),
+                cancel,
+            }),
+        }
     }
 
     /// A context attached to nothing: reports go nowhere and it is never cancelled. For calling a function's body
     /// directly, such as in a unit test.
     pub fn detached() -> Self {
-        Self { inner: Arc::new(ContextInner { ref_id: None, hooks: None, cancel: CancellationToken::new() }) }
+        Self {
+            inner: Arc::new(ContextInner {
+                ref_id: None,
+                hooks: None,
+                cancel: CancellationToken::new(),
+            }),
+        }
     }
 
     /// The task's ref id (`None` when detached).
@@ -89,13 +102,26 @@ impl TaskContext {
     /// Reports progress. It is visible to the next poll of `get_cached_result`.
     ///
     /// Returns `Err(Cancelled)` once the task has been cancelled, so that a loop can stop early with `?`.
-    pub fn progress(&self, current: f64, total: Option<f64>, message: impl Into<String>) -> Result<(), Cancelled> {
+    pub fn progress(
+        &self,
+        current: f64,
+        total: Option<f64>,
+        message: impl Into<String>,
+    ) -> Result<(), Cancelled> {
         let message = message.into();
         if let Some(hooks) = &self.inner.hooks {
-            let message = if message.is_empty() { None } else { Some(message) };
+            let message = if message.is_empty() {
+                None
+            } else {
+                Some(message)
+            };
             hooks.report_progress(TaskProgress::new(current, total, message));
         }
-        if self.is_cancelled() { Err(Cancelled) } else { Ok(()) }
+        if self.is_cancelled() {
+            Err(Cancelled)
+        } else {
+            Ok(())
+        }
     }
 
     /// Sets the partial result: what the task is failed with if it exceeds its execution timeout.
@@ -134,6 +160,8 @@ where
     match tokio::task::spawn_blocking(body).await {
         Ok(result) => result,
         Err(err) if err.is_panic() => Err(TaskError::panicked(err.into_panic().as_ref())),
-        Err(err) => Err(TaskError::new(format!("blocking task did not finish: {err}"))),
+        Err(err) => Err(TaskError::new(format!(
+            "blocking task did not finish: {err}"
+        ))),
     }
 }

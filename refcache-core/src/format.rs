@@ -58,7 +58,10 @@ impl AsyncResponseFormat {
 
     /// The override in effect for the current call, if any.
     pub fn current_override() -> Option<Self> {
-        FORMAT_OVERRIDE.try_with(|f| *f).ok().or_else(|| SYNC_OVERRIDE.with(Cell::get))
+        FORMAT_OVERRIDE
+            .try_with(|f| *f)
+            .ok()
+            .or_else(|| SYNC_OVERRIDE.with(Cell::get))
     }
 }
 
@@ -83,7 +86,9 @@ impl FromStr for AsyncResponseFormat {
             "minimal" => Ok(Self::Minimal),
             "standard" => Ok(Self::Standard),
             "full" => Ok(Self::Full),
-            other => Err(RefCacheError::InvalidFormat { value: other.chars().take(100).collect() }),
+            other => Err(RefCacheError::InvalidFormat {
+                value: other.chars().take(100).collect(),
+            }),
         }
     }
 }

@@ -41,6 +41,11 @@ pub async fn get_cached_result(ref_id: &str) -> Result<CachedResponse, RefCacheE
 }
 
 /// Polls a reference on the process-wide cache, with options. See [`RefCache::get_cached_result_with`].
-pub async fn get_cached_result_with(ref_id: &str, options: &GetOptions) -> Result<CachedResponse, RefCacheError> {
-    default_cache()?.get_cached_result_with(ref_id, options).await
+pub async fn get_cached_result_with(
+    ref_id: &str,
+    options: &GetOptions,
+) -> Result<CachedResponse, RefCacheError> {
+    default_cache()?
+        .get_cached_result_with(ref_id, options)
+        .await
 }

@@ -58,8 +58,8 @@ pub mod conformance;
 pub mod __private;
 
 pub use backend::{
-    BackendStats, CancelOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskOptions, TaskPage, TaskSnapshot,
-    TaskSpec,
+    BackendStats, CancelOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskOptions,
+    TaskPage, TaskSnapshot, TaskSpec,
 };
 pub use cache::{GetOptions, RefCache, RefCacheBuilder};
 pub use config::{BackendFactory, ConfigError, RefCacheConfig};
@@ -67,7 +67,7 @@ pub use error::{BackendError, INACCESSIBLE_REFERENCE, RefCacheError};
 pub use execute::{Cancelled, LocalJob, TaskContext, TaskHooks, run as run_job};
 pub use format::AsyncResponseFormat;
 pub use global::{default_cache, get_cached_result, get_cached_result_with, set_default_cache};
-pub use key::{CacheKey, KeyBuilder};
+pub use key::{CacheKey, KeyBuilder, KeyPrefix};
 pub use memory::{MemoryBackendConfig, MemoryTaskBackend};
 pub use ref_id::RefId;
 pub use response::{AsyncResponse, CachedResponse, CompleteResponse};

@@ -2,9 +2,9 @@
 //! memory (values in a byte-bounded moka cache, task records in a TTL-bounded moka cache).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::backend::{
-    BackendStats, CancelOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskPage, TaskSnapshot, TaskSpec,
+    BackendStats, CancelOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskPage,
+    TaskSnapshot, TaskSpec,
 };
 use crate::error::BackendError;
 use crate::execute::{self, LocalJob, TaskContext, TaskHooks};
@@ -38,7 +39,7 @@ pub struct MemoryBackendConfig {
     pub default_ttl: Duration,
     /// How long a finished task record stays.
     pub task_ttl: Duration,
-    /// At most this many finished task records are kept (oldest-used evicted first).
+    /// At most this many finished task records are kept (oldest evicted first).
     pub max_task_records: u64,
     /// Capacity of the value store in bytes.
     pub max_capacity_bytes: u64,
@@ -71,14 +72,15 @@ pub struct MemoryTaskBackend {
 
 impl std::fmt::Debug for MemoryTaskBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryTaskBackend").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("MemoryTaskBackend")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
 struct Inner {
     config: MemoryBackendConfig,
     store: ValueStore,
-    finished: moka::sync::Cache<RefId, Arc<Finished>>,
     state: Mutex<State>,
     idle: Notify,
     counters: Counters,
@@ -87,15 +89,74 @@ struct Inner {
 struct Finished {
     info: TaskInfo,
     key: CacheKey,
+    expires_at: tokio::time::Instant,
+}
+
+/// Finished task records: a map for lookups and a FIFO for expiry and the cap. Every record gets the same TTL and
+/// is inserted when its task finishes, so insertion order is expiry order and eviction is O(1) per record.
+struct History {
+    map: HashMap<RefId, Arc<Finished>>,
+    order: VecDeque<(tokio::time::Instant, RefId, CacheKey)>,
+    ttl: Duration,
+    cap: usize,
+}
+
+impl History {
+    fn new(ttl: Duration, cap: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            ttl,
+            cap: cap.max(1),
+        }
+    }
+
+    /// Records a finished task; evicts expired and over-cap records, and their index entries.
+    fn insert(&mut self, info: TaskInfo, key: CacheKey, index: &mut HashMap<CacheKey, RefId>) {
+        let now = tokio::time::Instant::now();
+        while let Some((at, _, _)) = self.order.front() {
+            if *at > now && self.order.len() < self.cap {
+                break;
+            }
+            let (_, old, old_key) = self.order.pop_front().expect("front exists");
+            self.map.remove(&old);
+            if index.get(&old_key) == Some(&old) {
+                index.remove(&old_key);
+            }
+        }
+        let expires_at = now + self.ttl;
+        self.order.push_back((expires_at, info.ref_id.clone(), key));
+        self.map.insert(
+            info.ref_id.clone(),
+            Arc::new(Finished {
+                info,
+                key,
+                expires_at,
+            }),
+        );
+    }
+
+    fn get(&self, ref_id: &RefId) -> Option<&Arc<Finished>> {
+        self.map
+            .get(ref_id)
+            .filter(|f| f.expires_at > tokio::time::Instant::now())
+    }
+
+    fn records(&self) -> impl Iterator<Item = &Arc<Finished>> {
+        let now = tokio::time::Instant::now();
+        self.map.values().filter(move |f| f.expires_at > now)
+    }
 }
 
 type QueueKey = (Reverse<i32>, u64);
 
-#[derive(Default)]
 struct State {
     accepting: bool,
-    /// key → the execution in flight for it (single-flight).
-    inflight: HashMap<CacheKey, RefId>,
+    /// Finished task records.
+    history: History,
+    /// The key-to-ref index: key → its latest execution, while that is running, or complete and recorded. A call
+    /// for a key whose execution runs joins it (single-flight); one whose execution just completed finds its value.
+    index: HashMap<CacheKey, RefId>,
     /// Tasks not yet retired: pending, running, or cancelled and winding down.
     active: HashMap<RefId, Arc<Active>>,
     /// Pending tasks, highest priority first, FIFO within a priority.
@@ -108,8 +169,6 @@ struct State {
 #[derive(Default)]
 struct Counters {
     executions: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
     coalesced: AtomicU64,
     cancellations: AtomicU64,
 }
@@ -131,6 +190,8 @@ struct Active {
     holds_slot: AtomicBool,
     partial: Mutex<Option<Value>>,
     abort: Mutex<Option<AbortHandle>>,
+    /// The value, once stored: a waiter holding this task reads it here instead of looking it up.
+    value: OnceLock<Arc<StoredValue>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -139,7 +200,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Active {
     fn cas(&self, from: u8, to: u8) -> bool {
-        self.phase.compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        self.phase
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     fn set_terminal(&self, status: TaskStatus, error: Option<TaskError>, note: Option<&str>) {
@@ -158,13 +221,12 @@ impl Active {
 
 impl TaskHooks for Active {
     fn report_progress(&self, progress: TaskProgress) {
+        // Polls read the current record; only terminal changes have waiters, so progress updates silently.
         self.info.send_if_modified(|info| {
             if info.status == TaskStatus::Processing {
                 info.progress = Some(progress);
-                true
-            } else {
-                false
             }
+            false
         });
     }
 
@@ -185,21 +247,34 @@ impl MemoryTaskBackend {
     /// # Panics
     /// If `max_workers` is zero; `RefCacheConfig` validates this with a clear error before it gets here.
     pub fn new(config: MemoryBackendConfig) -> Self {
-        assert!(config.max_workers > 0, "MemoryBackendConfig::max_workers must be at least 1");
-        let task_ttl = config.task_ttl;
-        let finished = moka::sync::Cache::builder()
-            .max_capacity(config.max_task_records)
-            .expire_after(FinishedTtl { task_ttl })
-            .build();
+        assert!(
+            config.max_workers > 0,
+            "MemoryBackendConfig::max_workers must be at least 1"
+        );
+        let history = History::new(
+            config.task_ttl,
+            usize::try_from(config.max_task_records).unwrap_or(usize::MAX),
+        );
+        let state = State {
+            accepting: true,
+            history,
+            index: HashMap::new(),
+            active: HashMap::new(),
+            queue: BTreeMap::new(),
+            queued: HashMap::new(),
+            running: 0,
+            seq: 0,
+        };
         let inner = Inner {
             store: ValueStore::new(config.max_capacity_bytes),
-            finished,
-            state: Mutex::new(State { accepting: true, ..State::default() }),
+            state: Mutex::new(state),
             idle: Notify::new(),
             counters: Counters::default(),
             config,
         };
-        Self { inner: Arc::new(inner) }
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     /// The settings.
@@ -213,18 +288,6 @@ impl MemoryTaskBackend {
     }
 }
 
-/// Finished records live `task_ttl`, or as long as their value if that is longer, so a reference to a live value
-/// always resolves.
-struct FinishedTtl {
-    task_ttl: Duration,
-}
-
-impl moka::Expiry<RefId, Arc<Finished>> for FinishedTtl {
-    fn expire_after_create(&self, _: &RefId, _: &Arc<Finished>, _: std::time::Instant) -> Option<Duration> {
-        Some(self.task_ttl)
-    }
-}
-
 impl Inner {
     /// Under the state lock: moves queued tasks into free slots and marks them processing. The caller spawns the
     /// returned tasks after releasing the lock (a spawn on a dead runtime drops the future at once, and its guard
@@ -232,19 +295,25 @@ impl Inner {
     fn admit(&self, st: &mut State) -> Vec<Arc<Active>> {
         let mut started = Vec::new();
         while st.running < self.config.max_workers {
-            let Some((qkey, ref_id)) = st.queue.pop_first() else { break };
+            let Some((qkey, ref_id)) = st.queue.pop_first() else {
+                break;
+            };
             st.queued.remove(&ref_id);
-            let Some(active) = st.active.get(&ref_id).cloned() else { continue };
+            let Some(active) = st.active.get(&ref_id).cloned() else {
+                continue;
+            };
             if !active.cas(PENDING, RUNNING) {
                 continue;
             }
             let _ = qkey;
             st.running += 1;
             active.holds_slot.store(true, Ordering::Release);
-            active.info.send_modify(|info| {
+            // Waiters wait for a terminal status; this change is read by polls, without waking anyone.
+            active.info.send_if_modified(|info| {
                 info.status = TaskStatus::Processing;
                 info.started_at.get_or_insert_with(Timestamp::now);
                 info.queue_position = None;
+                false
             });
             started.push(active);
         }
@@ -262,16 +331,19 @@ impl Inner {
         }
     }
 
-    /// Moves a task out of the active set: its record into the finished cache, its slot back to the pool.
+    /// Moves a task out of the active set, in one step: its record into the history, its slot back to the pool.
     fn retire(self: &Arc<Self>, active: &Arc<Active>) {
         let info = active.info.borrow().clone();
-        self.finished.insert(info.ref_id.clone(), Arc::new(Finished { info, key: active.spec.key }));
-        let started = {
-            let mut st = lock(&self.state);
+        let (started, shutting_down) = {
+            let mut guard = lock(&self.state);
+            let st = &mut *guard;
             let ref_id = &active.spec.ref_id;
-            if st.inflight.get(&active.spec.key) == Some(ref_id) {
-                st.inflight.remove(&active.spec.key);
+            let key = active.spec.key;
+            // A complete execution stays indexed (its value answers the key); a failed or cancelled one does not.
+            if info.status != TaskStatus::Complete && st.index.get(&key) == Some(ref_id) {
+                st.index.remove(&key);
             }
+            st.history.insert(info, key, &mut st.index);
             if let Some(qkey) = st.queued.remove(ref_id) {
                 st.queue.remove(&qkey);
             }
@@ -279,28 +351,43 @@ impl Inner {
             if active.holds_slot.swap(false, Ordering::AcqRel) {
                 st.running -= 1;
             }
-            self.admit(&mut st)
+            (self.admit(st), !st.accepting)
         };
         self.spawn_all(started);
-        self.idle.notify_waiters();
-    }
-
-    fn unlink_inflight(&self, active: &Active) {
-        let mut st = lock(&self.state);
-        if st.inflight.get(&active.spec.key) == Some(&active.spec.ref_id) {
-            st.inflight.remove(&active.spec.key);
+        if shutting_down {
+            self.idle.notify_waiters();
         }
     }
 
-    async fn complete(self: &Arc<Self>, active: &Arc<Active>, result: Option<Result<Value, TaskError>>) {
+    fn unindex(&self, active: &Active) {
+        let mut st = lock(&self.state);
+        if st.index.get(&active.spec.key) == Some(&active.spec.ref_id) {
+            st.index.remove(&active.spec.key);
+        }
+    }
+
+    async fn complete(
+        self: &Arc<Self>,
+        active: &Arc<Active>,
+        result: Option<Result<Value, TaskError>>,
+    ) {
         match result {
             Some(Ok(value)) if active.cas(RUNNING, COMPLETING) => {
                 let spec = &active.spec;
                 let ttl = spec.options.ttl.unwrap_or(self.config.default_ttl);
-                let stored = StoredValue::new(spec.ref_id.clone(), spec.key, &spec.task_name, &spec.namespace, value, ttl);
+                let stored = StoredValue::new(
+                    spec.ref_id.clone(),
+                    spec.key,
+                    spec.task_name.clone(),
+                    spec.namespace.clone(),
+                    value,
+                    ttl,
+                );
                 if self.store.fits(&stored) {
                     // The value is written before `complete` is published, so a woken waiter finds it.
-                    self.store.insert(Arc::new(stored)).await;
+                    let stored = Arc::new(stored);
+                    let _ = active.value.set(stored.clone());
+                    self.store.insert(stored).await;
                     active.set_terminal(TaskStatus::Complete, None, None);
                 } else {
                     let error = TaskError::new(format!(
@@ -337,16 +424,22 @@ impl Drop for DriverGuard {
             return;
         }
         if self.active.cas(RUNNING, DONE) || self.active.cas(COMPLETING, DONE) {
-            let error = TaskError::new("the tokio runtime running this task shut down before it finished")
-                .with_code("RUNTIME_SHUTDOWN");
-            self.active.set_terminal(TaskStatus::Failed, Some(error), None);
+            let error =
+                TaskError::new("the tokio runtime running this task shut down before it finished")
+                    .with_code("RUNTIME_SHUTDOWN");
+            self.active
+                .set_terminal(TaskStatus::Failed, Some(error), None);
         }
         self.inner.retire(&self.active);
     }
 }
 
 async fn drive(inner: Arc<Inner>, active: Arc<Active>) {
-    let mut guard = DriverGuard { inner: inner.clone(), active: active.clone(), armed: true };
+    let mut guard = DriverGuard {
+        inner: inner.clone(),
+        active: active.clone(),
+        armed: true,
+    };
     let result = execute_one(&inner, &active).await;
     inner.complete(&active, result).await;
     guard.armed = false;
@@ -387,38 +480,83 @@ impl TaskBackend for MemoryTaskBackend {
         "memory"
     }
 
-    fn lookup<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<Option<Arc<StoredValue>>, BackendError>> {
-        Box::pin(async move {
-            let found = self.inner.store.get(key).await;
-            let counter = if found.is_some() { &self.inner.counters.hits } else { &self.inner.counters.misses };
-            counter.fetch_add(1, Ordering::Relaxed);
-            Ok(found)
-        })
+    fn near_cache(&self) -> Option<&ValueStore> {
+        Some(&self.inner.store)
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        _key: &'a CacheKey,
+    ) -> BoxFuture<'a, Result<Option<Arc<StoredValue>>, BackendError>> {
+        // The store is the near cache: nothing lies beyond it.
+        Box::pin(async { Ok(None) })
     }
 
     fn submit(&self, submission: Submission) -> BoxFuture<'_, Result<Submitted, BackendError>> {
         Box::pin(async move {
             let inner = &self.inner;
             let handle = Handle::try_current().map_err(|_| {
-                BackendError::Runtime("MemoryTaskBackend::submit must be called inside a tokio runtime".to_owned())
+                BackendError::Runtime(
+                    "MemoryTaskBackend::submit must be called inside a tokio runtime".to_owned(),
+                )
             })?;
             let Submission { spec, job, .. } = submission;
             let key = spec.key;
             let ref_id = spec.ref_id.clone();
-            let active = {
+            let mut store_checked = false;
+            loop {
+                // Decide under the lock; any await happens after it is released.
+                let recheck = {
+                    let st = lock(&inner.state);
+                    if !st.accepting {
+                        return Err(BackendError::ShuttingDown);
+                    }
+                    match st.index.get(&key) {
+                        Some(existing) if st.active.contains_key(existing) => {
+                            inner.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+                            return Ok(Submitted::Joined(existing.clone()));
+                        }
+                        Some(existing) => {
+                            !store_checked
+                                && st
+                                    .history
+                                    .get(existing)
+                                    .is_some_and(|f| f.info.status == TaskStatus::Complete)
+                        }
+                        None => false,
+                    }
+                };
+                if recheck {
+                    // It completed between the caller's lookup and now. Its value was stored before it completed:
+                    // answer with it rather than run the work twice.
+                    if let Some(value) = inner.store.get(&key).await {
+                        return Ok(Submitted::Hit(value));
+                    }
+                    store_checked = true;
+                    continue;
+                }
                 let mut st = lock(&inner.state);
                 if !st.accepting {
                     return Err(BackendError::ShuttingDown);
                 }
-                if let Some(existing) = st.inflight.get(&key) {
+                if let Some(existing) = st.index.get(&key).filter(|r| st.active.contains_key(*r)) {
                     inner.counters.coalesced.fetch_add(1, Ordering::Relaxed);
                     return Ok(Submitted::Joined(existing.clone()));
                 }
-                if st.running >= inner.config.max_workers && st.queue.len() >= inner.config.max_queued {
-                    return Err(BackendError::QueueFull { max_queued: inner.config.max_queued });
+                if st.running >= inner.config.max_workers
+                    && st.queue.len() >= inner.config.max_queued
+                {
+                    return Err(BackendError::QueueFull {
+                        max_queued: inner.config.max_queued,
+                    });
                 }
-                let mut info = TaskInfo::new(ref_id.clone(), &spec.task_name, &spec.namespace);
+                let mut info = TaskInfo::new(
+                    ref_id.clone(),
+                    spec.task_name.clone(),
+                    spec.namespace.clone(),
+                );
                 info.session_id = spec.options.session_id.clone();
+                let priority = spec.options.priority;
                 let active = Arc::new(Active {
                     info: watch::channel(info).0,
                     spec,
@@ -429,37 +567,29 @@ impl TaskBackend for MemoryTaskBackend {
                     holds_slot: AtomicBool::new(false),
                     partial: Mutex::new(None),
                     abort: Mutex::new(None),
+                    value: OnceLock::new(),
                 });
-                st.inflight.insert(key, ref_id.clone());
+                st.index.insert(key, ref_id.clone());
                 st.active.insert(ref_id.clone(), active.clone());
-                active
-            };
-            // A task for this key may have finished between the caller's lookup and the insert above; its value is
-            // in the store by now (it is written before the in-flight entry goes). Never run the work twice.
-            if let Some(value) = inner.store.get(&key).await {
-                if active.cas(PENDING, DONE) {
-                    active.set_terminal(TaskStatus::Complete, None, None);
-                    inner.retire(&active);
-                }
-                return Ok(Submitted::Hit(value));
-            }
-            let started = {
-                let mut st = lock(&inner.state);
-                if active.phase.load(Ordering::Acquire) == PENDING {
-                    st.seq += 1;
-                    let qkey = (Reverse(active.spec.options.priority), st.seq);
-                    st.queue.insert(qkey, ref_id.clone());
-                    st.queued.insert(ref_id.clone(), qkey);
+                st.seq += 1;
+                let qkey = (Reverse(priority), st.seq);
+                st.queue.insert(qkey, ref_id.clone());
+                st.queued.insert(ref_id.clone(), qkey);
+                let started = inner.admit(&mut st);
+                if started.is_empty() {
                     tracing::debug!(%ref_id, task = %active.spec.task_name, "task queued");
                 }
-                inner.admit(&mut st)
-            };
-            inner.spawn_all(started);
-            Ok(Submitted::Started(ref_id))
+                drop(st);
+                inner.spawn_all(started);
+                return Ok(Submitted::Started(ref_id));
+            }
         })
     }
 
-    fn get<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
+    fn get<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
         Box::pin(async move {
             let inner = &self.inner;
             let (info, key) = {
@@ -472,7 +602,7 @@ impl TaskBackend for MemoryTaskBackend {
                         }
                         (info, active.spec.key)
                     }
-                    None => match inner.finished.get(ref_id) {
+                    None => match st.history.get(ref_id) {
                         Some(f) => (f.info.clone(), f.key),
                         None => return Ok(None),
                     },
@@ -482,7 +612,11 @@ impl TaskBackend for MemoryTaskBackend {
                 return Ok(Some(TaskSnapshot::new(info, None)));
             }
             // A complete task whose value has expired or been evicted is gone.
-            Ok(inner.store.get(&key).await.map(|value| TaskSnapshot::new(info, Some(value))))
+            Ok(inner
+                .store
+                .get(&key)
+                .await
+                .map(|value| TaskSnapshot::new(info, Some(value))))
         })
     }
 
@@ -504,12 +638,24 @@ impl TaskBackend for MemoryTaskBackend {
                         let _ = done.await;
                     }
                 }
+                // Still holding the task: answer from it, without a lookup.
+                let info = active.info.borrow().clone();
+                if info.status != TaskStatus::Complete {
+                    if info.status.is_terminal() {
+                        return Ok(Some(TaskSnapshot::new(info, None)));
+                    }
+                } else if let Some(value) = active.value.get() {
+                    return Ok(Some(TaskSnapshot::new(info, Some(value.clone()))));
+                }
             }
             self.get(ref_id).await
         })
     }
 
-    fn cancel<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<CancelOutcome, BackendError>> {
+    fn cancel<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<CancelOutcome, BackendError>> {
         Box::pin(async move { Ok(self.inner.cancel(ref_id, None)) })
     }
 
@@ -519,14 +665,15 @@ impl TaskBackend for MemoryTaskBackend {
 
     fn cleanup(&self, max_age: Duration) -> BoxFuture<'_, Result<usize, BackendError>> {
         Box::pin(async move {
-            let mut removed = 0;
-            for (ref_id, record) in &self.inner.finished {
-                if record.info.finished_at.is_some_and(|t| t.elapsed() > max_age) {
-                    self.inner.finished.invalidate(ref_id.as_ref());
-                    removed += 1;
-                }
-            }
-            Ok(removed)
+            let mut st = lock(&self.inner.state);
+            let before = st.history.map.len();
+            st.history.map.retain(|_, record| {
+                record
+                    .info
+                    .finished_at
+                    .is_none_or(|t| t.elapsed() <= max_age)
+            });
+            Ok(before - st.history.map.len())
         })
     }
 
@@ -544,13 +691,20 @@ impl TaskBackend for MemoryTaskBackend {
 
 impl Inner {
     fn cancel(self: &Arc<Self>, ref_id: &RefId, note: Option<&str>) -> CancelOutcome {
-        let active = lock(&self.state).active.get(ref_id).cloned();
-        let Some(active) = active else {
-            return match self.finished.get(ref_id) {
-                Some(f) if f.info.status == TaskStatus::Cancelled => CancelOutcome::Cancelled,
-                Some(f) => CancelOutcome::AlreadyFinished(f.info.status),
-                None => CancelOutcome::NotFound,
-            };
+        let active = {
+            let st = lock(&self.state);
+            match st.active.get(ref_id) {
+                Some(active) => active.clone(),
+                None => {
+                    return match st.history.get(ref_id) {
+                        Some(f) if f.info.status == TaskStatus::Cancelled => {
+                            CancelOutcome::Cancelled
+                        }
+                        Some(f) => CancelOutcome::AlreadyFinished(f.info.status),
+                        None => CancelOutcome::NotFound,
+                    };
+                }
+            }
         };
         if active.cas(PENDING, DONE) {
             self.counters.cancellations.fetch_add(1, Ordering::Relaxed);
@@ -563,7 +717,7 @@ impl Inner {
             self.counters.cancellations.fetch_add(1, Ordering::Relaxed);
             active.set_terminal(TaskStatus::Cancelled, None, note);
             // A new call for the same key starts afresh instead of joining a cancelled execution.
-            self.unlink_inflight(&active);
+            self.unindex(&active);
             active.cancel.cancel();
             return CancelOutcome::Cancelled;
         }
@@ -576,26 +730,16 @@ impl Inner {
     }
 
     fn all_infos(&self) -> Vec<TaskInfo> {
-        // Apply pending evictions first, so that lists and stats see the record cap in force.
-        self.finished.run_pending_tasks();
-        let mut seen = HashSet::new();
-        let mut infos = Vec::new();
-        {
-            let st = lock(&self.state);
-            for (ref_id, active) in &st.active {
-                let mut info = active.info.borrow().clone();
-                if let Some(qkey) = st.queued.get(ref_id) {
-                    info.queue_position = Some(st.queue.range(..qkey).count() + 1);
-                }
-                seen.insert(ref_id.clone());
-                infos.push(info);
+        let st = lock(&self.state);
+        let mut infos = Vec::with_capacity(st.active.len() + st.history.map.len());
+        for (ref_id, active) in &st.active {
+            let mut info = active.info.borrow().clone();
+            if let Some(qkey) = st.queued.get(ref_id) {
+                info.queue_position = Some(st.queue.range(..qkey).count() + 1);
             }
+            infos.push(info);
         }
-        for (ref_id, record) in &self.finished {
-            if seen.insert((*ref_id).clone()) {
-                infos.push(record.info.clone());
-            }
-        }
+        infos.extend(st.history.records().map(|record| record.info.clone()));
         infos
     }
 
@@ -604,14 +748,25 @@ impl Inner {
         const MAX_LIMIT: usize = 1000;
         let limit = filter.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         let after = filter.cursor.as_deref().and_then(parse_cursor);
-        let mut infos: Vec<TaskInfo> = self.all_infos().into_iter().filter(|i| filter.matches(i)).collect();
+        let mut infos: Vec<TaskInfo> = self
+            .all_infos()
+            .into_iter()
+            .filter(|i| filter.matches(i))
+            .collect();
         infos.sort_by(|a, b| sort_key(b).cmp(&sort_key(a)));
         let start = match &after {
-            Some(cursor) => infos.iter().position(|i| sort_key(i) < (cursor.0, cursor.1.as_str())).unwrap_or(infos.len()),
+            Some(cursor) => infos
+                .iter()
+                .position(|i| sort_key(i) < (cursor.0, cursor.1.as_str()))
+                .unwrap_or(infos.len()),
             None => 0,
         };
         let page: Vec<TaskInfo> = infos.iter().skip(start).take(limit).cloned().collect();
-        let next_cursor = if start + page.len() < infos.len() { page.last().map(make_cursor) } else { None };
+        let next_cursor = if start + page.len() < infos.len() {
+            page.last().map(make_cursor)
+        } else {
+            None
+        };
         TaskPage::new(page, next_cursor)
     }
 
@@ -628,8 +783,6 @@ impl Inner {
         let c = &self.counters;
         stats.capacity = self.config.max_workers as u64;
         stats.executions = c.executions.load(Ordering::Relaxed);
-        stats.hits = c.hits.load(Ordering::Relaxed);
-        stats.misses = c.misses.load(Ordering::Relaxed);
         stats.coalesced = c.coalesced.load(Ordering::Relaxed);
         stats.cancellations = c.cancellations.load(Ordering::Relaxed);
         stats
@@ -664,7 +817,8 @@ impl Inner {
             }
         }
         // Aborted drivers retire as they are dropped; give them a moment to be polled.
-        self.wait_until_idle(tokio::time::Instant::now() + Duration::from_secs(1)).await;
+        self.wait_until_idle(tokio::time::Instant::now() + Duration::from_secs(1))
+            .await;
     }
 }
 
@@ -673,12 +827,20 @@ fn sort_key(info: &TaskInfo) -> (std::time::SystemTime, &str) {
 }
 
 fn make_cursor(info: &TaskInfo) -> String {
-    let nanos = info.created_at.0.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let nanos = info
+        .created_at
+        .0
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     format!("{nanos}/{}", info.ref_id)
 }
 
 fn parse_cursor(cursor: &str) -> Option<(std::time::SystemTime, String)> {
     let (nanos, ref_id) = cursor.split_once('/')?;
     let nanos: u64 = nanos.parse().ok()?;
-    Some((std::time::UNIX_EPOCH + Duration::from_nanos(nanos), ref_id.to_owned()))
+    Some((
+        std::time::UNIX_EPOCH + Duration::from_nanos(nanos),
+        ref_id.to_owned(),
+    ))
 }

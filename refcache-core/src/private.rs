@@ -67,7 +67,10 @@ pub fn clone_self<T: CachedSelf>(this: &T) -> T {
 }
 
 /// The metadata of a function, built once and remembered by name.
-pub fn meta(cell: &'static OnceLock<TaskMeta>, init: impl FnOnce() -> TaskMeta) -> &'static TaskMeta {
+pub fn meta(
+    cell: &'static OnceLock<TaskMeta>,
+    init: impl FnOnce() -> TaskMeta,
+) -> &'static TaskMeta {
     if let Some(meta) = cell.get() {
         return meta;
     }
@@ -88,7 +91,11 @@ pub fn method_name<T: ?Sized>(method: &str) -> String {
 }
 
 /// Serializes one argument for the task's JSON arguments.
-pub fn arg_value<T: Serialize + ?Sized>(meta: &TaskMeta, name: &str, value: &T) -> Result<Value, RefCacheError> {
+pub fn arg_value<T: Serialize + ?Sized>(
+    meta: &TaskMeta,
+    name: &str,
+    value: &T,
+) -> Result<Value, RefCacheError> {
     serde_json::to_value(value).map_err(|e| RefCacheError::Argument {
         task: meta.name().to_owned(),
         name: name.to_owned(),
@@ -101,15 +108,22 @@ pub fn into_args(args: Value) -> Result<Map<String, Value>, TaskError> {
     match args {
         Value::Object(map) => Ok(map),
         Value::Null => Ok(Map::new()),
-        other => Err(TaskError::new(format!("task arguments must be a JSON object, got {other}")).with_code("BAD_ARGS")),
+        other => Err(
+            TaskError::new(format!("task arguments must be a JSON object, got {other}"))
+                .with_code("BAD_ARGS"),
+        ),
     }
 }
 
 /// Takes one argument out of the object (a missing one reads as `null`, so `Option` parameters may be omitted).
-pub fn take_arg<T: DeserializeOwned>(args: &mut Map<String, Value>, name: &str) -> Result<T, TaskError> {
+pub fn take_arg<T: DeserializeOwned>(
+    args: &mut Map<String, Value>,
+    name: &str,
+) -> Result<T, TaskError> {
     let value = args.remove(name).unwrap_or(Value::Null);
-    T::deserialize(value)
-        .map_err(|e| TaskError::new(format!("invalid argument `{name}`: {e}")).with_code("BAD_ARGS"))
+    T::deserialize(value).map_err(|e| {
+        TaskError::new(format!("invalid argument `{name}`: {e}")).with_code("BAD_ARGS")
+    })
 }
 
 /// What a `#[cached]` function may return when its return type is a `Result`.
@@ -129,8 +143,12 @@ impl<T: Serialize, E: Display> IntoTaskResult for Result<T, E> {
 
 /// A plain (non-`Result`) return value as JSON.
 pub fn value_result<T: Serialize>(value: T) -> Result<Value, TaskError> {
-    serde_json::to_value(value)
-        .map_err(|e| TaskError::new(format!("the return value cannot be serialized to JSON: {e}")).with_code("SERIALIZE"))
+    serde_json::to_value(value).map_err(|e| {
+        TaskError::new(format!(
+            "the return value cannot be serialized to JSON: {e}"
+        ))
+        .with_code("SERIALIZE")
+    })
 }
 
 /// Picks `schemars` when the type implements `JsonSchema`, `null` otherwise (autoref specialization).
@@ -178,26 +196,32 @@ pub fn format_for(meta: &TaskMeta) -> AsyncResponseFormat {
     AsyncResponseFormat::current_override().unwrap_or(meta.format())
 }
 
-/// An async cached call. Outside a tokio runtime it runs on the cache's own runtime.
-pub async fn call_async<F>(
+/// Whether the caller runs inside a tokio runtime. The generated code then calls [`RefCache::call`] itself (one
+/// async layer less on the hit path); otherwise [`call_outside_runtime`].
+pub fn in_runtime() -> bool {
+    tokio::runtime::Handle::try_current().is_ok()
+}
+
+/// An async cached call made outside any tokio runtime (polled by another executor): it runs on the cache's own
+/// runtime.
+pub async fn call_outside_runtime<F>(
     cache: &RefCache,
     meta: &'static TaskMeta,
     key: CacheKey,
+    format: AsyncResponseFormat,
     prepare: F,
 ) -> Result<CachedResponse, RefCacheError>
 where
     F: FnOnce() -> Result<(Value, LocalJob), RefCacheError> + Send + 'static,
 {
-    let format = format_for(meta);
-    if tokio::runtime::Handle::try_current().is_ok() {
-        return cache.call(meta, key, format, prepare).await;
-    }
     let handle = cache.runtime()?;
     let cache = cache.clone();
     handle
         .spawn(async move { cache.call(meta, key, format, prepare).await })
         .await
-        .map_err(|e| BackendError::Runtime(format!("the refcache runtime dropped the call: {e}")).into())
+        .map_err(|e| {
+            BackendError::Runtime(format!("the refcache runtime dropped the call: {e}")).into()
+        })
         .and_then(|r| r)
 }
 
@@ -221,7 +245,9 @@ where
     handle.spawn(async move {
         let _ = tx.send(cache.call(meta, key, format, prepare).await);
     });
-    rx.recv().unwrap_or_else(|_| Err(BackendError::Runtime("the refcache runtime stopped during the call".into()).into()))
+    rx.recv().unwrap_or_else(|_| {
+        Err(BackendError::Runtime("the refcache runtime stopped during the call".into()).into())
+    })
 }
 
 /// The job of a task from its registered function.

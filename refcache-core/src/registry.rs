@@ -10,14 +10,16 @@ use serde_json::Value;
 
 use crate::execute::{LocalJob, TaskContext};
 use crate::format::AsyncResponseFormat;
+use crate::key::KeyPrefix;
 use crate::schema::ExpectedSchema;
 use crate::task::TaskError;
 
 /// What the `#[cached]` attribute says about one function. Built once per function, on its first call.
 #[derive(Debug)]
 pub struct TaskMeta {
-    name: String,
-    namespace: &'static str,
+    name: Arc<str>,
+    namespace: Arc<str>,
+    key_prefix: KeyPrefix,
     ttl: Option<Duration>,
     async_timeout: Option<Duration>,
     format: AsyncResponseFormat,
@@ -40,7 +42,19 @@ impl TaskMeta {
         description: Option<&'static str>,
         schema: fn() -> Option<Value>,
     ) -> Self {
-        Self { name, namespace, ttl, async_timeout, format, return_type, description, schema, expected: OnceLock::new() }
+        let key_prefix = KeyPrefix::new(&name, namespace);
+        Self {
+            name: name.into(),
+            namespace: namespace.into(),
+            key_prefix,
+            ttl,
+            async_timeout,
+            format,
+            return_type,
+            description,
+            schema,
+            expected: OnceLock::new(),
+        }
     }
 
     /// The task's stable name.
@@ -50,7 +64,22 @@ impl TaskMeta {
 
     /// The namespace its values belong to.
     pub fn namespace(&self) -> &str {
-        self.namespace
+        &self.namespace
+    }
+
+    /// The name, shared.
+    pub fn name_arc(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The namespace, shared.
+    pub fn namespace_arc(&self) -> &Arc<str> {
+        &self.namespace
+    }
+
+    /// The hash key of this task's cache keys.
+    pub fn key_prefix(&self) -> KeyPrefix {
+        self.key_prefix
     }
 
     /// The value TTL it sets (`None`: the cache's default).
@@ -91,13 +120,20 @@ fn metas() -> &'static Mutex<HashMap<String, &'static TaskMeta>> {
 /// Records `meta` under its name (the macro does this on a function's first call).
 #[doc(hidden)]
 pub fn remember(meta: &'static TaskMeta) -> &'static TaskMeta {
-    metas().lock().unwrap_or_else(PoisonError::into_inner).insert(meta.name.clone(), meta);
+    metas()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(meta.name.to_string(), meta);
     meta
 }
 
 /// The metadata of a task this process has called, by name.
 pub fn meta(name: &str) -> Option<&'static TaskMeta> {
-    metas().lock().unwrap_or_else(PoisonError::into_inner).get(name).copied()
+    metas()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(name)
+        .copied()
 }
 
 /// The signature of a registered task: JSON arguments in, JSON value out.
@@ -135,10 +171,15 @@ inventory::collect!(TaskRegistration);
 
 /// The registered task called `name`, if this binary links one.
 pub fn find(name: &str) -> Option<&'static TaskRegistration> {
-    inventory::iter::<TaskRegistration>.into_iter().find(|t| t.name() == name)
+    inventory::iter::<TaskRegistration>
+        .into_iter()
+        .find(|t| t.name() == name)
 }
 
 /// The names of all registered tasks.
 pub fn names() -> Vec<&'static str> {
-    inventory::iter::<TaskRegistration>.into_iter().map(TaskRegistration::name).collect()
+    inventory::iter::<TaskRegistration>
+        .into_iter()
+        .map(TaskRegistration::name)
+        .collect()
 }

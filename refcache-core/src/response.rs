@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde::de::DeserializeOwned;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
 use crate::error::RefCacheError;
@@ -28,7 +28,7 @@ pub enum CachedResponse {
     /// The task is complete; here is its value.
     Complete(CompleteResponse),
     /// The task is pending, processing, failed or cancelled.
-    Async(AsyncResponse),
+    Async(Box<AsyncResponse>),
 }
 
 /// A complete value.
@@ -52,8 +52,16 @@ impl CachedResponse {
     }
 
     /// An async response for a task record.
-    pub fn pending(info: TaskInfo, format: AsyncResponseFormat, expected_schema: Option<Arc<ExpectedSchema>>) -> Self {
-        Self::Async(AsyncResponse { info, format, expected_schema })
+    pub fn pending(
+        info: TaskInfo,
+        format: AsyncResponseFormat,
+        expected_schema: Option<Arc<ExpectedSchema>>,
+    ) -> Self {
+        Self::Async(Box::new(AsyncResponse {
+            info,
+            format,
+            expected_schema,
+        }))
     }
 
     /// The reference.

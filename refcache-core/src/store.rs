@@ -22,9 +22,9 @@ pub struct StoredValue {
     /// The key of the call that produced it.
     pub key: CacheKey,
     /// The task that produced it.
-    pub task_name: String,
+    pub task_name: Arc<str>,
     /// Its namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The value.
     pub value: Value,
     /// Length of the value's JSON text, in bytes.
@@ -43,8 +43,8 @@ impl StoredValue {
     pub fn new(
         ref_id: RefId,
         key: CacheKey,
-        task_name: impl Into<String>,
-        namespace: impl Into<String>,
+        task_name: impl Into<Arc<str>>,
+        namespace: impl Into<Arc<str>>,
         value: Value,
         ttl: Duration,
     ) -> Self {
@@ -105,7 +105,12 @@ const ENTRY_OVERHEAD: u64 = 256;
 struct PerEntryTtl;
 
 impl moka::Expiry<CacheKey, Arc<StoredValue>> for PerEntryTtl {
-    fn expire_after_create(&self, _: &CacheKey, value: &Arc<StoredValue>, _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &CacheKey,
+        value: &Arc<StoredValue>,
+        _: Instant,
+    ) -> Option<Duration> {
         Some(value.ttl)
     }
 
@@ -132,7 +137,9 @@ pub struct ValueStore {
 
 impl std::fmt::Debug for ValueStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ValueStore").field("max_bytes", &self.max_bytes).finish_non_exhaustive()
+        f.debug_struct("ValueStore")
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
     }
 }
 
@@ -141,7 +148,9 @@ impl ValueStore {
     pub fn new(max_bytes: u64) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_: &CacheKey, v: &Arc<StoredValue>| Self::weight(v).try_into().unwrap_or(u32::MAX))
+            .weigher(|_: &CacheKey, v: &Arc<StoredValue>| {
+                Self::weight(v).try_into().unwrap_or(u32::MAX)
+            })
             .expire_after(PerEntryTtl)
             .build();
         Self { cache, max_bytes }
@@ -163,8 +172,14 @@ impl ValueStore {
     }
 
     /// The value for `key`, if present and unexpired.
-    pub async fn get(&self, key: &CacheKey) -> Option<Arc<StoredValue>> {
-        self.cache.get(key).await
+    ///
+    /// Returns moka's future itself rather than wrapping it in another `async fn`: the future is large, and every
+    /// wrapping layer would copy it on the hit path.
+    pub fn get<'a>(
+        &'a self,
+        key: &'a CacheKey,
+    ) -> impl Future<Output = Option<Arc<StoredValue>>> + Send + 'a {
+        self.cache.get(key)
     }
 
     /// Stores `value` under its key.

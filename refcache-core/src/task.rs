@@ -1,6 +1,7 @@
 //! Task states and the task record that every backend keeps.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -65,7 +66,11 @@ pub struct TaskProgress {
 impl TaskProgress {
     /// A report of `current` out of `total`.
     pub fn new(current: f64, total: Option<f64>, message: Option<String>) -> Self {
-        Self { current, total, message }
+        Self {
+            current,
+            total,
+            message,
+        }
     }
 
     /// `current / total * 100`, when `total > 0`.
@@ -110,7 +115,12 @@ pub struct TaskError {
 impl TaskError {
     /// An error with only a message.
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), code: None, details: None, remediation: None }
+        Self {
+            message: message.into(),
+            code: None,
+            details: None,
+            remediation: None,
+        }
     }
 
     /// The same error with a code.
@@ -171,7 +181,9 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        humantime::parse_rfc3339_weak(&text).map(Self).map_err(serde::de::Error::custom)
+        humantime::parse_rfc3339_weak(&text)
+            .map(Self)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -185,9 +197,9 @@ pub struct TaskInfo {
     /// The reference the result lands under.
     pub ref_id: RefId,
     /// The task's stable name.
-    pub task_name: String,
+    pub task_name: Arc<str>,
     /// The namespace the task's value belongs to.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// Where the task is.
     pub status: TaskStatus,
     /// The latest progress report.
@@ -216,7 +228,11 @@ pub struct TaskInfo {
 
 impl TaskInfo {
     /// A new record for a task that has just been accepted.
-    pub fn new(ref_id: RefId, task_name: impl Into<String>, namespace: impl Into<String>) -> Self {
+    pub fn new(
+        ref_id: RefId,
+        task_name: impl Into<Arc<str>>,
+        namespace: impl Into<Arc<str>>,
+    ) -> Self {
         Self {
             ref_id,
             task_name: task_name.into(),
@@ -256,7 +272,10 @@ impl TaskInfo {
             }
             TaskStatus::Pending => "Task is queued and will start shortly".to_owned(),
             TaskStatus::Failed => {
-                let error = self.error.as_ref().map_or("unknown error", |e| e.message.as_str());
+                let error = self
+                    .error
+                    .as_ref()
+                    .map_or("unknown error", |e| e.message.as_str());
                 format!("Task failed: {error}")
             }
             TaskStatus::Cancelled => "Task was cancelled".to_owned(),

@@ -9,7 +9,16 @@ use syn::punctuated::Punctuated;
 use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, LitStr, Path, Token, UnOp};
 
 /// The names `#[cached]` accepts, in the order the error message lists them.
-const KNOWN: &[&str] = &["async_timeout", "response_format", "namespace", "ttl", "cache", "name", "crate", "skip"];
+const KNOWN: &[&str] = &[
+    "async_timeout",
+    "response_format",
+    "namespace",
+    "ttl",
+    "cache",
+    "name",
+    "crate",
+    "skip",
+];
 
 /// `response_format = "..."`.
 #[derive(Clone, Copy)]
@@ -58,7 +67,10 @@ impl Parse for Args {
             let key = input.call(Ident::parse_any)?;
             let name = key.to_string();
             if !seen.insert(name.clone()) && KNOWN.contains(&name.as_str()) {
-                errors.push(syn::Error::new(key.span(), format!("`{name}` set multiple times")));
+                errors.push(syn::Error::new(
+                    key.span(),
+                    format!("`{name}` set multiple times"),
+                ));
             }
             match name.as_str() {
                 "skip" => {
@@ -101,12 +113,23 @@ impl Parse for Args {
                 }
                 "namespace" | "name" => {
                     input.parse::<Token![=]>()?;
-                    let example = if name == "name" { "\"indexing::index_corpus\"" } else { "\"jobs\"" };
+                    let example = if name == "name" {
+                        "\"indexing::index_corpus\""
+                    } else {
+                        "\"jobs\""
+                    };
                     let lit = string(input, &name, example)?;
                     if lit.value().trim().is_empty() {
-                        errors.push(syn::Error::new(lit.span(), format!("`{name}` must not be empty")));
+                        errors.push(syn::Error::new(
+                            lit.span(),
+                            format!("`{name}` must not be empty"),
+                        ));
                     }
-                    if name == "name" { args.name = Some(lit) } else { args.namespace = Some(lit) }
+                    if name == "name" {
+                        args.name = Some(lit)
+                    } else {
+                        args.namespace = Some(lit)
+                    }
                 }
                 "cache" => {
                     input.parse::<Token![=]>()?;
@@ -131,7 +154,10 @@ impl Parse for Args {
                 _ => {
                     errors.push(syn::Error::new(
                         key.span(),
-                        format!("unknown argument `{name}`; expected one of: {}", KNOWN.join(", ")),
+                        format!(
+                            "unknown argument `{name}`; expected one of: {}",
+                            KNOWN.join(", ")
+                        ),
                     ));
                     // Skip its value so that the arguments after it are still checked.
                     if input.peek(Token![=]) {
@@ -158,27 +184,54 @@ fn string(input: ParseStream<'_>, key: &str, example: &str) -> syn::Result<LitSt
         return input.parse();
     }
     let expr: Expr = input.parse()?;
-    Err(syn::Error::new_spanned(expr, format!("`{key}` takes a string literal, such as `{key} = {example}`")))
+    Err(syn::Error::new_spanned(
+        expr,
+        format!("`{key}` takes a string literal, such as `{key} = {example}`"),
+    ))
 }
 
 /// A positive number of seconds from a literal.
 fn seconds(expr: &Expr, key: &str) -> syn::Result<f64> {
     let positive = |span: Span, shown: String| {
-        syn::Error::new(span, format!("`{key}` must be a positive number of seconds, such as `{key} = 5.0`; got {shown}"))
+        syn::Error::new(
+            span,
+            format!(
+                "`{key}` must be a positive number of seconds, such as `{key} = 5.0`; got {shown}"
+            ),
+        )
     };
     match expr {
-        Expr::Lit(ExprLit { lit: Lit::Float(f), .. }) => {
+        Expr::Lit(ExprLit {
+            lit: Lit::Float(f), ..
+        }) => {
             let v: f64 = f.base10_parse()?;
-            if v > 0.0 && v.is_finite() { Ok(v) } else { Err(positive(f.span(), f.to_string())) }
+            if v > 0.0 && v.is_finite() {
+                Ok(v)
+            } else {
+                Err(positive(f.span(), f.to_string()))
+            }
         }
-        Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => {
             let v: u64 = i.base10_parse()?;
-            if v > 0 { Ok(v as f64) } else { Err(positive(i.span(), i.to_string())) }
+            if v > 0 {
+                Ok(v as f64)
+            } else {
+                Err(positive(i.span(), i.to_string()))
+            }
         }
-        Expr::Unary(ExprUnary { op: UnOp::Neg(_), .. }) => {
-            Err(positive(syn::spanned::Spanned::span(expr), quote::ToTokens::to_token_stream(expr).to_string().replace(' ', "")))
-        }
-        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Err(syn::Error::new(
+        Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_), ..
+        }) => Err(positive(
+            syn::spanned::Spanned::span(expr),
+            quote::ToTokens::to_token_stream(expr)
+                .to_string()
+                .replace(' ', ""),
+        )),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Err(syn::Error::new(
             s.span(),
             format!("`{key}` takes a number of seconds, such as `{key} = 5.0`, not a string"),
         )),

@@ -87,7 +87,9 @@ fn runtime_path(args: &Args) -> TokenStream {
 }
 
 fn is_lint_or_cfg(attr: &Attribute) -> bool {
-    ["allow", "warn", "deny", "forbid", "expect", "cfg"].iter().any(|n| attr.path().is_ident(n))
+    ["allow", "warn", "deny", "forbid", "expect", "cfg"]
+        .iter()
+        .any(|n| attr.path().is_ident(n))
 }
 
 fn doc_text(attrs: &[Attribute]) -> Option<String> {
@@ -96,7 +98,10 @@ fn doc_text(attrs: &[Attribute]) -> Option<String> {
         .filter(|a| a.path().is_ident("doc"))
         .filter_map(|a| match &a.meta {
             syn::Meta::NameValue(nv) => match &nv.value {
-                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.value().trim().to_owned()),
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Some(s.value().trim().to_owned()),
                 _ => None,
             },
             _ => None,
@@ -133,10 +138,16 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
         ));
     }
     if let Some(u) = &sig.unsafety {
-        errors.push(syn::Error::new(u.span(), "#[cached] cannot be used on an `unsafe fn`"));
+        errors.push(syn::Error::new(
+            u.span(),
+            "#[cached] cannot be used on an `unsafe fn`",
+        ));
     }
     if let Some(abi) = &sig.abi {
-        errors.push(syn::Error::new(abi.span(), "#[cached] cannot be used on an `extern` function"));
+        errors.push(syn::Error::new(
+            abi.span(),
+            "#[cached] cannot be used on an `extern` function",
+        ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         errors.push(syn::Error::new(
@@ -146,7 +157,10 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
         ));
     }
     if let Some(v) = &sig.variadic {
-        errors.push(syn::Error::new(v.span(), "#[cached] functions cannot be variadic"));
+        errors.push(syn::Error::new(
+            v.span(),
+            "#[cached] functions cannot be variadic",
+        ));
     }
 
     let mut is_method = false;
@@ -168,12 +182,17 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
                         let name = pi.ident.to_string();
                         (pi.ident.clone(), name.trim_start_matches("r#").to_owned())
                     }
-                    _ => (format_ident!("__refcache_arg{}", index), format!("arg{index}")),
+                    _ => (
+                        format_ident!("__refcache_arg{}", index),
+                        format!("arg{index}"),
+                    ),
                 };
                 let ty = (*pt.ty).clone();
-                let skipped = args.skip.iter().any(|s| *s == ident);
+                let skipped = args.skip.contains(&ident);
                 let kind = match &ty {
-                    Type::Reference(r) if is_named(&r.elem, &["TaskContext"]) => Kind::Context { by_ref: true },
+                    Type::Reference(r) if is_named(&r.elem, &["TaskContext"]) => {
+                        Kind::Context { by_ref: true }
+                    }
                     t if is_named(t, &["TaskContext"]) => Kind::Context { by_ref: false },
                     Type::Reference(_) => {
                         errors.push(syn::Error::new(
@@ -193,13 +212,21 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
                     t if skipped || is_named(t, CONTEXT_TYPES) => Kind::Captured,
                     _ => Kind::Key,
                 };
-                params.push(Param { ident, name, ty, kind });
+                params.push(Param {
+                    ident,
+                    name,
+                    ty,
+                    kind,
+                });
             }
         }
     }
     for s in &args.skip {
         if !params.iter().any(|p| p.ident == *s) {
-            errors.push(syn::Error::new(s.span(), format!("`skip({s})`: this function has no parameter `{s}`")));
+            errors.push(syn::Error::new(
+                s.span(),
+                format!("`skip({s})`: this function has no parameter `{s}`"),
+            ));
         }
     }
     errors.finish()?;
@@ -232,7 +259,11 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
     let inner_attrs: Vec<&Attribute> = func.attrs.iter().filter(|a| is_lint_or_cfg(a)).collect();
     let wrapper_attrs = &func.attrs;
 
-    let inner_ident = if is_method { format_ident!("__refcache_inner_{}", fn_name) } else { format_ident!("__refcache_inner") };
+    let inner_ident = if is_method {
+        format_ident!("__refcache_inner_{}", fn_name)
+    } else {
+        format_ident!("__refcache_inner")
+    };
     let inner_sig = {
         let mut s = sig.clone();
         s.ident = inner_ident.clone();
@@ -265,9 +296,15 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
     }
 
     // Key arguments, sorted by name: the key hashes the canonical object, whose keys are sorted.
-    let mut key_params: Vec<&Param> = params.iter().filter(|p| matches!(p.kind, Kind::Key)).collect();
+    let mut key_params: Vec<&Param> = params
+        .iter()
+        .filter(|p| matches!(p.kind, Kind::Key))
+        .collect();
     key_params.sort_by(|a, b| a.name.cmp(&b.name));
-    let captured: Vec<&Param> = params.iter().filter(|p| matches!(p.kind, Kind::Captured)).collect();
+    let captured: Vec<&Param> = params
+        .iter()
+        .filter(|p| matches!(p.kind, Kind::Captured))
+        .collect();
 
     let key_asserts = key_params.iter().map(|param| {
         let ty = &param.ty;
@@ -306,8 +343,14 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
             _ => param.ident.to_token_stream(),
         })
         .collect();
-    let uses_ctx = params.iter().any(|p| matches!(p.kind, Kind::Context { .. }));
-    let ctx_binding = if uses_ctx { quote!() } else { quote!(let _ = &__refcache_ctx;) };
+    let uses_ctx = params
+        .iter()
+        .any(|p| matches!(p.kind, Kind::Context { .. }));
+    let ctx_binding = if uses_ctx {
+        quote!()
+    } else {
+        quote!(let _ = &__refcache_ctx;)
+    };
 
     let inner_call = if is_method {
         quote!(Self::#inner_ident(&__refcache_this, #(#call_args),*))
@@ -347,17 +390,30 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
     let name_expr = match (&args.name, is_method) {
         (Some(lit), _) => quote!(::std::string::String::from(#lit)),
         (None, true) => quote!(#p::method_name::<Self>(::core::stringify!(#fn_name))),
-        (None, false) => quote!(::std::string::String::from(::core::concat!(::core::module_path!(), "::", ::core::stringify!(#fn_name)))),
+        (None, false) => quote!(::std::string::String::from(::core::concat!(
+            ::core::module_path!(),
+            "::",
+            ::core::stringify!(#fn_name)
+        ))),
     };
-    let namespace = args.namespace.as_ref().map_or_else(|| "public".to_owned(), |l| l.value());
-    let ttl = args.ttl.map_or_else(|| quote!(::core::option::Option::None), |s| {
-        let d = duration(s);
-        quote!(::core::option::Option::Some(#d))
-    });
-    let timeout = args.async_timeout.map_or_else(|| quote!(::core::option::Option::None), |s| {
-        let d = duration(s);
-        quote!(::core::option::Option::Some(#d))
-    });
+    let namespace = args
+        .namespace
+        .as_ref()
+        .map_or_else(|| "public".to_owned(), |l| l.value());
+    let ttl = args.ttl.map_or_else(
+        || quote!(::core::option::Option::None),
+        |s| {
+            let d = duration(s);
+            quote!(::core::option::Option::Some(#d))
+        },
+    );
+    let timeout = args.async_timeout.map_or_else(
+        || quote!(::core::option::Option::None),
+        |s| {
+            let d = duration(s);
+            quote!(::core::option::Option::Some(#d))
+        },
+    );
     let format = match args.response_format.unwrap_or(Format::Standard) {
         Format::Minimal => quote!(#krate::AsyncResponseFormat::Minimal),
         Format::Standard => quote!(#krate::AsyncResponseFormat::Standard),
@@ -374,7 +430,11 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
     let (run_fn, job) = if registrable {
         let name_static = match &args.name {
             Some(lit) => quote!(#lit),
-            None => quote!(::core::concat!(::core::module_path!(), "::", ::core::stringify!(#fn_name))),
+            None => quote!(::core::concat!(
+                ::core::module_path!(),
+                "::",
+                ::core::stringify!(#fn_name)
+            )),
         };
         let run_fn = quote! {
             #[allow(clippy::needless_question_mark, non_snake_case)]
@@ -415,19 +475,43 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
         (quote!(), job)
     };
 
-    let this = if is_method { quote!(let __refcache_this = #p::clone_self(self);) } else { quote!() };
+    let this = if is_method {
+        quote!(let __refcache_this = #p::clone_self(self);)
+    } else {
+        quote!()
+    };
     let cache = match &args.cache {
-        Some(expr) => quote_spanned!(expr.span()=> #[allow(unused_parens)] let __refcache_cache: &#krate::RefCache = &(#expr);),
+        Some(expr) => {
+            quote_spanned!(expr.span()=> #[allow(unused_parens)] let __refcache_cache: &#krate::RefCache = &(#expr);)
+        }
         None => quote!(let __refcache_cache: &#krate::RefCache = #p::default_cache()?;),
     };
     let call = if is_async {
-        quote!(#p::call_async(__refcache_cache, __refcache_meta, __refcache_key, __refcache_prepare).await)
+        quote! {
+            let __refcache_format = #p::format_for(__refcache_meta);
+            if #p::in_runtime() {
+                __refcache_cache.call(__refcache_meta, __refcache_key, __refcache_format, __refcache_prepare).await
+            } else {
+                #p::call_outside_runtime(
+                    __refcache_cache,
+                    __refcache_meta,
+                    __refcache_key,
+                    __refcache_format,
+                    __refcache_prepare,
+                )
+                .await
+            }
+        }
     } else {
         quote!(#p::call_blocking(__refcache_cache, __refcache_meta, __refcache_key, __refcache_prepare))
     };
     let asyncness = &sig.asyncness;
     let output = quote!(::core::result::Result<#krate::CachedResponse, #krate::RefCacheError>);
-    let inner_in_body = if is_method { quote!() } else { inner_fn.clone() };
+    let inner_in_body = if is_method {
+        quote!()
+    } else {
+        inner_fn.clone()
+    };
     let inner_beside = if is_method { inner_fn } else { quote!() };
 
     Ok(quote! {
@@ -459,7 +543,7 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
             });
             #cache
             let __refcache_key = {
-                let mut __refcache_kb = #p::KeyBuilder::new(__refcache_meta.name(), __refcache_meta.namespace());
+                let mut __refcache_kb = #p::KeyBuilder::with_prefix(__refcache_meta.name(), __refcache_meta.key_prefix());
                 #(#key_args)*
                 __refcache_kb.finish()
             };
@@ -474,4 +558,3 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
         }
     })
 }
-

@@ -13,5 +13,9 @@ pub(crate) fn bump(label: impl ToString) {
 
 /// Executions counted under `label`.
 pub(crate) fn runs(label: impl ToString) -> usize {
-    RUNS.lock().unwrap().get(&label.to_string()).copied().unwrap_or(0)
+    RUNS.lock()
+        .unwrap()
+        .get(&label.to_string())
+        .copied()
+        .unwrap_or(0)
 }
