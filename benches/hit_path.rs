@@ -73,6 +73,42 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { black_box(lookup_user(next.fetch_add(1, Ordering::Relaxed)).await) })
     });
+    // The same on a two-worker multi-thread runtime, as a server runs: the calls are made from inside a worker task
+    // (as a request handler makes them; driving them from `block_on` would time cross-thread wake-ups instead), and
+    // the value's store insert happens after the caller is woken, beside the next call.
+    let mt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let next = Arc::new(AtomicU64::new(1_000_000_000));
+    let on_worker = |cached: bool| {
+        let next = next.clone();
+        let mt = &mt;
+        move |iters: u64| {
+            let next = next.clone();
+            mt.block_on(async move {
+                tokio::spawn(async move {
+                    let start = std::time::Instant::now();
+                    for _ in 0..iters {
+                        let id = next.fetch_add(1, Ordering::Relaxed);
+                        if cached {
+                            black_box(cached_lookup_user(id).await.unwrap());
+                        } else {
+                            black_box(lookup_user(id).await);
+                        }
+                    }
+                    start.elapsed()
+                })
+                .await
+                .unwrap()
+            })
+        }
+    };
+    miss.bench_function("cached_multi_thread", |b| b.iter_custom(on_worker(true)));
+    miss.bench_function("direct_call_multi_thread", |b| {
+        b.iter_custom(on_worker(false))
+    });
     miss.finish();
 }
 

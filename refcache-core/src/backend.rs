@@ -312,7 +312,8 @@ pub struct BackendStats {
 ///   answers [`Submitted::Joined`] with the first one's ref id. Exactly one execution runs.
 /// - The ref id is known to `get` and `wait` as soon as `submit` returns.
 /// - Terminal statuses are sticky; a result that arrives after a cancel is discarded.
-/// - A finished value is written before the status becomes `complete`, so a waiter woken by `complete` finds it.
+/// - Nobody observes `complete` without the value: a waiter, a poll or a joiner that sees `complete` gets the value
+///   with it (the in-process backend keeps it on the task until the store holds it).
 /// - `wait` is event-driven (no sleep loops) and returns at the deadline at the latest.
 pub trait TaskBackend: Send + Sync + 'static {
     /// A short name for logs, such as `memory` or `redis`.

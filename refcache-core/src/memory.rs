@@ -384,11 +384,16 @@ impl Inner {
                     ttl,
                 );
                 if self.store.fits(&stored) {
-                    // The value is written before `complete` is published, so a woken waiter finds it.
+                    // The value goes on the task first, then `complete` is published: a woken waiter, a poll or a
+                    // joiner reads it from the task, which stays active until the store holds it too. So the
+                    // waiting caller does not pay for the store insert (moka's insert and housekeeping are the
+                    // costliest step of a miss), and nobody can see `complete` without the value.
                     let stored = Arc::new(stored);
                     let _ = active.value.set(stored.clone());
-                    self.store.insert(stored).await;
                     active.set_terminal(TaskStatus::Complete, None, None);
+                    // Terminal from here on: a driver dropped during the insert must not undo `complete`.
+                    active.phase.store(DONE, Ordering::Release);
+                    self.store.insert(stored).await;
                 } else {
                     let error = TaskError::new(format!(
                         "the value is {} bytes of JSON, more than the cache capacity of {} bytes; raise \
@@ -398,8 +403,8 @@ impl Inner {
                     ))
                     .with_code("TOO_LARGE");
                     active.set_terminal(TaskStatus::Failed, Some(error), None);
+                    active.phase.store(DONE, Ordering::Release);
                 }
-                active.phase.store(DONE, Ordering::Release);
             }
             Some(Err(error)) if active.cas(RUNNING, DONE) => {
                 active.set_terminal(TaskStatus::Failed, Some(error), None);
@@ -599,6 +604,12 @@ impl TaskBackend for MemoryTaskBackend {
                         let mut info = active.info.borrow().clone();
                         if let Some(qkey) = st.queued.get(ref_id) {
                             info.queue_position = Some(st.queue.range(..qkey).count() + 1);
+                        }
+                        // Complete but not yet retired: the value is on the task.
+                        if info.status == TaskStatus::Complete
+                            && let Some(value) = active.value.get()
+                        {
+                            return Ok(Some(TaskSnapshot::new(info, Some(value.clone()))));
                         }
                         (info, active.spec.key)
                     }
