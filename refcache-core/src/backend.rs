@@ -80,9 +80,66 @@ pub struct TaskOptions {
     /// The session the task belongs to.
     #[serde(default)]
     pub session_id: Option<String>,
+    /// Retries after a failed attempt (0: none). Only errors marked retryable are retried.
+    #[serde(default)]
+    pub max_retries: u32,
+    /// The first retry's delay; attempt `n` waits `retry_backoff * 2^(n-1)`, with jitter, capped by
+    /// `retry_backoff_max`. `None`: 1 s.
+    #[serde(with = "opt_secs", default)]
+    pub retry_backoff: Option<Duration>,
+    /// The cap on a retry's delay. `None`: 60 s.
+    #[serde(with = "opt_secs", default)]
+    pub retry_backoff_max: Option<Duration>,
+    /// The hard limit on the whole execution, retries included. `None`: the backend's default, if any.
+    #[serde(with = "opt_secs", default)]
+    pub execution_timeout: Option<Duration>,
+    /// At most this many executions of this task name at a time. `None`: only `max_workers` limits it.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
 }
 
+/// The first retry's delay when the task sets none.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+/// The cap on a retry's delay when the task sets none.
+pub const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
 impl TaskOptions {
+    /// The delay before retry number `attempt` (1-based): `base * 2^(attempt-1)`, capped, with "equal jitter" (a
+    /// uniformly random point in the upper half), so that many failing tasks do not retry in lockstep.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.retry_backoff.unwrap_or(DEFAULT_RETRY_BACKOFF);
+        let cap = self.retry_backoff_max.unwrap_or(DEFAULT_RETRY_BACKOFF_MAX);
+        let exp = base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(30))
+            .min(cap);
+        exp.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+
+    /// Sets the retries.
+    pub fn max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// Sets the retry backoff base and cap.
+    pub fn retry_backoff(mut self, base: Option<Duration>, max: Option<Duration>) -> Self {
+        self.retry_backoff = base;
+        self.retry_backoff_max = max;
+        self
+    }
+
+    /// Sets the execution timeout.
+    pub fn execution_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.execution_timeout = timeout;
+        self
+    }
+
+    /// Sets the per-task concurrency limit.
+    pub fn max_concurrent(mut self, max: Option<u32>) -> Self {
+        self.max_concurrent = max;
+        self
+    }
+
     /// Sets the value's time to live.
     pub fn ttl(mut self, ttl: Option<Duration>) -> Self {
         self.ttl = ttl;
@@ -312,8 +369,8 @@ pub struct BackendStats {
 ///   answers [`Submitted::Joined`] with the first one's ref id. Exactly one execution runs.
 /// - The ref id is known to `get` and `wait` as soon as `submit` returns.
 /// - Terminal statuses are sticky; a result that arrives after a cancel is discarded.
-/// - Nobody observes `complete` without the value: a waiter, a poll or a joiner that sees `complete` gets the value
-///   with it (the in-process backend keeps it on the task until the store holds it).
+/// - A finished value is stored before the status becomes `complete`: a waiter woken by `complete`, a poll, and a
+///   lookup of the key all find it.
 /// - `wait` is event-driven (no sleep loops) and returns at the deadline at the latest.
 pub trait TaskBackend: Send + Sync + 'static {
     /// A short name for logs, such as `memory` or `redis`.

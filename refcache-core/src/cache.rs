@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::runtime::{Handle, Runtime};
 
+use crate::BackendStats;
 use crate::backend::{
     CancelOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskPage, TaskSnapshot, TaskSpec,
 };
@@ -21,7 +22,6 @@ use crate::ref_id::{RefId, is_cache_name};
 use crate::registry::{self, TaskMeta};
 use crate::response::CachedResponse;
 use crate::task::TaskInfo;
-use crate::{BackendStats, TaskOptions};
 
 /// A reference cache: finished values by call, and the tasks that produce them, behind one backend.
 ///
@@ -327,8 +327,10 @@ impl RefCache {
         let (args, job) = prepare()?;
         let backend = &self.inner.backend;
         let ref_id = RefId::generate(&self.inner.name);
-        let options =
-            TaskOptions::default().ttl(Some(meta.ttl().unwrap_or(self.inner.default_ttl)));
+        let options = meta
+            .options()
+            .clone()
+            .ttl(Some(meta.ttl().unwrap_or(self.inner.default_ttl)));
         let spec = TaskSpec::new(
             ref_id,
             key,

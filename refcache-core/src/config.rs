@@ -24,6 +24,7 @@ use crate::memory::MemoryBackendConfig;
 /// | `max_task_records` | `REFCACHE_MAX_TASK_RECORDS` | `100000` | finished task records kept |
 /// | `max_capacity_bytes` | `REFCACHE_MAX_CAPACITY_BYTES` | `268435456` | bytes of values kept |
 /// | `cancel_grace` | `REFCACHE_CANCEL_GRACE` | `5.0` | seconds a cancelled task may run before it is aborted |
+/// | `default_execution_timeout` | `REFCACHE_DEFAULT_EXECUTION_TIMEOUT` | none | seconds, for tasks that set no `execution_timeout` |
 ///
 /// An unknown key in the file or an unknown `REFCACHE_*` variable is an error, so a typo never goes unnoticed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +49,8 @@ pub struct RefCacheConfig {
     pub max_capacity_bytes: u64,
     /// Seconds a cancelled async task may run on before it is aborted.
     pub cancel_grace: f64,
+    /// Seconds of execution timeout for tasks that set none.
+    pub default_execution_timeout: Option<f64>,
 }
 
 impl Default for RefCacheConfig {
@@ -63,6 +66,7 @@ impl Default for RefCacheConfig {
             max_task_records: m.max_task_records,
             max_capacity_bytes: m.max_capacity_bytes,
             cancel_grace: m.cancel_grace.as_secs_f64(),
+            default_execution_timeout: None,
         }
     }
 }
@@ -137,6 +141,7 @@ const VARS: &[&str] = &[
     "REFCACHE_MAX_TASK_RECORDS",
     "REFCACHE_MAX_CAPACITY_BYTES",
     "REFCACHE_CANCEL_GRACE",
+    "REFCACHE_DEFAULT_EXECUTION_TIMEOUT",
 ];
 
 fn parse_num<T: std::str::FromStr>(
@@ -207,6 +212,10 @@ impl RefCacheConfig {
                 }
                 "REFCACHE_CANCEL_GRACE" => {
                     config.cancel_grace = parse_num(key, value, "a number of seconds")?
+                }
+                "REFCACHE_DEFAULT_EXECUTION_TIMEOUT" => {
+                    config.default_execution_timeout =
+                        Some(parse_num(key, value, "a positive number of seconds")?);
                 }
                 _ => {
                     return Err(ConfigError::UnknownVariable {
@@ -287,6 +296,15 @@ impl RefCacheConfig {
                 "a positive whole number of bytes",
             ));
         }
+        if let Some(t) = self.default_execution_timeout
+            && !(t.is_finite() && t > 0.0)
+        {
+            return Err(invalid(
+                "default_execution_timeout",
+                t.to_string(),
+                "a positive number of seconds",
+            ));
+        }
         if !(self.cancel_grace.is_finite() && self.cancel_grace >= 0.0) {
             return Err(invalid(
                 "cancel_grace",
@@ -307,6 +325,7 @@ impl RefCacheConfig {
             max_task_records: self.max_task_records,
             max_capacity_bytes: self.max_capacity_bytes,
             cancel_grace: Duration::from_secs_f64(self.cancel_grace),
+            default_execution_timeout: self.default_execution_timeout.map(Duration::from_secs_f64),
         }
     }
 }

@@ -13,8 +13,11 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use std::time::Duration;
+
+use crate::backend::TaskSpec;
 use crate::ref_id::RefId;
-use crate::task::{TaskError, TaskProgress};
+use crate::task::{RetryInfo, TaskError, TaskProgress, Timestamp};
 
 /// A task's body: arguments as JSON in, value as JSON out.
 ///
@@ -23,12 +26,140 @@ use crate::task::{TaskError, TaskProgress};
 pub type LocalJob =
     Arc<dyn Fn(Value, TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> + Send + Sync>;
 
-/// What a backend does with the reports a running task makes. Implemented by each backend's task record.
+/// How a running task's record changes. Implemented by each backend's task record; [`run_task`] calls it.
 pub trait TaskHooks: Send + Sync {
     /// Records a progress report; it is visible to the next poll.
     fn report_progress(&self, progress: TaskProgress);
     /// Records the partial result a timed-out task is failed with.
     fn set_partial_result(&self, value: Value);
+    /// The partial result last set.
+    fn partial_result(&self) -> Option<Value>;
+    /// An attempt failed: add it to the retry history.
+    fn attempt_failed(&self, failure: RetryInfo);
+    /// A retry waits: the status stays `processing`, with `note` as its message.
+    fn retry_scheduled(&self, note: String);
+    /// The retry starts: count it and clear the note.
+    fn retry_started(&self);
+    /// The execution timeout passed: fail the task with `error` now, unless it is already terminal.
+    fn timed_out(&self, error: TaskError);
+}
+
+/// Limits on one execution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct RunLimits {
+    /// The hard limit on the whole execution, retries included.
+    pub execution_timeout: Option<Duration>,
+    /// How long a cancelled or timed-out task may run on before it is dropped (aborted).
+    pub cancel_grace: Duration,
+}
+
+impl RunLimits {
+    /// Limits of `execution_timeout` and `cancel_grace`.
+    pub fn new(execution_timeout: Option<Duration>, cancel_grace: Duration) -> Self {
+        Self {
+            execution_timeout,
+            cancel_grace,
+        }
+    }
+}
+
+/// How an execution ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Ending {
+    /// The function returned (after any retries): its last result.
+    Finished(Result<Value, TaskError>),
+    /// The task was cancelled; it was stopped (or given up on after the grace period).
+    Cancelled,
+    /// The execution timeout passed; the task was failed through [`TaskHooks::timed_out`] and stopped.
+    TimedOut,
+}
+
+/// The error of a task that exceeded its execution timeout.
+pub fn timeout_error(timeout: Duration, partial_result: Option<Value>) -> TaskError {
+    let seconds = timeout.as_secs_f64();
+    TaskError::new(format!("Operation exceeded timeout of {seconds} seconds"))
+        .with_code("TIMEOUT")
+        .with_details(
+            serde_json::json!({"timeout_seconds": seconds, "partial_result": partial_result}),
+        )
+        .with_remediation("Try breaking the operation into smaller chunks or increase timeout")
+        .permanent()
+}
+
+/// Runs a task to its end: attempts with retries and backoff, under the execution timeout, stopping on
+/// cancellation. Every backend runs its tasks through this one function.
+///
+/// Cancellation and timeout are cooperative first: the token fires, and the task has `cancel_grace` to stop on its
+/// own before its future is dropped. A blocking (sync) task cannot be dropped mid-run: its thread runs to the end,
+/// and only its result is discarded.
+pub async fn run_task(
+    job: &LocalJob,
+    spec: &TaskSpec,
+    hooks: Arc<dyn TaskHooks>,
+    cancel: CancellationToken,
+    limits: RunLimits,
+) -> Ending {
+    let attempts = attempts(job, spec, hooks.clone(), cancel.clone());
+    tokio::pin!(attempts);
+    let deadline = async {
+        match limits.execution_timeout {
+            Some(timeout) => tokio::time::sleep(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        result = &mut attempts => Ending::Finished(result),
+        () = cancel.cancelled() => {
+            let _ = tokio::time::timeout(limits.cancel_grace, &mut attempts).await;
+            Ending::Cancelled
+        }
+        () = deadline => {
+            let timeout = limits.execution_timeout.unwrap_or_default();
+            hooks.timed_out(timeout_error(timeout, hooks.partial_result()));
+            cancel.cancel();
+            let _ = tokio::time::timeout(limits.cancel_grace, &mut attempts).await;
+            Ending::TimedOut
+        }
+    }
+}
+
+async fn attempts(
+    job: &LocalJob,
+    spec: &TaskSpec,
+    hooks: Arc<dyn TaskHooks>,
+    cancel: CancellationToken,
+) -> Result<Value, TaskError> {
+    let max_retries = spec.options.max_retries;
+    let mut attempt = 1u32;
+    loop {
+        let ctx = TaskContext::new(spec.ref_id.clone(), hooks.clone(), cancel.clone());
+        let error = match run(job, spec.args.clone(), ctx).await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        hooks.attempt_failed(RetryInfo {
+            attempt,
+            error: error.message.clone(),
+            timestamp: Timestamp::now(),
+        });
+        if !error.retryable || attempt > max_retries || cancel.is_cancelled() {
+            return Err(error);
+        }
+        let delay = spec.options.backoff(attempt);
+        let at = Timestamp(std::time::SystemTime::now() + delay);
+        tracing::debug!(ref_id = %spec.ref_id, attempt, ?delay, error = %error, "attempt failed; retrying");
+        hooks.retry_scheduled(format!(
+            "Attempt {attempt} failed: {error}. Retrying as attempt {} of {} at {at}",
+            attempt + 1,
+            max_retries + 1
+        ));
+        tokio::time::sleep(delay).await;
+        hooks.retry_started();
+        attempt += 1;
+    }
 }
 
 /// The handle a running task receives: progress, partial results and cancellation.

@@ -58,13 +58,16 @@ pub mod conformance;
 pub mod __private;
 
 pub use backend::{
-    BackendStats, CancelOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskOptions,
-    TaskPage, TaskSnapshot, TaskSpec,
+    BackendStats, CancelOutcome, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, Submission,
+    Submitted, TaskBackend, TaskFilter, TaskOptions, TaskPage, TaskSnapshot, TaskSpec,
 };
 pub use cache::{GetOptions, RefCache, RefCacheBuilder};
 pub use config::{BackendFactory, ConfigError, RefCacheConfig};
 pub use error::{BackendError, INACCESSIBLE_REFERENCE, RefCacheError};
-pub use execute::{Cancelled, LocalJob, TaskContext, TaskHooks, run as run_job};
+pub use execute::{
+    Cancelled, Ending, LocalJob, RunLimits, TaskContext, TaskHooks, run as run_job, run_task,
+    timeout_error,
+};
 pub use format::AsyncResponseFormat;
 pub use global::{default_cache, get_cached_result, get_cached_result_with, set_default_cache};
 pub use key::{CacheKey, KeyBuilder, KeyPrefix};
@@ -73,7 +76,7 @@ pub use ref_id::RefId;
 pub use response::{AsyncResponse, CachedResponse, CompleteResponse};
 pub use schema::ExpectedSchema;
 pub use store::{StoredValue, ValueStore};
-pub use task::{RetryInfo, TaskError, TaskInfo, TaskProgress, TaskStatus, Timestamp};
+pub use task::{RetryInfo, Retryable, TaskError, TaskInfo, TaskProgress, TaskStatus, Timestamp};
 
 /// The `#[cached]` attribute. See the crate docs of `refcache` for its arguments.
 #[cfg(feature = "macros")]

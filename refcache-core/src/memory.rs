@@ -20,12 +20,12 @@ use crate::backend::{
     TaskSnapshot, TaskSpec,
 };
 use crate::error::BackendError;
-use crate::execute::{self, LocalJob, TaskContext, TaskHooks};
+use crate::execute::{self, Ending, LocalJob, RunLimits, TaskHooks};
 use crate::key::CacheKey;
 use crate::ref_id::RefId;
 use crate::registry;
 use crate::store::{StoredValue, ValueStore};
-use crate::task::{TaskError, TaskInfo, TaskProgress, TaskStatus, Timestamp};
+use crate::task::{RetryInfo, TaskError, TaskInfo, TaskProgress, TaskStatus, Timestamp};
 
 /// Settings of a [`MemoryTaskBackend`].
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +45,8 @@ pub struct MemoryBackendConfig {
     pub max_capacity_bytes: u64,
     /// How long a cancelled async task may run on before it is aborted.
     pub cancel_grace: Duration,
+    /// The execution timeout of tasks that set none (`None`: no limit).
+    pub default_execution_timeout: Option<Duration>,
 }
 
 impl Default for MemoryBackendConfig {
@@ -57,6 +59,7 @@ impl Default for MemoryBackendConfig {
             max_task_records: 100_000,
             max_capacity_bytes: 256 * 1024 * 1024,
             cancel_grace: Duration::from_secs(5),
+            default_execution_timeout: None,
         }
     }
 }
@@ -171,6 +174,8 @@ struct Counters {
     executions: AtomicU64,
     coalesced: AtomicU64,
     cancellations: AtomicU64,
+    retries: AtomicU64,
+    timeouts: AtomicU64,
 }
 
 const PENDING: u8 = 0;
@@ -190,6 +195,8 @@ struct Active {
     holds_slot: AtomicBool,
     partial: Mutex<Option<Value>>,
     abort: Mutex<Option<AbortHandle>>,
+    /// The backend, for counters and the index (weak: the backend owns its tasks).
+    backend: std::sync::Weak<Inner>,
     /// The value, once stored: a waiter holding this task reads it here instead of looking it up.
     value: OnceLock<Arc<StoredValue>>,
 }
@@ -232,6 +239,47 @@ impl TaskHooks for Active {
 
     fn set_partial_result(&self, value: Value) {
         *lock(&self.partial) = Some(value);
+    }
+
+    fn partial_result(&self) -> Option<Value> {
+        lock(&self.partial).clone()
+    }
+
+    fn attempt_failed(&self, failure: RetryInfo) {
+        self.info.send_if_modified(|info| {
+            info.retry_history.push(failure);
+            false
+        });
+    }
+
+    fn retry_scheduled(&self, note: String) {
+        if let Some(inner) = self.backend.upgrade() {
+            inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        self.info.send_if_modified(|info| {
+            if info.status == TaskStatus::Processing {
+                info.status_message = Some(note);
+            }
+            false
+        });
+    }
+
+    fn retry_started(&self) {
+        self.info.send_if_modified(|info| {
+            info.retry_count += 1;
+            info.status_message = None;
+            false
+        });
+    }
+
+    fn timed_out(&self, error: TaskError) {
+        if self.cas(RUNNING, DONE) {
+            if let Some(inner) = self.backend.upgrade() {
+                inner.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                inner.unindex(self);
+            }
+            self.set_terminal(TaskStatus::Failed, Some(error), None);
+        }
     }
 }
 
@@ -384,16 +432,13 @@ impl Inner {
                     ttl,
                 );
                 if self.store.fits(&stored) {
-                    // The value goes on the task first, then `complete` is published: a woken waiter, a poll or a
-                    // joiner reads it from the task, which stays active until the store holds it too. So the
-                    // waiting caller does not pay for the store insert (moka's insert and housekeeping are the
-                    // costliest step of a miss), and nobody can see `complete` without the value.
+                    // The value is in the store before `complete` is published: whoever sees `complete` (a waiter,
+                    // a poll, a lookup of the key) finds the value.
                     let stored = Arc::new(stored);
                     let _ = active.value.set(stored.clone());
-                    active.set_terminal(TaskStatus::Complete, None, None);
-                    // Terminal from here on: a driver dropped during the insert must not undo `complete`.
-                    active.phase.store(DONE, Ordering::Release);
                     self.store.insert(stored).await;
+                    active.set_terminal(TaskStatus::Complete, None, None);
+                    active.phase.store(DONE, Ordering::Release);
                 } else {
                     let error = TaskError::new(format!(
                         "the value is {} bytes of JSON, more than the cache capacity of {} bytes; raise \
@@ -445,13 +490,14 @@ async fn drive(inner: Arc<Inner>, active: Arc<Active>) {
         active: active.clone(),
         armed: true,
     };
-    let result = execute_one(&inner, &active).await;
+    let result = execute(&inner, &active).await;
     inner.complete(&active, result).await;
     guard.armed = false;
 }
 
-/// Runs the task once. `None` means it was cancelled and did not stop within the grace period.
-async fn execute_one(inner: &Inner, active: &Arc<Active>) -> Option<Result<Value, TaskError>> {
+/// Runs the task through the shared [`execute::run_task`]. `None`: it was cancelled or timed out, and its status
+/// is already terminal.
+async fn execute(inner: &Inner, active: &Arc<Active>) -> Option<Result<Value, TaskError>> {
     let spec = &active.spec;
     let job = match &active.job {
         Some(job) => job.clone(),
@@ -462,21 +508,20 @@ async fn execute_one(inner: &Inner, active: &Arc<Active>) -> Option<Result<Value
                     "unknown task `{}`: no #[cached] function with this name is linked into this process",
                     spec.task_name
                 ))
-                .with_code("UNKNOWN_TASK")));
+                .with_code("UNKNOWN_TASK")
+                .permanent()));
             }
         },
     };
     let hooks: Arc<dyn TaskHooks> = active.clone();
-    let ctx = TaskContext::new(spec.ref_id.clone(), hooks, active.cancel.clone());
-    let run = execute::run(&job, spec.args.clone(), ctx);
-    tokio::pin!(run);
-    tokio::select! {
-        biased;
-        result = &mut run => Some(result),
-        () = active.cancel.cancelled() => {
-            // Cooperative first: the task may notice the token and stop on its own.
-            tokio::time::timeout(inner.config.cancel_grace, &mut run).await.ok()
-        }
+    let timeout = spec
+        .options
+        .execution_timeout
+        .or(inner.config.default_execution_timeout);
+    let limits = RunLimits::new(timeout, inner.config.cancel_grace);
+    match execute::run_task(&job, spec, hooks, active.cancel.clone(), limits).await {
+        Ending::Finished(result) => Some(result),
+        _ => None,
     }
 }
 
@@ -561,6 +606,7 @@ impl TaskBackend for MemoryTaskBackend {
                     spec.namespace.clone(),
                 );
                 info.session_id = spec.options.session_id.clone();
+                info.max_retries = spec.options.max_retries;
                 let priority = spec.options.priority;
                 let active = Arc::new(Active {
                     info: watch::channel(info).0,
@@ -572,6 +618,7 @@ impl TaskBackend for MemoryTaskBackend {
                     holds_slot: AtomicBool::new(false),
                     partial: Mutex::new(None),
                     abort: Mutex::new(None),
+                    backend: Arc::downgrade(&self.inner),
                     value: OnceLock::new(),
                 });
                 st.index.insert(key, ref_id.clone());
@@ -796,6 +843,8 @@ impl Inner {
         stats.executions = c.executions.load(Ordering::Relaxed);
         stats.coalesced = c.coalesced.load(Ordering::Relaxed);
         stats.cancellations = c.cancellations.load(Ordering::Relaxed);
+        stats.retries = c.retries.load(Ordering::Relaxed);
+        stats.timeouts = c.timeouts.load(Ordering::Relaxed);
         stats
     }
 

@@ -126,18 +126,59 @@ pub fn take_arg<T: DeserializeOwned>(
     })
 }
 
-/// What a `#[cached]` function may return when its return type is a `Result`.
-pub trait IntoTaskResult {
-    /// The value as JSON, or the error as a `TaskError` with its `Display` text.
-    fn into_task_result(self) -> Result<Value, TaskError>;
+/// The bound on a `#[cached]` function's error type.
+#[diagnostic::on_unimplemented(
+    message = "the error type `{Self}` of a #[cached] function must implement `Display`",
+    label = "its text becomes the failed task's error",
+    note = "implement `std::fmt::Display` (thiserror's `#[error(...)]` does), or return `refcache::TaskError`"
+)]
+pub trait TaskErrorText: Display {}
+impl<E: Display + ?Sized> TaskErrorText for E {}
+
+/// Static check of the error type.
+pub fn assert_error<E: TaskErrorText + ?Sized>(_: &E) {}
+
+/// Turns a function's error into a `TaskError`, by the most specific route its type allows.
+pub struct ErrProbe<'a, E: ?Sized>(pub &'a E);
+
+/// A `TaskError` as it is: code, details and retry flag kept.
+pub trait ErrViaTaskError {
+    /// The task error.
+    fn task_error(&self) -> TaskError;
 }
 
-impl<T: Serialize, E: Display> IntoTaskResult for Result<T, E> {
-    fn into_task_result(self) -> Result<Value, TaskError> {
-        match self {
-            Ok(value) => value_result(value),
-            Err(error) => Err(TaskError::new(error.to_string())),
+impl ErrViaTaskError for &&ErrProbe<'_, TaskError> {
+    fn task_error(&self) -> TaskError {
+        self.0.clone()
+    }
+}
+
+/// A `Retryable` error: its text, and its own answer to whether a retry may help.
+pub trait ErrViaRetryable {
+    /// The task error.
+    fn task_error(&self) -> TaskError;
+}
+
+impl<E: crate::Retryable + Display + ?Sized> ErrViaRetryable for &ErrProbe<'_, E> {
+    fn task_error(&self) -> TaskError {
+        let error = TaskError::new(self.0.to_string());
+        if self.0.is_retryable() {
+            error
+        } else {
+            error.permanent()
         }
+    }
+}
+
+/// Any other error: its text; retryable.
+pub trait ErrViaDisplay {
+    /// The task error.
+    fn task_error(&self) -> TaskError;
+}
+
+impl<E: Display + ?Sized> ErrViaDisplay for ErrProbe<'_, E> {
+    fn task_error(&self) -> TaskError {
+        TaskError::new(self.0.to_string())
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+use crate::backend::TaskOptions;
 use crate::execute::{LocalJob, TaskContext};
 use crate::format::AsyncResponseFormat;
 use crate::key::KeyPrefix;
@@ -20,7 +21,7 @@ pub struct TaskMeta {
     name: Arc<str>,
     namespace: Arc<str>,
     key_prefix: KeyPrefix,
-    ttl: Option<Duration>,
+    options: TaskOptions,
     async_timeout: Option<Duration>,
     format: AsyncResponseFormat,
     return_type: &'static str,
@@ -35,7 +36,7 @@ impl TaskMeta {
     pub fn new(
         name: String,
         namespace: &'static str,
-        ttl: Option<Duration>,
+        options: TaskOptions,
         async_timeout: Option<Duration>,
         format: AsyncResponseFormat,
         return_type: &'static str,
@@ -47,7 +48,7 @@ impl TaskMeta {
             name: name.into(),
             namespace: namespace.into(),
             key_prefix,
-            ttl,
+            options,
             async_timeout,
             format,
             return_type,
@@ -84,7 +85,12 @@ impl TaskMeta {
 
     /// The value TTL it sets (`None`: the cache's default).
     pub fn ttl(&self) -> Option<Duration> {
-        self.ttl
+        self.options.ttl
+    }
+
+    /// The options its tasks run with (retries, timeouts, concurrency, priority).
+    pub fn options(&self) -> &TaskOptions {
+        &self.options
     }
 
     /// How long a caller waits before getting a reference (`None`: until done).

@@ -110,6 +110,44 @@ pub struct TaskError {
     /// What the caller can do about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remediation: Option<String>,
+    /// Whether a retry may help. Errors are retryable unless marked otherwise (see [`Retryable`]).
+    #[serde(default = "yes")]
+    pub retryable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Lets a `#[cached]` function's error type say whether a retry may help.
+///
+/// Errors whose type does not implement it are retried (when `max_retries` allows). Implement it to fail at once
+/// on errors a retry cannot fix, or return a [`TaskError`] marked [`permanent`](TaskError::permanent):
+///
+/// ```
+/// #[derive(Debug, thiserror::Error)]
+/// enum FetchError {
+///     #[error("upstream busy")]
+///     Busy,
+///     #[error("no such document")]
+///     NotFound,
+/// }
+///
+/// impl refcache_core::Retryable for FetchError {
+///     fn is_retryable(&self) -> bool {
+///         matches!(self, FetchError::Busy)
+///     }
+/// }
+/// ```
+pub trait Retryable {
+    /// Whether a retry may help.
+    fn is_retryable(&self) -> bool;
+}
+
+impl Retryable for TaskError {
+    fn is_retryable(&self) -> bool {
+        self.retryable
+    }
 }
 
 impl TaskError {
@@ -120,7 +158,26 @@ impl TaskError {
             code: None,
             details: None,
             remediation: None,
+            retryable: true,
         }
+    }
+
+    /// The same error, marked so that it is never retried.
+    pub fn permanent(mut self) -> Self {
+        self.retryable = false;
+        self
+    }
+
+    /// The same error with structured details.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// The same error with a remediation hint.
+    pub fn with_remediation(mut self, remediation: impl Into<String>) -> Self {
+        self.remediation = Some(remediation.into());
+        self
     }
 
     /// The same error with a code.
@@ -138,7 +195,9 @@ impl TaskError {
         } else {
             "<non-string panic payload>".to_owned()
         };
-        Self::new(format!("panicked: {message}")).with_code("PANIC")
+        Self::new(format!("panicked: {message}"))
+            .with_code("PANIC")
+            .permanent()
     }
 }
 

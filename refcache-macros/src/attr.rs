@@ -18,6 +18,12 @@ const KNOWN: &[&str] = &[
     "name",
     "crate",
     "skip",
+    "max_retries",
+    "retry_backoff",
+    "retry_backoff_max",
+    "execution_timeout",
+    "max_concurrent",
+    "priority",
 ];
 
 /// `response_format = "..."`.
@@ -39,6 +45,12 @@ pub(crate) struct Args {
     pub(crate) name: Option<LitStr>,
     pub(crate) krate: Option<Path>,
     pub(crate) skip: Vec<Ident>,
+    pub(crate) max_retries: Option<u32>,
+    pub(crate) retry_backoff: Option<f64>,
+    pub(crate) retry_backoff_max: Option<f64>,
+    pub(crate) execution_timeout: Option<f64>,
+    pub(crate) max_concurrent: Option<u32>,
+    pub(crate) priority: Option<i32>,
 }
 
 /// Collects errors so that all of them are reported together.
@@ -87,11 +99,49 @@ impl Parse for Args {
                         Err(e) => errors.push(e),
                     }
                 }
-                "ttl" => {
+                "ttl" | "retry_backoff" | "retry_backoff_max" | "execution_timeout" => {
                     input.parse::<Token![=]>()?;
                     let expr: Expr = input.parse()?;
-                    match seconds(&expr, "ttl") {
-                        Ok(secs) => args.ttl = Some(secs),
+                    match seconds(&expr, &name) {
+                        Ok(secs) => {
+                            let slot = match name.as_str() {
+                                "ttl" => &mut args.ttl,
+                                "retry_backoff" => &mut args.retry_backoff,
+                                "retry_backoff_max" => &mut args.retry_backoff_max,
+                                _ => &mut args.execution_timeout,
+                            };
+                            *slot = Some(secs);
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
+                "max_retries" | "max_concurrent" | "priority" => {
+                    input.parse::<Token![=]>()?;
+                    let expr: Expr = input.parse()?;
+                    match integer(&expr, &name) {
+                        Ok(n) => match name.as_str() {
+                            "max_retries" => match u32::try_from(n) {
+                                Ok(n) => args.max_retries = Some(n),
+                                Err(_) => errors.push(syn::Error::new_spanned(
+                                    &expr,
+                                    "`max_retries` must be a whole number from 0 to 4294967295, such as `max_retries = 3`",
+                                )),
+                            },
+                            "max_concurrent" => match u32::try_from(n) {
+                                Ok(n) if n > 0 => args.max_concurrent = Some(n),
+                                _ => errors.push(syn::Error::new_spanned(
+                                    &expr,
+                                    "`max_concurrent` must be a positive whole number, such as `max_concurrent = 2`",
+                                )),
+                            },
+                            _ => match i32::try_from(n) {
+                                Ok(n) => args.priority = Some(n),
+                                Err(_) => errors.push(syn::Error::new_spanned(
+                                    &expr,
+                                    "`priority` must be a whole number that fits an i32, such as `priority = 10`",
+                                )),
+                            },
+                        },
                         Err(e) => errors.push(e),
                     }
                 }
@@ -188,6 +238,32 @@ fn string(input: ParseStream<'_>, key: &str, example: &str) -> syn::Result<LitSt
         expr,
         format!("`{key}` takes a string literal, such as `{key} = {example}`"),
     ))
+}
+
+/// A whole number from a literal, possibly negative.
+fn integer(expr: &Expr, key: &str) -> syn::Result<i64> {
+    let expected = || {
+        syn::Error::new_spanned(
+            expr,
+            format!("`{key}` takes a whole number, such as `{key} = 3`"),
+        )
+    };
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i.base10_parse(),
+        Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_),
+            expr: inner,
+            ..
+        }) => match &**inner {
+            Expr::Lit(ExprLit {
+                lit: Lit::Int(i), ..
+            }) => i.base10_parse::<i64>().map(|v| -v),
+            _ => Err(expected()),
+        },
+        _ => Err(expected()),
+    }
 }
 
 /// A positive number of seconds from a literal.

@@ -359,7 +359,19 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
     };
     let into_result = |call: TokenStream| {
         if is_result {
-            quote!(#p::IntoTaskResult::into_task_result(#call))
+            // The error type decides whether a retry may help: a `TaskError` keeps its flag and details, a
+            // `Retryable` type answers for itself, any other `Display` type is retryable (autoref specialization).
+            quote! {
+                match #call {
+                    ::core::result::Result::Ok(__refcache_value) => #p::value_result(__refcache_value),
+                    ::core::result::Result::Err(__refcache_error) => {
+                        #[allow(unused_imports)]
+                        use #p::{ErrViaDisplay as _, ErrViaRetryable as _, ErrViaTaskError as _};
+                        #p::assert_error(&__refcache_error);
+                        ::core::result::Result::Err((&&&#p::ErrProbe(&__refcache_error)).task_error())
+                    }
+                }
+            }
         } else {
             quote!(#p::value_result(#call))
         }
@@ -400,6 +412,24 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
         .namespace
         .as_ref()
         .map_or_else(|| "public".to_owned(), |l| l.value());
+    let opt_duration = |secs: Option<f64>| {
+        secs.map_or_else(
+            || quote!(::core::option::Option::None),
+            |s| {
+                let d = duration(s);
+                quote!(::core::option::Option::Some(#d))
+            },
+        )
+    };
+    let retry_backoff = opt_duration(args.retry_backoff);
+    let retry_backoff_max = opt_duration(args.retry_backoff_max);
+    let execution_timeout = opt_duration(args.execution_timeout);
+    let max_retries = args.max_retries.unwrap_or(0);
+    let priority = args.priority.unwrap_or(0);
+    let max_concurrent = args.max_concurrent.map_or_else(
+        || quote!(::core::option::Option::None),
+        |n| quote!(::core::option::Option::Some(#n)),
+    );
     let ttl = args.ttl.map_or_else(
         || quote!(::core::option::Option::None),
         |s| {
@@ -529,7 +559,13 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
                 #p::TaskMeta::new(
                     #name_expr,
                     #namespace,
-                    #ttl,
+                    #krate::TaskOptions::default()
+                        .ttl(#ttl)
+                        .max_retries(#max_retries)
+                        .retry_backoff(#retry_backoff, #retry_backoff_max)
+                        .execution_timeout(#execution_timeout)
+                        .max_concurrent(#max_concurrent)
+                        .priority(#priority),
                     #timeout,
                     #format,
                     #return_type,
