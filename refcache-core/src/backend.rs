@@ -253,6 +253,20 @@ pub enum CancelOutcome {
     NotFound,
 }
 
+/// The answer to a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RetryOutcome {
+    /// The failed task runs again under the same ref id.
+    Restarted,
+    /// The task is not failed (it is pending, processing, complete or cancelled).
+    NotFailed(TaskStatus),
+    /// The same call is already running again, under this ref id; poll that one.
+    AlreadyRunning(RefId),
+    /// No such task.
+    NotFound,
+}
+
 /// Which tasks to list.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -261,6 +275,9 @@ pub struct TaskFilter {
     pub status: Option<TaskStatus>,
     /// Only this session.
     pub session_id: Option<String>,
+    /// Only tasks outside any session.
+    #[serde(default)]
+    pub sessionless: bool,
     /// Only this task name.
     pub task_name: Option<String>,
     /// At most this many (the backend caps it).
@@ -302,6 +319,7 @@ impl TaskFilter {
     /// Whether `info` passes the filter (cursor aside).
     pub fn matches(&self, info: &TaskInfo) -> bool {
         self.status.is_none_or(|s| s == info.status)
+            && (!self.sessionless || info.session_id.is_none())
             && self
                 .session_id
                 .as_deref()
@@ -413,6 +431,14 @@ pub trait TaskBackend: Send + Sync + 'static {
 
     /// Lists task records, newest first.
     fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<TaskPage, BackendError>>;
+
+    /// Runs a failed task again under the same ref id.
+    fn retry<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<RetryOutcome, BackendError>>;
+
+    /// Ends a session: cancels its running and queued tasks and drops all its task records. Returns how many tasks
+    /// it touched.
+    fn end_session<'a>(&'a self, session_id: &'a str)
+    -> BoxFuture<'a, Result<usize, BackendError>>;
 
     /// Removes finished task records older than `max_age`; returns how many.
     fn cleanup(&self, max_age: Duration) -> BoxFuture<'_, Result<usize, BackendError>>;

@@ -10,17 +10,19 @@ use tokio::runtime::{Handle, Runtime};
 
 use crate::BackendStats;
 use crate::backend::{
-    CancelOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskPage, TaskSnapshot, TaskSpec,
+    CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskPage,
+    TaskSnapshot, TaskSpec,
 };
 use crate::config::{ConfigError, RefCacheConfig};
 use crate::error::{BackendError, RefCacheError};
 use crate::execute::LocalJob;
 use crate::format::AsyncResponseFormat;
-use crate::key::CacheKey;
+use crate::key::{CacheKey, KeyPrefix};
 use crate::memory::MemoryTaskBackend;
 use crate::ref_id::{RefId, is_cache_name};
 use crate::registry::{self, TaskMeta};
 use crate::response::CachedResponse;
+use crate::session::Session;
 use crate::task::TaskInfo;
 
 /// A reference cache: finished values by call, and the tasks that produce them, behind one backend.
@@ -229,28 +231,35 @@ impl RefCache {
         options: &GetOptions,
     ) -> Result<CachedResponse, RefCacheError> {
         let ref_id = self.own_ref(ref_id)?;
+        let snapshot = self.visible(&ref_id).await?;
+        Ok(respond(snapshot, options.format.unwrap_or_default(), None))
+    }
+
+    /// The task's record and value, if the caller may see it: a task in a session is visible only within that
+    /// session ([`Session`]). Anything else is `NotFound`, with the same text as an unknown id.
+    async fn visible(&self, ref_id: &RefId) -> Result<TaskSnapshot, RefCacheError> {
         let snapshot = self
             .inner
             .backend
-            .get(&ref_id)
+            .get(ref_id)
             .await?
             .ok_or(RefCacheError::NotFound)?;
-        Ok(respond(snapshot, options.format.unwrap_or_default(), None))
+        if !crate::session::visible(
+            snapshot.info.session_id.as_deref(),
+            Session::current().as_ref(),
+        ) {
+            return Err(RefCacheError::NotFound);
+        }
+        Ok(snapshot)
     }
 
     /// The task record of a reference.
     pub async fn task_info(&self, ref_id: &str) -> Result<TaskInfo, RefCacheError> {
         let ref_id = self.own_ref(ref_id)?;
-        let snapshot = self
-            .inner
-            .backend
-            .get(&ref_id)
-            .await?
-            .ok_or(RefCacheError::NotFound)?;
-        Ok(snapshot.info)
+        Ok(self.visible(&ref_id).await?.info)
     }
 
-    /// Cancels a task. An unknown id answers [`CancelOutcome::NotFound`]; a finished one
+    /// Cancels a task. An unknown (or invisible) id answers [`CancelOutcome::NotFound`]; a finished one
     /// [`CancelOutcome::AlreadyFinished`]. Cancelling twice answers `Cancelled` twice.
     pub async fn cancel_task(&self, ref_id: &str) -> Result<CancelOutcome, RefCacheError> {
         let ref_id = match self.own_ref(ref_id) {
@@ -258,11 +267,45 @@ impl RefCache {
             Err(RefCacheError::NotFound) => return Ok(CancelOutcome::NotFound),
             Err(e) => return Err(e),
         };
-        Ok(self.inner.backend.cancel(&ref_id).await?)
+        match self.visible(&ref_id).await {
+            Ok(_) => Ok(self.inner.backend.cancel(&ref_id).await?),
+            Err(RefCacheError::NotFound) => Ok(CancelOutcome::NotFound),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Lists task records, newest first.
-    pub async fn list_tasks(&self, filter: TaskFilter) -> Result<TaskPage, RefCacheError> {
+    /// Runs a failed task again, under the same ref id. Errors: `NotFound` for an unknown (or invisible) id,
+    /// [`RefCacheError::NotRetryable`] for a task that is not failed, [`RefCacheError::AlreadyRunning`] when the
+    /// same call already runs again under another id.
+    pub async fn retry_task(&self, ref_id: &str) -> Result<RefId, RefCacheError> {
+        let ref_id = self.own_ref(ref_id)?;
+        self.visible(&ref_id).await?;
+        match self.inner.backend.retry(&ref_id).await? {
+            RetryOutcome::Restarted => Ok(ref_id),
+            RetryOutcome::NotFailed(status) => Err(RefCacheError::NotRetryable {
+                ref_id: ref_id.to_string(),
+                status,
+            }),
+            RetryOutcome::AlreadyRunning(other) => Err(RefCacheError::AlreadyRunning {
+                ref_id: other.to_string(),
+            }),
+            _ => Err(RefCacheError::NotFound),
+        }
+    }
+
+    /// Ends a session: cancels its running and queued tasks and drops its task records. Returns how many tasks it
+    /// touched.
+    pub async fn end_session(&self, session_id: &str) -> Result<usize, RefCacheError> {
+        Ok(self.inner.backend.end_session(session_id).await?)
+    }
+
+    /// Lists task records, newest first. Within a [`Session`], only that session's tasks; outside any session,
+    /// only tasks outside any session.
+    pub async fn list_tasks(&self, mut filter: TaskFilter) -> Result<TaskPage, RefCacheError> {
+        match Session::current() {
+            Some(session) => filter.session_id = Some(session.id().to_owned()),
+            None => filter.sessionless = true,
+        }
         Ok(self.inner.backend.list(filter).await?)
     }
 
@@ -292,7 +335,7 @@ impl RefCache {
         &self,
         meta: &'static TaskMeta,
         key: CacheKey,
-        format: AsyncResponseFormat,
+        scope: CallScope,
         prepare: F,
     ) -> Result<CachedResponse, RefCacheError>
     where
@@ -306,14 +349,14 @@ impl RefCache {
             return Ok(CachedResponse::complete(stored));
         }
         // Everything else lives in its own boxed future, so that the hit path's future stays small.
-        Box::pin(self.beyond_near_cache(meta, key, format, prepare)).await
+        Box::pin(self.beyond_near_cache(meta, key, scope, prepare)).await
     }
 
     async fn beyond_near_cache<F>(
         &self,
         meta: &'static TaskMeta,
         key: CacheKey,
-        format: AsyncResponseFormat,
+        scope: CallScope,
         prepare: F,
     ) -> Result<CachedResponse, RefCacheError>
     where
@@ -330,7 +373,8 @@ impl RefCache {
         let options = meta
             .options()
             .clone()
-            .ttl(Some(meta.ttl().unwrap_or(self.inner.default_ttl)));
+            .ttl(Some(meta.ttl().unwrap_or(self.inner.default_ttl)))
+            .session_id(scope.session.map(|s| s.id().to_owned()));
         let spec = TaskSpec::new(
             ref_id,
             key,
@@ -351,7 +395,36 @@ impl RefCache {
             .wait(&ref_id, deadline)
             .await?
             .ok_or(RefCacheError::NotFound)?;
-        Ok(respond(snapshot, format, Some(meta)))
+        Ok(respond(snapshot, scope.format, Some(meta)))
+    }
+}
+
+/// What a call carries from its call site: the response format and the session, captured where the call is made
+/// (task-locals do not cross to the cache's own runtime).
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct CallScope {
+    /// The response format of this call.
+    pub format: AsyncResponseFormat,
+    /// The session of this call.
+    pub session: Option<Session>,
+}
+
+impl CallScope {
+    /// The scope of a call to `meta` made here and now.
+    pub fn capture(meta: &TaskMeta) -> Self {
+        Self {
+            format: AsyncResponseFormat::current_override().unwrap_or(meta.format()),
+            session: Session::current(),
+        }
+    }
+
+    /// The key prefix of the call: the task's own, or one derived with the session.
+    pub fn key_prefix(&self, meta: &TaskMeta) -> KeyPrefix {
+        match &self.session {
+            None => meta.key_prefix(),
+            Some(session) => KeyPrefix::with_session(meta.name(), meta.namespace(), session.id()),
+        }
     }
 }
 

@@ -51,6 +51,20 @@ pub enum RefCacheError {
         /// What serde said.
         message: String,
     },
+    /// Only a failed task can be retried.
+    #[error("task {ref_id} is {status}, not failed: only a failed task can be retried")]
+    NotRetryable {
+        /// The reference.
+        ref_id: String,
+        /// Its status.
+        status: crate::TaskStatus,
+    },
+    /// The same call already runs again under another reference.
+    #[error("this call is already running again as {ref_id}; poll that reference instead")]
+    AlreadyRunning {
+        /// The reference of the running execution.
+        ref_id: String,
+    },
     /// The backend could not serve the request.
     #[error(transparent)]
     Backend(#[from] BackendError),

@@ -99,8 +99,20 @@ impl fmt::Debug for KeyPrefix {
 impl KeyPrefix {
     /// The prefix of `task` in `namespace`.
     pub fn new(task: &str, namespace: &str) -> Self {
-        let mut hasher = blake3::Hasher::new_derive_key("refcache 2026-11 cache key v1");
-        for part in [task, namespace] {
+        Self::derive("refcache 2026-11 cache key v1", &[task, namespace])
+    }
+
+    /// The prefix of `task` in `namespace` within a session: calls in different sessions never share a key.
+    pub fn with_session(task: &str, namespace: &str, session: &str) -> Self {
+        Self::derive(
+            "refcache 2026-11 session cache key v1",
+            &[task, namespace, session],
+        )
+    }
+
+    fn derive(context: &str, parts: &[&str]) -> Self {
+        let mut hasher = blake3::Hasher::new_derive_key(context);
+        for part in parts {
             hasher.update(&(part.len() as u64).to_le_bytes());
             hasher.update(part.as_bytes());
         }

@@ -47,6 +47,7 @@ mod ref_id;
 pub mod registry;
 mod response;
 mod schema;
+mod session;
 mod store;
 mod task;
 
@@ -58,8 +59,8 @@ pub mod conformance;
 pub mod __private;
 
 pub use backend::{
-    BackendStats, CancelOutcome, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, Submission,
-    Submitted, TaskBackend, TaskFilter, TaskOptions, TaskPage, TaskSnapshot, TaskSpec,
+    BackendStats, CancelOutcome, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, RetryOutcome,
+    Submission, Submitted, TaskBackend, TaskFilter, TaskOptions, TaskPage, TaskSnapshot, TaskSpec,
 };
 pub use cache::{GetOptions, RefCache, RefCacheBuilder};
 pub use config::{BackendFactory, ConfigError, RefCacheConfig};
@@ -75,6 +76,7 @@ pub use memory::{MemoryBackendConfig, MemoryTaskBackend};
 pub use ref_id::RefId;
 pub use response::{AsyncResponse, CachedResponse, CompleteResponse};
 pub use schema::ExpectedSchema;
+pub use session::Session;
 pub use store::{StoredValue, ValueStore};
 pub use task::{RetryInfo, Retryable, TaskError, TaskInfo, TaskProgress, TaskStatus, Timestamp};
 

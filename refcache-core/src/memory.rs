@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::backend::{
-    BackendStats, CancelOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskPage,
-    TaskSnapshot, TaskSpec,
+    BackendStats, CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskFilter,
+    TaskPage, TaskSnapshot, TaskSpec,
 };
 use crate::error::BackendError;
 use crate::execute::{self, Ending, LocalJob, RunLimits, TaskHooks};
@@ -93,6 +93,15 @@ struct Finished {
     info: TaskInfo,
     key: CacheKey,
     expires_at: tokio::time::Instant,
+    /// What `retry_task` needs to run a failed task again.
+    rerun: Option<Rerun>,
+}
+
+/// The spec and job of a failed task, kept with its record so that it can be re-run under the same ref id.
+#[derive(Clone)]
+struct Rerun {
+    spec: TaskSpec,
+    job: Option<LocalJob>,
 }
 
 /// Finished task records: a map for lookups and a FIFO for expiry and the cap. Every record gets the same TTL and
@@ -115,7 +124,13 @@ impl History {
     }
 
     /// Records a finished task; evicts expired and over-cap records, and their index entries.
-    fn insert(&mut self, info: TaskInfo, key: CacheKey, index: &mut HashMap<CacheKey, RefId>) {
+    fn insert(
+        &mut self,
+        info: TaskInfo,
+        key: CacheKey,
+        rerun: Option<Rerun>,
+        index: &mut HashMap<CacheKey, RefId>,
+    ) {
         let now = tokio::time::Instant::now();
         while let Some((at, _, _)) = self.order.front() {
             if *at > now && self.order.len() < self.cap {
@@ -135,6 +150,7 @@ impl History {
                 info,
                 key,
                 expires_at,
+                rerun,
             }),
         );
     }
@@ -166,6 +182,8 @@ struct State {
     queue: BTreeMap<QueueKey, RefId>,
     queued: HashMap<RefId, QueueKey>,
     running: usize,
+    /// Running executions per task name, for `max_concurrent`.
+    running_by_name: HashMap<Arc<str>, u32>,
     seq: u64,
 }
 
@@ -195,6 +213,8 @@ struct Active {
     holds_slot: AtomicBool,
     partial: Mutex<Option<Value>>,
     abort: Mutex<Option<AbortHandle>>,
+    /// Drop the record instead of keeping it when the task retires (its session ended).
+    forget: AtomicBool,
     /// The backend, for counters and the index (weak: the backend owns its tasks).
     backend: std::sync::Weak<Inner>,
     /// The value, once stored: a waiter holding this task reads it here instead of looking it up.
@@ -245,8 +265,10 @@ impl TaskHooks for Active {
         lock(&self.partial).clone()
     }
 
-    fn attempt_failed(&self, failure: RetryInfo) {
+    fn attempt_failed(&self, mut failure: RetryInfo) {
         self.info.send_if_modified(|info| {
+            // Numbered across `retry_task` re-runs too, so that the history reads in order.
+            failure.attempt = u32::try_from(info.retry_history.len() + 1).unwrap_or(u32::MAX);
             info.retry_history.push(failure);
             false
         });
@@ -311,6 +333,7 @@ impl MemoryTaskBackend {
             queue: BTreeMap::new(),
             queued: HashMap::new(),
             running: 0,
+            running_by_name: HashMap::new(),
             seq: 0,
         };
         let inner = Inner {
@@ -340,21 +363,46 @@ impl Inner {
     /// Under the state lock: moves queued tasks into free slots and marks them processing. The caller spawns the
     /// returned tasks after releasing the lock (a spawn on a dead runtime drops the future at once, and its guard
     /// takes the lock).
+    ///
+    /// Tasks start in queue order (priority, then FIFO), except that a task whose name is at its
+    /// `max_concurrent` waits, and the tasks behind it may pass it.
     fn admit(&self, st: &mut State) -> Vec<Arc<Active>> {
         let mut started = Vec::new();
+        let mut blocked: Vec<QueueKey> = Vec::new();
         while st.running < self.config.max_workers {
-            let Some((qkey, ref_id)) = st.queue.pop_first() else {
+            let next = st
+                .queue
+                .iter()
+                .find(|(qkey, _)| !blocked.contains(qkey))
+                .map(|(k, r)| (*k, r.clone()));
+            let Some((qkey, ref_id)) = next else {
                 break;
             };
-            st.queued.remove(&ref_id);
             let Some(active) = st.active.get(&ref_id).cloned() else {
+                st.queue.remove(&qkey);
+                st.queued.remove(&ref_id);
                 continue;
             };
+            if let Some(limit) = active.spec.options.max_concurrent
+                && st
+                    .running_by_name
+                    .get(&active.spec.task_name)
+                    .copied()
+                    .unwrap_or(0)
+                    >= limit
+            {
+                blocked.push(qkey);
+                continue;
+            }
+            st.queue.remove(&qkey);
+            st.queued.remove(&ref_id);
             if !active.cas(PENDING, RUNNING) {
                 continue;
             }
-            let _ = qkey;
             st.running += 1;
+            *st.running_by_name
+                .entry(active.spec.task_name.clone())
+                .or_default() += 1;
             active.holds_slot.store(true, Ordering::Release);
             // Waiters wait for a terminal status; this change is read by polls, without waking anyone.
             active.info.send_if_modified(|info| {
@@ -391,13 +439,25 @@ impl Inner {
             if info.status != TaskStatus::Complete && st.index.get(&key) == Some(ref_id) {
                 st.index.remove(&key);
             }
-            st.history.insert(info, key, &mut st.index);
+            if !active.forget.load(Ordering::Acquire) {
+                let rerun = (info.status == TaskStatus::Failed).then(|| Rerun {
+                    spec: active.spec.clone(),
+                    job: active.job.clone(),
+                });
+                st.history.insert(info, key, rerun, &mut st.index);
+            }
             if let Some(qkey) = st.queued.remove(ref_id) {
                 st.queue.remove(&qkey);
             }
             st.active.remove(ref_id);
             if active.holds_slot.swap(false, Ordering::AcqRel) {
                 st.running -= 1;
+                if let Some(n) = st.running_by_name.get_mut(&active.spec.task_name) {
+                    *n -= 1;
+                    if *n == 0 {
+                        st.running_by_name.remove(&active.spec.task_name);
+                    }
+                }
             }
             (self.admit(st), !st.accepting)
         };
@@ -618,6 +678,7 @@ impl TaskBackend for MemoryTaskBackend {
                     holds_slot: AtomicBool::new(false),
                     partial: Mutex::new(None),
                     abort: Mutex::new(None),
+                    forget: AtomicBool::new(false),
                     backend: Arc::downgrade(&self.inner),
                     value: OnceLock::new(),
                 });
@@ -647,6 +708,8 @@ impl TaskBackend for MemoryTaskBackend {
             let (info, key) = {
                 let st = lock(&inner.state);
                 match st.active.get(ref_id) {
+                    // Its session ended: the record is gone, though the task may still be winding down.
+                    Some(active) if active.forget.load(Ordering::Acquire) => return Ok(None),
                     Some(active) => {
                         let mut info = active.info.borrow().clone();
                         if let Some(qkey) = st.queued.get(ref_id) {
@@ -715,6 +778,118 @@ impl TaskBackend for MemoryTaskBackend {
         ref_id: &'a RefId,
     ) -> BoxFuture<'a, Result<CancelOutcome, BackendError>> {
         Box::pin(async move { Ok(self.inner.cancel(ref_id, None)) })
+    }
+
+    fn retry<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<RetryOutcome, BackendError>> {
+        Box::pin(async move {
+            let handle = Handle::try_current().map_err(|_| {
+                BackendError::Runtime(
+                    "MemoryTaskBackend::retry must be called inside a tokio runtime".to_owned(),
+                )
+            })?;
+            let inner = &self.inner;
+            let started = {
+                let mut st = lock(&inner.state);
+                if !st.accepting {
+                    return Err(BackendError::ShuttingDown);
+                }
+                if let Some(active) = st.active.get(ref_id) {
+                    return Ok(RetryOutcome::NotFailed(active.info.borrow().status));
+                }
+                let Some(record) = st.history.get(ref_id).cloned() else {
+                    return Ok(RetryOutcome::NotFound);
+                };
+                let Some(Rerun { spec, job }) = record
+                    .rerun
+                    .clone()
+                    .filter(|_| record.info.status == TaskStatus::Failed)
+                else {
+                    return Ok(RetryOutcome::NotFailed(record.info.status));
+                };
+                if let Some(other) = st
+                    .index
+                    .get(&spec.key)
+                    .filter(|r| st.active.contains_key(*r))
+                {
+                    return Ok(RetryOutcome::AlreadyRunning(other.clone()));
+                }
+                let mut info = record.info.clone();
+                info.status = TaskStatus::Pending;
+                info.error = None;
+                info.finished_at = None;
+                info.status_message = None;
+                info.progress = None;
+                info.retry_count += 1;
+                let active = Arc::new(Active {
+                    info: watch::channel(info).0,
+                    spec,
+                    job,
+                    handle,
+                    cancel: CancellationToken::new(),
+                    phase: AtomicU8::new(PENDING),
+                    holds_slot: AtomicBool::new(false),
+                    partial: Mutex::new(None),
+                    abort: Mutex::new(None),
+                    forget: AtomicBool::new(false),
+                    backend: Arc::downgrade(&self.inner),
+                    value: OnceLock::new(),
+                });
+                st.history.map.remove(ref_id);
+                st.index.insert(active.spec.key, ref_id.clone());
+                st.active.insert(ref_id.clone(), active.clone());
+                st.seq += 1;
+                let qkey = (Reverse(active.spec.options.priority), st.seq);
+                st.queue.insert(qkey, ref_id.clone());
+                st.queued.insert(ref_id.clone(), qkey);
+                inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%ref_id, task = %active.spec.task_name, "failed task retried");
+                inner.admit(&mut st)
+            };
+            inner.spawn_all(started);
+            Ok(RetryOutcome::Restarted)
+        })
+    }
+
+    fn end_session<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<usize, BackendError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let in_session = |info: &TaskInfo| info.session_id.as_deref() == Some(session_id);
+            let running: Vec<Arc<Active>> = lock(&inner.state)
+                .active
+                .values()
+                .filter(|a| a.spec.options.session_id.as_deref() == Some(session_id))
+                .cloned()
+                .collect();
+            for active in &running {
+                active.forget.store(true, Ordering::Release);
+                inner.cancel(&active.spec.ref_id, Some("session ended"));
+            }
+            let mut guard = lock(&inner.state);
+            let st = &mut *guard;
+            let records: Vec<(RefId, CacheKey)> = st
+                .history
+                .map
+                .values()
+                .filter(|f| in_session(&f.info))
+                .map(|f| (f.info.ref_id.clone(), f.key))
+                .collect();
+            for (ref_id, key) in &records {
+                st.history.map.remove(ref_id);
+                if st.index.get(key) == Some(ref_id) {
+                    st.index.remove(key);
+                }
+            }
+            tracing::debug!(
+                session = session_id,
+                tasks = running.len(),
+                records = records.len(),
+                "session ended"
+            );
+            Ok(running.len() + records.len())
+        })
     }
 
     fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<TaskPage, BackendError>> {
@@ -790,7 +965,11 @@ impl Inner {
     fn all_infos(&self) -> Vec<TaskInfo> {
         let st = lock(&self.state);
         let mut infos = Vec::with_capacity(st.active.len() + st.history.map.len());
-        for (ref_id, active) in &st.active {
+        for (ref_id, active) in st
+            .active
+            .iter()
+            .filter(|(_, a)| !a.forget.load(Ordering::Acquire))
+        {
             let mut info = active.info.borrow().clone();
             if let Some(qkey) = st.queued.get(ref_id) {
                 info.queue_position = Some(st.queue.range(..qkey).count() + 1);

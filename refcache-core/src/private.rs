@@ -20,7 +20,6 @@ pub use crate::registry::{TaskMeta, TaskRegistration};
 use crate::cache::RefCache;
 use crate::error::{BackendError, RefCacheError};
 use crate::execute::LocalJob;
-use crate::format::AsyncResponseFormat;
 use crate::key::CacheKey;
 use crate::response::CachedResponse;
 use crate::task::TaskError;
@@ -232,10 +231,7 @@ impl<T: ?Sized> ViaNoSchema for SchemaProbe<T> {
     }
 }
 
-/// The format of this call: the scoped override, else the function's.
-pub fn format_for(meta: &TaskMeta) -> AsyncResponseFormat {
-    AsyncResponseFormat::current_override().unwrap_or(meta.format())
-}
+pub use crate::cache::CallScope;
 
 /// Whether the caller runs inside a tokio runtime. The generated code then calls [`RefCache::call`] itself (one
 /// async layer less on the hit path); otherwise [`call_outside_runtime`].
@@ -249,7 +245,7 @@ pub async fn call_outside_runtime<F>(
     cache: &RefCache,
     meta: &'static TaskMeta,
     key: CacheKey,
-    format: AsyncResponseFormat,
+    scope: CallScope,
     prepare: F,
 ) -> Result<CachedResponse, RefCacheError>
 where
@@ -258,7 +254,7 @@ where
     let handle = cache.runtime()?;
     let cache = cache.clone();
     handle
-        .spawn(async move { cache.call(meta, key, format, prepare).await })
+        .spawn(async move { cache.call(meta, key, scope, prepare).await })
         .await
         .map_err(|e| {
             BackendError::Runtime(format!("the refcache runtime dropped the call: {e}")).into()
@@ -274,17 +270,17 @@ pub fn call_blocking<F>(
     cache: &RefCache,
     meta: &'static TaskMeta,
     key: CacheKey,
+    scope: CallScope,
     prepare: F,
 ) -> Result<CachedResponse, RefCacheError>
 where
     F: FnOnce() -> Result<(Value, LocalJob), RefCacheError> + Send + 'static,
 {
-    let format = format_for(meta);
     let handle = cache.runtime()?;
     let cache = cache.clone();
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     handle.spawn(async move {
-        let _ = tx.send(cache.call(meta, key, format, prepare).await);
+        let _ = tx.send(cache.call(meta, key, scope, prepare).await);
     });
     rx.recv().unwrap_or_else(|_| {
         Err(BackendError::Runtime("the refcache runtime stopped during the call".into()).into())

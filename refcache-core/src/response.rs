@@ -175,6 +175,9 @@ impl Serialize for CachedResponse {
                 map.serialize_entry("started_at", &info.started_at)?;
                 map.serialize_entry("progress", &info.progress.as_ref().map(ProgressWire))?;
                 map.serialize_entry("message", &info.message())?;
+                if info.status == TaskStatus::Pending {
+                    map.serialize_entry("queue_position", &info.queue_position)?;
+                }
                 if a.format == AsyncResponseFormat::Standard {
                     return map.end();
                 }

@@ -518,22 +518,21 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
     };
     let call = if is_async {
         quote! {
-            let __refcache_format = #p::format_for(__refcache_meta);
-            if #p::in_runtime() {
-                __refcache_cache.call(__refcache_meta, __refcache_key, __refcache_format, __refcache_prepare).await
+                        if #p::in_runtime() {
+                __refcache_cache.call(__refcache_meta, __refcache_key, __refcache_scope, __refcache_prepare).await
             } else {
                 #p::call_outside_runtime(
                     __refcache_cache,
                     __refcache_meta,
                     __refcache_key,
-                    __refcache_format,
+                    __refcache_scope,
                     __refcache_prepare,
                 )
                 .await
             }
         }
     } else {
-        quote!(#p::call_blocking(__refcache_cache, __refcache_meta, __refcache_key, __refcache_prepare))
+        quote!(#p::call_blocking(__refcache_cache, __refcache_meta, __refcache_key, __refcache_scope, __refcache_prepare))
     };
     let asyncness = &sig.asyncness;
     let output = quote!(::core::result::Result<#krate::CachedResponse, #krate::RefCacheError>);
@@ -577,9 +576,11 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
                     },
                 )
             });
-            #cache
+                        #cache
+            let __refcache_scope = #p::CallScope::capture(__refcache_meta);
             let __refcache_key = {
-                let mut __refcache_kb = #p::KeyBuilder::with_prefix(__refcache_meta.name(), __refcache_meta.key_prefix());
+                let mut __refcache_kb =
+                    #p::KeyBuilder::with_prefix(__refcache_meta.name(), __refcache_scope.key_prefix(__refcache_meta));
                 #(#key_args)*
                 __refcache_kb.finish()
             };

@@ -1,0 +1,105 @@
+//! `retry_task(ref_id)` re-runs a failed task under the same ref id, and refuses clearly otherwise.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use refcache::{RefCache, RefCacheError, TaskStatus, cached};
+
+#[path = "support/runs.rs"]
+mod support;
+use support::{bump, runs};
+
+static CACHE: LazyLock<RefCache> = LazyLock::new(RefCache::new);
+
+/// Fails its first attempt for `key`, succeeds afterwards.
+#[cached(cache = CACHE)]
+async fn fragile(key: String) -> Result<usize, String> {
+    bump(&key);
+    if runs(&key) == 1 {
+        Err("first attempt breaks".into())
+    } else {
+        Ok(runs(&key))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_task_runs_again_under_the_same_ref_id() {
+    let failed = fragile("k".into()).await.unwrap();
+    assert_eq!(failed.status(), TaskStatus::Failed);
+    let ref_id = failed.ref_id().to_string();
+    let restarted = CACHE.retry_task(&ref_id).await.unwrap();
+    assert_eq!(restarted.as_str(), ref_id);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let done = CACHE.get_cached_result(&ref_id).await.unwrap();
+    assert_eq!(done.value_as::<usize>().unwrap(), Some(2));
+    let info = CACHE.task_info(&ref_id).await.unwrap();
+    assert_eq!(info.retry_count, 1);
+    assert_eq!(info.retry_history.len(), 1);
+    assert_eq!(info.retry_history[0].error, "first attempt breaks");
+    // And the value answers the key now.
+    assert_eq!(fragile("k".into()).await.unwrap().ref_id().as_str(), ref_id);
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_failed_tasks_can_be_retried() {
+    let ok = fragile("never-fails".into());
+    bump("never-fails"); // make the first attempt succeed
+    let ok = ok.await.unwrap();
+    assert!(ok.is_complete());
+    let err = CACHE.retry_task(ok.ref_id().as_str()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RefCacheError::NotRetryable {
+                status: TaskStatus::Complete,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("only a failed task can be retried"),
+        "{err}"
+    );
+
+    let err = CACHE
+        .retry_task("refcache:0123456789abcdef0123456789abcdef")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RefCacheError::NotFound));
+    let err = CACHE.retry_task("garbage").await.unwrap_err();
+    assert!(matches!(err, RefCacheError::MalformedRefId { .. }));
+}
+
+/// Fails its first attempt for `key` at once; later attempts take a minute.
+#[cached(cache = CACHE, async_timeout = 0.1)]
+async fn fragile_then_slow(key: String) -> Result<usize, String> {
+    bump(&key);
+    if runs(&key) == 1 {
+        return Err("first attempt breaks".into());
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    Ok(runs(&key))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_while_the_same_call_runs_again_points_to_that_run() {
+    let failed = fragile_then_slow("busy".into()).await.unwrap();
+    assert_eq!(failed.status(), TaskStatus::Failed);
+    // Calling again starts a new execution of the same call, still running.
+    let running = fragile_then_slow("busy".into()).await.unwrap();
+    assert_eq!(running.status(), TaskStatus::Processing);
+    // Retrying the old failure would run the call twice at once: refused, pointing to the running one.
+    let err = CACHE
+        .retry_task(failed.ref_id().as_str())
+        .await
+        .unwrap_err();
+    match &err {
+        RefCacheError::AlreadyRunning { ref_id } => {
+            assert_eq!(ref_id.as_str(), running.ref_id().as_str())
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("poll that reference"), "{err}");
+}
