@@ -1,8 +1,8 @@
 //! `RefCache`: the front door. A call flows key → hit? → backend (single-flight, run) → wait → response; a poll
 //! flows ref id → backend record → response.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -40,8 +40,8 @@ struct CacheInner {
     default_ttl: Duration,
     backend: Arc<dyn TaskBackend>,
     /// A runtime of our own, started on first need: for sync callers and callers outside tokio.
-    runtime: OnceLock<Runtime>,
-    runtime_init: Mutex<()>,
+    runtime: Mutex<Option<Runtime>>,
+    shut_down: AtomicBool,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -49,7 +49,12 @@ struct CacheInner {
 impl Drop for CacheInner {
     fn drop(&mut self) {
         // Dropping a runtime from async code panics; shutting it down in the background never does.
-        if let Some(runtime) = self.runtime.take() {
+        if let Some(runtime) = self
+            .runtime
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             runtime.shutdown_background();
         }
     }
@@ -132,8 +137,8 @@ impl RefCacheBuilder {
                 name: self.name,
                 default_ttl: self.default_ttl,
                 backend,
-                runtime: OnceLock::new(),
-                runtime_init: Mutex::new(()),
+                runtime: Mutex::new(None),
+                shut_down: AtomicBool::new(false),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
             }),
@@ -180,17 +185,18 @@ impl RefCache {
         self.inner.default_ttl
     }
 
-    /// The cache's own runtime, started on first use (two worker threads, named `refcache-rt`).
+    /// The cache's own runtime, started on first use (two worker threads, named `refcache-rt`). Refused once the
+    /// cache is shut down.
     pub(crate) fn runtime(&self) -> Result<Handle, BackendError> {
-        if let Some(rt) = self.inner.runtime.get() {
-            return Ok(rt.handle().clone());
-        }
-        let _guard = self
+        let mut slot = self
             .inner
-            .runtime_init
+            .runtime
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(rt) = self.inner.runtime.get() {
+        if self.inner.shut_down.load(Ordering::Acquire) {
+            return Err(BackendError::ShuttingDown);
+        }
+        if let Some(rt) = slot.as_ref() {
             return Ok(rt.handle().clone());
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -200,7 +206,7 @@ impl RefCache {
             .build()
             .map_err(|e| BackendError::Runtime(e.to_string()))?;
         let handle = rt.handle().clone();
-        let _ = self.inner.runtime.set(rt);
+        *slot = Some(rt);
         Ok(handle)
     }
 
@@ -323,8 +329,39 @@ impl RefCache {
     }
 
     /// Stops taking work, lets running tasks finish until `deadline`, then cancels the rest.
+    ///
+    /// Then the cache's own runtime (the one sync callers use) is shut down and its threads joined: afterwards no
+    /// tokio task or thread of refcache's is left running. (A blocking sync tool that never returns keeps its
+    /// thread: it cannot be aborted.)
     pub async fn shutdown(&self, deadline: Duration) -> Result<(), RefCacheError> {
-        Ok(self.inner.backend.shutdown(deadline).await?)
+        let start = tokio::time::Instant::now();
+        self.inner.backend.shutdown(deadline).await?;
+        self.inner.shut_down.store(true, Ordering::Release);
+        let runtime = self
+            .inner
+            .runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(runtime) = runtime {
+            // Joining a runtime's threads blocks, and must not happen on a runtime thread: do it on a plain thread.
+            let remaining = deadline
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_millis(100));
+            let (done, joined) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("refcache-shutdown".into())
+                .spawn(move || {
+                    runtime.shutdown_timeout(remaining);
+                    let _ = done.send(());
+                })
+                .map_err(|e| {
+                    BackendError::Runtime(format!("cannot start the shutdown thread: {e}"))
+                })?;
+            let _ = joined.await;
+        }
+        tracing::debug!(cache = %self.inner.name, "refcache shut down");
+        Ok(())
     }
 
     /// Runs one cached call: the code behind every `#[cached]` function.

@@ -132,12 +132,31 @@ const FAIL: &str = "refcache.conformance.fail";
 const PANIC: &str = "refcache.conformance.panic";
 const PROGRESS: &str = "refcache.conformance.progress";
 const STUBBORN: &str = "refcache.conformance.stubborn";
+const FLAKY: &str = "refcache.conformance.flaky";
+
+fn starts() -> &'static Mutex<Vec<String>> {
+    static STARTS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    STARTS.get_or_init(Default::default)
+}
+
+/// The order in which gated tasks of these gates started.
+fn start_order(ids: &[&str]) -> Vec<String> {
+    let all = starts().lock().unwrap_or_else(PoisonError::into_inner);
+    all.iter()
+        .filter(|id| ids.contains(&id.as_str()))
+        .cloned()
+        .collect()
+}
 
 /// Counts an execution, waits for its gate (or its cancellation), returns `value`.
 fn gated(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
     Box::pin(async move {
         let id = arg_str(&args, "gate");
         gate(&id).executions.fetch_add(1, Ordering::SeqCst);
+        starts()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(id.clone());
         tokio::select! {
             () = wait_open(&id) => Ok(args.get("value").cloned().unwrap_or(Value::Null)),
             () = ctx.cancelled() => Err(TaskError::new("stopped on cancel")),
@@ -149,7 +168,26 @@ fn fail(args: Value, _ctx: TaskContext) -> BoxFuture<'static, Result<Value, Task
     Box::pin(async move {
         let id = arg_str(&args, "gate");
         gate(&id).executions.fetch_add(1, Ordering::SeqCst);
-        Err(TaskError::new(arg_str(&args, "message")))
+        let error = TaskError::new(arg_str(&args, "message"));
+        let permanent = args
+            .get("permanent")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        Err(if permanent { error.permanent() } else { error })
+    })
+}
+
+/// Fails its first `fail` executions (counted per gate), then returns `"ok"`.
+fn flaky(args: Value, _ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+    Box::pin(async move {
+        let id = arg_str(&args, "gate");
+        let n = gate(&id).executions.fetch_add(1, Ordering::SeqCst) + 1;
+        let fail = args.get("fail").and_then(Value::as_u64).unwrap_or(0);
+        if u64::from(n) <= fail {
+            Err(TaskError::new(format!("transient {n}")))
+        } else {
+            Ok(json!("ok"))
+        }
     })
 }
 
@@ -183,13 +221,19 @@ inventory::submit!(TaskRegistration::new(|| FAIL, fail));
 inventory::submit!(TaskRegistration::new(|| PANIC, panics));
 inventory::submit!(TaskRegistration::new(|| PROGRESS, progress));
 inventory::submit!(TaskRegistration::new(|| STUBBORN, stubborn));
+inventory::submit!(TaskRegistration::new(|| FLAKY, flaky));
 
 /// A submission of the registered task `name` with `args`, carrying the local job as an in-process caller would.
 fn submission(name: &str, args: Value) -> (Submission, RefId, CacheKey) {
+    submission_with(name, args, TaskOptions::default())
+}
+
+/// The same, with options.
+fn submission_with(name: &str, args: Value, options: TaskOptions) -> (Submission, RefId, CacheKey) {
     let key = CacheKey::from_json(name, "conformance", &args).expect("JSON args");
     let ref_id = RefId::generate("conformance");
     let spec = TaskSpec::new(ref_id.clone(), key, name, "conformance", args)
-        .with_options(TaskOptions::default().ttl(Some(Duration::from_secs(600))));
+        .with_options(options.ttl(Some(Duration::from_secs(600))));
     let job = registry::find(name).map(TaskRegistration::job);
     (Submission::new(spec, job), ref_id, key)
 }
@@ -648,6 +692,203 @@ pub async fn shutdown_refuses_work(make: Factory) {
     ));
 }
 
+/// Retries run with backoff until success; the record counts them and keeps one history entry per failure.
+pub async fn retries_until_success(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let id = new_gate();
+    let options = TaskOptions::default().max_retries(3).retry_backoff(
+        Some(Duration::from_millis(10)),
+        Some(Duration::from_millis(50)),
+    );
+    let (sub, ref_id, _) = submission_with(FLAKY, json!({"gate": id, "fail": 2}), options);
+    b.submit(sub).await.unwrap();
+    let done = wait_terminal(b, &ref_id).await;
+    assert_eq!(done.info.status, TaskStatus::Complete, "{:?}", done.info);
+    assert_eq!(executions(&id), 3);
+    assert_eq!(done.info.retry_count, 2);
+    let errors: Vec<&str> = done
+        .info
+        .retry_history
+        .iter()
+        .map(|r| r.error.as_str())
+        .collect();
+    assert_eq!(errors, vec!["transient 1", "transient 2"]);
+    assert!(b.stats().await.unwrap().retries >= 2);
+}
+
+/// An error marked permanent is not retried.
+pub async fn permanent_errors_are_not_retried(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let id = new_gate();
+    let options = TaskOptions::default()
+        .max_retries(5)
+        .retry_backoff(Some(Duration::from_millis(10)), None);
+    let args = json!({"gate": id, "message": "bad input", "permanent": true});
+    let (sub, ref_id, _) = submission_with(FAIL, args, options);
+    b.submit(sub).await.unwrap();
+    let done = wait_terminal(b, &ref_id).await;
+    assert_eq!(done.info.status, TaskStatus::Failed);
+    assert_eq!(executions(&id), 1);
+}
+
+/// Past its execution timeout a task fails with code `TIMEOUT`, and the work is stopped.
+pub async fn execution_timeout_fails_the_task(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let id = new_gate();
+    let options = TaskOptions::default().execution_timeout(Some(Duration::from_millis(200)));
+    let (sub, ref_id, key) = submission_with(GATED, json!({"gate": id, "value": 1}), options);
+    b.submit(sub).await.unwrap();
+    let done = wait_terminal(b, &ref_id).await;
+    assert_eq!(done.info.status, TaskStatus::Failed);
+    let error = done.info.error.expect("an error");
+    assert_eq!(error.code.as_deref(), Some("TIMEOUT"));
+    assert_eq!(error.message, "Operation exceeded timeout of 0.2 seconds");
+    assert_eq!(
+        error.details.expect("details")["timeout_seconds"],
+        json!(0.2)
+    );
+    assert!(error.remediation.is_some());
+    open(&id); // too late: the result must not land
+    assert!(find(b, &key).await.is_none());
+    assert!(b.stats().await.unwrap().timeouts >= 1);
+}
+
+/// Higher priority starts first; FIFO within a priority.
+pub async fn priority_orders_the_queue(make: Factory) {
+    let fx = make(Settings {
+        max_workers: 1,
+        ..settings()
+    })
+    .await;
+    let b = &*fx.backend;
+    let occupier = new_gate();
+    let (_, occ_ref, _) = submit(b, GATED, json!({"gate": occupier, "value": 0})).await;
+    wait_executions(&occupier, 1).await;
+    let (low1, low2, high) = (new_gate(), new_gate(), new_gate());
+    for (id, priority) in [(&low1, 0), (&low2, 0), (&high, 5)] {
+        open(id);
+        let options = TaskOptions::default().priority(priority);
+        b.submit(submission_with(GATED, json!({"gate": id, "value": 1}), options).0)
+            .await
+            .unwrap();
+    }
+    open(&occupier);
+    wait_terminal(b, &occ_ref).await;
+    wait_executions(&low2, 1).await;
+    assert_eq!(
+        start_order(&[&low1, &low2, &high]),
+        vec![high.clone(), low1.clone(), low2.clone()]
+    );
+}
+
+/// `max_concurrent` holds a task name at its limit, though workers are free.
+pub async fn max_concurrent_per_task(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let (first, second) = (new_gate(), new_gate());
+    let options = TaskOptions::default().max_concurrent(Some(1));
+    let (sub, first_ref, _) =
+        submission_with(GATED, json!({"gate": first, "value": 1}), options.clone());
+    b.submit(sub).await.unwrap();
+    wait_executions(&first, 1).await;
+    let (sub, second_ref, _) = submission_with(GATED, json!({"gate": second, "value": 2}), options);
+    b.submit(sub).await.unwrap();
+    let info = b.get(&second_ref).await.unwrap().unwrap().info;
+    assert_eq!(info.status, TaskStatus::Pending, "{info:?}");
+    assert_eq!(executions(&second), 0);
+    open(&first);
+    open(&second);
+    wait_terminal(b, &first_ref).await;
+    assert_eq!(
+        wait_terminal(b, &second_ref).await.info.status,
+        TaskStatus::Complete
+    );
+}
+
+/// `retry` re-runs a failed task under its ref id, and says why when it cannot.
+pub async fn retry_reruns_a_failed_task(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let id = new_gate();
+    let (_, ref_id, _) = submit(b, FLAKY, json!({"gate": id, "fail": 1})).await;
+    assert_eq!(
+        wait_terminal(b, &ref_id).await.info.status,
+        TaskStatus::Failed
+    );
+    assert_eq!(
+        b.retry(&ref_id).await.unwrap(),
+        crate::RetryOutcome::Restarted
+    );
+    let done = wait_terminal(b, &ref_id).await;
+    assert_eq!(done.info.status, TaskStatus::Complete);
+    assert_eq!(done.value.unwrap().value, json!("ok"));
+    assert_eq!(
+        b.retry(&ref_id).await.unwrap(),
+        crate::RetryOutcome::NotFailed(TaskStatus::Complete)
+    );
+    let unknown = RefId::generate("conformance");
+    assert_eq!(
+        b.retry(&unknown).await.unwrap(),
+        crate::RetryOutcome::NotFound
+    );
+}
+
+/// `end_session` cancels a session's running work and drops all its records; other sessions are untouched.
+pub async fn end_session_drops_the_session(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let in_session = |s: &str| TaskOptions::default().session_id(Some(s.to_owned()));
+    let (running, done, other) = (new_gate(), new_gate(), new_gate());
+    open(&done);
+    open(&other);
+    let (sub, running_ref, _) = submission_with(GATED, json!({"gate": running}), in_session("s1"));
+    b.submit(sub).await.unwrap();
+    let (sub, done_ref, _) =
+        submission_with(GATED, json!({"gate": done, "value": 1}), in_session("s1"));
+    b.submit(sub).await.unwrap();
+    let (sub, other_ref, _) =
+        submission_with(GATED, json!({"gate": other, "value": 1}), in_session("s2"));
+    b.submit(sub).await.unwrap();
+    wait_terminal(b, &done_ref).await;
+    wait_terminal(b, &other_ref).await;
+    wait_executions(&running, 1).await;
+    assert_eq!(b.end_session("s1").await.unwrap(), 2);
+    assert!(b.get(&running_ref).await.unwrap().is_none());
+    assert!(b.get(&done_ref).await.unwrap().is_none());
+    assert!(
+        b.get(&other_ref).await.unwrap().is_some(),
+        "another session is untouched"
+    );
+    assert!(
+        b.list(TaskFilter::all().session("s1"))
+            .await
+            .unwrap()
+            .tasks
+            .is_empty()
+    );
+}
+
+/// `cleanup(max_age)` removes finished records older than `max_age` and says how many.
+pub async fn cleanup_removes_old_records(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let id = new_gate();
+    open(&id);
+    let (_, ref_id, _) = submit(b, GATED, json!({"gate": id, "value": 1})).await;
+    wait_terminal(b, &ref_id).await;
+    assert_eq!(
+        b.cleanup(Duration::from_secs(3600)).await.unwrap(),
+        0,
+        "nothing that old"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(b.cleanup(Duration::from_millis(10)).await.unwrap() >= 1);
+    assert!(b.get(&ref_id).await.unwrap().is_none());
+}
+
 /// Generates one `#[tokio::test]` per conformance test, each with a fresh backend from `$make` (a
 /// [`Factory`](crate::conformance::Factory)).
 #[macro_export]
@@ -656,7 +897,10 @@ macro_rules! backend_conformance {
         $crate::backend_conformance!(@tests $make;
             submit_wait_complete, single_flight, wait_respects_deadline, failure_is_not_cached,
             panic_becomes_failure, progress_is_visible, cancel_semantics, late_result_is_discarded,
-            queue_and_pending, runs_by_name, unknown_ids, list_and_page, shutdown_refuses_work);
+                        queue_and_pending, runs_by_name, unknown_ids, list_and_page, shutdown_refuses_work,
+            retries_until_success, permanent_errors_are_not_retried, execution_timeout_fails_the_task,
+            priority_orders_the_queue, max_concurrent_per_task, retry_reruns_a_failed_task,
+            end_session_drops_the_session, cleanup_removes_old_records);
     };
     (@tests $make:path; $($name:ident),*) => {
         $(
