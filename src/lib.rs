@@ -33,6 +33,15 @@
 //! | `name` | string | module path + function name (`Type::method` for methods) | the task's stable name; workers run tasks by it |
 //! | `crate` | string path | found from `Cargo.toml` | where the runtime is, when it cannot be found (re-exports) |
 //! | `skip(a, b)` | parameter names | none | leave parameters out of the key |
+//! | `max_retries` | whole number ≥ 0 | `0` | retries after a failed attempt (retryable errors only) |
+//! | `retry_backoff` | seconds (number > 0) | `1.0` | the first retry's delay; it doubles each retry, with jitter |
+//! | `retry_backoff_max` | seconds (number > 0) | `60.0` | the cap on a retry's delay |
+//! | `execution_timeout` | seconds (number > 0) | the backend's default (none) | hard limit on the whole execution, retries included; past it the task fails with `TIMEOUT` |
+//! | `max_concurrent` | whole number ≥ 1 | none | at most this many executions of this task at a time |
+//! | `priority` | whole number (may be negative) | `0` | higher starts first when tasks queue; FIFO within one |
+//!
+//! The task lifecycle (progress, retries, cancellation, timeouts, queueing, sessions, shutdown) is described in
+//! `docs/lifecycle.md`.
 //!
 //! The wrapper keeps the function's name and parameters and returns
 //! `Result<`[`CachedResponse`]`, `[`RefCacheError`]`>`. A task that fails is a response with status `failed`;
@@ -79,3 +88,7 @@ pub use refcache_core::*;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/lifecycle.md")]
+struct LifecycleDoctests;

@@ -140,3 +140,68 @@ async fn ending_a_session_cancels_its_work_and_drops_its_records() {
             .is_empty()
     );
 }
+
+#[cached(cache = CACHE, name = "sessions::other_task")]
+async fn other_task(n: u32) -> u32 {
+    n
+}
+
+#[tokio::test(start_paused = true)]
+async fn lists_filter_by_status_name_and_page_with_a_cursor() {
+    let session = Session::new("lister");
+    session
+        .clone()
+        .scope(async {
+            for i in 0..3 {
+                work(format!("listed-{i}"), 0).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            other_task(1).await.unwrap();
+        })
+        .await;
+    let named = session
+        .clone()
+        .scope(CACHE.list_tasks(TaskFilter::all().task_name("sessions::other_task")))
+        .await
+        .unwrap();
+    assert_eq!(named.tasks.len(), 1);
+    let first = session
+        .clone()
+        .scope(CACHE.list_tasks(TaskFilter::all().task_name("sessions::work").limit(2)))
+        .await
+        .unwrap();
+    assert_eq!(first.tasks.len(), 2);
+    assert!(
+        first.tasks[0].created_at >= first.tasks[1].created_at,
+        "newest first"
+    );
+    let cursor = first.next_cursor.clone().expect("a next page");
+    let rest = session
+        .clone()
+        .scope(
+            CACHE.list_tasks(
+                TaskFilter::all()
+                    .task_name("sessions::work")
+                    .limit(2)
+                    .cursor(cursor),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.tasks.len(), 1);
+    assert!(rest.next_cursor.is_none());
+    let complete = session
+        .clone()
+        .scope(CACHE.list_tasks(TaskFilter::all().status(TaskStatus::Complete)))
+        .await;
+    assert_eq!(complete.unwrap().tasks.len(), 4);
+
+    let err = session
+        .scope(CACHE.list_tasks(TaskFilter::all().cursor("garbage")))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("invalid cursor `garbage`"),
+        "{err}"
+    );
+}

@@ -304,6 +304,12 @@ impl TaskFilter {
         self
     }
 
+    /// Only tasks named `task_name`.
+    pub fn task_name(mut self, task_name: impl Into<String>) -> Self {
+        self.task_name = Some(task_name.into());
+        self
+    }
+
     /// At most `limit` tasks per page.
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = Some(limit);

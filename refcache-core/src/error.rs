@@ -95,6 +95,11 @@ pub enum BackendError {
     /// The backend is shutting down and takes no new work.
     #[error("task backend is shutting down and accepts no new work")]
     ShuttingDown,
+    /// A list cursor that this backend did not hand out.
+    #[error(
+        "invalid cursor `{0}`: pass back the `next_cursor` of an earlier page unchanged, or no cursor to start over"
+    )]
+    InvalidCursor(String),
     /// No runtime could be started to run the work.
     #[error("could not start the refcache runtime: {0}")]
     Runtime(String),

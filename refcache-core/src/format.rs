@@ -40,6 +40,7 @@ impl AsyncResponseFormat {
     ///
     /// The override is task-local: it follows `fut` across threads and does not leak to other tasks.
     pub async fn scope<F: Future>(self, fut: F) -> F::Output {
+        let _active = crate::session::ScopeGuard::enter();
         FORMAT_OVERRIDE.scope(self, fut).await
     }
 
@@ -52,12 +53,16 @@ impl AsyncResponseFormat {
                 SYNC_OVERRIDE.with(|cell| cell.set(self.0));
             }
         }
+        let _active = crate::session::ScopeGuard::enter();
         let _restore = Restore(SYNC_OVERRIDE.with(|cell| cell.replace(Some(self))));
         f()
     }
 
     /// The override in effect for the current call, if any.
     pub fn current_override() -> Option<Self> {
+        if !crate::session::any_scope() {
+            return None;
+        }
         FORMAT_OVERRIDE
             .try_with(|f| *f)
             .ok()

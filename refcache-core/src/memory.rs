@@ -226,6 +226,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Active {
+    /// Whether a new call for the same key may join this execution: not once it has failed or been cancelled (it
+    /// may linger a moment before it retires), since calling again after a failure must run the work again.
+    fn joinable(&self) -> bool {
+        !matches!(
+            self.info.borrow().status,
+            TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+
     fn cas(&self, from: u8, to: u8) -> bool {
         self.phase
             .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
@@ -622,7 +631,7 @@ impl TaskBackend for MemoryTaskBackend {
                         return Err(BackendError::ShuttingDown);
                     }
                     match st.index.get(&key) {
-                        Some(existing) if st.active.contains_key(existing) => {
+                        Some(existing) if st.active.get(existing).is_some_and(|a| a.joinable()) => {
                             inner.counters.coalesced.fetch_add(1, Ordering::Relaxed);
                             return Ok(Submitted::Joined(existing.clone()));
                         }
@@ -649,7 +658,11 @@ impl TaskBackend for MemoryTaskBackend {
                 if !st.accepting {
                     return Err(BackendError::ShuttingDown);
                 }
-                if let Some(existing) = st.index.get(&key).filter(|r| st.active.contains_key(*r)) {
+                if let Some(existing) = st
+                    .index
+                    .get(&key)
+                    .filter(|r| st.active.get(*r).is_some_and(|a| a.joinable()))
+                {
                     inner.counters.coalesced.fetch_add(1, Ordering::Relaxed);
                     return Ok(Submitted::Joined(existing.clone()));
                 }
@@ -893,7 +906,16 @@ impl TaskBackend for MemoryTaskBackend {
     }
 
     fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<TaskPage, BackendError>> {
-        Box::pin(async move { Ok(self.inner.list(&filter)) })
+        Box::pin(async move {
+            if let Some(cursor) = filter.cursor.as_deref()
+                && parse_cursor(cursor).is_none()
+            {
+                return Err(BackendError::InvalidCursor(
+                    cursor.chars().take(100).collect(),
+                ));
+            }
+            Ok(self.inner.list(&filter))
+        })
     }
 
     fn cleanup(&self, max_age: Duration) -> BoxFuture<'_, Result<usize, BackendError>> {

@@ -361,3 +361,40 @@ impl TaskInfo {
         self.status == TaskStatus::Failed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta_needs_progress_a_total_and_a_start() {
+        let mut info = TaskInfo::new(RefId::generate("t"), "t", "public");
+        info.status = TaskStatus::Processing;
+        info.started_at = Some(Timestamp(
+            std::time::SystemTime::now() - Duration::from_secs(10),
+        ));
+        assert_eq!(info.eta_seconds(), None, "no progress");
+        info.progress = Some(TaskProgress::new(0.0, Some(100.0), None));
+        assert_eq!(info.eta_seconds(), None, "current == 0");
+        info.progress = Some(TaskProgress::new(50.0, None, None));
+        assert_eq!(info.eta_seconds(), None, "no total");
+        info.progress = Some(TaskProgress::new(25.0, Some(100.0), None));
+        let eta = info.eta_seconds().unwrap();
+        assert!(
+            (29.0..=31.5).contains(&eta),
+            "25 done in 10 s, 75 to go: about 30 s, got {eta}"
+        );
+        info.status = TaskStatus::Complete;
+        assert_eq!(info.eta_seconds(), None, "only while processing");
+    }
+
+    #[test]
+    fn percentage_needs_a_positive_total() {
+        assert_eq!(
+            TaskProgress::new(1.0, Some(4.0), None).percentage(),
+            Some(25.0)
+        );
+        assert_eq!(TaskProgress::new(1.0, Some(0.0), None).percentage(), None);
+        assert_eq!(TaskProgress::new(1.0, None, None).percentage(), None);
+    }
+}
