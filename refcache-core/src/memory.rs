@@ -95,6 +95,9 @@ struct Finished {
     expires_at: tokio::time::Instant,
     /// What `retry_task` needs to run a failed task again.
     rerun: Option<Rerun>,
+    /// The value of a complete task, weakly: polls read it without touching moka while the store holds it (a
+    /// `Weak` does not keep it alive, so the store's byte bound still decides).
+    value: Option<std::sync::Weak<StoredValue>>,
 }
 
 /// The spec and job of a failed task, kept with its record so that it can be re-run under the same ref id.
@@ -129,6 +132,7 @@ impl History {
         info: TaskInfo,
         key: CacheKey,
         rerun: Option<Rerun>,
+        value: Option<std::sync::Weak<StoredValue>>,
         index: &mut HashMap<CacheKey, RefId>,
     ) {
         let now = tokio::time::Instant::now();
@@ -151,6 +155,7 @@ impl History {
                 key,
                 expires_at,
                 rerun,
+                value,
             }),
         );
     }
@@ -168,6 +173,16 @@ impl History {
 }
 
 type QueueKey = (Reverse<i32>, u64);
+
+impl State {
+    /// Queues a task: highest priority first, FIFO within a priority.
+    fn enqueue(&mut self, ref_id: RefId, priority: i32) {
+        self.seq += 1;
+        let qkey = (Reverse(priority), self.seq);
+        self.queue.insert(qkey, ref_id.clone());
+        self.queued.insert(ref_id, qkey);
+    }
+}
 
 struct State {
     accepting: bool,
@@ -226,6 +241,30 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Active {
+    /// A new pending task.
+    fn new(
+        spec: TaskSpec,
+        job: Option<LocalJob>,
+        handle: Handle,
+        info: TaskInfo,
+        backend: &Arc<Inner>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            info: watch::channel(info).0,
+            spec,
+            job,
+            handle,
+            cancel: CancellationToken::new(),
+            phase: AtomicU8::new(PENDING),
+            holds_slot: AtomicBool::new(false),
+            partial: Mutex::new(None),
+            abort: Mutex::new(None),
+            forget: AtomicBool::new(false),
+            backend: Arc::downgrade(backend),
+            value: OnceLock::new(),
+        })
+    }
+
     /// Whether a new call for the same key may join this execution: not once it has failed or been cancelled (it
     /// may linger a moment before it retires), since calling again after a failure must run the work again.
     fn joinable(&self) -> bool {
@@ -453,7 +492,8 @@ impl Inner {
                     spec: active.spec.clone(),
                     job: active.job.clone(),
                 });
-                st.history.insert(info, key, rerun, &mut st.index);
+                let value = active.value.get().map(Arc::downgrade);
+                st.history.insert(info, key, rerun, value, &mut st.index);
             }
             if let Some(qkey) = st.queued.remove(ref_id) {
                 st.queue.remove(&qkey);
@@ -681,26 +721,10 @@ impl TaskBackend for MemoryTaskBackend {
                 info.session_id = spec.options.session_id.clone();
                 info.max_retries = spec.options.max_retries;
                 let priority = spec.options.priority;
-                let active = Arc::new(Active {
-                    info: watch::channel(info).0,
-                    spec,
-                    job,
-                    handle,
-                    cancel: CancellationToken::new(),
-                    phase: AtomicU8::new(PENDING),
-                    holds_slot: AtomicBool::new(false),
-                    partial: Mutex::new(None),
-                    abort: Mutex::new(None),
-                    forget: AtomicBool::new(false),
-                    backend: Arc::downgrade(&self.inner),
-                    value: OnceLock::new(),
-                });
+                let active = Active::new(spec, job, handle, info, &self.inner);
                 st.index.insert(key, ref_id.clone());
                 st.active.insert(ref_id.clone(), active.clone());
-                st.seq += 1;
-                let qkey = (Reverse(priority), st.seq);
-                st.queue.insert(qkey, ref_id.clone());
-                st.queued.insert(ref_id.clone(), qkey);
+                st.enqueue(ref_id.clone(), priority);
                 let started = inner.admit(&mut st);
                 if started.is_empty() {
                     tracing::debug!(%ref_id, task = %active.spec.task_name, "task queued");
@@ -737,7 +761,18 @@ impl TaskBackend for MemoryTaskBackend {
                         (info, active.spec.key)
                     }
                     None => match st.history.get(ref_id) {
-                        Some(f) => (f.info.clone(), f.key),
+                        Some(f) => {
+                            // The value, without a moka read, while the store still holds it and it is unexpired.
+                            let live = f
+                                .value
+                                .as_ref()
+                                .and_then(std::sync::Weak::upgrade)
+                                .filter(|v| v.is_live());
+                            if let Some(value) = live {
+                                return Ok(Some(TaskSnapshot::new(f.info.clone(), Some(value))));
+                            }
+                            (f.info.clone(), f.key)
+                        }
                         None => return Ok(None),
                     },
                 }
@@ -833,27 +868,11 @@ impl TaskBackend for MemoryTaskBackend {
                 info.status_message = None;
                 info.progress = None;
                 info.retry_count += 1;
-                let active = Arc::new(Active {
-                    info: watch::channel(info).0,
-                    spec,
-                    job,
-                    handle,
-                    cancel: CancellationToken::new(),
-                    phase: AtomicU8::new(PENDING),
-                    holds_slot: AtomicBool::new(false),
-                    partial: Mutex::new(None),
-                    abort: Mutex::new(None),
-                    forget: AtomicBool::new(false),
-                    backend: Arc::downgrade(&self.inner),
-                    value: OnceLock::new(),
-                });
+                let active = Active::new(spec, job, handle, info, &self.inner);
                 st.history.map.remove(ref_id);
                 st.index.insert(active.spec.key, ref_id.clone());
                 st.active.insert(ref_id.clone(), active.clone());
-                st.seq += 1;
-                let qkey = (Reverse(active.spec.options.priority), st.seq);
-                st.queue.insert(qkey, ref_id.clone());
-                st.queued.insert(ref_id.clone(), qkey);
+                st.enqueue(ref_id.clone(), active.spec.options.priority);
                 inner.counters.retries.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%ref_id, task = %active.spec.task_name, "failed task retried");
                 inner.admit(&mut st)

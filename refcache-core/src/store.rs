@@ -68,6 +68,13 @@ impl StoredValue {
     }
 }
 
+impl StoredValue {
+    /// Whether its TTL has not run out (by the wall clock).
+    pub fn is_live(&self) -> bool {
+        self.created_at.elapsed() < self.ttl
+    }
+}
+
 /// The length of `value`'s compact JSON text, counted without building the text.
 pub(crate) fn json_len(value: &Value) -> usize {
     struct Counter(usize);
