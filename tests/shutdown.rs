@@ -69,7 +69,7 @@ async fn shutdown_cancels_the_rest_and_leaves_nothing_running() {
         );
     }
 
-    CACHE.shutdown(Duration::from_millis(500)).await.unwrap();
+    CACHE.shutdown(Duration::from_secs(2)).await.unwrap();
 
     // The sync task finished within the deadline; the rest were cancelled with the message `shutdown`.
     let info = |r: &refcache::CachedResponse| {

@@ -280,8 +280,16 @@ impl Active {
             .is_ok()
     }
 
+    /// Sets a terminal status and wakes the waiters.
     fn set_terminal(&self, status: TaskStatus, error: Option<TaskError>, note: Option<&str>) {
-        self.info.send_modify(|info| {
+        self.record_terminal(status, error, note);
+        self.wake();
+    }
+
+    /// Sets a terminal status without waking anyone yet: a finishing task retires first, so that a woken waiter
+    /// that acts at once (calls again, retries) finds it in the history, not still active.
+    fn record_terminal(&self, status: TaskStatus, error: Option<TaskError>, note: Option<&str>) {
+        self.info.send_if_modified(|info| {
             info.status = status;
             info.error = error;
             info.finished_at = Some(Timestamp::now());
@@ -289,8 +297,14 @@ impl Active {
             if let Some(note) = note {
                 info.status_message = Some(note.to_owned());
             }
+            false
         });
         tracing::debug!(ref_id = %self.spec.ref_id, task = %self.spec.task_name, %status, "task finished");
+    }
+
+    /// Wakes the waiters.
+    fn wake(&self) {
+        self.info.send_if_modified(|_| true);
     }
 }
 
@@ -546,7 +560,7 @@ impl Inner {
                     let stored = Arc::new(stored);
                     let _ = active.value.set(stored.clone());
                     self.store.insert(stored).await;
-                    active.set_terminal(TaskStatus::Complete, None, None);
+                    active.record_terminal(TaskStatus::Complete, None, None);
                     active.phase.store(DONE, Ordering::Release);
                 } else {
                     let error = TaskError::new(format!(
@@ -555,18 +569,19 @@ impl Inner {
                         stored.size,
                         self.store.max_bytes()
                     ))
-                    .with_code("TOO_LARGE");
-                    active.set_terminal(TaskStatus::Failed, Some(error), None);
+                                        .with_code("TOO_LARGE");
+                    active.record_terminal(TaskStatus::Failed, Some(error), None);
                     active.phase.store(DONE, Ordering::Release);
                 }
             }
             Some(Err(error)) if active.cas(RUNNING, DONE) => {
-                active.set_terminal(TaskStatus::Failed, Some(error), None);
+                active.record_terminal(TaskStatus::Failed, Some(error), None);
             }
             // Cancelled (the cancel already set the sticky status): the late result, if any, is dropped.
             _ => {}
         }
         self.retire(active);
+        active.wake();
     }
 }
 
@@ -587,9 +602,10 @@ impl Drop for DriverGuard {
                 TaskError::new("the tokio runtime running this task shut down before it finished")
                     .with_code("RUNTIME_SHUTDOWN");
             self.active
-                .set_terminal(TaskStatus::Failed, Some(error), None);
+                .record_terminal(TaskStatus::Failed, Some(error), None);
         }
         self.inner.retire(&self.active);
+        self.active.wake();
     }
 }
 
