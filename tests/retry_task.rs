@@ -103,3 +103,44 @@ async fn a_retry_while_the_same_call_runs_again_points_to_that_run() {
     }
     assert!(err.to_string().contains("poll that reference"), "{err}");
 }
+
+static SMALL_HISTORY: LazyLock<RefCache> = LazyLock::new(|| {
+    let mut config = refcache::MemoryBackendConfig::default();
+    config.max_task_records = 3;
+    RefCache::builder()
+        .backend(std::sync::Arc::new(refcache::MemoryTaskBackend::new(
+            config,
+        )))
+        .unwrap()
+});
+
+#[cached(cache = SMALL_HISTORY)]
+async fn fragile_small(key: String) -> Result<usize, String> {
+    bump(&key);
+    if runs(&key) == 1 {
+        Err("first attempt breaks".into())
+    } else {
+        Ok(runs(&key))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_record_survives_the_eviction_of_its_stale_history_entry() {
+    let failed = fragile_small("retried".into()).await.unwrap();
+    let ref_id = failed.ref_id().to_string();
+    SMALL_HISTORY.retry_task(&ref_id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(
+        SMALL_HISTORY
+            .get_cached_result(&ref_id)
+            .await
+            .unwrap()
+            .is_complete()
+    );
+    // Two more records: the history (cap 3) evicts its oldest entry, the one made for the failed run. The
+    // record made when the retry completed must stay.
+    fragile_small("b".into()).await.unwrap();
+    fragile_small("c".into()).await.unwrap();
+    let polled = SMALL_HISTORY.get_cached_result(&ref_id).await;
+    assert!(polled.as_ref().is_ok_and(|r| r.is_complete()), "{polled:?}");
+}

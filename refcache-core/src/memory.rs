@@ -93,6 +93,8 @@ struct Finished {
     info: TaskInfo,
     key: CacheKey,
     expires_at: tokio::time::Instant,
+    /// Which history entry made this record (a ref id retried with `retry_task` is recorded twice).
+    seq: u64,
     /// What `retry_task` needs to run a failed task again.
     rerun: Option<Rerun>,
     /// The value of a complete task, weakly: polls read it without touching moka while the store holds it (a
@@ -111,7 +113,8 @@ struct Rerun {
 /// is inserted when its task finishes, so insertion order is expiry order and eviction is O(1) per record.
 struct History {
     map: HashMap<RefId, Arc<Finished>>,
-    order: VecDeque<(tokio::time::Instant, RefId, CacheKey)>,
+    order: VecDeque<(tokio::time::Instant, u64, RefId, CacheKey)>,
+    next_seq: u64,
     ttl: Duration,
     cap: usize,
 }
@@ -121,6 +124,7 @@ impl History {
         Self {
             map: HashMap::new(),
             order: VecDeque::new(),
+            next_seq: 0,
             ttl,
             cap: cap.max(1),
         }
@@ -136,24 +140,32 @@ impl History {
         index: &mut HashMap<CacheKey, RefId>,
     ) {
         let now = tokio::time::Instant::now();
-        while let Some((at, _, _)) = self.order.front() {
+        while let Some((at, _, _, _)) = self.order.front() {
             if *at > now && self.order.len() < self.cap {
                 break;
             }
-            let (_, old, old_key) = self.order.pop_front().expect("front exists");
-            self.map.remove(&old);
-            if index.get(&old_key) == Some(&old) {
-                index.remove(&old_key);
+            let (_, seq, old, old_key) = self.order.pop_front().expect("front exists");
+            // Only the record this entry was made for: a ref id retried with `retry_task` was recorded again, under
+            // a later entry, and its fresh record must stay.
+            if self.map.get(&old).is_some_and(|f| f.seq == seq) {
+                self.map.remove(&old);
+                if index.get(&old_key) == Some(&old) {
+                    index.remove(&old_key);
+                }
             }
         }
         let expires_at = now + self.ttl;
-        self.order.push_back((expires_at, info.ref_id.clone(), key));
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        self.order
+            .push_back((expires_at, seq, info.ref_id.clone(), key));
         self.map.insert(
             info.ref_id.clone(),
             Arc::new(Finished {
                 info,
                 key,
                 expires_at,
+                seq,
                 rerun,
                 value,
             }),
