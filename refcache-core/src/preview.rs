@@ -1,0 +1,461 @@
+//! Size measurement and previews: how a large value is shown without flooding an agent's context.
+//!
+//! Issue #4 groundwork: the measures and the three strategies, tested on their own. Wiring them into responses
+//! (`max_size` on the attribute and per call, paging through `get_cached_result`) comes with the rest of #4.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// How a value's size is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SizeMeasure {
+    /// Characters of the compact JSON text.
+    Characters,
+    /// Tokens of the compact JSON text, by a tiktoken encoding (its vocabulary ships inside the crate).
+    Tokens(TokenEncoding),
+}
+
+impl Default for SizeMeasure {
+    fn default() -> Self {
+        Self::Tokens(TokenEncoding::default())
+    }
+}
+
+/// A tiktoken encoding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TokenEncoding {
+    /// `cl100k_base` (GPT-4, GPT-3.5).
+    #[default]
+    Cl100kBase,
+    /// `o200k_base` (GPT-4o and later).
+    O200kBase,
+}
+
+impl SizeMeasure {
+    /// The size of `value`.
+    pub fn of(self, value: &Value) -> usize {
+        self.of_text(&serde_json::to_string(value).expect("a Value always serializes"))
+    }
+
+    /// The size of a JSON text.
+    pub fn of_text(self, text: &str) -> usize {
+        match self {
+            Self::Characters => text.chars().count(),
+            Self::Tokens(TokenEncoding::Cl100kBase) => tiktoken_rs::cl100k_base_singleton()
+                .encode_ordinary(text)
+                .len(),
+            Self::Tokens(TokenEncoding::O200kBase) => tiktoken_rs::o200k_base_singleton()
+                .encode_ordinary(text)
+                .len(),
+        }
+    }
+}
+
+/// How a value too large for `max_size` is previewed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PreviewStrategy {
+    /// Evenly spaced items of arrays and objects (always the first and the last); strings cut with `...`.
+    #[default]
+    Sample,
+    /// One page of items (1-indexed), trimmed to fit.
+    Paginate,
+    /// The JSON text cut with `...`.
+    Truncate,
+}
+
+/// A preview of a value, and what it leaves out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Preview {
+    /// What is shown.
+    pub value: Value,
+    /// How it was made.
+    pub strategy: PreviewStrategy,
+    /// Items of the whole value, for an array or object.
+    pub total_items: Option<usize>,
+    /// The whole value's size.
+    pub original_size: usize,
+    /// The preview's size.
+    pub preview_size: usize,
+    /// The page shown (paginate).
+    pub page: Option<usize>,
+    /// How many pages there are (paginate).
+    pub total_pages: Option<usize>,
+}
+
+/// Makes previews.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Previewer {
+    /// How sizes are counted.
+    pub measure: SizeMeasure,
+    /// The largest preview, in the measure's units.
+    pub max_size: usize,
+    /// Items per page (paginate).
+    pub page_size: usize,
+}
+
+impl Default for Previewer {
+    fn default() -> Self {
+        Self {
+            measure: SizeMeasure::default(),
+            max_size: 1000,
+            page_size: 20,
+        }
+    }
+}
+
+const ELLIPSIS: &str = "...";
+
+fn items(value: &Value) -> Option<usize> {
+    match value {
+        Value::Array(a) => Some(a.len()),
+        Value::Object(o) => Some(o.len()),
+        _ => None,
+    }
+}
+
+/// The `k` indices of `0..n` spread evenly, always including the first and the last when `k >= 2`.
+fn spread(n: usize, k: usize) -> Vec<usize> {
+    match k {
+        0 => Vec::new(),
+        1 => vec![0],
+        _ if k >= n => (0..n).collect(),
+        _ => (0..k).map(|i| i * (n - 1) / (k - 1)).collect(),
+    }
+}
+
+/// The items of an array or object at `indices` (an object keeps its entries' order).
+fn pick(value: &Value, indices: &[usize]) -> Value {
+    match value {
+        Value::Array(a) => Value::Array(indices.iter().map(|&i| a[i].clone()).collect()),
+        Value::Object(o) => {
+            let entries: Vec<(&String, &Value)> = o.iter().collect();
+            Value::Object(
+                indices
+                    .iter()
+                    .map(|&i| (entries[i].0.clone(), entries[i].1.clone()))
+                    .collect::<Map<_, _>>(),
+            )
+        }
+        other => other.clone(),
+    }
+}
+
+/// The largest `k` in `0..=hi` for which `fits(k)` holds, assuming it holds for all smaller `k` (binary search).
+fn largest(hi: usize, fits: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, hi);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(mid) { lo = mid } else { hi = mid - 1 }
+    }
+    lo
+}
+
+impl Previewer {
+    /// A previewer counting in `measure`, up to `max_size`.
+    pub fn new(measure: SizeMeasure, max_size: usize) -> Self {
+        Self {
+            measure,
+            max_size,
+            ..Self::default()
+        }
+    }
+
+    /// The same, with `page_size` items per page.
+    pub fn page_size(mut self, page_size: usize) -> Self {
+        self.page_size = page_size.max(1);
+        self
+    }
+
+    fn size(&self, value: &Value) -> usize {
+        self.measure.of(value)
+    }
+
+    /// Whether `value` fits whole.
+    pub fn fits(&self, value: &Value) -> bool {
+        self.size(value) <= self.max_size
+    }
+
+    /// The preview of `value` by `strategy` (`page` for paginate, 1-indexed; default 1).
+    pub fn preview(
+        &self,
+        value: &Value,
+        strategy: PreviewStrategy,
+        page: Option<usize>,
+    ) -> Preview {
+        let original_size = self.size(value);
+        let total_items = items(value);
+        let (shown, page, total_pages) = match strategy {
+            PreviewStrategy::Sample => (self.sample(value, self.max_size), None, None),
+            PreviewStrategy::Truncate => (self.truncate(value), None, None),
+            PreviewStrategy::Paginate => {
+                let (shown, page, pages) = self.paginate(value, page.unwrap_or(1).max(1));
+                (shown, Some(page), Some(pages))
+            }
+        };
+        let preview_size = self.size(&shown);
+        Preview {
+            value: shown,
+            strategy,
+            total_items,
+            original_size,
+            preview_size,
+            page,
+            total_pages,
+        }
+    }
+
+    /// Evenly spaced items (first and last kept), the most that fit; a string cut with `...`; a single item that
+    /// is itself too large is sampled in turn.
+    fn sample(&self, value: &Value, budget: usize) -> Value {
+        let measure = self.measure;
+        if measure.of(value) <= budget {
+            return value.clone();
+        }
+        match value {
+            Value::String(s) => {
+                let chars: Vec<char> = s.chars().collect();
+                let cut =
+                    |k: usize| Value::String(chars[..k].iter().collect::<String>() + ELLIPSIS);
+                let k = largest(chars.len(), |k| measure.of(&cut(k)) <= budget);
+                cut(k)
+            }
+            Value::Array(_) | Value::Object(_) => {
+                let n = items(value).unwrap_or(0);
+                let k = largest(n, |k| measure.of(&pick(value, &spread(n, k))) <= budget);
+                if k > 0 {
+                    return pick(value, &spread(n, k));
+                }
+                // Not even one whole item fits: show the first one, itself sampled into what is left.
+                let empty = pick(value, &[]);
+                let room = budget.saturating_sub(measure.of(&empty));
+                match value {
+                    Value::Array(a) => Value::Array(vec![self.sample(&a[0], room)]),
+                    Value::Object(o) => {
+                        let (key, first) = o.iter().next().expect("n > 0");
+                        let mut map = Map::new();
+                        map.insert(
+                            key.clone(),
+                            self.sample(first, room.saturating_sub(key.chars().count() + 3)),
+                        );
+                        Value::Object(map)
+                    }
+                    _ => empty,
+                }
+            }
+            // Numbers, booleans and null are small; shown whole.
+            other => other.clone(),
+        }
+    }
+
+    /// The JSON text cut with `...`, as a string.
+    fn truncate(&self, value: &Value) -> Value {
+        let text = serde_json::to_string(value).expect("a Value always serializes");
+        let chars: Vec<char> = text.chars().collect();
+        let cut = |k: usize| Value::String(chars[..k].iter().collect::<String>() + ELLIPSIS);
+        let k = largest(chars.len(), |k| self.size(&cut(k)) <= self.max_size);
+        cut(k)
+    }
+
+    /// Page `page` (1-indexed) of an array's or object's items, trimmed to fit. A page out of range is empty; a
+    /// value that is not a collection is its only page, sampled.
+    fn paginate(&self, value: &Value, page: usize) -> (Value, usize, usize) {
+        let Some(n) = items(value) else {
+            return (self.sample(value, self.max_size), page, 1);
+        };
+        let pages = n.div_ceil(self.page_size);
+        let start = (page - 1).saturating_mul(self.page_size);
+        let indices: Vec<usize> =
+            (start.min(n)..start.saturating_add(self.page_size).min(n)).collect();
+        (
+            self.sample(&pick(value, &indices), self.max_size),
+            page,
+            pages,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn chars(max: usize) -> Previewer {
+        Previewer::new(SizeMeasure::Characters, max)
+    }
+
+    #[test]
+    fn measures_count_characters_or_tokens() {
+        let v = json!("héllo wörld");
+        assert_eq!(
+            SizeMeasure::Characters.of(&v),
+            13,
+            "11 characters and 2 quotes, not bytes"
+        );
+        let tokens = SizeMeasure::Tokens(TokenEncoding::Cl100kBase).of(&json!("hello world"));
+        assert!((3..=5).contains(&tokens), "quotes plus two words: {tokens}");
+        let o200k = SizeMeasure::Tokens(TokenEncoding::O200kBase).of(&json!("hello world"));
+        assert!((3..=5).contains(&o200k), "{o200k}");
+        assert_eq!(
+            SizeMeasure::default(),
+            SizeMeasure::Tokens(TokenEncoding::Cl100kBase)
+        );
+    }
+
+    #[test]
+    fn sample_keeps_first_and_last_and_fits() {
+        let value = Value::Array((0..1000).map(|i| json!(i)).collect());
+        let p = chars(100).preview(&value, PreviewStrategy::Sample, None);
+        let shown = p.value.as_array().unwrap();
+        assert_eq!(shown.first(), Some(&json!(0)));
+        assert_eq!(shown.last(), Some(&json!(999)));
+        assert!(
+            p.preview_size <= 100 && p.preview_size > 60,
+            "the most that fits: {}",
+            p.preview_size
+        );
+        assert_eq!(
+            (p.total_items, p.original_size),
+            (Some(1000), SizeMeasure::Characters.of(&value))
+        );
+        let k = shown.len();
+        let one_more = pick(&value, &spread(1000, k + 1));
+        assert!(
+            SizeMeasure::Characters.of(&one_more) > 100,
+            "k + 1 items would not fit"
+        );
+    }
+
+    #[test]
+    fn sample_edge_cases() {
+        let p = chars(10);
+        assert_eq!(
+            p.preview(&json!([]), PreviewStrategy::Sample, None).value,
+            json!([])
+        );
+        assert_eq!(
+            p.preview(&json!({}), PreviewStrategy::Sample, None).value,
+            json!({})
+        );
+        assert_eq!(
+            p.preview(&json!(""), PreviewStrategy::Sample, None).value,
+            json!("")
+        );
+        assert_eq!(
+            p.preview(&json!([1]), PreviewStrategy::Sample, None).value,
+            json!([1])
+        );
+        // One item too large: shown, itself sampled.
+        let one = p.preview(
+            &json!(["a very long string indeed"]),
+            PreviewStrategy::Sample,
+            None,
+        );
+        assert_eq!(
+            one.value,
+            json!(["a v..."]),
+            "`[\"a v...\"]` is exactly 10 characters"
+        );
+        assert!(one.preview_size <= 10);
+        // Unicode: cut at characters, never inside one.
+        let s = p.preview(&json!("ééééééééééééééé"), PreviewStrategy::Sample, None);
+        assert_eq!(
+            s.value,
+            json!("ééééé..."),
+            "2 quotes, 5 characters and the ellipsis: 10"
+        );
+        assert!(s.preview_size <= 10);
+        // Nested objects: evenly spaced entries.
+        let nested = json!({"a": {"x": 1}, "b": {"y": 2}, "c": {"z": 3}, "d": {"w": 4}});
+        let n = chars(25).preview(&nested, PreviewStrategy::Sample, None);
+        let keys: Vec<&String> = n.value.as_object().unwrap().keys().collect();
+        assert_eq!(keys, vec!["a", "d"], "first and last entries");
+    }
+
+    #[test]
+    fn paginate_pages_from_one_with_true_totals() {
+        let value = Value::Array((0..45).map(|i| json!(i)).collect());
+        let p = chars(1000).page_size(20);
+        let first = p.preview(&value, PreviewStrategy::Paginate, None);
+        assert_eq!(
+            first.value,
+            Value::Array((0..20).map(|i| json!(i)).collect())
+        );
+        assert_eq!(
+            (first.page, first.total_pages, first.total_items),
+            (Some(1), Some(3), Some(45))
+        );
+        let last = p.preview(&value, PreviewStrategy::Paginate, Some(3));
+        assert_eq!(
+            last.value,
+            Value::Array((40..45).map(|i| json!(i)).collect())
+        );
+        let beyond = p.preview(&value, PreviewStrategy::Paginate, Some(1_000_000));
+        assert_eq!(beyond.value, json!([]), "out of range: an empty page");
+        assert_eq!(
+            (beyond.total_pages, beyond.total_items),
+            (Some(3), Some(45)),
+            "with the true totals"
+        );
+        let huge = p.preview(&value, PreviewStrategy::Paginate, Some(usize::MAX));
+        assert_eq!(huge.value, json!([]), "no overflow");
+        // Each page trimmed to fit.
+        let tight = chars(20)
+            .page_size(20)
+            .preview(&value, PreviewStrategy::Paginate, Some(2));
+        assert!(tight.preview_size <= 20);
+        assert_eq!(tight.value.as_array().unwrap().first(), Some(&json!(20)));
+        assert_eq!(tight.value.as_array().unwrap().last(), Some(&json!(39)));
+    }
+
+    #[test]
+    fn truncate_cuts_the_json_text() {
+        let value = json!({"name": "refcache", "list": [1, 2, 3]});
+        let p = chars(20).preview(&value, PreviewStrategy::Truncate, None);
+        let text = p.value.as_str().unwrap();
+        assert!(text.ends_with("..."), "{text}");
+        assert!(
+            serde_json::to_string(&value)
+                .unwrap()
+                .starts_with(text.trim_end_matches("..."))
+        );
+        assert!(p.preview_size <= 20, "{}", p.preview_size);
+        let unicode = chars(10).preview(
+            &json!("日本語のテキストです"),
+            PreviewStrategy::Truncate,
+            None,
+        );
+        assert!(unicode.preview_size <= 10);
+    }
+
+    #[test]
+    fn token_budgets_are_respected() {
+        let value = Value::Array(
+            (0..500)
+                .map(|i| json!({"id": i, "name": format!("item-{i}")}))
+                .collect(),
+        );
+        let p = Previewer::new(SizeMeasure::Tokens(TokenEncoding::Cl100kBase), 200);
+        for strategy in [
+            PreviewStrategy::Sample,
+            PreviewStrategy::Paginate,
+            PreviewStrategy::Truncate,
+        ] {
+            let preview = p.preview(&value, strategy, None);
+            assert!(
+                preview.preview_size <= 200,
+                "{strategy:?}: {}",
+                preview.preview_size
+            );
+            assert!(preview.original_size > 200);
+        }
+    }
+}
