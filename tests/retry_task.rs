@@ -12,14 +12,18 @@ use support::{bump, runs};
 static CACHE: LazyLock<RefCache> = LazyLock::new(RefCache::new);
 
 /// Fails its first attempt for `key`, succeeds afterwards.
-#[cached(cache = CACHE)]
-async fn fragile(key: String) -> Result<usize, String> {
-    bump(&key);
-    if runs(&key) == 1 {
+fn fails_once(key: &str) -> Result<usize, String> {
+    bump(key);
+    if runs(key) == 1 {
         Err("first attempt breaks".into())
     } else {
-        Ok(runs(&key))
+        Ok(runs(key))
     }
+}
+
+#[cached(cache = CACHE)]
+async fn fragile(key: String) -> Result<usize, String> {
+    fails_once(&key)
 }
 
 #[tokio::test(start_paused = true)]
@@ -116,12 +120,7 @@ static SMALL_HISTORY: LazyLock<RefCache> = LazyLock::new(|| {
 
 #[cached(cache = SMALL_HISTORY)]
 async fn fragile_small(key: String) -> Result<usize, String> {
-    bump(&key);
-    if runs(&key) == 1 {
-        Err("first attempt breaks".into())
-    } else {
-        Ok(runs(&key))
-    }
+    fails_once(&key)
 }
 
 #[tokio::test(start_paused = true)]
