@@ -149,9 +149,7 @@ impl History {
             // a later entry, and its fresh record must stay.
             if self.map.get(&old).is_some_and(|f| f.seq == seq) {
                 self.map.remove(&old);
-                if index.get(&old_key) == Some(&old) {
-                    index.remove(&old_key);
-                }
+                unindex(index, &old_key, &old);
             }
         }
         let expires_at = now + self.ttl;
@@ -185,6 +183,13 @@ impl History {
 }
 
 type QueueKey = (Reverse<i32>, u64);
+
+/// Drops `key` from the key-to-ref index if it still points to `ref_id` (a newer execution may own it by now).
+fn unindex(index: &mut HashMap<CacheKey, RefId>, key: &CacheKey, ref_id: &RefId) {
+    if index.get(key) == Some(ref_id) {
+        index.remove(key);
+    }
+}
 
 impl State {
     /// Queues a task: highest priority first, FIFO within a priority.
@@ -510,8 +515,8 @@ impl Inner {
             let ref_id = &active.spec.ref_id;
             let key = active.spec.key;
             // A complete execution stays indexed (its value answers the key); a failed or cancelled one does not.
-            if info.status != TaskStatus::Complete && st.index.get(&key) == Some(ref_id) {
-                st.index.remove(&key);
+            if info.status != TaskStatus::Complete {
+                unindex(&mut st.index, &key, ref_id);
             }
             if !active.forget.load(Ordering::Acquire) {
                 let rerun = (info.status == TaskStatus::Failed).then(|| Rerun {
@@ -544,9 +549,7 @@ impl Inner {
 
     fn unindex(&self, active: &Active) {
         let mut st = lock(&self.state);
-        if st.index.get(&active.spec.key) == Some(&active.spec.ref_id) {
-            st.index.remove(&active.spec.key);
-        }
+        unindex(&mut st.index, &active.spec.key, &active.spec.ref_id);
     }
 
     async fn complete(
@@ -692,13 +695,13 @@ impl TaskBackend for MemoryTaskBackend {
             let ref_id = spec.ref_id.clone();
             let mut store_checked = false;
             loop {
-                // Decide under the lock; any await happens after it is released.
-                let recheck = {
-                    let st = lock(&inner.state);
+                // One lock decides: join, start, or (rarely) recheck the store first. No await under it.
+                {
+                    let mut st = lock(&inner.state);
                     if !st.accepting {
                         return Err(BackendError::ShuttingDown);
                     }
-                    match st.index.get(&key) {
+                    let recheck = match st.index.get(&key) {
                         Some(existing) if st.active.get(existing).is_some_and(|a| a.joinable()) => {
                             inner.counters.coalesced.fetch_add(1, Ordering::Relaxed);
                             return Ok(Submitted::Joined(existing.clone()));
@@ -711,55 +714,42 @@ impl TaskBackend for MemoryTaskBackend {
                                     .is_some_and(|f| f.info.status == TaskStatus::Complete)
                         }
                         None => false,
+                    };
+                    if !recheck {
+                        if st.running >= inner.config.max_workers
+                            && st.queue.len() >= inner.config.max_queued
+                        {
+                            return Err(BackendError::QueueFull {
+                                max_queued: inner.config.max_queued,
+                            });
+                        }
+                        let mut info = TaskInfo::new(
+                            ref_id.clone(),
+                            spec.task_name.clone(),
+                            spec.namespace.clone(),
+                        );
+                        info.session_id = spec.options.session_id.clone();
+                        info.max_retries = spec.options.max_retries;
+                        let priority = spec.options.priority;
+                        let active = Active::new(spec, job, handle, info, &self.inner);
+                        st.index.insert(key, ref_id.clone());
+                        st.active.insert(ref_id.clone(), active.clone());
+                        st.enqueue(ref_id.clone(), priority);
+                        let started = inner.admit(&mut st);
+                        if started.is_empty() {
+                            tracing::debug!(%ref_id, task = %active.spec.task_name, "task queued");
+                        }
+                        drop(st);
+                        inner.spawn_all(started);
+                        return Ok(Submitted::Started(ref_id));
                     }
-                };
-                if recheck {
-                    // It completed between the caller's lookup and now. Its value was stored before it completed:
-                    // answer with it rather than run the work twice.
-                    if let Some(value) = inner.store.get(&key).await {
-                        return Ok(Submitted::Hit(value));
-                    }
-                    store_checked = true;
-                    continue;
                 }
-                let mut st = lock(&inner.state);
-                if !st.accepting {
-                    return Err(BackendError::ShuttingDown);
+                // The key's execution completed between the caller's lookup and now. Its value was stored before it
+                // completed: answer with it rather than run the work twice.
+                if let Some(value) = inner.store.get(&key).await {
+                    return Ok(Submitted::Hit(value));
                 }
-                if let Some(existing) = st
-                    .index
-                    .get(&key)
-                    .filter(|r| st.active.get(*r).is_some_and(|a| a.joinable()))
-                {
-                    inner.counters.coalesced.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Submitted::Joined(existing.clone()));
-                }
-                if st.running >= inner.config.max_workers
-                    && st.queue.len() >= inner.config.max_queued
-                {
-                    return Err(BackendError::QueueFull {
-                        max_queued: inner.config.max_queued,
-                    });
-                }
-                let mut info = TaskInfo::new(
-                    ref_id.clone(),
-                    spec.task_name.clone(),
-                    spec.namespace.clone(),
-                );
-                info.session_id = spec.options.session_id.clone();
-                info.max_retries = spec.options.max_retries;
-                let priority = spec.options.priority;
-                let active = Active::new(spec, job, handle, info, &self.inner);
-                st.index.insert(key, ref_id.clone());
-                st.active.insert(ref_id.clone(), active.clone());
-                st.enqueue(ref_id.clone(), priority);
-                let started = inner.admit(&mut st);
-                if started.is_empty() {
-                    tracing::debug!(%ref_id, task = %active.spec.task_name, "task queued");
-                }
-                drop(st);
-                inner.spawn_all(started);
-                return Ok(Submitted::Started(ref_id));
+                store_checked = true;
             }
         })
     }
@@ -938,9 +928,7 @@ impl TaskBackend for MemoryTaskBackend {
                 .collect();
             for (ref_id, key) in &records {
                 st.history.map.remove(ref_id);
-                if st.index.get(key) == Some(ref_id) {
-                    st.index.remove(key);
-                }
+                unindex(&mut st.index, key, ref_id);
             }
             tracing::debug!(
                 session = session_id,
