@@ -34,6 +34,8 @@
 #[allow(unused_extern_crates)]
 extern crate self as refcache_core;
 
+mod access;
+mod actor;
 mod backend;
 mod cache;
 mod config;
@@ -43,6 +45,7 @@ mod format;
 mod global;
 mod key;
 mod memory;
+mod namespace;
 mod preview;
 mod ref_id;
 pub mod registry;
@@ -59,6 +62,8 @@ pub mod conformance;
 #[path = "private.rs"]
 pub mod __private;
 
+pub use access::{AccessPolicy, Permissions, PolicyError};
+pub use actor::{Actor, ActorKind};
 pub use backend::{
     BackendStats, CancelOutcome, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, RetryOutcome,
     Submission, Submitted, TaskBackend, TaskFilter, TaskOptions, TaskPage, TaskSnapshot, TaskSpec,
@@ -74,6 +79,7 @@ pub use format::AsyncResponseFormat;
 pub use global::{default_cache, get_cached_result, get_cached_result_with, set_default_cache};
 pub use key::{CacheKey, KeyBuilder, KeyPrefix};
 pub use memory::{MemoryBackendConfig, MemoryTaskBackend};
+pub use namespace::{MAX_NAMESPACE_LEN, Namespace, NamespaceError, NamespaceTemplate};
 pub use preview::{Preview, PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
 pub use ref_id::RefId;
 pub use response::{AsyncResponse, CachedResponse, CompleteResponse};

@@ -54,7 +54,7 @@ impl Session {
         f()
     }
 
-    /// The session in effect, if any.
+    /// The session in effect, if any: the innermost `Session` scope's, else the scoped [`Actor`](crate::Actor)'s.
     pub fn current() -> Option<Session> {
         if !any_scope() {
             return None;
@@ -63,6 +63,11 @@ impl Session {
             .try_with(Clone::clone)
             .ok()
             .or_else(|| SYNC_SESSION.with(|cell| cell.borrow().clone()))
+            .or_else(|| {
+                crate::actor::Actor::scoped()
+                    .and_then(|actor| actor.session_id)
+                    .map(Session::from)
+            })
     }
 }
 
