@@ -230,7 +230,8 @@ impl AccessPolicy {
             return Permissions::FULL;
         }
         let name = actor.pattern_name();
-        let matches = |pattern: &String| glob::Pattern::new(pattern).is_ok_and(|p| p.matches(&name));
+        let matches =
+            |pattern: &String| glob::Pattern::new(pattern).is_ok_and(|p| p.matches(&name));
         if self.denied_actors.iter().any(matches) {
             return Permissions::empty();
         }
@@ -239,9 +240,8 @@ impl AccessPolicy {
         {
             return Permissions::empty();
         }
-        let in_session = |bound: Option<&str>| {
-            bound.is_none_or(|s| actor.session_id.as_deref() == Some(s))
-        };
+        let in_session =
+            |bound: Option<&str>| bound.is_none_or(|s| actor.session_id.as_deref() == Some(s));
         if !in_session(self.session_id.as_deref()) || !in_session(task_session) {
             return Permissions::empty();
         }
@@ -278,7 +278,10 @@ mod tests {
         assert_eq!(of(&AccessPolicy::user_only(), &agent), Permissions::empty());
         assert_eq!(of(&AccessPolicy::user_only(), &user), Permissions::FULL);
         assert_eq!(of(&AccessPolicy::read_only(), &user), Permissions::READ);
-        assert_eq!(of(&AccessPolicy::execute_only(), &agent), Permissions::EXECUTE);
+        assert_eq!(
+            of(&AccessPolicy::execute_only(), &agent),
+            Permissions::EXECUTE
+        );
         assert!(of(&AccessPolicy::execute_only(), &agent).can_see());
         for p in ["public", "user_only", "read_only", "execute_only"] {
             assert!(AccessPolicy::preset(p).is_some());
@@ -305,22 +308,46 @@ mod tests {
             Permissions::FULL
         );
         let allow = AccessPolicy::public().allow("user:alice").allow("agent:*");
-        assert!(allow.permissions_for(&Actor::user("alice"), "public", None).contains(Permissions::READ));
-        assert!(allow.permissions_for(&Actor::agent("x"), "public", None).can_see());
+        assert!(
+            allow
+                .permissions_for(&Actor::user("alice"), "public", None)
+                .contains(Permissions::READ)
+        );
+        assert!(
+            allow
+                .permissions_for(&Actor::agent("x"), "public", None)
+                .can_see()
+        );
         assert_eq!(
             allow.permissions_for(&Actor::user("bob"), "public", None),
             Permissions::empty()
         );
         let bound = AccessPolicy::public().bind_session("s1");
-        assert!(bound.permissions_for(&Actor::user("u").with_session("s1"), "public", None).can_see());
-        assert!(!bound.permissions_for(&Actor::user("u").with_session("s2"), "public", None).can_see());
-        assert!(!bound.permissions_for(&Actor::user("u"), "public", None).can_see());
         assert!(
-            !AccessPolicy::public().permissions_for(&Actor::user("u"), "public", Some("s1")).can_see(),
+            bound
+                .permissions_for(&Actor::user("u").with_session("s1"), "public", None)
+                .can_see()
+        );
+        assert!(
+            !bound
+                .permissions_for(&Actor::user("u").with_session("s2"), "public", None)
+                .can_see()
+        );
+        assert!(
+            !bound
+                .permissions_for(&Actor::user("u"), "public", None)
+                .can_see()
+        );
+        assert!(
+            !AccessPolicy::public()
+                .permissions_for(&Actor::user("u"), "public", Some("s1"))
+                .can_see(),
             "a task made in a session is bound to it"
         );
         assert!(
-            !AccessPolicy::public().permissions_for(&Actor::user("bob"), "user:alice", None).can_see(),
+            !AccessPolicy::public()
+                .permissions_for(&Actor::user("bob"), "user:alice", None)
+                .can_see(),
             "the namespace rule applies before the policy"
         );
         assert!(AccessPolicy::public().deny("[").validate().is_err());

@@ -128,7 +128,11 @@ impl Actor {
     /// The text actor patterns match against: `user:alice`, `agent:claude-1`, `user:` for an anonymous user,
     /// `system:` for the system.
     pub fn pattern_name(&self) -> String {
-        format!("{}:{}", self.kind.as_str(), self.id.as_deref().unwrap_or(""))
+        format!(
+            "{}:{}",
+            self.kind.as_str(),
+            self.id.as_deref().unwrap_or("")
+        )
     }
 
     /// Runs `fut` as this actor: every `#[cached]` call, poll and admin operation inside it is made by it.

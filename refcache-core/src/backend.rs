@@ -13,9 +13,11 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::access::AccessPolicy;
 use crate::error::BackendError;
 use crate::execute::LocalJob;
 use crate::key::CacheKey;
+use crate::preview::PreviewStrategy;
 use crate::ref_id::RefId;
 use crate::store::{StoredValue, ValueStore};
 use crate::task::{TaskInfo, TaskStatus};
@@ -39,6 +41,9 @@ pub struct TaskSpec {
     pub args: Value,
     /// How it runs.
     pub options: TaskOptions,
+    /// Who may do what with its reference and value.
+    #[serde(default)]
+    pub policy: Arc<AccessPolicy>,
 }
 
 impl TaskSpec {
@@ -57,7 +62,14 @@ impl TaskSpec {
             namespace: namespace.into(),
             args,
             options: TaskOptions::default(),
+            policy: Arc::default(),
         }
+    }
+
+    /// The same spec under another access policy.
+    pub fn with_policy(mut self, policy: Arc<AccessPolicy>) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// The same spec with other options.
@@ -96,6 +108,12 @@ pub struct TaskOptions {
     /// At most this many executions of this task name at a time. `None`: only `max_workers` limits it.
     #[serde(default)]
     pub max_concurrent: Option<u32>,
+    /// The largest value answered whole (the function's `max_size`). `None`: the cache's default.
+    #[serde(default)]
+    pub max_size: Option<usize>,
+    /// How a larger value is previewed (the function's `preview`). `None`: the cache's default.
+    #[serde(default)]
+    pub preview_strategy: Option<PreviewStrategy>,
 }
 
 /// The first retry's delay when the task sets none.
@@ -137,6 +155,13 @@ impl TaskOptions {
     /// Sets the per-task concurrency limit.
     pub fn max_concurrent(mut self, max: Option<u32>) -> Self {
         self.max_concurrent = max;
+        self
+    }
+
+    /// Sets the preview settings: the largest value answered whole, and how a larger one is previewed.
+    pub fn preview(mut self, max_size: Option<usize>, strategy: Option<PreviewStrategy>) -> Self {
+        self.max_size = max_size;
+        self.preview_strategy = strategy;
         self
     }
 
@@ -280,6 +305,9 @@ pub struct TaskFilter {
     pub sessionless: bool,
     /// Only this task name.
     pub task_name: Option<String>,
+    /// Only this namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
     /// At most this many (the backend caps it).
     pub limit: Option<usize>,
     /// Continue after this cursor (from an earlier page).
@@ -310,6 +338,12 @@ impl TaskFilter {
         self
     }
 
+    /// Only tasks in `namespace`.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
     /// At most `limit` tasks per page.
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = Some(limit);
@@ -334,6 +368,10 @@ impl TaskFilter {
                 .task_name
                 .as_deref()
                 .is_none_or(|n| n == &*info.task_name)
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|n| n == &*info.namespace)
     }
 }
 
@@ -434,6 +472,10 @@ pub trait TaskBackend: Send + Sync + 'static {
         &'a self,
         ref_id: &'a RefId,
     ) -> BoxFuture<'a, Result<CancelOutcome, BackendError>>;
+
+    /// Deletes a reference: cancels its task if it is in flight, and drops its record and its value. Answers
+    /// whether there was anything to delete.
+    fn delete<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<bool, BackendError>>;
 
     /// Lists task records, newest first.
     fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<TaskPage, BackendError>>;

@@ -9,20 +9,24 @@ use serde_json::Value;
 use tokio::runtime::{Handle, Runtime};
 
 use crate::BackendStats;
+use crate::access::Permissions;
+use crate::actor::Actor;
 use crate::backend::{
-    CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskPage,
-    TaskSnapshot, TaskSpec,
+    CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskSnapshot, TaskSpec,
 };
+use crate::call_options::CallOptions;
 use crate::config::{ConfigError, RefCacheConfig};
 use crate::error::{BackendError, RefCacheError};
 use crate::execute::LocalJob;
 use crate::format::AsyncResponseFormat;
-use crate::key::{CacheKey, KeyPrefix};
+use crate::key::{CacheKey, KeyBuilder, KeyPrefix};
 use crate::memory::MemoryTaskBackend;
+use crate::preview::{Preview, PreviewStrategy, Previewer};
 use crate::ref_id::{RefId, is_cache_name};
 use crate::registry::{self, TaskMeta};
 use crate::response::CachedResponse;
 use crate::session::Session;
+use crate::store::StoredValue;
 use crate::task::TaskInfo;
 
 /// A reference cache: finished values by call, and the tasks that produce them, behind one backend.
@@ -38,6 +42,7 @@ pub struct RefCache {
 struct CacheInner {
     name: String,
     default_ttl: Duration,
+    previewer: Previewer,
     backend: Arc<dyn TaskBackend>,
     /// A runtime of our own, started on first need: for sync callers and callers outside tokio.
     runtime: Mutex<Option<Runtime>>,
@@ -76,11 +81,25 @@ impl Default for RefCache {
 }
 
 /// Options of [`RefCache::get_cached_result_with`].
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// - neither `page`, `page_size` nor `full`: the whole value when it is within `max_size`, else a preview;
+/// - `page` and/or `page_size`: one page of the value's items (1-indexed; `page_size` defaults to the cache's),
+///   trimmed to `max_size`. A page beyond the last is empty, with the true totals;
+/// - `full`: the whole value, whatever its size (it still needs `READ`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GetOptions {
     /// The response format for a task that is not complete (default: `standard`).
     pub format: Option<AsyncResponseFormat>,
+    /// The page to answer, from 1.
+    pub page: Option<usize>,
+    /// Items per page.
+    pub page_size: Option<usize>,
+    /// The largest value answered whole, and the largest preview or page (default: the function's `max_size`,
+    /// else the cache's).
+    pub max_size: Option<usize>,
+    /// Answer the whole value, whatever its size.
+    pub full: bool,
 }
 
 impl GetOptions {
@@ -89,6 +108,52 @@ impl GetOptions {
         self.format = Some(format);
         self
     }
+
+    /// Answer page `page` (from 1).
+    pub fn page(mut self, page: usize) -> Self {
+        self.page = Some(page);
+        self
+    }
+
+    /// Pages of `page_size` items.
+    pub fn page_size(mut self, page_size: usize) -> Self {
+        self.page_size = Some(page_size);
+        self
+    }
+
+    /// Answer whole only values within `max_size`; previews and pages within it too.
+    pub fn max_size(mut self, max_size: usize) -> Self {
+        self.max_size = Some(max_size);
+        self
+    }
+
+    /// Answer the whole value, whatever its size.
+    pub fn full(mut self, full: bool) -> Self {
+        self.full = full;
+        self
+    }
+
+    fn validate(&self) -> Result<(), RefCacheError> {
+        let positive = |option: &'static str, value: Option<usize>| match value {
+            Some(0) => Err(RefCacheError::InvalidOption {
+                option,
+                value: "0".into(),
+                expected: "a whole number from 1 (pages count from 1)",
+            }),
+            _ => Ok(()),
+        };
+        positive("page", self.page)?;
+        positive("page_size", self.page_size)?;
+        positive("max_size", self.max_size)?;
+        if self.full && (self.page.is_some() || self.page_size.is_some()) {
+            return Err(RefCacheError::InvalidOption {
+                option: "full",
+                value: "true".into(),
+                expected: "`full` alone: it answers the whole value, so `page` and `page_size` cannot go with it",
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Builds a [`RefCache`] around a chosen backend.
@@ -96,6 +161,7 @@ impl GetOptions {
 pub struct RefCacheBuilder {
     name: String,
     default_ttl: Duration,
+    previewer: Previewer,
 }
 
 impl RefCacheBuilder {
@@ -108,6 +174,19 @@ impl RefCacheBuilder {
     /// How long values stay when their function sets no `ttl`.
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl = ttl;
+        self
+    }
+
+    /// How values are measured and previewed: the size measure, the default `max_size` (1000 tokens), the page
+    /// size (20) and the default strategy (`sample`).
+    pub fn previewer(mut self, previewer: Previewer) -> Self {
+        self.previewer = previewer;
+        self
+    }
+
+    /// The largest value answered whole, by default (functions and calls may set their own).
+    pub fn max_size(mut self, max_size: usize) -> Self {
+        self.previewer.max_size = max_size;
         self
     }
 
@@ -132,10 +211,18 @@ impl RefCacheBuilder {
                 expected: "a positive duration".into(),
             });
         }
+        if self.previewer.max_size == 0 || self.previewer.page_size == 0 {
+            return Err(ConfigError::InvalidValue {
+                key: "max_size / page_size".into(),
+                value: "0".into(),
+                expected: "positive whole numbers".into(),
+            });
+        }
         Ok(RefCache {
             inner: Arc::new(CacheInner {
                 name: self.name,
                 default_ttl: self.default_ttl,
+                previewer: self.previewer,
                 backend,
                 runtime: Mutex::new(None),
                 shut_down: AtomicBool::new(false),
@@ -157,6 +244,7 @@ impl RefCache {
         RefCacheBuilder {
             name: "refcache".to_owned(),
             default_ttl: Duration::from_secs(3600),
+            previewer: Previewer::default(),
         }
     }
 
@@ -167,6 +255,7 @@ impl RefCache {
         Self::builder()
             .name(&config.name)
             .default_ttl(Duration::from_secs(config.default_ttl))
+            .previewer(config.previewer()?)
             .backend(backend)
     }
 
@@ -183,6 +272,11 @@ impl RefCache {
     /// How long values stay when their function sets no `ttl`.
     pub fn default_ttl(&self) -> Duration {
         self.inner.default_ttl
+    }
+
+    /// How values are measured and previewed by default.
+    pub fn previewer(&self) -> &Previewer {
+        &self.inner.previewer
     }
 
     /// The cache's own runtime, started on first use (two worker threads, named `refcache-rt`). Refused once the
@@ -220,72 +314,122 @@ impl RefCache {
         Ok(ref_id)
     }
 
-    /// Polls a reference: its value when complete; otherwise its status, progress, error or cancellation, in the
-    /// `standard` format.
+    /// Polls a reference: its value when complete (a preview when larger than `max_size`); otherwise its status,
+    /// progress, error or cancellation, in the `standard` format.
     ///
-    /// An unknown or expired id answers [`RefCacheError::NotFound`] (`Invalid or inaccessible reference`); text
-    /// that is not a ref id at all answers [`RefCacheError::MalformedRefId`].
+    /// An unknown or expired id, and one the actor in effect may not see, answer [`RefCacheError::NotFound`]
+    /// (`Invalid or inaccessible reference`); text that is not a ref id at all answers
+    /// [`RefCacheError::MalformedRefId`]. A complete value the actor may execute but not read answers
+    /// [`CachedResponse::Restricted`].
     pub async fn get_cached_result(&self, ref_id: &str) -> Result<CachedResponse, RefCacheError> {
         self.get_cached_result_with(ref_id, &GetOptions::default())
             .await
     }
 
-    /// [`get_cached_result`](Self::get_cached_result) with options.
+    /// [`get_cached_result`](Self::get_cached_result) with options: format, page, page size, `max_size`, full.
     pub async fn get_cached_result_with(
         &self,
         ref_id: &str,
         options: &GetOptions,
     ) -> Result<CachedResponse, RefCacheError> {
+        options.validate()?;
         let ref_id = self.own_ref(ref_id)?;
-        let snapshot = self.visible(&ref_id).await?;
-        Ok(respond(snapshot, options.format.unwrap_or_default(), None))
+        let actor = Actor::current();
+        let (snapshot, permissions) = self.visible(&ref_id, &actor).await?;
+        let Some(stored) = snapshot.value else {
+            return Ok(respond_pending(
+                snapshot.info,
+                options.format.unwrap_or_default(),
+                None,
+            ));
+        };
+        if !permissions.contains(Permissions::READ) {
+            return Ok(CachedResponse::restricted(stored.ref_id.clone()));
+        }
+        let view = if options.full {
+            View::Full
+        } else if options.page.is_some() || options.page_size.is_some() {
+            View::Page {
+                page: options.page.unwrap_or(1),
+                page_size: options.page_size,
+            }
+        } else {
+            View::Auto
+        };
+        Ok(self.show(stored, view, options.max_size))
     }
 
-    /// The task's record and value, if the caller may see it: a task in a session is visible only within that
-    /// session ([`Session`]). Anything else is `NotFound`, with the same text as an unknown id.
-    async fn visible(&self, ref_id: &RefId) -> Result<TaskSnapshot, RefCacheError> {
+    /// The task's record and value, and what `actor` may do with it, if it may see it at all
+    /// ([`Permissions::can_see`]). Anything else is `NotFound`, with the same text as an unknown id.
+    async fn visible(
+        &self,
+        ref_id: &RefId,
+        actor: &Actor,
+    ) -> Result<(TaskSnapshot, Permissions), RefCacheError> {
         let snapshot = self
             .inner
             .backend
             .get(ref_id)
             .await?
             .ok_or(RefCacheError::NotFound)?;
-        if !crate::session::visible(
-            snapshot.info.session_id.as_deref(),
-            Session::current().as_ref(),
-        ) {
+        let permissions = snapshot.info.permissions_for(actor);
+        if !permissions.can_see() {
             return Err(RefCacheError::NotFound);
+        }
+        Ok((snapshot, permissions))
+    }
+
+    /// [`visible`](Self::visible), and `needed` on top: a visible reference without it is
+    /// [`RefCacheError::PermissionDenied`].
+    pub(crate) async fn permitted(
+        &self,
+        ref_id: &RefId,
+        actor: &Actor,
+        operation: &'static str,
+        needed: Permissions,
+    ) -> Result<TaskSnapshot, RefCacheError> {
+        let (snapshot, permissions) = self.visible(ref_id, actor).await?;
+        if !permissions.contains(needed) {
+            return Err(RefCacheError::PermissionDenied {
+                ref_id: ref_id.to_string(),
+                operation,
+                needed,
+            });
         }
         Ok(snapshot)
     }
 
-    /// The task record of a reference.
+    /// The task record of a reference (needs `READ` or `EXECUTE`).
     pub async fn task_info(&self, ref_id: &str) -> Result<TaskInfo, RefCacheError> {
         let ref_id = self.own_ref(ref_id)?;
-        Ok(self.visible(&ref_id).await?.info)
+        Ok(self.visible(&ref_id, &Actor::current()).await?.0.info)
     }
 
-    /// Cancels a task. An unknown (or invisible) id answers [`CancelOutcome::NotFound`]; a finished one
-    /// [`CancelOutcome::AlreadyFinished`]. Cancelling twice answers `Cancelled` twice.
+    /// Cancels a task (needs `EXECUTE`). An unknown (or invisible) id answers [`CancelOutcome::NotFound`]; a
+    /// finished one [`CancelOutcome::AlreadyFinished`]. Cancelling twice answers `Cancelled` twice.
     pub async fn cancel_task(&self, ref_id: &str) -> Result<CancelOutcome, RefCacheError> {
         let ref_id = match self.own_ref(ref_id) {
             Ok(r) => r,
             Err(RefCacheError::NotFound) => return Ok(CancelOutcome::NotFound),
             Err(e) => return Err(e),
         };
-        match self.visible(&ref_id).await {
+        match self
+            .permitted(&ref_id, &Actor::current(), "cancel", Permissions::EXECUTE)
+            .await
+        {
             Ok(_) => Ok(self.inner.backend.cancel(&ref_id).await?),
             Err(RefCacheError::NotFound) => Ok(CancelOutcome::NotFound),
             Err(e) => Err(e),
         }
     }
 
-    /// Runs a failed task again, under the same ref id. Errors: `NotFound` for an unknown (or invisible) id,
-    /// [`RefCacheError::NotRetryable`] for a task that is not failed, [`RefCacheError::AlreadyRunning`] when the
-    /// same call already runs again under another id.
+    /// Runs a failed task again, under the same ref id (needs `EXECUTE`). Errors: `NotFound` for an unknown (or
+    /// invisible) id, [`RefCacheError::NotRetryable`] for a task that is not failed,
+    /// [`RefCacheError::AlreadyRunning`] when the same call already runs again under another id.
     pub async fn retry_task(&self, ref_id: &str) -> Result<RefId, RefCacheError> {
         let ref_id = self.own_ref(ref_id)?;
-        self.visible(&ref_id).await?;
+        self.permitted(&ref_id, &Actor::current(), "retry", Permissions::EXECUTE)
+            .await?;
         match self.inner.backend.retry(&ref_id).await? {
             RetryOutcome::Restarted => Ok(ref_id),
             RetryOutcome::NotFailed(status) => Err(RefCacheError::NotRetryable {
@@ -303,16 +447,6 @@ impl RefCache {
     /// touched.
     pub async fn end_session(&self, session_id: &str) -> Result<usize, RefCacheError> {
         Ok(self.inner.backend.end_session(session_id).await?)
-    }
-
-    /// Lists task records, newest first. Within a [`Session`], only that session's tasks; outside any session,
-    /// only tasks outside any session.
-    pub async fn list_tasks(&self, mut filter: TaskFilter) -> Result<TaskPage, RefCacheError> {
-        match Session::current() {
-            Some(session) => filter.session_id = Some(session.id().to_owned()),
-            None => filter.sessionless = true,
-        }
-        Ok(self.inner.backend.list(filter).await?)
     }
 
     /// The backend's counters, with this cache's hits and misses.
@@ -366,7 +500,8 @@ impl RefCache {
 
     /// Runs one cached call: the code behind every `#[cached]` function.
     ///
-    /// `prepare` builds the JSON arguments and the job; it runs only on a miss.
+    /// `prepare` builds the JSON arguments and the job; it runs only on a miss (or first, when the arguments may
+    /// hold references to resolve).
     #[doc(hidden)]
     pub async fn call<F>(
         &self,
@@ -379,11 +514,12 @@ impl RefCache {
         F: FnOnce() -> Result<(Value, LocalJob), RefCacheError>,
     {
         // The hit path: the near cache, read in this very future (no extra async layer to copy its state through).
-        if let Some(near) = self.inner.backend.near_cache()
+        if !scope.refs
+            && let Some(near) = self.inner.backend.near_cache()
             && let Some(stored) = near.get(&key).await
         {
             self.inner.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(CachedResponse::complete(stored));
+            return Ok(self.answer(stored, &scope));
         }
         // Everything else lives in its own boxed future, so that the hit path's future stays small.
         Box::pin(self.beyond_near_cache(meta, key, scope, prepare)).await
@@ -392,52 +528,173 @@ impl RefCache {
     async fn beyond_near_cache<F>(
         &self,
         meta: &'static TaskMeta,
-        key: CacheKey,
+        mut key: CacheKey,
         scope: CallScope,
         prepare: F,
     ) -> Result<CachedResponse, RefCacheError>
     where
         F: FnOnce() -> Result<(Value, LocalJob), RefCacheError>,
     {
+        let mut prepare = Some(prepare);
+        let mut prepared = None;
+        if scope.refs
+            && let Some(prepare) = prepare.take()
+        {
+            // The arguments may hold references: resolve them, and key the call by the resolved arguments.
+            let (args, job) = prepare()?;
+            let args = self.resolve_refs_as(args, &scope.actor()).await?;
+            key = CacheKey::from_json_with_prefix(meta.name(), scope.key_prefix(meta), &args)?;
+            if let Some(near) = self.inner.backend.near_cache()
+                && let Some(stored) = near.get(&key).await
+            {
+                self.inner.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(self.answer(stored, &scope));
+            }
+            prepared = Some((args, job));
+        }
         if let Some(stored) = self.inner.backend.lookup(&key).await? {
             self.inner.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(CachedResponse::complete(stored));
+            return Ok(self.answer(stored, &scope));
         }
         self.inner.misses.fetch_add(1, Ordering::Relaxed);
-        let (args, job) = prepare()?;
+        let (args, job) = match (prepared, prepare) {
+            (Some(prepared), _) => prepared,
+            (None, Some(prepare)) => prepare()?,
+            (None, None) => unreachable!("the arguments are prepared once"),
+        };
         let backend = &self.inner.backend;
         let ref_id = RefId::generate(&self.inner.name);
         let options = meta
             .options()
             .clone()
             .ttl(Some(meta.ttl().unwrap_or(self.inner.default_ttl)))
-            .session_id(scope.session.map(|s| s.id().to_owned()));
-        let spec = TaskSpec::new(
-            ref_id,
-            key,
-            meta.name_arc().clone(),
-            meta.namespace_arc().clone(),
-            args,
-        )
-        .with_options(options);
+            .session_id(scope.session.as_ref().map(|s| s.id().to_owned()));
+        let policy = meta.policy().map_err(|e| e.clone())?.clone();
+        let namespace = scope
+            .namespace
+            .clone()
+            .unwrap_or_else(|| meta.namespace_arc().clone());
+        let spec = TaskSpec::new(ref_id, key, meta.name_arc().clone(), namespace, args)
+            .with_options(options)
+            .with_policy(policy);
         // The deadline is taken before submitting, so a slow submit cannot stretch the wait past `async_timeout`.
         let deadline = meta
             .async_timeout()
             .map(|t| tokio::time::Instant::now() + t);
         let ref_id = match backend.submit(Submission::new(spec, Some(job))).await? {
-            Submitted::Hit(stored) => return Ok(CachedResponse::complete(stored)),
+            Submitted::Hit(stored) => return Ok(self.answer(stored, &scope)),
             submitted => submitted.ref_id().clone(),
         };
         let snapshot = backend
             .wait(&ref_id, deadline)
             .await?
             .ok_or(RefCacheError::NotFound)?;
-        Ok(respond(snapshot, scope.format, Some(meta)))
+        match snapshot.value {
+            Some(stored) => Ok(self.answer(stored, &scope)),
+            None => Ok(respond_pending(snapshot.info, scope.format, Some(meta))),
+        }
+    }
+
+    /// A call's answer for a finished value: whole, previewed, or restricted when the caller may not read it.
+    fn answer(&self, stored: Arc<StoredValue>, scope: &CallScope) -> CachedResponse {
+        if !stored.readable_by_all()
+            && !stored
+                .permissions_for(&scope.actor())
+                .contains(Permissions::READ)
+        {
+            return CachedResponse::restricted(stored.ref_id.clone());
+        }
+        self.show(stored, View::Auto, scope.max_size)
+    }
+
+    /// A readable value as `view` asks: whole, previewed, or one page. `max_size` is the caller's; without it, the
+    /// value's function's; without that, the cache's.
+    fn show(
+        &self,
+        stored: Arc<StoredValue>,
+        view: View,
+        max_size: Option<usize>,
+    ) -> CachedResponse {
+        let defaults = &self.inner.previewer;
+        let previewer =
+            defaults.max_size(max_size.or(stored.max_size).unwrap_or(defaults.max_size));
+        let (strategy, page, previewer) = match view {
+            View::Full => return CachedResponse::complete(stored),
+            View::Auto if stored.fits(previewer.measure, previewer.max_size) => {
+                return CachedResponse::complete(stored);
+            }
+            View::Auto => {
+                let strategy = stored.preview_strategy.unwrap_or(previewer.strategy);
+                let page = (strategy == PreviewStrategy::Paginate).then_some(1);
+                (strategy, page, previewer)
+            }
+            View::Page { page, page_size } => (
+                PreviewStrategy::Paginate,
+                Some(page),
+                previewer.page_size(page_size.unwrap_or(previewer.page_size)),
+            ),
+        };
+        let original_size = stored.measure(previewer.measure);
+        let preview = previewer.preview_sized(&stored.value, original_size, strategy, page);
+        let message = preview_message(&stored.ref_id, &preview, &previewer);
+        CachedResponse::preview(stored, preview, message)
     }
 }
 
-/// What a call carries from its call site: the response format and the session, captured where the call is made
-/// (task-locals do not cross to the cache's own runtime).
+/// How a readable value is answered.
+#[derive(Debug, Clone, Copy)]
+enum View {
+    /// Whole when it fits `max_size`, else a preview.
+    Auto,
+    /// One page.
+    Page {
+        page: usize,
+        page_size: Option<usize>,
+    },
+    /// Whole, whatever its size.
+    Full,
+}
+
+/// What a preview says about itself and how to get the rest.
+fn preview_message(ref_id: &RefId, preview: &Preview, previewer: &Previewer) -> String {
+    let unit = previewer.measure.unit();
+    let items = preview
+        .total_items
+        .map(|n| format!(", {n} items in all"))
+        .unwrap_or_default();
+    let whole = format!(
+        "get_cached_result(ref_id=\"{ref_id}\", full=true) returns the whole value ({} {unit})",
+        preview.original_size
+    );
+    match (preview.page, preview.total_pages) {
+        (Some(page), Some(pages)) if page > pages => format!(
+            "Page {page} is beyond the last page, {pages}{items}. Ask for a page from 1 to {pages}; {whole}."
+        ),
+        (Some(page), Some(pages)) if page < pages => format!(
+            "Page {page} of {pages}{items}, trimmed to {} {unit}. Next: get_cached_result(ref_id=\"{ref_id}\", \
+             page={}, page_size={}); {whole}.",
+            previewer.max_size,
+            page + 1,
+            previewer.page_size
+        ),
+        (Some(page), Some(pages)) => format!(
+            "Page {page} of {pages}, the last{items}, trimmed to {} {unit}; {whole}.",
+            previewer.max_size
+        ),
+        _ => format!(
+            "The value is {} {unit}, more than max_size {}: this is a {} preview of {} {unit}{items}. Page \
+             through it with get_cached_result(ref_id=\"{ref_id}\", page=1, page_size={}); {whole}.",
+            preview.original_size,
+            previewer.max_size,
+            preview.strategy.as_str(),
+            preview.preview_size,
+            previewer.page_size
+        ),
+    }
+}
+
+/// What a call carries from its call site: the response options, the session, the actor and the namespace,
+/// captured where the call is made (task-locals do not cross to the cache's own runtime).
 #[doc(hidden)]
 #[derive(Debug, Clone)]
 pub struct CallScope {
@@ -445,40 +702,85 @@ pub struct CallScope {
     pub format: AsyncResponseFormat,
     /// The session of this call.
     pub session: Option<Session>,
+    /// The actor making the call (`None`: no scope is in effect: an anonymous user).
+    pub actor: Option<Actor>,
+    /// The namespace, when the function's is a template (filled for this actor).
+    pub namespace: Option<Arc<str>>,
+    /// The caller's `max_size`.
+    pub max_size: Option<usize>,
+    /// Whether the arguments may hold references to resolve.
+    pub refs: bool,
 }
 
 impl CallScope {
-    /// The scope of a call to `meta` made here and now.
-    pub fn capture(meta: &TaskMeta) -> Self {
-        Self {
-            format: AsyncResponseFormat::current_override().unwrap_or(meta.format()),
+    /// The scope of a call to `meta` made here and now. Fails when the function's namespace template needs a
+    /// variable the actor lacks, or its policy is invalid.
+    pub fn capture(meta: &TaskMeta) -> Result<Self, RefCacheError> {
+        if let Err(e) = meta.policy() {
+            return Err(e.clone().into());
+        }
+        let template = meta.namespace_template().map_err(Clone::clone)?;
+        if template.is_none() && !crate::session::any_scope() {
+            // No scope anywhere in the process: nothing to look up.
+            return Ok(Self {
+                format: meta.format(),
+                session: None,
+                actor: None,
+                namespace: None,
+                max_size: None,
+                refs: false,
+            });
+        }
+        let options = CallOptions::current();
+        let actor = Actor::current();
+        let namespace = template
+            .map(|t| t.fill(&actor).map(Arc::from))
+            .transpose()?;
+        Ok(Self {
+            format: options.format.unwrap_or(meta.format()),
             session: Session::current(),
+            actor: Some(actor),
+            namespace,
+            max_size: options.max_size,
+            refs: false,
+        })
+    }
+
+    /// Notes whether the key arguments so far may hold references to resolve.
+    pub fn note_refs(&mut self, meta: &TaskMeta, key: &KeyBuilder<'_>) {
+        self.refs = meta.resolve_refs() && key.mentions_ref_id();
+    }
+
+    /// The actor making the call.
+    pub fn actor(&self) -> std::borrow::Cow<'_, Actor> {
+        match &self.actor {
+            Some(actor) => std::borrow::Cow::Borrowed(actor),
+            None => std::borrow::Cow::Owned(Actor::anonymous_user()),
         }
     }
 
-    /// The key prefix of the call: the task's own, or one derived with the session.
+    /// The key prefix of the call: the task's own, or one derived with the filled namespace and the session.
     pub fn key_prefix(&self, meta: &TaskMeta) -> KeyPrefix {
-        match &self.session {
-            None => meta.key_prefix(),
-            Some(session) => KeyPrefix::with_session(meta.name(), meta.namespace(), session.id()),
+        let namespace = self.namespace.as_deref().unwrap_or(meta.namespace());
+        match (&self.namespace, &self.session) {
+            (None, None) => meta.key_prefix(),
+            (_, Some(session)) => KeyPrefix::with_session(meta.name(), namespace, session.id()),
+            (Some(_), None) => KeyPrefix::new(meta.name(), namespace),
         }
     }
 }
 
-/// Turns a backend snapshot into the caller's response.
-fn respond(
-    snapshot: TaskSnapshot,
+/// The answer for a task that has no value (yet).
+fn respond_pending(
+    info: TaskInfo,
     format: AsyncResponseFormat,
     meta: Option<&'static TaskMeta>,
 ) -> CachedResponse {
-    if let Some(value) = snapshot.value {
-        return CachedResponse::complete(value);
-    }
     let schema = if format == AsyncResponseFormat::Full {
-        meta.or_else(|| registry::meta(&snapshot.info.task_name))
+        meta.or_else(|| registry::meta(&info.task_name))
             .map(TaskMeta::expected_schema)
     } else {
         None
     };
-    CachedResponse::pending(snapshot.info, format, schema)
+    CachedResponse::pending(info, format, schema)
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::memory::MemoryBackendConfig;
+use crate::preview::{PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
 
 /// Settings of a [`RefCache`](crate::RefCache) and its backend.
 ///
@@ -25,6 +26,11 @@ use crate::memory::MemoryBackendConfig;
 /// | `max_capacity_bytes` | `REFCACHE_MAX_CAPACITY_BYTES` | `268435456` | bytes of values kept |
 /// | `cancel_grace` | `REFCACHE_CANCEL_GRACE` | `5.0` | seconds a cancelled task may run before it is aborted |
 /// | `default_execution_timeout` | `REFCACHE_DEFAULT_EXECUTION_TIMEOUT` | none | seconds, for tasks that set no `execution_timeout` |
+/// | `size_measure` | `REFCACHE_SIZE_MEASURE` | `tokens` | how values are measured for `max_size`: `tokens` or `characters` |
+/// | `token_encoding` | `REFCACHE_TOKEN_ENCODING` | `cl100k_base` | the tiktoken encoding: `cl100k_base` or `o200k_base` |
+/// | `max_size` | `REFCACHE_MAX_SIZE` | `1000` | the largest value answered whole, in `size_measure` units; larger ones get a preview |
+/// | `page_size` | `REFCACHE_PAGE_SIZE` | `20` | items per page when paging through a value |
+/// | `preview_strategy` | `REFCACHE_PREVIEW_STRATEGY` | `sample` | `sample`, `paginate` or `truncate` |
 ///
 /// An unknown key in the file or an unknown `REFCACHE_*` variable is an error, so a typo never goes unnoticed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +57,16 @@ pub struct RefCacheConfig {
     pub cancel_grace: f64,
     /// Seconds of execution timeout for tasks that set none.
     pub default_execution_timeout: Option<f64>,
+    /// `tokens` or `characters`.
+    pub size_measure: String,
+    /// The tiktoken encoding when measuring tokens.
+    pub token_encoding: TokenEncoding,
+    /// The largest value answered whole.
+    pub max_size: usize,
+    /// Items per page.
+    pub page_size: usize,
+    /// How a large value is previewed.
+    pub preview_strategy: PreviewStrategy,
 }
 
 impl Default for RefCacheConfig {
@@ -67,6 +83,11 @@ impl Default for RefCacheConfig {
             max_capacity_bytes: m.max_capacity_bytes,
             cancel_grace: m.cancel_grace.as_secs_f64(),
             default_execution_timeout: None,
+            size_measure: "tokens".to_owned(),
+            token_encoding: TokenEncoding::default(),
+            max_size: 1000,
+            page_size: 20,
+            preview_strategy: PreviewStrategy::default(),
         }
     }
 }
@@ -142,6 +163,11 @@ const VARS: &[&str] = &[
     "REFCACHE_MAX_CAPACITY_BYTES",
     "REFCACHE_CANCEL_GRACE",
     "REFCACHE_DEFAULT_EXECUTION_TIMEOUT",
+    "REFCACHE_SIZE_MEASURE",
+    "REFCACHE_TOKEN_ENCODING",
+    "REFCACHE_MAX_SIZE",
+    "REFCACHE_PAGE_SIZE",
+    "REFCACHE_PREVIEW_STRATEGY",
 ];
 
 fn parse_num<T: std::str::FromStr>(
@@ -216,6 +242,37 @@ impl RefCacheConfig {
                 "REFCACHE_DEFAULT_EXECUTION_TIMEOUT" => {
                     config.default_execution_timeout =
                         Some(parse_num(key, value, "a positive number of seconds")?);
+                }
+                "REFCACHE_SIZE_MEASURE" => config.size_measure = value.trim().to_owned(),
+                "REFCACHE_TOKEN_ENCODING" => {
+                    config.token_encoding = match value.trim() {
+                        "cl100k_base" => TokenEncoding::Cl100kBase,
+                        "o200k_base" => TokenEncoding::O200kBase,
+                        _ => {
+                            return Err(ConfigError::InvalidValue {
+                                key: key.to_owned(),
+                                value: value.clone(),
+                                expected: "`cl100k_base` or `o200k_base`".into(),
+                            });
+                        }
+                    }
+                }
+                "REFCACHE_MAX_SIZE" => {
+                    config.max_size = parse_num(key, value, "a positive whole number")?
+                }
+                "REFCACHE_PAGE_SIZE" => {
+                    config.page_size = parse_num(key, value, "a positive whole number")?
+                }
+                "REFCACHE_PREVIEW_STRATEGY" => {
+                    config.preview_strategy =
+                        value
+                            .trim()
+                            .parse()
+                            .map_err(|_| ConfigError::InvalidValue {
+                                key: key.to_owned(),
+                                value: value.clone(),
+                                expected: "`sample`, `paginate` or `truncate`".into(),
+                            })?;
                 }
                 _ => {
                     return Err(ConfigError::UnknownVariable {
@@ -305,6 +362,7 @@ impl RefCacheConfig {
                 "a positive number of seconds",
             ));
         }
+        self.previewer()?;
         if !(self.cancel_grace.is_finite() && self.cancel_grace >= 0.0) {
             return Err(invalid(
                 "cancel_grace",
@@ -313,6 +371,35 @@ impl RefCacheConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The preview settings: `size_measure`, `token_encoding`, `max_size`, `page_size` and `preview_strategy`.
+    pub fn previewer(&self) -> Result<Previewer, ConfigError> {
+        let invalid = |key: &str, value: String, expected: &str| ConfigError::InvalidValue {
+            key: key.to_owned(),
+            value,
+            expected: expected.to_owned(),
+        };
+        let measure = match self.size_measure.as_str() {
+            "tokens" => SizeMeasure::Tokens(self.token_encoding),
+            "characters" => SizeMeasure::Characters,
+            other => {
+                return Err(invalid(
+                    "size_measure",
+                    other.to_owned(),
+                    "`tokens` or `characters`",
+                ));
+            }
+        };
+        if self.max_size == 0 {
+            return Err(invalid("max_size", "0".into(), "a positive whole number"));
+        }
+        if self.page_size == 0 {
+            return Err(invalid("page_size", "0".into(), "a positive whole number"));
+        }
+        Ok(Previewer::new(measure, self.max_size)
+            .page_size(self.page_size)
+            .strategy(self.preview_strategy))
     }
 
     /// The in-process backend's settings.

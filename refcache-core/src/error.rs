@@ -65,6 +65,57 @@ pub enum RefCacheError {
         /// The reference of the running execution.
         ref_id: String,
     },
+    /// A namespace (or a template filled for this call) is not valid, or the caller lacks a template variable.
+    #[error(transparent)]
+    Namespace(#[from] crate::NamespaceError),
+    /// The function's access policy is not valid.
+    #[error(transparent)]
+    Policy(#[from] crate::PolicyError),
+    /// An option of `get_cached_result` (or of a call) has a value it cannot take.
+    #[error("invalid option `{option}` = {value}: expected {expected}")]
+    InvalidOption {
+        /// The option.
+        option: &'static str,
+        /// The offending value.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// An argument is a reference that cannot be resolved to a value.
+    #[error(
+        "argument `{argument}` is the reference {ref_id}, which cannot be resolved: {reason}; pass the value \
+         itself, or a reference to a complete value you may read or execute"
+    )]
+    UnresolvedReference {
+        /// Where in the arguments (such as `docs[2].source`).
+        argument: String,
+        /// The reference.
+        ref_id: String,
+        /// Why: the text of an unknown and of an inaccessible reference is the same.
+        reason: String,
+    },
+    /// References resolve to each other in a cycle.
+    #[error("references form a cycle: {}; break it by passing a value instead of one of them", chain.join(" -> "))]
+    ReferenceCycle {
+        /// The chain, ending with the reference that closes the cycle.
+        chain: Vec<String>,
+    },
+    /// A call's arguments resolve more references (nested ones included) than allowed.
+    #[error("the arguments resolve more than {limit} references; pass fewer, or values instead")]
+    TooManyReferences {
+        /// The bound.
+        limit: usize,
+    },
+    /// The actor may see the reference but not do this to it.
+    #[error("permission denied: to {operation} {ref_id} you need {needed:?} on it")]
+    PermissionDenied {
+        /// The reference.
+        ref_id: String,
+        /// What was attempted (`cancel`, `retry`, `delete`).
+        operation: &'static str,
+        /// The permission it needs.
+        needed: crate::Permissions,
+    },
     /// The backend could not serve the request.
     #[error(transparent)]
     Backend(#[from] BackendError),

@@ -1,12 +1,12 @@
 //! Response formats, and the per-call override.
 
-use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::call_options::CallOptions;
 use crate::error::RefCacheError;
 
 /// How much an async (not yet complete) response says.
@@ -37,45 +37,20 @@ impl AsyncResponseFormat {
     }
 
     /// Runs `fut` with every `#[cached]` call inside it answering in `format`, whatever its attribute says.
-    ///
-    /// The override is task-local: it follows `fut` across threads and does not leak to other tasks.
+    /// Shorthand for [`CallOptions::new().format(format).scope(fut)`](CallOptions::scope).
     pub async fn scope<F: Future>(self, fut: F) -> F::Output {
-        let _active = crate::session::ScopeGuard::enter();
-        FORMAT_OVERRIDE.scope(self, fut).await
+        CallOptions::new().format(self).scope(fut).await
     }
 
-    /// The synchronous twin of [`scope`](Self::scope): every `#[cached]` call made by `f` on this thread answers in
-    /// `format`.
+    /// The synchronous twin of [`scope`](Self::scope), for this thread.
     pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
-        struct Restore(Option<AsyncResponseFormat>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                SYNC_OVERRIDE.with(|cell| cell.set(self.0));
-            }
-        }
-        let _active = crate::session::ScopeGuard::enter();
-        let _restore = Restore(SYNC_OVERRIDE.with(|cell| cell.replace(Some(self))));
-        f()
+        CallOptions::new().format(self).sync_scope(f)
     }
 
     /// The override in effect for the current call, if any.
     pub fn current_override() -> Option<Self> {
-        if !crate::session::any_scope() {
-            return None;
-        }
-        FORMAT_OVERRIDE
-            .try_with(|f| *f)
-            .ok()
-            .or_else(|| SYNC_OVERRIDE.with(Cell::get))
+        CallOptions::current().format
     }
-}
-
-tokio::task_local! {
-    static FORMAT_OVERRIDE: AsyncResponseFormat;
-}
-
-thread_local! {
-    static SYNC_OVERRIDE: Cell<Option<AsyncResponseFormat>> = const { Cell::new(None) };
 }
 
 impl fmt::Display for AsyncResponseFormat {

@@ -43,7 +43,15 @@ impl CacheKey {
         namespace: &str,
         args: &serde_json::Value,
     ) -> Result<Self, RefCacheError> {
-        let prefix = KeyPrefix::new(task, namespace);
+        Self::from_json_with_prefix(task, KeyPrefix::new(task, namespace), args)
+    }
+
+    /// The key of a call of `task` whose arguments are already a JSON object, under a derived prefix.
+    pub fn from_json_with_prefix(
+        task: &str,
+        prefix: KeyPrefix,
+        args: &serde_json::Value,
+    ) -> Result<Self, RefCacheError> {
         let canonical = serde_jcs::to_vec(args).map_err(|e| RefCacheError::Argument {
             task: task.to_owned(),
             name: "<arguments>".to_owned(),
@@ -308,6 +316,23 @@ impl<'a> KeyBuilder<'a> {
         serde_jcs::to_writer(&mut self.buf, value).map_err(|e| error(&e))
     }
 
+    /// Whether an argument so far may hold a string in the ref id form (`"<cache-name>:<32 hex>"`). A cheap scan
+    /// of the canonical text: it may say yes for a near miss, never no for a real one.
+    pub fn mentions_ref_id(&self) -> bool {
+        let buf = &self.buf;
+        let is_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+        let is_name = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+        buf.iter().enumerate().any(|(colon, &b)| {
+            b == b':'
+                && buf.get(colon + 33) == Some(&b'"')
+                && buf[colon + 1..colon + 33].iter().all(is_hex)
+                && {
+                    let name = buf[..colon].iter().rev().take_while(|b| is_name(b)).count();
+                    (1..=64).contains(&name) && colon > name && buf[colon - name - 1] == b'"'
+                }
+        })
+    }
+
     /// The finished key.
     pub fn finish(mut self) -> CacheKey {
         self.buf.push(b'}');
@@ -424,6 +449,22 @@ mod tests {
             b.finish(),
             CacheKey::from_json("t", "n", &serde_json::json!({"v": u64::MAX})).unwrap()
         );
+    }
+
+    #[test]
+    fn ref_ids_in_arguments_are_noticed() {
+        let id = "refcache:0123456789abcdef0123456789abcdef";
+        let scan = |value: serde_json::Value| {
+            let mut b = KeyBuilder::new("t", "n");
+            b.arg("v", &value).unwrap();
+            b.mentions_ref_id()
+        };
+        assert!(scan(json!(id)));
+        assert!(scan(json!({"deep": [1, {"x": id}]})));
+        assert!(!scan(json!("refcache:0123")));
+        assert!(!scan(json!(format!("{id}0"))), "33 hex digits");
+        assert!(!scan(json!(format!(":{}", &id[9..]))), "no cache name");
+        assert!(!scan(json!({"a": 1, "b": "plain text: yes"})));
     }
 
     #[test]

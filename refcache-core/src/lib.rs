@@ -36,8 +36,10 @@ extern crate self as refcache_core;
 
 mod access;
 mod actor;
+mod admin;
 mod backend;
 mod cache;
+mod call_options;
 mod config;
 mod error;
 mod execute;
@@ -49,6 +51,7 @@ mod namespace;
 mod preview;
 mod ref_id;
 pub mod registry;
+mod resolve;
 mod response;
 mod schema;
 mod session;
@@ -64,11 +67,13 @@ pub mod __private;
 
 pub use access::{AccessPolicy, Permissions, PolicyError};
 pub use actor::{Actor, ActorKind};
+pub use admin::{ReferenceInfo, ReferenceStats};
 pub use backend::{
     BackendStats, CancelOutcome, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, RetryOutcome,
     Submission, Submitted, TaskBackend, TaskFilter, TaskOptions, TaskPage, TaskSnapshot, TaskSpec,
 };
 pub use cache::{GetOptions, RefCache, RefCacheBuilder};
+pub use call_options::CallOptions;
 pub use config::{BackendFactory, ConfigError, RefCacheConfig};
 pub use error::{BackendError, INACCESSIBLE_REFERENCE, RefCacheError};
 pub use execute::{
@@ -82,7 +87,10 @@ pub use memory::{MemoryBackendConfig, MemoryTaskBackend};
 pub use namespace::{MAX_NAMESPACE_LEN, Namespace, NamespaceError, NamespaceTemplate};
 pub use preview::{Preview, PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
 pub use ref_id::RefId;
-pub use response::{AsyncResponse, CachedResponse, CompleteResponse};
+pub use resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_REFERENCES};
+pub use response::{
+    AsyncResponse, CachedResponse, CompleteResponse, PreviewResponse, RestrictedResponse,
+};
 pub use schema::ExpectedSchema;
 pub use session::Session;
 pub use store::{StoredValue, ValueStore};

@@ -514,8 +514,9 @@ impl Inner {
             let st = &mut *guard;
             let ref_id = &active.spec.ref_id;
             let key = active.spec.key;
-            // A complete execution stays indexed (its value answers the key); a failed or cancelled one does not.
-            if info.status != TaskStatus::Complete {
+            // A complete execution stays indexed (its value answers the key); a failed, cancelled or forgotten one
+            // does not.
+            if info.status != TaskStatus::Complete || active.forget.load(Ordering::Acquire) {
                 unindex(&mut st.index, &key, ref_id);
             }
             if !active.forget.load(Ordering::Acquire) {
@@ -561,20 +562,18 @@ impl Inner {
             Some(Ok(value)) if active.cas(RUNNING, COMPLETING) => {
                 let spec = &active.spec;
                 let ttl = spec.options.ttl.unwrap_or(self.config.default_ttl);
-                let stored = StoredValue::new(
-                    spec.ref_id.clone(),
-                    spec.key,
-                    spec.task_name.clone(),
-                    spec.namespace.clone(),
-                    value,
-                    ttl,
-                );
+                let stored = StoredValue::of_task(spec, value, ttl);
                 if self.store.fits(&stored) {
                     // The value is in the store before `complete` is published: whoever sees `complete` (a waiter,
                     // a poll, a lookup of the key) finds the value.
                     let stored = Arc::new(stored);
                     let _ = active.value.set(stored.clone());
                     self.store.insert(stored).await;
+                    // Deleted (or its session ended) meanwhile: the value must not outlive its reference. Checked
+                    // after the insert, so that either this check or the delete's own invalidation removes it.
+                    if active.forget.load(Ordering::SeqCst) {
+                        self.store.invalidate(&spec.key).await;
+                    }
                     active.record_terminal(TaskStatus::Complete, None, None);
                     active.phase.store(DONE, Ordering::Release);
                 } else {
@@ -729,6 +728,7 @@ impl TaskBackend for MemoryTaskBackend {
                             spec.namespace.clone(),
                         );
                         info.session_id = spec.options.session_id.clone();
+                        info.policy = spec.policy.clone();
                         info.max_retries = spec.options.max_retries;
                         let priority = spec.options.priority;
                         let active = Active::new(spec, job, handle, info, &self.inner);
@@ -900,6 +900,43 @@ impl TaskBackend for MemoryTaskBackend {
         })
     }
 
+    fn delete<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<bool, BackendError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let active = lock(&inner.state).active.get(ref_id).cloned();
+            if let Some(active) = active {
+                if active.forget.swap(true, Ordering::SeqCst) {
+                    return Ok(false);
+                }
+                inner.cancel(ref_id, Some("deleted"));
+                // A value stored by a completion that raced with this delete is dropped here; one stored after
+                // it sees `forget` and drops itself (see `complete`).
+                inner.store.invalidate(&active.spec.key).await;
+                return Ok(true);
+            }
+            let key = {
+                let mut guard = lock(&inner.state);
+                let st = &mut *guard;
+                let Some(record) = st.history.get(ref_id).cloned() else {
+                    return Ok(false);
+                };
+                st.history.map.remove(ref_id);
+                unindex(&mut st.index, &record.key, ref_id);
+                record.key
+            };
+            // The value goes only if it is this reference's: a later execution of the same call has its own.
+            if inner
+                .store
+                .get(&key)
+                .await
+                .is_some_and(|v| v.ref_id == *ref_id)
+            {
+                inner.store.invalidate(&key).await;
+            }
+            Ok(true)
+        })
+    }
+
     fn end_session<'a>(
         &'a self,
         session_id: &'a str,
@@ -914,7 +951,7 @@ impl TaskBackend for MemoryTaskBackend {
                 .cloned()
                 .collect();
             for active in &running {
-                active.forget.store(true, Ordering::Release);
+                active.forget.store(true, Ordering::SeqCst);
                 inner.cancel(&active.spec.ref_id, Some("session ended"));
             }
             let mut guard = lock(&inner.state);

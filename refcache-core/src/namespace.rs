@@ -80,7 +80,10 @@ impl<'a> Namespace<'a> {
             return Err(invalid(text, "it is empty"));
         }
         if text.len() > MAX_NAMESPACE_LEN {
-            return Err(invalid(text, format!("it is longer than {MAX_NAMESPACE_LEN} bytes")));
+            return Err(invalid(
+                text,
+                format!("it is longer than {MAX_NAMESPACE_LEN} bytes"),
+            ));
         }
         if let Some(c) = text
             .chars()
@@ -102,7 +105,10 @@ impl<'a> Namespace<'a> {
             _ => return Ok(Self::Custom(text)),
         };
         if id.is_empty() {
-            return Err(invalid(text, format!("`{prefix}:` needs an id after the colon")));
+            return Err(invalid(
+                text,
+                format!("`{prefix}:` needs an id after the colon"),
+            ));
         }
         Ok(make(id))
     }
@@ -225,7 +231,10 @@ mod tests {
         assert_eq!(Namespace::parse("session:s1"), Ok(Namespace::Session("s1")));
         assert_eq!(Namespace::parse("user:alice"), Ok(Namespace::User("alice")));
         assert_eq!(Namespace::parse("agent:a:b"), Ok(Namespace::Agent("a:b")));
-        assert_eq!(Namespace::parse("shared:team"), Ok(Namespace::Shared("team")));
+        assert_eq!(
+            Namespace::parse("shared:team"),
+            Ok(Namespace::Shared("team"))
+        );
         assert_eq!(Namespace::parse("jobs"), Ok(Namespace::Custom("jobs")));
         assert_eq!(Namespace::parse("team:x"), Ok(Namespace::Custom("team:x")));
         for bad in ["", "user:", "session:", "a b", "x{y}", &"n".repeat(300)] {
@@ -242,7 +251,10 @@ mod tests {
         assert!(!Namespace::User("bob").admits(&alice));
         assert!(Namespace::Session("s1").admits(&alice));
         assert!(!Namespace::Session("s2").admits(&alice));
-        assert!(!Namespace::Agent("alice").admits(&alice), "a user is not the agent of the same id");
+        assert!(
+            !Namespace::Agent("alice").admits(&alice),
+            "a user is not the agent of the same id"
+        );
         assert!(Namespace::Agent("c").admits(&Actor::agent("c")));
         assert!(!Namespace::User("c").admits(&Actor::agent("c")));
         assert!(Namespace::Shared("g").admits(&Actor::anonymous_agent()));
@@ -265,7 +277,9 @@ mod tests {
         );
         assert!(missing.to_string().contains("Actor::user"), "{missing}");
         let team = NamespaceTemplate::parse("shared:{team}-{session_id}").unwrap();
-        let actor = Actor::agent("a").with_session("s").with_attribute("team", "blue");
+        let actor = Actor::agent("a")
+            .with_session("s")
+            .with_attribute("team", "blue");
         assert_eq!(team.fill(&actor).unwrap(), "shared:blue-s");
         // A filled value cannot smuggle in a space or a brace.
         let sneaky = Actor::user("a b");
@@ -273,7 +287,10 @@ mod tests {
         for bad in ["user:{", "user:}", "user:{}", "user:{user id}", "{1x}"] {
             assert!(NamespaceTemplate::parse(bad).is_err(), "{bad}");
         }
-        assert!(NamespaceTemplate::parse("user:").is_err(), "a fixed namespace is validated");
+        assert!(
+            NamespaceTemplate::parse("user:").is_err(),
+            "a fixed namespace is validated"
+        );
         assert!(NamespaceTemplate::parse("jobs").unwrap().is_fixed());
     }
 }

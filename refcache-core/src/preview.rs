@@ -1,7 +1,7 @@
 //! Size measurement and previews: how a large value is shown without flooding an agent's context.
 //!
-//! Issue #4 groundwork: the measures and the three strategies, tested on their own. Wiring them into responses
-//! (`max_size` on the attribute and per call, paging through `get_cached_result`) comes with the rest of #4.
+//! A value larger than `max_size` (per call, else the function's `max_size`, else the cache's) is answered with a
+//! preview instead of the value; `get_cached_result` pages through it or fetches it whole. See `docs/refcache.md`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -36,6 +36,14 @@ pub enum TokenEncoding {
 }
 
 impl SizeMeasure {
+    /// The unit's name: `characters` or `tokens`.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Self::Characters => "characters",
+            Self::Tokens(_) => "tokens",
+        }
+    }
+
     /// The size of `value`.
     pub fn of(self, value: &Value) -> usize {
         self.of_text(&serde_json::to_string(value).expect("a Value always serializes"))
@@ -51,6 +59,32 @@ impl SizeMeasure {
             Self::Tokens(TokenEncoding::O200kBase) => tiktoken_rs::o200k_base_singleton()
                 .encode_ordinary(text)
                 .len(),
+        }
+    }
+}
+
+impl PreviewStrategy {
+    /// The wire name: `sample`, `paginate` or `truncate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sample => "sample",
+            Self::Paginate => "paginate",
+            Self::Truncate => "truncate",
+        }
+    }
+}
+
+impl std::str::FromStr for PreviewStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sample" => Ok(Self::Sample),
+            "paginate" => Ok(Self::Paginate),
+            "truncate" => Ok(Self::Truncate),
+            other => Err(format!(
+                "invalid preview strategy `{}`: expected one of `sample`, `paginate`, `truncate`",
+                other.chars().take(100).collect::<String>()
+            )),
         }
     }
 }
@@ -99,6 +133,8 @@ pub struct Previewer {
     pub max_size: usize,
     /// Items per page (paginate).
     pub page_size: usize,
+    /// The strategy used when none is asked for.
+    pub strategy: PreviewStrategy,
 }
 
 impl Default for Previewer {
@@ -107,6 +143,7 @@ impl Default for Previewer {
             measure: SizeMeasure::default(),
             max_size: 1000,
             page_size: 20,
+            strategy: PreviewStrategy::Sample,
         }
     }
 }
@@ -174,6 +211,18 @@ impl Previewer {
         self
     }
 
+    /// The same, previewing by `strategy` when none is asked for.
+    pub fn strategy(mut self, strategy: PreviewStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// The same, with another `max_size`.
+    pub fn max_size(mut self, max_size: usize) -> Self {
+        self.max_size = max_size;
+        self
+    }
+
     fn size(&self, value: &Value) -> usize {
         self.measure.of(value)
     }
@@ -190,7 +239,17 @@ impl Previewer {
         strategy: PreviewStrategy,
         page: Option<usize>,
     ) -> Preview {
-        let original_size = self.size(value);
+        self.preview_sized(value, self.size(value), strategy, page)
+    }
+
+    /// [`preview`](Self::preview) of a value whose size is already known (measuring a large value is slow).
+    pub fn preview_sized(
+        &self,
+        value: &Value,
+        original_size: usize,
+        strategy: PreviewStrategy,
+        page: Option<usize>,
+    ) -> Preview {
         let total_items = items(value);
         let (shown, page, total_pages) = match strategy {
             PreviewStrategy::Sample => (self.sample(value, self.max_size), None, None),

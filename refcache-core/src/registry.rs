@@ -8,10 +8,12 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+use crate::access::{AccessPolicy, PolicyError};
 use crate::backend::TaskOptions;
 use crate::execute::{LocalJob, TaskContext};
 use crate::format::AsyncResponseFormat;
 use crate::key::KeyPrefix;
+use crate::namespace::{NamespaceError, NamespaceTemplate};
 use crate::schema::ExpectedSchema;
 use crate::task::TaskError;
 
@@ -28,6 +30,10 @@ pub struct TaskMeta {
     description: Option<&'static str>,
     schema: fn() -> Option<Value>,
     expected: OnceLock<Arc<ExpectedSchema>>,
+    /// The namespace, when it has `{variable}` placeholders to fill per call.
+    template: Result<Option<NamespaceTemplate>, NamespaceError>,
+    policy: Result<Arc<AccessPolicy>, PolicyError>,
+    resolve_refs: bool,
 }
 
 impl TaskMeta {
@@ -44,6 +50,9 @@ impl TaskMeta {
         schema: fn() -> Option<Value>,
     ) -> Self {
         let key_prefix = KeyPrefix::new(&name, namespace);
+        // `#[cached]` has validated the namespace at compile time; a hand-built meta with a bad one fails each call.
+        let template =
+            NamespaceTemplate::parse(namespace).map(|t| if t.is_fixed() { None } else { Some(t) });
         Self {
             name: name.into(),
             namespace: namespace.into(),
@@ -55,7 +64,37 @@ impl TaskMeta {
             description,
             schema,
             expected: OnceLock::new(),
+            template,
+            policy: Ok(Arc::default()),
+            resolve_refs: true,
         }
+    }
+
+    /// The same meta under `policy` (validated; an invalid policy fails every call with its error).
+    pub fn with_policy(mut self, policy: AccessPolicy) -> Self {
+        self.policy = policy.validate().map(|()| Arc::new(policy));
+        self
+    }
+
+    /// The same meta with reference inputs resolved (`true`, the default) or passed as they are.
+    pub fn with_resolve_refs(mut self, resolve: bool) -> Self {
+        self.resolve_refs = resolve;
+        self
+    }
+
+    /// The namespace template, when the namespace has placeholders (an error for an invalid namespace).
+    pub fn namespace_template(&self) -> Result<Option<&NamespaceTemplate>, &NamespaceError> {
+        self.template.as_ref().map(Option::as_ref)
+    }
+
+    /// The access policy of its references.
+    pub fn policy(&self) -> Result<&Arc<AccessPolicy>, &PolicyError> {
+        self.policy.as_ref()
+    }
+
+    /// Whether string arguments in the ref id form are replaced by the referenced values before the call.
+    pub fn resolve_refs(&self) -> bool {
+        self.resolve_refs
     }
 
     /// The task's stable name.

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::error::RefCacheError;
 use crate::format::AsyncResponseFormat;
+use crate::preview::Preview;
 use crate::ref_id::RefId;
 use crate::schema::ExpectedSchema;
 use crate::store::StoredValue;
@@ -17,6 +18,10 @@ use crate::task::{TaskError, TaskInfo, TaskStatus};
 ///
 /// Serializes to the wire shapes of mcp-refcache, so agents written for it work unchanged:
 /// - complete: `{ref_id, value, is_complete: true, is_async: false, size, total_items}`;
+/// - preview, for a complete value larger than `max_size`: `{ref_id, preview, is_complete: false, is_async: false,
+///   preview_strategy, total_items, original_size, preview_size, page?, total_pages?, message}`;
+/// - restricted, for a complete value the caller may use but not read (`EXECUTE` without `READ`):
+///   `{ref_id, status: "complete", is_complete: true, is_async: false, message}`;
 /// - async (pending, processing, failed, cancelled), by format:
 ///   - minimal: `{ref_id, status, is_complete: false, is_async: true}`;
 ///   - standard: minimal plus `started_at`, `progress`, `message`;
@@ -29,6 +34,24 @@ pub enum CachedResponse {
     Complete(CompleteResponse),
     /// The task is pending, processing, failed or cancelled.
     Async(Box<AsyncResponse>),
+    /// The task is complete, but its value is larger than `max_size`: here is a preview, or one page.
+    Preview(Box<PreviewResponse>),
+    /// The task is complete, and the caller may pass the reference on but not read the value.
+    Restricted(RestrictedResponse),
+}
+
+/// A preview (or one page) of a value too large to answer whole.
+#[derive(Debug, Clone)]
+pub struct PreviewResponse {
+    stored: Arc<StoredValue>,
+    preview: Preview,
+    message: String,
+}
+
+/// A complete value that the caller may not read.
+#[derive(Debug, Clone)]
+pub struct RestrictedResponse {
+    ref_id: RefId,
 }
 
 /// A complete value.
@@ -64,40 +87,64 @@ impl CachedResponse {
         }))
     }
 
+    /// A preview response.
+    pub fn preview(stored: Arc<StoredValue>, preview: Preview, message: String) -> Self {
+        Self::Preview(Box::new(PreviewResponse {
+            stored,
+            preview,
+            message,
+        }))
+    }
+
+    /// A restricted response.
+    pub fn restricted(ref_id: RefId) -> Self {
+        Self::Restricted(RestrictedResponse { ref_id })
+    }
+
     /// The reference.
     pub fn ref_id(&self) -> &RefId {
         match self {
             Self::Complete(c) => &c.stored.ref_id,
             Self::Async(a) => &a.info.ref_id,
+            Self::Preview(p) => &p.stored.ref_id,
+            Self::Restricted(r) => &r.ref_id,
         }
     }
 
-    /// The task's status.
+    /// The task's status (`complete` for a preview and a restricted answer too).
     pub fn status(&self) -> TaskStatus {
         match self {
-            Self::Complete(_) => TaskStatus::Complete,
             Self::Async(a) => a.info.status,
+            _ => TaskStatus::Complete,
         }
     }
 
-    /// Whether the value is here.
+    /// Whether the whole value is here.
     pub fn is_complete(&self) -> bool {
         matches!(self, Self::Complete(_))
     }
 
-    /// The value, when complete.
+    /// The whole value, when it is here.
     pub fn value(&self) -> Option<&Value> {
         match self {
             Self::Complete(c) => Some(&c.stored.value),
-            Self::Async(_) => None,
+            _ => None,
         }
     }
 
-    /// The stored value and its metadata, when complete.
+    /// The preview, when the value was too large to answer whole.
+    pub fn preview_of(&self) -> Option<&Preview> {
+        match self {
+            Self::Preview(p) => Some(&p.preview),
+            _ => None,
+        }
+    }
+
+    /// The stored value and its metadata, when the whole value is here.
     pub fn stored(&self) -> Option<&Arc<StoredValue>> {
         match self {
             Self::Complete(c) => Some(&c.stored),
-            Self::Async(_) => None,
+            _ => None,
         }
     }
 
@@ -116,8 +163,8 @@ impl CachedResponse {
     /// The task record, when not complete.
     pub fn info(&self) -> Option<&TaskInfo> {
         match self {
-            Self::Complete(_) => None,
             Self::Async(a) => Some(&a.info),
+            _ => None,
         }
     }
 
@@ -131,14 +178,16 @@ impl CachedResponse {
         match self {
             Self::Complete(_) => "Task completed successfully".to_owned(),
             Self::Async(a) => a.info.message(),
+            Self::Preview(p) => p.message.clone(),
+            Self::Restricted(r) => restricted_message(&r.ref_id),
         }
     }
 
     /// The format an async response answers in.
     pub fn format(&self) -> Option<AsyncResponseFormat> {
         match self {
-            Self::Complete(_) => None,
             Self::Async(a) => Some(a.format),
+            _ => None,
         }
     }
 
@@ -160,6 +209,33 @@ impl Serialize for CachedResponse {
                 map.serialize_entry("is_async", &false)?;
                 map.serialize_entry("size", &v.size)?;
                 map.serialize_entry("total_items", &v.total_items)?;
+                map.end()
+            }
+            Self::Preview(p) => {
+                let preview = &p.preview;
+                let mut map = serializer.serialize_map(None)?;
+                map.serialize_entry("ref_id", &p.stored.ref_id)?;
+                map.serialize_entry("preview", &preview.value)?;
+                map.serialize_entry("is_complete", &false)?;
+                map.serialize_entry("is_async", &false)?;
+                map.serialize_entry("preview_strategy", &preview.strategy)?;
+                map.serialize_entry("total_items", &preview.total_items)?;
+                map.serialize_entry("original_size", &preview.original_size)?;
+                map.serialize_entry("preview_size", &preview.preview_size)?;
+                if let (Some(page), Some(total_pages)) = (preview.page, preview.total_pages) {
+                    map.serialize_entry("page", &page)?;
+                    map.serialize_entry("total_pages", &total_pages)?;
+                }
+                map.serialize_entry("message", &p.message)?;
+                map.end()
+            }
+            Self::Restricted(r) => {
+                let mut map = serializer.serialize_map(Some(5))?;
+                map.serialize_entry("ref_id", &r.ref_id)?;
+                map.serialize_entry("status", &TaskStatus::Complete)?;
+                map.serialize_entry("is_complete", &true)?;
+                map.serialize_entry("is_async", &false)?;
+                map.serialize_entry("message", &restricted_message(&r.ref_id))?;
                 map.end()
             }
             Self::Async(a) => {
@@ -202,6 +278,13 @@ impl Serialize for CachedResponse {
             }
         }
     }
+}
+
+fn restricted_message(ref_id: &RefId) -> String {
+    format!(
+        "The task is complete, but its value is private to you (execute-only): pass \"{ref_id}\" as an argument \
+         to a tool that takes it; the tool receives the value, you do not"
+    )
 }
 
 /// `{current, total, message, percentage}`.

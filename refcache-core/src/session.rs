@@ -113,12 +113,3 @@ impl Drop for ScopeGuard {
 pub(crate) fn any_scope() -> bool {
     ACTIVE_SCOPES.load(AtomicOrdering::Relaxed) > 0
 }
-
-/// Whether a task of `task_session` is visible to a caller in `caller`: a task in a session is visible only to
-/// that session; one outside any session is visible to all.
-pub(crate) fn visible(task_session: Option<&str>, caller: Option<&Session>) -> bool {
-    match task_session {
-        None => true,
-        Some(task) => caller.is_some_and(|c| c.id() == task),
-    }
-}

@@ -1,12 +1,14 @@
 //! Finished values: a moka cache weighed in bytes, with a TTL per entry.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::access::AccessPolicy;
 use crate::key::CacheKey;
+use crate::preview::{PreviewStrategy, SizeMeasure, TokenEncoding};
 use crate::ref_id::RefId;
 use crate::task::Timestamp;
 
@@ -36,6 +38,32 @@ pub struct StoredValue {
     /// How long it stays.
     #[serde(with = "secs")]
     pub ttl: Duration,
+    /// Who may do what with it.
+    #[serde(default)]
+    pub policy: Arc<AccessPolicy>,
+    /// The session of the task that made it, which it is bound to.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// The largest size answered whole, as its function set it (`None`: the cache's default).
+    #[serde(default)]
+    pub max_size: Option<usize>,
+    /// How it is previewed when larger, as its function set it (`None`: the cache's default).
+    #[serde(default)]
+    pub preview_strategy: Option<PreviewStrategy>,
+    /// Its size in each measure, computed on first need.
+    #[serde(skip)]
+    measured: Measured,
+}
+
+/// A value's size in each [`SizeMeasure`], each computed at most once (counting tokens of a large value is slow).
+#[derive(Debug, Clone, Default)]
+struct Measured([OnceLock<usize>; 3]);
+
+impl PartialEq for Measured {
+    fn eq(&self, _: &Self) -> bool {
+        // A cache of what the value already determines.
+        true
+    }
 }
 
 impl StoredValue {
@@ -64,7 +92,72 @@ impl StoredValue {
             total_items,
             created_at: Timestamp::now(),
             ttl,
+            policy: Arc::default(),
+            session_id: None,
+            max_size: None,
+            preview_strategy: None,
+            measured: Measured::default(),
         }
+    }
+
+    /// The value produced by the task `spec`: its reference, key, name and namespace, its access policy and
+    /// session, and its preview settings.
+    pub fn of_task(spec: &crate::TaskSpec, value: Value, ttl: Duration) -> Self {
+        let mut stored = Self::new(
+            spec.ref_id.clone(),
+            spec.key,
+            spec.task_name.clone(),
+            spec.namespace.clone(),
+            value,
+            ttl,
+        )
+        .with_access(spec.policy.clone(), spec.options.session_id.clone());
+        stored.max_size = spec.options.max_size;
+        stored.preview_strategy = spec.options.preview_strategy;
+        stored
+    }
+
+    /// The same value under `policy`, bound to `session_id` (the session of the task that made it).
+    pub fn with_access(mut self, policy: Arc<AccessPolicy>, session_id: Option<String>) -> Self {
+        self.policy = policy;
+        self.session_id = session_id;
+        self
+    }
+
+    /// Its size in `measure`, computed once per measure. A value whose JSON is at most `limit` bytes is within
+    /// `limit` in every measure (a character or a token is at least one byte), so `fits` answers without counting.
+    pub fn fits(&self, measure: SizeMeasure, limit: usize) -> bool {
+        self.size <= limit || self.measure(measure) <= limit
+    }
+
+    /// Its size in `measure`, computed once per measure.
+    pub fn measure(&self, measure: SizeMeasure) -> usize {
+        let slot = match measure {
+            SizeMeasure::Characters => 0,
+            SizeMeasure::Tokens(TokenEncoding::Cl100kBase) => 1,
+            SizeMeasure::Tokens(TokenEncoding::O200kBase) => 2,
+        };
+        *self.measured.0[slot].get_or_init(|| measure.of(&self.value))
+    }
+
+    /// What `actor` may do with it.
+    pub fn permissions_for(&self, actor: &crate::Actor) -> crate::Permissions {
+        self.policy
+            .permissions_for(actor, &self.namespace, self.session_id.as_deref())
+    }
+
+    /// Whether anyone may read it, whoever they are: its policy lets every user and agent read, it is bound to no
+    /// session, and its namespace has no rule. The hit path then skips finding the actor.
+    pub fn readable_by_all(&self) -> bool {
+        self.session_id.is_none()
+            && self.policy.reads_for_everyone()
+            && (&*self.namespace == "public"
+                || matches!(
+                    crate::Namespace::parse(&self.namespace),
+                    Ok(crate::Namespace::Public
+                        | crate::Namespace::Shared(_)
+                        | crate::Namespace::Custom(_))
+                ))
     }
 }
 

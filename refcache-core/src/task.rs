@@ -283,6 +283,9 @@ pub struct TaskInfo {
     pub session_id: Option<String>,
     /// 1-based place in the queue while pending.
     pub queue_position: Option<usize>,
+    /// Who may do what with the reference.
+    #[serde(default)]
+    pub policy: Arc<crate::AccessPolicy>,
 }
 
 impl TaskInfo {
@@ -308,6 +311,7 @@ impl TaskInfo {
             retry_history: Vec::new(),
             session_id: None,
             queue_position: None,
+            policy: Arc::default(),
         }
     }
 
@@ -354,6 +358,12 @@ impl TaskInfo {
         let elapsed = self.started_at?.elapsed().as_secs_f64();
         let rate = progress.current / elapsed.max(1e-9);
         Some(((total - progress.current).max(0.0)) / rate)
+    }
+
+    /// What `actor` may do with this task's reference.
+    pub fn permissions_for(&self, actor: &crate::Actor) -> crate::Permissions {
+        self.policy
+            .permissions_for(actor, &self.namespace, self.session_id.as_deref())
     }
 
     /// Whether `retry_task` can re-run this task: it has failed.

@@ -24,7 +24,27 @@ const KNOWN: &[&str] = &[
     "execution_timeout",
     "max_concurrent",
     "priority",
+    "max_size",
+    "preview",
+    "resolve_refs",
+    "policy",
 ];
+
+/// `preview = "..."`.
+#[derive(Clone, Copy)]
+pub(crate) enum Strategy {
+    Sample,
+    Paginate,
+    Truncate,
+}
+
+/// `policy = ...`.
+pub(crate) enum Policy {
+    /// A preset by name.
+    Preset(String),
+    /// An expression of type `AccessPolicy`, evaluated once.
+    Expr(Box<Expr>),
+}
 
 /// `response_format = "..."`.
 #[derive(Clone, Copy)]
@@ -51,6 +71,10 @@ pub(crate) struct Args {
     pub(crate) execution_timeout: Option<f64>,
     pub(crate) max_concurrent: Option<u32>,
     pub(crate) priority: Option<i32>,
+    pub(crate) max_size: Option<u64>,
+    pub(crate) preview: Option<Strategy>,
+    pub(crate) resolve_refs: Option<bool>,
+    pub(crate) policy: Option<Policy>,
 }
 
 /// Collects errors so that all of them are reported together.
@@ -115,6 +139,71 @@ impl Parse for Args {
                         Err(e) => errors.push(e),
                     }
                 }
+                "max_size" => {
+                    input.parse::<Token![=]>()?;
+                    let expr: Expr = input.parse()?;
+                    match integer(&expr, "max_size") {
+                        Ok(n) if n > 0 => args.max_size = Some(n as u64),
+                        Ok(_) => errors.push(syn::Error::new_spanned(
+                            &expr,
+                            "`max_size` must be a positive whole number (tokens or characters, as the cache \
+                             measures), such as `max_size = 2000`",
+                        )),
+                        Err(e) => errors.push(e),
+                    }
+                }
+                "preview" => {
+                    input.parse::<Token![=]>()?;
+                    let lit = string(input, "preview", "\"sample\"")?;
+                    match lit.value().as_str() {
+                        "sample" => args.preview = Some(Strategy::Sample),
+                        "paginate" => args.preview = Some(Strategy::Paginate),
+                        "truncate" => args.preview = Some(Strategy::Truncate),
+                        other => errors.push(syn::Error::new(
+                            lit.span(),
+                            format!(
+                                "invalid `preview` \"{other}\"; expected one of: \"sample\", \"paginate\", \
+                                 \"truncate\""
+                            ),
+                        )),
+                    }
+                }
+                "resolve_refs" => {
+                    input.parse::<Token![=]>()?;
+                    let expr: Expr = input.parse()?;
+                    match &expr {
+                        Expr::Lit(ExprLit {
+                            lit: Lit::Bool(b), ..
+                        }) => args.resolve_refs = Some(b.value),
+                        _ => errors.push(syn::Error::new_spanned(
+                            &expr,
+                            "`resolve_refs` takes `true` or `false`, such as `resolve_refs = false`",
+                        )),
+                    }
+                }
+                "policy" => {
+                    input.parse::<Token![=]>()?;
+                    if input.peek(LitStr) {
+                        let lit: LitStr = input.parse()?;
+                        let name = lit.value();
+                        if ["public", "user_only", "read_only", "execute_only"]
+                            .contains(&name.as_str())
+                        {
+                            args.policy = Some(Policy::Preset(name));
+                        } else {
+                            errors.push(syn::Error::new(
+                                lit.span(),
+                                format!(
+                                    "unknown policy preset \"{name}\"; expected one of: \"public\", \"user_only\", \
+                                     \"read_only\", \"execute_only\", or an expression of type \
+                                     `refcache::AccessPolicy`"
+                                ),
+                            ));
+                        }
+                    } else {
+                        args.policy = Some(Policy::Expr(Box::new(input.parse()?)));
+                    }
+                }
                 "max_retries" | "max_concurrent" | "priority" => {
                     input.parse::<Token![=]>()?;
                     let expr: Expr = input.parse()?;
@@ -174,6 +263,18 @@ impl Parse for Args {
                             lit.span(),
                             format!("`{name}` must not be empty"),
                         ));
+                    } else if name == "namespace"
+                        && let Err(reason) = check_namespace(&lit.value())
+                    {
+                        errors.push(syn::Error::new(
+                            lit.span(),
+                            format!(
+                                "invalid `namespace` \"{}\": {reason}; use `public`, `session:<id>`, `user:<id>`, \
+                                 `agent:<id>`, `shared:<group>`, a custom name, or a template such as \
+                                 \"user:{{user_id}}\"",
+                                lit.value()
+                            ),
+                        ));
                     }
                     if name == "name" {
                         args.name = Some(lit)
@@ -227,6 +328,45 @@ impl Parse for Args {
         errors.finish()?;
         Ok(args)
     }
+}
+
+/// Checks a namespace or namespace template as `refcache_core::NamespaceTemplate::parse` does at run time, so that
+/// a bad one is a compile error at its literal.
+fn check_namespace(text: &str) -> Result<(), String> {
+    let mut rest = text;
+    let mut fixed = true;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest.as_bytes()[open] == b'}' {
+            return Err("it has a `}` without a `{`".into());
+        }
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| "it has a `{` without a `}`".to_owned())?;
+        let name = &after[..close];
+        if name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            || name.as_bytes()[0].is_ascii_digit()
+        {
+            return Err(format!(
+                "`{{{name}}}` is not a variable name (letters, digits and `_`)"
+            ));
+        }
+        fixed = false;
+        rest = &after[close + 1..];
+    }
+    if let Some(c) = text.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("it contains {c:?}"));
+    }
+    if text.len() > 256 {
+        return Err("it is longer than 256 bytes".into());
+    }
+    if fixed
+        && let Some((prefix @ ("session" | "user" | "agent" | "shared"), "")) = text.split_once(':')
+    {
+        return Err(format!("`{prefix}:` needs an id after the colon"));
+    }
+    Ok(())
 }
 
 fn string(input: ParseStream<'_>, key: &str, example: &str) -> syn::Result<LitStr> {

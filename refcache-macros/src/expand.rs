@@ -16,7 +16,7 @@ use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Attribute, FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type};
 
-use crate::attr::{Args, Errors, Format};
+use crate::attr::{Args, Errors, Format, Policy, Strategy};
 
 /// Types recognised as context: they are not part of the key and are handed to the background task as they are.
 const CONTEXT_TYPES: &[&str] = &["RequestContext", "Peer", "Extension", "Meta"];
@@ -449,6 +449,35 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
         Format::Standard => quote!(#krate::AsyncResponseFormat::Standard),
         Format::Full => quote!(#krate::AsyncResponseFormat::Full),
     };
+    let max_size = args.max_size.map_or_else(
+        || quote!(::core::option::Option::None),
+        |n| {
+            let n = n as usize;
+            quote!(::core::option::Option::Some(#n))
+        },
+    );
+    let strategy = args.preview.map_or_else(
+        || quote!(::core::option::Option::None),
+        |s| {
+            let variant = match s {
+                Strategy::Sample => quote!(Sample),
+                Strategy::Paginate => quote!(Paginate),
+                Strategy::Truncate => quote!(Truncate),
+            };
+            quote!(::core::option::Option::Some(#krate::PreviewStrategy::#variant))
+        },
+    );
+    let policy = match &args.policy {
+        None => quote!(#krate::AccessPolicy::public()),
+        Some(Policy::Preset(name)) => {
+            let ctor = format_ident!("{}", name);
+            quote!(#krate::AccessPolicy::#ctor())
+        }
+        Some(Policy::Expr(expr)) => {
+            quote_spanned!(expr.span()=> { let __refcache_policy: #krate::AccessPolicy = #expr; __refcache_policy })
+        }
+    };
+    let resolve_refs = args.resolve_refs.unwrap_or(true);
     let return_type = type_text(&success_ty);
     let description = doc_text(&func.attrs).map_or_else(
         || quote!(::core::option::Option::None),
@@ -564,7 +593,8 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
                         .retry_backoff(#retry_backoff, #retry_backoff_max)
                         .execution_timeout(#execution_timeout)
                         .max_concurrent(#max_concurrent)
-                        .priority(#priority),
+                        .priority(#priority)
+                        .preview(#max_size, #strategy),
                     #timeout,
                     #format,
                     #return_type,
@@ -575,13 +605,16 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
                         (&&#p::SchemaProbe::<#success_ty>::new()).schema()
                     },
                 )
+                .with_policy(#policy)
+                .with_resolve_refs(#resolve_refs)
             });
                         #cache
-            let __refcache_scope = #p::CallScope::capture(__refcache_meta);
+            let mut __refcache_scope = #p::CallScope::capture(__refcache_meta)?;
             let __refcache_key = {
                 let mut __refcache_kb =
                     #p::KeyBuilder::with_prefix(__refcache_meta.name(), __refcache_scope.key_prefix(__refcache_meta));
                 #(#key_args)*
+                __refcache_scope.note_refs(__refcache_meta, &__refcache_kb);
                 __refcache_kb.finish()
             };
             #this

@@ -1,0 +1,152 @@
+//! Reference inputs: a `#[cached]` function's arguments may hold ref ids, at any depth; each is replaced by the
+//! value it refers to before the call, and the cache key is computed from the resolved arguments.
+//!
+//! A reference whose value holds references is followed in turn; a cycle is an error naming the chain. Resolving
+//! needs `READ` or `EXECUTE` on each reference (execute-only references pass values to tools without showing them
+//! to the caller). An unknown and an inaccessible reference fail with the same text.
+
+use std::fmt::Write as _;
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::actor::Actor;
+use crate::cache::RefCache;
+use crate::error::{INACCESSIBLE_REFERENCE, RefCacheError};
+use crate::ref_id::{RefId, is_ref_id};
+use crate::task::TaskStatus;
+
+/// The most references one call may resolve, nested ones included.
+pub const MAX_RESOLVED_REFERENCES: usize = 1000;
+
+/// The deepest chain of references to references.
+pub const MAX_REFERENCE_DEPTH: usize = 32;
+
+impl RefCache {
+    /// Replaces every string in `value` (at any depth) that is a ref id by the value it refers to, as the actor in
+    /// effect ([`Actor::current`]). This is what `#[cached]` does to a function's arguments.
+    pub async fn resolve_refs(&self, value: Value) -> Result<Value, RefCacheError> {
+        self.resolve_refs_as(value, &Actor::current()).await
+    }
+
+    /// [`resolve_refs`](Self::resolve_refs) as `actor`.
+    pub async fn resolve_refs_as(
+        &self,
+        mut value: Value,
+        actor: &Actor,
+    ) -> Result<Value, RefCacheError> {
+        let mut resolver = Resolver {
+            cache: self,
+            actor,
+            resolved: 0,
+            chain: Vec::new(),
+        };
+        resolver.walk(&mut value, &mut String::new()).await?;
+        Ok(value)
+    }
+}
+
+struct Resolver<'a> {
+    cache: &'a RefCache,
+    actor: &'a Actor,
+    resolved: usize,
+    chain: Vec<String>,
+}
+
+impl Resolver<'_> {
+    fn walk<'b>(
+        &'b mut self,
+        value: &'b mut Value,
+        path: &'b mut String,
+    ) -> BoxFuture<'b, Result<(), RefCacheError>> {
+        Box::pin(async move {
+            match value {
+                Value::String(text) if is_ref_id(text) => {
+                    let id = std::mem::take(text);
+                    *value = self.resolve(id, path).await?;
+                }
+                Value::Array(items) => {
+                    for (i, item) in items.iter_mut().enumerate() {
+                        let len = path.len();
+                        let _ = write!(path, "[{i}]");
+                        self.walk(item, path).await?;
+                        path.truncate(len);
+                    }
+                }
+                Value::Object(map) => {
+                    for (key, item) in map.iter_mut() {
+                        let len = path.len();
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str(key);
+                        self.walk(item, path).await?;
+                        path.truncate(len);
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        })
+    }
+
+    async fn resolve(&mut self, id: String, path: &mut String) -> Result<Value, RefCacheError> {
+        if self.chain.contains(&id) {
+            let mut chain = std::mem::take(&mut self.chain);
+            chain.push(id);
+            return Err(RefCacheError::ReferenceCycle { chain });
+        }
+        self.resolved += 1;
+        if self.resolved > MAX_RESOLVED_REFERENCES {
+            return Err(RefCacheError::TooManyReferences {
+                limit: MAX_RESOLVED_REFERENCES,
+            });
+        }
+        let unresolved = |reason: String| RefCacheError::UnresolvedReference {
+            argument: if path.is_empty() {
+                "<arguments>".to_owned()
+            } else {
+                path.clone()
+            },
+            ref_id: id.clone(),
+            reason,
+        };
+        if self.chain.len() >= MAX_REFERENCE_DEPTH {
+            return Err(unresolved(format!(
+                "references nest deeper than {MAX_REFERENCE_DEPTH}"
+            )));
+        }
+        let inaccessible = || unresolved(INACCESSIBLE_REFERENCE.to_owned());
+        let ref_id = RefId::parse(&id).map_err(|_| inaccessible())?;
+        if ref_id.cache_name() != self.cache.name() {
+            return Err(inaccessible());
+        }
+        let Some(snapshot) = self.cache.backend().get(&ref_id).await? else {
+            return Err(inaccessible());
+        };
+        if !snapshot.info.permissions_for(self.actor).can_see() {
+            return Err(inaccessible());
+        }
+        let mut value = match (snapshot.info.status, snapshot.value) {
+            (TaskStatus::Complete, Some(stored)) => stored.value.clone(),
+            // Complete, but the value has expired or been evicted since.
+            (TaskStatus::Complete, None) => return Err(inaccessible()),
+            (TaskStatus::Failed, _) => {
+                let error = snapshot.info.error.map(|e| e.message).unwrap_or_default();
+                return Err(unresolved(format!("its task failed: {error}")));
+            }
+            (TaskStatus::Cancelled, _) => {
+                return Err(unresolved("its task was cancelled".to_owned()));
+            }
+            (status, _) => {
+                return Err(unresolved(format!(
+                    "its task is still {status}; poll it with get_cached_result and pass it again once complete"
+                )));
+            }
+        };
+        self.chain.push(id);
+        self.walk(&mut value, path).await?;
+        self.chain.pop();
+        Ok(value)
+    }
+}
