@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use refcache::{ConfigError, RefCache, RefCacheConfig, cached};
+use refcache::{
+    ConfigError, PreviewStrategy, RefCache, RefCacheConfig, SizeMeasure, TokenEncoding, cached,
+};
 
 fn load(vars: &[(&str, &str)]) -> Result<RefCacheConfig, ConfigError> {
     RefCacheConfig::load_from_vars(vars.iter().copied())
@@ -177,4 +179,73 @@ async fn ref_ids_carry_the_configured_name() {
             .as_str()
             .starts_with("configured:")
     );
+}
+
+#[test]
+fn preview_settings_come_from_variables_and_files() {
+    let defaults = load(&[]).unwrap().previewer().unwrap();
+    assert_eq!(
+        (
+            defaults.measure,
+            defaults.max_size,
+            defaults.page_size,
+            defaults.strategy
+        ),
+        (
+            SizeMeasure::Tokens(TokenEncoding::Cl100kBase),
+            1000,
+            20,
+            PreviewStrategy::Sample
+        ),
+        "tokens, 1000, 20, sample by default"
+    );
+    let set = load(&[
+        ("REFCACHE_SIZE_MEASURE", "tokens"),
+        ("REFCACHE_TOKEN_ENCODING", "o200k_base"),
+        ("REFCACHE_MAX_SIZE", "250"),
+        ("REFCACHE_PAGE_SIZE", "5"),
+        ("REFCACHE_PREVIEW_STRATEGY", "truncate"),
+    ])
+    .unwrap()
+    .previewer()
+    .unwrap();
+    assert_eq!(
+        (set.measure, set.max_size, set.page_size, set.strategy),
+        (
+            SizeMeasure::Tokens(TokenEncoding::O200kBase),
+            250,
+            5,
+            PreviewStrategy::Truncate
+        )
+    );
+    let chars = RefCacheConfig::from_toml_str(
+        "size_measure = \"characters\"\nmax_size = 80\npreview_strategy = \"paginate\"\n",
+    )
+    .unwrap();
+    let cache = RefCache::from_config(&chars).unwrap();
+    assert_eq!(cache.previewer().measure, SizeMeasure::Characters);
+    assert_eq!(cache.previewer().max_size, 80);
+    assert_eq!(cache.previewer().strategy, PreviewStrategy::Paginate);
+
+    for (var, value, expected) in [
+        ("REFCACHE_SIZE_MEASURE", "bytes", "`tokens` or `characters`"),
+        (
+            "REFCACHE_TOKEN_ENCODING",
+            "gpt2",
+            "`cl100k_base` or `o200k_base`",
+        ),
+        ("REFCACHE_MAX_SIZE", "0", "a positive whole number"),
+        ("REFCACHE_PAGE_SIZE", "0", "a positive whole number"),
+        (
+            "REFCACHE_PREVIEW_STRATEGY",
+            "head",
+            "`sample`, `paginate` or `truncate`",
+        ),
+    ] {
+        let err = load(&[(var, value)]).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("`{value}`")) && err.contains(expected),
+            "{var}={value}: {err}"
+        );
+    }
 }

@@ -889,6 +889,97 @@ pub async fn cleanup_removes_old_records(make: Factory) {
     assert!(b.get(&ref_id).await.unwrap().is_none());
 }
 
+/// `delete` drops a finished task's record and value; an in-flight task is cancelled and forgotten, and its late
+/// value is never stored. Deleting again answers `false`; the same call then runs afresh.
+pub async fn delete_drops_record_and_value(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let done = new_gate();
+    open(&done);
+    let (_, done_ref, done_key) = submit(b, GATED, json!({"gate": done, "value": 7})).await;
+    wait_terminal(b, &done_ref).await;
+    assert!(find(b, &done_key).await.is_some());
+    assert!(
+        b.delete(&done_ref).await.unwrap(),
+        "there was something to delete"
+    );
+    assert!(
+        b.get(&done_ref).await.unwrap().is_none(),
+        "the record is gone"
+    );
+    assert!(find(b, &done_key).await.is_none(), "the value is gone");
+    assert!(!b.delete(&done_ref).await.unwrap(), "deleting twice");
+
+    let running = new_gate();
+    let args = json!({"gate": running, "value": 8});
+    let (_, running_ref, running_key) = submit(b, GATED, args.clone()).await;
+    wait_executions(&running, 1).await;
+    assert!(b.delete(&running_ref).await.unwrap());
+    assert!(b.get(&running_ref).await.unwrap().is_none());
+    open(&running);
+    let (again, again_ref, _) = submit(b, GATED, args).await;
+    assert!(
+        matches!(again, Submitted::Started(_)),
+        "a deleted execution is not joined: {again:?}"
+    );
+    let snapshot = wait_terminal(b, &again_ref).await;
+    assert_eq!(snapshot.info.status, TaskStatus::Complete);
+    assert_eq!(
+        find(b, &running_key).await.map(|v| v.ref_id.clone()),
+        Some(again_ref),
+        "the key's value is the new execution's, never the deleted one's"
+    );
+    assert!(!b.delete(&RefId::generate("conformance")).await.unwrap());
+}
+
+/// A task's namespace, policy, session and preview settings travel with it: on its record, on its stored value,
+/// and through a list filtered by namespace.
+pub async fn access_travels_with_the_task(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let id = new_gate();
+    open(&id);
+    let args = json!({"gate": id, "value": [1, 2, 3]});
+    let key = CacheKey::from_json(GATED, "user:alice", &args).expect("JSON args");
+    let ref_id = RefId::generate("conformance");
+    let policy = Arc::new(crate::AccessPolicy::execute_only().deny("agent:evil-*"));
+    let options = TaskOptions::default()
+        .ttl(Some(Duration::from_secs(600)))
+        .session_id(Some("s1".into()))
+        .preview(Some(50), Some(crate::PreviewStrategy::Paginate));
+    let spec = TaskSpec::new(ref_id.clone(), key, GATED, "user:alice", args)
+        .with_options(options)
+        .with_policy(policy.clone());
+    let job = registry::find(GATED).map(TaskRegistration::job);
+    b.submit(Submission::new(spec, job)).await.unwrap();
+    let snapshot = wait_terminal(b, &ref_id).await;
+    assert_eq!(snapshot.info.policy, policy);
+    assert_eq!(&*snapshot.info.namespace, "user:alice");
+    assert_eq!(snapshot.info.session_id.as_deref(), Some("s1"));
+    let stored = snapshot.value.expect("complete");
+    assert_eq!(stored.policy, policy);
+    assert_eq!(&*stored.namespace, "user:alice");
+    assert_eq!(stored.session_id.as_deref(), Some("s1"));
+    assert_eq!(stored.max_size, Some(50));
+    assert_eq!(
+        stored.preview_strategy,
+        Some(crate::PreviewStrategy::Paginate)
+    );
+    let listed = b
+        .list(TaskFilter::all().namespace("user:alice"))
+        .await
+        .unwrap();
+    assert_eq!(listed.tasks.len(), 1);
+    assert_eq!(listed.tasks[0].ref_id, ref_id);
+    assert!(
+        b.list(TaskFilter::all().namespace("user:bob"))
+            .await
+            .unwrap()
+            .tasks
+            .is_empty()
+    );
+}
+
 /// Generates one `#[tokio::test]` per conformance test, each with a fresh backend from `$make` (a
 /// [`Factory`](crate::conformance::Factory)).
 #[macro_export]
@@ -900,7 +991,8 @@ macro_rules! backend_conformance {
                         queue_and_pending, runs_by_name, unknown_ids, list_and_page, shutdown_refuses_work,
             retries_until_success, permanent_errors_are_not_retried, execution_timeout_fails_the_task,
             priority_orders_the_queue, max_concurrent_per_task, retry_reruns_a_failed_task,
-            end_session_drops_the_session, cleanup_removes_old_records);
+            end_session_drops_the_session, cleanup_removes_old_records, delete_drops_record_and_value,
+            access_travels_with_the_task);
     };
     (@tests $make:path; $($name:ident),*) => {
         $(
