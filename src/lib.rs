@@ -27,7 +27,7 @@
 //! |---|---|---|---|
 //! | `async_timeout` | seconds (number > 0) | none: wait until done | how long the caller waits before getting a processing reference |
 //! | `response_format` | `"minimal"`, `"standard"`, `"full"` | `"standard"` | how much a not-yet-complete response says |
-//! | `namespace` | string | `"public"` | the namespace of the values; part of the key |
+//! | `namespace` | string or template (`"user:{user_id}"`) | `"public"` | the namespace of the values; part of the key; a template is filled from the calling [`Actor`] |
 //! | `ttl` | seconds (number > 0) | the cache's `default_ttl` (3600) | how long the value stays cached |
 //! | `cache` | expression of a type that derefs to [`RefCache`] | the process-wide [`default_cache`] | which cache to use |
 //! | `name` | string | module path + function name (`Type::method` for methods) | the task's stable name; workers run tasks by it |
@@ -39,9 +39,13 @@
 //! | `execution_timeout` | seconds (number > 0) | the backend's default (none) | hard limit on the whole execution, retries included; past it the task fails with `TIMEOUT` |
 //! | `max_concurrent` | whole number ≥ 1 | none | at most this many executions of this task at a time |
 //! | `priority` | whole number (may be negative) | `0` | higher starts first when tasks queue; FIFO within one |
+//! | `max_size` | whole number ≥ 1 | the cache's (1000 tokens) | the largest value answered whole; a larger one gets a preview of at most this size |
+//! | `preview` | `"sample"`, `"paginate"`, `"truncate"` | the cache's (`"sample"`) | how a value larger than `max_size` is previewed |
+//! | `policy` | `"public"`, `"user_only"`, `"read_only"`, `"execute_only"`, or an expression of type [`AccessPolicy`] | `"public"` | who may do what with the references it makes |
+//! | `resolve_refs` | `true` or `false` | `true` | replace ref ids in the arguments by their values before the call |
 //!
 //! The task lifecycle (progress, retries, cancellation, timeouts, queueing, sessions, shutdown) is described in
-//! `docs/lifecycle.md`.
+//! `docs/lifecycle.md`; references, previews, paging, namespaces, access and reference inputs in `docs/refcache.md`.
 //!
 //! The wrapper keeps the function's name and parameters and returns
 //! `Result<`[`CachedResponse`]`, `[`RefCacheError`]`>`. A task that fails is a response with status `failed`;
@@ -92,3 +96,7 @@ struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/lifecycle.md")]
 struct LifecycleDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/refcache.md")]
+struct RefcacheDoctests;
