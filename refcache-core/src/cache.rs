@@ -543,6 +543,12 @@ impl RefCache {
             // The arguments may hold references: resolve them, and key the call by the resolved arguments.
             let (args, job) = prepare()?;
             let args = self.resolve_refs_as(args, &scope.actor()).await?;
+            if let Some(check) = scope.check {
+                check(&args).map_err(|message| RefCacheError::ResolvedArgument {
+                    task: meta.name().to_owned(),
+                    message,
+                })?;
+            }
             key = CacheKey::from_json_with_prefix(meta.name(), scope.key_prefix(meta), &args)?;
             if let Some(near) = self.inner.backend.near_cache()
                 && let Some(stored) = near.get(&key).await
@@ -710,6 +716,8 @@ pub struct CallScope {
     pub max_size: Option<usize>,
     /// Whether the arguments may hold references to resolve.
     pub refs: bool,
+    /// Checks resolved arguments against the parameter types.
+    pub check: Option<fn(&Value) -> Result<(), String>>,
 }
 
 impl CallScope {
@@ -729,6 +737,7 @@ impl CallScope {
                 namespace: None,
                 max_size: None,
                 refs: false,
+                check: None,
             });
         }
         let options = CallOptions::current();
@@ -743,12 +752,22 @@ impl CallScope {
             namespace,
             max_size: options.max_size,
             refs: false,
+            check: None,
         })
     }
 
-    /// Notes whether the key arguments so far may hold references to resolve.
-    pub fn note_refs(&mut self, meta: &TaskMeta, key: &KeyBuilder<'_>) {
+    /// Notes whether the key arguments so far may hold references to resolve, and how to check the resolved
+    /// arguments against the parameter types.
+    pub fn note_refs(
+        &mut self,
+        meta: &TaskMeta,
+        key: &KeyBuilder<'_>,
+        check: fn(&Value) -> Result<(), String>,
+    ) {
         self.refs = meta.resolve_refs() && key.mentions_ref_id();
+        if self.refs {
+            self.check = Some(check);
+        }
     }
 
     /// The actor making the call.

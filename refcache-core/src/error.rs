@@ -94,6 +94,18 @@ pub enum RefCacheError {
         /// Why: the text of an unknown and of an inaccessible reference is the same.
         reason: String,
     },
+    /// A resolved reference's value does not fit its parameter's type.
+    #[error(
+        "after resolving references, {message} (in `{task}`): the referenced value does not fit the parameter's \
+         type; pass a reference to a value of that type, or declare the function with `resolve_refs = false` to \
+         receive ref ids as they are"
+    )]
+    ResolvedArgument {
+        /// The task.
+        task: String,
+        /// Which argument, and what serde said.
+        message: String,
+    },
     /// References resolve to each other in a cycle.
     #[error("references form a cycle: {}; break it by passing a value instead of one of them", chain.join(" -> "))]
     ReferenceCycle {

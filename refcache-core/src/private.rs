@@ -125,6 +125,14 @@ pub fn take_arg<T: DeserializeOwned>(
     })
 }
 
+/// Checks that argument `name` of a JSON argument object deserializes into `T` (after reference resolution).
+pub fn check_arg<T: DeserializeOwned>(args: &Value, name: &str) -> Result<(), String> {
+    let value = args.get(name).unwrap_or(&Value::Null);
+    T::deserialize(value)
+        .map(drop)
+        .map_err(|e| format!("argument `{name}`: {e}"))
+}
+
 /// The bound on a `#[cached]` function's error type.
 #[diagnostic::on_unimplemented(
     message = "the error type `{Self}` of a #[cached] function must implement `Display`",

@@ -326,6 +326,11 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
             __refcache_json.insert(::std::string::String::from(#name), #p::arg_value(__refcache_meta, #name, &#ident)?);
         }
     });
+    let check_args = key_params.iter().map(|param| {
+        let name = &param.name;
+        let ty = &param.ty;
+        quote_spanned!(ty.span()=> #p::check_arg::<#ty>(__refcache_resolved, #name)?;)
+    });
     let take_args: Vec<TokenStream> = key_params
         .iter()
         .map(|param| {
@@ -614,7 +619,10 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
                 let mut __refcache_kb =
                     #p::KeyBuilder::with_prefix(__refcache_meta.name(), __refcache_scope.key_prefix(__refcache_meta));
                 #(#key_args)*
-                __refcache_scope.note_refs(__refcache_meta, &__refcache_kb);
+                __refcache_scope.note_refs(__refcache_meta, &__refcache_kb, |__refcache_resolved| {
+                    #(#check_args)*
+                    ::core::result::Result::Ok(())
+                });
                 __refcache_kb.finish()
             };
             #this
