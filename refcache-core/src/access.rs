@@ -40,6 +40,16 @@ bitflags::bitflags! {
     }
 }
 
+impl std::fmt::Display for Permissions {
+    /// `READ | EXECUTE`; `none` for no permission.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        bitflags::parser::to_writer(self, f)
+    }
+}
+
 impl Permissions {
     /// Whether these permissions let one see the reference at all (`READ` or `EXECUTE`).
     pub fn can_see(self) -> bool {

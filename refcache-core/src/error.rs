@@ -118,8 +118,21 @@ pub enum RefCacheError {
         /// The bound.
         limit: usize,
     },
+    /// The caller could not see what the call makes: the function's namespace or policy gives it no access.
+    #[error(
+        "{actor} may not call `{task}`: its results live in namespace `{namespace}` under an access policy that \
+         gives {actor} no access; call it as an actor that the namespace and the policy admit"
+    )]
+    CallDenied {
+        /// The task.
+        task: String,
+        /// The calling actor (`user`, `agent:claude`, ...).
+        actor: String,
+        /// The namespace of its results.
+        namespace: String,
+    },
     /// The actor may see the reference but not do this to it.
-    #[error("permission denied: to {operation} {ref_id} you need {needed:?} on it")]
+    #[error("permission denied: to {operation} {ref_id} you need {needed} on it")]
     PermissionDenied {
         /// The reference.
         ref_id: String,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use crate::access::{AccessPolicy, PolicyError};
+use crate::access::{AccessPolicy, Permissions, PolicyError};
 use crate::backend::TaskOptions;
 use crate::execute::{LocalJob, TaskContext};
 use crate::format::AsyncResponseFormat;
@@ -34,6 +34,8 @@ pub struct TaskMeta {
     template: Result<Option<NamespaceTemplate>, NamespaceError>,
     policy: Result<Arc<AccessPolicy>, PolicyError>,
     resolve_refs: bool,
+    /// What an anonymous user outside any session may do with its references, computed once.
+    anonymous: OnceLock<Permissions>,
 }
 
 impl TaskMeta {
@@ -67,6 +69,7 @@ impl TaskMeta {
             template,
             policy: Ok(Arc::default()),
             resolve_refs: true,
+            anonymous: OnceLock::new(),
         }
     }
 
@@ -90,6 +93,17 @@ impl TaskMeta {
     /// The access policy of its references.
     pub fn policy(&self) -> Result<&Arc<AccessPolicy>, &PolicyError> {
         self.policy.as_ref()
+    }
+
+    /// What an anonymous user outside any session may do with the references of a fixed namespace (nothing when
+    /// the policy is invalid; calls fail on that first).
+    pub fn anonymous_access(&self) -> Permissions {
+        *self.anonymous.get_or_init(|| match &self.policy {
+            Ok(policy) => {
+                policy.permissions_for(&crate::Actor::anonymous_user(), &self.namespace, None)
+            }
+            Err(_) => Permissions::empty(),
+        })
     }
 
     /// Whether string arguments in the ref id form are replaced by the referenced values before the call.

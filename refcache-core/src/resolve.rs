@@ -25,6 +25,9 @@ pub const MAX_REFERENCE_DEPTH: usize = 32;
 impl RefCache {
     /// Replaces every string in `value` (at any depth) that is a ref id by the value it refers to, as the actor in
     /// effect ([`Actor::current`]). This is what `#[cached]` does to a function's arguments.
+    ///
+    /// `EXECUTE` is enough to resolve, so the values are for the tool, not for the actor: a server that resolves an
+    /// execute-only reference must not echo the value back to the agent that passed it.
     pub async fn resolve_refs(&self, value: Value) -> Result<Value, RefCacheError> {
         self.resolve_refs_as(value, &Actor::current()).await
     }

@@ -119,7 +119,9 @@ impl CachedResponse {
         }
     }
 
-    /// Whether the whole value is here.
+    /// Whether the whole value is here. `false` for a preview and for a restricted answer, although their task is
+    /// complete ([`status`](Self::status) says so; the restricted wire shape says `"is_complete": true`, as the task
+    /// is).
     pub fn is_complete(&self) -> bool {
         matches!(self, Self::Complete(_))
     }
