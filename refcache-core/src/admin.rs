@@ -53,13 +53,15 @@ impl RefCache {
     /// session; the system actor sees all. A page skips what the actor may not see, so it can hold fewer than
     /// `limit` records while more follow: continue while `next_cursor` is set.
     pub async fn list_tasks(&self, mut filter: TaskFilter) -> Result<TaskPage, RefCacheError> {
-        let actor = Actor::current();
-        if !actor.is_system() {
-            match Session::current() {
-                Some(session) => filter.session_id = Some(session.id().to_owned()),
-                None => filter.sessionless = true,
-            }
+        if filter.limit == Some(0) {
+            return Err(RefCacheError::InvalidOption {
+                option: "limit",
+                value: "0".into(),
+                expected: "a whole number from 1 to 1000 (larger ones are capped)",
+            });
         }
+        let actor = Actor::current();
+        scope_to_session(&mut filter, &actor);
         let limit = filter.limit.unwrap_or(50).clamp(1, 1000);
         let mut tasks = Vec::new();
         let mut cursor = filter.cursor.take();
@@ -158,7 +160,8 @@ impl RefCache {
         Ok(deleted)
     }
 
-    /// Counts the references the actor in effect may see, by status, in `namespace` (or all namespaces).
+    /// Counts the references the actor in effect may see, by status, in `namespace` (or all namespaces): the ones
+    /// [`list_tasks`](Self::list_tasks) would list.
     pub async fn reference_stats(
         &self,
         namespace: Option<&str>,
@@ -169,6 +172,7 @@ impl RefCache {
         loop {
             let mut filter = TaskFilter::all().limit(1000);
             filter.namespace = namespace.map(str::to_owned);
+            scope_to_session(&mut filter, &actor);
             filter.cursor = cursor.take();
             let page = self.backend().list(filter).await?;
             for info in page
@@ -185,5 +189,16 @@ impl RefCache {
             }
         }
         Ok(stats)
+    }
+}
+
+/// Within a session, only that session's tasks; outside any, only tasks outside any session. The system sees all.
+fn scope_to_session(filter: &mut TaskFilter, actor: &Actor) {
+    if actor.is_system() {
+        return;
+    }
+    match Session::current() {
+        Some(session) => filter.session_id = Some(session.id().to_owned()),
+        None => filter.sessionless = true,
     }
 }

@@ -134,17 +134,30 @@ impl GetOptions {
     }
 
     fn validate(&self) -> Result<(), RefCacheError> {
-        let positive = |option: &'static str, value: Option<usize>| match value {
-            Some(0) => Err(RefCacheError::InvalidOption {
-                option,
-                value: "0".into(),
-                expected: "a whole number from 1 (pages count from 1)",
-            }),
-            _ => Ok(()),
-        };
-        positive("page", self.page)?;
-        positive("page_size", self.page_size)?;
-        positive("max_size", self.max_size)?;
+        let positive =
+            |option: &'static str, value: Option<usize>, expected: &'static str| match value {
+                Some(0) => Err(RefCacheError::InvalidOption {
+                    option,
+                    value: "0".into(),
+                    expected,
+                }),
+                _ => Ok(()),
+            };
+        positive(
+            "page",
+            self.page,
+            "a whole number from 1 (pages count from 1)",
+        )?;
+        positive(
+            "page_size",
+            self.page_size,
+            "a whole number of items from 1",
+        )?;
+        positive(
+            "max_size",
+            self.max_size,
+            "a whole number from 1, in the cache's measure (tokens or characters)",
+        )?;
         if self.full && (self.page.is_some() || self.page_size.is_some()) {
             return Err(RefCacheError::InvalidOption {
                 option: "full",
@@ -545,14 +558,17 @@ impl RefCache {
         {
             // The arguments may hold references: resolve them, and key the call by the resolved arguments.
             let (args, job) = prepare()?;
-            let args = self.resolve_refs_as(args, &scope.actor()).await?;
+            let (args, unreadable) = self.resolve_inputs(args, &scope.actor()).await?;
             if let Some(check) = scope.check {
                 check(&args).map_err(|message| RefCacheError::ResolvedArgument {
                     task: meta.name().to_owned(),
                     message,
                 })?;
             }
-            key = CacheKey::from_json_with_prefix(meta.name(), scope.key_prefix(meta), &args)?;
+            // A value the caller may use but not read must not be confirmable by guessing: a call with it is keyed
+            // apart from the same call with a literal value (and from other references to an equal value).
+            let prefix = scope.key_prefix(meta).with_private_inputs(&unreadable);
+            key = CacheKey::from_json_with_prefix(meta.name(), prefix, &args)?;
             if let Some(near) = self.inner.backend.near_cache()
                 && let Some(stored) = near.get(&key).await
             {
@@ -704,6 +720,13 @@ fn preview_message(ref_id: &RefId, preview: &Preview, previewer: &Previewer) -> 
         (Some(page), Some(pages)) => format!(
             "Page {page} of {pages}, the last{items}, trimmed to {} {unit}; {whole}.",
             previewer.max_size
+        ),
+        _ if preview.total_items.is_none() => format!(
+            "The value is {} {unit}, more than max_size {}: this is a {} preview of {} {unit}; {whole}.",
+            preview.original_size,
+            previewer.max_size,
+            preview.strategy.as_str(),
+            preview.preview_size,
         ),
         _ => format!(
             "The value is {} {unit}, more than max_size {}: this is a {} preview of {} {unit}{items}. Page \

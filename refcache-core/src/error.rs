@@ -83,8 +83,12 @@ pub enum RefCacheError {
     },
     /// An argument is a reference that cannot be resolved to a value.
     #[error(
-        "argument `{argument}` is the reference {ref_id}, which cannot be resolved: {reason}; pass the value \
-         itself, or a reference to a complete value you may read or execute"
+        "argument `{argument}` is the reference {ref_id}, which cannot be resolved: {reason}{}",
+        if reason == INACCESSIBLE_REFERENCE {
+            "; pass the value itself, or a reference to a complete value you may read or execute"
+        } else {
+            ""
+        }
     )]
     UnresolvedReference {
         /// Where in the arguments (such as `docs[2].source`).

@@ -118,6 +118,22 @@ impl KeyPrefix {
         )
     }
 
+    /// The same prefix, set apart by the references a call resolved without being allowed to read them (unchanged
+    /// when there are none). Keying such a call by its values alone would let the caller confirm a guess of a
+    /// private value: the same call with the guessed literal would hit.
+    pub fn with_private_inputs(self, refs: &[String]) -> Self {
+        if refs.is_empty() {
+            return self;
+        }
+        let mut hasher = blake3::Hasher::new_derive_key("refcache 2026-11 private inputs v1");
+        hasher.update(&self.0);
+        for r in refs {
+            hasher.update(&(r.len() as u64).to_le_bytes());
+            hasher.update(r.as_bytes());
+        }
+        Self(*hasher.finalize().as_bytes())
+    }
+
     fn derive(context: &str, parts: &[&str]) -> Self {
         let mut hasher = blake3::Hasher::new_derive_key(context);
         for part in parts {

@@ -1070,7 +1070,20 @@ impl Inner {
             }
             infos.push(info);
         }
-        infos.extend(st.history.records().map(|record| record.info.clone()));
+        // A complete task whose value has expired or been evicted is gone, here as for `get`.
+        infos.extend(
+            st.history
+                .records()
+                .filter(|record| {
+                    record.info.status != TaskStatus::Complete
+                        || record
+                            .value
+                            .as_ref()
+                            .and_then(std::sync::Weak::upgrade)
+                            .is_some_and(|v| v.is_live())
+                })
+                .map(|record| record.info.clone()),
+        );
         infos
     }
 

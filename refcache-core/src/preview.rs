@@ -283,6 +283,10 @@ impl Previewer {
                 let chars: Vec<char> = s.chars().collect();
                 let cut =
                     |k: usize| Value::String(chars[..k].iter().collect::<String>() + ELLIPSIS);
+                if measure.of(&cut(0)) > budget {
+                    // Not even the ellipsis fits: the emptiest string there is.
+                    return Value::String(String::new());
+                }
                 let k = largest(chars.len(), |k| measure.of(&cut(k)) <= budget);
                 cut(k)
             }
@@ -292,21 +296,33 @@ impl Previewer {
                 if k > 0 {
                     return pick(value, &spread(n, k));
                 }
-                // Not even one whole item fits: show the first one, itself sampled into what is left.
-                let empty = pick(value, &[]);
-                let room = budget.saturating_sub(measure.of(&empty));
-                match value {
-                    Value::Array(a) => Value::Array(vec![self.sample(&a[0], room)]),
+                // Not even one whole item fits: show the first one, itself sampled into what is left. The room is
+                // what its wrapping (`[..]`, or `{"key":..}` with the key escaped) leaves; should the wrapped
+                // result still overshoot (tokens can merge across the seam), shrink the room by the excess.
+                let wrap = |inner: Value| match value {
+                    Value::Array(_) => Value::Array(vec![inner]),
                     Value::Object(o) => {
-                        let (key, first) = o.iter().next().expect("n > 0");
-                        let mut map = Map::new();
-                        map.insert(
-                            key.clone(),
-                            self.sample(first, room.saturating_sub(key.chars().count() + 3)),
-                        );
-                        Value::Object(map)
+                        let key = o.keys().next().expect("n > 0").clone();
+                        Value::Object(Map::from_iter([(key, inner)]))
                     }
-                    _ => empty,
+                    _ => inner,
+                };
+                let first = match value {
+                    Value::Array(a) => &a[0],
+                    Value::Object(o) => o.values().next().expect("n > 0"),
+                    _ => value,
+                };
+                let seam = measure
+                    .of(&wrap(Value::Null))
+                    .saturating_sub(measure.of(&Value::Null));
+                let mut room = budget.saturating_sub(seam);
+                loop {
+                    let candidate = wrap(self.sample(first, room));
+                    let size = measure.of(&candidate);
+                    if size <= budget || room == 0 {
+                        return candidate;
+                    }
+                    room = room.saturating_sub((size - budget).max(1));
                 }
             }
             // Numbers, booleans and null are small; shown whole.
@@ -314,8 +330,11 @@ impl Previewer {
         }
     }
 
-    /// The JSON text cut with `...`, as a string.
+    /// The JSON text cut with `...`, as a string; a value that fits, whole (there is nothing to cut).
     fn truncate(&self, value: &Value) -> Value {
+        if self.fits(value) {
+            return value.clone();
+        }
         let text = serde_json::to_string(value).expect("a Value always serializes");
         let chars: Vec<char> = text.chars().collect();
         let cut = |k: usize| Value::String(chars[..k].iter().collect::<String>() + ELLIPSIS);
@@ -323,16 +342,20 @@ impl Previewer {
         cut(k)
     }
 
-    /// Page `page` (1-indexed) of an array's or object's items, trimmed to fit. A page out of range is empty; a
-    /// value that is not a collection is its only page, sampled.
+    /// Page `page` (1-indexed) of an array's or object's items, trimmed to fit. An empty collection has one, empty
+    /// page. A page out of range is empty (`[]`, `{}`, or `null` for a value that is not a collection); a value that
+    /// is not a collection is its only page, sampled.
     fn paginate(&self, value: &Value, page: usize) -> (Value, usize, usize) {
         let Some(n) = items(value) else {
+            if page > 1 {
+                return (Value::Null, page, 1);
+            }
             return (self.sample(value, self.max_size), page, 1);
         };
-        let pages = n.div_ceil(self.page_size);
-        let start = (page - 1).saturating_mul(self.page_size);
-        let indices: Vec<usize> =
-            (start.min(n)..start.saturating_add(self.page_size).min(n)).collect();
+        let page_size = self.page_size.max(1);
+        let pages = n.div_ceil(page_size).max(1);
+        let start = (page - 1).saturating_mul(page_size);
+        let indices: Vec<usize> = (start.min(n)..start.saturating_add(page_size).min(n)).collect();
         (
             self.sample(&pick(value, &indices), self.max_size),
             page,

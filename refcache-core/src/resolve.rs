@@ -35,17 +35,33 @@ impl RefCache {
     /// [`resolve_refs`](Self::resolve_refs) as `actor`.
     pub async fn resolve_refs_as(
         &self,
-        mut value: Value,
+        value: Value,
         actor: &Actor,
     ) -> Result<Value, RefCacheError> {
+        self.resolve_inputs(value, actor)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// Resolves `value` as `actor`, and also answers the references it could use but not read (sorted, deduplicated).
+    pub(crate) async fn resolve_inputs(
+        &self,
+        value: Value,
+        actor: &Actor,
+    ) -> Result<(Value, Vec<String>), RefCacheError> {
         let mut resolver = Resolver {
             cache: self,
             actor,
             resolved: 0,
             chain: Vec::new(),
+            unreadable: Vec::new(),
         };
+        let mut value = value;
         resolver.walk(&mut value, &mut String::new()).await?;
-        Ok(value)
+        let mut unreadable = resolver.unreadable;
+        unreadable.sort();
+        unreadable.dedup();
+        Ok((value, unreadable))
     }
 }
 
@@ -54,6 +70,8 @@ struct Resolver<'a> {
     actor: &'a Actor,
     resolved: usize,
     chain: Vec<String>,
+    /// References resolved with `EXECUTE` but without `READ`.
+    unreadable: Vec<String>,
 }
 
 impl Resolver<'_> {
@@ -64,7 +82,13 @@ impl Resolver<'_> {
     ) -> BoxFuture<'b, Result<(), RefCacheError>> {
         Box::pin(async move {
             match value {
-                Value::String(text) if is_ref_id(text) => {
+                // Only this cache's ids: `md5:<32 hex>` or another cache's id can never resolve here, and is data.
+                Value::String(text)
+                    if is_ref_id(text)
+                        && text
+                            .rsplit_once(':')
+                            .is_some_and(|(name, _)| name == self.cache.name()) =>
+                {
                     let id = std::mem::take(text);
                     *value = self.resolve(id, path).await?;
                 }
@@ -121,14 +145,15 @@ impl Resolver<'_> {
         }
         let inaccessible = || unresolved(INACCESSIBLE_REFERENCE.to_owned());
         let ref_id = RefId::parse(&id).map_err(|_| inaccessible())?;
-        if ref_id.cache_name() != self.cache.name() {
-            return Err(inaccessible());
-        }
         let Some(snapshot) = self.cache.backend().get(&ref_id).await? else {
             return Err(inaccessible());
         };
-        if !snapshot.info.permissions_for(self.actor).can_see() {
+        let permissions = snapshot.info.permissions_for(self.actor);
+        if !permissions.can_see() {
             return Err(inaccessible());
+        }
+        if !permissions.contains(crate::Permissions::READ) {
+            self.unreadable.push(id.clone());
         }
         let mut value = match (snapshot.info.status, snapshot.value) {
             (TaskStatus::Complete, Some(stored)) => stored.value.clone(),
@@ -147,9 +172,15 @@ impl Resolver<'_> {
                 )));
             }
         };
+        // Inside the referenced value, paths read `items[2]<refcache:…>.source`: the argument, then the reference.
+        let len = path.len();
+        path.push('<');
+        path.push_str(&id);
+        path.push('>');
         self.chain.push(id);
         self.walk(&mut value, path).await?;
         self.chain.pop();
+        path.truncate(len);
         Ok(value)
     }
 }
