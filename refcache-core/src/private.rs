@@ -239,7 +239,7 @@ impl<T: ?Sized> ViaNoSchema for SchemaProbe<T> {
     }
 }
 
-pub use crate::cache::{ArgCheck, CallScope};
+pub use crate::cache::{ArgCheck, CallScope, Caller};
 
 /// Whether the caller runs inside a tokio runtime. The generated code then calls [`RefCache::call`] itself (one
 /// async layer less on the hit path); otherwise [`call_outside_runtime`].
