@@ -10,8 +10,7 @@
 //! An actor that may see a reference but lacks the permission for an operation (`read_only`: read, but not cancel,
 //! retry or delete) gets `RefCacheError::PermissionDenied` naming the operation.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use refcache::{
@@ -19,29 +18,15 @@ use refcache::{
     TaskFilter, TaskStatus, cached,
 };
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
+#[path = "support/gates.rs"]
+mod gates;
 #[path = "support/runs.rs"]
 mod support;
+use gates::{gate, open};
 use support::{bump, runs};
 
 static CACHE: LazyLock<RefCache> = LazyLock::new(RefCache::new);
-
-/// Gates by label: a gated task waits until its gate is opened (opening first is fine: the permit is kept).
-static GATES: LazyLock<Mutex<HashMap<String, Arc<Notify>>>> = LazyLock::new(Default::default);
-
-fn gate(label: &str) -> Arc<Notify> {
-    GATES
-        .lock()
-        .unwrap()
-        .entry(label.to_owned())
-        .or_default()
-        .clone()
-}
-
-fn open(label: &str) {
-    gate(label).notify_one();
-}
 
 #[cached(cache = CACHE, namespace = "user:alice", async_timeout = 0.5)]
 async fn alice_job(label: String) -> String {

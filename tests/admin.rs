@@ -10,8 +10,8 @@
 //! Each test works in a namespace of its own (the tools take it from the actor's `ns` attribute), so that tests
 //! running side by side never see each other's references.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use refcache::{
@@ -19,31 +19,18 @@ use refcache::{
     TaskInfo, TaskStatus, cached,
 };
 use serde_json::Value;
-use tokio::sync::Notify;
 
+#[path = "support/gates.rs"]
+mod gates;
 #[path = "support/runs.rs"]
 mod support;
+use gates::{gate, open};
 use support::{bump, runs};
 
 static CACHE: LazyLock<RefCache> = LazyLock::new(RefCache::new);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Gates: a gated task waits until the test opens its gate (a stored permit, so opening first is fine too).
-
-static GATES: LazyLock<Mutex<HashMap<String, Arc<Notify>>>> = LazyLock::new(Default::default);
-
-fn gate(label: &str) -> Arc<Notify> {
-    GATES
-        .lock()
-        .unwrap()
-        .entry(label.to_owned())
-        .or_default()
-        .clone()
-}
-
-fn open(label: &str) {
-    gate(label).notify_one();
-}
 
 /// Waits until the gated task `label` has seen its cancellation (bounded by paused time, like `settle`).
 async fn saw_cancel(label: &str) {

@@ -12,7 +12,7 @@
 //! like a ref id is passed as it is. `RefCache::resolve_refs` does the same to any JSON value.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use refcache::{
@@ -21,31 +21,18 @@ use refcache::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
+#[path = "support/gates.rs"]
+mod gates;
 #[path = "support/runs.rs"]
 mod support;
+use gates::{gate, open};
 use support::{bump, runs};
 
 static CACHE: LazyLock<RefCache> = LazyLock::new(RefCache::new);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Gates: a gated task waits until the test opens its gate (a stored permit, so opening first is fine too).
-
-static GATES: LazyLock<Mutex<HashMap<String, Arc<Notify>>>> = LazyLock::new(Default::default);
-
-fn gate(label: &str) -> Arc<Notify> {
-    GATES
-        .lock()
-        .unwrap()
-        .entry(label.to_owned())
-        .or_default()
-        .clone()
-}
-
-fn open(label: &str) {
-    gate(label).notify_one();
-}
 
 /// Ref ids the test hands to gated tasks, by label (read when the gate opens).
 static SLOTS: LazyLock<Mutex<HashMap<String, String>>> = LazyLock::new(Default::default);

@@ -799,14 +799,11 @@ impl CallScope {
             .map(|t| t.fill(&actor).map(Arc::from))
             .transpose()?;
         let session = Session::current();
-        let access = meta
-            .policy()
-            .map_err(|e| e.clone())?
-            .permissions_for(
-                &actor,
-                namespace.as_deref().unwrap_or(meta.namespace()),
-                session.as_ref().map(Session::id),
-            );
+        let access = meta.policy().map_err(|e| e.clone())?.permissions_for(
+            &actor,
+            namespace.as_deref().unwrap_or(meta.namespace()),
+            session.as_ref().map(Session::id),
+        );
         Ok(Self {
             format: options.format.unwrap_or(meta.format()),
             access,
