@@ -677,3 +677,63 @@ async fn the_agent_may_cancel_an_execute_only_task_in_flight() {
     assert_eq!(settle(&sealed).await, TaskStatus::Cancelled);
     open("xo-cancel");
 }
+
+/// Reads a reference itself (`resolve_refs = false`): what it may read is what its caller may read. Its result
+/// depends on who calls, so its namespace says so (otherwise one caller's answer would be another's hit).
+#[cached(cache = CACHE, resolve_refs = false, namespace = "reader:{actor_id}")]
+async fn read_through(ref_id: String) -> String {
+    match CACHE.get_cached_result(&ref_id).await {
+        Ok(response) => format!("read {}", response.to_json()),
+        Err(err) => format!("refused: {err}"),
+    }
+}
+
+/// The same, sync.
+#[cached(cache = CACHE, resolve_refs = false, namespace = "reader:{actor_id}")]
+fn read_through_sync(ref_id: String) -> String {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            match CACHE.get_cached_result(&ref_id).await {
+                Ok(response) => format!("read {}", response.to_json()),
+                Err(err) => format!("refused: {err}"),
+            }
+        })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tool_body_runs_as_its_caller_so_it_cannot_read_for_it_what_it_may_not() {
+    let alice = Actor::user("alice");
+    let ref_id = start(&alice, users_job("body-as-caller".into())).await;
+    open("body-as-caller");
+    assert_eq!(settle(&ref_id).await, TaskStatus::Complete);
+
+    // An agent may not see the user-only value; a tool it calls, reading the reference itself, may not either.
+    let agent = Actor::agent("claude");
+    for response in [
+        agent
+            .clone()
+            .scope(read_through(ref_id.clone()))
+            .await
+            .unwrap(),
+        agent
+            .clone()
+            .sync_scope(|| read_through_sync(ref_id.clone()))
+            .unwrap(),
+    ] {
+        let text = response.value_as::<String>().unwrap().unwrap();
+        assert!(
+            text.starts_with("refused: Invalid or inaccessible reference"),
+            "{text}"
+        );
+    }
+    // A user may, through the same tool.
+    let read = Actor::user("bob")
+        .scope(read_through(ref_id.clone()))
+        .await
+        .unwrap();
+    let text = read.value_as::<String>().unwrap().unwrap();
+    assert!(text.contains("users body-as-caller"), "{text}");
+}

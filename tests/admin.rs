@@ -901,3 +901,85 @@ async fn within_a_session_stats_count_what_the_list_lists() {
         "outside the session, only the session-less task"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cursor_names_no_reference_the_caller_may_not_see() {
+    let ns = "user:cursor-alice";
+    let alice = Actor::user("cursor-alice");
+    let mut alices = Vec::new();
+    for i in 0..5 {
+        let made = alice
+            .clone()
+            .scope(mine(format!("cursor-{i}")))
+            .await
+            .unwrap();
+        alices.push(made.ref_id().to_string());
+    }
+    let page = Actor::user("cursor-bob")
+        .scope(CACHE.list_tasks(TaskFilter::all().namespace(ns).limit(1)))
+        .await
+        .unwrap();
+    assert!(page.tasks.is_empty());
+    if let Some(cursor) = &page.next_cursor {
+        for id in &alices {
+            let hex = id.rsplit_once(':').unwrap().1;
+            assert!(!cursor.contains(hex), "the cursor {cursor} names {id}");
+        }
+    }
+    // Alice walks her own namespace with the same kind of cursor.
+    let walked = walk(&alice, ns, 2).await;
+    assert_eq!(walked.len(), 5);
+}
+
+/// A cache whose cancelled tasks may take their time to stop.
+static PATIENT: LazyLock<RefCache> = LazyLock::new(|| {
+    RefCache::builder()
+        .backend(std::sync::Arc::new(refcache::MemoryTaskBackend::new({
+            let mut config = refcache::MemoryBackendConfig::default();
+            config.cancel_grace = Duration::from_secs(30);
+            config
+        })))
+        .unwrap()
+});
+
+/// Ignores cancellation: it ends when the gate named by its own ref id opens.
+#[cached(cache = PATIENT, async_timeout = 0.5)]
+async fn stubborn(label: String, ctx: TaskContext) -> String {
+    gate(ctx.ref_id().unwrap().as_str()).notified().await;
+    label
+}
+
+#[tokio::test(start_paused = true)]
+async fn deleting_a_cancelled_task_that_is_still_stopping_keeps_the_next_executions_value() {
+    let first = stubborn("stubborn".into()).await.unwrap();
+    let first_id = first.ref_id().to_string();
+    PATIENT.cancel_task(&first_id).await.unwrap();
+    // The same call runs afresh (the cancelled one is not joined) and completes, while the first still winds down.
+    let second = stubborn("stubborn".into()).await.unwrap();
+    let second_id = second.ref_id().to_string();
+    assert_ne!(first_id, second_id);
+    // Only the second may finish: the first stays active, winding down, through the delete below.
+    open(&second_id);
+    let done = tokio::time::timeout(
+        Duration::from_secs(60),
+        PATIENT.backend().wait(second.ref_id(), None),
+    )
+    .await
+    .expect("the second execution ends once the gate opens")
+    .unwrap()
+    .unwrap();
+    assert_eq!(done.info.status, TaskStatus::Complete);
+    PATIENT.delete(&first_id).await.unwrap();
+    PATIENT.backend().near_cache().unwrap().usage().await;
+    let polled = PATIENT.get_cached_result(&second_id).await.unwrap();
+    assert_eq!(
+        polled.value(),
+        Some(&Value::from("stubborn")),
+        "the second execution's value survives the first's deletion"
+    );
+    assert_eq!(
+        stubborn("stubborn".into()).await.unwrap().ref_id().as_str(),
+        second_id,
+        "and answers the call"
+    );
+}

@@ -304,3 +304,21 @@ async fn get_options_max_size_beats_the_attribute() {
         .unwrap();
     preview_size(&page, ATTRIBUTE_MAX);
 }
+
+#[tokio::test]
+async fn a_zero_max_size_per_call_is_refused() {
+    let call = CallOptions::new()
+        .max_size(0)
+        .scope(small_tool("zero".into(), 3))
+        .await;
+    assert!(
+        matches!(
+            call,
+            Err(refcache::RefCacheError::InvalidOption {
+                option: "max_size",
+                ..
+            })
+        ),
+        "{call:?}"
+    );
+}

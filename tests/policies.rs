@@ -727,3 +727,159 @@ async fn a_policy_with_an_invalid_pattern_fails_every_call_naming_it() {
     assert_eq!(runs("bad-1"), 0, "nothing ran");
     assert_eq!(runs("bad-2"), 0, "nothing ran");
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Nothing of a private value leaks through errors.
+
+#[cached(cache = CACHE, policy = "execute_only")]
+async fn secret_number(label: String) -> u64 {
+    bump(&label);
+    987_654_321
+}
+
+#[cached(cache = CACHE)]
+async fn wants_text(s: String) -> String {
+    s
+}
+
+#[cached(cache = CACHE, resolve_refs = false)]
+async fn store_raw(label: String, value: Value) -> Value {
+    bump(&label);
+    value
+}
+
+#[cached(cache = CACHE, policy = "execute_only", resolve_refs = false)]
+async fn secret_raw(label: String, value: Value) -> Value {
+    bump(&label);
+    value
+}
+
+#[cached(cache = CACHE, policy = "execute_only", execution_timeout = 1.0)]
+async fn slow_secret(label: String, ctx: refcache::TaskContext) -> String {
+    ctx.set_partial_result(json!(format!("partial-{label}")));
+    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    label
+}
+
+#[tokio::test]
+async fn a_type_mismatch_does_not_quote_a_value_the_caller_may_not_read() {
+    let agent = Actor::agent("analyst");
+    let secret = agent
+        .clone()
+        .scope(secret_number("mismatch".into()))
+        .await
+        .unwrap();
+    let err = agent
+        .clone()
+        .scope(wants_text(secret.ref_id().to_string()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RefCacheError::ResolvedArgument { .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        !text.contains("987654321"),
+        "the value stays private: {text}"
+    );
+    assert!(
+        text.contains("argument `s`"),
+        "still names the argument: {text}"
+    );
+    // A user who may read it gets serde's full explanation.
+    let user = Actor::user("u")
+        .scope(wants_text(secret.ref_id().to_string()))
+        .await
+        .unwrap_err();
+    assert!(user.to_string().contains("987654321"), "{user}");
+}
+
+#[tokio::test]
+async fn errors_inside_a_private_value_name_only_the_reference_passed() {
+    let agent = Actor::agent("analyst");
+    let missing = format!("{}:0123456789abcdef0123456789abcdef", CACHE.name());
+    let private = agent
+        .clone()
+        .scope(secret_raw(
+            "inside".into(),
+            json!({"the_private_field_name": missing}),
+        ))
+        .await
+        .unwrap();
+    let private_id = private.ref_id().to_string();
+    let err = agent
+        .clone()
+        .scope(store_raw("inside-use".into(), json!(null)))
+        .await
+        .map(|_| ());
+    assert!(err.is_ok());
+    let err = agent
+        .clone()
+        .scope(wants_any(json!({"input": private_id})))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        !text.contains("the_private_field_name") && !text.contains(&missing),
+        "nothing of the value's content: {text}"
+    );
+    match err {
+        RefCacheError::UnresolvedReference {
+            argument, ref_id, ..
+        } => {
+            assert_eq!(argument, "value.input");
+            assert_eq!(ref_id, private_id, "only the reference the caller passed");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[cached(cache = CACHE)]
+async fn wants_any(value: Value) -> Value {
+    value
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partial_result_is_not_shown_to_an_actor_that_may_not_read() {
+    let agent = Actor::agent("analyst");
+    let response = agent
+        .clone()
+        .scope(refcache::AsyncResponseFormat::Full.scope(slow_secret("partial".into())))
+        .await
+        .unwrap();
+    let ref_id = response.ref_id().to_string();
+    let failed = CACHE
+        .backend()
+        .wait(response.ref_id(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.info.status, TaskStatus::Failed, "timed out");
+    let polled = agent
+        .clone()
+        .scope(CACHE.get_cached_result_with(
+            &ref_id,
+            &refcache::GetOptions::default().format(refcache::AsyncResponseFormat::Full),
+        ))
+        .await
+        .unwrap()
+        .to_json();
+    assert_eq!(polled["error_code"], json!("TIMEOUT"));
+    assert!(
+        !polled.to_string().contains("partial-partial"),
+        "no partial result for the agent: {polled}"
+    );
+    let info = agent.clone().scope(CACHE.task_info(&ref_id)).await.unwrap();
+    assert!(info.error.unwrap().details.is_none());
+    // A user may read it: the partial result is there.
+    let user = Actor::user("u")
+        .scope(CACHE.get_cached_result_with(
+            &ref_id,
+            &refcache::GetOptions::default().format(refcache::AsyncResponseFormat::Full),
+        ))
+        .await
+        .unwrap()
+        .to_json();
+    assert!(user.to_string().contains("partial-partial"), "{user}");
+}

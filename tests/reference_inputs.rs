@@ -942,3 +942,31 @@ async fn a_bad_reference_inside_a_referenced_value_names_both_steps() {
     assert_eq!(argument, format!("input<{outer_id}>.inner"));
     assert_eq!(ref_id, missing);
 }
+
+#[tokio::test(start_paused = true)]
+async fn repeating_one_large_reference_is_bounded_not_multiplied() {
+    // A 70 KB value, and an argument naming it 1000 times: 70 MB if each copy were made.
+    let large = produce("large".into(), json!("x".repeat(70 * 1024)))
+        .await
+        .unwrap();
+    let id = large.ref_id().to_string();
+    let err = consume_items(
+        "large-use".into(),
+        std::iter::repeat_n(json!(id.clone()), 1000).collect(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, RefCacheError::ResolvedTooLarge { limit } if limit == refcache::MAX_RESOLVED_BYTES),
+        "{err:?}"
+    );
+    assert_eq!(runs("large-use"), 0);
+    // A couple of copies are fine.
+    let few = consume_items(
+        "large-use".into(),
+        std::iter::repeat_n(json!(id), 2).collect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(few.status(), TaskStatus::Complete);
+}

@@ -114,12 +114,13 @@ impl Actor {
     }
 
     /// A namespace-template variable: `session_id`, `user_id` (of a user), `agent_id` (of an agent), `actor_id`
-    /// (of either), or an attribute.
+    /// (of either), or an attribute. The four built-in names never come from attributes: an agent with an attribute
+    /// `user_id` still has no user id.
     pub fn var(&self, name: &str) -> Option<&str> {
         match name {
             "session_id" => self.session_id.as_deref(),
-            "user_id" if self.kind == ActorKind::User => self.id.as_deref(),
-            "agent_id" if self.kind == ActorKind::Agent => self.id.as_deref(),
+            "user_id" => self.id.as_deref().filter(|_| self.kind == ActorKind::User),
+            "agent_id" => self.id.as_deref().filter(|_| self.kind == ActorKind::Agent),
             "actor_id" => self.id.as_deref(),
             other => self.attributes.get(other).map(String::as_str),
         }
@@ -203,6 +204,12 @@ mod tests {
         assert_eq!(user.var("session_id"), Some("s1"));
         assert_eq!(user.var("team"), Some("blue"));
         assert_eq!(user.var("tenant"), None);
+        let posing = Actor::agent("a").with_attribute("user_id", "alice");
+        assert_eq!(
+            posing.var("user_id"),
+            None,
+            "built-in names never come from attributes"
+        );
         let agent = Actor::agent("claude");
         assert_eq!(agent.var("agent_id"), Some("claude"));
         assert_eq!(agent.var("user_id"), None);

@@ -70,11 +70,12 @@ impl RefCache {
             page_filter.limit = Some(limit - tasks.len());
             page_filter.cursor = cursor.take();
             let page = self.backend().list(page_filter).await?;
-            tasks.extend(
-                page.tasks
-                    .into_iter()
-                    .filter(|info| info.permissions_for(&actor).can_see()),
-            );
+            tasks.extend(page.tasks.into_iter().filter_map(|info| {
+                let permissions = info.permissions_for(&actor);
+                permissions
+                    .can_see()
+                    .then(|| info.redacted_for(permissions))
+            }));
             cursor = page.next_cursor;
             if tasks.len() >= limit || cursor.is_none() {
                 break;
@@ -106,7 +107,7 @@ impl RefCache {
             total_items: value.and_then(|v| v.total_items),
             stored_at: value.map(|v| v.created_at),
             ttl_seconds: value.map(|v| v.ttl.as_secs_f64()),
-            task: snapshot.info,
+            task: snapshot.info.redacted_for(permissions),
         })
     }
 

@@ -44,6 +44,10 @@ pub struct TaskSpec {
     /// Who may do what with its reference and value.
     #[serde(default)]
     pub policy: Arc<AccessPolicy>,
+    /// The actor whose call started it (`None`: an anonymous user). The work runs as this actor, so that what it
+    /// reads through the cache (references it resolves itself, nested calls) is what its caller may read.
+    #[serde(default)]
+    pub actor: Option<crate::Actor>,
 }
 
 impl TaskSpec {
@@ -63,7 +67,14 @@ impl TaskSpec {
             args,
             options: TaskOptions::default(),
             policy: Arc::default(),
+            actor: None,
         }
+    }
+
+    /// The same spec, run as `actor`.
+    pub fn with_actor(mut self, actor: Option<crate::Actor>) -> Self {
+        self.actor = actor;
+        self
     }
 
     /// The same spec under another access policy.
@@ -477,7 +488,8 @@ pub trait TaskBackend: Send + Sync + 'static {
     /// whether there was anything to delete.
     fn delete<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<bool, BackendError>>;
 
-    /// Lists task records, newest first.
+    /// Lists task records, newest first. A cursor must not reveal a ref id (it may end a page the caller is then
+    /// shown only part of).
     fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<TaskPage, BackendError>>;
 
     /// Runs a failed task again under the same ref id.

@@ -351,7 +351,7 @@ impl RefCache {
         let (snapshot, permissions) = self.visible(&ref_id, &actor).await?;
         let Some(stored) = snapshot.value else {
             return Ok(respond_pending(
-                snapshot.info,
+                snapshot.info.redacted_for(permissions),
                 options.format.unwrap_or_default(),
                 None,
             ));
@@ -415,7 +415,8 @@ impl RefCache {
     /// The task record of a reference (needs `READ` or `EXECUTE`).
     pub async fn task_info(&self, ref_id: &str) -> Result<TaskInfo, RefCacheError> {
         let ref_id = self.own_ref(ref_id)?;
-        Ok(self.visible(&ref_id, &Actor::current()).await?.0.info)
+        let (snapshot, permissions) = self.visible(&ref_id, &Actor::current()).await?;
+        Ok(snapshot.info.redacted_for(permissions))
     }
 
     /// Cancels a task (needs `EXECUTE`). An unknown (or invisible) id answers [`CancelOutcome::NotFound`]; a
@@ -562,7 +563,17 @@ impl RefCache {
             if let Some(check) = scope.check {
                 check(&args).map_err(|message| RefCacheError::ResolvedArgument {
                     task: meta.name().to_owned(),
-                    message,
+                    // serde's text quotes the value it rejected: keep only the argument's name when the caller
+                    // resolved a value it may not read.
+                    message: if unreadable.is_empty() {
+                        message
+                    } else {
+                        message
+                            .split_once(": ")
+                            .map_or("an argument", |(name, _)| name)
+                            .to_owned()
+                            + ": a value you may execute but not read does not fit its type"
+                    },
                 })?;
             }
             // A value the caller may use but not read must not be confirmable by guessing: a call with it is keyed
@@ -602,7 +613,8 @@ impl RefCache {
             .unwrap_or_else(|| meta.namespace_arc().clone());
         let spec = TaskSpec::new(ref_id, key, meta.name_arc().clone(), namespace, args)
             .with_options(options)
-            .with_policy(policy);
+            .with_policy(policy)
+            .with_actor(scope.caller.as_ref().map(|c| c.actor.clone()));
         // The deadline is taken before submitting, so a slow submit cannot stretch the wait past `async_timeout`.
         let deadline = meta
             .async_timeout()
@@ -617,7 +629,11 @@ impl RefCache {
             .ok_or(RefCacheError::NotFound)?;
         match snapshot.value {
             Some(stored) => Ok(self.answer(stored, &scope)),
-            None => Ok(respond_pending(snapshot.info, scope.format, Some(meta))),
+            None => Ok(respond_pending(
+                snapshot.info.redacted_for(scope.access),
+                scope.format,
+                Some(meta),
+            )),
         }
     }
 
@@ -794,6 +810,13 @@ impl CallScope {
             });
         }
         let options = CallOptions::current();
+        if options.max_size == Some(0) {
+            return Err(RefCacheError::InvalidOption {
+                option: "max_size",
+                value: "0".into(),
+                expected: "a whole number from 1, in the cache's measure (tokens or characters)",
+            });
+        }
         let actor = Actor::current();
         let namespace = template
             .map(|t| t.fill(&actor).map(Arc::from))

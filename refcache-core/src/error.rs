@@ -145,6 +145,15 @@ pub enum RefCacheError {
         /// The permission it needs.
         needed: crate::Permissions,
     },
+    /// A call's arguments would grow past the bound through resolved references.
+    #[error(
+        "the resolved arguments would hold more than {limit} bytes of referenced values; pass fewer or smaller \
+         references"
+    )]
+    ResolvedTooLarge {
+        /// The bound, in bytes of JSON.
+        limit: usize,
+    },
     /// The backend could not serve the request.
     #[error(transparent)]
     Backend(#[from] BackendError),

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::time::Duration;
 
+use crate::actor::Actor;
 use crate::backend::TaskSpec;
 use crate::ref_id::RefId;
 use crate::task::{RetryInfo, TaskError, TaskProgress, Timestamp};
@@ -135,7 +136,8 @@ async fn attempts(
     let max_retries = spec.options.max_retries;
     let mut attempt = 1u32;
     loop {
-        let ctx = TaskContext::new(spec.ref_id.clone(), hooks.clone(), cancel.clone());
+        let ctx = TaskContext::new(spec.ref_id.clone(), hooks.clone(), cancel.clone())
+            .with_actor(spec.actor.clone());
         let error = match run(job, spec.args.clone(), ctx).await {
             Ok(value) => return Ok(value),
             Err(error) => error,
@@ -184,6 +186,7 @@ struct ContextInner {
     ref_id: Option<RefId>,
     hooks: Option<Arc<dyn TaskHooks>>,
     cancel: CancellationToken,
+    actor: Option<Actor>,
 }
 
 impl fmt::Debug for TaskContext {
@@ -209,6 +212,7 @@ impl TaskContext {
                 ref_id: Some(ref_id),
                 hooks: Some(hooks),
                 cancel,
+                actor: None,
             }),
         }
     }
@@ -221,8 +225,27 @@ impl TaskContext {
                 ref_id: None,
                 hooks: None,
                 cancel: CancellationToken::new(),
+                actor: None,
             }),
         }
+    }
+
+    /// The same context, for a task run as `actor`.
+    pub fn with_actor(self, actor: Option<Actor>) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| ContextInner {
+            ref_id: shared.ref_id.clone(),
+            hooks: shared.hooks.clone(),
+            cancel: shared.cancel.clone(),
+            actor: shared.actor.clone(),
+        });
+        Self {
+            inner: Arc::new(ContextInner { actor, ..inner }),
+        }
+    }
+
+    /// The actor the task runs as: the one whose call started it (`None`: an anonymous user).
+    pub fn actor(&self) -> Option<&Actor> {
+        self.inner.actor.as_ref()
     }
 
     /// The task's ref id (`None` when detached).
@@ -274,10 +297,29 @@ impl TaskContext {
 }
 
 /// Runs one attempt of `job`, turning a panic into a failure (`panicked: <message>`).
+///
+/// The attempt runs as the context's actor ([`TaskContext::actor`]): within it, [`Actor::current`] is the caller.
 pub async fn run(job: &LocalJob, args: Value, ctx: TaskContext) -> Result<Value, TaskError> {
-    match AssertUnwindSafe(job(args, ctx)).catch_unwind().await {
+    let actor = ctx.actor().cloned();
+    let attempt = AssertUnwindSafe(job(args, ctx)).catch_unwind();
+    let outcome = match actor {
+        Some(actor) => actor.scope(attempt).await,
+        None => attempt.await,
+    };
+    match outcome {
         Ok(result) => result,
         Err(payload) => Err(TaskError::panicked(payload.as_ref())),
+    }
+}
+
+/// [`run_blocking`] as `actor` (the actor of the task's context): the body's thread is scoped to it.
+pub async fn run_blocking_as<F>(actor: Option<Actor>, body: F) -> Result<Value, TaskError>
+where
+    F: FnOnce() -> Result<Value, TaskError> + Send + 'static,
+{
+    match actor {
+        Some(actor) => run_blocking(move || actor.sync_scope(body)).await,
+        None => run_blocking(body).await,
     }
 }
 

@@ -87,7 +87,7 @@ pub use memory::{MemoryBackendConfig, MemoryTaskBackend};
 pub use namespace::{MAX_NAMESPACE_LEN, Namespace, NamespaceError, NamespaceTemplate};
 pub use preview::{Preview, PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
 pub use ref_id::RefId;
-pub use resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_REFERENCES};
+pub use resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_BYTES, MAX_RESOLVED_REFERENCES};
 pub use response::{
     AsyncResponse, CachedResponse, CompleteResponse, PreviewResponse, RestrictedResponse,
 };

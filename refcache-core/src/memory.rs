@@ -548,6 +548,11 @@ impl Inner {
         }
     }
 
+    /// Drops the value stored under `key` if it is `ref_id`'s: a later execution of the same call has its own.
+    async fn invalidate_own(&self, key: &CacheKey, ref_id: &RefId) {
+        self.store.invalidate_if_ref(key, ref_id).await;
+    }
+
     fn unindex(&self, active: &Active) {
         let mut st = lock(&self.state);
         unindex(&mut st.index, &active.spec.key, &active.spec.ref_id);
@@ -572,7 +577,7 @@ impl Inner {
                     // Deleted (or its session ended) meanwhile: the value must not outlive its reference. Checked
                     // after the insert, so that either this check or the delete's own invalidation removes it.
                     if active.forget.load(Ordering::SeqCst) {
-                        self.store.invalidate(&spec.key).await;
+                        self.invalidate_own(&spec.key, &spec.ref_id).await;
                     }
                     active.record_terminal(TaskStatus::Complete, None, None);
                     active.phase.store(DONE, Ordering::Release);
@@ -909,9 +914,17 @@ impl TaskBackend for MemoryTaskBackend {
                     return Ok(false);
                 }
                 inner.cancel(ref_id, Some("deleted"));
+                {
+                    // No call joins it from now on; and should it have retired between the lookup above and
+                    // `forget`, its fresh record goes too.
+                    let mut guard = lock(&inner.state);
+                    let st = &mut *guard;
+                    unindex(&mut st.index, &active.spec.key, ref_id);
+                    st.history.map.remove(ref_id);
+                }
                 // A value stored by a completion that raced with this delete is dropped here; one stored after
                 // it sees `forget` and drops itself (see `complete`).
-                inner.store.invalidate(&active.spec.key).await;
+                inner.invalidate_own(&active.spec.key, ref_id).await;
                 return Ok(true);
             }
             let key = {
@@ -924,15 +937,7 @@ impl TaskBackend for MemoryTaskBackend {
                 unindex(&mut st.index, &record.key, ref_id);
                 record.key
             };
-            // The value goes only if it is this reference's: a later execution of the same call has its own.
-            if inner
-                .store
-                .get(&key)
-                .await
-                .is_some_and(|v| v.ref_id == *ref_id)
-            {
-                inner.store.invalidate(&key).await;
-            }
+            inner.invalidate_own(&key, ref_id).await;
             Ok(true)
         })
     }
@@ -1056,15 +1061,20 @@ impl Inner {
         }
     }
 
-    fn all_infos(&self) -> Vec<TaskInfo> {
+    /// The records that pass `keep`, cloned under one lock (only those: filtering comes before copying).
+    fn infos_where(&self, keep: impl Fn(&TaskInfo) -> bool) -> Vec<TaskInfo> {
         let st = lock(&self.state);
-        let mut infos = Vec::with_capacity(st.active.len() + st.history.map.len());
+        let mut infos = Vec::new();
         for (ref_id, active) in st
             .active
             .iter()
             .filter(|(_, a)| !a.forget.load(Ordering::Acquire))
         {
-            let mut info = active.info.borrow().clone();
+            let info = active.info.borrow();
+            if !keep(&info) {
+                continue;
+            }
+            let mut info = info.clone();
             if let Some(qkey) = st.queued.get(ref_id) {
                 info.queue_position = Some(st.queue.range(..qkey).count() + 1);
             }
@@ -1082,6 +1092,7 @@ impl Inner {
                             .and_then(std::sync::Weak::upgrade)
                             .is_some_and(|v| v.is_live())
                 })
+                .filter(|record| keep(&record.info))
                 .map(|record| record.info.clone()),
         );
         infos
@@ -1092,31 +1103,32 @@ impl Inner {
         const MAX_LIMIT: usize = 1000;
         let limit = filter.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         let after = filter.cursor.as_deref().and_then(parse_cursor);
-        let mut infos: Vec<TaskInfo> = self
-            .all_infos()
+        let mut infos: Vec<(SortKey, TaskInfo)> = self
+            .infos_where(|i| filter.matches(i))
             .into_iter()
-            .filter(|i| filter.matches(i))
+            .map(|i| (sort_key(&i), i))
             .collect();
-        infos.sort_by(|a, b| sort_key(b).cmp(&sort_key(a)));
-        let start = match &after {
+        infos.sort_by_key(|(key, _)| std::cmp::Reverse(*key));
+        let start = match after {
             Some(cursor) => infos
                 .iter()
-                .position(|i| sort_key(i) < (cursor.0, cursor.1.as_str()))
+                .position(|(key, _)| *key < cursor)
                 .unwrap_or(infos.len()),
             None => 0,
         };
-        let page: Vec<TaskInfo> = infos.iter().skip(start).take(limit).cloned().collect();
+        let page: Vec<(SortKey, TaskInfo)> =
+            infos.iter().skip(start).take(limit).cloned().collect();
         let next_cursor = if start + page.len() < infos.len() {
-            page.last().map(make_cursor)
+            page.last().map(|(key, _)| make_cursor(*key))
         } else {
             None
         };
-        TaskPage::new(page, next_cursor)
+        TaskPage::new(page.into_iter().map(|(_, i)| i).collect(), next_cursor)
     }
 
     fn stats(&self) -> BackendStats {
         let mut stats = BackendStats::default();
-        for info in self.all_infos() {
+        for info in self.infos_where(|_| true) {
             *stats.by_status.entry(info.status).or_default() += 1;
         }
         {
@@ -1168,25 +1180,28 @@ impl Inner {
     }
 }
 
-fn sort_key(info: &TaskInfo) -> (std::time::SystemTime, &str) {
-    (info.created_at.0, info.ref_id.as_str())
+/// Newest first, by creation time; ties broken by a hash of the ref id. The cursor is this key, so it names no
+/// ref id: a page that ends on a record the caller may not see must not give its id away.
+type SortKey = (std::time::SystemTime, u64);
+
+fn sort_key(info: &TaskInfo) -> SortKey {
+    let hash = blake3::hash(info.ref_id.as_str().as_bytes());
+    let mut tie = [0u8; 8];
+    tie.copy_from_slice(&hash.as_bytes()[..8]);
+    (info.created_at.0, u64::from_le_bytes(tie))
 }
 
-fn make_cursor(info: &TaskInfo) -> String {
-    let nanos = info
-        .created_at
-        .0
+fn make_cursor((at, tie): SortKey) -> String {
+    let nanos = at
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    format!("{nanos}/{}", info.ref_id)
+    format!("{nanos}-{tie:016x}")
 }
 
-fn parse_cursor(cursor: &str) -> Option<(std::time::SystemTime, String)> {
-    let (nanos, ref_id) = cursor.split_once('/')?;
+fn parse_cursor(cursor: &str) -> Option<SortKey> {
+    let (nanos, tie) = cursor.split_once('-')?;
     let nanos: u64 = nanos.parse().ok()?;
-    Some((
-        std::time::UNIX_EPOCH + Duration::from_nanos(nanos),
-        ref_id.to_owned(),
-    ))
+    let tie = u64::from_str_radix(tie, 16).ok()?;
+    Some((std::time::UNIX_EPOCH + Duration::from_nanos(nanos), tie))
 }

@@ -150,6 +150,9 @@ impl Default for Previewer {
 
 const ELLIPSIS: &str = "...";
 
+/// How deep sampling follows a first item that is itself too large.
+const MAX_SAMPLE_DEPTH: usize = 64;
+
 fn items(value: &Value) -> Option<usize> {
     match value {
         Value::Array(a) => Some(a.len()),
@@ -274,9 +277,22 @@ impl Previewer {
     /// Evenly spaced items (first and last kept), the most that fit; a string cut with `...`; a single item that
     /// is itself too large is sampled in turn.
     fn sample(&self, value: &Value, budget: usize) -> Value {
+        self.sample_at(value, budget, 0)
+    }
+
+    /// [`sample`](Self::sample) at nesting `depth`: past [`MAX_SAMPLE_DEPTH`] a value that does not fit is `null`.
+    fn sample_at(&self, value: &Value, budget: usize, depth: usize) -> Value {
         let measure = self.measure;
         if measure.of(value) <= budget {
             return value.clone();
+        }
+        if depth >= MAX_SAMPLE_DEPTH || items(value) == Some(0) {
+            // Too deep to keep sampling, or an empty collection larger than the budget: nothing smaller to show.
+            return if depth >= MAX_SAMPLE_DEPTH {
+                Value::Null
+            } else {
+                value.clone()
+            };
         }
         match value {
             Value::String(s) => {
@@ -302,22 +318,25 @@ impl Previewer {
                 let wrap = |inner: Value| match value {
                     Value::Array(_) => Value::Array(vec![inner]),
                     Value::Object(o) => {
-                        let key = o.keys().next().expect("n > 0").clone();
+                        let key = o.keys().next().cloned().unwrap_or_default();
                         Value::Object(Map::from_iter([(key, inner)]))
                     }
                     _ => inner,
                 };
                 let first = match value {
-                    Value::Array(a) => &a[0],
-                    Value::Object(o) => o.values().next().expect("n > 0"),
-                    _ => value,
+                    Value::Array(a) => a.first(),
+                    Value::Object(o) => o.values().next(),
+                    _ => None,
+                };
+                let Some(first) = first else {
+                    return value.clone();
                 };
                 let seam = measure
                     .of(&wrap(Value::Null))
                     .saturating_sub(measure.of(&Value::Null));
                 let mut room = budget.saturating_sub(seam);
                 loop {
-                    let candidate = wrap(self.sample(first, room));
+                    let candidate = wrap(self.sample_at(first, room, depth + 1));
                     let size = measure.of(&candidate);
                     if size <= budget || room == 0 {
                         return candidate;
@@ -460,6 +479,28 @@ mod tests {
         let n = chars(25).preview(&nested, PreviewStrategy::Sample, None);
         let keys: Vec<&String> = n.value.as_object().unwrap().keys().collect();
         assert_eq!(keys, vec!["a", "d"], "first and last entries");
+    }
+
+    #[test]
+    fn tiny_budgets_and_deep_values_never_panic() {
+        for value in [
+            json!({"items": [], "n": 1}),
+            json!([[], 1]),
+            json!([{}]),
+            json!({"": {}}),
+        ] {
+            for max in 0..4 {
+                let _ = chars(max).preview(&value, PreviewStrategy::Sample, None);
+                let _ = chars(max).preview(&value, PreviewStrategy::Paginate, Some(1));
+                let _ = chars(max).preview(&value, PreviewStrategy::Truncate, None);
+            }
+        }
+        let mut deep = json!("x".repeat(100));
+        for _ in 0..500 {
+            deep = json!([deep]);
+        }
+        let p = chars(50).preview(&deep, PreviewStrategy::Sample, None);
+        assert!(p.preview_size <= 1000, "bounded: {}", p.preview_size);
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub use futures::future::BoxFuture;
 pub use inventory;
 pub use serde_json;
 
-pub use crate::execute::run_blocking;
+pub use crate::execute::{run_blocking, run_blocking_as};
 pub use crate::global::default_cache;
 pub use crate::key::KeyBuilder;
 pub use crate::registry::{TaskMeta, TaskRegistration};

@@ -5,6 +5,7 @@
 //! needs `READ` or `EXECUTE` on each reference (execute-only references pass values to tools without showing them
 //! to the caller). An unknown and an inaccessible reference fail with the same text.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use futures::future::BoxFuture;
@@ -21,6 +22,10 @@ pub const MAX_RESOLVED_REFERENCES: usize = 1000;
 
 /// The deepest chain of references to references.
 pub const MAX_REFERENCE_DEPTH: usize = 32;
+
+/// The most bytes (of the referenced values' JSON) one call's arguments may grow by through resolution: a small
+/// argument repeating one reference must not become a thousand copies of a large value.
+pub const MAX_RESOLVED_BYTES: usize = 64 * 1024 * 1024;
 
 impl RefCache {
     /// Replaces every string in `value` (at any depth) that is a ref id by the value it refers to, as the actor in
@@ -53,8 +58,10 @@ impl RefCache {
             cache: self,
             actor,
             resolved: 0,
+            bytes: 0,
             chain: Vec::new(),
             unreadable: Vec::new(),
+            done: HashMap::new(),
         };
         let mut value = value;
         resolver.walk(&mut value, &mut String::new()).await?;
@@ -69,9 +76,14 @@ struct Resolver<'a> {
     cache: &'a RefCache,
     actor: &'a Actor,
     resolved: usize,
+    /// Bytes of referenced values substituted so far.
+    bytes: usize,
     chain: Vec<String>,
     /// References resolved with `EXECUTE` but without `READ`.
     unreadable: Vec<String>,
+    /// References already resolved in this call, with their (fully resolved) values and sizes: each is fetched
+    /// once.
+    done: HashMap<String, (Value, usize)>,
 }
 
 impl Resolver<'_> {
@@ -129,12 +141,18 @@ impl Resolver<'_> {
                 limit: MAX_RESOLVED_REFERENCES,
             });
         }
+        if let Some(size) = self.done.get(&id).map(|(_, size)| *size) {
+            // Counted before it is copied: the bound is on memory, not on the error.
+            self.grow(size)?;
+            return Ok(self.done[&id].0.clone());
+        }
+        let argument = if path.is_empty() {
+            "<arguments>".to_owned()
+        } else {
+            path.clone()
+        };
         let unresolved = |reason: String| RefCacheError::UnresolvedReference {
-            argument: if path.is_empty() {
-                "<arguments>".to_owned()
-            } else {
-                path.clone()
-            },
+            argument: argument.clone(),
             ref_id: id.clone(),
             reason,
         };
@@ -152,11 +170,9 @@ impl Resolver<'_> {
         if !permissions.can_see() {
             return Err(inaccessible());
         }
-        if !permissions.contains(crate::Permissions::READ) {
-            self.unreadable.push(id.clone());
-        }
-        let mut value = match (snapshot.info.status, snapshot.value) {
-            (TaskStatus::Complete, Some(stored)) => stored.value.clone(),
+        let readable = permissions.contains(crate::Permissions::READ);
+        let (mut value, size) = match (snapshot.info.status, snapshot.value) {
+            (TaskStatus::Complete, Some(stored)) => (stored.value.clone(), stored.size),
             // Complete, but the value has expired or been evicted since.
             (TaskStatus::Complete, None) => return Err(inaccessible()),
             (TaskStatus::Failed, _) => {
@@ -172,15 +188,41 @@ impl Resolver<'_> {
                 )));
             }
         };
+        self.grow(size)?;
+        if !readable {
+            self.unreadable.push(id.clone());
+        }
         // Inside the referenced value, paths read `items[2]<refcache:…>.source`: the argument, then the reference.
         let len = path.len();
         path.push('<');
         path.push_str(&id);
         path.push('>');
-        self.chain.push(id);
-        self.walk(&mut value, path).await?;
+        self.chain.push(id.clone());
+        let walked = self.walk(&mut value, path).await;
         self.chain.pop();
         path.truncate(len);
+        if let Err(error) = walked {
+            if readable {
+                return Err(error);
+            }
+            // What went wrong inside a value the caller may not read would tell it what is in there (keys, the
+            // ids it holds, the shape of a cycle): name only the reference it passed.
+            return Err(unresolved(
+                "it holds references that cannot be resolved".to_owned(),
+            ));
+        }
+        self.done.insert(id, (value.clone(), size));
         Ok(value)
+    }
+
+    /// Counts `size` more bytes of substituted values, within [`MAX_RESOLVED_BYTES`].
+    fn grow(&mut self, size: usize) -> Result<(), RefCacheError> {
+        self.bytes = self.bytes.saturating_add(size);
+        if self.bytes > MAX_RESOLVED_BYTES {
+            return Err(RefCacheError::ResolvedTooLarge {
+                limit: MAX_RESOLVED_BYTES,
+            });
+        }
+        Ok(())
     }
 }

@@ -287,6 +287,23 @@ impl ValueStore {
         self.cache.insert(value.key, value).await;
     }
 
+    /// Removes the value for `key` if it is the one stored under `ref_id`, atomically: a value a later execution
+    /// of the same call stored meanwhile stays.
+    pub async fn invalidate_if_ref(&self, key: &CacheKey, ref_id: &RefId) {
+        use moka::ops::compute::Op;
+        let _ = self
+            .cache
+            .entry(*key)
+            .and_compute_with(|entry| {
+                let op = match entry {
+                    Some(e) if e.value().ref_id == *ref_id => Op::Remove,
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+    }
+
     /// Removes the value for `key`.
     pub async fn invalidate(&self, key: &CacheKey) {
         self.cache.invalidate(key).await;

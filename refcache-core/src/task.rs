@@ -366,6 +366,17 @@ impl TaskInfo {
             .permissions_for(actor, &self.namespace, self.session_id.as_deref())
     }
 
+    /// The record as an actor with `permissions` may see it: without `READ`, the error's structured details (where a
+    /// timed-out task's partial result lives) are left out, for they may hold the value.
+    pub fn redacted_for(mut self, permissions: crate::Permissions) -> Self {
+        if !permissions.contains(crate::Permissions::READ)
+            && let Some(error) = &mut self.error
+        {
+            error.details = None;
+        }
+        self
+    }
+
     /// Whether `retry_task` can re-run this task: it has failed.
     pub fn can_retry(&self) -> bool {
         self.status == TaskStatus::Failed

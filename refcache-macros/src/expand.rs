@@ -395,7 +395,8 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
     } else {
         let result = into_result(inner_call.clone());
         quote! {
-            ::std::boxed::Box::pin(#p::run_blocking(move || {
+            let __refcache_actor = __refcache_ctx.actor().cloned();
+            ::std::boxed::Box::pin(#p::run_blocking_as(__refcache_actor, move || {
                 #ctx_binding
                 let mut __refcache_args = #p::into_args(__refcache_args)?;
                 #(#take_args)*
