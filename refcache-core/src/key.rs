@@ -52,7 +52,8 @@ impl CacheKey {
         prefix: KeyPrefix,
         args: &serde_json::Value,
     ) -> Result<Self, RefCacheError> {
-        let canonical = serde_jcs::to_vec(args).map_err(|e| RefCacheError::Argument {
+        let mut canonical = Vec::new();
+        write_canonical(&mut canonical, args).map_err(|e| RefCacheError::Argument {
             task: task.to_owned(),
             name: "<arguments>".to_owned(),
             message: e.to_string(),
@@ -144,22 +145,69 @@ impl KeyPrefix {
     }
 }
 
-/// The largest integer an IEEE double holds exactly. RFC 8785 writes numbers as ECMAScript does, and for integers up
-/// to this magnitude that is their plain decimal digits.
-const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+/// Writes the canonical JSON of `value`: RFC 8785 (keys sorted by UTF-16 code units, JCS string escaping and
+/// number formatting), except that every integer is written as its exact decimal digits.
+///
+/// RFC 8785 writes numbers as IEEE doubles, so two integers beyond 2^53 that round to the same double would
+/// share a key, and one caller would get another's value. Exact digits keep keys injective; for integers up to
+/// 2^53 (and every float) the bytes are RFC 8785's.
+fn write_canonical(out: &mut Vec<u8>, value: &serde_json::Value) -> Result<(), serde_json::Error> {
+    use serde_json::Value;
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                out.extend_from_slice(itoa::Buffer::new().format(u).as_bytes());
+            } else if let Some(i) = n.as_i64() {
+                out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+            } else {
+                serde_jcs::to_writer(&mut *out, &n.as_f64().unwrap_or_default())?;
+            }
+        }
+        Value::String(text) => serde_jcs::to_writer(&mut *out, text)?,
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(out, item)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_jcs::to_writer(&mut *out, key)?;
+                out.push(b':');
+                write_canonical(out, item)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
 
-/// A serializer that writes only safe integers, as their decimal digits (byte for byte what `serde_jcs` writes for
-/// them, without its float formatting and per-number allocation), and refuses everything else so that the caller
-/// falls back to `serde_jcs`. A differential test pins the equality.
-struct SafeInteger<'a>(&'a mut Vec<u8>);
+/// A serializer for the common scalar arguments (integers, strings, booleans, unit and `None`), writing their
+/// canonical JSON straight into the key buffer, byte for byte what [`write_canonical`] writes for them, without
+/// building a `serde_json::Value`. It refuses everything else (before writing anything), and the caller falls back
+/// to `write_canonical`. A differential test pins the equality.
+struct Scalar<'a>(&'a mut Vec<u8>);
 
-/// "Not a safe integer: use `serde_jcs`."
+/// "Not a scalar: build the value and use `write_canonical`."
 #[derive(Debug)]
 struct Fallback;
 
 impl fmt::Display for Fallback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("not a safe integer")
+        f.write_str("not a scalar")
     }
 }
 
@@ -177,27 +225,15 @@ macro_rules! refuse {
     };
 }
 
-impl SafeInteger<'_> {
-    fn unsigned(self, v: u64) -> Result<(), Fallback> {
-        if v > MAX_SAFE_INTEGER {
-            return Err(Fallback);
-        }
-        self.0
-            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-        Ok(())
-    }
-
-    fn signed(self, v: i64) -> Result<(), Fallback> {
-        if v.unsigned_abs() > MAX_SAFE_INTEGER {
-            return Err(Fallback);
-        }
+impl Scalar<'_> {
+    fn digits(self, v: impl itoa::Integer) -> Result<(), Fallback> {
         self.0
             .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
         Ok(())
     }
 }
 
-impl serde::Serializer for SafeInteger<'_> {
+impl serde::Serializer for Scalar<'_> {
     type Ok = ();
     type Error = Fallback;
     type SerializeSeq = serde::ser::Impossible<(), Fallback>;
@@ -209,39 +245,49 @@ impl serde::Serializer for SafeInteger<'_> {
     type SerializeStructVariant = serde::ser::Impossible<(), Fallback>;
 
     fn serialize_u8(self, v: u8) -> Result<(), Fallback> {
-        self.unsigned(v.into())
+        self.digits(v)
     }
     fn serialize_u16(self, v: u16) -> Result<(), Fallback> {
-        self.unsigned(v.into())
+        self.digits(v)
     }
     fn serialize_u32(self, v: u32) -> Result<(), Fallback> {
-        self.unsigned(v.into())
+        self.digits(v)
     }
     fn serialize_u64(self, v: u64) -> Result<(), Fallback> {
-        self.unsigned(v)
+        self.digits(v)
     }
     fn serialize_i8(self, v: i8) -> Result<(), Fallback> {
-        self.signed(v.into())
+        self.digits(v)
     }
     fn serialize_i16(self, v: i16) -> Result<(), Fallback> {
-        self.signed(v.into())
+        self.digits(v)
     }
     fn serialize_i32(self, v: i32) -> Result<(), Fallback> {
-        self.signed(v.into())
+        self.digits(v)
     }
     fn serialize_i64(self, v: i64) -> Result<(), Fallback> {
-        self.signed(v)
+        self.digits(v)
+    }
+    fn serialize_bool(self, v: bool) -> Result<(), Fallback> {
+        self.0.extend_from_slice(if v { b"true" } else { b"false" });
+        Ok(())
+    }
+    fn serialize_str(self, v: &str) -> Result<(), Fallback> {
+        serde_jcs::to_writer(&mut *self.0, v).map_err(|_| Fallback)
+    }
+    fn serialize_none(self) -> Result<(), Fallback> {
+        self.serialize_unit()
+    }
+    fn serialize_unit(self) -> Result<(), Fallback> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
     }
 
     refuse! {
-        serialize_bool(bool) -> ();
         serialize_f32(f32) -> ();
         serialize_f64(f64) -> ();
         serialize_char(char) -> ();
-        serialize_str(&str) -> ();
         serialize_bytes(&[u8]) -> ();
-        serialize_none() -> ();
-        serialize_unit() -> ();
         serialize_unit_struct(&'static str) -> ();
         serialize_unit_variant(&'static str, u32, &'static str) -> ();
         serialize_seq(Option<usize>) -> Self::SerializeSeq;
@@ -253,15 +299,15 @@ impl serde::Serializer for SafeInteger<'_> {
         serialize_struct_variant(&'static str, u32, &'static str, usize) -> Self::SerializeStructVariant;
     }
 
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<(), Fallback> {
-        Err(Fallback)
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Fallback> {
+        value.serialize(self)
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         _: &'static str,
-        _: &T,
+        value: &T,
     ) -> Result<(), Fallback> {
-        Err(Fallback)
+        value.serialize(self)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
@@ -326,10 +372,11 @@ impl<'a> KeyBuilder<'a> {
             serde_jcs::to_writer(&mut self.buf, name).map_err(|e| error(&e))?;
             self.buf.write_all(b":").map_err(|e| error(&e))?;
         }
-        if value.serialize(SafeInteger(&mut self.buf)).is_ok() {
+        if value.serialize(Scalar(&mut self.buf)).is_ok() {
             return Ok(());
         }
-        serde_jcs::to_writer(&mut self.buf, value).map_err(|e| error(&e))
+        let json = serde_json::to_value(value).map_err(|e| error(&e))?;
+        write_canonical(&mut self.buf, &json).map_err(|e| error(&e))
     }
 
     /// Whether an argument so far may hold a string in the ref id form (`"<cache-name>:<32 hex>"`). A cheap scan
@@ -404,83 +451,88 @@ mod tests {
     }
 
     #[test]
-    fn safe_integers_are_written_exactly_as_serde_jcs_writes_them() {
-        let safe = MAX_SAFE_INTEGER;
-        let unsigned = [
-            0,
-            1,
-            7,
-            9,
-            10,
-            99,
-            100,
-            12_345,
-            u64::from(u32::MAX),
-            safe - 1,
-            safe,
+    fn scalars_are_written_exactly_as_the_canonical_writer_writes_them() {
+        let scalars = [
+            json!(0),
+            json!(-1),
+            json!(12_345),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!((1u64 << 53) + 1),
+            json!(true),
+            json!(null),
+            json!("plain"),
+            json!("quote \" backslash \\ newline \n tab \t bell \u{7} é 日本 😀"),
         ];
-        for v in unsigned {
+        for value in scalars {
             let mut fast = Vec::new();
-            v.serialize(SafeInteger(&mut fast)).unwrap();
-            assert_eq!(fast, serde_jcs::to_vec(&v).unwrap(), "{v}");
+            value.serialize(Scalar(&mut fast)).unwrap();
+            let mut slow = Vec::new();
+            write_canonical(&mut slow, &value).unwrap();
+            assert_eq!(fast, slow, "{value}");
         }
-        let signed = [
-            0,
-            -1,
-            1,
-            -7,
-            i64::from(i32::MIN),
-            -(safe as i64),
-            safe as i64,
-            -(safe as i64) + 1,
-        ];
-        for v in signed {
-            let mut fast = Vec::new();
-            v.serialize(SafeInteger(&mut fast)).unwrap();
-            assert_eq!(fast, serde_jcs::to_vec(&v).unwrap(), "{v}");
+        // Floats and composites fall back, having written nothing.
+        for value in [json!(1.5), json!([1]), json!({"a": 1})] {
+            let mut buf = Vec::new();
+            assert!(value.serialize(Scalar(&mut buf)).is_err());
+            assert!(buf.is_empty());
         }
-        // Beyond 2^53, and every non-integer, falls back to serde_jcs.
-        for v in [safe + 1, u64::MAX] {
-            assert!(v.serialize(SafeInteger(&mut Vec::new())).is_err());
-        }
-        assert!(i64::MIN.serialize(SafeInteger(&mut Vec::new())).is_err());
-        assert!("7".serialize(SafeInteger(&mut Vec::new())).is_err());
-        assert!(7.0f64.serialize(SafeInteger(&mut Vec::new())).is_err());
-        // The builder's bytes are serde_jcs's for every kind of value.
+        // Up to 2^53 and for floats, the bytes are RFC 8785's.
         for value in [
-            serde_json::json!(u64::MAX),
-            serde_json::json!(-3),
-            serde_json::json!(1.5),
+            json!(9_007_199_254_740_991u64),
+            json!(-3),
+            json!(1.5),
+            json!(1e21),
+            json!("x\u{1f}y"),
+        ] {
+            let mut ours = Vec::new();
+            write_canonical(&mut ours, &value).unwrap();
+            assert_eq!(ours, serde_jcs::to_vec(&value).unwrap(), "{value}");
+        }
+    }
+
+    #[test]
+    fn integers_beyond_two_to_the_53_have_keys_of_their_own() {
+        let key = |v: u64| {
+            let mut b = KeyBuilder::new("t", "n");
+            b.arg("v", &v).unwrap();
+            b.finish()
+        };
+        let big = 1u64 << 53;
+        assert_ne!(
+            key(big),
+            key(big + 1),
+            "RFC 8785 alone would round both to 2^53"
+        );
+        assert_ne!(key(u64::MAX), key(u64::MAX - 1));
+        // Inside structures too, and the streamed key is the JSON key.
+        #[derive(serde::Serialize)]
+        struct Ids {
+            ids: Vec<u64>,
+        }
+        let mut b = KeyBuilder::new("t", "n");
+        b.arg("v", &Ids { ids: vec![big + 1] }).unwrap();
+        let streamed = b.finish();
+        let mut c = KeyBuilder::new("t", "n");
+        c.arg("v", &Ids { ids: vec![big] }).unwrap();
+        assert_ne!(streamed, c.finish());
+        assert_eq!(
+            streamed,
+            CacheKey::from_json("t", "n", &json!({"v": {"ids": [big + 1]}})).unwrap()
+        );
+        for value in [
+            json!(u64::MAX),
+            json!(-3),
+            json!(1.5),
+            json!({"b": [1, "x"], "a": null}),
         ] {
             let mut b = KeyBuilder::new("t", "n");
             b.arg("v", &value).unwrap();
             assert_eq!(
                 b.finish(),
-                CacheKey::from_json("t", "n", &serde_json::json!({"v": value})).unwrap()
+                CacheKey::from_json("t", "n", &json!({"v": value})).unwrap()
             );
         }
-        let mut b = KeyBuilder::new("t", "n");
-        b.arg("v", &u64::MAX).unwrap();
-        assert_eq!(
-            b.finish(),
-            CacheKey::from_json("t", "n", &serde_json::json!({"v": u64::MAX})).unwrap()
-        );
-    }
-
-    #[test]
-    fn ref_ids_in_arguments_are_noticed() {
-        let id = "refcache:0123456789abcdef0123456789abcdef";
-        let scan = |value: serde_json::Value| {
-            let mut b = KeyBuilder::new("t", "n");
-            b.arg("v", &value).unwrap();
-            b.mentions_ref_id()
-        };
-        assert!(scan(json!(id)));
-        assert!(scan(json!({"deep": [1, {"x": id}]})));
-        assert!(!scan(json!("refcache:0123")));
-        assert!(!scan(json!(format!("{id}0"))), "33 hex digits");
-        assert!(!scan(json!(format!(":{}", &id[9..]))), "no cache name");
-        assert!(!scan(json!({"a": 1, "b": "plain text: yes"})));
     }
 
     #[test]
