@@ -53,8 +53,8 @@
 //!
 //! ## Parameters and the key
 //! The key is a blake3 hash of the task name, the namespace, and the canonical JSON (RFC 8785, with integers written
-//! exactly) of the key parameters. Key parameters must be owned and implement `Serialize + DeserializeOwned` (they are deserialized
-//! again when the task runs, possibly in a worker process). These are **not** part of the key:
+//! exactly) of the key parameters. Key parameters must be owned and implement `Serialize + DeserializeOwned` (they
+//! are deserialized again when the task runs, possibly in a worker process). These are **not** part of the key:
 //! - `&self`: methods run on a clone of `self`, so `Self: Clone + Send + Sync + 'static`;
 //! - a [`TaskContext`] (or `&TaskContext`) parameter: it is supplied by the runtime and removed from the wrapper's
 //!   signature; use it to report progress, set a partial result and observe cancellation;
