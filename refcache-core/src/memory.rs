@@ -803,11 +803,13 @@ impl TaskBackend for MemoryTaskBackend {
             if info.status != TaskStatus::Complete {
                 return Ok(Some(TaskSnapshot::new(info, None)));
             }
-            // A complete task whose value has expired or been evicted is gone.
+            // A complete task whose value has expired or been evicted is gone. The key's value now may be a later
+            // execution's: it is not this reference's.
             Ok(inner
                 .store
                 .get(&key)
                 .await
+                .filter(|value| value.ref_id == *ref_id)
                 .map(|value| TaskSnapshot::new(info, Some(value))))
         })
     }

@@ -308,7 +308,10 @@ impl Previewer {
             }
             Value::Array(_) | Value::Object(_) => {
                 let n = items(value).unwrap_or(0);
-                let k = largest(n, |k| measure.of(&pick(value, &spread(n, k))) <= budget);
+                // Every item costs at least one unit (a character, or a token), so at most `budget` fit.
+                let k = largest(n.min(budget), |k| {
+                    measure.of(&pick(value, &spread(n, k))) <= budget
+                });
                 if k > 0 {
                     return pick(value, &spread(n, k));
                 }
