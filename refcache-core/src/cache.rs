@@ -552,13 +552,10 @@ impl RefCache {
     where
         F: FnOnce() -> Result<(Value, LocalJob), RefCacheError>,
     {
-        let mut prepare = Some(prepare);
-        let mut prepared = None;
-        if scope.refs
-            && let Some(prepare) = prepare.take()
-        {
+        let mut arguments = Arguments::Lazy(prepare);
+        if scope.refs {
             // The arguments may hold references: resolve them, and key the call by the resolved arguments.
-            let (args, job) = prepare()?;
+            let (args, job) = arguments.take()?;
             let (args, unreadable) = self.resolve_inputs(args, &scope.actor()).await?;
             if let Some(check) = scope.check {
                 check(&args).map_err(|message| RefCacheError::ResolvedArgument {
@@ -586,18 +583,14 @@ impl RefCache {
                 self.inner.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(self.answer(stored, &scope));
             }
-            prepared = Some((args, job));
+            arguments = Arguments::Ready(args, job);
         }
         if let Some(stored) = self.inner.backend.lookup(&key).await? {
             self.inner.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(self.answer(stored, &scope));
         }
         self.inner.misses.fetch_add(1, Ordering::Relaxed);
-        let (args, job) = match (prepared, prepare) {
-            (Some(prepared), _) => prepared,
-            (None, Some(prepare)) => prepare()?,
-            (None, None) => unreachable!("the arguments are prepared once"),
-        };
+        let (args, job) = arguments.take()?;
         let backend = &self.inner.backend;
         let ref_id = RefId::generate(&self.inner.name);
         let options = meta
@@ -691,6 +684,21 @@ impl RefCache {
         let preview = previewer.preview_sized(&stored.value, original_size, strategy, page);
         let message = preview_message(&stored.ref_id, &preview, &previewer);
         CachedResponse::preview(stored, preview, message)
+    }
+}
+
+/// A call's JSON arguments and job: prepared on first need (a miss, or arguments that may hold references).
+enum Arguments<F> {
+    Lazy(F),
+    Ready(Value, LocalJob),
+}
+
+impl<F: FnOnce() -> Result<(Value, LocalJob), RefCacheError>> Arguments<F> {
+    fn take(self) -> Result<(Value, LocalJob), RefCacheError> {
+        match self {
+            Self::Lazy(prepare) => prepare(),
+            Self::Ready(args, job) => Ok((args, job)),
+        }
     }
 }
 
