@@ -38,6 +38,20 @@ async fn cached_lookup_user(id: u64) -> Value {
     lookup_user(id).await
 }
 
+/// A large result (about 60k tokens): every hit answers a preview.
+fn big_list(n: u64) -> Value {
+    Value::Array(
+        (0..n)
+            .map(|i| json!({"id": i, "name": format!("item-{i}")}))
+            .collect(),
+    )
+}
+
+#[cached(async_timeout = 5.0, cache = CACHE)]
+async fn cached_big_list(n: u64) -> Value {
+    big_list(n)
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -61,6 +75,28 @@ fn bench(c: &mut Criterion) {
             .iter(|| async { black_box(lookup_user(black_box(7)).await) })
     });
     hit.finish();
+
+    // A hit of a large value answers its preview: made once, then remembered, against making it on every hit.
+    let mut large = c.benchmark_group("hit_large");
+    rt.block_on(cached_big_list(5000)).unwrap();
+    large.bench_function("cached_preview", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(cached_big_list(black_box(5000)).await) })
+    });
+    let value = big_list(5000);
+    let previewer = refcache::Previewer::default();
+    let size = previewer.measure.of(&value);
+    large.bench_function("preview_made_each_time", |b| {
+        b.iter(|| {
+            black_box(previewer.preview_sized(
+                &value,
+                size,
+                refcache::PreviewStrategy::Sample,
+                None,
+            ))
+        })
+    });
+    large.finish();
 
     let mut miss = c.benchmark_group("miss");
     let next = AtomicU64::new(1_000_000);

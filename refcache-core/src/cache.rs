@@ -680,8 +680,7 @@ impl RefCache {
                 previewer.page_size(page_size.unwrap_or(previewer.page_size)),
             ),
         };
-        let original_size = stored.measure(previewer.measure);
-        let preview = previewer.preview_sized(&stored.value, original_size, strategy, page);
+        let preview = stored.preview(&previewer, strategy, page);
         let message = preview_message(&stored.ref_id, &preview, &previewer);
         CachedResponse::preview(stored, preview, message)
     }

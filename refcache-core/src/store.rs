@@ -1,6 +1,6 @@
 //! Finished values: a moka cache weighed in bytes, with a TTL per entry.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::access::AccessPolicy;
 use crate::key::CacheKey;
-use crate::preview::{PreviewStrategy, SizeMeasure, TokenEncoding};
+use crate::preview::{Preview, PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
 use crate::ref_id::RefId;
 use crate::task::Timestamp;
 
@@ -53,6 +53,36 @@ pub struct StoredValue {
     /// Its size in each measure, computed on first need.
     #[serde(skip)]
     measured: Measured,
+    /// The last preview made of it, for the next hit that asks for the same one.
+    #[serde(skip)]
+    preview: PreviewMemo,
+}
+
+/// Which preview: measure, `max_size`, strategy, page size and page.
+type PreviewKey = (SizeMeasure, usize, PreviewStrategy, usize, Option<usize>);
+
+/// The last preview made of a value. Repeated hits of a large value ask for the same preview; making it means
+/// measuring candidate previews (tokenizing them), so it is made once.
+#[derive(Default)]
+struct PreviewMemo(std::sync::Mutex<Option<(PreviewKey, Preview)>>);
+
+impl Clone for PreviewMemo {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for PreviewMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PreviewMemo")
+    }
+}
+
+impl PartialEq for PreviewMemo {
+    fn eq(&self, _: &Self) -> bool {
+        // A cache of what the value already determines.
+        true
+    }
 }
 
 /// A value's size in each [`SizeMeasure`], each computed at most once (counting tokens of a large value is slow).
@@ -97,6 +127,7 @@ impl StoredValue {
             max_size: None,
             preview_strategy: None,
             measured: Measured::default(),
+            preview: PreviewMemo::default(),
         }
     }
 
@@ -138,6 +169,46 @@ impl StoredValue {
             SizeMeasure::Tokens(TokenEncoding::O200kBase) => 2,
         };
         *self.measured.0[slot].get_or_init(|| measure.of(&self.value))
+    }
+
+    /// The preview of it by `previewer` and `strategy` (page `page`), made once and remembered until another one
+    /// is asked for.
+    pub fn preview(
+        &self,
+        previewer: &Previewer,
+        strategy: PreviewStrategy,
+        page: Option<usize>,
+    ) -> Preview {
+        let key = (
+            previewer.measure,
+            previewer.max_size,
+            strategy,
+            previewer.page_size,
+            page,
+        );
+        let memo = |slot: &mut Option<(PreviewKey, Preview)>| {
+            slot.as_ref()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, p)| p.clone())
+        };
+        if let Some(hit) = memo(
+            &mut self
+                .preview
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) {
+            return hit;
+        }
+        // Made outside the lock: it may take milliseconds, and concurrent hits may make it twice, harmlessly.
+        let made =
+            previewer.preview_sized(&self.value, self.measure(previewer.measure), strategy, page);
+        *self
+            .preview
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((key, made.clone()));
+        made
     }
 
     /// What `actor` may do with it.
