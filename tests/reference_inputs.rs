@@ -970,3 +970,35 @@ async fn repeating_one_large_reference_is_bounded_not_multiplied() {
     .unwrap();
     assert_eq!(few.status(), TaskStatus::Complete);
 }
+
+#[tokio::test(start_paused = true)]
+async fn chains_of_repeated_references_are_charged_in_full() {
+    // Level 0 is a 2 KB string; level n holds two references to level n - 1. Resolving level 16 would build 2^16
+    // copies of the leaf (128 MB) from a few dozen distinct references: a repeat must cost what it expands to.
+    let mut previous = produce("doubling-0".into(), json!("x".repeat(2048)))
+        .await
+        .unwrap()
+        .ref_id()
+        .to_string();
+    for level in 1..=16 {
+        previous = raw(
+            format!("doubling-{level}"),
+            json!([previous.clone(), previous]),
+        )
+        .await
+        .unwrap()
+        .ref_id()
+        .to_string();
+    }
+    let err = consume("doubling-use".into(), json!(previous))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RefCacheError::TooManyReferences { .. } | RefCacheError::ResolvedTooLarge { .. }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(runs("doubling-use"), 0, "nothing ran");
+}

@@ -72,6 +72,15 @@ impl RefCache {
     }
 }
 
+/// A reference resolved earlier in the call: its fully resolved value, and what resolving it cost.
+struct Resolved {
+    value: Value,
+    /// Bytes of referenced values it substituted, its own and nested ones.
+    bytes: usize,
+    /// References it resolved, itself and nested ones.
+    references: usize,
+}
+
 struct Resolver<'a> {
     cache: &'a RefCache,
     actor: &'a Actor,
@@ -81,9 +90,10 @@ struct Resolver<'a> {
     chain: Vec<String>,
     /// References resolved with `EXECUTE` but without `READ`.
     unreadable: Vec<String>,
-    /// References already resolved in this call, with their (fully resolved) values and sizes: each is fetched
-    /// once.
-    done: HashMap<String, (Value, usize)>,
+    /// References already resolved in this call: each is fetched once. A repeat costs what the first resolution
+    /// did, nested references included, so that chains of references to repeated references cannot grow the
+    /// arguments past the bounds.
+    done: HashMap<String, Resolved>,
 }
 
 impl Resolver<'_> {
@@ -135,17 +145,14 @@ impl Resolver<'_> {
             chain.push(id);
             return Err(RefCacheError::ReferenceCycle { chain });
         }
-        self.resolved += 1;
-        if self.resolved > MAX_RESOLVED_REFERENCES {
-            return Err(RefCacheError::TooManyReferences {
-                limit: MAX_RESOLVED_REFERENCES,
-            });
+        if let Some((bytes, references)) = self.done.get(&id).map(|r| (r.bytes, r.references)) {
+            // Charged in full, and before it is copied: the bound is on memory, not on the error.
+            self.count(references)?;
+            self.grow(bytes)?;
+            return Ok(self.done[&id].value.clone());
         }
-        if let Some(size) = self.done.get(&id).map(|(_, size)| *size) {
-            // Counted before it is copied: the bound is on memory, not on the error.
-            self.grow(size)?;
-            return Ok(self.done[&id].0.clone());
-        }
+        self.count(1)?;
+        let (bytes_before, references_before) = (self.bytes, self.resolved - 1);
         let argument = if path.is_empty() {
             "<arguments>".to_owned()
         } else {
@@ -211,8 +218,26 @@ impl Resolver<'_> {
                 "it holds references that cannot be resolved".to_owned(),
             ));
         }
-        self.done.insert(id, (value.clone(), size));
+        self.done.insert(
+            id,
+            Resolved {
+                value: value.clone(),
+                bytes: self.bytes - bytes_before,
+                references: self.resolved - references_before,
+            },
+        );
         Ok(value)
+    }
+
+    /// Counts `n` more resolved references, within [`MAX_RESOLVED_REFERENCES`].
+    fn count(&mut self, n: usize) -> Result<(), RefCacheError> {
+        self.resolved = self.resolved.saturating_add(n);
+        if self.resolved > MAX_RESOLVED_REFERENCES {
+            return Err(RefCacheError::TooManyReferences {
+                limit: MAX_RESOLVED_REFERENCES,
+            });
+        }
+        Ok(())
     }
 
     /// Counts `size` more bytes of substituted values, within [`MAX_RESOLVED_BYTES`].

@@ -358,8 +358,9 @@ impl ValueStore {
         self.cache.insert(value.key, value).await;
     }
 
-    /// Removes the value for `key` if it is the one stored under `ref_id`, atomically: a value a later execution
-    /// of the same call stored meanwhile stays.
+    /// Removes the value for `key` if it is the one stored under `ref_id`: a value a later execution of the same
+    /// call stored before the check stays. (moka serializes this with other computes, not with plain inserts: an
+    /// insert landing between its read and its removal would be removed too, as an eviction would remove it.)
     pub async fn invalidate_if_ref(&self, key: &CacheKey, ref_id: &RefId) {
         use moka::ops::compute::Op;
         let _ = self
