@@ -86,20 +86,8 @@ impl RefCache {
 
     /// What is known about a reference, without its value (needs `READ` or `EXECUTE`).
     pub async fn reference_info(&self, ref_id: &str) -> Result<ReferenceInfo, RefCacheError> {
-        let ref_id = crate::RefId::parse(ref_id)?;
-        if ref_id.cache_name() != self.name() {
-            return Err(RefCacheError::NotFound);
-        }
-        let actor = Actor::current();
-        let snapshot = self
-            .backend()
-            .get(&ref_id)
-            .await?
-            .ok_or(RefCacheError::NotFound)?;
-        let permissions = snapshot.info.permissions_for(&actor);
-        if !permissions.can_see() {
-            return Err(RefCacheError::NotFound);
-        }
+        let ref_id = self.own_ref(ref_id)?;
+        let (snapshot, permissions) = self.visible(&ref_id, &Actor::current()).await?;
         let value = snapshot.value.as_ref();
         Ok(ReferenceInfo {
             permissions,
@@ -115,10 +103,7 @@ impl RefCache {
     /// An unknown or invisible id is `NotFound`; a visible one without `DELETE` is
     /// [`RefCacheError::PermissionDenied`].
     pub async fn delete(&self, ref_id: &str) -> Result<(), RefCacheError> {
-        let ref_id = crate::RefId::parse(ref_id)?;
-        if ref_id.cache_name() != self.name() {
-            return Err(RefCacheError::NotFound);
-        }
+        let ref_id = self.own_ref(ref_id)?;
         self.permitted(&ref_id, &Actor::current(), "delete", Permissions::DELETE)
             .await?;
         if self.backend().delete(&ref_id).await? {
@@ -134,23 +119,13 @@ impl RefCache {
         crate::Namespace::parse(namespace)?;
         let actor = Actor::current();
         // Gather first, then delete: deleting while paging would shift the pages.
-        let mut doomed = Vec::new();
-        let mut cursor = None;
-        loop {
-            let mut filter = TaskFilter::all().namespace(namespace).limit(1000);
-            filter.cursor = cursor.take();
-            let page = self.backend().list(filter).await?;
-            doomed.extend(
-                page.tasks
-                    .into_iter()
-                    .filter(|info| info.permissions_for(&actor).contains(Permissions::DELETE))
-                    .map(|info| info.ref_id),
-            );
-            cursor = page.next_cursor;
-            if cursor.is_none() {
-                break;
-            }
-        }
+        let doomed: Vec<_> = self
+            .list_every(TaskFilter::all().namespace(namespace))
+            .await?
+            .into_iter()
+            .filter(|info| info.permissions_for(&actor).contains(Permissions::DELETE))
+            .map(|info| info.ref_id)
+            .collect();
         let mut deleted = 0;
         for ref_id in doomed {
             if self.backend().delete(&ref_id).await? {
@@ -168,28 +143,31 @@ impl RefCache {
         namespace: Option<&str>,
     ) -> Result<ReferenceStats, RefCacheError> {
         let actor = Actor::current();
+        let mut filter = TaskFilter::all();
+        filter.namespace = namespace.map(str::to_owned);
+        scope_to_session(&mut filter, &actor);
         let mut stats = ReferenceStats::default();
-        let mut cursor = None;
-        loop {
-            let mut filter = TaskFilter::all().limit(1000);
-            filter.namespace = namespace.map(str::to_owned);
-            scope_to_session(&mut filter, &actor);
-            filter.cursor = cursor.take();
-            let page = self.backend().list(filter).await?;
-            for info in page
-                .tasks
-                .iter()
-                .filter(|i| i.permissions_for(&actor).can_see())
-            {
+        for info in self.list_every(filter).await? {
+            if info.permissions_for(&actor).can_see() {
                 *stats.by_status.entry(info.status).or_default() += 1;
                 stats.total += 1;
             }
-            cursor = page.next_cursor;
-            if cursor.is_none() {
-                break;
-            }
         }
         Ok(stats)
+    }
+
+    /// Every record the backend lists for `filter`, all pages (1000 at a time), with no access check.
+    async fn list_every(&self, mut filter: TaskFilter) -> Result<Vec<TaskInfo>, RefCacheError> {
+        let mut infos = Vec::new();
+        filter.limit = Some(1000);
+        loop {
+            let page = self.backend().list(filter.clone()).await?;
+            infos.extend(page.tasks);
+            match page.next_cursor {
+                Some(cursor) => filter.cursor = Some(cursor),
+                None => return Ok(infos),
+            }
+        }
     }
 }
 

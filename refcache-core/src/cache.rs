@@ -319,7 +319,7 @@ impl RefCache {
 
     /// Parses a ref id and checks that it belongs to this cache. A foreign or unknown id is `NotFound`, with the
     /// same text as an inaccessible one.
-    fn own_ref(&self, ref_id: &str) -> Result<RefId, RefCacheError> {
+    pub(crate) fn own_ref(&self, ref_id: &str) -> Result<RefId, RefCacheError> {
         let ref_id = RefId::parse(ref_id)?;
         if ref_id.cache_name() != self.inner.name {
             return Err(RefCacheError::NotFound);
@@ -374,7 +374,7 @@ impl RefCache {
 
     /// The task's record and value, and what `actor` may do with it, if it may see it at all
     /// ([`Permissions::can_see`]). Anything else is `NotFound`, with the same text as an unknown id.
-    async fn visible(
+    pub(crate) async fn visible(
         &self,
         ref_id: &RefId,
         actor: &Actor,

@@ -102,6 +102,16 @@ struct Finished {
     value: Option<std::sync::Weak<StoredValue>>,
 }
 
+impl Finished {
+    /// Its value, without a moka read, while the store still holds it and it is unexpired.
+    fn live_value(&self) -> Option<Arc<StoredValue>> {
+        self.value
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade)
+            .filter(|v| v.is_live())
+    }
+}
+
 /// The spec and job of a failed task, kept with its record so that it can be re-run under the same ref id.
 #[derive(Clone)]
 struct Rerun {
@@ -785,13 +795,7 @@ impl TaskBackend for MemoryTaskBackend {
                     }
                     None => match st.history.get(ref_id) {
                         Some(f) => {
-                            // The value, without a moka read, while the store still holds it and it is unexpired.
-                            let live = f
-                                .value
-                                .as_ref()
-                                .and_then(std::sync::Weak::upgrade)
-                                .filter(|v| v.is_live());
-                            if let Some(value) = live {
+                            if let Some(value) = f.live_value() {
                                 return Ok(Some(TaskSnapshot::new(f.info.clone(), Some(value))));
                             }
                             (f.info.clone(), f.key)
@@ -1087,12 +1091,7 @@ impl Inner {
             st.history
                 .records()
                 .filter(|record| {
-                    record.info.status != TaskStatus::Complete
-                        || record
-                            .value
-                            .as_ref()
-                            .and_then(std::sync::Weak::upgrade)
-                            .is_some_and(|v| v.is_live())
+                    record.info.status != TaskStatus::Complete || record.live_value().is_some()
                 })
                 .filter(|record| keep(&record.info))
                 .map(|record| record.info.clone()),

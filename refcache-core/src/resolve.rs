@@ -170,13 +170,11 @@ impl Resolver<'_> {
         }
         let inaccessible = || unresolved(INACCESSIBLE_REFERENCE.to_owned());
         let ref_id = RefId::parse(&id).map_err(|_| inaccessible())?;
-        let Some(snapshot) = self.cache.backend().get(&ref_id).await? else {
-            return Err(inaccessible());
+        let (snapshot, permissions) = match self.cache.visible(&ref_id, self.actor).await {
+            Ok(visible) => visible,
+            Err(RefCacheError::NotFound) => return Err(inaccessible()),
+            Err(error) => return Err(error),
         };
-        let permissions = snapshot.info.permissions_for(self.actor);
-        if !permissions.can_see() {
-            return Err(inaccessible());
-        }
         let readable = permissions.contains(crate::Permissions::READ);
         let (mut value, size) = match (snapshot.info.status, snapshot.value) {
             (TaskStatus::Complete, Some(stored)) => (stored.value.clone(), stored.size),
