@@ -801,9 +801,7 @@ impl CallScope {
     /// The scope of a call to `meta` made here and now. Fails when the function's namespace template needs a
     /// variable the actor lacks, or its policy is invalid.
     pub fn capture(meta: &TaskMeta) -> Result<Self, RefCacheError> {
-        if let Err(e) = meta.policy() {
-            return Err(e.clone().into());
-        }
+        let policy = meta.policy().map_err(Clone::clone)?;
         let template = meta.namespace_template().map_err(Clone::clone)?;
         if template.is_none() && !crate::session::any_scope() {
             // No scope anywhere in the process: nothing to look up; the anonymous user's access is the task's own.
