@@ -827,7 +827,7 @@ impl CallScope {
             .map(|t| t.fill(&actor).map(Arc::from))
             .transpose()?;
         let session = Session::current();
-        let access = meta.policy().map_err(|e| e.clone())?.permissions_for(
+        let access = policy.permissions_for(
             &actor,
             namespace.as_deref().unwrap_or(meta.namespace()),
             session.as_ref().map(Session::id),
