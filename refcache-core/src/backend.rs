@@ -478,6 +478,19 @@ pub trait TaskBackend: Send + Sync + 'static {
         deadline: Option<tokio::time::Instant>,
     ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>>;
 
+    /// Follows a task in flight: a receiver that holds its latest record and wakes on every change (progress,
+    /// status), or `None` when the task is not in flight here or this backend cannot follow it.
+    ///
+    /// Only live progress forwarding uses it (MCP progress notifications while a caller waits); polls, waits and
+    /// `tasks/get` never depend on it. The default answers `None`.
+    fn watch<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<Option<tokio::sync::watch::Receiver<TaskInfo>>, BackendError>> {
+        let _ = ref_id;
+        Box::pin(async { Ok(None) })
+    }
+
     /// Cancels the task: a pending task leaves the queue, a running one has its token fired.
     fn cancel<'a>(
         &'a self,

@@ -616,6 +616,7 @@ impl RefCache {
             Submitted::Hit(stored) => return Ok(self.answer(stored, &scope)),
             submitted => submitted.ref_id().clone(),
         };
+        crate::observe::submitted(&ref_id);
         let snapshot = backend
             .wait(&ref_id, deadline)
             .await?

@@ -482,6 +482,41 @@ pub async fn progress_is_visible(make: Factory) {
     wait_terminal(b, &ref_id).await;
 }
 
+/// `watch`, where the backend can follow a task: the receiver wakes on progress, and on the end.
+pub async fn watch_follows_progress(make: Factory) {
+    let fx = make(settings()).await;
+    let b = &*fx.backend;
+    let id = new_gate();
+    let (_, ref_id, _) = submit(b, PROGRESS, json!({"gate": id})).await;
+    let Some(mut rx) = b.watch(&ref_id).await.unwrap() else {
+        // This backend cannot follow tasks: live progress forwarding is off, and nothing else depends on it.
+        open(&id);
+        wait_terminal(b, &ref_id).await;
+        return;
+    };
+    let seen = tokio::time::timeout(PATIENCE, rx.wait_for(|i| i.progress.is_some()))
+        .await
+        .expect("watch wakes on progress")
+        .expect("the sender lives while the task runs")
+        .progress
+        .clone();
+    assert_eq!(seen.and_then(|p| p.message).as_deref(), Some("halfway"));
+    open(&id);
+    let end = tokio::time::timeout(PATIENCE, rx.wait_for(|i| i.status.is_terminal())).await;
+    let ended = end
+        .expect("watch wakes on the end")
+        .expect("the terminal record is seen before the sender goes")
+        .status;
+    assert_eq!(ended, TaskStatus::Complete);
+    assert!(
+        b.watch(&RefId::generate("conformance"))
+            .await
+            .unwrap()
+            .is_none(),
+        "unknown: None"
+    );
+}
+
 /// Cancel: sticky, idempotent, distinct answers for unknown and finished tasks.
 pub async fn cancel_semantics(make: Factory) {
     let fx = make(settings()).await;
@@ -992,7 +1027,7 @@ macro_rules! backend_conformance {
             retries_until_success, permanent_errors_are_not_retried, execution_timeout_fails_the_task,
             priority_orders_the_queue, max_concurrent_per_task, retry_reruns_a_failed_task,
             end_session_drops_the_session, cleanup_removes_old_records, delete_drops_record_and_value,
-            access_travels_with_the_task);
+            access_travels_with_the_task, watch_follows_progress);
     };
     (@tests $make:path; $($name:ident),*) => {
         $(

@@ -337,12 +337,14 @@ impl Active {
 
 impl TaskHooks for Active {
     fn report_progress(&self, progress: TaskProgress) {
-        // Polls read the current record; only terminal changes have waiters, so progress updates silently.
+        // Wakes watchers (MCP progress forwarding); a waiter for the end wakes, sees no terminal status and sleeps
+        // on.
         self.info.send_if_modified(|info| {
-            if info.status == TaskStatus::Processing {
+            let running = info.status == TaskStatus::Processing;
+            if running {
                 info.progress = Some(progress);
             }
-            false
+            running
         });
     }
 
@@ -848,6 +850,14 @@ impl TaskBackend for MemoryTaskBackend {
             }
             self.get(ref_id).await
         })
+    }
+
+    fn watch<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<Option<watch::Receiver<TaskInfo>>, BackendError>> {
+        let active = lock(&self.inner.state).active.get(ref_id).cloned();
+        Box::pin(async move { Ok(active.map(|a| a.info.subscribe())) })
     }
 
     fn cancel<'a>(
