@@ -204,6 +204,14 @@ impl fmt::Debug for TaskContext {
 #[non_exhaustive]
 pub struct Cancelled;
 
+/// So that a function returning `Result<_, TaskError>` can stop with `ctx.progress(..)?` too. (The task is already
+/// cancelled: this error is never what a poller sees.)
+impl From<Cancelled> for TaskError {
+    fn from(cancelled: Cancelled) -> Self {
+        TaskError::new(cancelled.to_string()).permanent()
+    }
+}
+
 impl TaskContext {
     /// A context wired to a backend's record.
     pub fn new(ref_id: RefId, hooks: Arc<dyn TaskHooks>, cancel: CancellationToken) -> Self {
