@@ -10,6 +10,8 @@
 //! # Features
 //! - `macros` (default): re-export the `#[cached]` attribute.
 //! - `test-utils`: the backend conformance suite, [`conformance`].
+//! - `mcp`: the rmcp integration, `mcp`: `#[cached]` on `#[tool]` methods, the ready-made polling tools and MCP
+//!   Tasks.
 //!
 //! # Supported Rust versions
 //! The minimum supported Rust version is 1.88 (edition 2024).
@@ -48,6 +50,7 @@ mod global;
 mod key;
 mod memory;
 mod namespace;
+mod observe;
 mod preview;
 mod ref_id;
 pub mod registry;
@@ -60,6 +63,9 @@ mod task;
 
 #[cfg(feature = "test-utils")]
 pub mod conformance;
+
+#[cfg(feature = "mcp")]
+pub mod mcp;
 
 #[doc(hidden)]
 #[path = "private.rs"]

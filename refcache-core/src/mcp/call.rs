@@ -1,0 +1,82 @@
+//! A cached tool call over MCP: the code behind every `#[cached]` `#[tool]` method.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+use rmcp::RoleServer;
+use rmcp::model::CallToolResponse;
+use rmcp::service::RequestContext;
+
+use super::format::FormatOverride;
+use super::result::{error_result, error_text, tool_result};
+use super::{RefCacheServer, tasks};
+use crate::cache::RefCache;
+use crate::call_options::CallOptions;
+use crate::error::RefCacheError;
+use crate::response::CachedResponse;
+
+/// Runs `call` (the cached call, as `#[cached]` generates it) as the request's owner, with the request's format
+/// override, forwarding progress while the client waits, and answers:
+/// - a task still in flight after `async_timeout`: an MCP task (`resultType: "task"`) when the client declared the
+///   tasks extension on this request, the processing reference otherwise (the spec forbids a task to a client that
+///   did not declare it);
+/// - a finished task: its tool result ([`tool_result`]); failed and cancelled ones with `isError: true`;
+/// - an error (bad format, access, backend down): a tool error with its text. Nothing is a protocol error.
+pub async fn tool_call<S, F>(
+    server: &S,
+    cache: &RefCache,
+    format: FormatOverride,
+    request: RequestContext<RoleServer>,
+    call: F,
+) -> Result<CallToolResponse, rmcp::ErrorData>
+where
+    S: RefCacheServer + ?Sized,
+    F: Future<Output = Result<CachedResponse, RefCacheError>>,
+{
+    let format = match format.get() {
+        Ok(format) => format,
+        Err(error) => return Ok(error_result(&error).into()),
+    };
+    let mcp = server.refcache();
+    let actor = mcp.owner(&request).actor();
+    let options = format.map_or_else(CallOptions::current, |f| CallOptions::current().format(f));
+    let call = options.scope(call);
+    let call = match request.meta.get_progress_token() {
+        Some(token) => {
+            let forwarder = super::progress::forwarder(
+                cache.clone(),
+                request.peer.clone(),
+                token,
+                request.ct.clone(),
+            );
+            crate::observe::observe(forwarder, call).left_future()
+        }
+        None => call.right_future(),
+    };
+    let outcome = AssertUnwindSafe(actor.scope(call)).catch_unwind().await;
+    let response = match outcome {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => return Ok(error_result(&error).into()),
+        Err(_) => {
+            return Ok(error_text(
+                "internal error: the cached call panicked before its task started; see the server's log",
+            )
+            .into());
+        }
+    };
+    if !response.status().is_terminal()
+        && supports_tasks(&request)
+        && let Some(info) = response.info()
+    {
+        return Ok(CallToolResponse::Task(tasks::created(mcp, cache, info)));
+    }
+    Ok(tool_result(&response).into())
+}
+
+/// Whether the client declared the tasks extension for this request.
+pub(crate) fn supports_tasks(request: &RequestContext<RoleServer>) -> bool {
+    request
+        .client_capabilities()
+        .is_some_and(|c| c.supports_tasks())
+}

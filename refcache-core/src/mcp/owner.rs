@@ -1,0 +1,98 @@
+//! Who owns a task made through MCP, read from the request.
+
+use std::sync::Arc;
+
+use rmcp::RoleServer;
+use rmcp::service::RequestContext;
+
+use crate::actor::Actor;
+
+/// Who owns the tasks a request makes: every tool call, poll, cancel, retry, list and `tasks/*` request is made
+/// as this owner's [`Actor`], so one owner never sees another's tasks.
+///
+/// Read from the request, in this order ([`Owner::of`]):
+/// 1. **the authenticated principal**: an [`Actor`] that the server's auth layer put into the HTTP request's
+///    extensions (`request.extensions_mut().insert(Actor::user("alice"))`);
+/// 2. else **the MCP session** (the `Mcp-Session-Id` header), for clients on a protocol before 2026-07-28;
+/// 3. else **the connection**, when the request came over no HTTP at all (stdio, or any in-process transport):
+///    one connection serves one client;
+/// 4. else nobody: [`Owner::Anonymous`], stateless HTTP without auth. Then the 128-bit random ref id is the
+///    capability, and `list_tasks` refuses, since it cannot tell whose tasks are whose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Owner {
+    /// The principal an auth layer authenticated.
+    Principal(Actor),
+    /// A legacy MCP session.
+    Session(String),
+    /// A connection (stdio): the id of the [`McpRefCache`](super::McpRefCache) serving it.
+    Connection(Arc<str>),
+    /// Nobody identifiable.
+    Anonymous,
+}
+
+/// The HTTP header of legacy MCP sessions.
+const SESSION_HEADER: &str = "mcp-session-id";
+
+impl Owner {
+    /// The owner of `request`, served over connection `connection` when it came over no HTTP.
+    pub fn of(request: &RequestContext<RoleServer>, connection: &Arc<str>) -> Self {
+        let Some(parts) = request.extensions.get::<http::request::Parts>() else {
+            return Self::Connection(connection.clone());
+        };
+        if let Some(actor) = parts.extensions.get::<Actor>() {
+            return Self::Principal(actor.clone());
+        }
+        match parts
+            .headers
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(session) if !session.is_empty() => Self::Session(session.to_owned()),
+            _ => Self::Anonymous,
+        }
+    }
+
+    /// The actor requests of this owner act as. Each identified owner acts in a session of its own, so its tasks
+    /// are bound to it (`#[cached]` keys, polls, lists) and invisible to every other owner.
+    ///
+    /// - a principal: itself, in session `mcp:<kind>:<id>` (`mcp:user:alice`);
+    /// - a session: an anonymous user in session `mcp-session:<id>`;
+    /// - a connection: an anonymous user in session `mcp-connection:<id>`;
+    /// - nobody: an anonymous user outside any session.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Self::Principal(actor) => actor
+                .clone()
+                .with_session(format!("mcp:{}", actor.pattern_name())),
+            Self::Session(id) => Actor::anonymous_user().with_session(format!("mcp-session:{id}")),
+            Self::Connection(id) => {
+                Actor::anonymous_user().with_session(format!("mcp-connection:{id}"))
+            }
+            Self::Anonymous => Actor::anonymous_user(),
+        }
+    }
+
+    /// Whether this owner can be told apart from others (everything but [`Owner::Anonymous`]).
+    pub fn is_identified(&self) -> bool {
+        !matches!(self, Self::Anonymous)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_owner_acts_in_a_session_of_its_own() {
+        let alice = Owner::Principal(Actor::user("alice")).actor();
+        assert_eq!(alice.session_id.as_deref(), Some("mcp:user:alice"));
+        assert_eq!(alice.id.as_deref(), Some("alice"));
+        let session = Owner::Session("s-1".into()).actor();
+        assert_eq!(session.session_id.as_deref(), Some("mcp-session:s-1"));
+        let connection = Owner::Connection("c-1".into()).actor();
+        assert_eq!(connection.session_id.as_deref(), Some("mcp-connection:c-1"));
+        assert_eq!(Owner::Anonymous.actor().session_id, None);
+        assert!(!Owner::Anonymous.is_identified());
+    }
+}

@@ -1,0 +1,156 @@
+//! MCP Tasks (SEP-2663, the `io.modelcontextprotocol/tasks` extension), answered from the RefCache.
+//!
+//! The task id is the ref id, so a task survives whatever the RefCache survives (a restart, another replica,
+//! with a shared backend), unlike rmcp's in-memory `TaskManager`. The mapping:
+//!
+//! | refcache status          | MCP task status | payload                                                    |
+//! |--------------------------|-----------------|------------------------------------------------------------|
+//! | `pending`, `processing`  | `working`       | `statusMessage`: the progress message (or queue note)      |
+//! | `complete`               | `completed`     | `result`: the tool result, as the call would have answered |
+//! | `failed`                 | `failed`        | `error`: `{code: -32603, message, data: {ref_id, ...}}`    |
+//! | `cancelled`              | `cancelled`     |                                                            |
+
+use rmcp::RoleServer;
+use rmcp::model::{
+    CancelTaskParams, CreateTaskResult, DetailedTask, GetTaskParams, GetTaskResult, JsonObject,
+    Task, TaskPayload, TaskStatus as McpStatus,
+};
+use rmcp::service::RequestContext;
+use serde_json::{Value, json};
+
+use super::result::tool_result;
+use super::{McpRefCache, RefCacheServer};
+use crate::backend::CancelOutcome;
+use crate::cache::RefCache;
+use crate::error::RefCacheError;
+use crate::registry;
+use crate::task::{TaskInfo, TaskStatus, Timestamp};
+
+/// The JSON-RPC code of a failed task's error: internal error.
+const TASK_FAILED: i64 = -32603;
+
+/// The answer to a call that passed its `async_timeout`, for a client that declared the tasks extension.
+pub(crate) fn created(mcp: &McpRefCache, cache: &RefCache, info: &TaskInfo) -> CreateTaskResult {
+    CreateTaskResult::new(task_of(mcp, cache, info, McpStatus::Working))
+}
+
+/// The `tasks/get` handler: call it from your `ServerHandler::get_task`. An unknown id, an expired one and another
+/// owner's all answer the same `-32602` error.
+pub async fn get_task<S: RefCacheServer + ?Sized>(
+    server: &S,
+    request: GetTaskParams,
+    context: RequestContext<RoleServer>,
+) -> Result<GetTaskResult, rmcp::ErrorData> {
+    let mcp = server.refcache();
+    let cache = mcp.cache();
+    let id = request.task_id;
+    mcp.owner(&context)
+        .actor()
+        .scope(async {
+            let info = cache.task_info(&id).await.map_err(task_error)?;
+            let payload = match info.status {
+                TaskStatus::Pending | TaskStatus::Processing => TaskPayload::Working,
+                TaskStatus::Complete => {
+                    let response = cache.get_cached_result(&id).await.map_err(task_error)?;
+                    TaskPayload::Completed {
+                        result: object(serde_json::to_value(tool_result(&response))),
+                    }
+                }
+                TaskStatus::Failed => TaskPayload::Failed {
+                    error: failure(&info),
+                },
+                TaskStatus::Cancelled => TaskPayload::Cancelled,
+            };
+            let task = task_of(mcp, cache, &info, payload.status());
+            Ok(GetTaskResult::new(DetailedTask::new(task, payload)))
+        })
+        .await
+}
+
+/// The `tasks/cancel` handler: call it from your `ServerHandler::cancel_task`. The same as the `cancel_task` tool.
+/// A finished task answers `-32602` naming its status; an unknown or foreign one `-32602` too.
+pub async fn cancel_task<S: RefCacheServer + ?Sized>(
+    server: &S,
+    request: CancelTaskParams,
+    context: RequestContext<RoleServer>,
+) -> Result<(), rmcp::ErrorData> {
+    let mcp = server.refcache();
+    let cache = mcp.cache();
+    let id = request.task_id;
+    mcp.owner(&context)
+        .actor()
+        .scope(async {
+            match cache.cancel_task(&id).await.map_err(task_error)? {
+                CancelOutcome::Cancelled => Ok(()),
+                CancelOutcome::AlreadyFinished(status) => Err(rmcp::ErrorData::invalid_params(
+                    format!("task {id} is already {status}: only a working task can be cancelled"),
+                    None,
+                )),
+                _ => Err(not_found()),
+            }
+        })
+        .await
+}
+
+fn task_of(mcp: &McpRefCache, cache: &RefCache, info: &TaskInfo, status: McpStatus) -> Task {
+    let updated = info
+        .finished_at
+        .or(info.started_at)
+        .unwrap_or(info.created_at);
+    let ttl = registry::meta(&info.task_name)
+        .and_then(|m| m.ttl())
+        .unwrap_or(cache.default_ttl());
+    let mut task = Task::new(
+        info.ref_id.to_string(),
+        status,
+        stamp(info.created_at),
+        stamp(updated),
+    )
+    .with_ttl_ms(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+    .with_poll_interval_ms(u64::try_from(mcp.poll_interval().as_millis()).unwrap_or(u64::MAX));
+    if !info.status.is_terminal() || info.status == TaskStatus::Failed {
+        task = task.with_status_message(info.message());
+    }
+    task
+}
+
+fn stamp(at: Timestamp) -> String {
+    at.to_string()
+}
+
+fn failure(info: &TaskInfo) -> JsonObject {
+    let error = info.error.as_ref();
+    object(Ok(json!({
+        "code": TASK_FAILED,
+        "message": info.message(),
+        "data": {
+            "ref_id": info.ref_id,
+            "error": error.map(|e| e.message.as_str()),
+            "error_code": error.and_then(|e| e.code.as_deref()),
+            "retry_count": info.retry_count,
+            "can_retry": info.can_retry(),
+        },
+    })))
+}
+
+fn object(value: Result<Value, serde_json::Error>) -> JsonObject {
+    match value {
+        Ok(Value::Object(map)) => map,
+        _ => JsonObject::new(),
+    }
+}
+
+fn not_found() -> rmcp::ErrorData {
+    rmcp::ErrorData::invalid_params(
+        "unknown task: no task with this id is visible to you (it may never have existed, have expired, or \
+         belong to someone else)",
+        None,
+    )
+}
+
+fn task_error(error: RefCacheError) -> rmcp::ErrorData {
+    match error {
+        RefCacheError::NotFound | RefCacheError::MalformedRefId { .. } => not_found(),
+        other => rmcp::ErrorData::internal_error(other.to_string(), None),
+    }
+}
