@@ -86,6 +86,17 @@ fn runtime_path(args: &Args) -> TokenStream {
         .unwrap_or_else(|| quote!(::refcache))
 }
 
+/// `Pin<Box<dyn Future ..>>`: what `#[tool]` turns an `async fn` into.
+fn returns_pinned_future(output: &ReturnType) -> bool {
+    match output {
+        ReturnType::Type(_, ty) => {
+            last_segment(ty).is_some_and(|s| s.ident == "Pin")
+                && ty.to_token_stream().to_string().contains("Future")
+        }
+        ReturnType::Default => false,
+    }
+}
+
 fn is_lint_or_cfg(attr: &Attribute) -> bool {
     ["allow", "warn", "deny", "forbid", "expect", "cfg"]
         .iter()
@@ -163,6 +174,20 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
         ));
     }
 
+    // `#[tool]` below `#[cached]`: the wrapper becomes an rmcp tool (see `mcp_wrapper`).
+    let tool_attr = func
+        .attrs
+        .iter()
+        .find(|a| a.path().segments.last().is_some_and(|s| s.ident == "tool"));
+    let is_tool = tool_attr.is_some();
+    if sig.asyncness.is_none() && returns_pinned_future(&sig.output) {
+        errors.push(syn::Error::new(
+            sig.output.span(),
+            "#[cached] sees a function that already returns a pinned future: put #[cached] above #[tool], so \
+             that it sees the `async fn` as written",
+        ));
+    }
+
     let mut is_method = false;
     let mut params = Vec::new();
     for (index, input) in sig.inputs.iter().enumerate() {
@@ -182,6 +207,11 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
                         let name = pi.ident.to_string();
                         (pi.ident.clone(), name.trim_start_matches("r#").to_owned())
                     }
+                    // rmcp's `Parameters(args): Parameters<T>`: the tool's argument object.
+                    _ if is_named(&pt.ty, &["Parameters"]) => (
+                        format_ident!("__refcache_arg{}", index),
+                        "params".to_owned(),
+                    ),
                     _ => (
                         format_ident!("__refcache_arg{}", index),
                         format!("arg{index}"),
@@ -229,6 +259,15 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
             ));
         }
     }
+    if let Some(tool) = tool_attr
+        && !is_method
+    {
+        errors.push(syn::Error::new(
+            tool.span(),
+            "#[cached] on a #[tool] must be a method of the server (`&self`, in a `#[tool_router]` impl): its \
+             ready-made tools and owners come from the server's `RefCacheServer` impl",
+        ));
+    }
     errors.finish()?;
 
     let krate = runtime_path(&args);
@@ -257,7 +296,14 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
 
     // Attributes: lints and cfgs go on both functions; everything else (docs, #[tool], ...) on the wrapper only.
     let inner_attrs: Vec<&Attribute> = func.attrs.iter().filter(|a| is_lint_or_cfg(a)).collect();
-    let wrapper_attrs = &func.attrs;
+    // `#[tool]` first, the user's attributes (doc comment included) after it in their order.
+    let is_tool_attr = |a: &&Attribute| a.path().segments.last().is_some_and(|s| s.ident == "tool");
+    let wrapper_attrs: Vec<&Attribute> = func
+        .attrs
+        .iter()
+        .filter(is_tool_attr)
+        .chain(func.attrs.iter().filter(|a| !is_tool_attr(a)))
+        .collect();
 
     let inner_ident = if is_method {
         format_ident!("__refcache_inner_{}", fn_name)
@@ -293,6 +339,15 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
                 }
             }
         }
+    }
+
+    if is_tool {
+        // rmcp extractors: the format override must come before `Parameters<T>`, which takes the arguments.
+        let at = usize::from(is_method);
+        wrapper_inputs.insert(at, quote!(__refcache_format: #krate::mcp::FormatOverride));
+        wrapper_inputs.push(quote!(
+            __refcache_request: #krate::mcp::rmcp::service::RequestContext<#krate::mcp::rmcp::RoleServer>
+        ));
     }
 
     // Key arguments, sorted by name: the key hashes the canonical object, whose keys are sorted.
@@ -549,9 +604,24 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
         Some(expr) => {
             quote_spanned!(expr.span()=> #[allow(unused_parens)] let __refcache_cache: &#krate::RefCache = &(#expr);)
         }
+        None if is_tool => quote!(
+            let __refcache_cache: &#krate::RefCache =
+                #krate::mcp::RefCacheServer::refcache(self).cache();
+        ),
         None => quote!(let __refcache_cache: &#krate::RefCache = #p::default_cache()?;),
     };
-    let call = if is_async {
+    let call = if is_tool {
+        quote!(
+            __refcache_cache
+                .call(
+                    __refcache_meta,
+                    __refcache_key,
+                    __refcache_scope,
+                    __refcache_prepare
+                )
+                .await
+        )
+    } else if is_async {
         quote! {
                         if #p::in_runtime() {
                 __refcache_cache.call(__refcache_meta, __refcache_key, __refcache_scope, __refcache_prepare).await
@@ -569,8 +639,16 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
     } else {
         quote!(#p::call_blocking(__refcache_cache, __refcache_meta, __refcache_key, __refcache_scope, __refcache_prepare))
     };
-    let asyncness = &sig.asyncness;
-    let output = quote!(::core::result::Result<#krate::CachedResponse, #krate::RefCacheError>);
+    let asyncness = if is_tool {
+        quote!(async)
+    } else {
+        sig.asyncness.to_token_stream()
+    };
+    let output = if is_tool {
+        quote!(::core::result::Result<#krate::mcp::rmcp::model::CallToolResponse, #krate::mcp::rmcp::ErrorData>)
+    } else {
+        quote!(::core::result::Result<#krate::CachedResponse, #krate::RefCacheError>)
+    };
     let inner_in_body = if is_method {
         quote!()
     } else {
@@ -578,14 +656,7 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
     };
     let inner_beside = if is_method { inner_fn } else { quote!() };
 
-    Ok(quote! {
-        #inner_beside
-
-        #(#wrapper_attrs)*
-        #[allow(clippy::needless_question_mark, clippy::redundant_closure_call, clippy::too_many_arguments)]
-        #vis #asyncness fn #fn_name(#(#wrapper_inputs),*) -> #output {
-            #inner_in_body
-            #run_fn
+    let flow = quote! {
             #(#key_asserts)*
             #(#captured_asserts)*
             static __REFCACHE_META: ::std::sync::OnceLock<#p::TaskMeta> = ::std::sync::OnceLock::new();
@@ -614,7 +685,6 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
                 .with_policy(#policy)
                 .with_resolve_refs(#resolve_refs)
             });
-                        #cache
             let mut __refcache_scope = #p::CallScope::capture(__refcache_meta)?;
             let __refcache_key = {
                 let mut __refcache_kb =
@@ -634,6 +704,34 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
                 ::core::result::Result::Ok((#p::serde_json::Value::Object(__refcache_json), __refcache_job))
             };
             #call
+    };
+    let body = if is_tool {
+        // The same flow, run as the request's owner by the MCP layer, which turns its answer into a tool result.
+        quote! {
+            #cache
+            #krate::mcp::__private::tool_call(
+                self,
+                __refcache_cache,
+                __refcache_format,
+                __refcache_request,
+                async { #flow },
+            )
+            .await
+        }
+    } else {
+        quote!(#cache #flow)
+    };
+
+    Ok(quote! {
+        #inner_beside
+
+        // Lints first: rmcp's `#[tool]` takes the doc comment only from the doc attributes at the end of the list.
+        #[allow(clippy::needless_question_mark, clippy::redundant_closure_call, clippy::too_many_arguments)]
+        #(#wrapper_attrs)*
+        #vis #asyncness fn #fn_name(#(#wrapper_inputs),*) -> #output {
+            #inner_in_body
+            #run_fn
+            #body
         }
     })
 }
