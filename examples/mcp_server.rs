@@ -1,0 +1,557 @@
+//! An MCP server with long-running cached tools, over stdio or streamable HTTP.
+//!
+//! ```text
+//! cargo run --example mcp_server                                   # stdio
+//! cargo run --example mcp_server -- --http 127.0.0.1:8765          # http://127.0.0.1:8765/mcp
+//! cargo run --example mcp_server -- --http 127.0.0.1:8765 --auth-tokens alice:token-a,bob:token-b
+//! cargo run --example mcp_server -- --allow-command echo,sleep,seq,ls
+//! ```
+//!
+//! The backend comes from the environment or `refcache.toml`, as for every refcache program (`REFCACHE_BACKEND`,
+//! `REFCACHE_MAX_SIZE`, ...; see the crate docs). `REFCACHE_ALLOW_COMMANDS` is the allowlist of `run_command` when
+//! no `--allow-command` is given; the default list is `echo,sleep,seq`.
+//!
+//! `--auth-tokens` turns on a demo bearer-token check for HTTP: `Authorization: Bearer token-a` is user `alice`,
+//! and a missing or unknown token gets HTTP 401. It shows per-user ownership of tasks. A real deployment puts its
+//! own auth layer in its place: anything that inserts a `refcache::Actor` into the HTTP request's extensions.
+//!
+//! Tools: `slow_square`, `count_to`, `flaky`, `always_fails`, `big_list`, `run_command`, and the ready-made
+//! `get_cached_result`, `cancel_task`, `list_tasks` and `retry_task`. See `docs/mcp.md`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use refcache::mcp::rmcp::handler::server::router::tool::ToolRouter;
+use refcache::mcp::rmcp::handler::server::wrapper::Parameters;
+use refcache::mcp::rmcp::model::{
+    CancelTaskParams, GetTaskParams, GetTaskResult, Implementation, ServerConfig,
+};
+use refcache::mcp::rmcp::service::RequestContext;
+use refcache::mcp::rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use refcache::mcp::{McpRefCache, RefCacheServer};
+use refcache::{Actor, RefCache, TaskContext, TaskError, cached};
+use rmcp::ServiceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+/// How much of each output stream `run_command` keeps.
+const OUTPUT_LIMIT: usize = 1024 * 1024;
+/// How long a terminated command may take to exit before it is killed.
+const KILL_AFTER: Duration = Duration::from_secs(5);
+/// The most items `big_list` makes.
+const BIG_LIST_MAX: u64 = 1_000_000;
+/// The longest `slow_square` and `always_fails` sleep.
+const MAX_SECONDS: f64 = 3600.0;
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct SlowSquareArgs {
+    /// The number to square.
+    n: i64,
+    /// How long to take, in seconds.
+    seconds: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct CountToArgs {
+    /// Count from 1 to this.
+    to: u64,
+    /// Pause between steps, in milliseconds.
+    delay_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct FlakyArgs {
+    /// How many attempts fail before one succeeds.
+    fail_times: u32,
+    /// Attempts are counted per key.
+    key: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct AlwaysFailsArgs {
+    /// How long to take before failing, in seconds.
+    seconds: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct BigListArgs {
+    /// How many items.
+    n: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct RunCommandArgs {
+    /// The program: its name must be on the server's allowlist. It runs without a shell.
+    command: String,
+    /// Its arguments.
+    #[serde(default)]
+    args: Vec<String>,
+    /// Stop it after this many seconds.
+    timeout_seconds: Option<f64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct Square {
+    n: i64,
+    square: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct Item {
+    id: u64,
+    name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct CommandOutput {
+    exit_code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    duration_ms: u64,
+}
+
+/// State shared by every connection and session.
+#[derive(Debug, Default)]
+struct Shared {
+    allowed: BTreeSet<String>,
+    attempts: Mutex<HashMap<String, u32>>,
+}
+
+#[derive(Clone)]
+struct Demo {
+    tool_router: ToolRouter<Self>,
+    refcache: McpRefCache,
+    shared: Arc<Shared>,
+}
+
+fn sleep_for(seconds: f64) -> Result<Duration, String> {
+    if !(0.0..=MAX_SECONDS).contains(&seconds) {
+        return Err(format!(
+            "seconds must be from 0 to {MAX_SECONDS}, got {seconds}"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[tool_router]
+impl Demo {
+    fn new(refcache: McpRefCache, shared: Arc<Shared>) -> Self {
+        Self {
+            tool_router: Self::tool_router() + refcache::mcp::tool_router::<Self>(),
+            refcache,
+            shared,
+        }
+    }
+
+    /// Squares n after sleeping `seconds`. Longer than 1 s answers a ref_id to poll with get_cached_result.
+    #[cached(async_timeout = 1.0)]
+    #[tool]
+    async fn slow_square(
+        &self,
+        Parameters(args): Parameters<SlowSquareArgs>,
+    ) -> Result<Square, String> {
+        tokio::time::sleep(sleep_for(args.seconds)?).await;
+        let square = args
+            .n
+            .checked_mul(args.n)
+            .ok_or_else(|| format!("{} squared does not fit in 64 bits", args.n))?;
+        Ok(Square { n: args.n, square })
+    }
+
+    /// Counts from 1 to `to`, pausing `delay_ms` between steps and reporting each step as progress. Can be
+    /// cancelled with cancel_task.
+    #[cached(async_timeout = 1.0)]
+    #[tool]
+    async fn count_to(
+        &self,
+        Parameters(args): Parameters<CountToArgs>,
+        ctx: TaskContext,
+    ) -> Result<serde_json::Value, TaskError> {
+        for i in 1..=args.to {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(args.delay_ms)) => {}
+                () = ctx.cancelled() => return Err(TaskError::new("cancelled").permanent()),
+            }
+            ctx.progress(
+                i as f64,
+                Some(args.to as f64),
+                format!("counted {i} of {}", args.to),
+            )?;
+        }
+        Ok(serde_json::json!({ "counted": args.to }))
+    }
+
+    /// Fails its first `fail_times` attempts for `key`, then succeeds. Retries up to 3 times by itself.
+    #[cached(async_timeout = 1.0, max_retries = 3, retry_backoff = 0.1)]
+    #[tool]
+    async fn flaky(
+        &self,
+        Parameters(args): Parameters<FlakyArgs>,
+    ) -> Result<serde_json::Value, String> {
+        let attempt = {
+            let mut attempts = self
+                .shared
+                .attempts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let count = attempts.entry(args.key.clone()).or_default();
+            *count += 1;
+            *count
+        };
+        if attempt <= args.fail_times {
+            return Err(format!("transient failure {attempt}"));
+        }
+        Ok(serde_json::json!({ "key": args.key, "attempts": args.fail_times + 1 }))
+    }
+
+    /// Fails with `boom` after `seconds`.
+    #[cached(async_timeout = 0.5)]
+    #[tool]
+    async fn always_fails(
+        &self,
+        Parameters(args): Parameters<AlwaysFailsArgs>,
+    ) -> Result<serde_json::Value, TaskError> {
+        tokio::time::sleep(sleep_for(args.seconds).map_err(|e| TaskError::new(e).permanent())?)
+            .await;
+        Err(TaskError::new("boom").permanent())
+    }
+
+    /// Returns `n` items `{id, name}`. A large list answers a preview; page through it with get_cached_result.
+    #[cached(async_timeout = 1.0)]
+    #[tool]
+    async fn big_list(
+        &self,
+        Parameters(args): Parameters<BigListArgs>,
+    ) -> Result<Vec<Item>, String> {
+        if args.n > BIG_LIST_MAX {
+            return Err(format!("n must be at most {BIG_LIST_MAX}, got {}", args.n));
+        }
+        Ok((0..args.n)
+            .map(|i| Item {
+                id: i,
+                name: format!("item-{i}"),
+            })
+            .collect())
+    }
+
+    /// Runs an allowlisted program (no shell) and returns its exit code, stdout, stderr and duration. Each output
+    /// line is reported as progress. Cancel it with cancel_task.
+    #[cached(async_timeout = 2.0)]
+    #[tool]
+    async fn run_command(
+        &self,
+        Parameters(args): Parameters<RunCommandArgs>,
+        ctx: TaskContext,
+    ) -> Result<CommandOutput, TaskError> {
+        run_command(&self.shared.allowed, args, &ctx).await
+    }
+}
+
+impl RefCacheServer for Demo {
+    fn refcache(&self) -> &McpRefCache {
+        &self.refcache
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Demo {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(refcache::mcp::server_capabilities())
+            .with_server_info(Implementation::new(
+                "refcache-demo",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(
+                "Long tools answer a ref_id when they take longer than their timeout: poll it with \
+                 get_cached_result until it is complete; cancel it with cancel_task.",
+            )
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        refcache::mcp::get_task(self, request, context).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        refcache::mcp::cancel_task(self, request, context).await
+    }
+}
+
+/// `run_command`'s body.
+async fn run_command(
+    allowed: &BTreeSet<String>,
+    args: RunCommandArgs,
+    ctx: &TaskContext,
+) -> Result<CommandOutput, TaskError> {
+    if !allowed.contains(&args.command) {
+        return Err(TaskError::new(format!(
+            "command `{}` is not allowed: this server runs only {} (start it with --allow-command or \
+             REFCACHE_ALLOW_COMMANDS to change the list)",
+            args.command,
+            allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+        ))
+        .with_code("NOT_ALLOWED")
+        .permanent());
+    }
+    let timeout = args
+        .timeout_seconds
+        .map(|s| sleep_for(s).map_err(|e| TaskError::new(e).permanent()))
+        .transpose()?;
+    let start = Instant::now();
+    let mut child = tokio::process::Command::new(&args.command)
+        .args(&args.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| TaskError::new(format!("cannot start `{}`: {e}", args.command)).permanent())?;
+    let pid = child.id();
+    let lines = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stdout = tokio::spawn(collect(child.stdout.take(), ctx.clone(), lines.clone()));
+    let stderr = tokio::spawn(collect(child.stderr.take(), ctx.clone(), lines));
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let stopped = tokio::select! {
+        status = child.wait() => Ok(status),
+        () = ctx.cancelled() => Err("cancelled"),
+        () = deadline => Err("timed out"),
+    };
+    let status = match stopped {
+        Ok(status) => {
+            status.map_err(|e| TaskError::new(format!("waiting for the command: {e}")))?
+        }
+        Err(why) => {
+            stop(&mut child, pid).await;
+            let error = match why {
+                "timed out" => format!(
+                    "`{}` timed out after {} s and was stopped",
+                    args.command,
+                    timeout.map_or(0.0, |t| t.as_secs_f64())
+                ),
+                _ => format!("`{}` was cancelled and stopped", args.command),
+            };
+            return Err(TaskError::new(error).permanent());
+        }
+    };
+    let stdout = stdout.await.unwrap_or_default();
+    let stderr = stderr.await.unwrap_or_default();
+    Ok(CommandOutput {
+        exit_code: status.code(),
+        stdout,
+        stderr,
+        duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// SIGTERM to the command's process group, then SIGKILL after [`KILL_AFTER`].
+async fn stop(child: &mut tokio::process::Child, pid: Option<u32>) {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    if tokio::time::timeout(KILL_AFTER, child.wait())
+        .await
+        .is_err()
+    {
+        if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = child.kill().await;
+    }
+}
+
+/// Reads a stream line by line, reporting each line as progress, keeping at most [`OUTPUT_LIMIT`] bytes.
+async fn collect(
+    stream: Option<impl AsyncRead + Unpin>,
+    ctx: TaskContext,
+    lines: Arc<std::sync::atomic::AtomicU64>,
+) -> String {
+    let Some(stream) = stream else {
+        return String::new();
+    };
+    let mut reader = BufReader::new(stream);
+    let mut kept = String::new();
+    let mut truncated = 0usize;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line);
+        let n = lines.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let _ = ctx.progress(
+            n as f64,
+            None,
+            text.trim_end().chars().take(200).collect::<String>(),
+        );
+        if kept.len() + text.len() <= OUTPUT_LIMIT {
+            kept.push_str(&text);
+        } else {
+            truncated += text.len();
+        }
+    }
+    if truncated > 0 {
+        kept.push_str(&format!("\n[... {truncated} more bytes truncated]\n"));
+    }
+    kept
+}
+
+/// Command-line options.
+struct Options {
+    http: Option<String>,
+    tokens: HashMap<String, String>,
+    allowed: BTreeSet<String>,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut http = None;
+    let mut tokens = HashMap::new();
+    let mut allowed: Option<BTreeSet<String>> = None;
+    let mut args = std::env::args().skip(1);
+    let list = |text: &str| -> BTreeSet<String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--http" => http = Some(value("--http")?),
+            "--auth-tokens" => {
+                for pair in value("--auth-tokens")?.split(',').filter(|p| !p.is_empty()) {
+                    let (user, token) = pair
+                        .split_once(':')
+                        .ok_or_else(|| format!("--auth-tokens: `{pair}` is not `user:token`"))?;
+                    tokens.insert(token.to_owned(), user.to_owned());
+                }
+            }
+            "--allow-command" => allowed
+                .get_or_insert_with(BTreeSet::new)
+                .extend(list(&value("--allow-command")?)),
+            "--help" | "-h" => {
+                return Err(
+                    "usage: mcp_server [--http ADDR] [--auth-tokens user:token,...] \
+                            [--allow-command cmd,...]"
+                        .into(),
+                );
+            }
+            other => return Err(format!("unknown option `{other}` (try --help)")),
+        }
+    }
+    let allowed = match allowed {
+        Some(list) => list,
+        None => match std::env::var("REFCACHE_ALLOW_COMMANDS") {
+            Ok(text) => list(&text),
+            Err(_) => list("echo,sleep,seq"),
+        },
+    };
+    if !tokens.is_empty() && http.is_none() {
+        return Err("--auth-tokens needs --http: stdio has no requests to authenticate".into());
+    }
+    Ok(Options {
+        http,
+        tokens,
+        allowed,
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let options = parse_options().map_err(|e| {
+        eprintln!("mcp_server: {e}");
+        std::process::exit(2);
+    })?;
+    let cache: RefCache = refcache::default_cache()?.clone();
+    let shared = Arc::new(Shared {
+        allowed: options.allowed,
+        attempts: Mutex::default(),
+    });
+    match options.http {
+        None => {
+            // stdout is the protocol: anything else goes to stderr.
+            let server = Demo::new(McpRefCache::new(cache.clone()), shared);
+            let running = server.serve(rmcp::transport::stdio()).await?;
+            running.waiting().await?;
+        }
+        Some(addr) => serve_http(&addr, cache.clone(), shared, options.tokens).await?,
+    }
+    cache.shutdown(KILL_AFTER + Duration::from_secs(1)).await?;
+    Ok(())
+}
+
+async fn serve_http(
+    addr: &str,
+    cache: RefCache,
+    shared: Arc<Shared>,
+    tokens: HashMap<String, String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    // Every session (and every stateless request) gets a server; they share the cache and the state.
+    let service = StreamableHttpService::new(
+        move || Ok(Demo::new(McpRefCache::new(cache.clone()), shared.clone())),
+        LocalSessionManager::default().into(),
+        StreamableHttpServerConfig::default(),
+    );
+    let mut app = axum::Router::new().nest_service("/mcp", service);
+    if !tokens.is_empty() {
+        let tokens = Arc::new(tokens);
+        app = app.layer(axum::middleware::from_fn(
+            move |mut request: axum::extract::Request, next: axum::middleware::Next| {
+                let tokens = tokens.clone();
+                async move {
+                    let user = request
+                        .headers()
+                        .get(http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .and_then(|token| tokens.get(token))
+                        .cloned();
+                    match user {
+                        // What a real auth layer does: the authenticated principal, as an actor.
+                        Some(user) => {
+                            request.extensions_mut().insert(Actor::user(user));
+                            next.run(request).await
+                        }
+                        None => axum::response::IntoResponse::into_response((
+                            http::StatusCode::UNAUTHORIZED,
+                            [(http::header::WWW_AUTHENTICATE, "Bearer")],
+                            "missing or unknown bearer token\n",
+                        )),
+                    }
+                }
+            },
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!("mcp_server: serving http://{}/mcp", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
