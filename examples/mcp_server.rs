@@ -35,7 +35,7 @@ use refcache::{Actor, RefCache, TaskContext, TaskError, cached};
 use rmcp::ServiceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::AsyncRead;
 
 /// How much of each output stream `run_command` keeps.
 const OUTPUT_LIMIT: usize = 1024 * 1024;
@@ -308,6 +308,7 @@ async fn run_command(
         .map(|s| sleep_for(s).map_err(|e| TaskError::new(e).permanent()))
         .transpose()?;
     let start = Instant::now();
+    // Its own process group, so that stopping it stops whatever it started too.
     let mut child = tokio::process::Command::new(&args.command)
         .args(&args.args)
         .stdin(Stdio::null())
@@ -317,7 +318,9 @@ async fn run_command(
         .process_group(0)
         .spawn()
         .map_err(|e| TaskError::new(format!("cannot start `{}`: {e}", args.command)).permanent())?;
-    let pid = child.id();
+    // Whatever ends this future (the command's exit, a cancel, a timeout, the task being aborted after its cancel
+    // grace, a shutdown) kills what is left of the group.
+    let group = ProcessGroup(child.id().and_then(|p| i32::try_from(p).ok()));
     let lines = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stdout = tokio::spawn(collect(child.stdout.take(), ctx.clone(), lines.clone()));
     let stderr = tokio::spawn(collect(child.stderr.take(), ctx.clone(), lines));
@@ -329,28 +332,36 @@ async fn run_command(
     };
     let stopped = tokio::select! {
         status = child.wait() => Ok(status),
-        () = ctx.cancelled() => Err("cancelled"),
-        () = deadline => Err("timed out"),
+        () = ctx.cancelled() => Err(None),
+        () = deadline => Err(timeout),
     };
     let status = match stopped {
         Ok(status) => {
             status.map_err(|e| TaskError::new(format!("waiting for the command: {e}")))?
         }
-        Err(why) => {
-            stop(&mut child, pid).await;
-            let error = match why {
-                "timed out" => format!(
+        Err(timed_out) => {
+            group.stop(&mut child).await;
+            let error = match timed_out {
+                Some(t) => format!(
                     "`{}` timed out after {} s and was stopped",
                     args.command,
-                    timeout.map_or(0.0, |t| t.as_secs_f64())
+                    t.as_secs_f64()
                 ),
-                _ => format!("`{}` was cancelled and stopped", args.command),
+                None => format!("`{}` was cancelled and stopped", args.command),
             };
             return Err(TaskError::new(error).permanent());
         }
     };
-    let stdout = stdout.await.unwrap_or_default();
-    let stderr = stderr.await.unwrap_or_default();
+    // The command is done; something it started may still hold its output open: stop it, then read what is left.
+    group.kill();
+    let read = |reader: tokio::task::JoinHandle<String>| async move {
+        tokio::time::timeout(KILL_AFTER, reader)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    };
+    let (stdout, stderr) = (read(stdout).await, read(stderr).await);
     Ok(CommandOutput {
         exit_code: status.code(),
         stdout,
@@ -359,60 +370,92 @@ async fn run_command(
     })
 }
 
-/// SIGTERM to the command's process group, then SIGKILL after [`KILL_AFTER`].
-async fn stop(child: &mut tokio::process::Child, pid: Option<u32>) {
-    use nix::sys::signal::{Signal, killpg};
-    use nix::unistd::Pid;
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
-    }
-    if tokio::time::timeout(KILL_AFTER, child.wait())
-        .await
-        .is_err()
-    {
-        if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+/// A command's process group: SIGKILLed when dropped.
+struct ProcessGroup(Option<i32>);
+
+impl ProcessGroup {
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(pgid) = self.0 {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal);
         }
-        let _ = child.kill().await;
+    }
+
+    fn kill(&self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// SIGTERM, then SIGKILL after [`KILL_AFTER`] if the command has not exited.
+    async fn stop(&self, child: &mut tokio::process::Child) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        if tokio::time::timeout(KILL_AFTER, child.wait())
+            .await
+            .is_err()
+        {
+            self.kill();
+            let _ = child.wait().await;
+        }
     }
 }
 
-/// Reads a stream line by line, reporting each line as progress, keeping at most [`OUTPUT_LIMIT`] bytes.
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads a stream, reporting each line as progress (its first 200 characters), and keeps the first
+/// [`OUTPUT_LIMIT`] bytes; the rest is counted and dropped. Memory stays bounded whatever the command writes,
+/// long lines included.
 async fn collect(
     stream: Option<impl AsyncRead + Unpin>,
     ctx: TaskContext,
     lines: Arc<std::sync::atomic::AtomicU64>,
 ) -> String {
-    let Some(stream) = stream else {
+    use tokio::io::AsyncReadExt;
+    const LINE_SHOWN: usize = 800;
+    let Some(mut stream) = stream else {
         return String::new();
     };
-    let mut reader = BufReader::new(stream);
-    let mut kept = String::new();
-    let mut truncated = 0usize;
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let text = String::from_utf8_lossy(&line);
+    let mut kept: Vec<u8> = Vec::new();
+    let mut dropped = 0usize;
+    let mut line: Vec<u8> = Vec::new();
+    let report = |line: &mut Vec<u8>| {
+        let text = String::from_utf8_lossy(line);
         let n = lines.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let _ = ctx.progress(
-            n as f64,
-            None,
-            text.trim_end().chars().take(200).collect::<String>(),
-        );
-        if kept.len() + text.len() <= OUTPUT_LIMIT {
-            kept.push_str(&text);
+        let shown: String = text.trim_end().chars().take(200).collect();
+        let _ = ctx.progress(n as f64, None, shown);
+        line.clear();
+    };
+    let mut chunk = vec![0u8; 8192];
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let bytes = &chunk[..n];
+        let room = OUTPUT_LIMIT.saturating_sub(kept.len());
+        if dropped == 0 && bytes.len() <= room {
+            kept.extend_from_slice(bytes);
         } else {
-            truncated += text.len();
+            kept.extend_from_slice(&bytes[..room.min(bytes.len())]);
+            dropped += bytes.len() - room.min(bytes.len());
+        }
+        for &b in bytes {
+            if b == b'\n' {
+                report(&mut line);
+            } else if line.len() < LINE_SHOWN {
+                line.push(b);
+            }
         }
     }
-    if truncated > 0 {
-        kept.push_str(&format!("\n[... {truncated} more bytes truncated]\n"));
+    if !line.is_empty() {
+        report(&mut line);
     }
-    kept
+    let mut text = String::from_utf8_lossy(&kept).into_owned();
+    if dropped > 0 {
+        text.push_str(&format!("\n[... {dropped} more bytes truncated]\n"));
+    }
+    text
 }
 
 /// Command-line options.
@@ -492,6 +535,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             // stdout is the protocol: anything else goes to stderr.
             let server = Demo::new(McpRefCache::new(cache.clone()), shared);
             let running = server.serve(rmcp::transport::stdio()).await?;
+            let stop = running.cancellation_token();
+            tokio::spawn(async move {
+                terminated().await;
+                stop.cancel();
+            });
             running.waiting().await?;
         }
         Some(addr) => serve_http(&addr, cache.clone(), shared, options.tokens).await?,
@@ -511,10 +559,12 @@ async fn serve_http(
         StreamableHttpServerConfig, StreamableHttpService,
     };
     // Every session (and every stateless request) gets a server; they share the cache and the state.
+    let stop = tokio_util::sync::CancellationToken::new();
     let service = StreamableHttpService::new(
         move || Ok(Demo::new(McpRefCache::new(cache.clone()), shared.clone())),
         LocalSessionManager::default().into(),
-        StreamableHttpServerConfig::default(),
+        // Cancelled at shutdown, so that open SSE streams end and the server can stop.
+        StreamableHttpServerConfig::default().with_cancellation_token(stop.clone()),
     );
     let mut app = axum::Router::new().nest_service("/mcp", service);
     if !tokens.is_empty() {
@@ -549,9 +599,21 @@ async fn serve_http(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!("mcp_server: serving http://{}/mcp", listener.local_addr()?);
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+        .with_graceful_shutdown(async move {
+            terminated().await;
+            stop.cancel();
         })
         .await?;
     Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM. Then the server stops taking requests, and `main` shuts the cache down: running
+/// tasks get their cancel grace, and `run_command` stops its commands.
+async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

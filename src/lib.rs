@@ -74,8 +74,19 @@
 //! implements `schemars::JsonSchema`, full-format responses carry its schema in `expected_schema.schema`;
 //! otherwise that field is `null` and `expected_schema.return_type` still names the type.
 //!
+//! ## MCP tools (feature `mcp`)
+//! Put `#[cached]` **above** rmcp's `#[tool]` on a method of a `#[tool_router]` impl: the wrapper becomes the rmcp
+//! tool. It keeps the tool's name, description and input schema (the `Parameters<T>` type), takes two more
+//! extractors (the `_async_response_format` override and the request context, for the caller's owner and progress
+//! token), and answers a `CallToolResponse`: the value, a preview, the processing reference, or an MCP task.
+//! `#[cached]` below `#[tool]`, or on a `#[tool]` free function, is a compile error. See `refcache::mcp` and
+//! `docs/mcp.md`.
+//!
 //! # Features
 //! - `macros` (default): the `#[cached]` attribute.
+//! - `mcp`: the rmcp 3.x integration, `refcache::mcp`: cached `#[tool]` methods, the ready-made polling tools
+//!   (`get_cached_result`, `cancel_task`, `list_tasks`, `retry_task`), MCP Tasks (SEP-2663), per-owner isolation
+//!   and progress notifications.
 //! - `test-utils`: the backend conformance suite ([`conformance`]), for backend authors.
 //!
 //! # Supported Rust versions
@@ -100,3 +111,7 @@ struct LifecycleDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/refcache.md")]
 struct RefcacheDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/mcp.md")]
+struct McpDoctests;

@@ -259,6 +259,14 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
             ));
         }
     }
+    if let (Some(_), Some(cache)) = (tool_attr, &args.cache) {
+        errors.push(syn::Error::new(
+            cache.span(),
+            "`cache = ..` cannot be used on a #[tool]: its tasks must live in the cache that `get_cached_result` and \
+             `tasks/get` read, the server's `RefCacheServer::refcache()`; build that `McpRefCache` from this cache \
+             instead",
+        ));
+    }
     if let Some(tool) = tool_attr
         && !is_method
     {

@@ -11,9 +11,11 @@ use crate::actor::Actor;
 /// as this owner's [`Actor`], so one owner never sees another's tasks.
 ///
 /// Read from the request, in this order ([`Owner::of`]):
-/// 1. **the authenticated principal**: an [`Actor`] that the server's auth layer put into the HTTP request's
-///    extensions (`request.extensions_mut().insert(Actor::user("alice"))`);
-/// 2. else **the MCP session** (the `Mcp-Session-Id` header), for clients on a protocol before 2026-07-28;
+/// 1. **the authenticated principal**: an [`Actor`] with an id that the server's auth layer put into the HTTP
+///    request's extensions (`request.extensions_mut().insert(Actor::user("alice"))`). Its kind and id name the
+///    owner, so the id must be unique across the server (put a tenant into the id, not only into an attribute);
+/// 2. else **the MCP session** (the `Mcp-Session-Id` header the server issued), for clients on a protocol before
+///    2026-07-28; a 2026-07-28 request (protocol version in its `_meta`) is stateless, and its header is ignored;
 /// 3. else **the connection**, when the request came over no HTTP at all (stdio, or any in-process transport):
 ///    one connection serves one client;
 /// 4. else nobody: [`Owner::Anonymous`], stateless HTTP without auth. Then the 128-bit random ref id is the
@@ -41,7 +43,16 @@ impl Owner {
             return Self::Connection(connection.clone());
         };
         if let Some(actor) = parts.extensions.get::<Actor>() {
-            return Self::Principal(actor.clone());
+            // A principal without an id cannot be told apart from other such principals.
+            return match actor.id {
+                Some(_) => Self::Principal(actor.clone()),
+                None => Self::Anonymous,
+            };
+        }
+        // A 2026-07-28 request carries its protocol version in `_meta` and is served statelessly: a session header
+        // on it was never issued or checked by the server, so it identifies nobody.
+        if request.meta.protocol_version().is_some() {
+            return Self::Anonymous;
         }
         match parts
             .headers

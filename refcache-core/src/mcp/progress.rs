@@ -44,6 +44,7 @@ pub(crate) fn forwarder(
                 };
                 if let Some(p) = progress
                     && sent.is_none_or(|last| p.current > last)
+                    && !waiting.is_cancelled()
                 {
                     let mut param = ProgressNotificationParam::new(token.clone(), p.current);
                     if let Some(total) = p.total {
@@ -61,6 +62,7 @@ pub(crate) fn forwarder(
                     return;
                 }
                 tokio::select! {
+                    biased;
                     _ = waiting.cancelled() => return,
                     changed = rx.changed() => if changed.is_err() { return },
                 }

@@ -97,9 +97,14 @@ fn task_of(mcp: &McpRefCache, cache: &RefCache, info: &TaskInfo, status: McpStat
         .finished_at
         .or(info.started_at)
         .unwrap_or(info.created_at);
+    // `ttlMs` counts from creation; the value's TTL counts from the end: add the time until the last update.
     let ttl = registry::meta(&info.task_name)
         .and_then(|m| m.ttl())
-        .unwrap_or(cache.default_ttl());
+        .unwrap_or(cache.default_ttl())
+        + updated
+            .0
+            .duration_since(info.created_at.0)
+            .unwrap_or_default();
     let mut task = Task::new(
         info.ref_id.to_string(),
         status,
