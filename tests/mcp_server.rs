@@ -33,13 +33,13 @@ fn server_binary() -> std::path::PathBuf {
             let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
             let bin = dir.join("examples").join("mcp_server");
             // Up to date already under `cargo test --workspace --all-features`, which builds the examples too;
-            // `cargo test --test mcp_server` does not, so build it here (a no-op when it is fresh).
+            // `cargo test --test mcp_server` does not, so build it here. The same feature resolution as the README
+            // test command (`--workspace --all-features`) makes this a no-op when it is fresh.
             let status = std::process::Command::new(env!("CARGO"))
                 .args([
                     "build",
+                    "--workspace",
                     "--all-features",
-                    "-p",
-                    "refcache",
                     "--example",
                     "mcp_server",
                 ])
