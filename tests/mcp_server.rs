@@ -220,6 +220,23 @@ async fn poll_until_done(client: &Client, ref_id: &str) -> CallToolResult {
     }
 }
 
+/// Polls `tasks/get` until the task is no longer working; answers its payload.
+async fn task_until_done(client: &Client, task_id: &str) -> TaskPayload {
+    let start = Instant::now();
+    loop {
+        let got = client
+            .peer()
+            .get_task(GetTaskParams::new(task_id.to_owned()))
+            .await
+            .unwrap();
+        if got.task.payload != TaskPayload::Working {
+            return got.task.payload;
+        }
+        assert!(start.elapsed() < PATIENCE, "{task_id} did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn ref_id(v: &Value) -> String {
     v["ref_id"].as_str().expect("a ref_id").to_owned()
 }
@@ -552,22 +569,9 @@ async fn tasks_extension_get_until_completed_and_cancel() {
     };
     assert_eq!(created.task.status, McpStatus::Working);
     assert!(created.task.ttl_ms.is_some() && created.task.poll_interval_ms == Some(1000));
-    let id = created.task.task_id.clone();
-    let start = Instant::now();
-    let result = loop {
-        let got = client
-            .peer()
-            .get_task(GetTaskParams::new(id.clone()))
-            .await
-            .unwrap();
-        match got.task.payload {
-            TaskPayload::Working => {
-                assert!(start.elapsed() < PATIENCE);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            TaskPayload::Completed { result } => break result,
-            other => panic!("unexpected {other:?}"),
-        }
+    let TaskPayload::Completed { result } = task_until_done(&client, &created.task.task_id).await
+    else {
+        panic!("expected completed");
     };
     assert_eq!(result["structuredContent"]["value"], json!({"counted": 4}));
 
@@ -599,21 +603,9 @@ async fn tasks_extension_get_until_completed_and_cancel() {
     let CallToolResponse::Task(created) = response else {
         panic!("expected a task");
     };
-    let start = Instant::now();
-    let error = loop {
-        let got = client
-            .peer()
-            .get_task(GetTaskParams::new(created.task.task_id.clone()))
-            .await
-            .unwrap();
-        match got.task.payload {
-            TaskPayload::Working => {
-                assert!(start.elapsed() < PATIENCE);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            TaskPayload::Failed { error } => break error,
-            other => panic!("unexpected {other:?}"),
-        }
+    let TaskPayload::Failed { error } = task_until_done(&client, &created.task.task_id).await
+    else {
+        panic!("expected failed");
     };
     assert_eq!(error["code"], -32603);
     assert_eq!(error["message"], "Task failed: boom");

@@ -10,6 +10,8 @@
 //! | `failed`                 | `failed`        | `error`: `{code: -32603, message, data: {ref_id, ...}}`    |
 //! | `cancelled`              | `cancelled`     |                                                            |
 
+use std::future::Future;
+
 use rmcp::RoleServer;
 use rmcp::model::{
     CancelTaskParams, CreateTaskResult, DetailedTask, GetTaskParams, GetTaskResult, JsonObject,
@@ -41,29 +43,42 @@ pub async fn get_task<S: RefCacheServer + ?Sized>(
     request: GetTaskParams,
     context: RequestContext<RoleServer>,
 ) -> Result<GetTaskResult, rmcp::ErrorData> {
-    let mcp = server.refcache();
-    let cache = mcp.cache();
     let id = request.task_id;
-    mcp.owner(&context)
-        .actor()
-        .scope(async {
-            let info = cache.task_info(&id).await.map_err(task_error)?;
-            let payload = match info.status {
-                TaskStatus::Pending | TaskStatus::Processing => TaskPayload::Working,
-                TaskStatus::Complete => {
-                    let response = cache.get_cached_result(&id).await.map_err(task_error)?;
-                    TaskPayload::Completed {
-                        result: object(serde_json::to_value(tool_result(&response))),
-                    }
+    as_owner(server, &context, |mcp, cache| async move {
+        let info = cache.task_info(&id).await.map_err(task_error)?;
+        let payload = match info.status {
+            TaskStatus::Pending | TaskStatus::Processing => TaskPayload::Working,
+            TaskStatus::Complete => {
+                let response = cache.get_cached_result(&id).await.map_err(task_error)?;
+                TaskPayload::Completed {
+                    result: object(serde_json::to_value(tool_result(&response))),
                 }
-                TaskStatus::Failed => TaskPayload::Failed {
-                    error: failure(&info),
-                },
-                TaskStatus::Cancelled => TaskPayload::Cancelled,
-            };
-            let task = task_of(mcp, cache, &info, payload.status());
-            Ok(GetTaskResult::new(DetailedTask::new(task, payload)))
-        })
+            }
+            TaskStatus::Failed => TaskPayload::Failed {
+                error: failure(&info),
+            },
+            TaskStatus::Cancelled => TaskPayload::Cancelled,
+        };
+        let task = task_of(mcp, cache, &info, payload.status());
+        Ok(GetTaskResult::new(DetailedTask::new(task, payload)))
+    })
+    .await
+}
+
+/// Runs `body` as the owner of the request, with the server's refcache.
+async fn as_owner<'a, S, F, T>(
+    server: &'a S,
+    context: &RequestContext<RoleServer>,
+    body: impl FnOnce(&'a McpRefCache, &'a RefCache) -> F,
+) -> T
+where
+    S: RefCacheServer + ?Sized,
+    F: Future<Output = T>,
+{
+    let mcp = server.refcache();
+    mcp.owner(context)
+        .actor()
+        .scope(body(mcp, mcp.cache()))
         .await
 }
 
@@ -74,22 +89,18 @@ pub async fn cancel_task<S: RefCacheServer + ?Sized>(
     request: CancelTaskParams,
     context: RequestContext<RoleServer>,
 ) -> Result<(), rmcp::ErrorData> {
-    let mcp = server.refcache();
-    let cache = mcp.cache();
     let id = request.task_id;
-    mcp.owner(&context)
-        .actor()
-        .scope(async {
-            match cache.cancel_task(&id).await.map_err(task_error)? {
-                CancelOutcome::Cancelled => Ok(()),
-                CancelOutcome::AlreadyFinished(status) => Err(rmcp::ErrorData::invalid_params(
-                    format!("task {id} is already {status}: only a working task can be cancelled"),
-                    None,
-                )),
-                _ => Err(not_found()),
-            }
-        })
-        .await
+    as_owner(server, &context, |_, cache| async move {
+        match cache.cancel_task(&id).await.map_err(task_error)? {
+            CancelOutcome::Cancelled => Ok(()),
+            CancelOutcome::AlreadyFinished(status) => Err(rmcp::ErrorData::invalid_params(
+                format!("task {id} is already {status}: only a working task can be cancelled"),
+                None,
+            )),
+            _ => Err(not_found()),
+        }
+    })
+    .await
 }
 
 fn task_of(mcp: &McpRefCache, cache: &RefCache, info: &TaskInfo, status: McpStatus) -> Task {
