@@ -736,6 +736,8 @@ async fn http_poll_cycle_and_legacy_session_ownership() {
     assert_eq!(done["value"], json!({"n": 9, "square": 81}));
     let listed = ok(&call(&one, "list_tasks", json!({"status": "complete"})).await);
     assert_eq!(listed["tasks"].as_array().unwrap().len(), 1);
+    let too_many = call(&one, "list_tasks", json!({"limit": 101})).await;
+    assert!(error_text(&too_many).contains("invalid limit 101: list_tasks answers 1 to 100"));
     let bad = call(&one, "list_tasks", json!({"status": "done"})).await;
     assert!(
         error_text(&bad).contains("expected pending, processing, complete, failed or cancelled")

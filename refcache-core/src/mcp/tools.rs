@@ -84,6 +84,8 @@ pub struct ListTasksArgs {
 
 /// The most `list_tasks` answers per page.
 const MAX_LIST_LIMIT: usize = 100;
+/// What `list_tasks` answers per page when not told.
+const DEFAULT_LIST_LIMIT: usize = 20;
 
 /// The ready-made tools, for any server `S`. Merge them into the server's router:
 /// `Self::tool_router() + refcache::mcp::tool_router::<Self>()`.
@@ -232,15 +234,13 @@ fn list_tasks<S: RefCacheServer>(ctx: ToolCallContext<'_, S>) -> ToolFuture<'_> 
                      ref_id each tool answered, and poll it with get_cached_result.",
                 );
             }
-            let mut filter =
-                TaskFilter::all().limit(args.limit.unwrap_or(20).clamp(1, MAX_LIST_LIMIT));
-            if let Some(limit) = args.limit
-                && (limit == 0 || limit > MAX_LIST_LIMIT)
-            {
+            let limit = args.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+            if !(1..=MAX_LIST_LIMIT).contains(&limit) {
                 return error_text(format!(
                     "invalid limit {limit}: list_tasks answers 1 to {MAX_LIST_LIMIT} tasks per page"
                 ));
             }
+            let mut filter = TaskFilter::all().limit(limit);
             if let Some(status) = &args.status {
                 match parse_status(status) {
                     Some(status) => filter = filter.status(status),
