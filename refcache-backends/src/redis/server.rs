@@ -1,0 +1,208 @@
+//! A managed `redis-server` for tests, fault tests and demos.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a starting server may take to answer `PING`.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a `redis-server` could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisServerError {
+    /// The binary is not installed.
+    #[error(
+        "cannot run `{binary}`: {source}; install Debian's `redis-server` package (`apt-get install redis-server`; \
+         .ci/run does it), or point REFCACHE_REDIS_SERVER at the binary"
+    )]
+    NotInstalled {
+        /// The binary tried.
+        binary: String,
+        /// The error from starting it.
+        source: std::io::Error,
+    },
+    /// It started but did not answer `PING` in time, or exited.
+    #[error("redis-server on port {port} did not come up within {timeout:?}: {reason}")]
+    NotReady {
+        /// Its port.
+        port: u16,
+        /// How long it was given.
+        timeout: Duration,
+        /// What was seen.
+        reason: String,
+    },
+    /// Something else failed (a free port, its directory).
+    #[error("cannot start redis-server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How to run the server.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RedisServerOptions {
+    /// Turn on AOF persistence (`appendonly yes`, `appendfsync always`), so that a restart keeps the data.
+    pub aof: bool,
+}
+
+impl RedisServerOptions {
+    /// With AOF persistence on.
+    pub fn aof(mut self, on: bool) -> Self {
+        self.aof = on;
+        self
+    }
+}
+
+/// A `redis-server` child process on a free loopback port, with its own data directory. Killed, and its directory
+/// removed, on drop.
+///
+/// The binary is `REFCACHE_REDIS_SERVER`, else `redis-server` on the `PATH`.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    options: RedisServerOptions,
+}
+
+impl RedisServer {
+    /// Starts a server without persistence.
+    pub fn start() -> Result<Self, RedisServerError> {
+        Self::start_with(RedisServerOptions::default())
+    }
+
+    /// Starts a server with `options`.
+    pub fn start_with(options: RedisServerOptions) -> Result<Self, RedisServerError> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "refcache-redis-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let mut server = Self {
+            child: None,
+            port: 0,
+            dir,
+            options,
+        };
+        // A port found free may be taken before the server binds it: try a few.
+        let mut last = None;
+        for _ in 0..5 {
+            server.port = free_port()?;
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                Err(e @ RedisServerError::NotInstalled { .. }) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    /// `redis://127.0.0.1:<port>/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Kills it with SIGKILL (a crash: nothing is flushed beyond what AOF already wrote), and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory (with AOF on, with the same data).
+    pub fn restart(&mut self) -> Result<(), RedisServerError> {
+        self.kill();
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> Result<(), RedisServerError> {
+        let binary =
+            std::env::var("REFCACHE_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
+        let mut command = Command::new(&binary);
+        command
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.options.aof {
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
+        let child = command
+            .spawn()
+            .map_err(|source| RedisServerError::NotInstalled { binary, source })?;
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if ping(self.port) {
+                return Ok(());
+            }
+            if !self.is_running() {
+                self.child = None;
+                return Err(RedisServerError::NotReady {
+                    port: self.port,
+                    timeout: START_TIMEOUT,
+                    reason: "it exited (is the port taken?)".into(),
+                });
+            }
+            if start.elapsed() > START_TIMEOUT {
+                self.kill();
+                return Err(RedisServerError::NotReady {
+                    port: self.port,
+                    timeout: START_TIMEOUT,
+                    reason: "no answer to PING".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// Whether a server on `port` answers `PING` (plain RESP, no client library).
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
