@@ -64,6 +64,13 @@ impl Server {
         -args.n
     }
 
+    /// A value the model may pass on but not read.
+    #[cached(async_timeout = 5.0, policy = "execute_only")]
+    #[tool]
+    async fn secret(&self, Parameters(args): Parameters<Numbers>) -> String {
+        format!("secret-{}", args.n)
+    }
+
     /// Reports progress 1..=3, a second apart.
     #[cached(async_timeout = 10.0)]
     #[tool]
@@ -142,6 +149,7 @@ async fn tools_keep_their_schema_and_the_ready_made_ones_are_listed() {
         "explodes",
         "negate",
         "steps",
+        "secret",
         "get_cached_result",
         "cancel_task",
         "list_tasks",
@@ -309,5 +317,33 @@ async fn progress_is_forwarded_while_the_client_waits() {
         ]
     );
     assert!(seen.iter().all(|p| p.total == Some(3.0)));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn callers_are_agents_so_execute_only_values_stay_private() {
+    let client = connect(Server::new(McpRefCache::new(cache()))).await;
+    let made = call(&client, "secret", json!({"n": 1})).await;
+    let made = made.structured_content.unwrap();
+    assert_eq!(made["status"], "complete", "{made}");
+    assert!(
+        made.get("value").is_none(),
+        "the model never sees it: {made}"
+    );
+    assert!(!made.to_string().contains("secret-1"));
+    let polled = call(
+        &client,
+        "get_cached_result",
+        json!({"ref_id": made["ref_id"], "full": true}),
+    )
+    .await;
+    assert!(!format!("{polled:?}").contains("secret-1"), "{polled:?}");
+    client.cancel().await.unwrap();
+
+    // A server whose callers are people's programs says so.
+    let users = McpRefCache::new(cache()).with_caller_kind(refcache::ActorKind::User);
+    let client = connect(Server::new(users)).await;
+    let made = call(&client, "secret", json!({"n": 1})).await;
+    assert_eq!(made.structured_content.unwrap()["value"], "secret-1");
     client.cancel().await.unwrap();
 }

@@ -39,7 +39,7 @@ where
         Err(error) => return Ok(error_result(&error).into()),
     };
     let mcp = server.refcache();
-    let actor = mcp.owner(&request).actor();
+    let actor = mcp.caller(&request);
     let options = format.map_or_else(CallOptions::current, |f| CallOptions::current().format(f));
     let call = options.scope(call);
     let call = match request.meta.get_progress_token() {

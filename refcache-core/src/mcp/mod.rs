@@ -11,7 +11,8 @@
 //! - **MCP Tasks** (SEP-2663): [`get_task`] and [`cancel_task`] answer `tasks/get` and `tasks/cancel` from the
 //!   RefCache; [`server_capabilities`] declares tools and tasks.
 //! - **Owners.** Every request acts as its [`Owner`]'s actor: the authenticated principal, else the MCP session,
-//!   else the connection. One owner never sees another's tasks.
+//!   else the connection. One owner never sees another's tasks. Callers are agents by default, so
+//!   `execute_only` values stay private from the model.
 //! - **Progress.** While a client waits on a call that sent a `progressToken`, the task's progress reports are also
 //!   sent as MCP progress notifications.
 //!
@@ -116,6 +117,7 @@ use rmcp::RoleServer;
 use rmcp::model::ServerCapabilities;
 use rmcp::service::RequestContext;
 
+use crate::actor::{Actor, ActorKind};
 use crate::cache::RefCache;
 
 /// The default `pollIntervalMs` of MCP tasks.
@@ -129,6 +131,7 @@ pub struct McpRefCache {
     cache: RefCache,
     connection: Arc<str>,
     poll_interval: Duration,
+    caller_kind: ActorKind,
 }
 
 impl McpRefCache {
@@ -138,7 +141,17 @@ impl McpRefCache {
             cache,
             connection: uuid::Uuid::new_v4().simple().to_string().into(),
             poll_interval: DEFAULT_POLL_INTERVAL,
+            caller_kind: ActorKind::Agent,
         }
+    }
+
+    /// What kind of actor MCP callers are (default [`ActorKind::Agent`]: the model calls the tools, so a tool with
+    /// `policy = "execute_only"` hands the model a reference it can pass on but not read, and `agent_permissions`
+    /// apply). [`ActorKind::User`] makes callers users, for servers whose clients are people's own programs. An
+    /// authenticated principal keeps its id and attributes either way (a system principal stays the system).
+    pub fn with_caller_kind(mut self, kind: ActorKind) -> Self {
+        self.caller_kind = kind;
+        self
     }
 
     /// The `pollIntervalMs` MCP tasks suggest to clients (default one second).
@@ -165,6 +178,11 @@ impl McpRefCache {
     /// The owner of a request ([`Owner::of`]).
     pub fn owner(&self, request: &RequestContext<RoleServer>) -> Owner {
         Owner::of(request, &self.connection)
+    }
+
+    /// The actor a request acts as: its owner's, as the caller kind.
+    pub fn caller(&self, request: &RequestContext<RoleServer>) -> Actor {
+        self.owner(request).actor(self.caller_kind)
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rmcp::RoleServer;
 use rmcp::service::RequestContext;
 
-use crate::actor::Actor;
+use crate::actor::{Actor, ActorKind};
 
 /// Who owns the tasks a request makes: every tool call, poll, cancel, retry, list and `tasks/*` request is made
 /// as this owner's [`Actor`], so one owner never sees another's tasks.
@@ -64,23 +64,34 @@ impl Owner {
         }
     }
 
-    /// The actor requests of this owner act as. Each identified owner acts in a session of its own, so its tasks
-    /// are bound to it (`#[cached]` keys, polls, lists) and invisible to every other owner.
+    /// The actor requests of this owner act as, callers being of `kind` (agents, by default: see
+    /// [`McpRefCache::with_caller_kind`](super::McpRefCache::with_caller_kind)). Each identified owner acts in a
+    /// session of its own, so its tasks are bound to it (`#[cached]` keys, polls, lists) and invisible to every
+    /// other owner.
     ///
-    /// - a principal: itself, in session `mcp:<kind>:<id>` (`mcp:user:alice`);
-    /// - a session: an anonymous user in session `mcp-session:<id>`;
-    /// - a connection: an anonymous user in session `mcp-connection:<id>`;
-    /// - nobody: an anonymous user outside any session.
-    pub fn actor(&self) -> Actor {
+    /// - a principal: its id and attributes as `kind` (a system principal stays the system), in session
+    ///   `mcp:<kind>:<id>` of the principal as the auth layer named it (`mcp:user:alice`);
+    /// - a session: an anonymous `kind` in session `mcp-session:<id>`;
+    /// - a connection: an anonymous `kind` in session `mcp-connection:<id>`;
+    /// - nobody: an anonymous `kind` outside any session.
+    pub fn actor(&self, kind: ActorKind) -> Actor {
+        let anonymous = || {
+            let mut actor = Actor::anonymous_user();
+            actor.kind = kind;
+            actor
+        };
         match self {
-            Self::Principal(actor) => actor
-                .clone()
-                .with_session(format!("mcp:{}", actor.pattern_name())),
-            Self::Session(id) => Actor::anonymous_user().with_session(format!("mcp-session:{id}")),
-            Self::Connection(id) => {
-                Actor::anonymous_user().with_session(format!("mcp-connection:{id}"))
+            Self::Principal(principal) => {
+                let session = format!("mcp:{}", principal.pattern_name());
+                let mut actor = principal.clone();
+                if !actor.is_system() {
+                    actor.kind = kind;
+                }
+                actor.with_session(session)
             }
-            Self::Anonymous => Actor::anonymous_user(),
+            Self::Session(id) => anonymous().with_session(format!("mcp-session:{id}")),
+            Self::Connection(id) => anonymous().with_session(format!("mcp-connection:{id}")),
+            Self::Anonymous => anonymous(),
         }
     }
 
@@ -96,14 +107,23 @@ mod tests {
 
     #[test]
     fn each_owner_acts_in_a_session_of_its_own() {
-        let alice = Owner::Principal(Actor::user("alice")).actor();
+        let alice = Owner::Principal(Actor::user("alice")).actor(ActorKind::Agent);
         assert_eq!(alice.session_id.as_deref(), Some("mcp:user:alice"));
-        assert_eq!(alice.id.as_deref(), Some("alice"));
-        let session = Owner::Session("s-1".into()).actor();
+        assert_eq!(
+            (alice.kind, alice.id.as_deref()),
+            (ActorKind::Agent, Some("alice"))
+        );
+        let as_user = Owner::Principal(Actor::user("alice")).actor(ActorKind::User);
+        assert_eq!(as_user.kind, ActorKind::User);
+        let system =
+            Owner::Principal(Actor::system().with_attribute("id", "ops")).actor(ActorKind::Agent);
+        assert!(system.is_system(), "a system principal keeps its rights");
+        let session = Owner::Session("s-1".into()).actor(ActorKind::Agent);
         assert_eq!(session.session_id.as_deref(), Some("mcp-session:s-1"));
-        let connection = Owner::Connection("c-1".into()).actor();
+        assert_eq!(session.kind, ActorKind::Agent);
+        let connection = Owner::Connection("c-1".into()).actor(ActorKind::Agent);
         assert_eq!(connection.session_id.as_deref(), Some("mcp-connection:c-1"));
-        assert_eq!(Owner::Anonymous.actor().session_id, None);
+        assert_eq!(Owner::Anonymous.actor(ActorKind::Agent).session_id, None);
         assert!(!Owner::Anonymous.is_identified());
     }
 }

@@ -76,10 +76,7 @@ where
     F: Future<Output = T>,
 {
     let mcp = server.refcache();
-    mcp.owner(context)
-        .actor()
-        .scope(body(mcp, mcp.cache()))
-        .await
+    mcp.caller(context).scope(body(mcp, mcp.cache())).await
 }
 
 /// The `tasks/cancel` handler: call it from your `ServerHandler::cancel_task`. The same as the `cancel_task` tool.

@@ -145,7 +145,7 @@ where
             }
         };
         let server = ctx.service;
-        let actor = server.refcache().owner(&ctx.request_context).actor();
+        let actor = server.refcache().caller(&ctx.request_context);
         Ok(actor.scope(body(server, args, format)).await.into())
     })
 }
