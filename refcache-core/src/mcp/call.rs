@@ -58,7 +58,11 @@ where
     let response = match outcome {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => return Ok(error_result(&error).into()),
-        Err(_) => {
+        Err(panic) => {
+            tracing::error!(
+                panic = %crate::task::TaskError::panicked(panic.as_ref()),
+                "a cached tool call panicked before its task started"
+            );
             return Ok(error_text(
                 "internal error: the cached call panicked before its task started; see the server's log",
             )
