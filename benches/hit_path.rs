@@ -64,6 +64,13 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { black_box(cached_lookup_user(black_box(7)).await) })
     });
+    // The same hit made by an actor in a session (as every MCP request is): the scoped path, with a per-session key.
+    let agent = || refcache::Actor::agent("bench").with_session("mcp-connection:0123456789abcdef");
+    rt.block_on(agent().scope(cached_lookup_user(7))).unwrap();
+    hit.bench_function("cached_as_agent_in_session", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(agent().scope(cached_lookup_user(black_box(7))).await) })
+    });
     let moka: moka::future::Cache<u64, Arc<Value>> = moka::future::Cache::new(10_000);
     rt.block_on(moka.insert(7, Arc::new(rt.block_on(lookup_user(7)))));
     hit.bench_function("moka_get", |b| {
