@@ -71,6 +71,22 @@ impl Server {
         format!("secret-{}", args.n)
     }
 
+    /// Reports a progress that is not a number, then 1 of 1.
+    #[cached(async_timeout = 10.0)]
+    #[tool]
+    async fn odd_progress(
+        &self,
+        Parameters(args): Parameters<Numbers>,
+        ctx: TaskContext,
+    ) -> Result<i64, TaskError> {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ctx.progress(f64::NAN, Some(f64::INFINITY), "not a number")?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ctx.progress(1.0, Some(1.0), "one")?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(args.n)
+    }
+
     /// Reports progress 1..=3, a second apart.
     #[cached(async_timeout = 10.0)]
     #[tool]
@@ -150,6 +166,7 @@ async fn tools_keep_their_schema_and_the_ready_made_ones_are_listed() {
         "negate",
         "steps",
         "secret",
+        "odd_progress",
         "get_cached_result",
         "cancel_task",
         "list_tasks",
@@ -288,6 +305,32 @@ async fn progress_is_forwarded_while_the_client_waits() {
     });
     let seen = Seen::default();
     let client = seen.clone().serve(client_io).await.unwrap();
+    let odd = client
+        .call_tool(
+            CallToolRequestParams::new("odd_progress")
+                .with_arguments(json!({"n": 2}).as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(odd.structured_content.unwrap()["value"], 2);
+    for _ in 0..100 {
+        if !seen.0.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let odd: Vec<(f64, Option<String>)> = seen
+        .0
+        .lock()
+        .unwrap()
+        .drain(..)
+        .map(|p| (p.progress, p.message))
+        .collect();
+    assert_eq!(
+        odd,
+        [(1.0, Some("one".to_owned()))],
+        "a non-finite report is not sent"
+    );
     let result = client
         .call_tool(
             CallToolRequestParams::new("steps")

@@ -42,12 +42,14 @@ pub(crate) fn forwarder(
                     let info = rx.borrow_and_update();
                     (info.progress.clone(), info.status.is_terminal())
                 };
+                // (A non-finite report cannot be sent as a number: it is skipped.)
                 if let Some(p) = progress
+                    && p.current.is_finite()
                     && sent.is_none_or(|last| p.current > last)
                     && !waiting.is_cancelled()
                 {
                     let mut param = ProgressNotificationParam::new(token.clone(), p.current);
-                    if let Some(total) = p.total {
+                    if let Some(total) = p.total.filter(|t| t.is_finite()) {
                         param = param.with_total(total);
                     }
                     if let Some(message) = p.message {

@@ -1,5 +1,8 @@
 //! The ready-made tools: `get_cached_result`, `cancel_task`, `list_tasks` and `retry_task`.
 
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use rmcp::handler::server::common::schema_for_input;
 use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
@@ -146,7 +149,20 @@ where
         };
         let server = ctx.service;
         let actor = server.refcache().caller(&ctx.request_context);
-        Ok(actor.scope(body(server, args, format)).await.into())
+        // rmcp does not catch panics: an uncaught one would leave the request unanswered.
+        match AssertUnwindSafe(actor.scope(body(server, args, format)))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => Ok(result.into()),
+            Err(panic) => {
+                tracing::error!(panic = %crate::task::TaskError::panicked(panic.as_ref()), "{name} panicked");
+                Ok(error_text(format!(
+                    "internal error: {name} failed; see the server's log"
+                ))
+                .into())
+            }
+        }
     })
 }
 
