@@ -97,6 +97,14 @@ fn returns_pinned_future(output: &ReturnType) -> bool {
     }
 }
 
+/// rmcp's `#[tool]`, by any path.
+fn is_tool_attr(attr: &Attribute) -> bool {
+    attr.path()
+        .segments
+        .last()
+        .is_some_and(|s| s.ident == "tool")
+}
+
 fn is_lint_or_cfg(attr: &Attribute) -> bool {
     ["allow", "warn", "deny", "forbid", "expect", "cfg"]
         .iter()
@@ -174,11 +182,8 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
         ));
     }
 
-    // `#[tool]` below `#[cached]`: the wrapper becomes an rmcp tool (see `mcp_wrapper`).
-    let tool_attr = func
-        .attrs
-        .iter()
-        .find(|a| a.path().segments.last().is_some_and(|s| s.ident == "tool"));
+    // `#[tool]` below `#[cached]`: the wrapper becomes an rmcp tool that runs the flow through `<runtime>::mcp`.
+    let tool_attr = func.attrs.iter().find(|a| is_tool_attr(a));
     let is_tool = tool_attr.is_some();
     if sig.asyncness.is_none() && returns_pinned_future(&sig.output) {
         errors.push(syn::Error::new(
@@ -305,11 +310,10 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
     // Attributes: lints and cfgs go on both functions; everything else (docs, #[tool], ...) on the wrapper only.
     let inner_attrs: Vec<&Attribute> = func.attrs.iter().filter(|a| is_lint_or_cfg(a)).collect();
     // `#[tool]` first, the user's attributes (doc comment included) after it in their order.
-    let is_tool_attr = |a: &&Attribute| a.path().segments.last().is_some_and(|s| s.ident == "tool");
     let wrapper_attrs: Vec<&Attribute> = func
         .attrs
         .iter()
-        .filter(is_tool_attr)
+        .filter(|a| is_tool_attr(a))
         .chain(func.attrs.iter().filter(|a| !is_tool_attr(a)))
         .collect();
 
