@@ -40,8 +40,14 @@ where
     };
     let mcp = server.refcache();
     let actor = mcp.caller(&request);
-    let options = format.map_or_else(CallOptions::current, |f| CallOptions::current().format(f));
-    let call = options.scope(call);
+    // Only an override needs a scope: without one, the call already sees the options in effect.
+    let call = match format {
+        Some(format) => CallOptions::current()
+            .format(format)
+            .scope(call)
+            .left_future(),
+        None => call.right_future(),
+    };
     let call = match request.meta.get_progress_token() {
         Some(token) => {
             let forwarder = super::progress::forwarder(

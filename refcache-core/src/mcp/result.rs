@@ -31,7 +31,7 @@ pub fn tool_result(response: &CachedResponse) -> CallToolResult {
 /// An error as a tool result (`isError: true`, its text), never a protocol error: clients hide protocol errors
 /// from the model, which then cannot correct its call.
 pub fn error_result(error: &RefCacheError) -> CallToolResult {
-    CallToolResult::error(vec![ContentBlock::text(error.to_string())])
+    error_text(error.to_string())
 }
 
 /// A message as a tool error.
