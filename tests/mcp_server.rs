@@ -21,6 +21,9 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
+#[path = "support/tool_results.rs"]
+mod tool_results;
+
 /// The longest any awaited event may take, on a loaded 2-core machine.
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -193,12 +196,7 @@ fn error_text(result: &CallToolResult) -> String {
         Some(true),
         "expected a tool error: {result:?}"
     );
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n")
+    tool_results::text(result)
 }
 
 /// Polls `get_cached_result` until the task is no longer pending or processing; answers the last result.
