@@ -403,6 +403,91 @@ impl TaskPage {
     }
 }
 
+impl TaskPage {
+    /// The default page size of a list.
+    pub const DEFAULT_LIMIT: usize = 50;
+    /// The largest page size of a list.
+    pub const MAX_LIMIT: usize = 1000;
+
+    /// One page of `infos` (the records that pass `filter`, in any order): newest first, after `filter.cursor`, at
+    /// most `filter.limit` of them. Every backend pages through this one function, so cursors mean the same
+    /// everywhere.
+    pub fn paginate(infos: Vec<TaskInfo>, filter: &TaskFilter) -> Result<Self, BackendError> {
+        let after = filter
+            .cursor
+            .as_deref()
+            .map(ListCursor::parse)
+            .transpose()?;
+        let limit = filter
+            .limit
+            .unwrap_or(Self::DEFAULT_LIMIT)
+            .clamp(1, Self::MAX_LIMIT);
+        let mut infos: Vec<(ListCursor, TaskInfo)> =
+            infos.into_iter().map(|i| (ListCursor::of(&i), i)).collect();
+        infos.sort_by_key(|(key, _)| std::cmp::Reverse(*key));
+        let start = match after {
+            Some(cursor) => infos
+                .iter()
+                .position(|(key, _)| *key < cursor)
+                .unwrap_or(infos.len()),
+            None => 0,
+        };
+        let more = infos.len() > start + limit;
+        let page: Vec<(ListCursor, TaskInfo)> = infos.into_iter().skip(start).take(limit).collect();
+        let next_cursor = if more {
+            page.last().map(|(key, _)| key.to_string())
+        } else {
+            None
+        };
+        Ok(Self::new(page.into_iter().map(|(_, i)| i).collect(), next_cursor))
+    }
+}
+
+/// Where a list page ends: a record's creation time, with ties broken by a hash of its ref id. Lists are newest
+/// first by this key, and the cursor is this key, so it names no ref id: a page that ends on a record the caller
+/// may not see must not give its id away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListCursor {
+    at: std::time::SystemTime,
+    tie: u64,
+}
+
+impl ListCursor {
+    /// The sort key of `info`.
+    pub fn of(info: &TaskInfo) -> Self {
+        let hash = blake3::hash(info.ref_id.as_str().as_bytes());
+        let mut tie = [0u8; 8];
+        tie.copy_from_slice(&hash.as_bytes()[..8]);
+        Self {
+            at: info.created_at.0,
+            tie: u64::from_le_bytes(tie),
+        }
+    }
+
+    /// Reads a cursor handed out with an earlier page.
+    pub fn parse(text: &str) -> Result<Self, BackendError> {
+        let invalid = || BackendError::InvalidCursor(text.chars().take(100).collect());
+        let (nanos, tie) = text.split_once('-').ok_or_else(invalid)?;
+        let nanos: u64 = nanos.parse().map_err(|_| invalid())?;
+        let tie = u64::from_str_radix(tie, 16).map_err(|_| invalid())?;
+        Ok(Self {
+            at: std::time::UNIX_EPOCH + Duration::from_nanos(nanos),
+            tie,
+        })
+    }
+}
+
+impl std::fmt::Display for ListCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nanos = self
+            .at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        write!(f, "{nanos}-{:016x}", self.tie)
+    }
+}
+
 /// Counters and gauges of a backend.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]

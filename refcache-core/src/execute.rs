@@ -89,6 +89,25 @@ pub fn timeout_error(timeout: Duration, partial_result: Option<Value>) -> TaskEr
         .permanent()
 }
 
+/// The job that runs `spec`: the caller's own closure when it is in this process, else the function registered
+/// under the task's name. A name that nothing in this binary registers is a permanent failure with the fix in its
+/// text, never a hang.
+pub fn job_for(spec: &TaskSpec, job: Option<&LocalJob>) -> Result<LocalJob, TaskError> {
+    if let Some(job) = job {
+        return Ok(job.clone());
+    }
+    match crate::registry::find(&spec.task_name) {
+        Some(task) => Ok(task.job()),
+        None => Err(TaskError::new(format!(
+            "unknown task `{}`: no #[cached] function with this name is linked into this process; link the crate \
+             that defines it into every process that runs tasks (workers included)",
+            spec.task_name
+        ))
+        .with_code("UNKNOWN_TASK")
+        .permanent()),
+    }
+}
+
 /// Runs a task to its end: attempts with retries and backoff, under the execution timeout, stopping on
 /// cancellation. Every backend runs its tasks through this one function.
 ///

@@ -65,6 +65,13 @@ impl CacheKey {
     pub fn to_hex(&self) -> String {
         blake3::Hash::from_bytes(self.0).to_hex().to_string()
     }
+
+    /// Reads [`to_hex`](Self::to_hex)'s form back (`None` if it is not 64 hex digits).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        blake3::Hash::from_hex(text.as_bytes())
+            .ok()
+            .map(|h| Self(*h.as_bytes()))
+    }
 }
 
 impl fmt::Debug for CacheKey {

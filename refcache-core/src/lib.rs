@@ -56,6 +56,7 @@ mod ref_id;
 pub mod registry;
 mod resolve;
 mod response;
+mod scheduler;
 mod schema;
 mod session;
 mod store;
@@ -75,16 +76,16 @@ pub use access::{AccessPolicy, Permissions, PolicyError};
 pub use actor::{Actor, ActorKind};
 pub use admin::{ReferenceInfo, ReferenceStats};
 pub use backend::{
-    BackendStats, CancelOutcome, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, RetryOutcome,
-    Submission, Submitted, TaskBackend, TaskFilter, TaskOptions, TaskPage, TaskSnapshot, TaskSpec,
+    BackendStats, CancelOutcome, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, ListCursor,
+    RetryOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskOptions, TaskPage, TaskSnapshot, TaskSpec,
 };
 pub use cache::{GetOptions, RefCache, RefCacheBuilder};
 pub use call_options::CallOptions;
 pub use config::{BackendFactory, ConfigError, RefCacheConfig};
 pub use error::{BackendError, INACCESSIBLE_REFERENCE, RefCacheError};
 pub use execute::{
-    Cancelled, Ending, LocalJob, RunLimits, TaskContext, TaskHooks, run as run_job, run_task,
-    timeout_error,
+    Cancelled, Ending, LocalJob, RunLimits, TaskContext, TaskHooks, job_for, run as run_job,
+    run_task, timeout_error,
 };
 pub use format::AsyncResponseFormat;
 pub use global::{default_cache, get_cached_result, get_cached_result_with, set_default_cache};
@@ -97,6 +98,7 @@ pub use resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_BYTES, MAX_RESOLVED_REFERENC
 pub use response::{
     AsyncResponse, CachedResponse, CompleteResponse, PreviewResponse, RestrictedResponse,
 };
+pub use scheduler::Scheduler;
 pub use schema::ExpectedSchema;
 pub use session::Session;
 pub use store::{StoredValue, ValueStore};

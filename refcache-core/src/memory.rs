@@ -1,8 +1,7 @@
 //! `MemoryTaskBackend`: the in-process default. Tasks run on tokio in this process; state and values live in
 //! memory (values in a byte-bounded moka cache, task records in a TTL-bounded moka cache).
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
@@ -23,7 +22,7 @@ use crate::error::BackendError;
 use crate::execute::{self, Ending, LocalJob, RunLimits, TaskHooks};
 use crate::key::CacheKey;
 use crate::ref_id::RefId;
-use crate::registry;
+use crate::scheduler::Scheduler;
 use crate::store::{StoredValue, ValueStore};
 use crate::task::{RetryInfo, TaskError, TaskInfo, TaskProgress, TaskStatus, Timestamp};
 
@@ -192,8 +191,6 @@ impl History {
     }
 }
 
-type QueueKey = (Reverse<i32>, u64);
-
 /// Drops `key` from the key-to-ref index if it still points to `ref_id` (a newer execution may own it by now).
 fn unindex(index: &mut HashMap<CacheKey, RefId>, key: &CacheKey, ref_id: &RefId) {
     if index.get(key) == Some(ref_id) {
@@ -202,12 +199,15 @@ fn unindex(index: &mut HashMap<CacheKey, RefId>, key: &CacheKey, ref_id: &RefId)
 }
 
 impl State {
-    /// Queues a task: highest priority first, FIFO within a priority.
-    fn enqueue(&mut self, ref_id: RefId, priority: i32) {
-        self.seq += 1;
-        let qkey = (Reverse(priority), self.seq);
-        self.queue.insert(qkey, ref_id.clone());
-        self.queued.insert(ref_id, qkey);
+    /// Queues a pending task in the scheduler.
+    fn enqueue(&mut self, active: &Active) {
+        let spec = &active.spec;
+        self.sched.enqueue(
+            spec.ref_id.clone(),
+            spec.task_name.clone(),
+            spec.options.priority,
+            spec.options.max_concurrent,
+        );
     }
 }
 
@@ -220,13 +220,8 @@ struct State {
     index: HashMap<CacheKey, RefId>,
     /// Tasks not yet retired: pending, running, or cancelled and winding down.
     active: HashMap<RefId, Arc<Active>>,
-    /// Pending tasks, highest priority first, FIFO within a priority.
-    queue: BTreeMap<QueueKey, RefId>,
-    queued: HashMap<RefId, QueueKey>,
-    running: usize,
-    /// Running executions per task name, for `max_concurrent`.
-    running_by_name: HashMap<Arc<str>, u32>,
-    seq: u64,
+    /// Which pending task starts next, and the slots.
+    sched: Scheduler,
 }
 
 #[derive(Default)]
@@ -421,11 +416,7 @@ impl MemoryTaskBackend {
             history,
             index: HashMap::new(),
             active: HashMap::new(),
-            queue: BTreeMap::new(),
-            queued: HashMap::new(),
-            running: 0,
-            running_by_name: HashMap::new(),
-            seq: 0,
+            sched: Scheduler::new(config.max_workers),
         };
         let inner = Inner {
             store: ValueStore::new(config.max_capacity_bytes),
@@ -459,41 +450,12 @@ impl Inner {
     /// `max_concurrent` waits, and the tasks behind it may pass it.
     fn admit(&self, st: &mut State) -> Vec<Arc<Active>> {
         let mut started = Vec::new();
-        let mut blocked: Vec<QueueKey> = Vec::new();
-        while st.running < self.config.max_workers {
-            let next = st
-                .queue
-                .iter()
-                .find(|(qkey, _)| !blocked.contains(qkey))
-                .map(|(k, r)| (*k, r.clone()));
-            let Some((qkey, ref_id)) = next else {
-                break;
-            };
-            let Some(active) = st.active.get(&ref_id).cloned() else {
-                st.queue.remove(&qkey);
-                st.queued.remove(&ref_id);
+        while let Some((ref_id, name)) = st.sched.next() {
+            let active = st.active.get(&ref_id).cloned();
+            let Some(active) = active.filter(|a| a.cas(PENDING, RUNNING)) else {
+                st.sched.finished(&name);
                 continue;
             };
-            if let Some(limit) = active.spec.options.max_concurrent
-                && st
-                    .running_by_name
-                    .get(&active.spec.task_name)
-                    .copied()
-                    .unwrap_or(0)
-                    >= limit
-            {
-                blocked.push(qkey);
-                continue;
-            }
-            st.queue.remove(&qkey);
-            st.queued.remove(&ref_id);
-            if !active.cas(PENDING, RUNNING) {
-                continue;
-            }
-            st.running += 1;
-            *st.running_by_name
-                .entry(active.spec.task_name.clone())
-                .or_default() += 1;
             active.holds_slot.store(true, Ordering::Release);
             // Waiters wait for a terminal status; this change is read by polls, without waking anyone.
             active.info.send_if_modified(|info| {
@@ -539,18 +501,10 @@ impl Inner {
                 let value = active.value.get().map(Arc::downgrade);
                 st.history.insert(info, key, rerun, value, &mut st.index);
             }
-            if let Some(qkey) = st.queued.remove(ref_id) {
-                st.queue.remove(&qkey);
-            }
+            st.sched.remove(ref_id);
             st.active.remove(ref_id);
             if active.holds_slot.swap(false, Ordering::AcqRel) {
-                st.running -= 1;
-                if let Some(n) = st.running_by_name.get_mut(&active.spec.task_name) {
-                    *n -= 1;
-                    if *n == 0 {
-                        st.running_by_name.remove(&active.spec.task_name);
-                    }
-                }
+                st.sched.finished(&active.spec.task_name);
             }
             (self.admit(st), !st.accepting)
         };
@@ -655,19 +609,9 @@ async fn drive(inner: Arc<Inner>, active: Arc<Active>) {
 /// is already terminal.
 async fn execute(inner: &Inner, active: &Arc<Active>) -> Option<Result<Value, TaskError>> {
     let spec = &active.spec;
-    let job = match &active.job {
-        Some(job) => job.clone(),
-        None => match registry::find(&spec.task_name) {
-            Some(task) => task.job(),
-            None => {
-                return Some(Err(TaskError::new(format!(
-                    "unknown task `{}`: no #[cached] function with this name is linked into this process",
-                    spec.task_name
-                ))
-                .with_code("UNKNOWN_TASK")
-                .permanent()));
-            }
-        },
+    let job = match execute::job_for(spec, active.job.as_ref()) {
+        Ok(job) => job,
+        Err(error) => return Some(Err(error)),
     };
     let hooks: Arc<dyn TaskHooks> = active.clone();
     let timeout = spec
@@ -732,8 +676,7 @@ impl TaskBackend for MemoryTaskBackend {
                         None => false,
                     };
                     if !recheck {
-                        if st.running >= inner.config.max_workers
-                            && st.queue.len() >= inner.config.max_queued
+                        if st.sched.is_full() && st.sched.queued() >= inner.config.max_queued
                         {
                             return Err(BackendError::QueueFull {
                                 max_queued: inner.config.max_queued,
@@ -747,11 +690,10 @@ impl TaskBackend for MemoryTaskBackend {
                         info.session_id = spec.options.session_id.clone();
                         info.policy = spec.policy.clone();
                         info.max_retries = spec.options.max_retries;
-                        let priority = spec.options.priority;
                         let active = Active::new(spec, job, handle, info, &self.inner);
                         st.index.insert(key, ref_id.clone());
                         st.active.insert(ref_id.clone(), active.clone());
-                        st.enqueue(ref_id.clone(), priority);
+                        st.enqueue(&active);
                         let started = inner.admit(&mut st);
                         if started.is_empty() {
                             tracing::debug!(%ref_id, task = %active.spec.task_name, "task queued");
@@ -784,8 +726,8 @@ impl TaskBackend for MemoryTaskBackend {
                     Some(active) if active.forget.load(Ordering::Acquire) => return Ok(None),
                     Some(active) => {
                         let mut info = active.info.borrow().clone();
-                        if let Some(qkey) = st.queued.get(ref_id) {
-                            info.queue_position = Some(st.queue.range(..qkey).count() + 1);
+                        if let Some(position) = st.sched.position(ref_id) {
+                            info.queue_position = Some(position);
                         }
                         // Complete but not yet retired: the value is on the task.
                         if info.status == TaskStatus::Complete
@@ -911,7 +853,7 @@ impl TaskBackend for MemoryTaskBackend {
                 st.history.map.remove(ref_id);
                 st.index.insert(active.spec.key, ref_id.clone());
                 st.active.insert(ref_id.clone(), active.clone());
-                st.enqueue(ref_id.clone(), active.spec.options.priority);
+                st.enqueue(&active);
                 inner.counters.retries.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%ref_id, task = %active.spec.task_name, "failed task retried");
                 inner.admit(&mut st)
@@ -1000,14 +942,7 @@ impl TaskBackend for MemoryTaskBackend {
 
     fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<TaskPage, BackendError>> {
         Box::pin(async move {
-            if let Some(cursor) = filter.cursor.as_deref()
-                && parse_cursor(cursor).is_none()
-            {
-                return Err(BackendError::InvalidCursor(
-                    cursor.chars().take(100).collect(),
-                ));
-            }
-            Ok(self.inner.list(&filter))
+            TaskPage::paginate(self.inner.infos_where(|i| filter.matches(i)), &filter)
         })
     }
 
@@ -1091,8 +1026,8 @@ impl Inner {
                 continue;
             }
             let mut info = info.clone();
-            if let Some(qkey) = st.queued.get(ref_id) {
-                info.queue_position = Some(st.queue.range(..qkey).count() + 1);
+            if let Some(position) = st.sched.position(ref_id) {
+                info.queue_position = Some(position);
             }
             infos.push(info);
         }
@@ -1109,34 +1044,6 @@ impl Inner {
         infos
     }
 
-    fn list(&self, filter: &TaskFilter) -> TaskPage {
-        const DEFAULT_LIMIT: usize = 50;
-        const MAX_LIMIT: usize = 1000;
-        let limit = filter.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-        let after = filter.cursor.as_deref().and_then(parse_cursor);
-        let mut infos: Vec<(SortKey, TaskInfo)> = self
-            .infos_where(|i| filter.matches(i))
-            .into_iter()
-            .map(|i| (sort_key(&i), i))
-            .collect();
-        infos.sort_by_key(|(key, _)| std::cmp::Reverse(*key));
-        let start = match after {
-            Some(cursor) => infos
-                .iter()
-                .position(|(key, _)| *key < cursor)
-                .unwrap_or(infos.len()),
-            None => 0,
-        };
-        let page: Vec<(SortKey, TaskInfo)> =
-            infos.iter().skip(start).take(limit).cloned().collect();
-        let next_cursor = if start + page.len() < infos.len() {
-            page.last().map(|(key, _)| make_cursor(*key))
-        } else {
-            None
-        };
-        TaskPage::new(page.into_iter().map(|(_, i)| i).collect(), next_cursor)
-    }
-
     fn stats(&self) -> BackendStats {
         let mut stats = BackendStats::default();
         for info in self.infos_where(|_| true) {
@@ -1144,8 +1051,8 @@ impl Inner {
         }
         {
             let st = lock(&self.state);
-            stats.running = st.running as u64;
-            stats.queued = st.queue.len() as u64;
+            stats.running = st.sched.running() as u64;
+            stats.queued = st.sched.queued() as u64;
         }
         let c = &self.counters;
         stats.capacity = self.config.max_workers as u64;
@@ -1189,30 +1096,4 @@ impl Inner {
         self.wait_until_idle(tokio::time::Instant::now() + Duration::from_secs(1))
             .await;
     }
-}
-
-/// Newest first, by creation time; ties broken by a hash of the ref id. The cursor is this key, so it names no
-/// ref id: a page that ends on a record the caller may not see must not give its id away.
-type SortKey = (std::time::SystemTime, u64);
-
-fn sort_key(info: &TaskInfo) -> SortKey {
-    let hash = blake3::hash(info.ref_id.as_str().as_bytes());
-    let mut tie = [0u8; 8];
-    tie.copy_from_slice(&hash.as_bytes()[..8]);
-    (info.created_at.0, u64::from_le_bytes(tie))
-}
-
-fn make_cursor((at, tie): SortKey) -> String {
-    let nanos = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{nanos}-{tie:016x}")
-}
-
-fn parse_cursor(cursor: &str) -> Option<SortKey> {
-    let (nanos, tie) = cursor.split_once('-')?;
-    let nanos: u64 = nanos.parse().ok()?;
-    let tie = u64::from_str_radix(tie, 16).ok()?;
-    Some((std::time::UNIX_EPOCH + Duration::from_nanos(nanos), tie))
 }
