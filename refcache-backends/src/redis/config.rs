@@ -1,0 +1,317 @@
+//! `RedisConfig`: where the Redis is, how tasks run (`local` or `workers`), and the limits.
+//!
+//! Everything can be given in the backend URL, so that `REFCACHE_BACKEND` (or `backend` in the TOML file) alone
+//! switches a service to Redis:
+//!
+//! ```text
+//! redis://127.0.0.1:6379/0?mode=workers&key_prefix=myapp&lease=30&max_deliveries=3&prefetch=16
+//! ```
+
+use std::time::Duration;
+
+use refcache_core::RefCacheConfig;
+
+/// Where tasks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Mode {
+    /// In the process that took the call; its state lives in Redis, so any replica can poll or cancel it.
+    #[default]
+    Local,
+    /// On worker processes ([`worker::run`](crate::redis::worker::run)) that read tasks off a Redis Stream and run
+    /// them by their registered name.
+    Workers,
+}
+
+impl Mode {
+    /// `local` or `workers`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Workers => "workers",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = RedisConfigError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "local" => Ok(Self::Local),
+            "workers" => Ok(Self::Workers),
+            other => Err(RedisConfigError::InvalidOption {
+                name: "mode".into(),
+                value: other.into(),
+                expected: "`local` or `workers`",
+            }),
+        }
+    }
+}
+
+/// Settings of a [`RedisTaskBackend`](crate::redis::RedisTaskBackend).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// The server, as `redis://host:port/db` (or `rediss://` for TLS, when the `redis` crate is built with it).
+    pub url: String,
+    /// Where tasks run.
+    pub mode: Mode,
+    /// The prefix of every key and channel, so that several apps can share one Redis.
+    pub key_prefix: String,
+    /// How long a worker's hold on a task lasts without renewal. A worker renews it while it lives; one killed
+    /// mid-task stops renewing, and after `lease` another worker takes the task over.
+    pub lease: Duration,
+    /// After this many deliveries (the first included) a task whose workers keep dying fails with `worker lost`
+    /// and its ref id goes to the dead-letter list.
+    pub max_deliveries: u32,
+    /// How many waiting tasks a worker takes off the stream beyond those it runs (`workers` mode). Priority is
+    /// exact among the tasks one worker holds.
+    pub prefetch: usize,
+    /// Tasks this process runs at once.
+    pub max_workers: usize,
+    /// Tasks waiting at most, cluster-wide; a submission beyond it is refused with `QueueFull`.
+    pub max_queued: usize,
+    /// How long a finished value stays when the task sets no TTL.
+    pub default_ttl: Duration,
+    /// How long a finished task record stays.
+    pub task_ttl: Duration,
+    /// How long a cancelled task may run on before it is dropped.
+    pub cancel_grace: Duration,
+    /// The execution timeout of tasks that set none.
+    pub default_execution_timeout: Option<Duration>,
+    /// Bytes of finished values kept in this process's near cache.
+    pub near_cache_bytes: u64,
+    /// How long a Redis command may take before it fails with `Unavailable`.
+    pub command_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        let memory = refcache_core::MemoryBackendConfig::default();
+        Self {
+            url: "redis://127.0.0.1:6379/0".into(),
+            mode: Mode::Local,
+            key_prefix: "refcache".into(),
+            lease: Duration::from_secs(30),
+            max_deliveries: 3,
+            prefetch: 16,
+            max_workers: memory.max_workers,
+            max_queued: memory.max_queued,
+            default_ttl: memory.default_ttl,
+            task_ttl: memory.task_ttl,
+            cancel_grace: memory.cancel_grace,
+            default_execution_timeout: memory.default_execution_timeout,
+            near_cache_bytes: 64 * 1024 * 1024,
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The options a backend URL may carry.
+const OPTIONS: &str = "mode, key_prefix, lease, max_deliveries, prefetch";
+
+/// A Redis backend setting that cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisConfigError {
+    /// The URL is not a `redis://` or `rediss://` URL.
+    #[error("invalid Redis URL `{url}`: expected `redis://host:port/db`, such as `redis://127.0.0.1:6379/0`")]
+    InvalidUrl {
+        /// The URL.
+        url: String,
+    },
+    /// A query option refcache does not know.
+    #[error("unknown option `{name}` in the Redis backend URL; known: {OPTIONS}")]
+    UnknownOption {
+        /// The option.
+        name: String,
+    },
+    /// An option with a value it cannot take.
+    #[error("invalid value `{value}` for `{name}`: expected {expected}")]
+    InvalidOption {
+        /// The option.
+        name: String,
+        /// The value.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+}
+
+impl RedisConfig {
+    /// Defaults, for the server at `url`, with any options in its query (`?mode=workers&key_prefix=app`).
+    pub fn from_url(url: &str) -> Result<Self, RedisConfigError> {
+        Self::default().with_url(url)
+    }
+
+    /// The settings of a [`RefCacheConfig`] whose `backend` is a Redis URL: its limits, and the URL's options.
+    pub fn from_refcache_config(config: &RefCacheConfig) -> Result<Self, RedisConfigError> {
+        let memory = config.memory_backend();
+        let base = Self {
+            max_workers: memory.max_workers,
+            max_queued: memory.max_queued,
+            default_ttl: memory.default_ttl,
+            task_ttl: memory.task_ttl,
+            cancel_grace: memory.cancel_grace,
+            default_execution_timeout: memory.default_execution_timeout,
+            near_cache_bytes: memory.max_capacity_bytes,
+            ..Self::default()
+        };
+        base.with_url(config.backend.trim())
+    }
+
+    /// The same settings for the server at `url`, with the options in its query applied.
+    pub fn with_url(mut self, url: &str) -> Result<Self, RedisConfigError> {
+        let invalid_url = || RedisConfigError::InvalidUrl { url: url.into() };
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        if !(base.starts_with("redis://") || base.starts_with("rediss://")) {
+            return Err(invalid_url());
+        }
+        redis::Client::open(base).map_err(|_| invalid_url())?;
+        self.url = base.to_owned();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let invalid = |expected: &'static str| RedisConfigError::InvalidOption {
+                name: name.into(),
+                value: value.into(),
+                expected,
+            };
+            match name {
+                "mode" => self.mode = value.parse()?,
+                "key_prefix" => self.key_prefix = value.to_owned(),
+                "lease" => {
+                    self.lease = value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|s| s.is_finite() && *s >= 1.0)
+                        .map(Duration::from_secs_f64)
+                        .ok_or_else(|| invalid("a number of seconds, at least 1"))?;
+                }
+                "max_deliveries" => {
+                    self.max_deliveries = value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| invalid("a positive whole number"))?;
+                }
+                "prefetch" => {
+                    self.prefetch = value
+                        .parse()
+                        .map_err(|_| invalid("a whole number"))?;
+                }
+                _ => return Err(RedisConfigError::UnknownOption { name: name.into() }),
+            }
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Checks every value; the error names the option.
+    pub fn validate(&self) -> Result<(), RedisConfigError> {
+        let prefix_ok = !self.key_prefix.is_empty()
+            && self.key_prefix.len() <= 64
+            && self
+                .key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c));
+        if !prefix_ok {
+            return Err(RedisConfigError::InvalidOption {
+                name: "key_prefix".into(),
+                value: self.key_prefix.clone(),
+                expected: "1 to 64 of the characters A-Z a-z 0-9 _ - . :",
+            });
+        }
+        if self.max_workers == 0 {
+            return Err(RedisConfigError::InvalidOption {
+                name: "max_workers".into(),
+                value: "0".into(),
+                expected: "a positive whole number",
+            });
+        }
+        if self.lease < Duration::from_secs(1) {
+            return Err(RedisConfigError::InvalidOption {
+                name: "lease".into(),
+                value: format!("{}", self.lease.as_secs_f64()),
+                expected: "a number of seconds, at least 1",
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets the mode.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets the key prefix.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Sets the lease.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets the deliveries after which a task fails with `worker lost`.
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.max_deliveries = n;
+        self
+    }
+
+    /// Sets how many tasks run at once in this process.
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = n;
+        self
+    }
+
+    /// Sets how many tasks may wait, cluster-wide.
+    pub fn max_queued(mut self, n: usize) -> Self {
+        self.max_queued = n;
+        self
+    }
+
+    /// Sets the grace period of a cancelled task.
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_options() {
+        let c = RedisConfig::from_url(
+            "redis://127.0.0.1:7000/2?mode=workers&key_prefix=app1&lease=10&max_deliveries=5&prefetch=4",
+        )
+        .unwrap();
+        assert_eq!(c.url, "redis://127.0.0.1:7000/2");
+        assert_eq!(c.mode, Mode::Workers);
+        assert_eq!(c.key_prefix, "app1");
+        assert_eq!(c.lease, Duration::from_secs(10));
+        assert_eq!((c.max_deliveries, c.prefetch), (5, 4));
+        assert_eq!(RedisConfig::from_url("redis://h/0").unwrap().mode, Mode::Local);
+    }
+
+    #[test]
+    fn bad_urls_name_the_fix() {
+        let e = RedisConfig::from_url("redis://h/0?mode=fleet").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value `fleet` for `mode`: expected `local` or `workers`"
+        );
+        let e = RedisConfig::from_url("redis://h/0?leese=3").unwrap_err();
+        assert!(e.to_string().contains("known: mode, key_prefix"), "{e}");
+        assert!(RedisConfig::from_url("http://h").is_err());
+        assert!(RedisConfig::from_url("redis://h/0?key_prefix=a b").is_err());
+        assert!(RedisConfig::from_url("redis://h/0?lease=0.5").is_err());
+        assert!(RedisConfig::from_url("redis://h/0?max_deliveries=0").is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! Events: how a change made by any process reaches the processes that care, so that waiting is event-driven.
+//!
+//! Every state-changing script publishes an [`Event`] on `P:events`. Each backend keeps one subscriber connection
+//! (its own reconnect loop) and fans the events out in-process:
+//! - to the [`Hub`]'s per-ref channels, which `wait` and `watch` follow;
+//! - to the runner, which stops a task it holds when another process cancelled or deleted it;
+//! - to the near cache, which drops a deleted value.
+//!
+//! A message published while the subscriber was disconnected is lost, so after every (re)subscribe the hub tells
+//! each follower to read its record again (`None` on its channel) and the runner re-checks the tasks it holds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use refcache_core::{CacheKey, RefId, TaskInfo};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::Inner;
+
+/// What a script announces.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "e", rename_all = "snake_case")]
+pub(crate) enum Event {
+    /// The task's record changed (status or progress).
+    Info {
+        /// The new record.
+        info: TaskInfo,
+    },
+    /// The reference was deleted.
+    Drop {
+        /// The reference.
+        ref_id: RefId,
+        /// Its cache key, whose value (if it was this ref's) is gone.
+        key: CacheKey,
+    },
+}
+
+impl Event {
+    pub(crate) fn info(info: &TaskInfo) -> String {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            e: &'static str,
+            info: &'a TaskInfo,
+        }
+        serde_json::to_string(&Out { e: "info", info }).expect("a TaskInfo serializes")
+    }
+
+    pub(crate) fn drop(ref_id: &RefId, key: &CacheKey) -> String {
+        serde_json::to_string(&Event::Drop {
+            ref_id: ref_id.clone(),
+            key: *key,
+        })
+        .expect("serializes")
+    }
+
+    fn ref_id(&self) -> &RefId {
+        match self {
+            Self::Info { info } => &info.ref_id,
+            Self::Drop { ref_id, .. } => ref_id,
+        }
+    }
+}
+
+type Channels = HashMap<RefId, watch::Sender<Option<TaskInfo>>>;
+
+/// The in-process followers of tasks: one channel per ref id somebody waits on or watches. `Some(info)`: the
+/// latest record from an event; `None`: read the record again (after a reconnect, or a deletion).
+#[derive(Default)]
+pub(crate) struct Hub {
+    channels: Arc<Mutex<Channels>>,
+}
+
+/// A follower's end of a hub channel; the channel goes when its last follower does.
+pub(crate) struct Follower {
+    rx: Option<watch::Receiver<Option<TaskInfo>>>,
+    ref_id: RefId,
+    channels: Weak<Mutex<Channels>>,
+}
+
+impl Follower {
+    pub(crate) fn rx(&mut self) -> &mut watch::Receiver<Option<TaskInfo>> {
+        self.rx.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        drop(self.rx.take());
+        if let Some(channels) = self.channels.upgrade() {
+            let mut map = channels.lock().unwrap_or_else(PoisonError::into_inner);
+            if map
+                .get(&self.ref_id)
+                .is_some_and(|tx| tx.receiver_count() == 0)
+            {
+                map.remove(&self.ref_id);
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// Follows `ref_id` from now on. Subscribe first, then read the record: a change between the two arrives as
+    /// an event.
+    pub(crate) fn follow(&self, ref_id: &RefId) -> Follower {
+        let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let rx = map
+            .entry(ref_id.clone())
+            .or_insert_with(|| watch::channel(None).0)
+            .subscribe();
+        Follower {
+            rx: Some(rx),
+            ref_id: ref_id.clone(),
+            channels: Arc::downgrade(&self.channels),
+        }
+    }
+
+    fn deliver(&self, event: &Event) {
+        let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = map.get(event.ref_id()) {
+            tx.send_replace(match event {
+                Event::Info { info } => Some(info.clone()),
+                Event::Drop { .. } => None,
+            });
+        }
+    }
+
+    /// Every follower reads its record again.
+    fn resync(&self) {
+        let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        for tx in map.values() {
+            tx.send_replace(None);
+        }
+    }
+}
+
+/// The subscriber: connects, subscribes, fans events out; on any loss, reconnects with backoff and resyncs.
+/// Ends when the backend is dropped.
+pub(crate) async fn listen(inner: Weak<Inner>, client: redis::Client, channel: String) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let connected = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let connected = tokio::time::timeout(Duration::from_secs(5), connected).await;
+        match connected {
+            Ok(Ok(mut pubsub)) => {
+                backoff = Duration::from_millis(50);
+                {
+                    let Some(inner) = inner.upgrade() else { return };
+                    inner.hub.resync();
+                    inner.resync_held();
+                }
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    let Some(inner) = inner.upgrade() else { return };
+                    let Ok(payload) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    match serde_json::from_str::<Event>(&payload) {
+                        Ok(event) => inner.on_event(&event).await,
+                        Err(err) => tracing::warn!(%err, "refcache: unreadable event on the Redis channel"),
+                    }
+                }
+                tracing::warn!(channel, "refcache: Redis event subscription lost; reconnecting");
+            }
+            Ok(Err(err)) => {
+                tracing::debug!(%err, "refcache: cannot subscribe to Redis events yet");
+            }
+            Err(_) => tracing::debug!("refcache: subscribing to Redis events timed out"),
+        }
+        if inner.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+impl Inner {
+    /// One event: followers first, then the runner and the near cache.
+    async fn on_event(self: &Arc<Self>, event: &Event) {
+        self.hub.deliver(event);
+        match event {
+            Event::Info { info } if info.status.is_terminal() => {
+                self.stop_held(&info.ref_id);
+            }
+            Event::Info { .. } => {}
+            Event::Drop { ref_id, key } => {
+                self.stop_held(ref_id);
+                self.near.invalidate_if_ref(key, ref_id).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The Lua scripts: every change of a task's state is one of them, so each is atomic on the server. Each takes
+//! the key prefix as `ARGV[1]` and builds its key names from it (see `keys.rs`; not cluster-ready: a task's keys
+//! and the shared indexes would need hash tags to share a slot).
+//!
+//! Invariants they keep:
+//! - one execution per cache key at a time (`submit` joins the one in flight);
+//! - a terminal status never changes (every transition compares the status first);
+//! - a value is stored in the same step that makes its task `complete`;
+//! - a result for a task that was cancelled, deleted, or taken over by another worker is dropped.
+
+use redis::Script;
+
+/// `submit(prefix, ref, key, info, spec, created_ms, priority_hex, session, workers, max_queued, lease_expiry_ms)`
+/// → `{'hit', value}` | `{'joined', ref}` | `{'full'}` | `{'started'}`.
+const SUBMIT: &str = r"
+local p = ARGV[1]
+local ref = ARGV[2]
+local v = redis.call('HGET', p..':value:'..ARGV[3], 'v')
+if v then return {'hit', v} end
+local ikey = p..':inflight:'..ARGV[3]
+local cur = redis.call('GET', ikey)
+if cur then
+  local st = redis.call('HGET', p..':task:'..cur, 'status')
+  if st == 'pending' or st == 'processing' then
+    redis.call('HINCRBY', p..':stats', 'coalesced', 1)
+    return {'joined', cur}
+  end
+end
+if redis.call('ZCARD', p..':pending') >= tonumber(ARGV[10]) then return {'full'} end
+local seq = redis.call('INCR', p..':seq')
+local qm = ARGV[7]..string.format('%016x', seq)..':'..ref
+local t = p..':task:'..ref
+redis.call('HSET', t, 'info', ARGV[4], 'spec', ARGV[5], 'status', 'pending', 'key', ARGV[3], 'qm', qm,
+  'deliveries', 0, 'session', ARGV[8])
+redis.call('SET', ikey, ref)
+redis.call('ZADD', p..':index', ARGV[6], ref)
+redis.call('ZADD', p..':pending', 0, qm)
+if ARGV[8] ~= '' then
+  redis.call('SADD', p..':session:'..ARGV[8], ref)
+  redis.call('PERSIST', p..':session:'..ARGV[8])
+end
+if ARGV[9] == '1' then
+  local id = redis.call('XADD', p..':queue', '*', 'ref', ref)
+  redis.call('HSET', t, 'msg', id)
+end
+if ARGV[11] ~= '' then redis.call('ZADD', p..':leases', ARGV[11], ref) end
+return {'started'}
+";
+
+/// `transition(prefix, ref, from, to, info, event, task_ttl_ms, now_ms, counter, owner, value, value_ttl_ms)`:
+/// when the status is one of `from` (`,a,b,`) and, if `owner` is given, the task is still that worker's: stores
+/// `value` (if any), sets the status and record, and on a terminal status ends single-flight for the key and lets the
+/// record expire. → `ok` | `missing` | `stolen` | the status it found.
+const TRANSITION: &str = r"
+local p = ARGV[1]
+local ref = ARGV[2]
+local t = p..':task:'..ref
+local f = redis.call('HMGET', t, 'status', 'key', 'qm', 'owner', 'session')
+local st = f[1]
+if not st then return 'missing' end
+if not string.find(ARGV[3], ','..st..',', 1, true) then return st end
+if ARGV[10] ~= '' and f[4] ~= ARGV[10] then return 'stolen' end
+local to = ARGV[4]
+if ARGV[11] ~= '' then
+  local vkey = p..':value:'..f[2]
+  redis.call('DEL', vkey)
+  redis.call('HSET', vkey, 'ref', ref, 'v', ARGV[11])
+  redis.call('PEXPIRE', vkey, ARGV[12])
+end
+redis.call('HSET', t, 'status', to, 'info', ARGV[5])
+if to ~= 'pending' then redis.call('ZREM', p..':pending', f[3]) end
+if to == 'complete' or to == 'failed' or to == 'cancelled' then
+  local ikey = p..':inflight:'..f[2]
+  if redis.call('GET', ikey) == ref then redis.call('DEL', ikey) end
+  redis.call('PEXPIRE', t, ARGV[7])
+  redis.call('ZADD', p..':finished', ARGV[8], ref)
+  redis.call('ZREM', p..':leases', ref)
+  if f[5] and f[5] ~= '' then redis.call('PEXPIRE', p..':session:'..f[5], ARGV[7]) end
+end
+if ARGV[9] ~= '' then redis.call('HINCRBY', p..':stats', ARGV[9], 1) end
+redis.call('PUBLISH', p..':events', ARGV[6])
+return 'ok'
+";
+
+/// `claim(prefix, ref, owner, info, event, redelivered, max_deliveries)`: a pending task (or, on redelivery, one
+/// whose worker was lost) becomes this worker's and `processing`. → `{'ok', n}` | `{'dead', n}` (delivered `n`
+/// times already: fail it) | `{status}`.
+const CLAIM: &str = r"
+local p = ARGV[1]
+local t = p..':task:'..ARGV[2]
+local f = redis.call('HMGET', t, 'status', 'deliveries', 'qm')
+local st = f[1]
+if not st then return {'missing'} end
+if st ~= 'pending' and not (st == 'processing' and ARGV[6] == '1') then return {st} end
+local n = tonumber(f[2] or '0') + 1
+if n > tonumber(ARGV[7]) then return {'dead', n - 1} end
+redis.call('HSET', t, 'status', 'processing', 'info', ARGV[4], 'owner', ARGV[3], 'deliveries', n)
+redis.call('ZREM', p..':pending', f[3])
+redis.call('HINCRBY', p..':stats', 'executions', 1)
+redis.call('PUBLISH', p..':events', ARGV[5])
+return {'ok', n}
+";
+
+/// `get(prefix, ref)` → `{info, value|nil, queue_rank|nil}`, or nil when unknown (or complete with its value gone).
+const GET: &str = r"
+local p = ARGV[1]
+local ref = ARGV[2]
+local f = redis.call('HMGET', p..':task:'..ref, 'status', 'info', 'key', 'qm')
+if not f[1] then return false end
+local v = false
+local rank = false
+if f[1] == 'complete' then
+  local h = redis.call('HMGET', p..':value:'..f[3], 'ref', 'v')
+  if h[1] ~= ref then return false end
+  v = h[2]
+elseif f[1] == 'pending' then
+  rank = redis.call('ZRANK', p..':pending', f[4])
+end
+return {f[2], v, rank}
+";
+
+/// `retry(prefix, ref, info, event, workers, priority_hex)`: a failed task becomes pending again under its ref id.
+/// → `{'ok'}` | `{'missing'}` | `{'not', status}` | `{'running', other_ref}`.
+const RETRY: &str = r"
+local p = ARGV[1]
+local ref = ARGV[2]
+local t = p..':task:'..ref
+local f = redis.call('HMGET', t, 'status', 'key')
+if not f[1] then return {'missing'} end
+if f[1] ~= 'failed' then return {'not', f[1]} end
+local ikey = p..':inflight:'..f[2]
+local cur = redis.call('GET', ikey)
+if cur and cur ~= ref then
+  local st = redis.call('HGET', p..':task:'..cur, 'status')
+  if st == 'pending' or st == 'processing' then return {'running', cur} end
+end
+local seq = redis.call('INCR', p..':seq')
+local qm = ARGV[6]..string.format('%016x', seq)..':'..ref
+redis.call('HSET', t, 'status', 'pending', 'info', ARGV[3], 'qm', qm, 'deliveries', 0)
+redis.call('HDEL', t, 'owner')
+redis.call('PERSIST', t)
+redis.call('SET', ikey, ref)
+redis.call('ZADD', p..':pending', 0, qm)
+redis.call('ZREM', p..':finished', ref)
+redis.call('HINCRBY', p..':stats', 'retries', 1)
+if ARGV[5] == '1' then
+  local id = redis.call('XADD', p..':queue', '*', 'ref', ref)
+  redis.call('HSET', t, 'msg', id)
+end
+redis.call('PUBLISH', p..':events', ARGV[4])
+return {'ok'}
+";
+
+/// `delete(prefix, ref, event)`: drops the record, its value (if still this ref's) and its index entries, and
+/// tells every process (which stops the work, if it runs). → 1 | 0.
+const DELETE: &str = r"
+local p = ARGV[1]
+local ref = ARGV[2]
+local t = p..':task:'..ref
+local f = redis.call('HMGET', t, 'status', 'key', 'qm', 'session')
+if not f[1] then return 0 end
+local ikey = p..':inflight:'..f[2]
+if redis.call('GET', ikey) == ref then redis.call('DEL', ikey) end
+local vkey = p..':value:'..f[2]
+if redis.call('HGET', vkey, 'ref') == ref then redis.call('DEL', vkey) end
+redis.call('DEL', t)
+if f[3] then redis.call('ZREM', p..':pending', f[3]) end
+redis.call('ZREM', p..':index', ref)
+redis.call('ZREM', p..':finished', ref)
+redis.call('ZREM', p..':leases', ref)
+if f[4] and f[4] ~= '' then redis.call('SREM', p..':session:'..f[4], ref) end
+redis.call('PUBLISH', p..':events', ARGV[3])
+return 1
+";
+
+/// `cleanup(prefix, cutoff_ms)`: drops the records of tasks finished before the cutoff. → how many.
+const CLEANUP: &str = r"
+local p = ARGV[1]
+local refs = redis.call('ZRANGEBYSCORE', p..':finished', '-inf', ARGV[2], 'LIMIT', 0, 10000)
+local n = 0
+for _, ref in ipairs(refs) do
+  local t = p..':task:'..ref
+  local s = redis.call('HGET', t, 'session')
+  n = n + redis.call('DEL', t)
+  redis.call('ZREM', p..':index', ref)
+  redis.call('ZREM', p..':finished', ref)
+  if s and s ~= '' then redis.call('SREM', p..':session:'..s, ref) end
+end
+return n
+";
+
+/// `renew(prefix, owner, msg1, ref1, ...)`: resets the idle time of the stream entries this worker holds (its
+/// lease), except those of tasks another worker has taken over. → how many.
+const RENEW: &str = r"
+local p = ARGV[1]
+local ids = {}
+for i = 3, #ARGV, 2 do
+  local owner = redis.call('HGET', p..':task:'..ARGV[i + 1], 'owner')
+  if owner == false or owner == ARGV[2] then table.insert(ids, ARGV[i]) end
+end
+local n = #ids
+if n > 0 then
+  table.insert(ids, 'JUSTID')
+  redis.call('XCLAIM', p..':queue', 'workers', ARGV[2], 0, unpack(ids))
+end
+return n
+";
+
+/// `ack(prefix, msg)`: the stream entry is done with: acknowledged and deleted.
+const ACK: &str = r"
+redis.call('XACK', ARGV[1]..':queue', 'workers', ARGV[2])
+redis.call('XDEL', ARGV[1]..':queue', ARGV[2])
+return 1
+";
+
+/// The loaded scripts (each is sent by its SHA, and loaded again after a Redis restart).
+pub(crate) struct Scripts {
+    pub(crate) submit: Script,
+    pub(crate) transition: Script,
+    pub(crate) claim: Script,
+    pub(crate) get: Script,
+    pub(crate) retry: Script,
+    pub(crate) delete: Script,
+    pub(crate) cleanup: Script,
+    pub(crate) renew: Script,
+    pub(crate) ack: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Self {
+            submit: Script::new(SUBMIT),
+            transition: Script::new(TRANSITION),
+            claim: Script::new(CLAIM),
+            get: Script::new(GET),
+            retry: Script::new(RETRY),
+            delete: Script::new(DELETE),
+            cleanup: Script::new(CLEANUP),
+            renew: Script::new(RENEW),
+            ack: Script::new(ACK),
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Workers: the stream consumer that takes tasks off `P:queue`, the leases that tell a live worker from a dead one,
+//! and crash recovery. [`run`] is a worker process's whole `main`.
+//!
+//! - A worker reads entries with `XREADGROUP` (group `workers`, one consumer per process), at most `max_workers +
+//!   prefetch` held at a time, and runs them by name through the same scheduler as the in-process backend.
+//! - Its lease on an entry is the entry's idle time in the group: while the worker lives it renews the entries it
+//!   holds every `lease / 3` (`XCLAIM ... JUSTID`). A worker killed mid-task stops renewing.
+//! - Every worker reaps: `XAUTOCLAIM` takes over entries idle for longer than `lease`, and the task runs again on
+//!   the taker (the `claim` script counts deliveries). Past `max_deliveries` the task fails with `worker lost` and
+//!   its ref id goes to the dead-letter list (`RedisTaskBackend::dead_letters`).
+//! - A result lands once: the terminal script only accepts it from the task's current owner, and a redelivered
+//!   entry of a finished task is acknowledged and dropped.
+//!
+//! In `local` mode the same loop keeps leases on the tasks a replica holds (`P:leases`), and fails those of a
+//! replica that died (`worker lost`): their closures existed only there.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
+use refcache_core::{BackendError, RefId, TaskBackend, TaskSpec};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::keys::GROUP;
+use super::{Inner, Mode, RedisBackendError, RedisConfig, RedisTaskBackend, lock, ms, now_ms};
+
+/// A process's gauges in `P:workers`, refreshed every `lease / 3`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Gauge {
+    pub(crate) running: u64,
+    pub(crate) capacity: u64,
+    /// When it was written (ms since the epoch): older than a lease means the process is gone.
+    pub(crate) at: u64,
+}
+
+/// Runs a worker until SIGINT or SIGTERM, then shuts it down: running tasks get `grace` to finish, and are then
+/// cancelled (message `shutdown`).
+///
+/// The worker runs every task it takes by its registered name: link the crates that define the `#[cached]`
+/// functions into the worker binary. A task whose name nothing registers fails at once with a message saying so.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), refcache_backends::redis::RedisBackendError> {
+/// use refcache_backends::redis::{RedisConfig, worker};
+/// let config = RedisConfig::from_url("redis://127.0.0.1:6379/0?mode=workers")?;
+/// worker::run(config).await
+/// # }
+/// ```
+pub async fn run(config: RedisConfig) -> Result<(), RedisBackendError> {
+    run_until(config, shutdown_signal(), Duration::from_secs(30)).await
+}
+
+/// [`run`], stopping when `stop` resolves, with `grace` for the running tasks.
+pub async fn run_until(
+    config: RedisConfig,
+    stop: impl std::future::Future<Output = ()>,
+    grace: Duration,
+) -> Result<(), RedisBackendError> {
+    let backend = RedisTaskBackend::worker(config)?;
+    backend.start().await?;
+    tracing::info!(
+        consumer = backend.consumer(),
+        url = %backend.config().url,
+        tasks = ?refcache_core::registry::names(),
+        "refcache worker running"
+    );
+    stop.await;
+    tracing::info!(consumer = backend.consumer(), "refcache worker stopping");
+    backend.shutdown(grace).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+impl RedisTaskBackend {
+    /// Starts the background loops now (they otherwise start on first use) and checks that Redis answers. A
+    /// worker calls this; a replica need not.
+    pub async fn start(&self) -> Result<(), BackendError> {
+        self.inner.ensure_started();
+        self.ping().await
+    }
+}
+
+/// The stream consumer (`workers` mode): keeps up to `max_workers + prefetch` tasks held.
+pub(crate) async fn consume(weak: Weak<Inner>, stop: CancellationToken) {
+    let (config, conn) = {
+        let Some(inner) = weak.upgrade() else { return };
+        // Its own connection: a blocking read would hold up every other command on a shared one.
+        let conn = ConnectionManager::new_lazy_with_config(
+            inner.client.clone(),
+            super::manager_config(&inner.config)
+                .set_response_timeout(Some(inner.config.command_timeout + Duration::from_secs(2))),
+        );
+        (inner.config.clone(), conn)
+    };
+    let Ok(mut conn) = conn else { return };
+    let mut backoff = Duration::from_millis(50);
+    let mut group_ready = false;
+    while !stop.is_cancelled() {
+        let Some(inner) = weak.upgrade() else { return };
+        if !group_ready {
+            match ensure_group(&mut conn, &inner).await {
+                Ok(()) => group_ready = true,
+                Err(err) => {
+                    tracing::debug!(%err, "refcache worker: cannot create the consumer group yet");
+                    drop(inner);
+                    pause(&stop, &mut backoff).await;
+                    continue;
+                }
+            }
+        }
+        let room = (config.max_workers + config.prefetch).saturating_sub(lock(&inner.run).len());
+        if room == 0 {
+            // Full: wait for a slot (the timeout re-checks, so a release between the check and here costs 1 s).
+            tokio::select! {
+                () = inner.released.notified() => {}
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        let consumer = inner.consumer.clone();
+        let queue = inner.keys.queue();
+        drop(inner);
+        let options = StreamReadOptions::default()
+            .group(GROUP, &consumer)
+            .count(room)
+            .block(1000);
+        let keys = [queue.as_str()];
+        let read = tokio::select! {
+            read = conn.xread_options::<_, _, Option<StreamReadReply>>(&keys, &[">"], &options) => read,
+            () = stop.cancelled() => return,
+        };
+        match read {
+            Ok(reply) => {
+                backoff = Duration::from_millis(50);
+                let Some(inner) = weak.upgrade() else { return };
+                for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                    inner.receive(entry, false).await;
+                }
+            }
+            Err(err) => {
+                if err.code() == Some("NOGROUP") {
+                    group_ready = false;
+                } else {
+                    tracing::debug!(%err, "refcache worker: reading the task stream failed; retrying");
+                }
+                pause(&stop, &mut backoff).await;
+            }
+        }
+    }
+}
+
+async fn pause(stop: &CancellationToken, backoff: &mut Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(*backoff) => {}
+        () = stop.cancelled() => {}
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(2));
+}
+
+async fn ensure_group(conn: &mut ConnectionManager, inner: &Inner) -> redis::RedisResult<()> {
+    let created: redis::RedisResult<()> = conn
+        .xgroup_create_mkstream(inner.keys.queue(), GROUP, "0")
+        .await;
+    match created {
+        Err(err) if err.code() != Some("BUSYGROUP") => Err(err),
+        _ => Ok(()),
+    }
+}
+
+impl Inner {
+    /// A stream entry: hold its task, or drop the entry if the task is gone or finished.
+    async fn receive(self: &Arc<Self>, entry: StreamId, redelivered: bool) {
+        let ref_id = entry
+            .get::<String>("ref")
+            .and_then(|r| RefId::parse(&r).ok());
+        let Some(ref_id) = ref_id else {
+            self.ack(&entry.id).await;
+            return;
+        };
+        let mut conn = self.conn.clone();
+        let row: Result<(Option<String>, Option<String>), _> =
+            conn.hmget(self.keys.task(&ref_id), &["status", "spec"]).await;
+        match row {
+            Ok((Some(status), Some(spec))) if status == "pending" || status == "processing" => {
+                match serde_json::from_str::<TaskSpec>(&spec) {
+                    Ok(spec) => self.hold(Arc::new(spec), None, Some(entry.id), redelivered),
+                    Err(err) => {
+                        tracing::error!(%ref_id, %err, "refcache worker: unreadable task spec; dropping the entry");
+                        self.ack(&entry.id).await;
+                    }
+                }
+            }
+            // Redis is down: the entry stays in this worker's pending list and is taken over after the lease.
+            Err(_) => {}
+            Ok(_) => self.ack(&entry.id).await,
+        }
+    }
+}
+
+/// Leases, reaping and gauges, every `lease / 3`, in every process.
+pub(crate) async fn maintain(inner: Weak<Inner>, stop: CancellationToken) {
+    let period = {
+        let Some(inner) = inner.upgrade() else { return };
+        inner.config.lease / 3
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(err) = inner.maintain_once().await {
+            tracing::debug!(%err, "refcache: lease upkeep failed; retrying next period");
+        }
+    }
+}
+
+impl Inner {
+    async fn maintain_once(self: &Arc<Self>) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let now = now_ms();
+        let lease = ms(self.config.lease);
+        let (running, capacity, messages, held) = {
+            let st = lock(&self.run);
+            (st.running(), st.capacity(), st.messages(), st.len())
+        };
+        let gauge = Gauge {
+            running: running as u64,
+            capacity: capacity as u64,
+            at: now,
+        };
+        let _: () = conn
+            .hset(
+                self.keys.workers(),
+                &self.consumer,
+                serde_json::to_string(&gauge).expect("serializes"),
+            )
+            .await?;
+        match self.config.mode {
+            Mode::Workers if self.consumes => {
+                for chunk in messages.chunks(500) {
+                    let mut renew = self.scripts.renew.prepare_invoke();
+                    renew.arg(self.keys.prefix()).arg(&self.consumer);
+                    for (msg, ref_id) in chunk {
+                        renew.arg(msg).arg(ref_id.as_str());
+                    }
+                    let _: i64 = renew.invoke_async(&mut conn).await?;
+                }
+                self.reap_stream(&mut conn, lease).await?;
+            }
+            Mode::Workers => {}
+            Mode::Local => {
+                if held > 0 {
+                    let refs = self.held_refs();
+                    let mut pipe = redis::pipe();
+                    for ref_id in &refs {
+                        pipe.zadd(self.keys.leases(), ref_id.as_str(), now + lease)
+                            .ignore();
+                    }
+                    let _: () = pipe.query_async(&mut conn).await?;
+                }
+                let expired: Vec<String> = conn
+                    .zrangebyscore_limit(self.keys.leases(), "-inf", now, 0, 100)
+                    .await?;
+                for r in expired {
+                    let _: () = conn.zrem(self.keys.leases(), &r).await?;
+                    if let Ok(ref_id) = RefId::parse(&r) {
+                        self.fail_lost(
+                            &ref_id,
+                            format!(
+                                "worker lost: the process running this task stopped before it finished (no lease \
+                                 renewal for {} s)",
+                                self.config.lease.as_secs_f64()
+                            ),
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes over the entries of workers that stopped renewing their lease.
+    async fn reap_stream(
+        self: &Arc<Self>,
+        conn: &mut ConnectionManager,
+        lease: u64,
+    ) -> redis::RedisResult<()> {
+        let room = (self.config.max_workers + self.config.prefetch).saturating_sub(lock(&self.run).len());
+        if room == 0 {
+            return Ok(());
+        }
+        let reply: redis::streams::StreamAutoClaimReply = conn
+            .xautoclaim_options(
+                self.keys.queue(),
+                GROUP,
+                &self.consumer,
+                lease,
+                "0-0",
+                StreamAutoClaimOptions::default().count(room),
+            )
+            .await?;
+        for entry in reply.claimed {
+            tracing::info!(msg = %entry.id, consumer = %self.consumer, "refcache worker: took over a task from a lost worker");
+            self.receive(entry, true).await;
+        }
+        Ok(())
+    }
+}
