@@ -138,7 +138,19 @@ impl Hub {
 
 /// The subscriber: connects, subscribes, fans events out; on any loss, reconnects with backoff and resyncs.
 /// Ends when the backend is dropped.
-pub(crate) async fn listen(inner: Weak<Inner>, client: redis::Client, channel: String) {
+pub(crate) async fn listen(
+    inner: Weak<Inner>,
+    client: redis::Client,
+    channel: String,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    tokio::select! {
+        () = listen_until_dropped(inner, client, channel) => {}
+        () = stop.cancelled() => {}
+    }
+}
+
+async fn listen_until_dropped(inner: Weak<Inner>, client: redis::Client, channel: String) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let connected = async {

@@ -86,11 +86,20 @@ pub(crate) struct Inner {
     /// Woken whenever a held task is released.
     released: Notify,
     accepting: AtomicBool,
-    /// Stops the background loops (shutdown).
+    /// Stops the background loops (the backend is dropped).
     stop: CancellationToken,
+    /// Stops taking tasks off the stream (shutdown; leases are still renewed while running tasks drain).
+    consuming: CancellationToken,
     started: OnceLock<()>,
     /// Jobs of tasks that failed here, so that `retry` can run a task that is not registered by name (a method).
     reruns: moka::sync::Cache<RefId, refcache_core::LocalJob>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The background loops hold only weak references; this ends them now rather than at their next wake-up.
+        self.stop.cancel();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -170,6 +179,7 @@ impl RedisTaskBackend {
             released: Notify::new(),
             accepting: AtomicBool::new(true),
             stop: CancellationToken::new(),
+            consuming: CancellationToken::new(),
             started: OnceLock::new(),
             config,
         };
@@ -238,10 +248,11 @@ impl Inner {
                 weak.clone(),
                 self.client.clone(),
                 self.keys.events(),
+                self.stop.clone(),
             ));
             tokio::spawn(worker::maintain(weak.clone(), self.stop.clone()));
             if self.consumes {
-                tokio::spawn(worker::consume(weak, self.stop.clone()));
+                tokio::spawn(worker::consume(weak, self.consuming.clone()));
             }
         });
     }
@@ -869,7 +880,7 @@ impl Inner {
 
     async fn shutdown(self: &Arc<Self>, deadline: Duration) {
         self.accepting.store(false, Ordering::Release);
-        self.stop.cancel();
+        self.consuming.cancel();
         tracing::debug!(consumer = %self.consumer, "redis backend shutting down");
         let until = tokio::time::Instant::now() + deadline;
         if self.wait_idle(until).await {
