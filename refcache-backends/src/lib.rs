@@ -1,9 +1,11 @@
 //! Remote task backends for refcache, one feature each.
 //!
-//! - `redis`: [`redis`] — for now the managed `redis-server` that tests and demos run against
-//!   ([`redis::RedisServer`]); the backend itself is being built (issue #6).
+//! - `redis`: [`redis`]: the Redis task backend ([`redis::RedisTaskBackend`]): records, values and single-flight in
+//!   Redis, tasks run `local`ly or on worker processes ([`redis::worker::run`]), leases and takeover of a lost
+//!   worker's tasks. Also [`redis::RedisServer`], a private `redis-server` for tests and demos.
 //!
-//! Backends are chosen in config (`REFCACHE_BACKEND`), so switching from the in-process default changes no code.
+//! Backends are chosen in config (`REFCACHE_BACKEND=redis://...`), so switching from the in-process default changes
+//! no code. Most users enable the `redis` feature of the `refcache` facade instead of depending on this crate.
 
 #[cfg(feature = "redis")]
 pub mod redis;
