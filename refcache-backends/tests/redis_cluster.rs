@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use refcache_backends::redis::{Mode, RedisConfig, RedisServer, RedisServerOptions, RedisTaskBackend};
+use refcache_backends::redis::{
+    Mode, RedisConfig, RedisServer, RedisServerOptions, RedisTaskBackend,
+};
 use refcache_core::registry::TaskRegistration;
 use refcache_core::{
     BackendError, CacheKey, CancelOutcome, RefId, Submission, Submitted, TaskBackend, TaskContext,
@@ -67,7 +69,11 @@ fn new_gate() -> String {
 
 fn uuid_like() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("g{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "g{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 fn submission(args: Value) -> (Submission, RefId, CacheKey) {
@@ -81,7 +87,10 @@ fn submission(args: Value) -> (Submission, RefId, CacheKey) {
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let give_up = tokio::time::Instant::now() + PATIENCE;
     while !check().await {
-        assert!(tokio::time::Instant::now() < give_up, "gave up waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "gave up waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -111,8 +120,14 @@ async fn replicas_share_single_flight_polls_cancels_and_hits() {
     let id = new_gate();
     let args = json!({"gate": id, "value": 7});
     let (sub, ref_id, key) = submission(args.clone());
-    assert!(matches!(a.submit(sub).await.unwrap(), Submitted::Started(_)));
-    until("the task runs on A", async || gate(&id).runs.load(Ordering::SeqCst) == 1).await;
+    assert!(matches!(
+        a.submit(sub).await.unwrap(),
+        Submitted::Started(_)
+    ));
+    until("the task runs on A", async || {
+        gate(&id).runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
     let (sub, _, _) = submission(args.clone());
     match b.submit(sub).await.unwrap() {
         Submitted::Joined(joined) => assert_eq!(joined, ref_id, "B joins A's execution"),
@@ -123,7 +138,11 @@ async fn replicas_share_single_flight_polls_cancels_and_hits() {
     gate(&id).open.send_replace(true);
     let done = finished(&b, &ref_id).await;
     assert_eq!(done.value.expect("value").value, json!(7));
-    assert_eq!(gate(&id).runs.load(Ordering::SeqCst), 1, "one execution across replicas");
+    assert_eq!(
+        gate(&id).runs.load(Ordering::SeqCst),
+        1,
+        "one execution across replicas"
+    );
     let (sub, _, _) = submission(args);
     assert!(matches!(b.submit(sub).await.unwrap(), Submitted::Hit(v) if v.ref_id == ref_id));
     assert_eq!(b.lookup(&key).await.unwrap().expect("hit").ref_id, ref_id);
@@ -132,31 +151,53 @@ async fn replicas_share_single_flight_polls_cancels_and_hits() {
     let id = new_gate();
     let (sub, ref_id, _) = submission(json!({"gate": id}));
     a.submit(sub).await.unwrap();
-    until("the task runs on A", async || gate(&id).runs.load(Ordering::SeqCst) == 1).await;
+    until("the task runs on A", async || {
+        gate(&id).runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
     assert_eq!(b.cancel(&ref_id).await.unwrap(), CancelOutcome::Cancelled);
-    until("A's task sees the cancel", async || gate(&id).cancelled.load(Ordering::SeqCst) == 1).await;
-    assert_eq!(finished(&a, &ref_id).await.info.status, TaskStatus::Cancelled);
-    until("A frees the slot", async || a.stats().await.unwrap().running == 0).await;
+    until("A's task sees the cancel", async || {
+        gate(&id).cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(
+        finished(&a, &ref_id).await.info.status,
+        TaskStatus::Cancelled
+    );
+    until("A frees the slot", async || {
+        a.stats().await.unwrap().running == 0
+    })
+    .await;
 }
 
 /// While Redis is down, calls and polls fail with `Unavailable` (no hang, no panic); a task that finishes during
 /// the outage records its end once Redis is back; and everything works again without a restart of ours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_unavailable_and_work_resumes() {
-    let mut server = RedisServer::start_with(RedisServerOptions::default().aof(true)).expect("redis-server");
+    let mut server =
+        RedisServer::start_with(RedisServerOptions::default().aof(true)).expect("redis-server");
     let a = RedisTaskBackend::new(config(&server)).unwrap();
     let id = new_gate();
     let (sub, ref_id, key) = submission(json!({"gate": id, "value": "survived"}));
     a.submit(sub).await.unwrap();
-    until("the task runs", async || gate(&id).runs.load(Ordering::SeqCst) == 1).await;
+    until("the task runs", async || {
+        gate(&id).runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
 
     server.kill();
     let started = tokio::time::Instant::now();
     let poll = a.get(&ref_id).await;
-    assert!(matches!(poll, Err(BackendError::Unavailable(_))), "{poll:?}");
+    assert!(
+        matches!(poll, Err(BackendError::Unavailable(_))),
+        "{poll:?}"
+    );
     let (sub, _, _) = submission(json!({"gate": new_gate()}));
     let call = a.submit(sub).await;
-    assert!(matches!(call, Err(BackendError::Unavailable(_))), "{call:?}");
+    assert!(
+        matches!(call, Err(BackendError::Unavailable(_))),
+        "{call:?}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "errors come fast: {:?}",
@@ -178,7 +219,8 @@ async fn an_outage_is_unavailable_and_work_resumes() {
 /// queued task runs when a worker comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aof_keeps_queued_tasks_and_finished_values_across_a_restart() {
-    let mut server = RedisServer::start_with(RedisServerOptions::default().aof(true)).expect("redis-server");
+    let mut server =
+        RedisServer::start_with(RedisServerOptions::default().aof(true)).expect("redis-server");
     let replica = RedisTaskBackend::new(config(&server).mode(Mode::Workers)).unwrap();
     let worker = RedisTaskBackend::worker(config(&server)).unwrap();
     worker.start().await.unwrap();
@@ -186,7 +228,10 @@ async fn aof_keeps_queued_tasks_and_finished_values_across_a_restart() {
     gate(&done_gate).open.send_replace(true);
     let (sub, done_ref, done_key) = submission(json!({"gate": done_gate, "value": 1}));
     replica.submit(sub).await.unwrap();
-    assert_eq!(finished(&replica, &done_ref).await.info.status, TaskStatus::Complete);
+    assert_eq!(
+        finished(&replica, &done_ref).await.info.status,
+        TaskStatus::Complete
+    );
     worker.shutdown(Duration::from_secs(5)).await.unwrap();
 
     let queued_gate = new_gate();
@@ -204,7 +249,12 @@ async fn aof_keeps_queued_tasks_and_finished_values_across_a_restart() {
     until("Redis answers again", async || replica.ping().await.is_ok()).await;
     let fresh = RedisTaskBackend::new(config(&server).mode(Mode::Workers)).unwrap();
     assert_eq!(
-        fresh.lookup(&done_key).await.unwrap().expect("the finished value survived").ref_id,
+        fresh
+            .lookup(&done_key)
+            .await
+            .unwrap()
+            .expect("the finished value survived")
+            .ref_id,
         done_ref
     );
     let worker = RedisTaskBackend::worker(config(&server)).unwrap();
@@ -262,7 +312,9 @@ impl DoomedWorker {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_workers_task_is_taken_over_or_dead_lettered() {
     let server = RedisServer::start().expect("redis-server");
-    let short = config(&server).lease(Duration::from_secs(1)).max_deliveries(2);
+    let short = config(&server)
+        .lease(Duration::from_secs(1))
+        .max_deliveries(2);
     let replica = RedisTaskBackend::new(short.clone().mode(Mode::Workers)).unwrap();
 
     // Taken over: the first worker dies mid-task; a second finishes it.
@@ -270,7 +322,10 @@ async fn a_lost_workers_task_is_taken_over_or_dead_lettered() {
     let mut doomed = DoomedWorker::start(short.clone());
     let (sub, ref_id, _) = submission(json!({"gate": id, "value": "once"}));
     replica.submit(sub).await.unwrap();
-    until("the doomed worker runs it", async || gate(&id).runs.load(Ordering::SeqCst) == 1).await;
+    until("the doomed worker runs it", async || {
+        gate(&id).runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
     doomed.kill();
     gate(&id).open.send_replace(true);
     let survivor = RedisTaskBackend::worker(short.clone()).unwrap();
@@ -278,7 +333,11 @@ async fn a_lost_workers_task_is_taken_over_or_dead_lettered() {
     let done = finished(&replica, &ref_id).await;
     assert_eq!(done.info.status, TaskStatus::Complete, "{:?}", done.info);
     assert_eq!(done.value.unwrap().value, json!("once"));
-    assert_eq!(gate(&id).runs.load(Ordering::SeqCst), 2, "run again after the loss, once");
+    assert_eq!(
+        gate(&id).runs.load(Ordering::SeqCst),
+        2,
+        "run again after the loss, once"
+    );
     survivor.shutdown(Duration::from_secs(5)).await.unwrap();
 
     // Dead-lettered: two deliveries, two dead workers.
@@ -287,7 +346,10 @@ async fn a_lost_workers_task_is_taken_over_or_dead_lettered() {
     replica.submit(sub).await.unwrap();
     for n in 1..=2 {
         let mut doomed = DoomedWorker::start(short.clone());
-        until("a worker runs it", async || gate(&id).runs.load(Ordering::SeqCst) == n).await;
+        until("a worker runs it", async || {
+            gate(&id).runs.load(Ordering::SeqCst) == n
+        })
+        .await;
         doomed.kill();
     }
     let reaper = RedisTaskBackend::worker(short).unwrap();
@@ -296,8 +358,16 @@ async fn a_lost_workers_task_is_taken_over_or_dead_lettered() {
     assert_eq!(done.info.status, TaskStatus::Failed);
     let error = done.info.error.unwrap();
     assert_eq!(error.code.as_deref(), Some("WORKER_LOST"));
-    assert!(error.message.starts_with("worker lost"), "{}", error.message);
-    assert_eq!(gate(&id).runs.load(Ordering::SeqCst), 2, "not run a third time");
+    assert!(
+        error.message.starts_with("worker lost"),
+        "{}",
+        error.message
+    );
+    assert_eq!(
+        gate(&id).runs.load(Ordering::SeqCst),
+        2,
+        "not run a third time"
+    );
     assert_eq!(replica.dead_letters(10).await.unwrap(), vec![ref_id]);
 }
 
@@ -315,13 +385,19 @@ async fn a_lost_replicas_local_task_fails_instead_of_hanging() {
         doomed.submit(sub).await.unwrap();
         std::mem::forget(doomed);
     });
-    until("the task runs", async || gate(&id).runs.load(Ordering::SeqCst) == 1).await;
+    until("the task runs", async || {
+        gate(&id).runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
     runtime.shutdown_background();
     let survivor = RedisTaskBackend::new(short).unwrap();
     survivor.start().await.unwrap();
     let done = finished(&survivor, &ref_id).await;
     assert_eq!(done.info.status, TaskStatus::Failed);
-    assert_eq!(done.info.error.unwrap().code.as_deref(), Some("WORKER_LOST"));
+    assert_eq!(
+        done.info.error.unwrap().code.as_deref(),
+        Some("WORKER_LOST")
+    );
     let (sub, _, _) = submission(json!({"gate": id}));
     assert!(
         matches!(survivor.submit(sub).await.unwrap(), Submitted::Started(_)),
@@ -335,7 +411,9 @@ async fn a_lost_replicas_local_task_fails_instead_of_hanging() {
 async fn the_backend_url_selects_redis() {
     let server = RedisServer::start().expect("redis-server");
     let url = format!("{}?mode=workers&key_prefix=app1", server.url());
-    let config = refcache_core::RefCacheConfig::load_from_vars([("REFCACHE_BACKEND", url.as_str())]).unwrap();
+    let config =
+        refcache_core::RefCacheConfig::load_from_vars([("REFCACHE_BACKEND", url.as_str())])
+            .unwrap();
     let cache = refcache_core::RefCache::from_config(&config).unwrap();
     assert_eq!(cache.backend().name(), "redis");
     let bad = refcache_core::RefCacheConfig::load_from_vars([(
@@ -343,6 +421,8 @@ async fn the_backend_url_selects_redis() {
         "redis://127.0.0.1:1/0?mode=fleet",
     )])
     .unwrap();
-    let err = refcache_core::RefCache::from_config(&bad).unwrap_err().to_string();
+    let err = refcache_core::RefCache::from_config(&bad)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("expected `local` or `workers`"), "{err}");
 }

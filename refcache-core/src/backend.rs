@@ -439,7 +439,10 @@ impl TaskPage {
         } else {
             None
         };
-        Ok(Self::new(page.into_iter().map(|(_, i)| i).collect(), next_cursor))
+        Ok(Self::new(
+            page.into_iter().map(|(_, i)| i).collect(),
+            next_cursor,
+        ))
     }
 }
 

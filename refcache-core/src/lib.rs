@@ -77,7 +77,8 @@ pub use actor::{Actor, ActorKind};
 pub use admin::{ReferenceInfo, ReferenceStats};
 pub use backend::{
     BackendStats, CancelOutcome, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, ListCursor,
-    RetryOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskOptions, TaskPage, TaskSnapshot, TaskSpec,
+    RetryOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskOptions, TaskPage,
+    TaskSnapshot, TaskSpec,
 };
 pub use cache::{GetOptions, RefCache, RefCacheBuilder};
 pub use call_options::CallOptions;

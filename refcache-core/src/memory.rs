@@ -450,7 +450,7 @@ impl Inner {
     /// `max_concurrent` waits, and the tasks behind it may pass it.
     fn admit(&self, st: &mut State) -> Vec<Arc<Active>> {
         let mut started = Vec::new();
-        while let Some((ref_id, name)) = st.sched.next() {
+        while let Some((ref_id, name)) = st.sched.start_next() {
             let active = st.active.get(&ref_id).cloned();
             let Some(active) = active.filter(|a| a.cas(PENDING, RUNNING)) else {
                 st.sched.finished(&name);
@@ -676,8 +676,7 @@ impl TaskBackend for MemoryTaskBackend {
                         None => false,
                     };
                     if !recheck {
-                        if st.sched.is_full() && st.sched.queued() >= inner.config.max_queued
-                        {
+                        if st.sched.is_full() && st.sched.queued() >= inner.config.max_queued {
                             return Err(BackendError::QueueFull {
                                 max_queued: inner.config.max_queued,
                             });

@@ -118,7 +118,7 @@ impl Scheduler {
     ///
     /// The caller must call [`finished`](Self::finished) with the returned name when the task ends, or at once if
     /// it does not start after all.
-    pub fn next(&mut self) -> Option<(RefId, Arc<str>)> {
+    pub fn start_next(&mut self) -> Option<(RefId, Arc<str>)> {
         if self.is_full() {
             return None;
         }
@@ -138,7 +138,7 @@ impl Scheduler {
         Some((entry.ref_id, entry.name))
     }
 
-    /// A task of `name` that [`next`](Self::next) handed out has ended: its slot is free.
+    /// A task of `name` that [`start_next`](Self::start_next) handed out has ended: its slot is free.
     pub fn finished(&mut self, name: &str) {
         self.running = self.running.saturating_sub(1);
         if let Some(n) = self.running_by_name.get_mut(name) {
@@ -166,10 +166,10 @@ mod tests {
         s.enqueue(b.clone(), "x".into(), 0, None);
         s.enqueue(c.clone(), "x".into(), 5, None);
         assert_eq!(s.position(&b), Some(3));
-        assert_eq!(s.next().unwrap().0, c);
-        assert!(s.next().is_none(), "one slot");
+        assert_eq!(s.start_next().unwrap().0, c);
+        assert!(s.start_next().is_none(), "one slot");
         s.finished("x");
-        assert_eq!(s.next().unwrap().0, a);
+        assert_eq!(s.start_next().unwrap().0, a);
         assert!(s.remove(&b));
         assert_eq!(s.queued(), 0);
     }
@@ -181,10 +181,10 @@ mod tests {
         s.enqueue(a.clone(), "limited".into(), 0, Some(1));
         s.enqueue(b.clone(), "limited".into(), 0, Some(1));
         s.enqueue(c.clone(), "free".into(), 0, None);
-        assert_eq!(s.next().unwrap().0, a);
-        assert_eq!(s.next().unwrap().0, c, "b waits for a; c passes it");
-        assert!(s.next().is_none());
+        assert_eq!(s.start_next().unwrap().0, a);
+        assert_eq!(s.start_next().unwrap().0, c, "b waits for a; c passes it");
+        assert!(s.start_next().is_none());
         s.finished("limited");
-        assert_eq!(s.next().unwrap().0, b);
+        assert_eq!(s.start_next().unwrap().0, b);
     }
 }

@@ -116,7 +116,9 @@ const OPTIONS: &str = "mode, key_prefix, lease, max_deliveries, prefetch";
 #[non_exhaustive]
 pub enum RedisConfigError {
     /// The URL is not a `redis://` or `rediss://` URL.
-    #[error("invalid Redis URL `{url}`: expected `redis://host:port/db`, such as `redis://127.0.0.1:6379/0`")]
+    #[error(
+        "invalid Redis URL `{url}`: expected `redis://host:port/db`, such as `redis://127.0.0.1:6379/0`"
+    )]
     InvalidUrl {
         /// The URL.
         url: String,
@@ -196,9 +198,7 @@ impl RedisConfig {
                         .ok_or_else(|| invalid("a positive whole number"))?;
                 }
                 "prefetch" => {
-                    self.prefetch = value
-                        .parse()
-                        .map_err(|_| invalid("a whole number"))?;
+                    self.prefetch = value.parse().map_err(|_| invalid("a whole number"))?;
                 }
                 _ => return Err(RedisConfigError::UnknownOption { name: name.into() }),
             }
@@ -297,7 +297,10 @@ mod tests {
         assert_eq!(c.key_prefix, "app1");
         assert_eq!(c.lease, Duration::from_secs(10));
         assert_eq!((c.max_deliveries, c.prefetch), (5, 4));
-        assert_eq!(RedisConfig::from_url("redis://h/0").unwrap().mode, Mode::Local);
+        assert_eq!(
+            RedisConfig::from_url("redis://h/0").unwrap().mode,
+            Mode::Local
+        );
     }
 
     #[test]

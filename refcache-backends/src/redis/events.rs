@@ -27,7 +27,7 @@ pub(crate) enum Event {
     /// The task's record changed (status or progress).
     Info {
         /// The new record.
-        info: TaskInfo,
+        info: Box<TaskInfo>,
     },
     /// The reference was deleted.
     Drop {
@@ -121,7 +121,7 @@ impl Hub {
         let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = map.get(event.ref_id()) {
             tx.send_replace(match event {
-                Event::Info { info } => Some(info.clone()),
+                Event::Info { info } => Some((**info).clone()),
                 Event::Drop { .. } => None,
             });
         }
@@ -175,10 +175,15 @@ async fn listen_until_dropped(inner: Weak<Inner>, client: redis::Client, channel
                     };
                     match serde_json::from_str::<Event>(&payload) {
                         Ok(event) => inner.on_event(&event).await,
-                        Err(err) => tracing::warn!(%err, "refcache: unreadable event on the Redis channel"),
+                        Err(err) => {
+                            tracing::warn!(%err, "refcache: unreadable event on the Redis channel")
+                        }
                     }
                 }
-                tracing::warn!(channel, "refcache: Redis event subscription lost; reconnecting");
+                tracing::warn!(
+                    channel,
+                    "refcache: Redis event subscription lost; reconnecting"
+                );
             }
             Ok(Err(err)) => {
                 tracing::debug!(%err, "refcache: cannot subscribe to Redis events yet");

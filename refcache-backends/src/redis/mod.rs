@@ -29,9 +29,9 @@ use futures::future::BoxFuture;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use refcache_core::{
-    BackendError, BackendFactory, BackendStats, CacheKey, CancelOutcome, ConfigError, RefCacheConfig,
-    RefId, RetryOutcome, StoredValue, Submission, Submitted, TaskBackend, TaskFilter, TaskInfo,
-    TaskPage, TaskSnapshot, TaskSpec, TaskStatus, Timestamp, ValueStore,
+    BackendError, BackendFactory, BackendStats, CacheKey, CancelOutcome, ConfigError,
+    RefCacheConfig, RefId, RetryOutcome, StoredValue, Submission, Submitted, TaskBackend,
+    TaskFilter, TaskInfo, TaskPage, TaskSnapshot, TaskSpec, TaskStatus, Timestamp, ValueStore,
 };
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -211,7 +211,9 @@ impl RedisTaskBackend {
     /// The dead-letter list: ref ids of tasks that failed `worker lost` after `max_deliveries`, newest first.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<RefId>, BackendError> {
         let mut conn = self.inner.conn.clone();
-        let end = isize::try_from(limit).unwrap_or(isize::MAX).saturating_sub(1);
+        let end = isize::try_from(limit)
+            .unwrap_or(isize::MAX)
+            .saturating_sub(1);
         let ids: Vec<String> = conn
             .lrange(self.inner.keys.dead(), 0, end)
             .await
@@ -274,7 +276,8 @@ impl Inner {
             .map_err(|e| self.unavailable(&e))?;
         match (status, info) {
             (Some(status), Some(info)) => {
-                let info = serde_json::from_str(&info).map_err(|e| self.corrupt("task record", e))?;
+                let info =
+                    serde_json::from_str(&info).map_err(|e| self.corrupt("task record", e))?;
                 Ok(Some((status, info)))
             }
             _ => Ok(None),
@@ -412,7 +415,10 @@ impl Inner {
         for chunk in refs.chunks(500) {
             let mut pipe = redis::pipe();
             for r in chunk {
-                pipe.hmget(format!("{}:task:{r}", self.keys.prefix()), &["status", "info", "qm"]);
+                pipe.hmget(
+                    format!("{}:task:{r}", self.keys.prefix()),
+                    &["status", "info", "qm"],
+                );
             }
             let mut conn = self.conn.clone();
             let rows: Vec<(Option<String>, Option<String>, Option<String>)> = pipe
@@ -667,7 +673,10 @@ impl TaskBackend for RedisTaskBackend {
             }
             .map_err(|e| inner.unavailable(&e))?;
             let infos = inner.infos(&refs).await?;
-            TaskPage::paginate(infos.into_iter().filter(|i| filter.matches(i)).collect(), &filter)
+            TaskPage::paginate(
+                infos.into_iter().filter(|i| filter.matches(i)).collect(),
+                &filter,
+            )
         })
     }
 
@@ -892,8 +901,10 @@ impl Inner {
             }
             self.stop_held(&ref_id);
         }
-        self.wait_idle(tokio::time::Instant::now() + self.config.cancel_grace + Duration::from_secs(1))
-            .await;
+        self.wait_idle(
+            tokio::time::Instant::now() + self.config.cancel_grace + Duration::from_secs(1),
+        )
+        .await;
     }
 }
 

@@ -237,7 +237,14 @@ impl Inner {
         let mut backoff = Duration::from_millis(50);
         loop {
             match self
-                .transition(ref_id, &[TaskStatus::Processing], info, counter, true, value)
+                .transition(
+                    ref_id,
+                    &[TaskStatus::Processing],
+                    info,
+                    counter,
+                    true,
+                    value,
+                )
                 .await
             {
                 Ok(answer) => return Some(answer),
@@ -274,7 +281,9 @@ impl Inner {
                 .permanent(),
         );
         if matches!(
-            self.transition(ref_id, &[from], &info, "", false, None).await.as_deref(),
+            self.transition(ref_id, &[from], &info, "", false, None)
+                .await
+                .as_deref(),
             Ok("ok")
         ) {
             tracing::warn!(%ref_id, task = %info.task_name, "task failed: worker lost");
@@ -288,7 +297,7 @@ impl Inner {
 /// Under the run lock: hands free slots to queued tasks.
 fn admit(st: &mut RunState) -> Vec<Start> {
     let mut started = Vec::new();
-    while let Some((ref_id, name)) = st.sched.next() {
+    while let Some((ref_id, name)) = st.sched.start_next() {
         let Some(held) = st.held.get_mut(&ref_id) else {
             st.sched.finished(&name);
             continue;
@@ -355,7 +364,11 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
     match claim.as_deref().map(|c| c.first().map(String::as_str)) {
         Ok(Some("ok")) => {}
         Ok(Some("dead")) => {
-            let n = claim.as_ref().ok().and_then(|c| c.get(1).cloned()).unwrap_or_default();
+            let n = claim
+                .as_ref()
+                .ok()
+                .and_then(|c| c.get(1).cloned())
+                .unwrap_or_default();
             inner
                 .fail_lost(
                     ref_id,

@@ -76,13 +76,14 @@ pub async fn run_until(
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -202,8 +203,9 @@ impl Inner {
             return;
         };
         let mut conn = self.conn.clone();
-        let row: Result<(Option<String>, Option<String>), _> =
-            conn.hmget(self.keys.task(&ref_id), &["status", "spec"]).await;
+        let row: Result<(Option<String>, Option<String>), _> = conn
+            .hmget(self.keys.task(&ref_id), &["status", "spec"])
+            .await;
         match row {
             Ok((Some(status), Some(spec))) if status == "pending" || status == "processing" => {
                 match serde_json::from_str::<TaskSpec>(&spec) {
@@ -313,7 +315,8 @@ impl Inner {
         conn: &mut ConnectionManager,
         lease: u64,
     ) -> redis::RedisResult<()> {
-        let room = (self.config.max_workers + self.config.prefetch).saturating_sub(lock(&self.run).len());
+        let room =
+            (self.config.max_workers + self.config.prefetch).saturating_sub(lock(&self.run).len());
         if room == 0 {
             return Ok(());
         }
