@@ -426,3 +426,28 @@ async fn the_backend_url_selects_redis() {
         .to_string();
     assert!(err.contains("expected `local` or `workers`"), "{err}");
 }
+
+/// In `workers` mode, a task that no worker could run (a closure not registered by name: a method, or a function
+/// with skipped parameters) runs in the process that took the call, with its state in Redis all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unregistered_closure_runs_where_it_was_called_in_workers_mode() {
+    let server = RedisServer::start().expect("redis-server");
+    let replica = RedisTaskBackend::new(config(&server).mode(Mode::Workers)).unwrap();
+    let other = RedisTaskBackend::new(config(&server).mode(Mode::Workers)).unwrap();
+    let job: refcache_core::LocalJob =
+        Arc::new(|args: Value, _ctx| Box::pin(async move { Ok(json!({"echo": args["n"]})) }));
+    let args = json!({"n": 5});
+    let key = CacheKey::from_json("it.redis.method", "it", &args).unwrap();
+    let ref_id = RefId::generate("it");
+    let spec = TaskSpec::new(ref_id.clone(), key, "it.redis.method", "it", args)
+        .with_options(TaskOptions::default().ttl(Some(Duration::from_secs(600))));
+    replica
+        .submit(Submission::new(spec, Some(job)))
+        .await
+        .unwrap();
+    let done = finished(&other, &ref_id).await;
+    assert_eq!(
+        done.value.expect("ran on the replica").value,
+        json!({"echo": 5})
+    );
+}

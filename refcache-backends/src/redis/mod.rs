@@ -500,7 +500,10 @@ impl TaskBackend for RedisTaskBackend {
             info.session_id = spec.options.session_id.clone();
             info.policy = spec.policy.clone();
             info.max_retries = spec.options.max_retries;
-            let workers = inner.config.mode == Mode::Workers;
+            // In `workers` mode a task goes onto the stream, unless no worker could run it: a method or a function
+            // with skipped parameters is not registered by name, so it runs here, as in `local` mode.
+            let workers = inner.config.mode == Mode::Workers
+                && (job.is_none() || refcache_core::registry::find(&spec.task_name).is_some());
             let lease_expiry = if workers {
                 String::new()
             } else {
@@ -788,9 +791,11 @@ impl Inner {
         if info.status != TaskStatus::Failed {
             return Ok(RetryOutcome::NotFailed(info.status));
         }
-        let workers = self.config.mode == Mode::Workers;
+        let registered = refcache_core::registry::find(&spec.task_name).is_some();
+        // Onto the stream when a worker can run it by name; else here, as it ran the first time.
+        let workers = self.config.mode == Mode::Workers && registered;
         let job = self.reruns.get(ref_id);
-        if !workers && job.is_none() && refcache_core::registry::find(&spec.task_name).is_none() {
+        if !workers && job.is_none() && !registered {
             return Err(BackendError::Other(format!(
                 "cannot retry {ref_id} in this process: task `{}` did not fail here and is not registered by name \
                  (a method, or a function with skipped parameters); retry it on the replica that ran it, or call it \
