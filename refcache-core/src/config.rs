@@ -168,6 +168,8 @@ const VARS: &[&str] = &[
     "REFCACHE_MAX_SIZE",
     "REFCACHE_PAGE_SIZE",
     "REFCACHE_PREVIEW_STRATEGY",
+    // Read by `refcache_backends::redis::RedisServer` (the redis-server binary for tests and demos), not here.
+    "REFCACHE_REDIS_SERVER",
 ];
 
 fn parse_num<T: std::str::FromStr>(
@@ -214,7 +216,7 @@ impl RefCacheConfig {
             }
             let key = name.as_str();
             match key {
-                "REFCACHE_CONFIG" => {}
+                "REFCACHE_CONFIG" | "REFCACHE_REDIS_SERVER" => {}
                 "REFCACHE_NAME" => config.name = value.clone(),
                 "REFCACHE_BACKEND" => config.backend = value.clone(),
                 "REFCACHE_DEFAULT_TTL" => {

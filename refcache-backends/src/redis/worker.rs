@@ -50,17 +50,23 @@ pub(crate) struct Gauge {
 /// # }
 /// ```
 pub async fn run(config: RedisConfig) -> Result<(), RedisBackendError> {
-    run_until(config, shutdown_signal(), Duration::from_secs(30)).await
+    // The handlers are installed before anything else, so that a SIGTERM during startup is a graceful stop too.
+    let stop = ShutdownSignal::install()?;
+    run_until(config, stop.received(), Duration::from_secs(30)).await
 }
 
 /// [`run`], stopping when `stop` resolves, with `grace` for the running tasks.
+///
+/// A worker started while Redis is down does not exit: it logs a warning and starts working when Redis answers.
 pub async fn run_until(
     config: RedisConfig,
     stop: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) -> Result<(), RedisBackendError> {
     let backend = RedisTaskBackend::worker(config)?;
-    backend.start().await?;
+    if let Err(err) = backend.start().await {
+        tracing::warn!(%err, "refcache worker: Redis does not answer yet; waiting for it");
+    }
     tracing::info!(
         consumer = backend.consumer(),
         url = %backend.config().url,
@@ -73,31 +79,54 @@ pub async fn run_until(
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGINT or SIGTERM, listened for from the moment it is installed.
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn install() -> Result<Self, RedisBackendError> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let failed = |e: std::io::Error| {
+                RedisBackendError::Backend(BackendError::Runtime(format!(
+                    "cannot install the SIGINT/SIGTERM handlers: {e}"
+                )))
             };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt()).map_err(failed)?,
+                terminate: signal(SignalKind::terminate()).map_err(failed)?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    async fn received(mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
 impl RedisTaskBackend {
-    /// Starts the background loops now (they otherwise start on first use) and checks that Redis answers. A
-    /// worker calls this; a replica need not.
+    /// Starts the background loops now (they otherwise start on first use) and checks that Redis answers. The
+    /// loops run whatever the answer: they keep retrying until Redis is there.
     pub async fn start(&self) -> Result<(), BackendError> {
         self.inner.ensure_started();
         self.ping().await
