@@ -87,6 +87,9 @@
 //! - `mcp`: the rmcp 3.x integration, `refcache::mcp`: cached `#[tool]` methods, the ready-made polling tools
 //!   (`get_cached_result`, `cancel_task`, `list_tasks`, `retry_task`), MCP Tasks (SEP-2663), per-owner isolation
 //!   and progress notifications.
+//! - `redis`: the Redis backend, `refcache::redis`: results shared across replicas, `local` or `workers` mode,
+//!   worker processes ([`worker::run`]), crash recovery. Selected by config alone:
+//!   `REFCACHE_BACKEND=redis://127.0.0.1:6379/0`. See `docs/backends.md`.
 //! - `test-utils`: the backend conformance suite ([`conformance`]), for backend authors.
 //!
 //! # Supported Rust versions
@@ -99,6 +102,19 @@ extern crate self as refcache;
 
 #[doc(inline)]
 pub use refcache_core::*;
+
+/// The Redis backend (feature `redis`). With the feature on, `REFCACHE_BACKEND=redis://...` selects it; build one
+/// by hand with [`redis::RedisTaskBackend::new`] and [`RefCache::builder`].
+#[cfg(feature = "redis")]
+pub use refcache_backends::redis;
+
+/// Worker processes (feature `redis`): [`worker::run`] takes tasks off the Redis stream and runs them by name until
+/// SIGINT or SIGTERM. Link the crates that define your `#[cached]` functions into the worker binary.
+#[cfg(feature = "redis")]
+pub mod worker {
+    pub use refcache_backends::redis::worker::{run, run_until};
+    pub use refcache_backends::redis::{Mode, RedisConfig};
+}
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -1,0 +1,629 @@
+//! Redis backend benchmarks (issue #6), each against a raw Redis `PING` round trip in the same run, on a private
+//! `redis-server` (started on a free loopback port, killed at the end).
+//!
+//! ```text
+//! cargo bench --features redis --bench redis
+//! ```
+//!
+//! - `redis/ping`: a raw `PING` over a `ConnectionManager` (the connection type the backend uses): the baseline.
+//! - `redis/submit_complete_poll/local`: one task through the backend, `local` mode: `submit`, `wait` until it is
+//!   complete, then `get` (the poll). New arguments every time, so every call is a miss. Target: p50 ≤ 2 ms.
+//! - `redis/submit_complete_poll/workers`: the same in `workers` mode: a replica submits, a worker in the same
+//!   process takes the task off the stream and runs it by its registered name.
+//! - `redis/throughput_4_workers`: 2,000 trivial tasks submitted at once by one replica and run by 4 workers (each
+//!   its own connections), until all are complete. Target: ≥ 5,000 tasks/s. Against
+//!   `redis/throughput_memory_backend`, the same 2,000 tasks through the in-process `MemoryTaskBackend` with as many
+//!   slots (4 × 32).
+//!
+//! Every operation runs inside a tokio worker task of a 2-thread runtime, as a request handler does; every backend
+//! (replicas and workers) runs in this one process. After the criterion benchmarks it prints:
+//! - the p50/p99 of 1,000 individually timed round trips of each kind, interleaved with as many `PING`s, with the
+//!   ratio of each median to `PING`'s and the median of each step (submit, wait until complete, poll);
+//! - tasks/s over a few timed batches with 4 workers, 1 worker, in `local` mode and in memory, with the CPU each
+//!   task cost this process and the Redis server;
+//! - the Redis commands one task costs, counted with `MONITOR` (top-level commands only: what the backend sends,
+//!   not what its scripts run inside Redis).
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
+use futures::StreamExt;
+use futures::future::join_all;
+use redis::aio::ConnectionManager;
+use refcache::redis::{Mode, RedisConfig, RedisServer, RedisTaskBackend};
+use refcache::registry::{self, TaskRegistration};
+use refcache::{
+    CacheKey, MemoryBackendConfig, MemoryTaskBackend, RefId, Submission, Submitted, TaskBackend,
+    TaskOptions, TaskSpec, TaskStatus, cached,
+};
+use serde_json::json;
+use tokio::runtime::Runtime;
+
+/// The task's registered name (the `name` of the `#[cached]` function below).
+const NOOP: &str = "bench.redis.noop";
+/// Tasks per throughput batch.
+const BATCH: u64 = 2_000;
+/// Workers in the throughput benchmark.
+const WORKERS: usize = 4;
+/// Individually timed operations for the percentiles.
+const TIMED: usize = 1_000;
+/// Round trips whose commands are counted.
+const COUNTED: u64 = 200;
+/// A bound on any wait; reached only if the backend is broken.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The task: answers its argument. A `#[cached]` free function whose parameters are all key arguments is registered
+/// by name, so a worker finds it; the benchmark submits it through the `TaskBackend` trait, not this wrapper.
+#[cached(name = "bench.redis.noop")]
+async fn noop(i: u64) -> u64 {
+    i
+}
+
+/// Distinct arguments for every task of the run, so that every submission is a miss.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A submission of `NOOP` with new arguments, carrying the local job as an in-process caller would.
+fn submission() -> (Submission, RefId, u64) {
+    let i = NEXT.fetch_add(1, Ordering::Relaxed);
+    let args = json!({ "i": i });
+    let key = CacheKey::from_json(NOOP, "bench", &args).expect("JSON args");
+    let ref_id = RefId::generate("bench");
+    let spec = TaskSpec::new(ref_id.clone(), key, NOOP, "bench", args)
+        .with_options(TaskOptions::default().ttl(Some(Duration::from_secs(600))));
+    let job = registry::find(NOOP).map(TaskRegistration::job);
+    (Submission::new(spec, job), ref_id, i)
+}
+
+/// How long each step of a round trip took.
+#[derive(Debug, Clone, Copy, Default)]
+struct Steps {
+    submit: Duration,
+    wait: Duration,
+    poll: Duration,
+}
+
+impl Steps {
+    fn total(&self) -> Duration {
+        self.submit + self.wait + self.poll
+    }
+}
+
+/// Submits a new task and waits until it is complete; `poll`: then reads it again, as a client's poll does.
+async fn run_task(backend: &dyn TaskBackend, poll: bool) -> Steps {
+    let (submission, ref_id, i) = submission();
+    let start = Instant::now();
+    match backend.submit(submission).await.expect("submit") {
+        Submitted::Started(_) => {}
+        other => panic!("expected a new execution (a miss), got {other:?}"),
+    }
+    let submitted = Instant::now();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let done = backend
+        .wait(&ref_id, Some(deadline))
+        .await
+        .expect("wait")
+        .expect("the task's record");
+    let completed = Instant::now();
+    assert_eq!(
+        done.info.status,
+        TaskStatus::Complete,
+        "task {ref_id} did not complete in {PATIENCE:?}: {:?}",
+        done.info.error
+    );
+    if poll {
+        let polled = backend
+            .get(&ref_id)
+            .await
+            .expect("get")
+            .expect("the task's record");
+        let value = polled.value.expect("a complete task's value");
+        assert_eq!(value.value, json!(i));
+        black_box(value);
+    }
+    Steps {
+        submit: submitted - start,
+        wait: completed - submitted,
+        poll: completed.elapsed(),
+    }
+}
+
+/// One timed operation.
+#[derive(Clone)]
+enum Op {
+    /// A raw `PING`.
+    Ping(ConnectionManager),
+    /// Submit, wait until complete, poll.
+    RoundTrip(Arc<dyn TaskBackend>),
+}
+
+impl Op {
+    async fn once(&mut self) -> Steps {
+        match self {
+            Self::Ping(conn) => {
+                let start = Instant::now();
+                let pong: String = redis::cmd("PING").query_async(conn).await.expect("PING");
+                black_box(pong);
+                Steps {
+                    submit: start.elapsed(),
+                    ..Steps::default()
+                }
+            }
+            Self::RoundTrip(backend) => run_task(backend.as_ref(), true).await,
+        }
+    }
+
+    /// `iters` operations in a row, inside a worker task; the time they took.
+    fn time(&self, rt: &Runtime, iters: u64) -> Duration {
+        let mut op = self.clone();
+        rt.block_on(rt.spawn(async move {
+            let start = Instant::now();
+            for _ in 0..iters {
+                op.once().await;
+            }
+            start.elapsed()
+        }))
+        .expect("the timed task")
+    }
+}
+
+/// `BATCH` tasks submitted at once through `backend` (each its own future: submit, then wait until complete), from
+/// inside a worker task; the time until all are complete.
+fn time_batch(rt: &Runtime, backend: &Arc<dyn TaskBackend>) -> Duration {
+    let backend = backend.clone();
+    rt.block_on(rt.spawn(async move {
+        let start = Instant::now();
+        join_all((0..BATCH).map(|_| run_task(backend.as_ref(), false))).await;
+        start.elapsed()
+    }))
+    .expect("the batch")
+}
+
+/// The private Redis and every backend on it. Each benchmark has its own key prefix, so that only its own
+/// processes see its stream and events.
+struct Setup {
+    ping: ConnectionManager,
+    /// `local` mode.
+    local: Arc<dyn TaskBackend>,
+    /// `workers` mode: the submitting replica, and its one worker.
+    replica: Arc<dyn TaskBackend>,
+    /// The throughput benchmark: the submitting replica, and its four workers.
+    tp_replica: Arc<dyn TaskBackend>,
+    /// The in-process alternative.
+    memory: Arc<dyn TaskBackend>,
+    /// Every Redis backend, for the shutdown.
+    all: Vec<RedisTaskBackend>,
+    client: redis::Client,
+    /// Last: killed after the backends are gone.
+    server: RedisServer,
+}
+
+impl Setup {
+    fn start(rt: &Runtime) -> Self {
+        assert!(
+            registry::find(NOOP).is_some(),
+            "the benchmark task `{NOOP}` is not registered"
+        );
+        let server = RedisServer::start().expect("a private redis-server (install `redis-server`)");
+        let url = server.url();
+        let config = |prefix: &str| {
+            RedisConfig::from_url(&url)
+                .expect("the server's URL")
+                .key_prefix(prefix)
+                .max_queued(1_000_000)
+        };
+        rt.block_on(async {
+            let client = redis::Client::open(url.as_str()).expect("a Redis client");
+            let ping = client.get_connection_manager().await.expect("a connection");
+            let local = RedisTaskBackend::new(config("bench-local")).expect("the local backend");
+            let replica = RedisTaskBackend::new(config("bench-workers").mode(Mode::Workers))
+                .expect("the workers-mode replica");
+            let worker = RedisTaskBackend::worker(config("bench-workers")).expect("a worker");
+            let tp_replica = RedisTaskBackend::new(config("bench-tp").mode(Mode::Workers))
+                .expect("the throughput replica");
+            let tp_workers: Vec<RedisTaskBackend> = (0..WORKERS)
+                .map(|_| RedisTaskBackend::worker(config("bench-tp")).expect("a worker"))
+                .collect();
+            let mut all = vec![
+                local.clone(),
+                replica.clone(),
+                worker.clone(),
+                tp_replica.clone(),
+            ];
+            all.extend(tp_workers.iter().cloned());
+            for backend in &all {
+                backend.start().await.expect("Redis answers");
+            }
+            let mut memory = MemoryBackendConfig::default();
+            memory.max_workers = WORKERS * tp_workers[0].config().max_workers;
+            memory.max_queued = 1_000_000;
+            let setup = Self {
+                ping,
+                local: Arc::new(local),
+                replica: Arc::new(replica),
+                tp_replica: Arc::new(tp_replica),
+                memory: Arc::new(MemoryTaskBackend::new(memory)),
+                all,
+                client,
+                server,
+            };
+            // One task through each, checked (this also loads the scripts).
+            for backend in [
+                &setup.local,
+                &setup.replica,
+                &setup.tp_replica,
+                &setup.memory,
+            ] {
+                run_task(backend.as_ref(), true).await;
+            }
+            setup
+        })
+    }
+
+    fn stop(self, rt: &Runtime) {
+        rt.block_on(async {
+            for backend in &self.all {
+                let _ = backend.shutdown(Duration::from_secs(1)).await;
+            }
+        });
+        drop(self.server);
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    println!("{}", machine_load("at the start"));
+    let setup = Setup::start(&rt);
+    let ping = Op::Ping(setup.ping.clone());
+    let local = Op::RoundTrip(setup.local.clone());
+    let workers = Op::RoundTrip(setup.replica.clone());
+
+    let mut group = c.benchmark_group("redis");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    group.bench_function("ping", |b| b.iter_custom(|iters| ping.time(&rt, iters)));
+    // A round trip takes about a millisecond: fewer samples fit the measurement time.
+    group.sample_size(50);
+    group.bench_function(BenchmarkId::new("submit_complete_poll", "local"), |b| {
+        b.iter_custom(|iters| local.time(&rt, iters))
+    });
+    group.bench_function(BenchmarkId::new("submit_complete_poll", "workers"), |b| {
+        b.iter_custom(|iters| workers.time(&rt, iters))
+    });
+
+    // A batch takes a good fraction of a second: the same number of batches per sample.
+    group
+        .throughput(Throughput::Elements(BATCH))
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(12));
+    group.bench_function("throughput_4_workers", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| time_batch(&rt, &setup.tp_replica)).sum())
+    });
+    group.bench_function("throughput_memory_backend", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| time_batch(&rt, &setup.memory)).sum())
+    });
+    group.finish();
+
+    latency(
+        &rt,
+        &[
+            ("ping", &ping),
+            ("submit_complete_poll/local", &local),
+            ("submit_complete_poll/workers", &workers),
+        ],
+    );
+    throughput(&rt, &setup);
+    commands(&rt, &setup);
+    println!("{}", machine_load("at the end"));
+    setup.stop(&rt);
+}
+
+/// The CPUs and the load average (Linux), since every figure here depends on both.
+fn machine_load(when: &str) -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!(
+        "machine {when}: {cpus} CPUs, load average {}",
+        load.join(" ")
+    )
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// `TIMED` rounds of every operation in turn (interleaved, so that all see the same machine), each timed alone:
+/// percentiles, the ratio of each median to the first operation's (`PING`), and the median of each step.
+fn latency(rt: &Runtime, ops: &[(&str, &Op)]) {
+    println!();
+    let mut timed: Vec<Op> = ops.iter().map(|(_, op)| (*op).clone()).collect();
+    let samples: Vec<Vec<Steps>> = rt
+        .block_on(rt.spawn(async move {
+            let mut samples = vec![Vec::with_capacity(TIMED); timed.len()];
+            for _ in 0..TIMED {
+                for (op, samples) in timed.iter_mut().zip(samples.iter_mut()) {
+                    samples.push(op.once().await);
+                }
+            }
+            samples
+        }))
+        .expect("the timed task");
+    let mut base = None;
+    for ((name, _), steps) in ops.iter().zip(samples) {
+        let sorted = |f: fn(&Steps) -> Duration| {
+            let mut v: Vec<Duration> = steps.iter().map(f).collect();
+            v.sort();
+            v
+        };
+        let total = sorted(Steps::total);
+        let p50 = pct(&total, 0.5);
+        let base = *base.get_or_insert(p50);
+        println!(
+            "redis/{name:<29} {TIMED} timed alone: p50 {p50:>9.2?}  p99 {:>9.2?}  p99.9 {:>9.2?}  max {:>9.2?}  \
+             p50 = {:>5.1}x PING's",
+            pct(&total, 0.99),
+            pct(&total, 0.999),
+            total[total.len() - 1],
+            p50.as_secs_f64() / base.as_secs_f64(),
+        );
+        if name.starts_with("submit_complete_poll") {
+            println!(
+                "    step medians: submit {:.2?}, wait until complete {:.2?}, poll {:.2?}",
+                pct(&sorted(|s| s.submit), 0.5),
+                pct(&sorted(|s| s.wait), 0.5),
+                pct(&sorted(|s| s.poll), 0.5),
+            );
+        }
+    }
+}
+
+/// CPU time used so far by this process (Linux `/proc`, in clock ticks of 1/100 s), if known.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which is in parentheses): utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time used so far by the Redis server (`INFO cpu`).
+fn redis_cpu(rt: &Runtime, conn: &ConnectionManager) -> Option<Duration> {
+    let mut conn = conn.clone();
+    let info: String = rt
+        .block_on(redis::cmd("INFO").arg("cpu").query_async(&mut conn))
+        .ok()?;
+    let secs: f64 = info
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("used_cpu_sys:")
+                .or_else(|| l.strip_prefix("used_cpu_user:"))
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum();
+    Some(Duration::from_secs_f64(secs))
+}
+
+/// Tasks/s over a few timed batches of each configuration, with the CPU each task cost this process (every role
+/// runs in it) and the Redis server.
+fn throughput(rt: &Runtime, setup: &Setup) {
+    println!();
+    const BATCHES: u32 = 5;
+    let configs: [(&str, &Arc<dyn TaskBackend>); 4] = [
+        ("throughput_4_workers", &setup.tp_replica),
+        ("throughput_1_worker", &setup.replica),
+        ("throughput_local", &setup.local),
+        ("throughput_memory_backend", &setup.memory),
+    ];
+    let mut medians = Vec::new();
+    for (name, backend) in configs {
+        let (cpu, redis) = (process_cpu(), redis_cpu(rt, &setup.ping));
+        let _: Result<(), _> = rt.block_on(
+            redis::cmd("CONFIG")
+                .arg("RESETSTAT")
+                .query_async(&mut setup.ping.clone()),
+        );
+        let mut per_s: Vec<f64> = (0..BATCHES)
+            .map(|_| BATCH as f64 / time_batch(rt, backend).as_secs_f64())
+            .collect();
+        let tasks = f64::from(BATCHES) * BATCH as f64;
+        let cost = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
+            (Some(b), Some(a)) => format!("{:.0} µs", (a - b).as_secs_f64() * 1e6 / tasks),
+            _ => "n/a".to_owned(),
+        };
+        per_s.sort_by(f64::total_cmp);
+        let median = per_s[per_s.len() / 2];
+        println!(
+            "redis/{name:<26} {BATCH} at once, {BATCHES} batches: median {median:>6.0} tasks/s (min {:.0}, max {:.0}); \
+             CPU per task: this process {}, redis-server {}",
+            per_s[0],
+            per_s[per_s.len() - 1],
+            cost(cpu, process_cpu()),
+            cost(redis, redis_cpu(rt, &setup.ping)),
+        );
+        if name != "throughput_memory_backend" {
+            println!("    {}", server_time(rt, &setup.ping, tasks));
+        }
+        medians.push(median);
+    }
+    println!(
+        "redis with {WORKERS} workers: {:.1}x the tasks/s of 1 worker, {:.3}x the in-process memory backend's",
+        medians[0] / medians[1],
+        medians[0] / medians[3]
+    );
+}
+
+/// Where the Redis server spent its time since the last `CONFIG RESETSTAT` (`INFO commandstats`), per task, the
+/// costliest first. A script's inner commands count both in it and on their own.
+fn server_time(rt: &Runtime, conn: &ConnectionManager, tasks: f64) -> String {
+    let mut conn = conn.clone();
+    let Ok(info) = rt.block_on(
+        redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async::<String>(&mut conn),
+    ) else {
+        return "no INFO commandstats".to_owned();
+    };
+    // `cmdstat_evalsha:calls=10000,usec=2500000,usec_per_call=250.00,...`
+    let mut stats: Vec<(String, f64, f64)> = info
+        .lines()
+        .filter_map(|line| {
+            let (name, fields) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |key: &str| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(key))
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            Some((name.to_ascii_uppercase(), field("calls=")?, field("usec=")?))
+        })
+        .filter(|(name, ..)| !matches!(name.as_str(), "INFO" | "CONFIG|RESETSTAT"))
+        .collect();
+    stats.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let each: Vec<String> = stats
+        .iter()
+        .take(8)
+        .map(|(name, calls, usec)| {
+            format!("{name} {:.1} µs ({:.2} calls)", usec / tasks, calls / tasks)
+        })
+        .collect();
+    format!("Redis command time per task: {}", each.join(", "))
+}
+
+/// The Redis commands one task costs, counted with `MONITOR`: the top-level commands carrying the benchmark's key
+/// prefix (the scripts' own inner commands are left out), per task.
+fn commands(rt: &Runtime, setup: &Setup) {
+    println!();
+    let cases: [(&str, &str, u64, &Arc<dyn TaskBackend>); 3] = [
+        (
+            "submit_complete_poll/local",
+            "bench-local",
+            COUNTED,
+            &setup.local,
+        ),
+        (
+            "submit_complete_poll/workers",
+            "bench-workers",
+            COUNTED,
+            &setup.replica,
+        ),
+        ("throughput_4_workers", "bench-tp", BATCH, &setup.tp_replica),
+    ];
+    for (name, prefix, tasks, backend) in cases {
+        let counts = rt.block_on(async {
+            let monitor = setup.client.get_async_monitor().await.expect("MONITOR");
+            let mut lines = monitor.into_on_message::<String>();
+            let backend = backend.clone();
+            if tasks == BATCH {
+                join_all((0..tasks).map(|_| run_task(backend.as_ref(), false))).await;
+            } else {
+                for _ in 0..tasks {
+                    run_task(backend.as_ref(), true).await;
+                }
+            }
+            // A marker after the last command: every line before it has arrived.
+            let mut conn = setup.ping.clone();
+            let _: String = redis::cmd("ECHO")
+                .arg("bench-monitor-end")
+                .query_async(&mut conn)
+                .await
+                .expect("ECHO");
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            while let Some(line) = tokio::time::timeout(PATIENCE, lines.next())
+                .await
+                .expect("MONITOR lines")
+            {
+                if line.contains("\"bench-monitor-end\"") {
+                    break;
+                }
+                if let Some(command) = classify(&line, prefix) {
+                    *counts.entry(command).or_default() += 1;
+                }
+            }
+            counts
+        });
+        let total: u64 = counts.values().sum();
+        let each: Vec<String> = counts
+            .iter()
+            .map(|(command, n)| format!("{command} {:.2}", *n as f64 / tasks as f64))
+            .collect();
+        println!(
+            "redis/{name}: {:.2} Redis commands per task over {tasks} tasks: {}",
+            total as f64 / tasks as f64,
+            each.join(", ")
+        );
+    }
+}
+
+/// A `MONITOR` line's command, if a client sent it (not a script) and it carries `prefix`; scripts are named by
+/// their arguments.
+fn classify(line: &str, prefix: &str) -> Option<String> {
+    // `1700000000.123456 [0 127.0.0.1:51234] "EVALSHA" "…" …`, or `[0 lua] "HGET" …` inside a script.
+    let (source, rest) = line.split_once("] ")?;
+    if source.ends_with(" lua") {
+        return None;
+    }
+    let args = quoted(rest);
+    let key_prefix = format!("{prefix}:");
+    if !args
+        .iter()
+        .any(|a| a == prefix || a.starts_with(&key_prefix))
+    {
+        return None;
+    }
+    let command = args.first()?.to_ascii_uppercase();
+    if command != "EVALSHA" {
+        return Some(command);
+    }
+    // EVALSHA sha numkeys argv…: the scripts differ in their number of arguments.
+    let argv = &args[3.min(args.len())..];
+    let script = match argv.len() {
+        11 => "submit",
+        12 => "transition",
+        7 => "claim",
+        2 if argv[1].contains(':') => "get",
+        2 => "ack",
+        _ => "other",
+    };
+    Some(format!("EVALSHA({script})"))
+}
+
+/// The double-quoted arguments of a `MONITOR` line (backslash escapes kept as they are).
+fn quoted(text: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut arg = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    arg.push(c);
+                    if let Some(next) = chars.next() {
+                        arg.push(next);
+                    }
+                }
+                '"' => break,
+                c => arg.push(c),
+            }
+        }
+        args.push(arg);
+    }
+    args
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

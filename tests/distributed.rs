@@ -1,0 +1,574 @@
+//! The distributed example (`examples/distributed.rs`) as a real cluster: each test starts its own `redis-server`
+//! (AOF on), two replica processes and two worker processes of the example binary, and drives the replicas over
+//! HTTP. The task counts its executions in Redis (`demo:runs:{x}`), so that the tests see work across processes.
+//!
+//! Timing: the task's 0.5 s `async_timeout` and the 2 s lease are part of what is tested, so these tests run on the
+//! wall clock. Every wait is for an event (a status, a counter, a key), bounded by a wide deadline ([`PATIENCE`]);
+//! the one fixed pause checks that something does *not* happen (a cancelled task's ticks stay still).
+#![cfg(feature = "redis")]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use redis::AsyncCommands;
+use refcache::redis::{RedisServer, RedisServerOptions};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+/// The longest any awaited event may take, on a loaded 2-core machine.
+const PATIENCE: Duration = Duration::from_secs(60);
+/// How long a request may take to be answered with an error while Redis is down (the backend promises its
+/// command timeout, 5 s, plus a connection attempt).
+const OUTAGE_ANSWER: Duration = Duration::from_secs(30);
+
+/// The example binary, built once per test run (a no-op when `cargo test --workspace --all-features` built it).
+fn example_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test binary path");
+            let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+            let bin = dir.join("examples").join("distributed");
+            let status = std::process::Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--workspace",
+                    "--all-features",
+                    "--example",
+                    "distributed",
+                ])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo build --example distributed");
+            assert!(status.success(), "building the example failed");
+            bin
+        })
+        .clone()
+}
+
+/// The example as a child process with `REFCACHE_BACKEND=backend` and no other `REFCACHE_*` variable.
+async fn spawn(backend: &str, args: &[&str], stdout: Stdio) -> Child {
+    let bin = tokio::task::spawn_blocking(example_binary).await.unwrap();
+    let mut command = Command::new(bin);
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("REFCACHE_") {
+            command.env_remove(var);
+        }
+    }
+    command
+        .args(args)
+        .env("REFCACHE_BACKEND", backend)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the example")
+}
+
+struct Replica {
+    child: Child,
+    url: String,
+}
+
+/// A `redis-server`, two replicas and two workers. Every child is killed when it is dropped.
+struct Cluster {
+    replicas: Vec<Replica>,
+    workers: Vec<Child>,
+    /// Declared last: dropped after the children.
+    server: RedisServer,
+    /// `redis://127.0.0.1:PORT/0`, for the test's own reads.
+    redis_url: String,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self
+            .replicas
+            .iter_mut()
+            .map(|r| &mut r.child)
+            .chain(self.workers.iter_mut())
+        {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let server = tokio::task::spawn_blocking(|| {
+            RedisServer::start_with(RedisServerOptions::default().aof(true))
+        })
+        .await
+        .unwrap()
+        .expect("start redis-server");
+        let redis_url = server.url();
+        let backend = format!("{redis_url}?mode=workers&lease=2&max_deliveries=3");
+        let mut workers = Vec::new();
+        for _ in 0..2 {
+            workers.push(spawn(&backend, &["worker"], Stdio::null()).await);
+        }
+        let mut cluster = Self {
+            replicas: Vec::new(),
+            workers,
+            server,
+            redis_url,
+        };
+        for _ in 0..2 {
+            let mut child = spawn(
+                &backend,
+                &["replica", "--http", "127.0.0.1:0"],
+                Stdio::piped(),
+            )
+            .await;
+            let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            let url = tokio::time::timeout(PATIENCE, async {
+                let line = lines
+                    .next_line()
+                    .await
+                    .unwrap()
+                    .expect("the replica exited before serving");
+                line.strip_prefix("replica: serving ")
+                    .unwrap_or_else(|| panic!("unexpected first line `{line}`"))
+                    .to_owned()
+            })
+            .await
+            .expect("the replica announces its address");
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            cluster.replicas.push(Replica { child, url });
+        }
+        cluster
+    }
+
+    async fn call(&self, replica: usize, x: i64, ms: u64) -> Value {
+        let (status, body) = http(
+            "POST",
+            &self.replicas[replica].url,
+            "/call/slow_square",
+            Some(&json!({"x": x, "ms": ms})),
+        )
+        .await;
+        assert_eq!(status, 200, "call slow_square({x}, {ms}): {body}");
+        body
+    }
+
+    async fn poll(&self, replica: usize, ref_id: &str) -> (u16, Value) {
+        http(
+            "GET",
+            &self.replicas[replica].url,
+            &format!("/poll/{ref_id}"),
+            None,
+        )
+        .await
+    }
+
+    /// Polls until the task is complete, failed or cancelled; answers the last poll.
+    async fn poll_until_done(&self, replica: usize, ref_id: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let (status, body) = self.poll(replica, ref_id).await;
+            assert_eq!(status, 200, "poll {ref_id}: {body}");
+            if is_done(&body) {
+                return body;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{ref_id} did not finish: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn cancel(&self, replica: usize, ref_id: &str) -> Value {
+        let (status, body) = http(
+            "POST",
+            &self.replicas[replica].url,
+            &format!("/cancel/{ref_id}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "cancel {ref_id}: {body}");
+        body
+    }
+
+    async fn stats(&self, replica: usize) -> Value {
+        let (status, body) = http("GET", &self.replicas[replica].url, "/stats", None).await;
+        assert_eq!(status, 200, "stats: {body}");
+        body
+    }
+
+    /// A connection of the test's own to the cluster's Redis.
+    async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test's redis-server")
+    }
+
+    async fn get_int(&self, key: &str) -> i64 {
+        let value: Option<i64> = self.redis().await.get(key).await.unwrap();
+        value.unwrap_or(0)
+    }
+
+    /// `demo:runs:{x}`: how many times the task started, cluster-wide.
+    async fn runs(&self, x: i64) -> i64 {
+        self.get_int(&format!("demo:runs:{x}")).await
+    }
+
+    /// Every child is still running (none crashed).
+    fn assert_all_alive(&mut self) {
+        for (i, replica) in self.replicas.iter_mut().enumerate() {
+            assert!(
+                matches!(replica.child.try_wait(), Ok(None)),
+                "replica {i} exited"
+            );
+        }
+        for (i, worker) in self.workers.iter_mut().enumerate() {
+            assert!(matches!(worker.try_wait(), Ok(None)), "worker {i} exited");
+        }
+    }
+}
+
+/// Whether a poll's answer is final: complete, failed or cancelled.
+fn is_done(body: &Value) -> bool {
+    body["is_complete"] == true || matches!(body["status"].as_str(), Some("failed" | "cancelled"))
+}
+
+fn ref_id(body: &Value) -> String {
+    body["ref_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ref_id in {body}"))
+        .to_owned()
+}
+
+/// Waits until `check` holds, polling every 50 ms, for at most [`PATIENCE`].
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One HTTP/1.1 request on its own connection; the status and the body (JSON, or the text as a JSON string).
+async fn http(method: &str, base: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    tokio::time::timeout(PATIENCE, http_once(method, base, path, body))
+        .await
+        .unwrap_or_else(|_| panic!("{method} {base}{path}: no answer within {PATIENCE:?}"))
+}
+
+async fn http_once(method: &str, base: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let addr = base.strip_prefix("http://").expect("an http:// URL");
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    stream
+        .read_to_end(&mut reply)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {base}{path}: reading the answer: {e}"));
+    let text = String::from_utf8(reply).expect("a UTF-8 answer");
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{method} {base}{path}: a malformed answer `{text}`"));
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "the replica sends whole bodies: {head}"
+    );
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a malformed status line in `{head}`"));
+    let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_one_replica_is_polled_to_completion_on_the_other() {
+    let cluster = Cluster::start().await;
+    let x = 101;
+    let started = cluster.call(0, x, 3000).await;
+    assert_eq!(
+        started["is_async"], true,
+        "a 3 s task outlasts 0.5 s: {started}"
+    );
+    assert!(
+        matches!(started["status"].as_str(), Some("pending" | "processing")),
+        "{started}"
+    );
+    let id = ref_id(&started);
+
+    // Replica B knows the task: it shows its progress, then its value.
+    let start = Instant::now();
+    let mut saw_progress = false;
+    let done = loop {
+        let (status, polled) = cluster.poll(1, &id).await;
+        assert_eq!(status, 200, "{polled}");
+        if is_done(&polled) {
+            break polled;
+        }
+        saw_progress |= polled["status"] == "processing"
+            && polled["progress"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("step "));
+        assert!(start.elapsed() < PATIENCE, "{id} did not finish: {polled}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        saw_progress,
+        "a poll on replica B showed the task's progress"
+    );
+    assert_eq!(done["is_complete"], true, "{done}");
+    assert_eq!(done["value"], json!(x * x));
+    assert_eq!(ref_id(&done), id);
+    assert_eq!(cluster.runs(x).await, 1);
+
+    // The same call on B: a hit, under the same reference, without running again.
+    let again = cluster.call(1, x, 3000).await;
+    assert_eq!(again["is_complete"], true, "a hit: {again}");
+    assert_eq!(again["value"], json!(x * x));
+    assert_eq!(ref_id(&again), id);
+    assert_eq!(cluster.runs(x).await, 1);
+    // Neither replica ran it: a worker did.
+    let pid: i64 = cluster.get_int(&format!("demo:pid:{x}")).await;
+    let workers: Vec<i64> = cluster
+        .workers
+        .iter()
+        .map(|w| i64::from(w.id().unwrap()))
+        .collect();
+    assert!(workers.contains(&pid), "ran in {pid}, workers {workers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_on_one_replica_stops_the_work_started_on_the_other() {
+    let cluster = Cluster::start().await;
+    let x = 202;
+    let started = cluster.call(0, x, 600_000).await;
+    let id = ref_id(&started);
+    // The work runs on a worker: it started, ticks, and the cluster counts it as running.
+    until("the task to tick on a worker", async || {
+        cluster.get_int(&format!("demo:ticks:{x}")).await >= 2
+    })
+    .await;
+    until("the stats to count the running task", async || {
+        cluster.stats(1).await["running"] == 1
+    })
+    .await;
+
+    let cancelled = cluster.cancel(1, &id).await;
+    assert_eq!(cancelled["outcome"], "cancelled", "{cancelled}");
+    let polled = cluster.poll_until_done(0, &id).await;
+    assert_eq!(polled["status"], "cancelled", "{polled}");
+
+    // The task itself saw the cancel and stopped (it records that as it returns)...
+    until("the task to stop on its cancel", async || {
+        let stopped: Option<String> = cluster
+            .redis()
+            .await
+            .get(format!("demo:stopped:{x}"))
+            .await
+            .unwrap();
+        stopped.as_deref() == Some("cancelled")
+    })
+    .await;
+    // ... its ticks stay still (it ticks every 100 ms while it runs) ...
+    let ticks = cluster.get_int(&format!("demo:ticks:{x}")).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        cluster.get_int(&format!("demo:ticks:{x}")).await,
+        ticks,
+        "the cancelled task still ticks"
+    );
+    // ... and its worker is free: nothing runs anywhere in the cluster.
+    until("the workers to report nothing running", async || {
+        cluster.stats(0).await["running"] == 0
+    })
+    .await;
+    let stats = cluster.stats(0).await;
+    assert_eq!(stats["cancellations"], 1, "{stats}");
+    assert_eq!(stats["executions"], 1, "{stats}");
+    assert_eq!(cluster.runs(x).await, 1);
+    // Cancelling again, from A: still cancelled (idempotent); the poll on B agrees.
+    assert_eq!(cluster.cancel(0, &id).await["outcome"], "cancelled");
+    assert_eq!(cluster.poll_until_done(1, &id).await["status"], "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_identical_calls_across_replicas_run_once() {
+    let cluster = Cluster::start().await;
+    let x = 303;
+    let calls = (0..10).map(|i| cluster.call(i % 2, x, 3000));
+    let answers = join_all(calls).await;
+    let id = ref_id(&answers[0]);
+    for answer in &answers {
+        assert_eq!(ref_id(answer), id, "one execution, one reference: {answer}");
+    }
+    let done = cluster.poll_until_done(1, &id).await;
+    assert_eq!(done["is_complete"], true, "{done}");
+    assert_eq!(done["value"], json!(x * x));
+    assert_eq!(cluster.runs(x).await, 1, "ten calls, one execution");
+    let stats = cluster.stats(0).await;
+    assert_eq!(stats["executions"], 1, "{stats}");
+    // Those that came while it ran joined it (at least the nine after the first, unless it finished first).
+    let joined = answers.iter().filter(|a| a["is_async"] == true).count();
+    assert!(
+        stats["coalesced"].as_u64().unwrap() + 1 >= joined as u64,
+        "{stats}, {joined} joined"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_task_is_taken_over_by_the_other() {
+    let mut cluster = Cluster::start().await;
+    let x = 404;
+    let started = cluster.call(0, x, 6000).await;
+    let id = ref_id(&started);
+    // The task counts its start, then records the pid of the worker that runs it.
+    until("the task to start on a worker", async || {
+        cluster.get_int(&format!("demo:pid:{x}")).await != 0
+    })
+    .await;
+    assert_eq!(cluster.runs(x).await, 1);
+    let pid = cluster.get_int(&format!("demo:pid:{x}")).await;
+    let victim = cluster
+        .workers
+        .iter()
+        .position(|w| w.id().map(i64::from) == Some(pid))
+        .unwrap_or_else(|| panic!("the task runs in {pid}, which is not one of the workers"));
+    let survivor = i64::from(cluster.workers[1 - victim].id().unwrap());
+
+    // SIGKILL: nothing is flushed, the lease is not renewed.
+    cluster.workers[victim].start_kill().unwrap();
+    cluster.workers[victim].wait().await.unwrap();
+    let (status, polled) = cluster.poll(1, &id).await;
+    assert_eq!(status, 200);
+    assert!(
+        !is_done(&polled),
+        "killed mid-task, it cannot be done: {polled}"
+    );
+
+    // After the lease (2 s) the other worker takes it over and runs it to the end.
+    let done = cluster.poll_until_done(1, &id).await;
+    assert_eq!(done["is_complete"], true, "{done}");
+    assert_eq!(done["value"], json!(x * x));
+    assert_eq!(
+        cluster.runs(x).await,
+        2,
+        "started on the killed worker, then on the other"
+    );
+    assert_eq!(cluster.get_int(&format!("demo:pid:{x}")).await, survivor);
+    // The result landed once: one complete record, the same on both replicas, and nothing dead-lettered.
+    let stats = cluster.stats(0).await;
+    assert_eq!(stats["executions"], 2, "{stats}");
+    assert_eq!(stats["by_status"]["complete"], 1, "{stats}");
+    assert_eq!(cluster.poll_until_done(0, &id).await, done);
+    let dead: i64 = cluster.redis().await.llen("refcache:dead").await.unwrap();
+    assert_eq!(dead, 0);
+    // A new call is a hit.
+    let again = cluster.call(0, x, 6000).await;
+    assert_eq!(
+        (again["is_complete"].clone(), ref_id(&again)),
+        (json!(true), id)
+    );
+    assert_eq!(cluster.runs(x).await, 2);
+    assert!(matches!(cluster.workers[1 - victim].try_wait(), Ok(None)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_keeps_finished_values_and_an_outage_answers_errors() {
+    let mut cluster = Cluster::start().await;
+    // A value finished before the restart.
+    let x = 505;
+    let first = cluster.call(0, x, 200).await;
+    let id = ref_id(&first);
+    let done = cluster.poll_until_done(0, &id).await;
+    assert_eq!(done["value"], json!(x * x), "{done}");
+    // A task still running when Redis goes down.
+    let y = 506;
+    let running = ref_id(&cluster.call(1, y, 4000).await);
+    until("the second task to start", async || {
+        cluster.runs(y).await == 1
+    })
+    .await;
+
+    // Redis crashes (SIGKILL; AOF has every write).
+    cluster.server.kill();
+    for (replica, ref_id) in [(0, &id), (1, &running)] {
+        let start = Instant::now();
+        let (status, body) = tokio::time::timeout(OUTAGE_ANSWER, cluster.poll(replica, ref_id))
+            .await
+            .expect("a poll while Redis is down answers (an error), not hangs");
+        assert!(status >= 500, "a poll while Redis is down: {status} {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains("unavailable"), "{error}");
+        eprintln!(
+            "poll during the outage: {status} after {:?}: {error}",
+            start.elapsed()
+        );
+    }
+    let (status, body) = tokio::time::timeout(
+        OUTAGE_ANSWER,
+        http(
+            "POST",
+            &cluster.replicas[1].url,
+            "/call/slow_square",
+            Some(&json!({"x": 507, "ms": 100})),
+        ),
+    )
+    .await
+    .expect("a call while Redis is down answers (an error), not hangs");
+    assert!(status >= 500, "a call while Redis is down: {status} {body}");
+    cluster.assert_all_alive();
+
+    // Back, with its data. (Each replica may answer an error or two while its connections come back.)
+    tokio::task::block_in_place(|| cluster.server.restart()).expect("restart redis-server");
+    for replica in [1, 0] {
+        let start = Instant::now();
+        let mut errors = Vec::new();
+        let after = loop {
+            let (status, body) = cluster.poll(replica, &id).await;
+            if status == 200 {
+                break body;
+            }
+            errors.push(format!("{status} {body}"));
+            assert!(
+                start.elapsed() < PATIENCE,
+                "replica {replica} still cannot poll after the restart: {errors:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        eprintln!(
+            "replica {replica} served the value {:?} after the restart; errors before: {errors:?}",
+            start.elapsed()
+        );
+        assert_eq!(after["is_complete"], true, "{after}");
+        assert_eq!(after["value"], json!(x * x));
+        assert_eq!(ref_id(&after), id);
+    }
+    // A repeat call is a hit under the same reference, on either replica.
+    for replica in [0, 1] {
+        let again = cluster.call(replica, x, 200).await;
+        assert_eq!(again["is_complete"], true, "a hit: {again}");
+        assert_eq!(ref_id(&again), id);
+    }
+    assert_eq!(cluster.runs(x).await, 1);
+    // The task that ran through the outage completes, with its value.
+    let finished = cluster.poll_until_done(0, &running).await;
+    assert_eq!(finished["is_complete"], true, "{finished}");
+    assert_eq!(finished["value"], json!(y * y));
+    cluster.assert_all_alive();
+}
