@@ -15,52 +15,43 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use refcache_core::{CacheKey, RefId, TaskInfo};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::Inner;
 
-/// What a script announces.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "e", rename_all = "snake_case")]
-pub(crate) enum Event {
-    /// The task's record changed (status or progress).
-    Info {
-        /// The new record.
-        info: Box<TaskInfo>,
-    },
-    /// The reference was deleted.
-    Drop {
-        /// The reference.
-        ref_id: RefId,
-        /// Its cache key, whose value (if it was this ref's) is gone.
-        key: CacheKey,
-    },
-}
+/// What a script announces, as the text `<ref> <status> <record JSON>` or `<ref> drop <key>`: the ref id and the
+/// status come first, so that a process decodes the record only when somebody here follows that task (every
+/// process receives every event).
+pub(crate) struct Event;
 
 impl Event {
-    pub(crate) fn info(info: &TaskInfo) -> String {
-        #[derive(Serialize)]
-        struct Out<'a> {
-            e: &'static str,
-            info: &'a TaskInfo,
-        }
-        serde_json::to_string(&Out { e: "info", info }).expect("a TaskInfo serializes")
+    /// The task's record changed (status or progress).
+    pub(crate) fn info(info: &TaskInfo, json: &str) -> String {
+        format!("{} {} {json}", info.ref_id, info.status.as_str())
     }
 
+    /// The reference was deleted (its value too, if it was this ref's).
     pub(crate) fn drop(ref_id: &RefId, key: &CacheKey) -> String {
-        serde_json::to_string(&Event::Drop {
-            ref_id: ref_id.clone(),
-            key: *key,
-        })
-        .expect("serializes")
+        format!("{ref_id} drop {}", key.to_hex())
     }
+}
 
-    fn ref_id(&self) -> &RefId {
-        match self {
-            Self::Info { info } => &info.ref_id,
-            Self::Drop { ref_id, .. } => ref_id,
-        }
+/// An event, split but not yet decoded.
+struct Raw<'a> {
+    ref_id: RefId,
+    kind: &'a str,
+    rest: &'a str,
+}
+
+impl<'a> Raw<'a> {
+    fn parse(payload: &'a str) -> Option<Self> {
+        let (ref_id, rest) = payload.split_once(' ')?;
+        let (kind, rest) = rest.split_once(' ')?;
+        Some(Self {
+            ref_id: RefId::parse(ref_id).ok()?,
+            kind,
+            rest,
+        })
     }
 }
 
@@ -117,13 +108,18 @@ impl Hub {
         }
     }
 
-    fn deliver(&self, event: &Event) {
+    /// Whether anybody here follows `ref_id`.
+    fn follows(&self, ref_id: &RefId) -> bool {
+        self.channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(ref_id)
+    }
+
+    fn deliver(&self, ref_id: &RefId, info: Option<TaskInfo>) {
         let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(tx) = map.get(event.ref_id()) {
-            tx.send_replace(match event {
-                Event::Info { info } => Some((**info).clone()),
-                Event::Drop { .. } => None,
-            });
+        if let Some(tx) = map.get(ref_id) {
+            tx.send_replace(info);
         }
     }
 
@@ -173,11 +169,9 @@ async fn listen_until_dropped(inner: Weak<Inner>, client: redis::Client, channel
                     let Ok(payload) = msg.get_payload::<String>() else {
                         continue;
                     };
-                    match serde_json::from_str::<Event>(&payload) {
-                        Ok(event) => inner.on_event(&event).await,
-                        Err(err) => {
-                            tracing::warn!(%err, "refcache: unreadable event on the Redis channel")
-                        }
+                    match Raw::parse(&payload) {
+                        Some(event) => inner.on_event(event).await,
+                        None => tracing::warn!("refcache: unreadable event on the Redis channel"),
                     }
                 }
                 tracing::warn!(
@@ -200,17 +194,25 @@ async fn listen_until_dropped(inner: Weak<Inner>, client: redis::Client, channel
 
 impl Inner {
     /// One event: followers first, then the runner and the near cache.
-    async fn on_event(self: &Arc<Self>, event: &Event) {
-        self.hub.deliver(event);
-        match event {
-            Event::Info { info } if info.status.is_terminal() => {
-                self.stop_held(&info.ref_id);
+    async fn on_event(self: &Arc<Self>, event: Raw<'_>) {
+        let ref_id = &event.ref_id;
+        if event.kind == "drop" {
+            self.hub.deliver(ref_id, None);
+            self.stop_held(ref_id);
+            if let Some(key) = CacheKey::from_hex(event.rest) {
+                self.near.invalidate_if_ref(&key, ref_id).await;
             }
-            Event::Info { .. } => {}
-            Event::Drop { ref_id, key } => {
-                self.stop_held(ref_id);
-                self.near.invalidate_if_ref(key, ref_id).await;
+            return;
+        }
+        if self.hub.follows(ref_id) {
+            match serde_json::from_str::<TaskInfo>(event.rest) {
+                // `None` makes the follower read the record itself.
+                Ok(info) => self.hub.deliver(ref_id, Some(info)),
+                Err(_) => self.hub.deliver(ref_id, None),
             }
+        }
+        if matches!(event.kind, "complete" | "failed" | "cancelled") {
+            self.stop_held(ref_id);
         }
     }
 }

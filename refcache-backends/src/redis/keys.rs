@@ -10,7 +10,7 @@
 //! | `P:pending` | zset | queue members `<priority><seq>:<ref>`, in start order (queue positions) |
 //! | `P:leases` | zset | `local` mode: ref ids held by a live process, by lease expiry |
 //! | `P:session:<id>` | set | ref ids of a session |
-//! | `P:queue` | stream | `workers` mode: one entry `ref` per delivery; consumer group `workers` |
+//! | `P:queue` | stream | `workers` mode: one entry (`ref`, `spec`) per delivery; consumer group `workers` |
 //! | `P:dead` | list | ref ids that failed `worker lost` |
 //! | `P:stats` | hash | cluster-wide counters |
 //! | `P:workers` | hash | live processes' gauges (running, capacity), by consumer name |

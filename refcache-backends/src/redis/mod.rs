@@ -315,8 +315,8 @@ impl Inner {
             .arg(ref_id.as_str())
             .arg(from)
             .arg(info.status.as_str())
-            .arg(info_json)
-            .arg(Event::info(info))
+            .arg(&info_json)
+            .arg(Event::info(info, &info_json))
             .arg(ms(self.config.task_ttl))
             .arg(now_ms())
             .arg(counter)
@@ -809,15 +809,17 @@ impl Inner {
         info.status_message = None;
         info.progress = None;
         info.retry_count += 1;
+        let info_json = serde_json::to_string(&info).expect("a TaskInfo serializes");
         let reply: Vec<String> = self
             .scripts
             .retry
             .arg(self.keys.prefix())
             .arg(ref_id.as_str())
-            .arg(serde_json::to_string(&info).expect("a TaskInfo serializes"))
-            .arg(Event::info(&info))
+            .arg(&info_json)
+            .arg(Event::info(&info, &info_json))
             .arg(if workers { "1" } else { "0" })
             .arg(priority_hex(spec.options.priority))
+            .arg(serde_json::to_string(&spec).expect("a TaskSpec serializes"))
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.unavailable(&e))?;

@@ -348,6 +348,7 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
     info.status = TaskStatus::Processing;
     info.started_at.get_or_insert_with(Timestamp::now);
     info.queue_position = None;
+    let info_json = serde_json::to_string(&info).expect("a TaskInfo serializes");
     let mut conn = inner.conn.clone();
     let claim: Result<Vec<String>, _> = inner
         .scripts
@@ -355,8 +356,8 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
         .arg(inner.keys.prefix())
         .arg(ref_id.as_str())
         .arg(&inner.consumer)
-        .arg(serde_json::to_string(&info).expect("a TaskInfo serializes"))
-        .arg(Event::info(&info))
+        .arg(&info_json)
+        .arg(Event::info(&info, &info_json))
         .arg(if start.redelivered { "1" } else { "0" })
         .arg(inner.config.max_deliveries)
         .invoke_async(&mut conn)

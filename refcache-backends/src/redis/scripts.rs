@@ -40,7 +40,7 @@ if ARGV[8] ~= '' then
   redis.call('PERSIST', p..':session:'..ARGV[8])
 end
 if ARGV[9] == '1' then
-  local id = redis.call('XADD', p..':queue', '*', 'ref', ref)
+  local id = redis.call('XADD', p..':queue', '*', 'ref', ref, 'spec', ARGV[5])
   redis.call('HSET', t, 'msg', id)
 end
 if ARGV[11] ~= '' then redis.call('ZADD', p..':leases', ARGV[11], ref) end
@@ -119,7 +119,7 @@ end
 return {f[2], v, rank}
 ";
 
-/// `retry(prefix, ref, info, event, workers, priority_hex)`: a failed task becomes pending again under its ref id.
+/// `retry(prefix, ref, info, event, workers, priority_hex, spec)`: a failed task becomes pending again under its ref id.
 /// → `{'ok'}` | `{'missing'}` | `{'not', status}` | `{'running', other_ref}`.
 const RETRY: &str = r"
 local p = ARGV[1]
@@ -144,7 +144,7 @@ redis.call('ZADD', p..':pending', 0, qm)
 redis.call('ZREM', p..':finished', ref)
 redis.call('HINCRBY', p..':stats', 'retries', 1)
 if ARGV[5] == '1' then
-  local id = redis.call('XADD', p..':queue', '*', 'ref', ref)
+  local id = redis.call('XADD', p..':queue', '*', 'ref', ref, 'spec', ARGV[7])
   redis.call('HSET', t, 'msg', id)
 end
 redis.call('PUBLISH', p..':events', ARGV[4])

@@ -161,16 +161,22 @@ pub(crate) async fn consume(weak: Weak<Inner>, stop: CancellationToken) {
                 }
             }
         }
-        let room = (config.max_workers + config.prefetch).saturating_sub(lock(&inner.run).len());
-        if room == 0 {
-            // Full: wait for a slot (the timeout re-checks, so a release between the check and here costs 1 s).
-            tokio::select! {
-                () = inner.released.notified() => {}
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        let room = {
+            // Registered before the check, so that a release in between is not missed.
+            let released = inner.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let room =
+                (config.max_workers + config.prefetch).saturating_sub(lock(&inner.run).len());
+            if room == 0 {
+                tokio::select! {
+                    () = released => {}
+                    () = stop.cancelled() => return,
+                }
+                continue;
             }
-            continue;
-        }
+            room
+        };
         let consumer = inner.consumer.clone();
         let queue = inner.keys.queue();
         drop(inner);
@@ -231,6 +237,16 @@ impl Inner {
             self.ack(&entry.id).await;
             return;
         };
+        // The entry carries the spec: the task is held at once, and the `claim` script checks its status when it
+        // starts (a cancelled, deleted or finished task is dropped then, and its entry acknowledged).
+        if let Some(spec) = entry
+            .get::<String>("spec")
+            .and_then(|s| serde_json::from_str::<TaskSpec>(&s).ok())
+            .filter(|s| s.ref_id == ref_id)
+        {
+            self.hold(Arc::new(spec), None, Some(entry.id), redelivered);
+            return;
+        }
         let mut conn = self.conn.clone();
         let row: Result<(Option<String>, Option<String>), _> = conn
             .hmget(self.keys.task(&ref_id), &["status", "spec"])
