@@ -7,6 +7,9 @@
 //! the one fixed pause checks that something does *not* happen (a cancelled task's ticks stay still).
 #![cfg(feature = "redis")]
 
+#[path = "support/examples.rs"]
+mod examples;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -24,29 +27,9 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// command timeout, 5 s, plus a connection attempt).
 const OUTAGE_ANSWER: Duration = Duration::from_secs(30);
 
-/// The example binary, built once per test run (a no-op when `cargo test --workspace --all-features` built it).
+/// The example's binary.
 fn example_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test binary path");
-            let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-            let bin = dir.join("examples").join("distributed");
-            let status = std::process::Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--workspace",
-                    "--all-features",
-                    "--example",
-                    "distributed",
-                ])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("cargo build --example distributed");
-            assert!(status.success(), "building the example failed");
-            bin
-        })
-        .clone()
+    examples::binary("distributed")
 }
 
 /// The example as a child process with `REFCACHE_BACKEND=backend` and no other `REFCACHE_*` variable.

@@ -24,35 +24,15 @@ use tokio::io::AsyncBufReadExt;
 #[path = "support/tool_results.rs"]
 mod tool_results;
 
+#[path = "support/examples.rs"]
+mod examples;
+
 /// The longest any awaited event may take, on a loaded 2-core machine.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// The example binary, built by `cargo test` alongside the tests (or built here when missing).
+/// The example server's binary.
 fn server_binary() -> std::path::PathBuf {
-    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test binary path");
-            let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-            let bin = dir.join("examples").join("mcp_server");
-            // Up to date already under `cargo test --workspace --all-features`, which builds the examples too;
-            // `cargo test --test mcp_server` does not, so build it here. The same feature resolution as the README
-            // test command (`--workspace --all-features`) makes this a no-op when it is fresh.
-            let status = std::process::Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--workspace",
-                    "--all-features",
-                    "--example",
-                    "mcp_server",
-                ])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("cargo build --example mcp_server");
-            assert!(status.success(), "building the example failed");
-            bin
-        })
-        .clone()
+    examples::binary("mcp_server")
 }
 
 /// A client that records progress notifications and can declare the tasks extension.
