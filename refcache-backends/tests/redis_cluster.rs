@@ -451,3 +451,42 @@ async fn an_unregistered_closure_runs_where_it_was_called_in_workers_mode() {
         json!({"echo": 5})
     );
 }
+
+/// A backend outlives the runtime that first used it (a process-wide cache used from one `#[tokio::test]`, then
+/// another): its background loops start again on the next runtime, so waits stay event-driven.
+#[test]
+fn a_backend_outlives_the_runtime_that_started_it() {
+    let server = RedisServer::start().expect("redis-server");
+    let backend = RedisTaskBackend::new(config(&server)).unwrap();
+    for round in 0..2 {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let backend = backend.clone();
+        runtime.block_on(async move {
+            let id = new_gate();
+            let (sub, ref_id, _) = submission(json!({"gate": id, "value": round}));
+            backend.submit(sub).await.unwrap();
+            until("the task runs", async || {
+                gate(&id).runs.load(Ordering::SeqCst) == 1
+            })
+            .await;
+            let waiting = tokio::spawn({
+                let backend = backend.clone();
+                let ref_id = ref_id.clone();
+                async move { finished(&backend, &ref_id).await }
+            });
+            gate(&id).open.send_replace(true);
+            let started = tokio::time::Instant::now();
+            let done = waiting.await.unwrap();
+            assert_eq!(done.value.unwrap().value, json!(round));
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "woken by the event, not by the deadline (round {round})"
+            );
+        });
+        drop(runtime);
+    }
+}

@@ -22,7 +22,7 @@ pub mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
@@ -73,7 +73,9 @@ pub(crate) struct Inner {
     config: RedisConfig,
     keys: Keys,
     client: redis::Client,
-    conn: ConnectionManager,
+    /// The shared connection, made on first use on the runtime that uses it (a connection manager lives on the
+    /// runtime that made it), and made again with the background loops if that runtime has gone.
+    conn: Mutex<Option<ConnectionManager>>,
     scripts: Scripts,
     /// Finished values only: they never change, so a local copy cannot go stale.
     near: ValueStore,
@@ -90,7 +92,8 @@ pub(crate) struct Inner {
     stop: CancellationToken,
     /// Stops taking tasks off the stream (shutdown; leases are still renewed while running tasks drain).
     consuming: CancellationToken,
-    started: OnceLock<()>,
+    /// The background loops, restarted if the runtime they ran on has gone (a backend outliving a runtime).
+    loops: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Jobs of tasks that failed here, so that `retry` can run a task that is not registered by name (a method).
     reruns: moka::sync::Cache<RefId, refcache_core::LocalJob>,
 }
@@ -155,8 +158,6 @@ impl RedisTaskBackend {
             message: e.to_string(),
         };
         let client = redis::Client::open(config.url.as_str()).map_err(client_err)?;
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&config))
-            .map_err(client_err)?;
         let consumer = format!(
             "{}-{}",
             std::process::id(),
@@ -171,7 +172,7 @@ impl RedisTaskBackend {
                 .time_to_live(config.task_ttl)
                 .build(),
             client,
-            conn,
+            conn: Mutex::new(None),
             scripts: Scripts::new(),
             hub: Hub::default(),
             consumer,
@@ -180,7 +181,7 @@ impl RedisTaskBackend {
             accepting: AtomicBool::new(true),
             stop: CancellationToken::new(),
             consuming: CancellationToken::new(),
-            started: OnceLock::new(),
+            loops: Mutex::new(Vec::new()),
             config,
         };
         Ok(Self {
@@ -200,7 +201,8 @@ impl RedisTaskBackend {
 
     /// Round trip to Redis (`PING`), as a readiness check.
     pub async fn ping(&self) -> Result<(), BackendError> {
-        let mut conn = self.inner.conn.clone();
+        self.inner.ensure_started();
+        let mut conn = self.inner.conn();
         redis::cmd("PING")
             .query_async::<String>(&mut conn)
             .await
@@ -210,7 +212,8 @@ impl RedisTaskBackend {
 
     /// The dead-letter list: ref ids of tasks that failed `worker lost` after `max_deliveries`, newest first.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<RefId>, BackendError> {
-        let mut conn = self.inner.conn.clone();
+        self.inner.ensure_started();
+        let mut conn = self.inner.conn();
         let end = isize::try_from(limit)
             .unwrap_or(isize::MAX)
             .saturating_sub(1);
@@ -243,20 +246,49 @@ impl Inner {
     }
 
     /// Starts the background loops on first use (inside the caller's runtime).
+    /// The shared connection (a cheap clone). Call inside a runtime, after [`ensure_started`](Self::ensure_started).
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        let mut slot = lock(&self.conn);
+        if let Some(conn) = &*slot {
+            return conn.clone();
+        }
+        let conn = ConnectionManager::new_lazy_with_config(self.client.clone(), manager_config(&self.config))
+            .expect("a lazy connection manager fails only for resubscription without a push sender, never set here");
+        *slot = Some(conn.clone());
+        conn
+    }
+
+    /// Starts the background loops (and the connection) on the caller's runtime: on first use, and again if the
+    /// runtime they ran on has shut down. Every operation calls it first; it is a lock and three flag reads.
     fn ensure_started(self: &Arc<Self>) {
-        self.started.get_or_init(|| {
-            let weak = Arc::downgrade(self);
-            tokio::spawn(events::listen(
-                weak.clone(),
-                self.client.clone(),
-                self.keys.events(),
-                self.stop.clone(),
-            ));
-            tokio::spawn(worker::maintain(weak.clone(), self.stop.clone()));
-            if self.consumes {
-                tokio::spawn(worker::consume(weak, self.consuming.clone()));
-            }
-        });
+        let mut loops = lock(&self.loops);
+        // [listen, maintain, consume?]: the first two end only on `stop` or with their runtime; the consumer also
+        // ends at shutdown, when it must not come back.
+        let alive = |i: usize| loops.get(i).is_some_and(|h| !h.is_finished());
+        let consumer_ok = !self.consumes || self.consuming.is_cancelled() || alive(2);
+        if self.stop.is_cancelled() || (alive(0) && alive(1) && consumer_ok) {
+            return;
+        }
+        // First use, or the runtime the loops ran on shut down (they end only then, or on `stop`): start them on
+        // the caller's runtime.
+        for handle in loops.drain(..) {
+            handle.abort();
+        }
+        *lock(&self.conn) = None;
+        let weak = Arc::downgrade(self);
+        loops.push(tokio::spawn(events::listen(
+            weak.clone(),
+            self.client.clone(),
+            self.keys.events(),
+            self.stop.clone(),
+        )));
+        loops.push(tokio::spawn(worker::maintain(
+            weak.clone(),
+            self.stop.clone(),
+        )));
+        if self.consumes && !self.consuming.is_cancelled() {
+            loops.push(tokio::spawn(worker::consume(weak, self.consuming.clone())));
+        }
     }
 
     fn check_accepting(&self) -> Result<(), BackendError> {
@@ -269,7 +301,7 @@ impl Inner {
 
     /// The record's status and info, from Redis.
     async fn read(&self, ref_id: &RefId) -> Result<Option<(String, TaskInfo)>, BackendError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let (status, info): (Option<String>, Option<String>) = conn
             .hmget(self.keys.task(ref_id), &["status", "info"])
             .await
@@ -308,7 +340,7 @@ impl Inner {
             ),
             None => (String::new(), 0),
         };
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.scripts
             .transition
             .arg(self.keys.prefix())
@@ -371,7 +403,7 @@ impl Inner {
     }
 
     async fn get(&self, ref_id: &RefId) -> Result<Option<TaskSnapshot>, BackendError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let found: Option<(String, Option<String>, Option<usize>)> = self
             .scripts
             .get
@@ -420,7 +452,7 @@ impl Inner {
                     &["status", "info", "qm"],
                 );
             }
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn();
             let rows: Vec<(Option<String>, Option<String>, Option<String>)> = pipe
                 .query_async(&mut conn)
                 .await
@@ -470,8 +502,9 @@ impl TaskBackend for RedisTaskBackend {
         key: &'a CacheKey,
     ) -> BoxFuture<'a, Result<Option<Arc<StoredValue>>, BackendError>> {
         Box::pin(async move {
+            self.inner.ensure_started();
             let inner = &self.inner;
-            let mut conn = inner.conn.clone();
+            let mut conn = inner.conn();
             let json: Option<String> = conn
                 .hget(inner.keys.value(key), "v")
                 .await
@@ -509,7 +542,7 @@ impl TaskBackend for RedisTaskBackend {
             } else {
                 (created + ms(inner.config.lease)).to_string()
             };
-            let mut conn = inner.conn.clone();
+            let mut conn = inner.conn();
             let reply: Vec<String> = inner
                 .scripts
                 .submit
@@ -669,7 +702,7 @@ impl TaskBackend for RedisTaskBackend {
             if let Some(cursor) = filter.cursor.as_deref() {
                 refcache_core::ListCursor::parse(cursor)?;
             }
-            let mut conn = inner.conn.clone();
+            let mut conn = inner.conn();
             let refs: Vec<String> = match filter.session_id.as_deref() {
                 Some(session) => conn.smembers(inner.keys.session(session)).await,
                 None => conn.zrevrange(inner.keys.index(), 0, LIST_SCAN - 1).await,
@@ -699,7 +732,7 @@ impl TaskBackend for RedisTaskBackend {
         Box::pin(async move {
             let inner = &self.inner;
             inner.ensure_started();
-            let mut conn = inner.conn.clone();
+            let mut conn = inner.conn();
             let key = inner.keys.session(session_id);
             let refs: Vec<String> = conn
                 .smembers(&key)
@@ -719,9 +752,10 @@ impl TaskBackend for RedisTaskBackend {
 
     fn cleanup(&self, max_age: Duration) -> BoxFuture<'_, Result<usize, BackendError>> {
         Box::pin(async move {
+            self.inner.ensure_started();
             let inner = &self.inner;
             let cutoff = now_ms().saturating_sub(ms(max_age));
-            let mut conn = inner.conn.clone();
+            let mut conn = inner.conn();
             inner
                 .scripts
                 .cleanup
@@ -734,7 +768,10 @@ impl TaskBackend for RedisTaskBackend {
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<BackendStats, BackendError>> {
-        Box::pin(async move { self.inner.stats().await })
+        Box::pin(async move {
+            self.inner.ensure_started();
+            self.inner.stats().await
+        })
     }
 
     fn shutdown(&self, deadline: Duration) -> BoxFuture<'_, Result<(), BackendError>> {
@@ -753,7 +790,7 @@ fn priority_hex(priority: i32) -> String {
 
 impl Inner {
     async fn delete(self: &Arc<Self>, ref_id: &RefId) -> Result<bool, BackendError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let key: Option<String> = conn
             .hget(self.keys.task(ref_id), "key")
             .await
@@ -776,7 +813,7 @@ impl Inner {
     }
 
     async fn retry(self: &Arc<Self>, ref_id: &RefId) -> Result<RetryOutcome, BackendError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let (spec, info): (Option<String>, Option<String>) = conn
             .hmget(self.keys.task(ref_id), &["spec", "info"])
             .await
@@ -845,7 +882,7 @@ impl Inner {
     }
 
     async fn stats(&self) -> Result<BackendStats, BackendError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let counters: HashMap<String, u64> = conn
             .hgetall(self.keys.stats())
             .await

@@ -171,7 +171,7 @@ impl Inner {
         let inner = self.clone();
         tokio::spawn(async move {
             for ref_id in refs {
-                let mut conn = inner.conn.clone();
+                let mut conn = inner.conn();
                 let status: Result<Option<String>, _> =
                     conn.hget(inner.keys.task(&ref_id), "status").await;
                 let live = match &status {
@@ -209,7 +209,7 @@ impl Inner {
     /// taken over after the lease and dropped then, since its task is finished).
     pub(crate) async fn ack(&self, msg: &str) {
         for attempt in 0..5u32 {
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn();
             let done: Result<i64, _> = self
                 .scripts
                 .ack
@@ -287,7 +287,7 @@ impl Inner {
             Ok("ok")
         ) {
             tracing::warn!(%ref_id, task = %info.task_name, "task failed: worker lost");
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn();
             let _: Result<(), _> = conn.lpush(self.keys.dead(), ref_id.as_str()).await;
             let _: Result<(), _> = conn.ltrim(self.keys.dead(), 0, 9_999).await;
         }
@@ -349,7 +349,7 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
     info.started_at.get_or_insert_with(Timestamp::now);
     info.queue_position = None;
     let info_json = serde_json::to_string(&info).expect("a TaskInfo serializes");
-    let mut conn = inner.conn.clone();
+    let mut conn = inner.conn();
     let claim: Result<Vec<String>, _> = inner
         .scripts
         .claim
@@ -522,7 +522,7 @@ async fn write_changes(h: Arc<Hooks>) {
                 .await;
         }
         if !counters.is_empty() {
-            let mut conn = inner.conn.clone();
+            let mut conn = inner.conn();
             for counter in counters {
                 let _: Result<i64, _> = conn.hincr(inner.keys.stats(), counter, 1).await;
             }

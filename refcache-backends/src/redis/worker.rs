@@ -247,7 +247,7 @@ impl Inner {
             self.hold(Arc::new(spec), None, Some(entry.id), redelivered);
             return;
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let row: Result<(Option<String>, Option<String>), _> = conn
             .hmget(self.keys.task(&ref_id), &["status", "spec"])
             .await;
@@ -290,7 +290,7 @@ pub(crate) async fn maintain(inner: Weak<Inner>, stop: CancellationToken) {
 
 impl Inner {
     async fn maintain_once(self: &Arc<Self>) -> redis::RedisResult<()> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let now = now_ms();
         let lease = ms(self.config.lease);
         let (running, capacity, messages, held) = {
