@@ -88,9 +88,9 @@
 //!   (`get_cached_result`, `cancel_task`, `list_tasks`, `retry_task`), MCP Tasks (SEP-2663), per-owner isolation
 //!   and progress notifications.
 //! - `redis`: the Redis backend, `refcache::redis`: results shared across replicas, `local` or `workers` mode,
-//!   worker processes ([`worker::run`]), crash recovery. Selected by config alone:
+//!   worker processes (`refcache::worker::run`), crash recovery. Selected by config alone:
 //!   `REFCACHE_BACKEND=redis://127.0.0.1:6379/0`. See `docs/backends.md`.
-//! - `test-utils`: the backend conformance suite ([`conformance`]), for backend authors.
+//! - `test-utils`: the backend conformance suite (`refcache::conformance`), for backend authors.
 //!
 //! # Supported Rust versions
 //! Rust 1.88 or newer (edition 2024).
