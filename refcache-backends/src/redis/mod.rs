@@ -299,21 +299,16 @@ impl Inner {
         }
     }
 
-    /// The record's status and info, from Redis.
-    async fn read(&self, ref_id: &RefId) -> Result<Option<(String, TaskInfo)>, BackendError> {
+    /// The task's record, from Redis. (Every script writes the `status` field and the record's status together,
+    /// so the record's status is the one to compare against.)
+    async fn read(&self, ref_id: &RefId) -> Result<Option<TaskInfo>, BackendError> {
         let mut conn = self.conn();
-        let (status, info): (Option<String>, Option<String>) = conn
-            .hmget(self.keys.task(ref_id), &["status", "info"])
+        let info: Option<String> = conn
+            .hget(self.keys.task(ref_id), "info")
             .await
             .map_err(|e| self.unavailable(&e))?;
-        match (status, info) {
-            (Some(status), Some(info)) => {
-                let info =
-                    serde_json::from_str(&info).map_err(|e| self.corrupt("task record", e))?;
-                Ok(Some((status, info)))
-            }
-            _ => Ok(None),
-        }
+        info.map(|info| serde_json::from_str(&info).map_err(|e| self.corrupt("task record", e)))
+            .transpose()
     }
 
     /// Runs the `transition` script. `owner`: only if the task is still this consumer's.
@@ -367,7 +362,7 @@ impl Inner {
         note: Option<&str>,
     ) -> Result<CancelOutcome, BackendError> {
         for _ in 0..16 {
-            let Some((status, mut info)) = self.read(ref_id).await? else {
+            let Some(mut info) = self.read(ref_id).await? else {
                 return Ok(CancelOutcome::NotFound);
             };
             match info.status {
@@ -377,11 +372,7 @@ impl Inner {
                 }
                 _ => {}
             }
-            let from = if status == "pending" {
-                TaskStatus::Pending
-            } else {
-                TaskStatus::Processing
-            };
+            let from = info.status;
             info.status = TaskStatus::Cancelled;
             info.finished_at = Some(Timestamp::now());
             info.queue_position = None;

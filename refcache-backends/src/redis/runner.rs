@@ -263,14 +263,13 @@ impl Inner {
 
     /// Fails a task whose workers keep getting lost, and files it in the dead-letter list.
     pub(crate) async fn fail_lost(&self, ref_id: &RefId, message: String) {
-        let Ok(Some((status, mut info))) = self.read(ref_id).await else {
+        let Ok(Some(mut info)) = self.read(ref_id).await else {
             return;
         };
-        let from = match status.as_str() {
-            "pending" => TaskStatus::Pending,
-            "processing" => TaskStatus::Processing,
-            _ => return,
-        };
+        let from = info.status;
+        if from.is_terminal() {
+            return;
+        }
         info.status = TaskStatus::Failed;
         info.finished_at = Some(Timestamp::now());
         info.queue_position = None;
@@ -342,7 +341,7 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
     let Start {
         ref_id, spec, job, ..
     } = start;
-    let Ok(Some((_, mut info))) = inner.read(ref_id).await else {
+    let Ok(Some(mut info)) = inner.read(ref_id).await else {
         return;
     };
     info.status = TaskStatus::Processing;
