@@ -135,9 +135,24 @@ fn a_toml_file_then_variables_on_top() {
 #[test]
 fn backends_that_are_not_built_in_say_which_feature_to_enable() {
     let config = load(&[("REFCACHE_BACKEND", "redis://127.0.0.1:6379/0")]).unwrap();
-    let err = RefCache::from_config(&config).unwrap_err();
-    assert!(matches!(err, ConfigError::BackendNotCompiled { .. }));
-    assert!(err.to_string().contains("`redis` feature"), "{err}");
+    #[cfg(not(feature = "redis"))]
+    {
+        let err = RefCache::from_config(&config).unwrap_err();
+        assert!(matches!(err, ConfigError::BackendNotCompiled { .. }));
+        assert!(err.to_string().contains("`redis` feature"), "{err}");
+    }
+    #[cfg(feature = "redis")]
+    {
+        // Built in: the URL alone selects it (it connects on first use).
+        let cache = RefCache::from_config(&config).unwrap();
+        assert_eq!(cache.backend().name(), "redis");
+    }
+    let config = load(&[("REFCACHE_BACKEND", "nats://127.0.0.1:4222")]).unwrap();
+    let err = RefCache::from_config(&config).unwrap_err().to_string();
+    assert!(
+        err.contains("`nats://127.0.0.1:4222`") && err.contains("redis://"),
+        "a scheme no backend provides yet names the ones there are: {err}"
+    );
     let config = load(&[("REFCACHE_BACKEND", "carrier-pigeon")]).unwrap();
     let err = RefCache::from_config(&config).unwrap_err().to_string();
     assert!(

@@ -440,7 +440,7 @@ impl BackendFactory {
 inventory::collect!(BackendFactory);
 
 /// Known URL schemes and the facade feature that provides each.
-const KNOWN_SCHEMES: &[(&str, &str)] = &[("redis", "redis"), ("rediss", "redis"), ("nats", "nats")];
+const KNOWN_SCHEMES: &[(&str, &str)] = &[("redis", "redis"), ("rediss", "redis")];
 
 pub(crate) fn build_backend(
     config: &RefCacheConfig,
