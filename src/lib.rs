@@ -121,6 +121,14 @@ pub mod worker {
 struct ReadmeDoctests;
 
 #[cfg(doctest)]
+#[doc = include_str!("../docs/guide.md")]
+struct GuideDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/backends.md")]
+struct BackendsDoctests;
+
+#[cfg(doctest)]
 #[doc = include_str!("../docs/lifecycle.md")]
 struct LifecycleDoctests;
 
