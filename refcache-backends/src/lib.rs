@@ -1,5 +1,8 @@
 //! Remote task backends for refcache, one feature each.
 //!
+//! # Features
+//! None is on by default; without one, this crate is empty.
+//!
 //! - `redis`: [`redis`]: the Redis task backend ([`redis::RedisTaskBackend`]): records, values and single-flight in
 //!   Redis, tasks run `local`ly or on worker processes ([`redis::worker::run`]), leases and takeover of a lost
 //!   worker's tasks. Also [`redis::RedisServer`], a private `redis-server` for tests and demos.
