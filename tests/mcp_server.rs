@@ -98,10 +98,19 @@ struct HttpServer {
 
 impl HttpServer {
     async fn start(extra: &[&str]) -> Self {
-        let mut child = tokio::process::Command::new(server_binary())
+        Self::start_on(None, extra).await
+    }
+
+    /// The server on `backend` (`REFCACHE_BACKEND`), or on the default (in-process) backend.
+    async fn start_on(backend: Option<&str>, extra: &[&str]) -> Self {
+        let mut command = tokio::process::Command::new(server_binary());
+        match backend {
+            Some(backend) => command.env("REFCACHE_BACKEND", backend),
+            None => command.env_remove("REFCACHE_BACKEND"),
+        };
+        let mut child = command
             .args(["--http", "127.0.0.1:0"])
             .args(extra)
-            .env_remove("REFCACHE_BACKEND")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -754,4 +763,38 @@ async fn a_command_that_ignores_sigterm_is_killed_with_its_whole_group() {
         start.elapsed()
     );
     client.cancel().await.unwrap();
+}
+
+/// Switching to Redis by configuration alone: two replicas of the unchanged example server, started with
+/// `REFCACHE_BACKEND=redis://...`, share one task. A call on replica A is polled to completion on replica B and is a
+/// hit there; the principal owns it on both, and another user sees it on neither.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn two_replicas_on_redis_share_a_task_by_config_alone() {
+    let redis = refcache::redis::RedisServer::start().expect("start redis-server (is it installed?)");
+    let backend = format!("{}?key_prefix=mcp-test", redis.url());
+    let tokens = ["--auth-tokens", "alice:token-a,bob:token-b"];
+    let a = HttpServer::start_on(Some(&backend), &tokens).await;
+    let b = HttpServer::start_on(Some(&backend), &tokens).await;
+    let alice_a = a.client(Some("token-a")).await.unwrap();
+    let alice_b = b.client(Some("token-a")).await.unwrap();
+    let bob_b = b.client(Some("token-b")).await.unwrap();
+
+    let args = json!({"n": 12, "seconds": 3.0});
+    let first = ok(&call(&alice_a, "slow_square", args.clone()).await);
+    assert_eq!(first["status"], "processing", "{first}");
+    let id = ref_id(&first);
+
+    // Bob, on the replica that will answer Alice: as if the task did not exist.
+    let denied = call(&bob_b, "get_cached_result", json!({"ref_id": id})).await;
+    assert!(error_text(&denied).contains("Invalid or inaccessible reference"));
+
+    let done = ok(&poll_until_done(&alice_b, &id).await);
+    assert_eq!(done["value"]["square"], 144, "{done}");
+    let hit = ok(&call(&alice_b, "slow_square", args).await);
+    assert_eq!(hit["value"]["square"], 144, "{hit}");
+    assert_eq!(ref_id(&hit), id, "a hit on the other replica, not a second execution");
+    for client in [alice_a, alice_b, bob_b] {
+        client.cancel().await.unwrap();
+    }
 }
