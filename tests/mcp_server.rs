@@ -771,7 +771,8 @@ async fn a_command_that_ignores_sigterm_is_killed_with_its_whole_group() {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn two_replicas_on_redis_share_a_task_by_config_alone() {
-    let redis = refcache::redis::RedisServer::start().expect("start redis-server (is it installed?)");
+    let redis =
+        refcache::redis::RedisServer::start().expect("start redis-server (is it installed?)");
     let backend = format!("{}?key_prefix=mcp-test", redis.url());
     let tokens = ["--auth-tokens", "alice:token-a,bob:token-b"];
     let a = HttpServer::start_on(Some(&backend), &tokens).await;
@@ -793,7 +794,11 @@ async fn two_replicas_on_redis_share_a_task_by_config_alone() {
     assert_eq!(done["value"]["square"], 144, "{done}");
     let hit = ok(&call(&alice_b, "slow_square", args).await);
     assert_eq!(hit["value"]["square"], 144, "{hit}");
-    assert_eq!(ref_id(&hit), id, "a hit on the other replica, not a second execution");
+    assert_eq!(
+        ref_id(&hit),
+        id,
+        "a hit on the other replica, not a second execution"
+    );
     for client in [alice_a, alice_b, bob_b] {
         client.cancel().await.unwrap();
     }
