@@ -8,8 +8,9 @@
 //! ```
 //!
 //! The backend comes from the environment or `refcache.toml`, as for every refcache program (`REFCACHE_BACKEND`,
-//! `REFCACHE_MAX_SIZE`, ...; see the crate docs). `REFCACHE_ALLOW_COMMANDS` is the allowlist of `run_command` when
-//! no `--allow-command` is given; the default list is `echo,sleep,seq`.
+//! `REFCACHE_MAX_SIZE`, ...; see the crate docs). `MCP_SERVER_ALLOW_COMMANDS` is the allowlist of `run_command`
+//! when no `--allow-command` is given; the default list is `echo,sleep,seq`. (It is not a `REFCACHE_*` variable:
+//! refcache rejects the ones it does not know, so that a typo in its settings never goes unnoticed.)
 //!
 //! `--auth-tokens` turns on a demo bearer-token check for HTTP: `Authorization: Bearer token-a` is user `alice`,
 //! and a missing or unknown token gets HTTP 401. It shows per-user ownership of tasks. A real deployment puts its
@@ -296,7 +297,7 @@ async fn run_command(
     if !allowed.contains(&args.command) {
         return Err(TaskError::new(format!(
             "command `{}` is not allowed: this server runs only {} (start it with --allow-command or \
-             REFCACHE_ALLOW_COMMANDS to change the list)",
+             MCP_SERVER_ALLOW_COMMANDS to change the list)",
             args.command,
             allowed.iter().cloned().collect::<Vec<_>>().join(", ")
         ))
@@ -504,7 +505,7 @@ fn parse_options() -> Result<Options, String> {
     }
     let allowed = match allowed {
         Some(list) => list,
-        None => match std::env::var("REFCACHE_ALLOW_COMMANDS") {
+        None => match std::env::var("MCP_SERVER_ALLOW_COMMANDS") {
             Ok(text) => list(&text),
             Err(_) => list("echo,sleep,seq"),
         },
@@ -520,11 +521,22 @@ fn parse_options() -> Result<Options, String> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let options = parse_options().map_err(|e| {
+async fn main() {
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("mcp_server: {e}");
+            std::process::exit(2);
+        }
+    };
+    // Errors are printed with their message (a bad REFCACHE_* setting names the key and the fix), not as Debug.
+    if let Err(e) = serve(options).await {
         eprintln!("mcp_server: {e}");
-        std::process::exit(2);
-    })?;
+        std::process::exit(1);
+    }
+}
+
+async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let cache: RefCache = refcache::default_cache()?.clone();
     let shared = Arc::new(Shared {
         allowed: options.allowed,

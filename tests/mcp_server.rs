@@ -77,7 +77,7 @@ async fn stdio_client(recorder: Recorder, args: &[&str]) -> Client {
         tokio::process::Command::new(server_binary()).configure(|cmd| {
             cmd.args(args);
             cmd.env_remove("REFCACHE_BACKEND");
-            cmd.env_remove("REFCACHE_ALLOW_COMMANDS");
+            cmd.env_remove("MCP_SERVER_ALLOW_COMMANDS");
         }),
     )
     .stderr(Stdio::inherit())
@@ -802,4 +802,77 @@ async fn two_replicas_on_redis_share_a_task_by_config_alone() {
     for client in [alice_a, alice_b, bob_b] {
         client.cancel().await.unwrap();
     }
+}
+
+/// The desktop-client JSON config that docs/mcp.md and docs/guide.md show, launched as a desktop client launches
+/// it: its `command` (the documented path, pointed at the built binary), `args` and `env`, over stdio. It must
+/// parse, name the example binary, and give a server whose `run_command` obeys the configured allowlist.
+#[tokio::test]
+async fn the_documented_desktop_client_config_launches_the_server() {
+    const DOCUMENTED_PATH: &str = "/path/to/refcache/target/release/examples/mcp_server";
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut configs = Vec::new();
+    for doc in ["docs/mcp.md", "docs/guide.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        let block = text
+            .split("```json\n")
+            .skip(1)
+            .map(|rest| rest.split("```").next().unwrap())
+            .find(|block| block.contains("\"mcpServers\""))
+            .unwrap_or_else(|| panic!("{doc}: no mcpServers JSON block"));
+        let config: Value =
+            serde_json::from_str(block).unwrap_or_else(|e| panic!("{doc}: bad JSON: {e}"));
+        configs.push(config);
+    }
+    assert_eq!(configs[0], configs[1], "the two docs show the same config");
+    let server = &configs[0]["mcpServers"]["refcache-demo"];
+    assert_eq!(server["command"], DOCUMENTED_PATH);
+    let args: Vec<String> = serde_json::from_value(server["args"].clone()).unwrap();
+    let env: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(server["env"].clone()).unwrap();
+
+    let transport = TokioChildProcess::builder(
+        tokio::process::Command::new(server_binary()).configure(|cmd| {
+            cmd.args(&args);
+            cmd.env_remove("REFCACHE_BACKEND");
+            cmd.envs(&env);
+        }),
+    )
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("start the example server")
+    .0;
+    let client = Recorder::default()
+        .serve(transport)
+        .await
+        .expect("initialize over stdio");
+    let tools = client.peer().list_all_tools().await.unwrap();
+    for name in [
+        "slow_square",
+        "get_cached_result",
+        "cancel_task",
+        "run_command",
+    ] {
+        assert!(tools.iter().any(|t| t.name == name), "no tool {name}");
+    }
+    // `ls` is allowed only by the config's MCP_SERVER_ALLOW_COMMANDS.
+    let listed = ok(&call(
+        &client,
+        "run_command",
+        json!({"command": "ls", "args": [root.join("docs").to_str().unwrap()]}),
+    )
+    .await);
+    let listed = if listed["status"] == "processing" {
+        ok(&poll_until_done(&client, &ref_id(&listed)).await)
+    } else {
+        listed
+    };
+    assert!(
+        listed["value"]["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("mcp.md"),
+        "{listed}"
+    );
+    client.cancel().await.unwrap();
 }
