@@ -48,7 +48,16 @@ fn show(label: &str, value: &impl Serialize) {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), RefCacheError> {
+async fn main() {
+    // An error is printed with its message, which names the setting and the fix (a `REFCACHE_BACKEND` this build
+    // cannot serve, a bad `REFCACHE_*` value), rather than as `Debug`.
+    if let Err(e) = run().await {
+        eprintln!("quickstart: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), RefCacheError> {
     let start = Instant::now();
     let first = index_corpus("wikipedia-en".to_owned()).await?;
     show(
