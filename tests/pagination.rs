@@ -210,8 +210,24 @@ async fn each_page_is_trimmed_to_max_size() {
     assert_eq!(items.first(), Some(&json!(0)));
     assert_eq!(items.last(), Some(&json!(94)));
     assert!(items.len() < 95 && items.len() > 40, "{json}");
+    // The message says how much of the page is shown, and how to see every item.
+    let message = response.message();
     assert!(
-        response.message().contains("trimmed to 200"),
+        message.contains(&format!(
+            "{} of its 95 items fit max_size 200 characters, sampled evenly",
+            items.len()
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("page_size={} or less", items.len())),
+        "{message}"
+    );
+    // A page that fits is said to be whole: nothing about sampling.
+    let response = get(&ref_id, GetOptions::default().page_size(10)).await;
+    check_page(&response, 1, 10, json!(95), 200);
+    assert!(
+        !response.message().contains("fit max_size"),
         "{}",
         response.message()
     );

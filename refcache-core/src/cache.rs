@@ -727,21 +727,37 @@ fn preview_message(ref_id: &RefId, preview: &Preview, previewer: &Previewer) -> 
         "get_cached_result(ref_id=\"{ref_id}\", full=true) returns the whole value ({} {unit})",
         preview.original_size
     );
+    // What a page leaves out, if it did not fit `max_size` whole, and how to see all of it.
+    let fit = match (
+        preview.page_whole,
+        preview.page_items,
+        preview.shown_items(),
+    ) {
+        (Some(false), Some(on_page), Some(shown)) if shown < on_page => format!(
+            ": {shown} of its {on_page} items fit max_size {} {unit}, sampled evenly. To see every item, ask for \
+             page_size={} or less (the pages are then numbered anew), or a larger max_size",
+            previewer.max_size,
+            shown.max(1)
+        ),
+        (Some(false), ..) => format!(
+            ": its items are cut to fit max_size {} {unit}; a larger max_size shows them whole",
+            previewer.max_size
+        ),
+        _ => String::new(),
+    };
     match (preview.page, preview.total_pages) {
         (Some(page), Some(pages)) if page > pages => format!(
             "Page {page} is beyond the last page, {pages}{items}. Ask for a page from 1 to {pages}; {whole}."
         ),
         (Some(page), Some(pages)) if page < pages => format!(
-            "Page {page} of {pages}{items}, trimmed to {} {unit}. Next: get_cached_result(ref_id=\"{ref_id}\", \
-             page={}, page_size={}); {whole}.",
-            previewer.max_size,
+            "Page {page} of {pages}{items}{fit}. Next: get_cached_result(ref_id=\"{ref_id}\", page={}, \
+             page_size={}); {whole}.",
             page + 1,
             previewer.page_size
         ),
-        (Some(page), Some(pages)) => format!(
-            "Page {page} of {pages}, the last{items}, trimmed to {} {unit}; {whole}.",
-            previewer.max_size
-        ),
+        (Some(page), Some(pages)) => {
+            format!("Page {page} of {pages}, the last{items}{fit}; {whole}.")
+        }
         _ if preview.total_items.is_none() => format!(
             "The value is {} {unit}, more than max_size {}: this is a {} preview of {} {unit}; {whole}.",
             preview.original_size,

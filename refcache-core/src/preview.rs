@@ -103,6 +103,33 @@ pub enum PreviewStrategy {
     Truncate,
 }
 
+/// One page, as [`Previewer::paginate`] makes it.
+struct Page {
+    /// What is shown of the page.
+    shown: Value,
+    /// The page number.
+    page: usize,
+    /// How many pages there are.
+    pages: usize,
+    /// Items on the page before fitting (for a collection).
+    items: Option<usize>,
+    /// Whether `shown` is the whole page.
+    whole: bool,
+}
+
+impl Page {
+    /// A page shown whole.
+    fn whole(shown: Value, page: usize, pages: usize, items: Option<usize>) -> Self {
+        Self {
+            shown,
+            page,
+            pages,
+            items,
+            whole: true,
+        }
+    }
+}
+
 /// A preview of a value, and what it leaves out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -121,6 +148,19 @@ pub struct Preview {
     pub page: Option<usize>,
     /// How many pages there are (paginate).
     pub total_pages: Option<usize>,
+    /// Items on the page shown, before it was fitted to `max_size` (paginate).
+    #[serde(default)]
+    pub page_items: Option<usize>,
+    /// Whether the page is shown whole, not sampled or cut to fit `max_size` (paginate).
+    #[serde(default)]
+    pub page_whole: Option<bool>,
+}
+
+impl Preview {
+    /// Items shown, for an array or object.
+    pub(crate) fn shown_items(&self) -> Option<usize> {
+        items(&self.value)
+    }
 }
 
 /// Makes previews.
@@ -254,12 +294,18 @@ impl Previewer {
         page: Option<usize>,
     ) -> Preview {
         let total_items = items(value);
-        let (shown, page, total_pages) = match strategy {
-            PreviewStrategy::Sample => (self.sample(value, self.max_size), None, None),
-            PreviewStrategy::Truncate => (self.truncate(value), None, None),
+        let (shown, page, total_pages, page_items, page_whole) = match strategy {
+            PreviewStrategy::Sample => (self.sample(value, self.max_size), None, None, None, None),
+            PreviewStrategy::Truncate => (self.truncate(value), None, None, None, None),
             PreviewStrategy::Paginate => {
-                let (shown, page, pages) = self.paginate(value, page.unwrap_or(1).max(1));
-                (shown, Some(page), Some(pages))
+                let page = self.paginate(value, page.unwrap_or(1).max(1));
+                (
+                    page.shown,
+                    Some(page.page),
+                    Some(page.pages),
+                    page.items,
+                    Some(page.whole),
+                )
             }
         };
         let preview_size = self.size(&shown);
@@ -271,6 +317,8 @@ impl Previewer {
             preview_size,
             page,
             total_pages,
+            page_items,
+            page_whole,
         }
     }
 
@@ -367,22 +415,28 @@ impl Previewer {
     /// Page `page` (1-indexed) of an array's or object's items, trimmed to fit. An empty collection has one, empty
     /// page. A page out of range is empty (`[]`, `{}`, or `null` for a value that is not a collection); a value that
     /// is not a collection is its only page, sampled.
-    fn paginate(&self, value: &Value, page: usize) -> (Value, usize, usize) {
+    fn paginate(&self, value: &Value, page: usize) -> Page {
         let Some(n) = items(value) else {
             if page > 1 {
-                return (Value::Null, page, 1);
+                return Page::whole(Value::Null, page, 1, None);
             }
-            return (self.sample(value, self.max_size), page, 1);
+            let shown = self.sample(value, self.max_size);
+            let whole = shown == *value;
+            return Page {
+                whole,
+                ..Page::whole(shown, page, 1, None)
+            };
         };
         let page_size = self.page_size.max(1);
         let pages = n.div_ceil(page_size).max(1);
         let start = (page - 1).saturating_mul(page_size);
         let indices: Vec<usize> = (start.min(n)..start.saturating_add(page_size).min(n)).collect();
-        (
-            self.sample(&pick(value, &indices), self.max_size),
-            page,
-            pages,
-        )
+        let picked = pick(value, &indices);
+        let shown = self.sample(&picked, self.max_size);
+        Page {
+            whole: shown == picked,
+            ..Page::whole(shown, page, pages, Some(indices.len()))
+        }
     }
 }
 
@@ -412,6 +466,34 @@ mod tests {
             SizeMeasure::default(),
             SizeMeasure::Tokens(TokenEncoding::Cl100kBase)
         );
+    }
+
+    #[test]
+    fn paginate_says_whether_a_page_is_shown_whole() {
+        let numbers = Value::Array((0..95).map(|i| json!(i)).collect());
+        let mut fits = chars(200);
+        fits.page_size = 10;
+        let p = fits.preview(&numbers, PreviewStrategy::Paginate, Some(2));
+        assert_eq!((p.page_items, p.page_whole), (Some(10), Some(true)));
+        assert_eq!(p.shown_items(), Some(10));
+
+        let mut sampled = chars(100);
+        sampled.page_size = 90;
+        let p = sampled.preview(&numbers, PreviewStrategy::Paginate, Some(1));
+        assert_eq!((p.page_items, p.page_whole), (Some(90), Some(false)));
+        assert!(p.shown_items().unwrap() < 90, "{p:?}");
+
+        // One long string per page: all of the page's items are shown, each cut.
+        let long = json!(["x".repeat(300), "y".repeat(300)]);
+        let mut cut = chars(50);
+        cut.page_size = 1;
+        let p = cut.preview(&long, PreviewStrategy::Paginate, Some(2));
+        assert_eq!((p.page_items, p.page_whole), (Some(1), Some(false)));
+        assert_eq!(p.shown_items(), Some(1));
+
+        // Other strategies have no pages.
+        let p = fits.preview(&numbers, PreviewStrategy::Sample, None);
+        assert_eq!((p.page_items, p.page_whole), (None, None));
     }
 
     #[test]
