@@ -142,6 +142,11 @@ pub enum RedisConfigError {
 }
 
 impl RedisConfig {
+    /// The URL without its password (`redis://user:***@host:port/db`), for errors and logs: errors reach MCP clients.
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+
     /// Defaults, for the server at `url`, with any options in its query (`?mode=workers&key_prefix=app`).
     pub fn from_url(url: &str) -> Result<Self, RedisConfigError> {
         Self::default().with_url(url)
@@ -316,5 +321,46 @@ mod tests {
         assert!(RedisConfig::from_url("redis://h/0?key_prefix=a b").is_err());
         assert!(RedisConfig::from_url("redis://h/0?lease=0.5").is_err());
         assert!(RedisConfig::from_url("redis://h/0?max_deliveries=0").is_err());
+    }
+}
+
+/// `url` with the password of its user info, if any, replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let user = rest[..at].split_once(':').map_or("", |(user, _)| user);
+    if !rest[..at].contains(':') {
+        // `redis://password@host` is not a form the redis crate reads as a password, but hide it all the same.
+        return format!("{scheme}://***@{}", &rest[at + 1..]);
+    }
+    format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_errors() {
+        assert_eq!(
+            redact("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(redact("redis://:s3cret@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(
+            redact("redis://app:s3cret@h:6379/0?mode=workers"),
+            "redis://app:***@h:6379/0?mode=workers"
+        );
+        assert_eq!(redact("rediss://app:p@ss@h/0"), "rediss://app:***@h/0");
+        assert_eq!(redact("redis://token@h/0"), "redis://***@h/0");
+        assert_eq!(
+            redact("redis://h/0?key_prefix=a@b"),
+            "redis://h/0?key_prefix=a@b"
+        );
     }
 }

@@ -61,7 +61,7 @@ pub struct RedisTaskBackend {
 impl std::fmt::Debug for RedisTaskBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisTaskBackend")
-            .field("url", &self.inner.config.url)
+            .field("url", &self.inner.config.redacted_url())
             .field("mode", &self.inner.config.mode)
             .field("key_prefix", &self.inner.config.key_prefix)
             .field("consumer", &self.inner.consumer)
@@ -154,7 +154,7 @@ impl RedisTaskBackend {
     fn build(config: RedisConfig, consumes: bool) -> Result<Self, RedisBackendError> {
         config.validate()?;
         let client_err = |e: redis::RedisError| RedisBackendError::Client {
-            url: config.url.clone(),
+            url: config.redacted_url(),
             message: e.to_string(),
         };
         let client = redis::Client::open(config.url.as_str()).map_err(client_err)?;
@@ -225,6 +225,19 @@ impl RedisTaskBackend {
     }
 }
 
+/// What to check, for the errors whose cause is likely a wrong setting rather than a passing outage.
+fn unavailable_hint(err: &redis::RedisError) -> &'static str {
+    if err.is_connection_refusal() {
+        " (nothing listens there: is redis-server running, and does REFCACHE_BACKEND name its host and port?)"
+    } else if err.kind() == redis::ErrorKind::Parse {
+        " (the server there does not speak the Redis protocol: is REFCACHE_BACKEND's port a Redis port?)"
+    } else if err.kind() == redis::ErrorKind::AuthenticationFailed {
+        " (check the user and password in REFCACHE_BACKEND's URL)"
+    } else {
+        ""
+    }
+}
+
 fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -235,7 +248,11 @@ fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {
 
 impl Inner {
     pub(crate) fn unavailable(&self, err: &redis::RedisError) -> BackendError {
-        BackendError::Unavailable(format!("Redis at {}: {err}", self.config.url))
+        BackendError::Unavailable(format!(
+            "Redis at {}: {err}{}",
+            self.config.redacted_url(),
+            unavailable_hint(err)
+        ))
     }
 
     fn corrupt(&self, what: &str, err: impl std::fmt::Display) -> BackendError {

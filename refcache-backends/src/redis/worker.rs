@@ -69,7 +69,7 @@ pub async fn run_until(
     }
     tracing::info!(
         consumer = backend.consumer(),
-        url = %backend.config().url,
+        url = %backend.config().redacted_url(),
         tasks = ?refcache_core::registry::names(),
         "refcache worker running"
     );
