@@ -538,6 +538,22 @@ async fn main() {
 
 async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let cache: RefCache = refcache::default_cache()?.clone();
+    // One line on stderr (stdout is the protocol over stdio): which transport and backend, so that a backend set in
+    // a shell but not in a desktop client's `env` is seen at once.
+    let transport = match &options.http {
+        None => "stdio".to_owned(),
+        Some(addr) => format!("streamable HTTP on {addr}"),
+    };
+    eprintln!(
+        "mcp_server: MCP over {transport}, backend {}, commands allowed: {}",
+        cache.backend().name(),
+        options
+            .allowed
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     let shared = Arc::new(Shared {
         allowed: options.allowed,
         attempts: Mutex::default(),

@@ -35,10 +35,10 @@ fn the_quickstart_runs_to_a_cache_hit() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("\"status\": \"processing\""), "{stdout}");
-    assert!(
-        stdout.contains("indexed 1 of 6 shards") || stdout.contains("of 6 shards"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("2. polling get_cached_result("), "{stdout}");
+    assert!(stdout.contains(": processing (indexed "), "{stdout}");
+    assert!(stdout.contains("of 6 shards)"), "{stdout}");
+    assert!(stdout.contains(", complete:"), "{stdout}");
     assert!(stdout.contains("\"is_complete\": true"), "{stdout}");
     assert!(stdout.contains("3. second call, a cache hit"), "{stdout}");
 }
