@@ -33,6 +33,8 @@ use crate::preview::{PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
 /// | `preview_strategy` | `REFCACHE_PREVIEW_STRATEGY` | `sample` | `sample`, `paginate` or `truncate` |
 ///
 /// An unknown key in the file or an unknown `REFCACHE_*` variable is an error, so a typo never goes unnoticed.
+/// `REFCACHE_REDIS_SERVER` is the one other variable allowed: it is no cache setting, but the `redis-server` binary
+/// that the Redis backend's `RedisServer` starts (in tests, benches and the distributed demo).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
