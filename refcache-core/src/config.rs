@@ -35,7 +35,7 @@ use crate::preview::{PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
 /// An unknown key in the file or an unknown `REFCACHE_*` variable is an error, so a typo never goes unnoticed.
 /// `REFCACHE_REDIS_SERVER` is the one other variable allowed: it is no cache setting, but the `redis-server` binary
 /// that the Redis backend's `RedisServer` starts (in tests, benches and the distributed demo).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RefCacheConfig {
@@ -456,7 +456,7 @@ pub(crate) fn build_backend(
     let Some((scheme, _)) = backend.split_once("://") else {
         return Err(ConfigError::InvalidValue {
             key: "backend".into(),
-            value: backend.into(),
+            value: redact_url(backend),
             expected: "`memory` or a URL such as `redis://127.0.0.1:6379/0`".into(),
         });
     };
@@ -468,13 +468,113 @@ pub(crate) fn build_backend(
     }
     match KNOWN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
         Some((_, feature)) => Err(ConfigError::BackendNotCompiled {
-            backend: backend.into(),
+            backend: redact_url(backend),
             feature: (*feature).into(),
         }),
         None => Err(ConfigError::InvalidValue {
             key: "backend".into(),
-            value: backend.into(),
+            value: redact_url(backend),
             expected: "`memory` or a URL with a supported scheme (redis://, rediss://)".into(),
         }),
+    }
+}
+
+/// `Debug` without the backend URL's password: configs end up in logs.
+impl std::fmt::Debug for RefCacheConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            name,
+            backend,
+            default_ttl,
+            task_ttl,
+            max_workers,
+            max_queued,
+            max_task_records,
+            max_capacity_bytes,
+            cancel_grace,
+            default_execution_timeout,
+            size_measure,
+            token_encoding,
+            max_size,
+            page_size,
+            preview_strategy,
+        } = self;
+        f.debug_struct("RefCacheConfig")
+            .field("name", name)
+            .field("backend", &redact_url(backend))
+            .field("default_ttl", default_ttl)
+            .field("task_ttl", task_ttl)
+            .field("max_workers", max_workers)
+            .field("max_queued", max_queued)
+            .field("max_task_records", max_task_records)
+            .field("max_capacity_bytes", max_capacity_bytes)
+            .field("cancel_grace", cancel_grace)
+            .field("default_execution_timeout", default_execution_timeout)
+            .field("size_measure", size_measure)
+            .field("token_encoding", token_encoding)
+            .field("max_size", max_size)
+            .field("page_size", page_size)
+            .field("preview_strategy", preview_strategy)
+            .finish()
+    }
+}
+
+/// A backend URL with the password of its user info replaced by `***` (`redis://app:***@host:6379/0`), for errors
+/// and logs. Errors reach MCP clients, so every error that names a backend URL names it through this. Anything
+/// that is not a URL with user info comes back unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    // The user info ends at the last `@` before the query: a password may hold an unencoded `/`, `@` or `#`.
+    let query = rest.find('?').unwrap_or(rest.len());
+    let Some(at) = rest[..query].rfind('@') else {
+        return url.to_owned();
+    };
+    let host = &rest[at + 1..];
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        // `redis://secret@host` is read as a user name by some clients and a password by others: hide it.
+        None => format!("{scheme}://***@{host}"),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_errors_or_logs() {
+        for (url, shown) in [
+            ("memory", "memory"),
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
+            (
+                "redis://app:s3cret@h:6379/0?mode=workers",
+                "redis://app:***@h:6379/0?mode=workers",
+            ),
+            ("rediss://app:p@ss@h/0", "rediss://app:***@h/0"),
+            ("redis://app:pa/ss#x@h/0", "redis://app:***@h/0"),
+            ("redis://token@h/0", "redis://***@h/0"),
+            ("redis://h/0?key_prefix=a@b", "redis://h/0?key_prefix=a@b"),
+            ("redis://@h/0", "redis://***@h/0"),
+            ("redis://ü:ß@h/0", "redis://ü:***@h/0"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn config_errors_and_debug_hide_the_password() {
+        let mut config = RefCacheConfig::default();
+        config.backend = "nats://app:s3cret@h:4222".into();
+        let err = build_backend(&config).err().expect("nats is not a backend");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        config.backend = "redis://app:s3cret@h:6379/0".into();
+        assert!(!format!("{config:?}").contains("s3cret"));
+        // Without the redis feature compiled in, this is BackendNotCompiled; with it, the backend is built.
+        if let Err(err) = build_backend(&config) {
+            assert!(!err.to_string().contains("s3cret"), "{err}");
+        }
     }
 }

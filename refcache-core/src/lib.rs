@@ -82,7 +82,7 @@ pub use backend::{
 };
 pub use cache::{GetOptions, RefCache, RefCacheBuilder};
 pub use call_options::CallOptions;
-pub use config::{BackendFactory, ConfigError, RefCacheConfig};
+pub use config::{BackendFactory, ConfigError, RefCacheConfig, redact_url};
 pub use error::{BackendError, INACCESSIBLE_REFERENCE, RefCacheError};
 pub use execute::{
     Cancelled, Ending, LocalJob, RunLimits, TaskContext, TaskHooks, job_for, run as run_job,
@@ -93,7 +93,7 @@ pub use global::{default_cache, get_cached_result, get_cached_result_with, set_d
 pub use key::{CacheKey, KeyBuilder, KeyPrefix};
 pub use memory::{MemoryBackendConfig, MemoryTaskBackend};
 pub use namespace::{MAX_NAMESPACE_LEN, Namespace, NamespaceError, NamespaceTemplate};
-pub use preview::{Preview, PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
+pub use preview::{PageFit, Preview, PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
 pub use ref_id::RefId;
 pub use resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_BYTES, MAX_RESOLVED_REFERENCES};
 pub use response::{

@@ -50,7 +50,7 @@ impl std::str::FromStr for Mode {
 }
 
 /// Settings of a [`RedisTaskBackend`](crate::redis::RedisTaskBackend).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RedisConfig {
     /// The server, as `redis://host:port/db` (or `rediss://` for TLS, when the `redis` crate is built with it).
@@ -144,7 +144,7 @@ pub enum RedisConfigError {
 impl RedisConfig {
     /// The URL without its password (`redis://user:***@host:port/db`), for errors and logs: errors reach MCP clients.
     pub fn redacted_url(&self) -> String {
-        redact(&self.url)
+        refcache_core::redact_url(&self.url)
     }
 
     /// Defaults, for the server at `url`, with any options in its query (`?mode=workers&key_prefix=app`).
@@ -170,7 +170,9 @@ impl RedisConfig {
 
     /// The same settings for the server at `url`, with the options in its query applied.
     pub fn with_url(mut self, url: &str) -> Result<Self, RedisConfigError> {
-        let invalid_url = || RedisConfigError::InvalidUrl { url: url.into() };
+        let invalid_url = || RedisConfigError::InvalidUrl {
+            url: refcache_core::redact_url(url),
+        };
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         if !(base.starts_with("redis://") || base.starts_with("rediss://")) {
             return Err(invalid_url());
@@ -324,43 +326,40 @@ mod tests {
     }
 }
 
-/// `url` with the password of its user info, if any, replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    let user = rest[..at].split_once(':').map_or("", |(user, _)| user);
-    if !rest[..at].contains(':') {
-        // `redis://password@host` is not a form the redis crate reads as a password, but hide it all the same.
-        return format!("{scheme}://***@{}", &rest[at + 1..]);
-    }
-    format!("{scheme}://{user}:***@{}", &rest[at + 1..])
-}
-
-#[cfg(test)]
-mod redact_tests {
-    use super::redact;
-
-    #[test]
-    fn passwords_never_reach_errors() {
-        assert_eq!(
-            redact("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
-        assert_eq!(redact("redis://:s3cret@h:6379/0"), "redis://:***@h:6379/0");
-        assert_eq!(
-            redact("redis://app:s3cret@h:6379/0?mode=workers"),
-            "redis://app:***@h:6379/0?mode=workers"
-        );
-        assert_eq!(redact("rediss://app:p@ss@h/0"), "rediss://app:***@h/0");
-        assert_eq!(redact("redis://token@h/0"), "redis://***@h/0");
-        assert_eq!(
-            redact("redis://h/0?key_prefix=a@b"),
-            "redis://h/0?key_prefix=a@b"
-        );
+/// `Debug` without the URL's password: configs end up in logs.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            url: _,
+            mode,
+            key_prefix,
+            lease,
+            max_deliveries,
+            prefetch,
+            max_workers,
+            max_queued,
+            default_ttl,
+            task_ttl,
+            cancel_grace,
+            default_execution_timeout,
+            near_cache_bytes,
+            command_timeout,
+        } = self;
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .field("mode", mode)
+            .field("key_prefix", key_prefix)
+            .field("lease", lease)
+            .field("max_deliveries", max_deliveries)
+            .field("prefetch", prefetch)
+            .field("max_workers", max_workers)
+            .field("max_queued", max_queued)
+            .field("default_ttl", default_ttl)
+            .field("task_ttl", task_ttl)
+            .field("cancel_grace", cancel_grace)
+            .field("default_execution_timeout", default_execution_timeout)
+            .field("near_cache_bytes", near_cache_bytes)
+            .field("command_timeout", command_timeout)
+            .finish()
     }
 }

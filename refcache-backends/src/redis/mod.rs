@@ -228,13 +228,33 @@ impl RedisTaskBackend {
 /// What to check, for the errors whose cause is likely a wrong setting rather than a passing outage.
 fn unavailable_hint(err: &redis::RedisError) -> &'static str {
     if err.is_connection_refusal() {
-        " (nothing listens there: is redis-server running, and does REFCACHE_BACKEND name its host and port?)"
+        " (nothing listens there: is redis-server running, and does the backend URL (REFCACHE_BACKEND) name its \
+         host and port?)"
     } else if err.kind() == redis::ErrorKind::Parse {
-        " (the server there does not speak the Redis protocol: is REFCACHE_BACKEND's port a Redis port?)"
-    } else if err.kind() == redis::ErrorKind::AuthenticationFailed {
-        " (check the user and password in REFCACHE_BACKEND's URL)"
+        " (the server there does not speak the Redis protocol: is the backend URL's port a Redis port?)"
+    } else if err.kind() == redis::ErrorKind::AuthenticationFailed || err.code() == Some("NOAUTH") {
+        " (the server wants a login: check the user and password in the backend URL, redis://user:password@host)"
     } else {
         ""
+    }
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::unavailable_hint;
+
+    #[test]
+    fn setting_errors_say_what_to_check_and_outages_say_nothing_more() {
+        let refused: redis::RedisError =
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
+        assert!(unavailable_hint(&refused).contains("is redis-server running"));
+        let garbage: redis::RedisError = (redis::ErrorKind::Parse, "Unexpected `60`").into();
+        assert!(unavailable_hint(&garbage).contains("does not speak the Redis protocol"));
+        let login: redis::RedisError = (redis::ErrorKind::AuthenticationFailed, "WRONGPASS").into();
+        assert!(unavailable_hint(&login).contains("password"));
+        let dropped: redis::RedisError =
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset).into();
+        assert_eq!(unavailable_hint(&dropped), "");
     }
 }
 
@@ -974,11 +994,11 @@ pub(crate) fn parse_status(s: &str) -> TaskStatus {
 /// config alone.
 fn from_config(config: &RefCacheConfig) -> Result<Arc<dyn TaskBackend>, ConfigError> {
     let redis = RedisConfig::from_refcache_config(config).map_err(|e| ConfigError::Backend {
-        backend: config.backend.clone(),
+        backend: refcache_core::redact_url(&config.backend),
         message: e.to_string(),
     })?;
     let backend = RedisTaskBackend::new(redis).map_err(|e| ConfigError::Backend {
-        backend: config.backend.clone(),
+        backend: refcache_core::redact_url(&config.backend),
         message: e.to_string(),
     })?;
     Ok(Arc::new(backend))
