@@ -220,9 +220,24 @@ async fn each_page_is_trimmed_to_max_size() {
         "{message}"
     );
     assert!(
-        message.contains(&format!("page_size={} or less", items.len())),
+        message.contains(&format!("try page_size={}", items.len())),
         "{message}"
     );
+    // Following the advice shows every item of each page, for items of one size.
+    let advised = GetOptions::default().page_size(items.len());
+    let pages = 95usize.div_ceil(items.len());
+    let mut seen = Vec::new();
+    for page in 1..=pages {
+        let response = get(&ref_id, advised.clone().page(page)).await;
+        let json = check_page(&response, page, pages, json!(95), 200);
+        assert!(
+            !response.message().contains("fit max_size"),
+            "page {page} is whole: {}",
+            response.message()
+        );
+        seen.extend(json["preview"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(seen, (0..95).map(|i| json!(i)).collect::<Vec<_>>());
     // A page that fits is said to be whole: nothing about sampling.
     let response = get(&ref_id, GetOptions::default().page_size(10)).await;
     check_page(&response, 1, 10, json!(95), 200);

@@ -21,7 +21,7 @@ use crate::execute::LocalJob;
 use crate::format::AsyncResponseFormat;
 use crate::key::{CacheKey, KeyBuilder, KeyPrefix};
 use crate::memory::MemoryTaskBackend;
-use crate::preview::{Preview, PreviewStrategy, Previewer};
+use crate::preview::{PageFit, Preview, PreviewStrategy, Previewer};
 use crate::ref_id::{RefId, is_cache_name};
 use crate::registry::{self, TaskMeta};
 use crate::response::CachedResponse;
@@ -727,22 +727,23 @@ fn preview_message(ref_id: &RefId, preview: &Preview, previewer: &Previewer) -> 
         "get_cached_result(ref_id=\"{ref_id}\", full=true) returns the whole value ({} {unit})",
         preview.original_size
     );
-    // What a page leaves out, if it did not fit `max_size` whole, and how to see all of it.
-    let fit = match (
-        preview.page_whole,
-        preview.page_items,
-        preview.shown_items(),
-    ) {
-        (Some(false), Some(on_page), Some(shown)) if shown < on_page => format!(
-            ": {shown} of its {on_page} items fit max_size {} {unit}, sampled evenly. To see every item, ask for \
-             page_size={} or less (the pages are then numbered anew), or a larger max_size",
-            previewer.max_size,
-            shown.max(1)
+    // What a page leaves out, if it did not fit `max_size` whole, and what to try to see all of it.
+    let max = previewer.max_size;
+    let fit = match (preview.page_fit, preview.page_items, preview.shown_items()) {
+        (Some(PageFit::Sampled), Some(on_page), Some(shown)) => format!(
+            ": {shown} of its {on_page} items fit max_size {max} {unit}, sampled evenly. To see every item, try \
+             page_size={shown} (the pages are then numbered anew) or a larger max_size"
         ),
-        (Some(false), ..) => format!(
-            ": its items are cut to fit max_size {} {unit}; a larger max_size shows them whole",
-            previewer.max_size
+        (Some(PageFit::Cut), Some(on_page), Some(shown)) if shown < on_page => format!(
+            ": {shown} of its {on_page} items are shown, cut to fit max_size {max} {unit}. A larger max_size, or \
+             full=true, shows them whole"
         ),
+        (Some(PageFit::Cut), Some(_), _) => format!(
+            ": its items are cut to fit max_size {max} {unit}. A larger max_size, or full=true, shows them whole"
+        ),
+        (Some(PageFit::Cut), None, _) => {
+            format!(": it is cut to fit max_size {max} {unit}. full=true returns it whole")
+        }
         _ => String::new(),
     };
     match (preview.page, preview.total_pages) {

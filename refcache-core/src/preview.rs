@@ -103,6 +103,19 @@ pub enum PreviewStrategy {
     Truncate,
 }
 
+/// How a page fits `max_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PageFit {
+    /// Shown whole.
+    Whole,
+    /// Some items left out (evenly spaced ones kept), each shown item whole.
+    Sampled,
+    /// Items (or the page's only value) cut to fit.
+    Cut,
+}
+
 /// One page, as [`Previewer::paginate`] makes it.
 struct Page {
     /// What is shown of the page.
@@ -113,20 +126,30 @@ struct Page {
     pages: usize,
     /// Items on the page before fitting (for a collection).
     items: Option<usize>,
-    /// Whether `shown` is the whole page.
-    whole: bool,
+    /// How `shown` relates to the page.
+    fit: PageFit,
 }
 
-impl Page {
-    /// A page shown whole.
-    fn whole(shown: Value, page: usize, pages: usize, items: Option<usize>) -> Self {
-        Self {
-            shown,
-            page,
-            pages,
-            items,
-            whole: true,
+/// How `shown` (a sample of `page`) fits: whole, a subsequence of whole items, or with items cut.
+fn page_fit(page: &Value, shown: &Value) -> PageFit {
+    if shown == page {
+        return PageFit::Whole;
+    }
+    let whole_items = match (page, shown) {
+        (Value::Array(all), Value::Array(kept)) => {
+            let mut all = all.iter();
+            kept.iter()
+                .all(|item| all.any(|candidate| candidate == item))
         }
+        (Value::Object(all), Value::Object(kept)) => {
+            kept.iter().all(|(key, item)| all.get(key) == Some(item))
+        }
+        _ => false,
+    };
+    if whole_items {
+        PageFit::Sampled
+    } else {
+        PageFit::Cut
     }
 }
 
@@ -148,12 +171,12 @@ pub struct Preview {
     pub page: Option<usize>,
     /// How many pages there are (paginate).
     pub total_pages: Option<usize>,
-    /// Items on the page shown, before it was fitted to `max_size` (paginate).
+    /// Items on the page shown, before it was fitted to `max_size` (paginate, a collection).
     #[serde(default)]
     pub page_items: Option<usize>,
-    /// Whether the page is shown whole, not sampled or cut to fit `max_size` (paginate).
+    /// How the page shown fits `max_size` (paginate).
     #[serde(default)]
-    pub page_whole: Option<bool>,
+    pub page_fit: Option<PageFit>,
 }
 
 impl Preview {
@@ -294,7 +317,7 @@ impl Previewer {
         page: Option<usize>,
     ) -> Preview {
         let total_items = items(value);
-        let (shown, page, total_pages, page_items, page_whole) = match strategy {
+        let (shown, page, total_pages, page_items, page_fit) = match strategy {
             PreviewStrategy::Sample => (self.sample(value, self.max_size), None, None, None, None),
             PreviewStrategy::Truncate => (self.truncate(value), None, None, None, None),
             PreviewStrategy::Paginate => {
@@ -304,7 +327,7 @@ impl Previewer {
                     Some(page.page),
                     Some(page.pages),
                     page.items,
-                    Some(page.whole),
+                    Some(page.fit),
                 )
             }
         };
@@ -318,7 +341,7 @@ impl Previewer {
             page,
             total_pages,
             page_items,
-            page_whole,
+            page_fit,
         }
     }
 
@@ -418,13 +441,22 @@ impl Previewer {
     fn paginate(&self, value: &Value, page: usize) -> Page {
         let Some(n) = items(value) else {
             if page > 1 {
-                return Page::whole(Value::Null, page, 1, None);
+                return Page {
+                    shown: Value::Null,
+                    page,
+                    pages: 1,
+                    items: None,
+                    fit: PageFit::Whole,
+                };
             }
             let shown = self.sample(value, self.max_size);
-            let whole = shown == *value;
+            let fit = page_fit(value, &shown);
             return Page {
-                whole,
-                ..Page::whole(shown, page, 1, None)
+                shown,
+                page,
+                pages: 1,
+                items: None,
+                fit,
             };
         };
         let page_size = self.page_size.max(1);
@@ -433,9 +465,13 @@ impl Previewer {
         let indices: Vec<usize> = (start.min(n)..start.saturating_add(page_size).min(n)).collect();
         let picked = pick(value, &indices);
         let shown = self.sample(&picked, self.max_size);
+        let fit = page_fit(&picked, &shown);
         Page {
-            whole: shown == picked,
-            ..Page::whole(shown, page, pages, Some(indices.len()))
+            shown,
+            page,
+            pages,
+            items: Some(indices.len()),
+            fit,
         }
     }
 }
@@ -469,18 +505,21 @@ mod tests {
     }
 
     #[test]
-    fn paginate_says_whether_a_page_is_shown_whole() {
+    fn paginate_says_how_a_page_fits() {
         let numbers = Value::Array((0..95).map(|i| json!(i)).collect());
         let mut fits = chars(200);
         fits.page_size = 10;
         let p = fits.preview(&numbers, PreviewStrategy::Paginate, Some(2));
-        assert_eq!((p.page_items, p.page_whole), (Some(10), Some(true)));
+        assert_eq!((p.page_items, p.page_fit), (Some(10), Some(PageFit::Whole)));
         assert_eq!(p.shown_items(), Some(10));
 
         let mut sampled = chars(100);
         sampled.page_size = 90;
         let p = sampled.preview(&numbers, PreviewStrategy::Paginate, Some(1));
-        assert_eq!((p.page_items, p.page_whole), (Some(90), Some(false)));
+        assert_eq!(
+            (p.page_items, p.page_fit),
+            (Some(90), Some(PageFit::Sampled))
+        );
         assert!(p.shown_items().unwrap() < 90, "{p:?}");
 
         // One long string per page: all of the page's items are shown, each cut.
@@ -488,12 +527,16 @@ mod tests {
         let mut cut = chars(50);
         cut.page_size = 1;
         let p = cut.preview(&long, PreviewStrategy::Paginate, Some(2));
-        assert_eq!((p.page_items, p.page_whole), (Some(1), Some(false)));
+        assert_eq!((p.page_items, p.page_fit), (Some(1), Some(PageFit::Cut)));
         assert_eq!(p.shown_items(), Some(1));
+
+        // A value that is not a collection is its only page, cut when too large.
+        let p = cut.preview(&json!("z".repeat(300)), PreviewStrategy::Paginate, Some(1));
+        assert_eq!((p.page_items, p.page_fit), (None, Some(PageFit::Cut)));
 
         // Other strategies have no pages.
         let p = fits.preview(&numbers, PreviewStrategy::Sample, None);
-        assert_eq!((p.page_items, p.page_whole), (None, None));
+        assert_eq!((p.page_items, p.page_fit), (None, None));
     }
 
     #[test]
