@@ -566,8 +566,10 @@ mod redact_tests {
 
     #[test]
     fn config_errors_and_debug_hide_the_password() {
-        let mut config = RefCacheConfig::default();
-        config.backend = "nats://app:s3cret@h:4222".into();
+        let mut config = RefCacheConfig {
+            backend: "nats://app:s3cret@h:4222".into(),
+            ..RefCacheConfig::default()
+        };
         let err = build_backend(&config).err().expect("nats is not a backend");
         assert!(!err.to_string().contains("s3cret"), "{err}");
         config.backend = "redis://app:s3cret@h:6379/0".into();
