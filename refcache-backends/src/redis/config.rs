@@ -289,43 +289,6 @@ impl RedisConfig {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn url_options() {
-        let c = RedisConfig::from_url(
-            "redis://127.0.0.1:7000/2?mode=workers&key_prefix=app1&lease=10&max_deliveries=5&prefetch=4",
-        )
-        .unwrap();
-        assert_eq!(c.url, "redis://127.0.0.1:7000/2");
-        assert_eq!(c.mode, Mode::Workers);
-        assert_eq!(c.key_prefix, "app1");
-        assert_eq!(c.lease, Duration::from_secs(10));
-        assert_eq!((c.max_deliveries, c.prefetch), (5, 4));
-        assert_eq!(
-            RedisConfig::from_url("redis://h/0").unwrap().mode,
-            Mode::Local
-        );
-    }
-
-    #[test]
-    fn bad_urls_name_the_fix() {
-        let e = RedisConfig::from_url("redis://h/0?mode=fleet").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "invalid value `fleet` for `mode`: expected `local` or `workers`"
-        );
-        let e = RedisConfig::from_url("redis://h/0?leese=3").unwrap_err();
-        assert!(e.to_string().contains("known: mode, key_prefix"), "{e}");
-        assert!(RedisConfig::from_url("http://h").is_err());
-        assert!(RedisConfig::from_url("redis://h/0?key_prefix=a b").is_err());
-        assert!(RedisConfig::from_url("redis://h/0?lease=0.5").is_err());
-        assert!(RedisConfig::from_url("redis://h/0?max_deliveries=0").is_err());
-    }
-}
-
 /// `Debug` without the URL's password: configs end up in logs.
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -361,5 +324,42 @@ impl std::fmt::Debug for RedisConfig {
             .field("near_cache_bytes", near_cache_bytes)
             .field("command_timeout", command_timeout)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_options() {
+        let c = RedisConfig::from_url(
+            "redis://127.0.0.1:7000/2?mode=workers&key_prefix=app1&lease=10&max_deliveries=5&prefetch=4",
+        )
+        .unwrap();
+        assert_eq!(c.url, "redis://127.0.0.1:7000/2");
+        assert_eq!(c.mode, Mode::Workers);
+        assert_eq!(c.key_prefix, "app1");
+        assert_eq!(c.lease, Duration::from_secs(10));
+        assert_eq!((c.max_deliveries, c.prefetch), (5, 4));
+        assert_eq!(
+            RedisConfig::from_url("redis://h/0").unwrap().mode,
+            Mode::Local
+        );
+    }
+
+    #[test]
+    fn bad_urls_name_the_fix() {
+        let e = RedisConfig::from_url("redis://h/0?mode=fleet").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value `fleet` for `mode`: expected `local` or `workers`"
+        );
+        let e = RedisConfig::from_url("redis://h/0?leese=3").unwrap_err();
+        assert!(e.to_string().contains("known: mode, key_prefix"), "{e}");
+        assert!(RedisConfig::from_url("http://h").is_err());
+        assert!(RedisConfig::from_url("redis://h/0?key_prefix=a b").is_err());
+        assert!(RedisConfig::from_url("redis://h/0?lease=0.5").is_err());
+        assert!(RedisConfig::from_url("redis://h/0?max_deliveries=0").is_err());
     }
 }
