@@ -294,6 +294,12 @@ async fn bare_timeout() -> Duration {
 
 fn async_timeout(c: &mut Criterion) {
     const CALLS: u64 = 1_000;
+    // The in-process defaults, whatever REFCACHE_* the environment holds.
+    let cache = RefCache::builder().build().expect("a default cache");
+    assert!(
+        refcache::set_default_cache(cache).is_ok(),
+        "the process-wide cache was already built"
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -10,8 +10,11 @@
 //! to poll):
 //!
 //! - `hit_us`, `miss_us`: the cost per call of an async tool that returns at once, same arguments (a hit) or new
-//!   ones every call (a miss), called from a worker task of a 2-worker multi-thread runtime, as a server calls it;
-//!   batch means over 10 batches.
+//!   ones every call (a miss), called from a worker task of a 2-worker multi-thread runtime, with the response
+//!   turned into its wire JSON (`to_json`), as mcp-refcache's call returns its response dict; batch means over 10
+//!   batches. Library calls on both sides: no MCP request, actor or session around them.
+//!
+//! The process-wide cache is built from the defaults, whatever `REFCACHE_*` the environment holds.
 //! - `timed_out_return_ms`: how long a call whose work (2 s) outlasts `async_timeout` (0.1 s) takes to return the
 //!   processing reference.
 //! - `timed_out_executions`: how many times the body of one such call ran, counted once it is complete and twice
@@ -237,7 +240,8 @@ async fn per_call_us(batches: usize, calls: u64, first_arg: u64, step: u64) -> V
     for _ in 0..batches {
         let start = Instant::now();
         for _ in 0..calls {
-            black_box(lookup_user(black_box(arg)).await.expect("call"));
+            // The wire shape, as mcp-refcache's call returns its response dict.
+            black_box(lookup_user(black_box(arg)).await.expect("call").to_json());
             arg += step;
         }
         means.push(start.elapsed().as_nanos() as f64 / calls as f64 / 1000.0);
@@ -426,6 +430,14 @@ fn main() {
         .build()
         .expect("runtime");
     log(&format!("refcache {}", env!("CARGO_PKG_VERSION")));
+    // The defaults, whatever REFCACHE_* the environment holds, as the Python side pins its MemoryTaskBackend.
+    let cache = refcache::RefCache::builder()
+        .build()
+        .expect("a default cache");
+    assert!(
+        refcache::set_default_cache(cache).is_ok(),
+        "the process-wide cache was already built"
+    );
     rt.block_on(async { tokio::spawn(async_scenarios()).await })
         .expect("async scenarios");
     sync_function(&rt);
