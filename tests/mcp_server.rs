@@ -779,6 +779,7 @@ async fn two_replicas_on_redis_share_a_task_by_config_alone() {
     let b = HttpServer::start_on(Some(&backend), &tokens).await;
     let alice_a = a.client(Some("token-a")).await.unwrap();
     let alice_b = b.client(Some("token-a")).await.unwrap();
+    let bob_a = a.client(Some("token-b")).await.unwrap();
     let bob_b = b.client(Some("token-b")).await.unwrap();
 
     let args = json!({"n": 12, "seconds": 3.0});
@@ -786,9 +787,11 @@ async fn two_replicas_on_redis_share_a_task_by_config_alone() {
     assert_eq!(first["status"], "processing", "{first}");
     let id = ref_id(&first);
 
-    // Bob, on the replica that will answer Alice: as if the task did not exist.
-    let denied = call(&bob_b, "get_cached_result", json!({"ref_id": id})).await;
-    assert!(error_text(&denied).contains("Invalid or inaccessible reference"));
+    // Bob, on either replica: as if the task did not exist.
+    for bob in [&bob_a, &bob_b] {
+        let denied = call(bob, "get_cached_result", json!({"ref_id": id})).await;
+        assert!(error_text(&denied).contains("Invalid or inaccessible reference"));
+    }
 
     let done = ok(&poll_until_done(&alice_b, &id).await);
     assert_eq!(done["value"]["square"], 144, "{done}");
@@ -799,7 +802,7 @@ async fn two_replicas_on_redis_share_a_task_by_config_alone() {
         id,
         "a hit on the other replica, not a second execution"
     );
-    for client in [alice_a, alice_b, bob_b] {
+    for client in [alice_a, alice_b, bob_a, bob_b] {
         client.cancel().await.unwrap();
     }
 }

@@ -9,6 +9,9 @@
 //!
 //! Backends are chosen in config (`REFCACHE_BACKEND=redis://...`), so switching from the in-process default changes
 //! no code. Most users enable the `redis` feature of the `refcache` facade instead of depending on this crate.
+//!
+//! # Supported Rust versions
+//! Rust 1.88 or newer (edition 2024), as the rest of refcache.
 
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -11,6 +11,9 @@
 //! None. Whether the generated code uses the MCP integration is decided by the function (`#[tool]` below
 //! `#[cached]`), not by a feature, and the runtime crate is found from `Cargo.toml` (`refcache` or
 //! `refcache-core`, or the `crate = "..."` argument).
+//!
+//! # Supported Rust versions
+//! Rust 1.88 or newer (edition 2024), as the rest of refcache.
 
 mod attr;
 mod expand;
