@@ -730,7 +730,7 @@ fn preview_message(ref_id: &RefId, preview: &Preview, previewer: &Previewer) -> 
     // What a page leaves out, if it did not fit `max_size` whole, and what to try to see all of it.
     let max = previewer.max_size;
     let fit = match (preview.page_fit, preview.page_items, preview.shown_items()) {
-        (Some(PageFit::Sampled), Some(on_page), Some(shown)) => format!(
+        (Some(PageFit::Sampled), Some(on_page), Some(shown)) if shown > 0 => format!(
             ": {shown} of its {on_page} items fit max_size {max} {unit}, sampled evenly. To see every item, try \
              page_size={shown} (the pages are then numbered anew) or a larger max_size"
         ),
@@ -738,7 +738,7 @@ fn preview_message(ref_id: &RefId, preview: &Preview, previewer: &Previewer) -> 
             ": {shown} of its {on_page} items are shown, cut to fit max_size {max} {unit}. A larger max_size, or \
              full=true, shows them whole"
         ),
-        (Some(PageFit::Cut), Some(_), _) => format!(
+        (Some(PageFit::Sampled | PageFit::Cut), Some(_), _) => format!(
             ": its items are cut to fit max_size {max} {unit}. A larger max_size, or full=true, shows them whole"
         ),
         (Some(PageFit::Cut), None, _) => {
