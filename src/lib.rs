@@ -116,15 +116,17 @@ pub mod worker {
     pub use refcache_backends::redis::{Mode, RedisConfig};
 }
 
+// The docs' Rust blocks are compiled and run as doctests. The ones that show a feature's API are tested with that
+// feature on, as the README's test command (`--all-features`) does.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "mcp", feature = "redis"))]
 #[doc = include_str!("../docs/guide.md")]
 struct GuideDoctests;
 
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "redis", feature = "test-utils"))]
 #[doc = include_str!("../docs/backends.md")]
 struct BackendsDoctests;
 
@@ -136,6 +138,6 @@ struct LifecycleDoctests;
 #[doc = include_str!("../docs/refcache.md")]
 struct RefcacheDoctests;
 
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "mcp"))]
 #[doc = include_str!("../docs/mcp.md")]
 struct McpDoctests;
