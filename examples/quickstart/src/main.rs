@@ -1,7 +1,7 @@
 //! The refcache quickstart: a 3-second tool behind a 1-second `async_timeout`.
 //!
 //! ```text
-//! cargo run --example quickstart
+//! cargo run -p quickstart
 //! ```
 //!
 //! 1. The first call returns a processing reference after 1 s; the work goes on in the background.
