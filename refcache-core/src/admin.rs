@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::access::Permissions;
-use crate::actor::Actor;
 use crate::backend::{TaskFilter, TaskPage};
 use crate::cache::RefCache;
-use crate::error::RefCacheError;
-use crate::session::Session;
-use crate::task::{TaskInfo, TaskStatus, Timestamp};
+use crate::model::access::Permissions;
+use crate::model::actor::Actor;
+use crate::model::error::RefCacheError;
+use crate::model::record::TaskInfo;
+use crate::model::session::Session;
+use crate::model::task::{TaskStatus, Timestamp};
 
 /// How many backend pages one list call reads at most while it skips references the actor may not see.
 const MAX_SCANNED_PAGES: usize = 20;
@@ -116,7 +117,7 @@ impl RefCache {
     /// Deletes every reference in `namespace` that the actor in effect may delete; answers how many it deleted.
     /// References it may not delete stay, and are not counted.
     pub async fn clear_namespace(&self, namespace: &str) -> Result<usize, RefCacheError> {
-        crate::Namespace::parse(namespace)?;
+        crate::model::namespace::Namespace::parse(namespace)?;
         let actor = Actor::current();
         // Gather first, then delete: deleting while paging would shift the pages.
         let doomed: Vec<_> = self

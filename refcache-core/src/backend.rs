@@ -13,14 +13,15 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::access::AccessPolicy;
-use crate::error::BackendError;
 use crate::execute::LocalJob;
-use crate::key::CacheKey;
-use crate::preview::PreviewStrategy;
-use crate::ref_id::RefId;
+use crate::model::access::AccessPolicy;
+use crate::model::error::BackendError;
+use crate::model::key::CacheKey;
+use crate::model::preview::PreviewStrategy;
+use crate::model::record::TaskInfo;
+use crate::model::ref_id::RefId;
+use crate::model::task::TaskStatus;
 use crate::store::{StoredValue, ValueStore};
-use crate::task::{TaskInfo, TaskStatus};
 
 /// What runs and what it is called: the serializable half of a submission.
 ///
@@ -47,7 +48,7 @@ pub struct TaskSpec {
     /// The actor whose call started it (`None`: an anonymous user). The work runs as this actor, so that what it
     /// reads through the cache (references it resolves itself, nested calls) is what its caller may read.
     #[serde(default)]
-    pub actor: Option<crate::Actor>,
+    pub actor: Option<crate::model::actor::Actor>,
 }
 
 impl TaskSpec {
@@ -72,7 +73,7 @@ impl TaskSpec {
     }
 
     /// The same spec, run as `actor`.
-    pub fn with_actor(mut self, actor: Option<crate::Actor>) -> Self {
+    pub fn with_actor(mut self, actor: Option<crate::model::actor::Actor>) -> Self {
         self.actor = actor;
         self
     }

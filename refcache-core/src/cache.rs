@@ -9,25 +9,26 @@ use serde_json::Value;
 use tokio::runtime::{Handle, Runtime};
 
 use crate::BackendStats;
-use crate::access::Permissions;
-use crate::actor::Actor;
 use crate::backend::{
     CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskSnapshot, TaskSpec,
 };
 use crate::call_options::CallOptions;
-use crate::config::{ConfigError, RefCacheConfig};
-use crate::error::{BackendError, RefCacheError};
+use crate::config::RefCacheConfig;
 use crate::execute::LocalJob;
-use crate::format::AsyncResponseFormat;
-use crate::key::{CacheKey, KeyBuilder, KeyPrefix};
 use crate::memory::MemoryTaskBackend;
-use crate::preview::{PageFit, Preview, PreviewStrategy, Previewer};
-use crate::ref_id::{RefId, is_cache_name};
+use crate::model::access::Permissions;
+use crate::model::actor::Actor;
+use crate::model::error::ConfigError;
+use crate::model::error::{BackendError, RefCacheError};
+use crate::model::format::AsyncResponseFormat;
+use crate::model::key::{CacheKey, KeyBuilder, KeyPrefix};
+use crate::model::preview::{PageFit, Preview, PreviewStrategy, Previewer};
+use crate::model::record::TaskInfo;
+use crate::model::ref_id::{RefId, is_cache_name};
+use crate::model::session::Session;
 use crate::registry::{self, TaskMeta};
 use crate::response::CachedResponse;
-use crate::session::Session;
 use crate::store::StoredValue;
-use crate::task::TaskInfo;
 
 /// A reference cache: finished values by call, and the tasks that produce them, behind one backend.
 ///
@@ -821,7 +822,7 @@ impl CallScope {
     pub fn capture(meta: &TaskMeta) -> Result<Self, RefCacheError> {
         let policy = meta.policy().map_err(Clone::clone)?;
         let template = meta.namespace_template().map_err(Clone::clone)?;
-        if template.is_none() && !crate::session::any_scope() {
+        if template.is_none() && !crate::model::scope::any_scope() {
             // No scope anywhere in the process: nothing to look up; the anonymous user's access is the task's own.
             return Ok(Self {
                 format: meta.format(),

@@ -3,8 +3,8 @@
 use std::cell::Cell;
 use std::future::Future;
 
-use crate::format::AsyncResponseFormat;
-use crate::session::ScopeGuard;
+use crate::model::format::AsyncResponseFormat;
+use crate::model::scope::ScopeGuard;
 
 /// Options for the `#[cached]` calls made inside a scope. Each one set here wins over the function's attribute,
 /// which wins over the cache's default.
@@ -86,7 +86,7 @@ impl CallOptions {
 
     /// The options in effect here.
     pub fn current() -> Self {
-        if !crate::session::any_scope() {
+        if !crate::model::scope::any_scope() {
             return Self::default();
         }
         OPTIONS
@@ -94,5 +94,24 @@ impl CallOptions {
             .ok()
             .or_else(|| SYNC_OPTIONS.with(Cell::get))
             .unwrap_or_default()
+    }
+}
+
+/// The per-call format override: [`CallOptions`] with only the format set.
+impl AsyncResponseFormat {
+    /// Runs `fut` with every `#[cached]` call inside it answering in `format`, whatever its attribute says.
+    /// Shorthand for [`CallOptions::new().format(format).scope(fut)`](CallOptions::scope).
+    pub async fn scope<F: Future>(self, fut: F) -> F::Output {
+        CallOptions::new().format(self).scope(fut).await
+    }
+
+    /// The synchronous twin of [`scope`](Self::scope), for this thread.
+    pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
+        CallOptions::new().format(self).sync_scope(f)
+    }
+
+    /// The override in effect for the current call, if any.
+    pub fn current_override() -> Option<Self> {
+        CallOptions::current().format
     }
 }

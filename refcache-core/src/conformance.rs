@@ -21,12 +21,12 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::backend::{CancelOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskSpec};
-use crate::error::BackendError;
 use crate::execute::TaskContext;
-use crate::key::CacheKey;
-use crate::ref_id::RefId;
+use crate::model::error::BackendError;
+use crate::model::key::CacheKey;
+use crate::model::ref_id::RefId;
+use crate::model::task::{TaskError, TaskStatus};
 use crate::registry::{self, TaskRegistration};
-use crate::task::{TaskError, TaskStatus};
 use crate::{TaskOptions, TaskSnapshot};
 
 /// Limits the suite asks a backend to be built with.
@@ -977,11 +977,14 @@ pub async fn access_travels_with_the_task(make: Factory) {
     let args = json!({"gate": id, "value": [1, 2, 3]});
     let key = CacheKey::from_json(GATED, "user:alice", &args).expect("JSON args");
     let ref_id = RefId::generate("conformance");
-    let policy = Arc::new(crate::AccessPolicy::execute_only().deny("agent:evil-*"));
+    let policy = Arc::new(crate::model::access::AccessPolicy::execute_only().deny("agent:evil-*"));
     let options = TaskOptions::default()
         .ttl(Some(Duration::from_secs(600)))
         .session_id(Some("s1".into()))
-        .preview(Some(50), Some(crate::PreviewStrategy::Paginate));
+        .preview(
+            Some(50),
+            Some(crate::model::preview::PreviewStrategy::Paginate),
+        );
     let spec = TaskSpec::new(ref_id.clone(), key, GATED, "user:alice", args)
         .with_options(options)
         .with_policy(policy.clone());
@@ -998,7 +1001,7 @@ pub async fn access_travels_with_the_task(make: Factory) {
     assert_eq!(stored.max_size, Some(50));
     assert_eq!(
         stored.preview_strategy,
-        Some(crate::PreviewStrategy::Paginate)
+        Some(crate::model::preview::PreviewStrategy::Paginate)
     );
     let listed = b
         .list(TaskFilter::all().namespace("user:alice"))

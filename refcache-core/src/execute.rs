@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use std::time::Duration;
 
-use crate::actor::Actor;
 use crate::backend::TaskSpec;
-use crate::ref_id::RefId;
-use crate::task::{RetryInfo, TaskError, TaskProgress, Timestamp};
+use crate::model::actor::Actor;
+use crate::model::ref_id::RefId;
+use crate::model::task::{RetryInfo, TaskError, TaskProgress, Timestamp};
 
 /// A task's body: arguments as JSON in, value as JSON out.
 ///

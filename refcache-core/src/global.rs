@@ -4,7 +4,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 use crate::cache::{GetOptions, RefCache};
 use crate::config::RefCacheConfig;
-use crate::error::RefCacheError;
+use crate::model::error::RefCacheError;
 use crate::response::CachedResponse;
 
 static DEFAULT: OnceLock<RefCache> = OnceLock::new();

@@ -36,31 +36,22 @@
 #[allow(unused_extern_crates)]
 extern crate self as refcache_core;
 
-mod access;
-mod actor;
+mod model;
+
 mod admin;
 mod backend;
 mod cache;
 mod call_options;
 mod config;
-mod error;
 mod execute;
-mod format;
 mod global;
-mod key;
 mod memory;
-mod namespace;
 mod observe;
-mod preview;
-mod ref_id;
 pub mod registry;
 mod resolve;
 mod response;
 mod scheduler;
-mod schema;
-mod session;
 mod store;
-mod task;
 
 #[cfg(feature = "test-utils")]
 pub mod conformance;
@@ -72,8 +63,6 @@ pub mod mcp;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use access::{AccessPolicy, Permissions, PolicyError};
-pub use actor::{Actor, ActorKind};
 pub use admin::{ReferenceInfo, ReferenceStats};
 pub use backend::{
     BackendStats, CancelOutcome, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, ListCursor,
@@ -82,28 +71,33 @@ pub use backend::{
 };
 pub use cache::{GetOptions, RefCache, RefCacheBuilder};
 pub use call_options::CallOptions;
-pub use config::{BackendFactory, ConfigError, RefCacheConfig, redact_url};
-pub use error::{BackendError, INACCESSIBLE_REFERENCE, RefCacheError};
+pub use config::{BackendFactory, RefCacheConfig, redact_url};
 pub use execute::{
     Cancelled, Ending, LocalJob, RunLimits, TaskContext, TaskHooks, job_for, run as run_job,
     run_task, timeout_error,
 };
-pub use format::AsyncResponseFormat;
 pub use global::{default_cache, get_cached_result, get_cached_result_with, set_default_cache};
-pub use key::{CacheKey, KeyBuilder, KeyPrefix};
 pub use memory::{MemoryBackendConfig, MemoryTaskBackend};
-pub use namespace::{MAX_NAMESPACE_LEN, Namespace, NamespaceError, NamespaceTemplate};
-pub use preview::{PageFit, Preview, PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
-pub use ref_id::RefId;
+pub use model::access::{AccessPolicy, Permissions, PolicyError};
+pub use model::actor::{Actor, ActorKind};
+pub use model::error::{BackendError, ConfigError, INACCESSIBLE_REFERENCE, RefCacheError};
+pub use model::format::AsyncResponseFormat;
+pub use model::key::{CacheKey, KeyBuilder, KeyPrefix};
+pub use model::namespace::{MAX_NAMESPACE_LEN, Namespace, NamespaceError, NamespaceTemplate};
+pub use model::preview::{
+    PageFit, Preview, PreviewStrategy, Previewer, SizeMeasure, TokenEncoding,
+};
+pub use model::record::TaskInfo;
+pub use model::ref_id::RefId;
+pub use model::schema::ExpectedSchema;
+pub use model::session::Session;
+pub use model::task::{RetryInfo, Retryable, TaskError, TaskProgress, TaskStatus, Timestamp};
 pub use resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_BYTES, MAX_RESOLVED_REFERENCES};
 pub use response::{
     AsyncResponse, CachedResponse, CompleteResponse, PreviewResponse, RestrictedResponse,
 };
 pub use scheduler::Scheduler;
-pub use schema::ExpectedSchema;
-pub use session::Session;
 pub use store::{StoredValue, ValueStore};
-pub use task::{RetryInfo, Retryable, TaskError, TaskInfo, TaskProgress, TaskStatus, Timestamp};
 
 /// The `#[cached]` attribute. See the crate docs of `refcache` for its arguments.
 #[cfg(feature = "macros")]

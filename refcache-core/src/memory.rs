@@ -18,13 +18,14 @@ use crate::backend::{
     BackendStats, CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskFilter,
     TaskPage, TaskSnapshot, TaskSpec,
 };
-use crate::error::BackendError;
 use crate::execute::{self, Ending, LocalJob, RunLimits, TaskHooks};
-use crate::key::CacheKey;
-use crate::ref_id::RefId;
+use crate::model::error::BackendError;
+use crate::model::key::CacheKey;
+use crate::model::record::TaskInfo;
+use crate::model::ref_id::RefId;
+use crate::model::task::{RetryInfo, TaskError, TaskProgress, TaskStatus, Timestamp};
 use crate::scheduler::Scheduler;
 use crate::store::{StoredValue, ValueStore};
-use crate::task::{RetryInfo, TaskError, TaskInfo, TaskProgress, TaskStatus, Timestamp};
 
 /// Settings of a [`MemoryTaskBackend`].
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::ref_id::RefId;
+use crate::model::ref_id::RefId;
 
 /// Told the ref id of each call submitted (made or joined) inside an [`observe`] scope.
 pub(crate) type OnSubmit = Arc<dyn Fn(&RefId) + Send + Sync>;

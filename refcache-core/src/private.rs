@@ -14,15 +14,15 @@ pub use serde_json;
 
 pub use crate::execute::{run_blocking, run_blocking_as};
 pub use crate::global::default_cache;
-pub use crate::key::KeyBuilder;
+pub use crate::model::key::KeyBuilder;
 pub use crate::registry::{TaskMeta, TaskRegistration};
 
 use crate::cache::RefCache;
-use crate::error::{BackendError, RefCacheError};
 use crate::execute::LocalJob;
-use crate::key::CacheKey;
+use crate::model::error::{BackendError, RefCacheError};
+use crate::model::key::CacheKey;
+use crate::model::task::TaskError;
 use crate::response::CachedResponse;
-use crate::task::TaskError;
 
 /// The bound on every argument that is part of the cache key.
 #[diagnostic::on_unimplemented(
@@ -166,7 +166,7 @@ pub trait ErrViaRetryable {
     fn task_error(&self) -> TaskError;
 }
 
-impl<E: crate::Retryable + Display + ?Sized> ErrViaRetryable for &ErrProbe<'_, E> {
+impl<E: crate::model::task::Retryable + Display + ?Sized> ErrViaRetryable for &ErrProbe<'_, E> {
     fn task_error(&self) -> TaskError {
         let error = TaskError::new(self.0.to_string());
         if self.0.is_retryable() {

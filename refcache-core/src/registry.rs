@@ -8,14 +8,14 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use crate::access::{AccessPolicy, Permissions, PolicyError};
 use crate::backend::TaskOptions;
 use crate::execute::{LocalJob, TaskContext};
-use crate::format::AsyncResponseFormat;
-use crate::key::KeyPrefix;
-use crate::namespace::{NamespaceError, NamespaceTemplate};
-use crate::schema::ExpectedSchema;
-use crate::task::TaskError;
+use crate::model::access::{AccessPolicy, Permissions, PolicyError};
+use crate::model::format::AsyncResponseFormat;
+use crate::model::key::KeyPrefix;
+use crate::model::namespace::{NamespaceError, NamespaceTemplate};
+use crate::model::schema::ExpectedSchema;
+use crate::model::task::TaskError;
 
 /// What the `#[cached]` attribute says about one function. Built once per function, on its first call.
 #[derive(Debug)]
@@ -99,9 +99,11 @@ impl TaskMeta {
     /// the policy is invalid; calls fail on that first).
     pub fn anonymous_access(&self) -> Permissions {
         *self.anonymous.get_or_init(|| match &self.policy {
-            Ok(policy) => {
-                policy.permissions_for(&crate::Actor::anonymous_user(), &self.namespace, None)
-            }
+            Ok(policy) => policy.permissions_for(
+                &crate::model::actor::Actor::anonymous_user(),
+                &self.namespace,
+                None,
+            ),
             Err(_) => Permissions::empty(),
         })
     }

@@ -11,11 +11,11 @@ use std::fmt::Write as _;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use crate::actor::Actor;
 use crate::cache::RefCache;
-use crate::error::{INACCESSIBLE_REFERENCE, RefCacheError};
-use crate::ref_id::{RefId, is_ref_id};
-use crate::task::TaskStatus;
+use crate::model::actor::Actor;
+use crate::model::error::{INACCESSIBLE_REFERENCE, RefCacheError};
+use crate::model::ref_id::{RefId, is_ref_id};
+use crate::model::task::TaskStatus;
 
 /// The most references one call may resolve, nested ones included.
 pub const MAX_RESOLVED_REFERENCES: usize = 1000;
@@ -175,7 +175,7 @@ impl Resolver<'_> {
             Err(RefCacheError::NotFound) => return Err(inaccessible()),
             Err(error) => return Err(error),
         };
-        let readable = permissions.contains(crate::Permissions::READ);
+        let readable = permissions.contains(crate::model::access::Permissions::READ);
         let (mut value, size) = match (snapshot.info.status, snapshot.value) {
             (TaskStatus::Complete, Some(stored)) => (stored.value.clone(), stored.size),
             // Complete, but the value has expired or been evicted since.

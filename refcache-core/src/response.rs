@@ -6,13 +6,14 @@ use serde::de::DeserializeOwned;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
-use crate::error::RefCacheError;
-use crate::format::AsyncResponseFormat;
-use crate::preview::Preview;
-use crate::ref_id::RefId;
-use crate::schema::ExpectedSchema;
+use crate::model::error::RefCacheError;
+use crate::model::format::AsyncResponseFormat;
+use crate::model::preview::Preview;
+use crate::model::record::TaskInfo;
+use crate::model::ref_id::RefId;
+use crate::model::schema::ExpectedSchema;
+use crate::model::task::{TaskError, TaskStatus};
 use crate::store::StoredValue;
-use crate::task::{TaskError, TaskInfo, TaskStatus};
 
 /// What a `#[cached]` call or `get_cached_result` answers.
 ///
@@ -290,7 +291,7 @@ fn restricted_message(ref_id: &RefId) -> String {
 }
 
 /// `{current, total, message, percentage}`.
-struct ProgressWire<'a>(&'a crate::task::TaskProgress);
+struct ProgressWire<'a>(&'a crate::model::task::TaskProgress);
 
 impl Serialize for ProgressWire<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

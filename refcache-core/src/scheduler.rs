@@ -9,7 +9,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::ref_id::RefId;
+use crate::model::ref_id::RefId;
 
 type QueueKey = (Reverse<i32>, u64);
 

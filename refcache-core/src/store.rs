@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::access::AccessPolicy;
-use crate::key::CacheKey;
-use crate::preview::{Preview, PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
-use crate::ref_id::RefId;
-use crate::task::Timestamp;
+use crate::model::access::AccessPolicy;
+use crate::model::key::CacheKey;
+use crate::model::preview::{Preview, PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
+use crate::model::ref_id::RefId;
+use crate::model::task::Timestamp;
 
 /// A finished value and what is known about it.
 ///
@@ -212,7 +212,10 @@ impl StoredValue {
     }
 
     /// What `actor` may do with it.
-    pub fn permissions_for(&self, actor: &crate::Actor) -> crate::Permissions {
+    pub fn permissions_for(
+        &self,
+        actor: &crate::model::actor::Actor,
+    ) -> crate::model::access::Permissions {
         self.policy
             .permissions_for(actor, &self.namespace, self.session_id.as_deref())
     }
@@ -224,10 +227,10 @@ impl StoredValue {
             && self.policy.reads_for_everyone()
             && (&*self.namespace == "public"
                 || matches!(
-                    crate::Namespace::parse(&self.namespace),
-                    Ok(crate::Namespace::Public
-                        | crate::Namespace::Shared(_)
-                        | crate::Namespace::Custom(_))
+                    crate::model::namespace::Namespace::parse(&self.namespace),
+                    Ok(crate::model::namespace::Namespace::Public
+                        | crate::model::namespace::Namespace::Shared(_)
+                        | crate::model::namespace::Namespace::Custom(_))
                 ))
     }
 }

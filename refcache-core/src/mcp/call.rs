@@ -13,7 +13,7 @@ use super::result::{error_result, error_text, tool_result};
 use super::{RefCacheServer, tasks};
 use crate::cache::RefCache;
 use crate::call_options::CallOptions;
-use crate::error::RefCacheError;
+use crate::model::error::RefCacheError;
 use crate::response::CachedResponse;
 
 /// Runs `call` (the cached call, as `#[cached]` generates it) as the request's owner, with the request's format
@@ -66,7 +66,7 @@ where
         Ok(Err(error)) => return Ok(error_result(&error).into()),
         Err(panic) => {
             tracing::error!(
-                panic = %crate::task::TaskError::panicked(panic.as_ref()),
+                panic = %crate::model::task::TaskError::panicked(panic.as_ref()),
                 "a cached tool call panicked before its task started"
             );
             return Ok(error_text(

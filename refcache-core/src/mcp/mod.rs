@@ -117,8 +117,8 @@ use rmcp::RoleServer;
 use rmcp::model::ServerCapabilities;
 use rmcp::service::RequestContext;
 
-use crate::actor::{Actor, ActorKind};
 use crate::cache::RefCache;
+use crate::model::actor::{Actor, ActorKind};
 
 /// The default `pollIntervalMs` of MCP tasks.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rmcp::RoleServer;
 use rmcp::service::RequestContext;
 
-use crate::actor::{Actor, ActorKind};
+use crate::model::actor::{Actor, ActorKind};
 
 /// Who owns the tasks a request makes: every tool call, poll, cancel, retry, list and `tasks/*` request is made
 /// as this owner's [`Actor`], so one owner never sees another's tasks.

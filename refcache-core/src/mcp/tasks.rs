@@ -24,9 +24,10 @@ use super::result::tool_result;
 use super::{McpRefCache, RefCacheServer};
 use crate::backend::CancelOutcome;
 use crate::cache::RefCache;
-use crate::error::RefCacheError;
+use crate::model::error::RefCacheError;
+use crate::model::record::TaskInfo;
+use crate::model::task::{TaskStatus, Timestamp};
 use crate::registry;
-use crate::task::{TaskInfo, TaskStatus, Timestamp};
 
 /// The JSON-RPC code of a failed task's error: internal error.
 const TASK_FAILED: i64 = -32603;

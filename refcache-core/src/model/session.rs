@@ -9,7 +9,8 @@ use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+
+use crate::model::scope::ScopeGuard;
 
 /// A session id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -54,20 +55,13 @@ impl Session {
         f()
     }
 
-    /// The session in effect, if any: the innermost `Session` scope's, else the scoped [`Actor`](crate::Actor)'s.
-    pub fn current() -> Option<Session> {
-        if !any_scope() {
-            return None;
-        }
+    /// The session of the innermost `Session` scope, if any, without the session of a scoped actor
+    /// ([`Session::current`], in `actor.rs`, adds that). Callers check `any_scope` first.
+    pub(crate) fn scoped() -> Option<Session> {
         SESSION
             .try_with(Clone::clone)
             .ok()
             .or_else(|| SYNC_SESSION.with(|cell| cell.borrow().clone()))
-            .or_else(|| {
-                crate::actor::Actor::scoped()
-                    .and_then(|actor| actor.session_id)
-                    .map(Session::from)
-            })
     }
 }
 
@@ -87,29 +81,4 @@ impl From<String> for Session {
     fn from(id: String) -> Self {
         Self::new(id)
     }
-}
-
-/// How many scopes (session or format, async or sync) are active in the process. While none is, a call skips the
-/// four thread-local lookups that finding its scope would take: one relaxed load instead, on every hit.
-static ACTIVE_SCOPES: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts one active scope while it lives.
-pub(crate) struct ScopeGuard(());
-
-impl ScopeGuard {
-    pub(crate) fn enter() -> Self {
-        ACTIVE_SCOPES.fetch_add(1, AtomicOrdering::Relaxed);
-        Self(())
-    }
-}
-
-impl Drop for ScopeGuard {
-    fn drop(&mut self) {
-        ACTIVE_SCOPES.fetch_sub(1, AtomicOrdering::Relaxed);
-    }
-}
-
-/// Whether any scope may be active (a scope entered on this thread, or carried here by its future, is always seen).
-pub(crate) fn any_scope() -> bool {
-    ACTIVE_SCOPES.load(AtomicOrdering::Relaxed) > 0
 }

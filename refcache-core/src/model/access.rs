@@ -16,8 +16,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::actor::{Actor, ActorKind};
-use crate::namespace::Namespace;
+use crate::model::actor::{Actor, ActorKind};
+use crate::model::namespace::Namespace;
 
 bitflags::bitflags! {
     /// What an actor may do with a reference.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::RefCacheError;
+use crate::model::error::RefCacheError;
 
 /// A reference to a task and the value it produces.
 ///

@@ -1,13 +1,12 @@
-//! Response formats, and the per-call override.
+//! Response formats. The per-call override (`AsyncResponseFormat::scope`) is in `cache/call_options.rs`, with the
+//! other per-call options.
 
 use std::fmt;
-use std::future::Future;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::call_options::CallOptions;
-use crate::error::RefCacheError;
+use crate::model::error::RefCacheError;
 
 /// How much an async (not yet complete) response says.
 ///
@@ -34,22 +33,6 @@ impl AsyncResponseFormat {
             Self::Standard => "standard",
             Self::Full => "full",
         }
-    }
-
-    /// Runs `fut` with every `#[cached]` call inside it answering in `format`, whatever its attribute says.
-    /// Shorthand for [`CallOptions::new().format(format).scope(fut)`](CallOptions::scope).
-    pub async fn scope<F: Future>(self, fut: F) -> F::Output {
-        CallOptions::new().format(self).scope(fut).await
-    }
-
-    /// The synchronous twin of [`scope`](Self::scope), for this thread.
-    pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
-        CallOptions::new().format(self).sync_scope(f)
-    }
-
-    /// The override in effect for the current call, if any.
-    pub fn current_override() -> Option<Self> {
-        CallOptions::current().format
     }
 }
 

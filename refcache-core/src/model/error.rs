@@ -1,8 +1,8 @@
-//! The errors of refcache's public API.
+//! The errors of refcache's public API. This file imports nothing above the model: every error a layer above raises
+//! is declared here (or beside its own concern in the model), so that the lowest types never depend on the highest.
 
+use std::path::PathBuf;
 use std::sync::Arc;
-
-use crate::config::ConfigError;
 
 /// The text every unknown, expired or inaccessible reference gets, so that nobody can probe which ids exist.
 pub const INACCESSIBLE_REFERENCE: &str = "Invalid or inaccessible reference";
@@ -57,7 +57,7 @@ pub enum RefCacheError {
         /// The reference.
         ref_id: String,
         /// Its status.
-        status: crate::TaskStatus,
+        status: crate::model::task::TaskStatus,
     },
     /// The same call already runs again under another reference.
     #[error("this call is already running again as {ref_id}; poll that reference instead")]
@@ -67,10 +67,10 @@ pub enum RefCacheError {
     },
     /// A namespace (or a template filled for this call) is not valid, or the caller lacks a template variable.
     #[error(transparent)]
-    Namespace(#[from] crate::NamespaceError),
+    Namespace(#[from] crate::model::namespace::NamespaceError),
     /// The function's access policy is not valid.
     #[error(transparent)]
-    Policy(#[from] crate::PolicyError),
+    Policy(#[from] crate::model::access::PolicyError),
     /// An option of `get_cached_result` (or of a call) has a value it cannot take.
     #[error("invalid option `{option}` = {value}: expected {expected}")]
     InvalidOption {
@@ -143,7 +143,7 @@ pub enum RefCacheError {
         /// What was attempted (`cancel`, `retry`, `delete`).
         operation: &'static str,
         /// The permission it needs.
-        needed: crate::Permissions,
+        needed: crate::model::access::Permissions,
     },
     /// A call's arguments would grow past the bound through resolved references.
     #[error(
@@ -195,4 +195,63 @@ pub enum BackendError {
     /// Anything else a backend reports.
     #[error("task backend error: {0}")]
     Other(String),
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A key has a value it cannot take.
+    #[error("invalid value `{value}` for `{key}`: expected {expected}")]
+    InvalidValue {
+        /// The key or environment variable.
+        key: String,
+        /// The offending value.
+        value: String,
+        /// What it must be.
+        expected: String,
+    },
+    /// An environment variable with the `REFCACHE_` prefix that refcache does not know.
+    #[error("unknown environment variable `{name}`; refcache reads: {known}")]
+    UnknownVariable {
+        /// The variable.
+        name: String,
+        /// The known ones.
+        known: String,
+    },
+    /// The TOML file cannot be read.
+    #[error("cannot read refcache config file `{path}`: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file does not parse or has unknown keys or wrong types.
+    #[error("invalid refcache config file `{path}`: {message}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said (it names the key).
+        message: String,
+    },
+    /// The backend URL names a backend this build does not include.
+    #[error(
+        "backend `{backend}` is not available in this build: enable the `{feature}` feature of the `refcache` \
+         crate, or set REFCACHE_BACKEND=memory"
+    )]
+    BackendNotCompiled {
+        /// The configured backend.
+        backend: String,
+        /// The feature that provides it.
+        feature: String,
+    },
+    /// A backend could not be built from its settings.
+    #[error("cannot start backend `{backend}`: {message}")]
+    Backend {
+        /// The configured backend.
+        backend: String,
+        /// Why.
+        message: String,
+    },
 }

@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use crate::actor::{Actor, ActorKind};
+use crate::model::actor::{Actor, ActorKind};
 
 /// The longest namespace, in bytes.
 pub const MAX_NAMESPACE_LEN: usize = 256;

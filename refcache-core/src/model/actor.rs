@@ -5,6 +5,9 @@
 //! attributes (such as a tenant). The actor in effect is ambient, like the [`Session`](crate::Session): an MCP server
 //! sets it per request (#5); Rust code scopes it with [`Actor::scope`]. With no scope, calls and polls are made by an
 //! anonymous user: the application itself.
+//!
+//! Both `current`s live here, [`Actor::current`] and [`Session::current`]: each reads the other's scope, and
+//! `session.rs` stays below this file.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -13,7 +16,8 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
-use crate::session::{ScopeGuard, Session};
+use crate::model::scope::{ScopeGuard, any_scope};
+use crate::model::session::Session;
 
 /// What kind of actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -158,7 +162,7 @@ impl Actor {
 
     /// The actor scoped here, if any (without the session of a [`Session`] scope).
     pub(crate) fn scoped() -> Option<Actor> {
-        if !crate::session::any_scope() {
+        if !any_scope() {
             return None;
         }
         ACTOR
@@ -169,7 +173,7 @@ impl Actor {
 
     /// The actor in effect: the scoped one (an anonymous user if none), in the session in effect.
     pub fn current() -> Actor {
-        if !crate::session::any_scope() {
+        if !any_scope() {
             return Self::anonymous_user();
         }
         let mut actor = Self::scoped().unwrap_or_else(Self::anonymous_user);
@@ -177,6 +181,23 @@ impl Actor {
             actor.session_id = Some(session.id().to_owned());
         }
         actor
+    }
+}
+
+impl Session {
+    /// The session in effect, if any: the innermost `Session` scope's, else the scoped [`Actor`](crate::Actor)'s.
+    ///
+    /// (Defined here, beside [`Actor::current`], because it reads the scoped actor: `session.rs` stays below
+    /// `actor.rs`.)
+    pub fn current() -> Option<Session> {
+        if !any_scope() {
+            return None;
+        }
+        Session::scoped().or_else(|| {
+            Actor::scoped()
+                .and_then(|actor| actor.session_id)
+                .map(Session::from)
+        })
     }
 }
 

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::error::RefCacheError;
+use crate::model::error::RefCacheError;
 
 /// The identity of one call: the same task, namespace and arguments give the same key.
 ///
