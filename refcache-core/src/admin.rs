@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{TaskFilter, TaskPage};
 use crate::cache::RefCache;
+use crate::contract::list::{TaskFilter, TaskPage};
 use crate::model::access::Permissions;
 use crate::model::actor::Actor;
 use crate::model::error::RefCacheError;

@@ -8,13 +8,16 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::runtime::{Handle, Runtime};
 
-use crate::BackendStats;
-use crate::backend::{
-    CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskSnapshot, TaskSpec,
-};
 use crate::call_options::CallOptions;
 use crate::config::RefCacheConfig;
-use crate::execute::LocalJob;
+use crate::contract::backend::BackendStats;
+use crate::contract::backend::{
+    CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskSnapshot,
+};
+use crate::contract::context::LocalJob;
+use crate::contract::registry::{self, TaskMeta};
+use crate::contract::spec::TaskSpec;
+use crate::contract::store::StoredValue;
 use crate::memory::MemoryTaskBackend;
 use crate::model::access::Permissions;
 use crate::model::actor::Actor;
@@ -26,9 +29,7 @@ use crate::model::preview::{PageFit, Preview, PreviewStrategy, Previewer};
 use crate::model::record::TaskInfo;
 use crate::model::ref_id::{RefId, is_cache_name};
 use crate::model::session::Session;
-use crate::registry::{self, TaskMeta};
 use crate::response::CachedResponse;
-use crate::store::StoredValue;
 
 /// A reference cache: finished values by call, and the tasks that produce them, behind one backend.
 ///

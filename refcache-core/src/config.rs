@@ -368,14 +368,20 @@ impl RefCacheConfig {
 #[derive(Debug)]
 pub struct BackendFactory {
     scheme: &'static str,
-    build: fn(&RefCacheConfig) -> Result<std::sync::Arc<dyn crate::TaskBackend>, ConfigError>,
+    build: fn(
+        &RefCacheConfig,
+    )
+        -> Result<std::sync::Arc<dyn crate::contract::backend::TaskBackend>, ConfigError>,
 }
 
 impl BackendFactory {
     /// A factory for URLs starting with `scheme://`.
     pub const fn new(
         scheme: &'static str,
-        build: fn(&RefCacheConfig) -> Result<std::sync::Arc<dyn crate::TaskBackend>, ConfigError>,
+        build: fn(
+            &RefCacheConfig,
+        )
+            -> Result<std::sync::Arc<dyn crate::contract::backend::TaskBackend>, ConfigError>,
     ) -> Self {
         Self { scheme, build }
     }
@@ -388,7 +394,7 @@ const KNOWN_SCHEMES: &[(&str, &str)] = &[("redis", "redis"), ("rediss", "redis")
 
 pub(crate) fn build_backend(
     config: &RefCacheConfig,
-) -> Result<std::sync::Arc<dyn crate::TaskBackend>, ConfigError> {
+) -> Result<std::sync::Arc<dyn crate::contract::backend::TaskBackend>, ConfigError> {
     let backend = config.backend.trim();
     if backend.eq_ignore_ascii_case("memory") {
         return Ok(std::sync::Arc::new(crate::MemoryTaskBackend::new(

@@ -20,14 +20,17 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::backend::{CancelOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskSpec};
-use crate::execute::TaskContext;
+use crate::contract::backend::TaskSnapshot;
+use crate::contract::backend::{CancelOutcome, Submission, Submitted, TaskBackend};
+use crate::contract::context::TaskContext;
+use crate::contract::list::TaskFilter;
+use crate::contract::registry::{self, TaskRegistration};
+use crate::contract::spec::TaskOptions;
+use crate::contract::spec::TaskSpec;
 use crate::model::error::BackendError;
 use crate::model::key::CacheKey;
 use crate::model::ref_id::RefId;
 use crate::model::task::{TaskError, TaskStatus};
-use crate::registry::{self, TaskRegistration};
-use crate::{TaskOptions, TaskSnapshot};
 
 /// Limits the suite asks a backend to be built with.
 #[derive(Debug, Clone, Copy)]
@@ -249,7 +252,10 @@ async fn submit(
 }
 
 /// The finished value for `key` as `RefCache` finds it: the near cache, then the backend's remote tier.
-async fn find(backend: &dyn TaskBackend, key: &CacheKey) -> Option<Arc<crate::StoredValue>> {
+async fn find(
+    backend: &dyn TaskBackend,
+    key: &CacheKey,
+) -> Option<Arc<crate::contract::store::StoredValue>> {
     if let Some(near) = backend.near_cache()
         && let Some(found) = near.get(key).await
     {
@@ -855,19 +861,19 @@ pub async fn retry_reruns_a_failed_task(make: Factory) {
     );
     assert_eq!(
         b.retry(&ref_id).await.unwrap(),
-        crate::RetryOutcome::Restarted
+        crate::contract::backend::RetryOutcome::Restarted
     );
     let done = wait_terminal(b, &ref_id).await;
     assert_eq!(done.info.status, TaskStatus::Complete);
     assert_eq!(done.value.unwrap().value, json!("ok"));
     assert_eq!(
         b.retry(&ref_id).await.unwrap(),
-        crate::RetryOutcome::NotFailed(TaskStatus::Complete)
+        crate::contract::backend::RetryOutcome::NotFailed(TaskStatus::Complete)
     );
     let unknown = RefId::generate("conformance");
     assert_eq!(
         b.retry(&unknown).await.unwrap(),
-        crate::RetryOutcome::NotFound
+        crate::contract::backend::RetryOutcome::NotFound
     );
 }
 

@@ -38,20 +38,17 @@ extern crate self as refcache_core;
 
 mod model;
 
+mod contract;
+
 mod admin;
-mod backend;
 mod cache;
 mod call_options;
 mod config;
-mod execute;
 mod global;
 mod memory;
 mod observe;
-pub mod registry;
 mod resolve;
 mod response;
-mod scheduler;
-mod store;
 
 #[cfg(feature = "test-utils")]
 pub mod conformance;
@@ -64,18 +61,19 @@ pub mod mcp;
 pub mod __private;
 
 pub use admin::{ReferenceInfo, ReferenceStats};
-pub use backend::{
-    BackendStats, CancelOutcome, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, ListCursor,
-    RetryOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskOptions, TaskPage,
-    TaskSnapshot, TaskSpec,
-};
 pub use cache::{GetOptions, RefCache, RefCacheBuilder};
 pub use call_options::CallOptions;
 pub use config::{BackendFactory, RefCacheConfig, redact_url};
-pub use execute::{
-    Cancelled, Ending, LocalJob, RunLimits, TaskContext, TaskHooks, job_for, run as run_job,
-    run_task, timeout_error,
+pub use contract::backend::{
+    BackendStats, CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskSnapshot,
 };
+pub use contract::context::{Cancelled, LocalJob, TaskContext, TaskHooks};
+pub use contract::execute::{Ending, RunLimits, job_for, run as run_job, run_task, timeout_error};
+pub use contract::list::{ListCursor, TaskFilter, TaskPage};
+pub use contract::registry;
+pub use contract::scheduler::Scheduler;
+pub use contract::spec::{DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, TaskOptions, TaskSpec};
+pub use contract::store::{StoredValue, ValueStore};
 pub use global::{default_cache, get_cached_result, get_cached_result_with, set_default_cache};
 pub use memory::{MemoryBackendConfig, MemoryTaskBackend};
 pub use model::access::{AccessPolicy, Permissions, PolicyError};
@@ -96,8 +94,6 @@ pub use resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_BYTES, MAX_RESOLVED_REFERENC
 pub use response::{
     AsyncResponse, CachedResponse, CompleteResponse, PreviewResponse, RestrictedResponse,
 };
-pub use scheduler::Scheduler;
-pub use store::{StoredValue, ValueStore};
 
 /// The `#[cached]` attribute. See the crate docs of `refcache` for its arguments.
 #[cfg(feature = "macros")]

@@ -14,18 +14,20 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::backend::{
-    BackendStats, CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskFilter,
-    TaskPage, TaskSnapshot, TaskSpec,
+use crate::contract::backend::{
+    BackendStats, CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskSnapshot,
 };
-use crate::execute::{self, Ending, LocalJob, RunLimits, TaskHooks};
+use crate::contract::context::{LocalJob, TaskHooks};
+use crate::contract::execute::{self, Ending, RunLimits};
+use crate::contract::list::{TaskFilter, TaskPage};
+use crate::contract::scheduler::Scheduler;
+use crate::contract::spec::TaskSpec;
+use crate::contract::store::{StoredValue, ValueStore};
 use crate::model::error::BackendError;
 use crate::model::key::CacheKey;
 use crate::model::record::TaskInfo;
 use crate::model::ref_id::RefId;
 use crate::model::task::{RetryInfo, TaskError, TaskProgress, TaskStatus, Timestamp};
-use crate::scheduler::Scheduler;
-use crate::store::{StoredValue, ValueStore};
 
 /// Settings of a [`MemoryTaskBackend`].
 #[derive(Debug, Clone, PartialEq)]

@@ -12,13 +12,13 @@ pub use futures::future::BoxFuture;
 pub use inventory;
 pub use serde_json;
 
-pub use crate::execute::{run_blocking, run_blocking_as};
+pub use crate::contract::execute::{run_blocking, run_blocking_as};
+pub use crate::contract::registry::{TaskMeta, TaskRegistration};
 pub use crate::global::default_cache;
 pub use crate::model::key::KeyBuilder;
-pub use crate::registry::{TaskMeta, TaskRegistration};
 
 use crate::cache::RefCache;
-use crate::execute::LocalJob;
+use crate::contract::context::LocalJob;
 use crate::model::error::{BackendError, RefCacheError};
 use crate::model::key::CacheKey;
 use crate::model::task::TaskError;
@@ -79,7 +79,7 @@ pub fn meta(
         init()
     });
     if fresh {
-        crate::registry::remember(meta);
+        crate::contract::registry::remember(meta);
     }
     meta
 }
@@ -296,6 +296,6 @@ where
 }
 
 /// The job of a task from its registered function.
-pub fn job_of(run: crate::registry::TaskFn) -> LocalJob {
+pub fn job_of(run: crate::contract::registry::TaskFn) -> LocalJob {
     std::sync::Arc::new(run)
 }

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
+use crate::contract::store::StoredValue;
 use crate::model::error::RefCacheError;
 use crate::model::format::AsyncResponseFormat;
 use crate::model::preview::Preview;
@@ -13,7 +14,6 @@ use crate::model::record::TaskInfo;
 use crate::model::ref_id::RefId;
 use crate::model::schema::ExpectedSchema;
 use crate::model::task::{TaskError, TaskStatus};
-use crate::store::StoredValue;
 
 /// What a `#[cached]` call or `get_cached_result` answers.
 ///

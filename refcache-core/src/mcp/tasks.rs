@@ -22,12 +22,12 @@ use serde_json::{Value, json};
 
 use super::result::tool_result;
 use super::{McpRefCache, RefCacheServer};
-use crate::backend::CancelOutcome;
 use crate::cache::RefCache;
+use crate::contract::backend::CancelOutcome;
+use crate::contract::registry;
 use crate::model::error::RefCacheError;
 use crate::model::record::TaskInfo;
 use crate::model::task::{TaskStatus, Timestamp};
-use crate::registry;
 
 /// The JSON-RPC code of a failed task's error: internal error.
 const TASK_FAILED: i64 = -32603;

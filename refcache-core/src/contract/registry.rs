@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use crate::backend::TaskOptions;
-use crate::execute::{LocalJob, TaskContext};
+use crate::contract::context::{LocalJob, TaskContext};
+use crate::contract::spec::TaskOptions;
 use crate::model::access::{AccessPolicy, Permissions, PolicyError};
 use crate::model::format::AsyncResponseFormat;
 use crate::model::key::KeyPrefix;

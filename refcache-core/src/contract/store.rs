@@ -133,7 +133,7 @@ impl StoredValue {
 
     /// The value produced by the task `spec`: its reference, key, name and namespace, its access policy and
     /// session, and its preview settings.
-    pub fn of_task(spec: &crate::TaskSpec, value: Value, ttl: Duration) -> Self {
+    pub fn of_task(spec: &crate::contract::spec::TaskSpec, value: Value, ttl: Duration) -> Self {
         let mut stored = Self::new(
             spec.ref_id.clone(),
             spec.key,
