@@ -18,7 +18,7 @@ use crate::contract::context::LocalJob;
 use crate::contract::registry::{self, TaskMeta};
 use crate::contract::spec::TaskSpec;
 use crate::contract::store::StoredValue;
-use crate::memory::MemoryTaskBackend;
+use crate::memory::backend::MemoryTaskBackend;
 use crate::model::access::Permissions;
 use crate::model::actor::Actor;
 use crate::model::error::ConfigError;

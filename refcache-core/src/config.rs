@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::memory::MemoryBackendConfig;
+use crate::memory::config::MemoryBackendConfig;
 use crate::model::error::ConfigError;
 use crate::model::preview::{PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
 
@@ -397,9 +397,9 @@ pub(crate) fn build_backend(
 ) -> Result<std::sync::Arc<dyn crate::contract::backend::TaskBackend>, ConfigError> {
     let backend = config.backend.trim();
     if backend.eq_ignore_ascii_case("memory") {
-        return Ok(std::sync::Arc::new(crate::MemoryTaskBackend::new(
-            config.memory_backend(),
-        )));
+        return Ok(std::sync::Arc::new(
+            crate::memory::backend::MemoryTaskBackend::new(config.memory_backend()),
+        ));
     }
     let Some((scheme, _)) = backend.split_once("://") else {
         return Err(ConfigError::InvalidValue {
