@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::RefCache;
 use crate::memory::config::MemoryBackendConfig;
 use crate::model::error::ConfigError;
 use crate::model::preview::{PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
@@ -360,6 +361,20 @@ impl RefCacheConfig {
             cancel_grace: Duration::from_secs_f64(self.cancel_grace),
             default_execution_timeout: self.default_execution_timeout.map(Duration::from_secs_f64),
         }
+    }
+}
+
+/// Only the edge knows the backends, so the constructor that picks one from settings lives here.
+impl RefCache {
+    /// A cache built from settings: the backend named by `config.backend`, with its limits.
+    pub fn from_config(config: &RefCacheConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let backend = build_backend(config)?;
+        Self::builder()
+            .name(&config.name)
+            .default_ttl(Duration::from_secs(config.default_ttl))
+            .previewer(config.previewer()?)
+            .backend(backend)
     }
 }
 

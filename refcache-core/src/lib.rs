@@ -40,15 +40,10 @@ mod model;
 
 mod contract;
 
-mod admin;
 mod cache;
-mod call_options;
 mod config;
 mod global;
 mod memory;
-mod observe;
-mod resolve;
-mod response;
 
 #[cfg(feature = "test-utils")]
 pub mod conformance;
@@ -60,9 +55,14 @@ pub mod mcp;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use admin::{ReferenceInfo, ReferenceStats};
-pub use cache::{GetOptions, RefCache, RefCacheBuilder};
-pub use call_options::CallOptions;
+pub use cache::admin::{ReferenceInfo, ReferenceStats};
+pub use cache::call_options::CallOptions;
+pub use cache::poll::GetOptions;
+pub use cache::resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_BYTES, MAX_RESOLVED_REFERENCES};
+pub use cache::response::{
+    AsyncResponse, CachedResponse, CompleteResponse, PreviewResponse, RestrictedResponse,
+};
+pub use cache::{RefCache, RefCacheBuilder};
 pub use config::{BackendFactory, RefCacheConfig, redact_url};
 pub use contract::backend::{
     BackendStats, CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskSnapshot,
@@ -91,10 +91,6 @@ pub use model::ref_id::RefId;
 pub use model::schema::ExpectedSchema;
 pub use model::session::Session;
 pub use model::task::{RetryInfo, Retryable, TaskError, TaskProgress, TaskStatus, Timestamp};
-pub use resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_BYTES, MAX_RESOLVED_REFERENCES};
-pub use response::{
-    AsyncResponse, CachedResponse, CompleteResponse, PreviewResponse, RestrictedResponse,
-};
 
 /// The `#[cached]` attribute. See the crate docs of `refcache` for its arguments.
 #[cfg(feature = "macros")]

@@ -18,11 +18,11 @@ pub use crate::global::default_cache;
 pub use crate::model::key::KeyBuilder;
 
 use crate::cache::RefCache;
+use crate::cache::response::CachedResponse;
 use crate::contract::context::LocalJob;
 use crate::model::error::{BackendError, RefCacheError};
 use crate::model::key::CacheKey;
 use crate::model::task::TaskError;
-use crate::response::CachedResponse;
 
 /// The bound on every argument that is part of the cache key.
 #[diagnostic::on_unimplemented(
@@ -239,7 +239,7 @@ impl<T: ?Sized> ViaNoSchema for SchemaProbe<T> {
     }
 }
 
-pub use crate::cache::{ArgCheck, CallScope, Caller};
+pub use crate::cache::call::{ArgCheck, CallScope, Caller};
 
 /// Whether the caller runs inside a tokio runtime. The generated code then calls [`RefCache::call`] itself (one
 /// async layer less on the hit path); otherwise [`call_outside_runtime`].

@@ -12,9 +12,9 @@ use super::format::FormatOverride;
 use super::result::{error_result, error_text, tool_result};
 use super::{RefCacheServer, tasks};
 use crate::cache::RefCache;
-use crate::call_options::CallOptions;
+use crate::cache::call_options::CallOptions;
+use crate::cache::response::CachedResponse;
 use crate::model::error::RefCacheError;
-use crate::response::CachedResponse;
 
 /// Runs `call` (the cached call, as `#[cached]` generates it) as the request's owner, with the request's format
 /// override, forwarding progress while the client waits, and answers:
@@ -56,7 +56,7 @@ where
                 token,
                 request.ct.clone(),
             );
-            crate::observe::observe(forwarder, call).left_future()
+            crate::cache::observe::observe(forwarder, call).left_future()
         }
         None => call.right_future(),
     };

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::RefCacheServer;
 use super::format::FormatOverride;
 use super::result::{error_result, error_text, json_result, tool_result};
-use crate::cache::GetOptions;
+use crate::cache::poll::GetOptions;
 use crate::contract::backend::CancelOutcome;
 use crate::contract::list::TaskFilter;
 use crate::model::error::RefCacheError;
