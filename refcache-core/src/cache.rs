@@ -25,8 +25,7 @@ use tokio::runtime::{Handle, Runtime};
 
 use crate::contract::backend::TaskBackend;
 use crate::memory::backend::MemoryTaskBackend;
-use crate::model::error::ConfigError;
-use crate::model::error::{BackendError, RefCacheError};
+use crate::model::error::{BackendError, ConfigError, RefCacheError};
 use crate::model::preview::Previewer;
 use crate::model::ref_id::{RefId, is_cache_name};
 

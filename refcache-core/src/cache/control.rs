@@ -5,8 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::cache::RefCache;
-use crate::contract::backend::BackendStats;
-use crate::contract::backend::{CancelOutcome, RetryOutcome};
+use crate::contract::backend::{BackendStats, CancelOutcome, RetryOutcome};
 use crate::model::access::Permissions;
 use crate::model::actor::Actor;
 use crate::model::error::{BackendError, RefCacheError};

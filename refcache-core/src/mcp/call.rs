@@ -10,7 +10,8 @@ use rmcp::service::RequestContext;
 
 use super::format::FormatOverride;
 use super::result::{error_result, error_text, tool_result};
-use super::{RefCacheServer, tasks};
+use super::server::RefCacheServer;
+use super::tasks;
 use crate::cache::RefCache;
 use crate::cache::call_options::CallOptions;
 use crate::cache::response::CachedResponse;

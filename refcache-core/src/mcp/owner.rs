@@ -27,7 +27,7 @@ pub enum Owner {
     Principal(Actor),
     /// A legacy MCP session.
     Session(String),
-    /// A connection (stdio): the id of the [`McpRefCache`](super::McpRefCache) serving it.
+    /// A connection (stdio): the id of the [`McpRefCache`](super::server::McpRefCache) serving it.
     Connection(Arc<str>),
     /// Nobody identifiable.
     Anonymous,
@@ -65,7 +65,7 @@ impl Owner {
     }
 
     /// The actor requests of this owner act as, callers being of `kind` (agents, by default: see
-    /// [`McpRefCache::with_caller_kind`](super::McpRefCache::with_caller_kind)). Each identified owner acts in a
+    /// [`McpRefCache::with_caller_kind`](super::server::McpRefCache::with_caller_kind)). Each identified owner acts in a
     /// session of its own, so its tasks are bound to it (`#[cached]` keys, polls, lists) and invisible to every
     /// other owner.
     ///

@@ -21,7 +21,7 @@ use rmcp::service::RequestContext;
 use serde_json::{Value, json};
 
 use super::result::tool_result;
-use super::{McpRefCache, RefCacheServer};
+use super::server::{McpRefCache, RefCacheServer};
 use crate::cache::RefCache;
 use crate::contract::backend::CancelOutcome;
 use crate::contract::registry;

@@ -13,9 +13,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::RefCacheServer;
 use super::format::FormatOverride;
 use super::result::{error_result, error_text, json_result, tool_result};
+use super::server::RefCacheServer;
 use crate::cache::poll::GetOptions;
 use crate::contract::backend::CancelOutcome;
 use crate::contract::list::TaskFilter;

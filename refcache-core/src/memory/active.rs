@@ -19,7 +19,7 @@ use crate::model::task::{RetryInfo, TaskError, TaskProgress, TaskStatus, Timesta
 /// What an active task tells the backend that owns it. The backend's `Inner` (`driver.rs`) implements it; the trait
 /// lives here so that this file needs nothing above it. An [`Active`] holds its owner weakly: the backend owns its
 /// tasks.
-pub(super) trait Owner: Send + Sync {
+pub(super) trait TaskOwner: Send + Sync {
     /// A retry of one of its tasks was scheduled: count it.
     fn count_retry(&self);
     /// One of its tasks passed its execution timeout: count it, and drop it from the key-to-ref index.
@@ -46,7 +46,7 @@ pub(super) struct Active {
     /// Drop the record instead of keeping it when the task retires (its session ended).
     pub(super) forget: AtomicBool,
     /// The backend, for counters and the index (weak: the backend owns its tasks).
-    pub(super) backend: std::sync::Weak<dyn Owner>,
+    pub(super) backend: std::sync::Weak<dyn TaskOwner>,
     /// The value, once stored: a waiter holding this task reads it here instead of looking it up.
     pub(super) value: OnceLock<Arc<StoredValue>>,
 }
@@ -62,7 +62,7 @@ impl Active {
         job: Option<LocalJob>,
         handle: Handle,
         info: TaskInfo,
-        backend: &Arc<impl Owner + 'static>,
+        backend: &Arc<impl TaskOwner + 'static>,
     ) -> Arc<Self> {
         let backend: std::sync::Weak<_> = Arc::downgrade(backend);
         Arc::new(Self {

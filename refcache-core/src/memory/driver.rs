@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use super::active::{Active, COMPLETING, DONE, Owner, PENDING, RUNNING, lock};
+use super::active::{Active, COMPLETING, DONE, PENDING, RUNNING, TaskOwner, lock};
 use super::config::MemoryBackendConfig;
 use super::history::{History, Rerun, unindex};
 use crate::contract::context::TaskHooks;
@@ -193,7 +193,7 @@ impl Inner {
     }
 }
 
-impl Owner for Inner {
+impl TaskOwner for Inner {
     fn count_retry(&self) {
         self.counters.retries.fetch_add(1, Ordering::Relaxed);
     }
