@@ -36,14 +36,32 @@
 #[allow(unused_extern_crates)]
 extern crate self as refcache_core;
 
+// The crate is in layers, lowest first. A file imports only from its own layer or a lower one, and no files or
+// folders import one another in a circle: `tests/layers.rs` checks both (`.ci/run`, step `layers`).
+
+// 1. The model: ref ids, keys, task states and records, errors, formats, previews, actors, sessions, namespaces,
+//    access. No I/O. Later: `model/output.rs` (output streams), `model/input.rs` (input requests).
 mod model;
 
+// 2. The contract: `TaskBackend`, `TaskSpec`, listing, the value store, `run_task`, `TaskContext`, the registry,
+//    the scheduler. What every backend implements (the Postgres backend will, in
+//    `refcache-backends/src/postgres.rs` + `postgres/`, beside `redis.rs`).
 mod contract;
 
-mod cache;
-mod config;
-mod global;
+// 3. The in-process backend: `MemoryTaskBackend`, the default.
 mod memory;
+
+// 4. The front door: `RefCache` (call, poll, control, admin, reference inputs, responses).
+mod cache;
+
+// 5. The edges: they know the backends, or sit on the front door. Later: `web.rs` + `web/` (the live task page)
+//    and `command.rs` + `command/` (commands).
+
+// Settings, and the backend they name (`RefCache::from_config`).
+mod config;
+
+// The process-wide default cache.
+mod global;
 
 #[cfg(feature = "test-utils")]
 pub mod conformance;
