@@ -1,4 +1,4 @@
-//! The backend conformance suite: the behaviour every [`TaskBackend`] must show, as tests any backend runs
+//! The backend conformance suite: the behaviour every [`TaskBackend`](crate::TaskBackend) must show, as tests any backend runs
 //! against itself. Feature `test-utils`.
 //!
 //! The suite drives a backend with tasks registered by name in this module (so that a backend whose workers run

@@ -20,7 +20,7 @@ use crate::model::task::{RetryInfo, TaskError, TaskProgress};
 pub type LocalJob =
     Arc<dyn Fn(Value, TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> + Send + Sync>;
 
-/// How a running task's record changes. Implemented by each backend's task record; [`run_task`] calls it.
+/// How a running task's record changes. Implemented by each backend's task record; [`run_task`](crate::run_task) calls it.
 pub trait TaskHooks: Send + Sync {
     /// Records a progress report; it is visible to the next poll.
     fn report_progress(&self, progress: TaskProgress);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// Settings of a [`MemoryTaskBackend`].
+/// Settings of a [`MemoryTaskBackend`](crate::MemoryTaskBackend).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct MemoryBackendConfig {
