@@ -1,12 +1,14 @@
 //! `RefCacheConfig`: settings from a TOML file and `REFCACHE_*` environment variables.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::memory::MemoryBackendConfig;
-use crate::preview::{PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
+use crate::cache::RefCache;
+use crate::memory::config::MemoryBackendConfig;
+use crate::model::error::ConfigError;
+use crate::model::preview::{PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
 
 /// Settings of a [`RefCache`](crate::RefCache) and its backend.
 ///
@@ -92,65 +94,6 @@ impl Default for RefCacheConfig {
             preview_strategy: PreviewStrategy::default(),
         }
     }
-}
-
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A key has a value it cannot take.
-    #[error("invalid value `{value}` for `{key}`: expected {expected}")]
-    InvalidValue {
-        /// The key or environment variable.
-        key: String,
-        /// The offending value.
-        value: String,
-        /// What it must be.
-        expected: String,
-    },
-    /// An environment variable with the `REFCACHE_` prefix that refcache does not know.
-    #[error("unknown environment variable `{name}`; refcache reads: {known}")]
-    UnknownVariable {
-        /// The variable.
-        name: String,
-        /// The known ones.
-        known: String,
-    },
-    /// The TOML file cannot be read.
-    #[error("cannot read refcache config file `{path}`: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The TOML file does not parse or has unknown keys or wrong types.
-    #[error("invalid refcache config file `{path}`: {message}")]
-    Toml {
-        /// The file.
-        path: PathBuf,
-        /// What the parser said (it names the key).
-        message: String,
-    },
-    /// The backend URL names a backend this build does not include.
-    #[error(
-        "backend `{backend}` is not available in this build: enable the `{feature}` feature of the `refcache` \
-         crate, or set REFCACHE_BACKEND=memory"
-    )]
-    BackendNotCompiled {
-        /// The configured backend.
-        backend: String,
-        /// The feature that provides it.
-        feature: String,
-    },
-    /// A backend could not be built from its settings.
-    #[error("cannot start backend `{backend}`: {message}")]
-    Backend {
-        /// The configured backend.
-        backend: String,
-        /// Why.
-        message: String,
-    },
 }
 
 const VARS: &[&str] = &[
@@ -315,7 +258,7 @@ impl RefCacheConfig {
             value,
             expected: expected.to_owned(),
         };
-        if !crate::ref_id::is_cache_name(&self.name) {
+        if !crate::model::ref_id::is_cache_name(&self.name) {
             return Err(invalid(
                 "name",
                 self.name.clone(),
@@ -421,19 +364,39 @@ impl RefCacheConfig {
     }
 }
 
+/// Only the edge knows the backends, so the constructor that picks one from settings lives here.
+impl RefCache {
+    /// A cache built from settings: the backend named by `config.backend`, with its limits.
+    pub fn from_config(config: &RefCacheConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let backend = build_backend(config)?;
+        Self::builder()
+            .name(&config.name)
+            .default_ttl(Duration::from_secs(config.default_ttl))
+            .previewer(config.previewer()?)
+            .backend(backend)
+    }
+}
+
 /// How a remote backend plugs into [`RefCache::from_config`](crate::RefCache::from_config): a backend crate
 /// registers a factory for its URL scheme at link time, so switching backends changes no code.
 #[derive(Debug)]
 pub struct BackendFactory {
     scheme: &'static str,
-    build: fn(&RefCacheConfig) -> Result<std::sync::Arc<dyn crate::TaskBackend>, ConfigError>,
+    build: fn(
+        &RefCacheConfig,
+    )
+        -> Result<std::sync::Arc<dyn crate::contract::backend::TaskBackend>, ConfigError>,
 }
 
 impl BackendFactory {
     /// A factory for URLs starting with `scheme://`.
     pub const fn new(
         scheme: &'static str,
-        build: fn(&RefCacheConfig) -> Result<std::sync::Arc<dyn crate::TaskBackend>, ConfigError>,
+        build: fn(
+            &RefCacheConfig,
+        )
+            -> Result<std::sync::Arc<dyn crate::contract::backend::TaskBackend>, ConfigError>,
     ) -> Self {
         Self { scheme, build }
     }
@@ -446,12 +409,12 @@ const KNOWN_SCHEMES: &[(&str, &str)] = &[("redis", "redis"), ("rediss", "redis")
 
 pub(crate) fn build_backend(
     config: &RefCacheConfig,
-) -> Result<std::sync::Arc<dyn crate::TaskBackend>, ConfigError> {
+) -> Result<std::sync::Arc<dyn crate::contract::backend::TaskBackend>, ConfigError> {
     let backend = config.backend.trim();
     if backend.eq_ignore_ascii_case("memory") {
-        return Ok(std::sync::Arc::new(crate::MemoryTaskBackend::new(
-            config.memory_backend(),
-        )));
+        return Ok(std::sync::Arc::new(
+            crate::memory::backend::MemoryTaskBackend::new(config.memory_backend()),
+        ));
     }
     let Some((scheme, _)) = backend.split_once("://") else {
         return Err(ConfigError::InvalidValue {

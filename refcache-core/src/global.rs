@@ -2,10 +2,11 @@
 
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-use crate::cache::{GetOptions, RefCache};
+use crate::cache::RefCache;
+use crate::cache::poll::GetOptions;
+use crate::cache::response::CachedResponse;
 use crate::config::RefCacheConfig;
-use crate::error::RefCacheError;
-use crate::response::CachedResponse;
+use crate::model::error::RefCacheError;
 
 static DEFAULT: OnceLock<RefCache> = OnceLock::new();
 static INIT: Mutex<()> = Mutex::new(());

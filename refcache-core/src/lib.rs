@@ -36,31 +36,32 @@
 #[allow(unused_extern_crates)]
 extern crate self as refcache_core;
 
-mod access;
-mod actor;
-mod admin;
-mod backend;
-mod cache;
-mod call_options;
-mod config;
-mod error;
-mod execute;
-mod format;
-mod global;
-mod key;
+// The crate is in layers, lowest first. A file imports only from its own layer or a lower one, and no files or
+// folders import one another in a circle: `tests/layers.rs` checks both (`.ci/run`, step `layers`).
+
+// 1. The model: ref ids, keys, task states and records, errors, formats, previews, actors, sessions, namespaces,
+//    access. No I/O. Later: `model/output.rs` (output streams), `model/input.rs` (input requests).
+mod model;
+
+// 2. The contract: `TaskBackend`, `TaskSpec`, listing, the value store, `run_task`, `TaskContext`, the registry,
+//    the scheduler. What every backend implements (the Postgres backend will, in
+//    `refcache-backends/src/postgres.rs` + `postgres/`, beside `redis.rs`).
+mod contract;
+
+// 3. The in-process backend: `MemoryTaskBackend`, the default.
 mod memory;
-mod namespace;
-mod observe;
-mod preview;
-mod ref_id;
-pub mod registry;
-mod resolve;
-mod response;
-mod scheduler;
-mod schema;
-mod session;
-mod store;
-mod task;
+
+// 4. The front door: `RefCache` (call, poll, control, admin, reference inputs, responses).
+mod cache;
+
+// 5. The edges: they know the backends, or sit on the front door. Later: `web.rs` + `web/` (the live task page)
+//    and `command.rs` + `command/` (commands).
+
+// Settings, and the backend they name (`RefCache::from_config`).
+mod config;
+
+// The process-wide default cache.
+mod global;
 
 #[cfg(feature = "test-utils")]
 pub mod conformance;
@@ -72,38 +73,42 @@ pub mod mcp;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use access::{AccessPolicy, Permissions, PolicyError};
-pub use actor::{Actor, ActorKind};
-pub use admin::{ReferenceInfo, ReferenceStats};
-pub use backend::{
-    BackendStats, CancelOutcome, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, ListCursor,
-    RetryOutcome, Submission, Submitted, TaskBackend, TaskFilter, TaskOptions, TaskPage,
-    TaskSnapshot, TaskSpec,
-};
-pub use cache::{GetOptions, RefCache, RefCacheBuilder};
-pub use call_options::CallOptions;
-pub use config::{BackendFactory, ConfigError, RefCacheConfig, redact_url};
-pub use error::{BackendError, INACCESSIBLE_REFERENCE, RefCacheError};
-pub use execute::{
-    Cancelled, Ending, LocalJob, RunLimits, TaskContext, TaskHooks, job_for, run as run_job,
-    run_task, timeout_error,
-};
-pub use format::AsyncResponseFormat;
-pub use global::{default_cache, get_cached_result, get_cached_result_with, set_default_cache};
-pub use key::{CacheKey, KeyBuilder, KeyPrefix};
-pub use memory::{MemoryBackendConfig, MemoryTaskBackend};
-pub use namespace::{MAX_NAMESPACE_LEN, Namespace, NamespaceError, NamespaceTemplate};
-pub use preview::{PageFit, Preview, PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
-pub use ref_id::RefId;
-pub use resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_BYTES, MAX_RESOLVED_REFERENCES};
-pub use response::{
+pub use cache::admin::{ReferenceInfo, ReferenceStats};
+pub use cache::call_options::CallOptions;
+pub use cache::poll::GetOptions;
+pub use cache::resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_BYTES, MAX_RESOLVED_REFERENCES};
+pub use cache::response::{
     AsyncResponse, CachedResponse, CompleteResponse, PreviewResponse, RestrictedResponse,
 };
-pub use scheduler::Scheduler;
-pub use schema::ExpectedSchema;
-pub use session::Session;
-pub use store::{StoredValue, ValueStore};
-pub use task::{RetryInfo, Retryable, TaskError, TaskInfo, TaskProgress, TaskStatus, Timestamp};
+pub use cache::{RefCache, RefCacheBuilder};
+pub use config::{BackendFactory, RefCacheConfig, redact_url};
+pub use contract::backend::{
+    BackendStats, CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskSnapshot,
+};
+pub use contract::context::{Cancelled, LocalJob, TaskContext, TaskHooks};
+pub use contract::execute::{Ending, RunLimits, job_for, run as run_job, run_task, timeout_error};
+pub use contract::list::{ListCursor, TaskFilter, TaskPage};
+pub use contract::registry;
+pub use contract::scheduler::Scheduler;
+pub use contract::spec::{DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, TaskOptions, TaskSpec};
+pub use contract::store::{StoredValue, ValueStore};
+pub use global::{default_cache, get_cached_result, get_cached_result_with, set_default_cache};
+pub use memory::backend::MemoryTaskBackend;
+pub use memory::config::MemoryBackendConfig;
+pub use model::access::{AccessPolicy, Permissions, PolicyError};
+pub use model::actor::{Actor, ActorKind};
+pub use model::error::{BackendError, ConfigError, INACCESSIBLE_REFERENCE, RefCacheError};
+pub use model::format::AsyncResponseFormat;
+pub use model::key::{CacheKey, KeyBuilder, KeyPrefix};
+pub use model::namespace::{MAX_NAMESPACE_LEN, Namespace, NamespaceError, NamespaceTemplate};
+pub use model::preview::{
+    PageFit, Preview, PreviewStrategy, Previewer, SizeMeasure, TokenEncoding,
+};
+pub use model::record::TaskInfo;
+pub use model::ref_id::RefId;
+pub use model::schema::ExpectedSchema;
+pub use model::session::Session;
+pub use model::task::{RetryInfo, Retryable, TaskError, TaskProgress, TaskStatus, Timestamp};
 
 /// The `#[cached]` attribute. See the crate docs of `refcache` for its arguments.
 #[cfg(feature = "macros")]

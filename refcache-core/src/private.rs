@@ -12,17 +12,17 @@ pub use futures::future::BoxFuture;
 pub use inventory;
 pub use serde_json;
 
-pub use crate::execute::{run_blocking, run_blocking_as};
+pub use crate::contract::execute::{run_blocking, run_blocking_as};
+pub use crate::contract::registry::{TaskMeta, TaskRegistration};
 pub use crate::global::default_cache;
-pub use crate::key::KeyBuilder;
-pub use crate::registry::{TaskMeta, TaskRegistration};
+pub use crate::model::key::KeyBuilder;
 
 use crate::cache::RefCache;
-use crate::error::{BackendError, RefCacheError};
-use crate::execute::LocalJob;
-use crate::key::CacheKey;
-use crate::response::CachedResponse;
-use crate::task::TaskError;
+use crate::cache::response::CachedResponse;
+use crate::contract::context::LocalJob;
+use crate::model::error::{BackendError, RefCacheError};
+use crate::model::key::CacheKey;
+use crate::model::task::TaskError;
 
 /// The bound on every argument that is part of the cache key.
 #[diagnostic::on_unimplemented(
@@ -79,7 +79,7 @@ pub fn meta(
         init()
     });
     if fresh {
-        crate::registry::remember(meta);
+        crate::contract::registry::remember(meta);
     }
     meta
 }
@@ -166,7 +166,7 @@ pub trait ErrViaRetryable {
     fn task_error(&self) -> TaskError;
 }
 
-impl<E: crate::Retryable + Display + ?Sized> ErrViaRetryable for &ErrProbe<'_, E> {
+impl<E: crate::model::task::Retryable + Display + ?Sized> ErrViaRetryable for &ErrProbe<'_, E> {
     fn task_error(&self) -> TaskError {
         let error = TaskError::new(self.0.to_string());
         if self.0.is_retryable() {
@@ -239,7 +239,7 @@ impl<T: ?Sized> ViaNoSchema for SchemaProbe<T> {
     }
 }
 
-pub use crate::cache::{ArgCheck, CallScope, Caller};
+pub use crate::cache::call::{ArgCheck, CallScope, Caller};
 
 /// Whether the caller runs inside a tokio runtime. The generated code then calls [`RefCache::call`] itself (one
 /// async layer less on the hit path); otherwise [`call_outside_runtime`].
@@ -296,6 +296,6 @@ where
 }
 
 /// The job of a task from its registered function.
-pub fn job_of(run: crate::registry::TaskFn) -> LocalJob {
+pub fn job_of(run: crate::contract::registry::TaskFn) -> LocalJob {
     std::sync::Arc::new(run)
 }

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use refcache_core::{CacheKey, RefId, TaskInfo};
 use tokio::sync::watch;
 
-use super::Inner;
+use super::backend::Inner;
 
 /// What a script announces, as the text `<ref> <status> <record JSON>` or `<ref> drop <key>`: the ref id and the
 /// status come first, so that a process decodes the record only when somebody here follows that task (every

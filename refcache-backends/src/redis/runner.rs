@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::backend::{Inner, lock};
 use super::events::Event;
-use super::{Inner, lock};
 
 /// The tasks this process holds.
 pub(crate) struct RunState {

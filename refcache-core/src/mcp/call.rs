@@ -10,11 +10,12 @@ use rmcp::service::RequestContext;
 
 use super::format::FormatOverride;
 use super::result::{error_result, error_text, tool_result};
-use super::{RefCacheServer, tasks};
+use super::server::RefCacheServer;
+use super::tasks;
 use crate::cache::RefCache;
-use crate::call_options::CallOptions;
-use crate::error::RefCacheError;
-use crate::response::CachedResponse;
+use crate::cache::call_options::CallOptions;
+use crate::cache::response::CachedResponse;
+use crate::model::error::RefCacheError;
 
 /// Runs `call` (the cached call, as `#[cached]` generates it) as the request's owner, with the request's format
 /// override, forwarding progress while the client waits, and answers:
@@ -56,7 +57,7 @@ where
                 token,
                 request.ct.clone(),
             );
-            crate::observe::observe(forwarder, call).left_future()
+            crate::cache::observe::observe(forwarder, call).left_future()
         }
         None => call.right_future(),
     };
@@ -66,7 +67,7 @@ where
         Ok(Err(error)) => return Ok(error_result(&error).into()),
         Err(panic) => {
             tracing::error!(
-                panic = %crate::task::TaskError::panicked(panic.as_ref()),
+                panic = %crate::model::task::TaskError::panicked(panic.as_ref()),
                 "a cached tool call panicked before its task started"
             );
             return Ok(error_text(

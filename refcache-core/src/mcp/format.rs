@@ -5,8 +5,8 @@ use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::JsonObject;
 use serde_json::Value;
 
-use crate::error::RefCacheError;
-use crate::format::AsyncResponseFormat;
+use crate::model::error::RefCacheError;
+use crate::model::format::AsyncResponseFormat;
 
 /// The name of the extra argument.
 pub const FORMAT_ARGUMENT: &str = "_async_response_format";

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rmcp::RoleServer;
 use rmcp::service::RequestContext;
 
-use crate::actor::{Actor, ActorKind};
+use crate::model::actor::{Actor, ActorKind};
 
 /// Who owns the tasks a request makes: every tool call, poll, cancel, retry, list and `tasks/*` request is made
 /// as this owner's [`Actor`], so one owner never sees another's tasks.
@@ -27,7 +27,7 @@ pub enum Owner {
     Principal(Actor),
     /// A legacy MCP session.
     Session(String),
-    /// A connection (stdio): the id of the [`McpRefCache`](super::McpRefCache) serving it.
+    /// A connection (stdio): the id of the [`McpRefCache`](super::server::McpRefCache) serving it.
     Connection(Arc<str>),
     /// Nobody identifiable.
     Anonymous,
@@ -65,7 +65,7 @@ impl Owner {
     }
 
     /// The actor requests of this owner act as, callers being of `kind` (agents, by default: see
-    /// [`McpRefCache::with_caller_kind`](super::McpRefCache::with_caller_kind)). Each identified owner acts in a
+    /// [`McpRefCache::with_caller_kind`](super::server::McpRefCache::with_caller_kind)). Each identified owner acts in a
     /// session of its own, so its tasks are bound to it (`#[cached]` keys, polls, lists) and invisible to every
     /// other owner.
     ///

@@ -8,8 +8,8 @@ use rmcp::service::Peer;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::RefCache;
-use crate::observe::OnSubmit;
-use crate::ref_id::RefId;
+use crate::cache::observe::OnSubmit;
+use crate::model::ref_id::RefId;
 
 /// An observer that, once a call is submitted, follows its task and sends each new progress report to `peer`
 /// under `token`, until the task ends or `waiting` is cancelled (rmcp cancels a request's token when its response

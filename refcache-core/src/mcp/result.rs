@@ -3,9 +3,9 @@
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::Value;
 
-use crate::error::RefCacheError;
-use crate::response::CachedResponse;
-use crate::task::TaskStatus;
+use crate::cache::response::CachedResponse;
+use crate::model::error::RefCacheError;
+use crate::model::task::TaskStatus;
 
 /// A cached call's or a poll's answer as a tool result: the wire shape of [`CachedResponse`] as structured
 /// content (and as JSON text, for clients that read only text).

@@ -21,12 +21,13 @@ use rmcp::service::RequestContext;
 use serde_json::{Value, json};
 
 use super::result::tool_result;
-use super::{McpRefCache, RefCacheServer};
-use crate::backend::CancelOutcome;
+use super::server::{McpRefCache, RefCacheServer};
 use crate::cache::RefCache;
-use crate::error::RefCacheError;
-use crate::registry;
-use crate::task::{TaskInfo, TaskStatus, Timestamp};
+use crate::contract::backend::CancelOutcome;
+use crate::contract::registry;
+use crate::model::error::RefCacheError;
+use crate::model::record::TaskInfo;
+use crate::model::task::{TaskStatus, Timestamp};
 
 /// The JSON-RPC code of a failed task's error: internal error.
 const TASK_FAILED: i64 = -32603;

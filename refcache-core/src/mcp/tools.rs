@@ -13,13 +13,15 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::RefCacheServer;
 use super::format::FormatOverride;
 use super::result::{error_result, error_text, json_result, tool_result};
-use crate::backend::{CancelOutcome, TaskFilter};
-use crate::cache::GetOptions;
-use crate::error::RefCacheError;
-use crate::task::{TaskInfo, TaskStatus};
+use super::server::RefCacheServer;
+use crate::cache::poll::GetOptions;
+use crate::contract::backend::CancelOutcome;
+use crate::contract::list::TaskFilter;
+use crate::model::error::RefCacheError;
+use crate::model::record::TaskInfo;
+use crate::model::task::TaskStatus;
 
 /// The description of `get_cached_result`: it teaches an agent the polling workflow.
 pub const GET_CACHED_RESULT_DESCRIPTION: &str = "\
@@ -156,7 +158,7 @@ where
         {
             Ok(result) => Ok(result.into()),
             Err(panic) => {
-                tracing::error!(panic = %crate::task::TaskError::panicked(panic.as_ref()), "{name} panicked");
+                tracing::error!(panic = %crate::model::task::TaskError::panicked(panic.as_ref()), "{name} panicked");
                 Ok(error_text(format!(
                     "internal error: {name} failed; see the server's log"
                 ))

@@ -1,0 +1,310 @@
+//! Changing tasks: the `transition` script that every state change goes through, cancel, delete, retry, ending a
+//! session, cleanup, stats and shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use refcache_core::{
+    BackendError, BackendStats, CacheKey, CancelOutcome, RefId, RetryOutcome, StoredValue,
+    TaskInfo, TaskSpec, TaskStatus, Timestamp,
+};
+
+use super::backend::{Inner, RedisTaskBackend, lock, ms, now_ms, parse_status};
+use super::config::Mode;
+use super::events::Event;
+use super::list::LIST_SCAN;
+use super::submit::priority_hex;
+use super::worker;
+
+impl Inner {
+    /// Runs the `transition` script. `owner`: only if the task is still this consumer's.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn transition(
+        &self,
+        ref_id: &RefId,
+        from: &[TaskStatus],
+        info: &TaskInfo,
+        counter: &str,
+        owner: bool,
+        value: Option<&StoredValue>,
+    ) -> Result<String, BackendError> {
+        let from = from.iter().fold(",".to_owned(), |mut s, st| {
+            s.push_str(st.as_str());
+            s.push(',');
+            s
+        });
+        let info_json = serde_json::to_string(info).expect("a TaskInfo serializes");
+        let (value_json, value_ttl) = match value {
+            Some(v) => (
+                serde_json::to_string(v).expect("a StoredValue serializes"),
+                ms(v.ttl),
+            ),
+            None => (String::new(), 0),
+        };
+        let mut conn = self.conn();
+        self.scripts
+            .transition
+            .arg(self.keys.prefix())
+            .arg(ref_id.as_str())
+            .arg(from)
+            .arg(info.status.as_str())
+            .arg(&info_json)
+            .arg(Event::info(info, &info_json))
+            .arg(ms(self.config.task_ttl))
+            .arg(now_ms())
+            .arg(counter)
+            .arg(if owner { self.consumer.as_str() } else { "" })
+            .arg(value_json)
+            .arg(value_ttl)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable(&e))
+    }
+
+    /// Cancels a pending or processing task (compare-and-set against concurrent changes).
+    pub(super) async fn cancel_with(
+        &self,
+        ref_id: &RefId,
+        note: Option<&str>,
+    ) -> Result<CancelOutcome, BackendError> {
+        for _ in 0..16 {
+            let Some(mut info) = self.read(ref_id).await? else {
+                return Ok(CancelOutcome::NotFound);
+            };
+            match info.status {
+                TaskStatus::Cancelled => return Ok(CancelOutcome::Cancelled),
+                TaskStatus::Complete | TaskStatus::Failed => {
+                    return Ok(CancelOutcome::AlreadyFinished(info.status));
+                }
+                _ => {}
+            }
+            let from = info.status;
+            info.status = TaskStatus::Cancelled;
+            info.finished_at = Some(Timestamp::now());
+            info.queue_position = None;
+            if let Some(note) = note {
+                info.status_message = Some(note.to_owned());
+            }
+            if self
+                .transition(ref_id, &[from], &info, "cancellations", false, None)
+                .await?
+                == "ok"
+            {
+                tracing::debug!(%ref_id, "task cancelled");
+                return Ok(CancelOutcome::Cancelled);
+            }
+        }
+        Err(BackendError::Other(format!(
+            "could not cancel {ref_id}: its record kept changing"
+        )))
+    }
+}
+
+impl Inner {
+    pub(super) async fn delete(self: &Arc<Self>, ref_id: &RefId) -> Result<bool, BackendError> {
+        let mut conn = self.conn();
+        let key: Option<String> = conn
+            .hget(self.keys.task(ref_id), "key")
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        let Some(key) = key.and_then(|k| CacheKey::from_hex(&k)) else {
+            return Ok(false);
+        };
+        let deleted: i64 = self
+            .scripts
+            .delete
+            .arg(self.keys.prefix())
+            .arg(ref_id.as_str())
+            .arg(Event::drop(ref_id, &key))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        self.near.invalidate_if_ref(&key, ref_id).await;
+        self.stop_held(ref_id);
+        Ok(deleted == 1)
+    }
+
+    pub(super) async fn retry(
+        self: &Arc<Self>,
+        ref_id: &RefId,
+    ) -> Result<RetryOutcome, BackendError> {
+        let mut conn = self.conn();
+        let (spec, info): (Option<String>, Option<String>) = conn
+            .hmget(self.keys.task(ref_id), &["spec", "info"])
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        let (Some(spec), Some(info)) = (spec, info) else {
+            return Ok(RetryOutcome::NotFound);
+        };
+        let spec: TaskSpec =
+            serde_json::from_str(&spec).map_err(|e| self.corrupt("task spec", e))?;
+        let mut info: TaskInfo =
+            serde_json::from_str(&info).map_err(|e| self.corrupt("task record", e))?;
+        if info.status != TaskStatus::Failed {
+            return Ok(RetryOutcome::NotFailed(info.status));
+        }
+        let registered = refcache_core::registry::find(&spec.task_name).is_some();
+        // Onto the stream when a worker can run it by name; else here, as it ran the first time.
+        let workers = self.config.mode == Mode::Workers && registered;
+        let job = self.reruns.get(ref_id);
+        if !workers && job.is_none() && !registered {
+            return Err(BackendError::Other(format!(
+                "cannot retry {ref_id} in this process: task `{}` did not fail here and is not registered by name \
+                 (a method, or a function with skipped parameters); retry it on the replica that ran it, or call it \
+                 again",
+                spec.task_name
+            )));
+        }
+        info.status = TaskStatus::Pending;
+        info.error = None;
+        info.finished_at = None;
+        info.status_message = None;
+        info.progress = None;
+        info.retry_count += 1;
+        let info_json = serde_json::to_string(&info).expect("a TaskInfo serializes");
+        let reply: Vec<String> = self
+            .scripts
+            .retry
+            .arg(self.keys.prefix())
+            .arg(ref_id.as_str())
+            .arg(&info_json)
+            .arg(Event::info(&info, &info_json))
+            .arg(if workers { "1" } else { "0" })
+            .arg(priority_hex(spec.options.priority))
+            .arg(serde_json::to_string(&spec).expect("a TaskSpec serializes"))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => {
+                tracing::debug!(%ref_id, task = %spec.task_name, "failed task retried");
+                if !workers {
+                    self.hold(Arc::new(spec), job, None, false);
+                }
+                Ok(RetryOutcome::Restarted)
+            }
+            Some("missing") => Ok(RetryOutcome::NotFound),
+            Some("not") => Ok(RetryOutcome::NotFailed(parse_status(
+                reply.get(1).map_or("", String::as_str),
+            ))),
+            Some("running") => RefId::parse(reply.get(1).map_or("", String::as_str))
+                .map(RetryOutcome::AlreadyRunning)
+                .map_err(|e| self.corrupt("in-flight entry", e)),
+            other => Err(BackendError::Other(format!(
+                "unexpected answer from the retry script: {other:?}"
+            ))),
+        }
+    }
+
+    pub(super) async fn stats(&self) -> Result<BackendStats, BackendError> {
+        let mut conn = self.conn();
+        let counters: HashMap<String, u64> = conn
+            .hgetall(self.keys.stats())
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        let gauges: HashMap<String, String> = conn
+            .hgetall(self.keys.workers())
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        let queued: u64 = conn
+            .zcard(self.keys.pending())
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        let refs: Vec<String> = conn
+            .zrevrange(self.keys.index(), 0, LIST_SCAN - 1)
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        let mut stats = BackendStats::default();
+        for info in self.infos(&refs).await? {
+            *stats.by_status.entry(info.status).or_default() += 1;
+        }
+        let (running, capacity) = {
+            let st = lock(&self.run);
+            (st.running() as u64, st.capacity() as u64)
+        };
+        stats.running = running;
+        stats.capacity = capacity;
+        let live_after = now_ms().saturating_sub(ms(self.config.lease));
+        for (consumer, gauge) in gauges {
+            if consumer == self.consumer {
+                continue;
+            }
+            if let Ok(g) = serde_json::from_str::<worker::Gauge>(&gauge)
+                && g.at >= live_after
+            {
+                stats.running += g.running;
+                stats.capacity += g.capacity;
+            }
+        }
+        stats.queued = queued;
+        let c = |name: &str| counters.get(name).copied().unwrap_or(0);
+        stats.executions = c("executions");
+        stats.coalesced = c("coalesced");
+        stats.retries = c("retries");
+        stats.cancellations = c("cancellations");
+        stats.timeouts = c("timeouts");
+        Ok(stats)
+    }
+
+    pub(super) async fn shutdown(self: &Arc<Self>, deadline: Duration) {
+        self.accepting.store(false, Ordering::Release);
+        self.consuming.cancel();
+        tracing::debug!(consumer = %self.consumer, "redis backend shutting down");
+        let until = tokio::time::Instant::now() + deadline;
+        if self.wait_idle(until).await {
+            return;
+        }
+        for ref_id in self.held_refs() {
+            if let Err(err) = self.cancel_with(&ref_id, Some("shutdown")).await {
+                tracing::warn!(%ref_id, %err, "could not record the cancel of a task at shutdown");
+            }
+            self.stop_held(&ref_id);
+        }
+        self.wait_idle(
+            tokio::time::Instant::now() + self.config.cancel_grace + Duration::from_secs(1),
+        )
+        .await;
+    }
+}
+
+impl RedisTaskBackend {
+    /// The body of `TaskBackend::end_session`.
+    pub(super) async fn end_session_now(&self, session_id: &str) -> Result<usize, BackendError> {
+        let inner = &self.inner;
+        inner.ensure_started();
+        let mut conn = inner.conn();
+        let key = inner.keys.session(session_id);
+        let refs: Vec<String> = conn
+            .smembers(&key)
+            .await
+            .map_err(|e| inner.unavailable(&e))?;
+        let mut n = 0;
+        for r in refs.iter().filter_map(|r| RefId::parse(r).ok()) {
+            if inner.delete(&r).await? {
+                n += 1;
+            }
+        }
+        let _: () = conn.del(&key).await.map_err(|e| inner.unavailable(&e))?;
+        tracing::debug!(session = session_id, tasks = n, "session ended");
+        Ok(n)
+    }
+
+    /// The body of `TaskBackend::cleanup`.
+    pub(super) async fn cleanup_now(&self, max_age: Duration) -> Result<usize, BackendError> {
+        self.inner.ensure_started();
+        let inner = &self.inner;
+        let cutoff = now_ms().saturating_sub(ms(max_age));
+        let mut conn = inner.conn();
+        inner
+            .scripts
+            .cleanup
+            .arg(inner.keys.prefix())
+            .arg(cutoff)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| inner.unavailable(&e))
+    }
+}

@@ -1,0 +1,148 @@
+//! The poll path: a task's record and value (its value through the near cache), waiting for a task, and
+//! following one.
+
+use std::sync::Arc;
+
+use redis::AsyncCommands;
+use refcache_core::{BackendError, RefId, StoredValue, TaskInfo, TaskSnapshot};
+use tokio::sync::watch;
+
+use super::backend::{Inner, RedisTaskBackend};
+
+impl Inner {
+    /// The task's record, from Redis. (Every script writes the `status` field and the record's status together,
+    /// so the record's status is the one to compare against.)
+    pub(super) async fn read(&self, ref_id: &RefId) -> Result<Option<TaskInfo>, BackendError> {
+        let mut conn = self.conn();
+        let info: Option<String> = conn
+            .hget(self.keys.task(ref_id), "info")
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        info.map(|info| serde_json::from_str(&info).map_err(|e| self.corrupt("task record", e)))
+            .transpose()
+    }
+
+    pub(super) async fn get(&self, ref_id: &RefId) -> Result<Option<TaskSnapshot>, BackendError> {
+        let mut conn = self.conn();
+        let found: Option<(String, Option<String>, Option<usize>)> = self
+            .scripts
+            .get
+            .arg(self.keys.prefix())
+            .arg(ref_id.as_str())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        let Some((info, value, rank)) = found else {
+            return Ok(None);
+        };
+        let mut info: TaskInfo =
+            serde_json::from_str(&info).map_err(|e| self.corrupt("task record", e))?;
+        info.queue_position = rank.map(|r| r + 1);
+        let value = match value {
+            Some(v) => Some(self.stored(&v).await?),
+            None => None,
+        };
+        Ok(Some(TaskSnapshot::new(info, value)))
+    }
+
+    /// A value read from Redis, through the near cache.
+    pub(super) async fn stored(&self, json: &str) -> Result<Arc<StoredValue>, BackendError> {
+        let value: StoredValue =
+            serde_json::from_str(json).map_err(|e| self.corrupt("value", e))?;
+        if let Some(near) = self.near.get(&value.key).await
+            && near.ref_id == value.ref_id
+        {
+            return Ok(near);
+        }
+        let value = Arc::new(value);
+        if value.is_live() && self.near.fits(&value) {
+            self.near.insert(value.clone()).await;
+        }
+        Ok(value)
+    }
+}
+
+impl RedisTaskBackend {
+    /// The body of `TaskBackend::wait`.
+    pub(super) async fn wait_for(
+        &self,
+        ref_id: &RefId,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Option<TaskSnapshot>, BackendError> {
+        let inner = &self.inner;
+        inner.ensure_started();
+        // Follow first, then read: a change in between arrives as an event.
+        let mut follower = inner.hub.follow(ref_id);
+        loop {
+            let snapshot = inner.get(ref_id).await?;
+            match &snapshot {
+                Some(s) if !s.info.status.is_terminal() => {}
+                _ => return Ok(snapshot),
+            }
+            loop {
+                let changed = follower.rx().changed();
+                let woke = match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, changed).await,
+                    None => Ok(changed.await),
+                };
+                match woke {
+                    Ok(Ok(())) => {
+                        let latest = follower.rx().borrow_and_update().clone();
+                        match latest {
+                            Some(info) if !info.status.is_terminal() => {}
+                            // Terminal, deleted, or a resync: read the record.
+                            _ => break,
+                        }
+                    }
+                    // The deadline passed (or the hub went away): answer with what is there now.
+                    _ => return inner.get(ref_id).await,
+                }
+            }
+        }
+    }
+
+    /// The body of `TaskBackend::watch`.
+    pub(super) async fn follow(
+        &self,
+        ref_id: &RefId,
+    ) -> Result<Option<watch::Receiver<TaskInfo>>, BackendError> {
+        let inner = self.inner.clone();
+        inner.ensure_started();
+        let mut follower = inner.hub.follow(ref_id);
+        let Some(snapshot) = inner.get(ref_id).await? else {
+            return Ok(None);
+        };
+        if snapshot.info.status.is_terminal() {
+            return Ok(None);
+        }
+        let (tx, rx) = watch::channel(snapshot.info);
+        let ref_id = ref_id.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tx.closed() => return,
+                    changed = follower.rx().changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                }
+                let latest = follower.rx().borrow_and_update().clone();
+                let info = match latest {
+                    Some(info) => info,
+                    None => match inner.get(&ref_id).await {
+                        Ok(Some(s)) => s.info,
+                        Ok(None) => return,
+                        Err(_) => continue,
+                    },
+                };
+                let done = info.status.is_terminal();
+                tx.send_replace(info);
+                if done {
+                    return;
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+}

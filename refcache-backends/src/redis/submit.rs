@@ -1,0 +1,107 @@
+//! The submit path: the lookup of a finished value beyond the near cache, and a submission (single-flight, in
+//! the submit script).
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use redis::AsyncCommands;
+use refcache_core::{
+    BackendError, CacheKey, RefId, StoredValue, Submission, Submitted, TaskInfo, Timestamp,
+};
+
+use super::backend::{RedisTaskBackend, ms, now_ms};
+use super::config::Mode;
+
+impl RedisTaskBackend {
+    /// The body of `TaskBackend::lookup`.
+    pub(super) async fn lookup_value(
+        &self,
+        key: &CacheKey,
+    ) -> Result<Option<Arc<StoredValue>>, BackendError> {
+        self.inner.ensure_started();
+        let inner = &self.inner;
+        let mut conn = inner.conn();
+        let json: Option<String> = conn
+            .hget(inner.keys.value(key), "v")
+            .await
+            .map_err(|e| inner.unavailable(&e))?;
+        match json {
+            Some(json) => Ok(Some(inner.stored(&json).await?).filter(|v| v.is_live())),
+            None => Ok(None),
+        }
+    }
+
+    /// The body of `TaskBackend::submit`.
+    pub(super) async fn submit_task(
+        &self,
+        submission: Submission,
+    ) -> Result<Submitted, BackendError> {
+        let inner = &self.inner;
+        inner.ensure_started();
+        inner.check_accepting()?;
+        let Submission { spec, job, .. } = submission;
+        let created = now_ms();
+        let mut info = TaskInfo::new(
+            spec.ref_id.clone(),
+            spec.task_name.clone(),
+            spec.namespace.clone(),
+        );
+        // Whole milliseconds, as the record stores them: lists order by this.
+        info.created_at = Timestamp(UNIX_EPOCH + Duration::from_millis(created));
+        info.session_id = spec.options.session_id.clone();
+        info.policy = spec.policy.clone();
+        info.max_retries = spec.options.max_retries;
+        // In `workers` mode a task goes onto the stream, unless no worker could run it: a method or a function
+        // with skipped parameters is not registered by name, so it runs here, as in `local` mode.
+        let workers = inner.config.mode == Mode::Workers
+            && (job.is_none() || refcache_core::registry::find(&spec.task_name).is_some());
+        let lease_expiry = if workers {
+            String::new()
+        } else {
+            (created + ms(inner.config.lease)).to_string()
+        };
+        let mut conn = inner.conn();
+        let reply: Vec<String> = inner
+            .scripts
+            .submit
+            .arg(inner.keys.prefix())
+            .arg(spec.ref_id.as_str())
+            .arg(spec.key.to_hex())
+            .arg(serde_json::to_string(&info).expect("a TaskInfo serializes"))
+            .arg(serde_json::to_string(&spec).expect("a TaskSpec serializes"))
+            .arg(created)
+            .arg(priority_hex(spec.options.priority))
+            .arg(spec.options.session_id.as_deref().unwrap_or(""))
+            .arg(if workers { "1" } else { "0" })
+            .arg(inner.config.max_queued)
+            .arg(lease_expiry)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| inner.unavailable(&e))?;
+        match reply.first().map(String::as_str) {
+            Some("hit") => Ok(Submitted::Hit(inner.stored(&reply[1]).await?)),
+            Some("joined") => RefId::parse(&reply[1])
+                .map(Submitted::Joined)
+                .map_err(|e| inner.corrupt("in-flight entry", e)),
+            Some("full") => Err(BackendError::QueueFull {
+                max_queued: inner.config.max_queued,
+            }),
+            Some("started") => {
+                let ref_id = spec.ref_id.clone();
+                if !workers {
+                    self.inner.hold(Arc::new(spec), job, None, false);
+                }
+                Ok(Submitted::Started(ref_id))
+            }
+            other => Err(BackendError::Other(format!(
+                "unexpected answer from the submit script: {other:?}"
+            ))),
+        }
+    }
+}
+
+/// The queue member's priority part: higher priority sorts first.
+pub(super) fn priority_hex(priority: i32) -> String {
+    let inverted = i64::from(i32::MAX) - i64::from(priority);
+    format!("{inverted:08x}")
+}

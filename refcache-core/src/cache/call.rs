@@ -1,0 +1,308 @@
+//! The call path, the code behind every `#[cached]` function: [`RefCache::call`] (the hit path, read in the
+//! caller's own future), then everything beyond the near cache (reference inputs, the remote lookup, submit, wait),
+//! and what a call carries from its call site ([`CallScope`], [`Caller`]).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde_json::Value;
+
+use crate::cache::RefCache;
+use crate::cache::call_options::CallOptions;
+use crate::cache::poll::{View, respond_pending};
+use crate::cache::response::CachedResponse;
+use crate::contract::backend::{Submission, Submitted};
+use crate::contract::context::LocalJob;
+use crate::contract::registry::TaskMeta;
+use crate::contract::spec::TaskSpec;
+use crate::contract::store::StoredValue;
+use crate::model::access::Permissions;
+use crate::model::actor::Actor;
+use crate::model::error::RefCacheError;
+use crate::model::format::AsyncResponseFormat;
+use crate::model::key::{CacheKey, KeyBuilder, KeyPrefix};
+use crate::model::ref_id::RefId;
+use crate::model::session::Session;
+
+impl RefCache {
+    /// Runs one cached call: the code behind every `#[cached]` function.
+    ///
+    /// `prepare` builds the JSON arguments and the job; it runs only on a miss (or first, when the arguments may
+    /// hold references to resolve).
+    #[doc(hidden)]
+    pub async fn call<F>(
+        &self,
+        meta: &'static TaskMeta,
+        key: CacheKey,
+        scope: CallScope,
+        prepare: F,
+    ) -> Result<CachedResponse, RefCacheError>
+    where
+        F: FnOnce() -> Result<(Value, LocalJob), RefCacheError>,
+    {
+        if !scope.access.can_see() {
+            return Err(self.call_denied(meta, &scope));
+        }
+        // The hit path: the near cache, read in this very future (no extra async layer to copy its state through).
+        if !scope.refs
+            && let Some(near) = self.inner.backend.near_cache()
+            && let Some(stored) = near.get(&key).await
+        {
+            self.inner.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(self.answer(stored, &scope));
+        }
+        // Everything else lives in its own boxed future, so that the hit path's future stays small.
+        Box::pin(self.beyond_near_cache(meta, key, scope, prepare)).await
+    }
+
+    async fn beyond_near_cache<F>(
+        &self,
+        meta: &'static TaskMeta,
+        mut key: CacheKey,
+        scope: CallScope,
+        prepare: F,
+    ) -> Result<CachedResponse, RefCacheError>
+    where
+        F: FnOnce() -> Result<(Value, LocalJob), RefCacheError>,
+    {
+        let mut arguments = Arguments::Lazy(prepare);
+        if scope.refs {
+            // The arguments may hold references: resolve them, and key the call by the resolved arguments.
+            let (args, job) = arguments.take()?;
+            let (args, unreadable) = self.resolve_inputs(args, &scope.actor()).await?;
+            if let Some(check) = scope.check {
+                check(&args).map_err(|message| RefCacheError::ResolvedArgument {
+                    task: meta.name().to_owned(),
+                    // serde's text quotes the value it rejected: keep only the argument's name when the caller
+                    // resolved a value it may not read.
+                    message: if unreadable.is_empty() {
+                        message
+                    } else {
+                        message
+                            .split_once(": ")
+                            .map_or("an argument", |(name, _)| name)
+                            .to_owned()
+                            + ": a value you may execute but not read does not fit its type"
+                    },
+                })?;
+            }
+            // A value the caller may use but not read must not be confirmable by guessing: a call with it is keyed
+            // apart from the same call with a literal value (and from other references to an equal value).
+            let prefix = scope.key_prefix(meta).with_private_inputs(&unreadable);
+            key = CacheKey::from_json_with_prefix(meta.name(), prefix, &args)?;
+            if let Some(near) = self.inner.backend.near_cache()
+                && let Some(stored) = near.get(&key).await
+            {
+                self.inner.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(self.answer(stored, &scope));
+            }
+            arguments = Arguments::Ready(args, job);
+        }
+        if let Some(stored) = self.inner.backend.lookup(&key).await? {
+            self.inner.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(self.answer(stored, &scope));
+        }
+        self.inner.misses.fetch_add(1, Ordering::Relaxed);
+        let (args, job) = arguments.take()?;
+        let backend = &self.inner.backend;
+        let ref_id = RefId::generate(&self.inner.name);
+        let options = meta
+            .options()
+            .clone()
+            .ttl(Some(meta.ttl().unwrap_or(self.inner.default_ttl)))
+            .session_id(scope.session().map(|s| s.id().to_owned()));
+        let policy = meta.policy().map_err(|e| e.clone())?.clone();
+        let namespace = scope
+            .caller
+            .as_ref()
+            .and_then(|c| c.namespace.clone())
+            .unwrap_or_else(|| meta.namespace_arc().clone());
+        let spec = TaskSpec::new(ref_id, key, meta.name_arc().clone(), namespace, args)
+            .with_options(options)
+            .with_policy(policy)
+            .with_actor(scope.caller.as_ref().map(|c| c.actor.clone()));
+        // The deadline is taken before submitting, so a slow submit cannot stretch the wait past `async_timeout`.
+        let deadline = meta
+            .async_timeout()
+            .map(|t| tokio::time::Instant::now() + t);
+        let ref_id = match backend.submit(Submission::new(spec, Some(job))).await? {
+            Submitted::Hit(stored) => return Ok(self.answer(stored, &scope)),
+            submitted => submitted.ref_id().clone(),
+        };
+        crate::cache::observe::submitted(&ref_id);
+        let snapshot = backend
+            .wait(&ref_id, deadline)
+            .await?
+            .ok_or(RefCacheError::NotFound)?;
+        match snapshot.value {
+            Some(stored) => Ok(self.answer(stored, &scope)),
+            None => Ok(respond_pending(
+                snapshot.info.redacted_for(scope.access),
+                scope.format,
+                Some(meta),
+            )),
+        }
+    }
+
+    /// Why a caller may not make this call: it could not even see what the call makes.
+    #[cold]
+    fn call_denied(&self, meta: &TaskMeta, scope: &CallScope) -> RefCacheError {
+        RefCacheError::CallDenied {
+            task: meta.name().to_owned(),
+            actor: scope.actor().to_string(),
+            namespace: scope.namespace().unwrap_or(meta.namespace()).to_owned(),
+        }
+    }
+
+    /// A call's answer for a finished value: whole, previewed, or restricted when the caller may use but not read
+    /// it. (The caller may see it: `call` refused the call otherwise.)
+    fn answer(&self, stored: Arc<StoredValue>, scope: &CallScope) -> CachedResponse {
+        if !stored.readable_by_all()
+            && !stored
+                .permissions_for(&scope.actor())
+                .contains(Permissions::READ)
+        {
+            return CachedResponse::restricted(stored.ref_id.clone());
+        }
+        self.show(stored, View::Auto, scope.max_size)
+    }
+}
+
+/// A call's JSON arguments and job: prepared on first need (a miss, or arguments that may hold references).
+enum Arguments<F> {
+    Lazy(F),
+    Ready(Value, LocalJob),
+}
+
+impl<F: FnOnce() -> Result<(Value, LocalJob), RefCacheError>> Arguments<F> {
+    fn take(self) -> Result<(Value, LocalJob), RefCacheError> {
+        match self {
+            Self::Lazy(prepare) => prepare(),
+            Self::Ready(args, job) => Ok((args, job)),
+        }
+    }
+}
+
+/// What a call carries from its call site: the response options, the caller's access, and (only when some scope
+/// is in effect or the namespace is a template) the actor, session and namespace, captured where the call is made
+/// (task-locals do not cross to the cache's own runtime). Kept small: it travels inside every call's future.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct CallScope {
+    /// The response format of this call.
+    pub format: AsyncResponseFormat,
+    /// What the caller may do with the references this call makes or joins.
+    pub access: Permissions,
+    /// Whether the arguments may hold references to resolve.
+    pub refs: bool,
+    /// The caller's `max_size`.
+    pub max_size: Option<usize>,
+    /// Checks resolved arguments against the parameter types.
+    pub check: Option<ArgCheck>,
+    /// Who calls, in which session and namespace. `None`: no scope is in effect and the namespace is fixed, so
+    /// the caller is an anonymous user outside any session.
+    pub caller: Option<Box<Caller>>,
+}
+
+/// The calling actor, its session and the filled namespace of one call.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The actor.
+    pub actor: Actor,
+    /// The session in effect.
+    pub session: Option<Session>,
+    /// The namespace, when the function's is a template (filled for this actor).
+    pub namespace: Option<Arc<str>>,
+}
+
+/// Checks a call's resolved JSON arguments against its parameter types (generated by `#[cached]`).
+#[doc(hidden)]
+pub type ArgCheck = fn(&Value) -> Result<(), String>;
+
+impl CallScope {
+    /// The scope of a call to `meta` made here and now. Fails when the function's namespace template needs a
+    /// variable the actor lacks, or its policy is invalid.
+    pub fn capture(meta: &TaskMeta) -> Result<Self, RefCacheError> {
+        let policy = meta.policy().map_err(Clone::clone)?;
+        let template = meta.namespace_template().map_err(Clone::clone)?;
+        if template.is_none() && !crate::model::scope::any_scope() {
+            // No scope anywhere in the process: nothing to look up; the anonymous user's access is the task's own.
+            return Ok(Self {
+                format: meta.format(),
+                access: meta.anonymous_access(),
+                refs: false,
+                max_size: None,
+                check: None,
+                caller: None,
+            });
+        }
+        let options = CallOptions::current();
+        if options.max_size == Some(0) {
+            return Err(RefCacheError::InvalidOption {
+                option: "max_size",
+                value: "0".into(),
+                expected: "a whole number from 1, in the cache's measure (tokens or characters)",
+            });
+        }
+        let actor = Actor::current();
+        let namespace = template
+            .map(|t| t.fill(&actor).map(Arc::from))
+            .transpose()?;
+        let session = Session::current();
+        let access = policy.permissions_for(
+            &actor,
+            namespace.as_deref().unwrap_or(meta.namespace()),
+            session.as_ref().map(Session::id),
+        );
+        Ok(Self {
+            format: options.format.unwrap_or(meta.format()),
+            access,
+            refs: false,
+            max_size: options.max_size,
+            check: None,
+            caller: Some(Box::new(Caller {
+                actor,
+                session,
+                namespace,
+            })),
+        })
+    }
+
+    /// Notes whether the key arguments so far may hold references to resolve, and how to check the resolved
+    /// arguments against the parameter types.
+    pub fn note_refs(&mut self, meta: &TaskMeta, key: &KeyBuilder<'_>, check: ArgCheck) {
+        self.refs = meta.resolve_refs() && key.mentions_ref_id();
+        if self.refs {
+            self.check = Some(check);
+        }
+    }
+
+    /// The actor making the call.
+    pub fn actor(&self) -> std::borrow::Cow<'_, Actor> {
+        match &self.caller {
+            Some(caller) => std::borrow::Cow::Borrowed(&caller.actor),
+            None => std::borrow::Cow::Owned(Actor::anonymous_user()),
+        }
+    }
+
+    /// The session of the call.
+    pub fn session(&self) -> Option<&Session> {
+        self.caller.as_ref().and_then(|c| c.session.as_ref())
+    }
+
+    /// The filled namespace, when the function's is a template.
+    pub fn namespace(&self) -> Option<&str> {
+        self.caller.as_ref().and_then(|c| c.namespace.as_deref())
+    }
+
+    /// The key prefix of the call: the task's own, or one derived with the filled namespace and the session.
+    pub fn key_prefix(&self, meta: &TaskMeta) -> KeyPrefix {
+        let namespace = self.namespace().unwrap_or(meta.namespace());
+        match (self.namespace(), self.session()) {
+            (None, None) => meta.key_prefix(),
+            (_, Some(session)) => KeyPrefix::with_session(meta.name(), namespace, session.id()),
+            (Some(_), None) => KeyPrefix::new(meta.name(), namespace),
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Executing one task: the wrapper that turns whatever the function does (value, error, panic) into an outcome,
+//! with retries, backoff, the execution timeout and cancellation. The job type and the handle a task receives are
+//! in `context.rs`.
+//!
+//! Every execution goes through [`run`]: a timed call, an untimed call, and (with a remote backend) a worker running
+//! a task it pulled off a queue. Only how long the caller waits differs.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use std::time::Duration;
+
+use crate::contract::context::{LocalJob, TaskContext, TaskHooks};
+use crate::contract::spec::TaskSpec;
+use crate::model::actor::Actor;
+use crate::model::task::{RetryInfo, TaskError, Timestamp};
+
+/// Limits on one execution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct RunLimits {
+    /// The hard limit on the whole execution, retries included.
+    pub execution_timeout: Option<Duration>,
+    /// How long a cancelled or timed-out task may run on before it is dropped (aborted).
+    pub cancel_grace: Duration,
+}
+
+impl RunLimits {
+    /// Limits of `execution_timeout` and `cancel_grace`.
+    pub fn new(execution_timeout: Option<Duration>, cancel_grace: Duration) -> Self {
+        Self {
+            execution_timeout,
+            cancel_grace,
+        }
+    }
+}
+
+/// How an execution ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Ending {
+    /// The function returned (after any retries): its last result.
+    Finished(Result<Value, TaskError>),
+    /// The task was cancelled; it was stopped (or given up on after the grace period).
+    Cancelled,
+    /// The execution timeout passed; the task was failed through [`TaskHooks::timed_out`] and stopped.
+    TimedOut,
+}
+
+/// The error of a task that exceeded its execution timeout.
+pub fn timeout_error(timeout: Duration, partial_result: Option<Value>) -> TaskError {
+    let seconds = timeout.as_secs_f64();
+    TaskError::new(format!("Operation exceeded timeout of {seconds} seconds"))
+        .with_code("TIMEOUT")
+        .with_details(
+            serde_json::json!({"timeout_seconds": seconds, "partial_result": partial_result}),
+        )
+        .with_remediation("Try breaking the operation into smaller chunks or increase timeout")
+        .permanent()
+}
+
+/// The job that runs `spec`: the caller's own closure when it is in this process, else the function registered
+/// under the task's name. A name that nothing in this binary registers is a permanent failure with the fix in its
+/// text, never a hang.
+pub fn job_for(spec: &TaskSpec, job: Option<&LocalJob>) -> Result<LocalJob, TaskError> {
+    if let Some(job) = job {
+        return Ok(job.clone());
+    }
+    match crate::contract::registry::find(&spec.task_name) {
+        Some(task) => Ok(task.job()),
+        None => Err(TaskError::new(format!(
+            "unknown task `{}`: no #[cached] function with this name is linked into this process; link the crate \
+             that defines it into every process that runs tasks (workers included)",
+            spec.task_name
+        ))
+        .with_code("UNKNOWN_TASK")
+        .permanent()),
+    }
+}
+
+/// Runs a task to its end: attempts with retries and backoff, under the execution timeout, stopping on
+/// cancellation. Every backend runs its tasks through this one function.
+///
+/// Cancellation and timeout are cooperative first: the token fires, and the task has `cancel_grace` to stop on its
+/// own before its future is dropped. A blocking (sync) task cannot be dropped mid-run: its thread runs to the end,
+/// and only its result is discarded.
+pub async fn run_task(
+    job: &LocalJob,
+    spec: &TaskSpec,
+    hooks: Arc<dyn TaskHooks>,
+    cancel: CancellationToken,
+    limits: RunLimits,
+) -> Ending {
+    let attempts = attempts(job, spec, hooks.clone(), cancel.clone());
+    tokio::pin!(attempts);
+    let deadline = async {
+        match limits.execution_timeout {
+            Some(timeout) => tokio::time::sleep(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        result = &mut attempts => Ending::Finished(result),
+        () = cancel.cancelled() => {
+            let _ = tokio::time::timeout(limits.cancel_grace, &mut attempts).await;
+            Ending::Cancelled
+        }
+        () = deadline => {
+            let timeout = limits.execution_timeout.unwrap_or_default();
+            hooks.timed_out(timeout_error(timeout, hooks.partial_result()));
+            cancel.cancel();
+            let _ = tokio::time::timeout(limits.cancel_grace, &mut attempts).await;
+            Ending::TimedOut
+        }
+    }
+}
+
+async fn attempts(
+    job: &LocalJob,
+    spec: &TaskSpec,
+    hooks: Arc<dyn TaskHooks>,
+    cancel: CancellationToken,
+) -> Result<Value, TaskError> {
+    let max_retries = spec.options.max_retries;
+    let mut attempt = 1u32;
+    loop {
+        let ctx = TaskContext::new(spec.ref_id.clone(), hooks.clone(), cancel.clone())
+            .with_actor(spec.actor.clone());
+        let error = match run(job, spec.args.clone(), ctx).await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        hooks.attempt_failed(RetryInfo {
+            attempt,
+            error: error.message.clone(),
+            timestamp: Timestamp::now(),
+        });
+        if !error.retryable || attempt > max_retries || cancel.is_cancelled() {
+            return Err(error);
+        }
+        let delay = spec.options.backoff(attempt);
+        let at = Timestamp(std::time::SystemTime::now() + delay);
+        tracing::debug!(ref_id = %spec.ref_id, attempt, ?delay, error = %error, "attempt failed; retrying");
+        hooks.retry_scheduled(format!(
+            "Attempt {attempt} failed: {error}. Retrying as attempt {} of {} at {at}",
+            attempt + 1,
+            max_retries + 1
+        ));
+        tokio::time::sleep(delay).await;
+        hooks.retry_started();
+        attempt += 1;
+    }
+}
+
+/// Runs one attempt of `job`, turning a panic into a failure (`panicked: <message>`).
+///
+/// The attempt runs as the context's actor ([`TaskContext::actor`]): within it, [`Actor::current`] is the caller.
+pub async fn run(job: &LocalJob, args: Value, ctx: TaskContext) -> Result<Value, TaskError> {
+    let actor = ctx.actor().cloned();
+    let attempt = AssertUnwindSafe(job(args, ctx)).catch_unwind();
+    let outcome = match actor {
+        Some(actor) => actor.scope(attempt).await,
+        None => attempt.await,
+    };
+    match outcome {
+        Ok(result) => result,
+        Err(payload) => Err(TaskError::panicked(payload.as_ref())),
+    }
+}
+
+/// [`run_blocking`] as `actor` (the actor of the task's context): the body's thread is scoped to it.
+pub async fn run_blocking_as<F>(actor: Option<Actor>, body: F) -> Result<Value, TaskError>
+where
+    F: FnOnce() -> Result<Value, TaskError> + Send + 'static,
+{
+    match actor {
+        Some(actor) => run_blocking(move || actor.sync_scope(body)).await,
+        None => run_blocking(body).await,
+    }
+}
+
+/// Runs a synchronous body on tokio's blocking pool, turning a panic into a failure.
+///
+/// A blocking body cannot be aborted: cancelling it only marks the task, and the thread runs to the end.
+pub async fn run_blocking<F>(body: F) -> Result<Value, TaskError>
+where
+    F: FnOnce() -> Result<Value, TaskError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(body).await {
+        Ok(result) => result,
+        Err(err) if err.is_panic() => Err(TaskError::panicked(err.into_panic().as_ref())),
+        Err(err) => Err(TaskError::new(format!(
+            "blocking task did not finish: {err}"
+        ))),
+    }
+}

@@ -1,0 +1,190 @@
+//! Which pending task starts next: `max_workers` slots, priority (highest first, FIFO within a priority), and the
+//! per-task-name `max_concurrent` limit.
+//!
+//! A plain data structure, with no clock, I/O or locking of its own: the in-process backend keeps one under its
+//! state lock, and a Redis worker keeps one for the tasks it has taken off the stream. Both start tasks in the same
+//! order, so the conformance suite's queue tests hold for both.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::model::ref_id::RefId;
+
+type QueueKey = (Reverse<i32>, u64);
+
+struct Entry {
+    ref_id: RefId,
+    name: Arc<str>,
+    max_concurrent: Option<u32>,
+}
+
+/// A priority queue of pending tasks in front of a fixed number of slots.
+pub struct Scheduler {
+    max_workers: usize,
+    queue: BTreeMap<QueueKey, Entry>,
+    queued: HashMap<RefId, QueueKey>,
+    running: usize,
+    running_by_name: HashMap<Arc<str>, u32>,
+    seq: u64,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("max_workers", &self.max_workers)
+            .field("queued", &self.queue.len())
+            .field("running", &self.running)
+            .finish()
+    }
+}
+
+impl Scheduler {
+    /// A scheduler with `max_workers` slots (at least 1).
+    pub fn new(max_workers: usize) -> Self {
+        Self {
+            max_workers: max_workers.max(1),
+            queue: BTreeMap::new(),
+            queued: HashMap::new(),
+            running: 0,
+            running_by_name: HashMap::new(),
+            seq: 0,
+        }
+    }
+
+    /// Queues a task: highest priority first, FIFO within a priority. `max_concurrent` limits how many tasks of
+    /// its `name` run at once.
+    pub fn enqueue(
+        &mut self,
+        ref_id: RefId,
+        name: Arc<str>,
+        priority: i32,
+        max_concurrent: Option<u32>,
+    ) {
+        self.remove(&ref_id);
+        self.seq += 1;
+        let qkey = (Reverse(priority), self.seq);
+        self.queued.insert(ref_id.clone(), qkey);
+        self.queue.insert(
+            qkey,
+            Entry {
+                ref_id,
+                name,
+                max_concurrent,
+            },
+        );
+    }
+
+    /// Takes a queued task out of the queue (cancelled, deleted). Answers whether it was queued.
+    pub fn remove(&mut self, ref_id: &RefId) -> bool {
+        match self.queued.remove(ref_id) {
+            Some(qkey) => {
+                self.queue.remove(&qkey);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The task's 1-based place in the queue, while it is queued.
+    pub fn position(&self, ref_id: &RefId) -> Option<usize> {
+        let qkey = self.queued.get(ref_id)?;
+        Some(self.queue.range(..qkey).count() + 1)
+    }
+
+    /// Tasks waiting.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Slots taken.
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    /// The number of slots.
+    pub fn capacity(&self) -> usize {
+        self.max_workers
+    }
+
+    /// Whether every slot is taken.
+    pub fn is_full(&self) -> bool {
+        self.running >= self.max_workers
+    }
+
+    /// The next task that may start now, taken out of the queue and counted as running; `None` when every slot is
+    /// taken or every queued task's name is at its `max_concurrent`. Tasks start in queue order, except that a task
+    /// whose name is at its limit waits and the tasks behind it may pass it.
+    ///
+    /// The caller must call [`finished`](Self::finished) with the returned name when the task ends, or at once if
+    /// it does not start after all.
+    pub fn start_next(&mut self) -> Option<(RefId, Arc<str>)> {
+        if self.is_full() {
+            return None;
+        }
+        let qkey = self
+            .queue
+            .iter()
+            .find(|(_, e)| {
+                e.max_concurrent.is_none_or(|limit| {
+                    self.running_by_name.get(&e.name).copied().unwrap_or(0) < limit
+                })
+            })
+            .map(|(k, _)| *k)?;
+        let entry = self.queue.remove(&qkey).expect("found above");
+        self.queued.remove(&entry.ref_id);
+        self.running += 1;
+        *self.running_by_name.entry(entry.name.clone()).or_default() += 1;
+        Some((entry.ref_id, entry.name))
+    }
+
+    /// A task of `name` that [`start_next`](Self::start_next) handed out has ended: its slot is free.
+    pub fn finished(&mut self, name: &str) {
+        self.running = self.running.saturating_sub(1);
+        if let Some(n) = self.running_by_name.get_mut(name) {
+            *n -= 1;
+            if *n == 0 {
+                self.running_by_name.remove(name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> RefId {
+        RefId::generate("t")
+    }
+
+    #[test]
+    fn priority_then_fifo_within_slots() {
+        let mut s = Scheduler::new(1);
+        let (a, b, c) = (id(), id(), id());
+        s.enqueue(a.clone(), "x".into(), 0, None);
+        s.enqueue(b.clone(), "x".into(), 0, None);
+        s.enqueue(c.clone(), "x".into(), 5, None);
+        assert_eq!(s.position(&b), Some(3));
+        assert_eq!(s.start_next().unwrap().0, c);
+        assert!(s.start_next().is_none(), "one slot");
+        s.finished("x");
+        assert_eq!(s.start_next().unwrap().0, a);
+        assert!(s.remove(&b));
+        assert_eq!(s.queued(), 0);
+    }
+
+    #[test]
+    fn max_concurrent_lets_others_pass() {
+        let mut s = Scheduler::new(4);
+        let (a, b, c) = (id(), id(), id());
+        s.enqueue(a.clone(), "limited".into(), 0, Some(1));
+        s.enqueue(b.clone(), "limited".into(), 0, Some(1));
+        s.enqueue(c.clone(), "free".into(), 0, None);
+        assert_eq!(s.start_next().unwrap().0, a);
+        assert_eq!(s.start_next().unwrap().0, c, "b waits for a; c passes it");
+        assert!(s.start_next().is_none());
+        s.finished("limited");
+        assert_eq!(s.start_next().unwrap().0, b);
+    }
+}

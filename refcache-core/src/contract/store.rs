@@ -1,0 +1,392 @@
+//! Finished values: a moka cache weighed in bytes, with a TTL per entry.
+
+use std::sync::{Arc, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::access::AccessPolicy;
+use crate::model::key::CacheKey;
+use crate::model::preview::{Preview, PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
+use crate::model::ref_id::RefId;
+use crate::model::task::Timestamp;
+
+/// A finished value and what is known about it.
+///
+/// Stored once and shared as `Arc<StoredValue>`: a hit clones the `Arc`, never the JSON tree. It is turned into
+/// wire JSON only at the edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StoredValue {
+    /// The reference it was stored under.
+    pub ref_id: RefId,
+    /// The key of the call that produced it.
+    pub key: CacheKey,
+    /// The task that produced it.
+    pub task_name: Arc<str>,
+    /// Its namespace.
+    pub namespace: Arc<str>,
+    /// The value.
+    pub value: Value,
+    /// Length of the value's JSON text, in bytes.
+    pub size: usize,
+    /// Number of items when the value is an array or object.
+    pub total_items: Option<usize>,
+    /// When it was stored.
+    pub created_at: Timestamp,
+    /// How long it stays.
+    #[serde(with = "secs")]
+    pub ttl: Duration,
+    /// Who may do what with it.
+    #[serde(default)]
+    pub policy: Arc<AccessPolicy>,
+    /// The session of the task that made it, which it is bound to.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// The largest size answered whole, as its function set it (`None`: the cache's default).
+    #[serde(default)]
+    pub max_size: Option<usize>,
+    /// How it is previewed when larger, as its function set it (`None`: the cache's default).
+    #[serde(default)]
+    pub preview_strategy: Option<PreviewStrategy>,
+    /// Its size in each measure, computed on first need.
+    #[serde(skip)]
+    measured: Measured,
+    /// The last preview made of it, for the next hit that asks for the same one.
+    #[serde(skip)]
+    preview: PreviewMemo,
+}
+
+/// Which preview: measure, `max_size`, strategy, page size and page.
+type PreviewKey = (SizeMeasure, usize, PreviewStrategy, usize, Option<usize>);
+
+/// The last preview made of a value. Repeated hits of a large value ask for the same preview; making it means
+/// measuring candidate previews (tokenizing them), so it is made once.
+#[derive(Default)]
+struct PreviewMemo(std::sync::Mutex<Option<(PreviewKey, Preview)>>);
+
+impl Clone for PreviewMemo {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for PreviewMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PreviewMemo")
+    }
+}
+
+impl PartialEq for PreviewMemo {
+    fn eq(&self, _: &Self) -> bool {
+        // A cache of what the value already determines.
+        true
+    }
+}
+
+/// A value's size in each [`SizeMeasure`], each computed at most once (counting tokens of a large value is slow).
+#[derive(Debug, Clone, Default)]
+struct Measured([OnceLock<usize>; 3]);
+
+impl PartialEq for Measured {
+    fn eq(&self, _: &Self) -> bool {
+        // A cache of what the value already determines.
+        true
+    }
+}
+
+impl StoredValue {
+    /// A value produced by the task `spec_*`, measured now.
+    pub fn new(
+        ref_id: RefId,
+        key: CacheKey,
+        task_name: impl Into<Arc<str>>,
+        namespace: impl Into<Arc<str>>,
+        value: Value,
+        ttl: Duration,
+    ) -> Self {
+        let size = json_len(&value);
+        let total_items = match &value {
+            Value::Array(a) => Some(a.len()),
+            Value::Object(o) => Some(o.len()),
+            _ => None,
+        };
+        Self {
+            ref_id,
+            key,
+            task_name: task_name.into(),
+            namespace: namespace.into(),
+            value,
+            size,
+            total_items,
+            created_at: Timestamp::now(),
+            ttl,
+            policy: Arc::default(),
+            session_id: None,
+            max_size: None,
+            preview_strategy: None,
+            measured: Measured::default(),
+            preview: PreviewMemo::default(),
+        }
+    }
+
+    /// The value produced by the task `spec`: its reference, key, name and namespace, its access policy and
+    /// session, and its preview settings.
+    pub fn of_task(spec: &crate::contract::spec::TaskSpec, value: Value, ttl: Duration) -> Self {
+        let mut stored = Self::new(
+            spec.ref_id.clone(),
+            spec.key,
+            spec.task_name.clone(),
+            spec.namespace.clone(),
+            value,
+            ttl,
+        )
+        .with_access(spec.policy.clone(), spec.options.session_id.clone());
+        stored.max_size = spec.options.max_size;
+        stored.preview_strategy = spec.options.preview_strategy;
+        stored
+    }
+
+    /// The same value under `policy`, bound to `session_id` (the session of the task that made it).
+    pub fn with_access(mut self, policy: Arc<AccessPolicy>, session_id: Option<String>) -> Self {
+        self.policy = policy;
+        self.session_id = session_id;
+        self
+    }
+
+    /// Its size in `measure`, computed once per measure. A value whose JSON is at most `limit` bytes is within
+    /// `limit` in every measure (a character or a token is at least one byte), so `fits` answers without counting.
+    pub fn fits(&self, measure: SizeMeasure, limit: usize) -> bool {
+        self.size <= limit || self.measure(measure) <= limit
+    }
+
+    /// Its size in `measure`, computed once per measure.
+    pub fn measure(&self, measure: SizeMeasure) -> usize {
+        let slot = match measure {
+            SizeMeasure::Characters => 0,
+            SizeMeasure::Tokens(TokenEncoding::Cl100kBase) => 1,
+            SizeMeasure::Tokens(TokenEncoding::O200kBase) => 2,
+        };
+        *self.measured.0[slot].get_or_init(|| measure.of(&self.value))
+    }
+
+    /// The preview of it by `previewer` and `strategy` (page `page`), made once and remembered until another one
+    /// is asked for.
+    pub fn preview(
+        &self,
+        previewer: &Previewer,
+        strategy: PreviewStrategy,
+        page: Option<usize>,
+    ) -> Preview {
+        let key = (
+            previewer.measure,
+            previewer.max_size,
+            strategy,
+            previewer.page_size,
+            page,
+        );
+        let memo = |slot: &mut Option<(PreviewKey, Preview)>| {
+            slot.as_ref()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, p)| p.clone())
+        };
+        if let Some(hit) = memo(
+            &mut self
+                .preview
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) {
+            return hit;
+        }
+        // Made outside the lock: it may take milliseconds, and concurrent hits may make it twice, harmlessly.
+        let made =
+            previewer.preview_sized(&self.value, self.measure(previewer.measure), strategy, page);
+        *self
+            .preview
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((key, made.clone()));
+        made
+    }
+
+    /// What `actor` may do with it.
+    pub fn permissions_for(
+        &self,
+        actor: &crate::model::actor::Actor,
+    ) -> crate::model::access::Permissions {
+        self.policy
+            .permissions_for(actor, &self.namespace, self.session_id.as_deref())
+    }
+
+    /// Whether anyone may read it, whoever they are: its policy lets every user and agent read, it is bound to no
+    /// session, and its namespace has no rule. The hit path then skips finding the actor.
+    pub fn readable_by_all(&self) -> bool {
+        self.session_id.is_none()
+            && self.policy.reads_for_everyone()
+            && (&*self.namespace == "public"
+                || matches!(
+                    crate::model::namespace::Namespace::parse(&self.namespace),
+                    Ok(crate::model::namespace::Namespace::Public
+                        | crate::model::namespace::Namespace::Shared(_)
+                        | crate::model::namespace::Namespace::Custom(_))
+                ))
+    }
+}
+
+impl StoredValue {
+    /// Whether its TTL has not run out (by the wall clock).
+    pub fn is_live(&self) -> bool {
+        self.created_at.elapsed() < self.ttl
+    }
+}
+
+/// The length of `value`'s compact JSON text, counted without building the text.
+pub(crate) fn json_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value).expect("a Value always serializes");
+    counter.0
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(value.as_secs_f64())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Duration::try_from_secs_f64(f64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Fixed cost charged per entry on top of the value's JSON length.
+const ENTRY_OVERHEAD: u64 = 256;
+
+struct PerEntryTtl;
+
+impl moka::Expiry<CacheKey, Arc<StoredValue>> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _: &CacheKey,
+        value: &Arc<StoredValue>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &CacheKey,
+        value: &Arc<StoredValue>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// The value tier: finished values by key, bounded in bytes, each with its own TTL.
+///
+/// The in-process backend keeps its values here; a remote backend uses it as a near-cache of finished values (they
+/// never change, so the copy cannot go stale).
+#[derive(Clone)]
+pub struct ValueStore {
+    cache: moka::future::Cache<CacheKey, Arc<StoredValue>>,
+    max_bytes: u64,
+}
+
+impl std::fmt::Debug for ValueStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValueStore")
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ValueStore {
+    /// A store holding at most `max_bytes` of values (JSON length plus a fixed per-entry overhead).
+    pub fn new(max_bytes: u64) -> Self {
+        let cache = moka::future::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_: &CacheKey, v: &Arc<StoredValue>| {
+                Self::weight(v).try_into().unwrap_or(u32::MAX)
+            })
+            .expire_after(PerEntryTtl)
+            .build();
+        Self { cache, max_bytes }
+    }
+
+    /// What an entry costs against the capacity.
+    pub fn weight(value: &StoredValue) -> u64 {
+        value.size as u64 + ENTRY_OVERHEAD
+    }
+
+    /// Whether a value fits at all. One that does not would be dropped on insert.
+    pub fn fits(&self, value: &StoredValue) -> bool {
+        Self::weight(value) <= self.max_bytes.min(u64::from(u32::MAX))
+    }
+
+    /// The capacity in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// The value for `key`, if present and unexpired.
+    ///
+    /// Returns moka's future itself rather than wrapping it in another `async fn`: the future is large, and every
+    /// wrapping layer would copy it on the hit path.
+    pub fn get<'a>(
+        &'a self,
+        key: &'a CacheKey,
+    ) -> impl Future<Output = Option<Arc<StoredValue>>> + Send + 'a {
+        self.cache.get(key)
+    }
+
+    /// Stores `value` under its key.
+    pub async fn insert(&self, value: Arc<StoredValue>) {
+        self.cache.insert(value.key, value).await;
+    }
+
+    /// Removes the value for `key` if it is the one stored under `ref_id`: a value a later execution of the same
+    /// call stored before the check stays. (moka serializes this with other computes, not with plain inserts: an
+    /// insert landing between its read and its removal would be removed too, as an eviction would remove it.)
+    pub async fn invalidate_if_ref(&self, key: &CacheKey, ref_id: &RefId) {
+        use moka::ops::compute::Op;
+        let _ = self
+            .cache
+            .entry(*key)
+            .and_compute_with(|entry| {
+                let op = match entry {
+                    Some(e) if e.value().ref_id == *ref_id => Op::Remove,
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+    }
+
+    /// Removes the value for `key`.
+    pub async fn invalidate(&self, key: &CacheKey) {
+        self.cache.invalidate(key).await;
+    }
+
+    /// Entries and weighted bytes, after pending maintenance.
+    pub async fn usage(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks().await;
+        (self.cache.entry_count(), self.cache.weighted_size())
+    }
+}

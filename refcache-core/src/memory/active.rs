@@ -1,0 +1,195 @@
+//! A task in flight: [`Active`], its phases (pending, running, completing, done: changed only by compare-and-set),
+//! and its [`TaskHooks`] implementation, through which `run_task` updates its record.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use serde_json::Value;
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::contract::context::{LocalJob, TaskHooks};
+use crate::contract::spec::TaskSpec;
+use crate::contract::store::StoredValue;
+use crate::model::record::TaskInfo;
+use crate::model::task::{RetryInfo, TaskError, TaskProgress, TaskStatus, Timestamp};
+
+/// What an active task tells the backend that owns it. The backend's `Inner` (`driver.rs`) implements it; the trait
+/// lives here so that this file needs nothing above it. An [`Active`] holds its owner weakly: the backend owns its
+/// tasks.
+pub(super) trait TaskOwner: Send + Sync {
+    /// A retry of one of its tasks was scheduled: count it.
+    fn count_retry(&self);
+    /// One of its tasks passed its execution timeout: count it, and drop it from the key-to-ref index.
+    fn count_timeout(&self, active: &Active);
+}
+
+pub(super) const PENDING: u8 = 0;
+pub(super) const RUNNING: u8 = 1;
+pub(super) const COMPLETING: u8 = 2;
+pub(super) const DONE: u8 = 3;
+
+pub(super) struct Active {
+    pub(super) spec: TaskSpec,
+    pub(super) job: Option<LocalJob>,
+    pub(super) handle: Handle,
+    pub(super) info: watch::Sender<TaskInfo>,
+    pub(super) cancel: CancellationToken,
+    /// PENDING → RUNNING → COMPLETING → DONE, or straight to DONE on cancel/failure. Changed only by CAS, so the
+    /// first terminal decision wins.
+    pub(super) phase: AtomicU8,
+    pub(super) holds_slot: AtomicBool,
+    pub(super) partial: Mutex<Option<Value>>,
+    pub(super) abort: Mutex<Option<AbortHandle>>,
+    /// Drop the record instead of keeping it when the task retires (its session ended).
+    pub(super) forget: AtomicBool,
+    /// The backend, for counters and the index (weak: the backend owns its tasks).
+    pub(super) backend: std::sync::Weak<dyn TaskOwner>,
+    /// The value, once stored: a waiter holding this task reads it here instead of looking it up.
+    pub(super) value: OnceLock<Arc<StoredValue>>,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Active {
+    /// A new pending task.
+    pub(super) fn new(
+        spec: TaskSpec,
+        job: Option<LocalJob>,
+        handle: Handle,
+        info: TaskInfo,
+        backend: &Arc<impl TaskOwner + 'static>,
+    ) -> Arc<Self> {
+        let backend: std::sync::Weak<_> = Arc::downgrade(backend);
+        Arc::new(Self {
+            info: watch::channel(info).0,
+            spec,
+            job,
+            handle,
+            cancel: CancellationToken::new(),
+            phase: AtomicU8::new(PENDING),
+            holds_slot: AtomicBool::new(false),
+            partial: Mutex::new(None),
+            abort: Mutex::new(None),
+            forget: AtomicBool::new(false),
+            backend,
+            value: OnceLock::new(),
+        })
+    }
+
+    /// Whether a new call for the same key may join this execution: not once it has failed or been cancelled (it
+    /// may linger a moment before it retires), since calling again after a failure must run the work again.
+    pub(super) fn joinable(&self) -> bool {
+        !matches!(
+            self.info.borrow().status,
+            TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+
+    pub(super) fn cas(&self, from: u8, to: u8) -> bool {
+        self.phase
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Sets a terminal status and wakes the waiters.
+    pub(super) fn set_terminal(
+        &self,
+        status: TaskStatus,
+        error: Option<TaskError>,
+        note: Option<&str>,
+    ) {
+        self.record_terminal(status, error, note);
+        self.wake();
+    }
+
+    /// Sets a terminal status without waking anyone yet: a finishing task retires first, so that a woken waiter
+    /// that acts at once (calls again, retries) finds it in the history, not still active.
+    pub(super) fn record_terminal(
+        &self,
+        status: TaskStatus,
+        error: Option<TaskError>,
+        note: Option<&str>,
+    ) {
+        self.info.send_if_modified(|info| {
+            info.status = status;
+            info.error = error;
+            info.finished_at = Some(Timestamp::now());
+            info.queue_position = None;
+            if let Some(note) = note {
+                info.status_message = Some(note.to_owned());
+            }
+            false
+        });
+        tracing::debug!(ref_id = %self.spec.ref_id, task = %self.spec.task_name, %status, "task finished");
+    }
+
+    /// Wakes the waiters.
+    pub(super) fn wake(&self) {
+        self.info.send_if_modified(|_| true);
+    }
+}
+
+impl TaskHooks for Active {
+    fn report_progress(&self, progress: TaskProgress) {
+        // Wakes watchers (MCP progress forwarding); a waiter for the end wakes, sees no terminal status and sleeps
+        // on.
+        self.info.send_if_modified(|info| {
+            let running = info.status == TaskStatus::Processing;
+            if running {
+                info.progress = Some(progress);
+            }
+            running
+        });
+    }
+
+    fn set_partial_result(&self, value: Value) {
+        *lock(&self.partial) = Some(value);
+    }
+
+    fn partial_result(&self) -> Option<Value> {
+        lock(&self.partial).clone()
+    }
+
+    fn attempt_failed(&self, mut failure: RetryInfo) {
+        self.info.send_if_modified(|info| {
+            // Numbered across `retry_task` re-runs too, so that the history reads in order.
+            failure.attempt = u32::try_from(info.retry_history.len() + 1).unwrap_or(u32::MAX);
+            info.retry_history.push(failure);
+            false
+        });
+    }
+
+    fn retry_scheduled(&self, note: String) {
+        if let Some(owner) = self.backend.upgrade() {
+            owner.count_retry();
+        }
+        self.info.send_if_modified(|info| {
+            if info.status == TaskStatus::Processing {
+                info.status_message = Some(note);
+            }
+            false
+        });
+    }
+
+    fn retry_started(&self) {
+        self.info.send_if_modified(|info| {
+            info.retry_count += 1;
+            info.status_message = None;
+            false
+        });
+    }
+
+    fn timed_out(&self, error: TaskError) {
+        if self.cas(RUNNING, DONE) {
+            if let Some(owner) = self.backend.upgrade() {
+                owner.count_timeout(self);
+            }
+            self.set_terminal(TaskStatus::Failed, Some(error), None);
+        }
+    }
+}

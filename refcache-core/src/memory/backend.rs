@@ -1,0 +1,567 @@
+//! [`MemoryTaskBackend`], the in-process default, and its [`TaskBackend`] implementation: submit (single-flight
+//! through the key-to-ref index), get, wait, watch, cancel, retry, delete, end a session, list, clean up, stats and
+//! shutdown.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, watch};
+
+use super::active::{Active, DONE, PENDING, RUNNING, lock};
+use super::config::MemoryBackendConfig;
+use super::driver::{Counters, Inner, State};
+use super::history::{History, Rerun, unindex};
+use crate::contract::backend::{
+    BackendStats, CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskSnapshot,
+};
+use crate::contract::list::{TaskFilter, TaskPage};
+use crate::contract::scheduler::Scheduler;
+use crate::contract::store::{StoredValue, ValueStore};
+use crate::model::error::BackendError;
+use crate::model::key::CacheKey;
+use crate::model::record::TaskInfo;
+use crate::model::ref_id::RefId;
+use crate::model::task::TaskStatus;
+
+/// The in-process task backend: tokio tasks, bounded by `max_workers`, state in memory.
+///
+/// Tasks are spawned on the tokio runtime that submits them. A task whose runtime shuts down before it finishes is
+/// marked `failed` rather than left `processing` forever.
+#[derive(Clone)]
+pub struct MemoryTaskBackend {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MemoryTaskBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryTaskBackend")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryTaskBackend {
+    fn default() -> Self {
+        Self::new(MemoryBackendConfig::default())
+    }
+}
+
+impl MemoryTaskBackend {
+    /// A backend with these settings.
+    ///
+    /// # Panics
+    /// If `max_workers` is zero; `RefCacheConfig` validates this with a clear error before it gets here.
+    pub fn new(config: MemoryBackendConfig) -> Self {
+        assert!(
+            config.max_workers > 0,
+            "MemoryBackendConfig::max_workers must be at least 1"
+        );
+        let history = History::new(
+            config.task_ttl,
+            usize::try_from(config.max_task_records).unwrap_or(usize::MAX),
+        );
+        let state = State {
+            accepting: true,
+            history,
+            index: HashMap::new(),
+            active: HashMap::new(),
+            sched: Scheduler::new(config.max_workers),
+        };
+        let inner = Inner {
+            store: ValueStore::new(config.max_capacity_bytes),
+            state: Mutex::new(state),
+            idle: Notify::new(),
+            counters: Counters::default(),
+            config,
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &MemoryBackendConfig {
+        &self.inner.config
+    }
+
+    /// The value store (for inspection and tests).
+    pub fn store(&self) -> &ValueStore {
+        &self.inner.store
+    }
+}
+
+impl TaskBackend for MemoryTaskBackend {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn near_cache(&self) -> Option<&ValueStore> {
+        Some(&self.inner.store)
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        _key: &'a CacheKey,
+    ) -> BoxFuture<'a, Result<Option<Arc<StoredValue>>, BackendError>> {
+        // The store is the near cache: nothing lies beyond it.
+        Box::pin(async { Ok(None) })
+    }
+
+    fn submit(&self, submission: Submission) -> BoxFuture<'_, Result<Submitted, BackendError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let handle = Handle::try_current().map_err(|_| {
+                BackendError::Runtime(
+                    "MemoryTaskBackend::submit must be called inside a tokio runtime".to_owned(),
+                )
+            })?;
+            let Submission { spec, job, .. } = submission;
+            let key = spec.key;
+            let ref_id = spec.ref_id.clone();
+            let mut store_checked = false;
+            loop {
+                // One lock decides: join, start, or (rarely) recheck the store first. No await under it.
+                {
+                    let mut st = lock(&inner.state);
+                    if !st.accepting {
+                        return Err(BackendError::ShuttingDown);
+                    }
+                    let recheck = match st.index.get(&key) {
+                        Some(existing) if st.active.get(existing).is_some_and(|a| a.joinable()) => {
+                            inner.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+                            return Ok(Submitted::Joined(existing.clone()));
+                        }
+                        Some(existing) => {
+                            !store_checked
+                                && st
+                                    .history
+                                    .get(existing)
+                                    .is_some_and(|f| f.info.status == TaskStatus::Complete)
+                        }
+                        None => false,
+                    };
+                    if !recheck {
+                        if st.sched.is_full() && st.sched.queued() >= inner.config.max_queued {
+                            return Err(BackendError::QueueFull {
+                                max_queued: inner.config.max_queued,
+                            });
+                        }
+                        let mut info = TaskInfo::new(
+                            ref_id.clone(),
+                            spec.task_name.clone(),
+                            spec.namespace.clone(),
+                        );
+                        info.session_id = spec.options.session_id.clone();
+                        info.policy = spec.policy.clone();
+                        info.max_retries = spec.options.max_retries;
+                        let active = Active::new(spec, job, handle, info, &self.inner);
+                        st.index.insert(key, ref_id.clone());
+                        st.active.insert(ref_id.clone(), active.clone());
+                        st.enqueue(&active);
+                        let started = inner.admit(&mut st);
+                        if started.is_empty() {
+                            tracing::debug!(%ref_id, task = %active.spec.task_name, "task queued");
+                        }
+                        drop(st);
+                        inner.spawn_all(started);
+                        return Ok(Submitted::Started(ref_id));
+                    }
+                }
+                // The key's execution completed between the caller's lookup and now. Its value was stored before it
+                // completed: answer with it rather than run the work twice.
+                if let Some(value) = inner.store.get(&key).await {
+                    return Ok(Submitted::Hit(value));
+                }
+                store_checked = true;
+            }
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let (info, key) = {
+                let st = lock(&inner.state);
+                match st.active.get(ref_id) {
+                    // Its session ended: the record is gone, though the task may still be winding down.
+                    Some(active) if active.forget.load(Ordering::Acquire) => return Ok(None),
+                    Some(active) => {
+                        let mut info = active.info.borrow().clone();
+                        if let Some(position) = st.sched.position(ref_id) {
+                            info.queue_position = Some(position);
+                        }
+                        // Complete but not yet retired: the value is on the task.
+                        if info.status == TaskStatus::Complete
+                            && let Some(value) = active.value.get()
+                        {
+                            return Ok(Some(TaskSnapshot::new(info, Some(value.clone()))));
+                        }
+                        (info, active.spec.key)
+                    }
+                    None => match st.history.get(ref_id) {
+                        Some(f) => {
+                            if let Some(value) = f.live_value() {
+                                return Ok(Some(TaskSnapshot::new(f.info.clone(), Some(value))));
+                            }
+                            (f.info.clone(), f.key)
+                        }
+                        None => return Ok(None),
+                    },
+                }
+            };
+            if info.status != TaskStatus::Complete {
+                return Ok(Some(TaskSnapshot::new(info, None)));
+            }
+            // A complete task whose value has expired or been evicted is gone. The key's value now may be a later
+            // execution's: it is not this reference's.
+            Ok(inner
+                .store
+                .get(&key)
+                .await
+                .filter(|value| value.ref_id == *ref_id)
+                .map(|value| TaskSnapshot::new(info, Some(value))))
+        })
+    }
+
+    fn wait<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+        deadline: Option<tokio::time::Instant>,
+    ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
+        Box::pin(async move {
+            let active = lock(&self.inner.state).active.get(ref_id).cloned();
+            if let Some(active) = active {
+                let mut rx = active.info.subscribe();
+                let done = rx.wait_for(|info| info.status.is_terminal());
+                match deadline {
+                    Some(deadline) => {
+                        let _ = tokio::time::timeout_at(deadline, done).await;
+                    }
+                    None => {
+                        let _ = done.await;
+                    }
+                }
+                // Still holding the task: answer from it, without a lookup.
+                let info = active.info.borrow().clone();
+                if info.status != TaskStatus::Complete {
+                    if info.status.is_terminal() {
+                        return Ok(Some(TaskSnapshot::new(info, None)));
+                    }
+                } else if let Some(value) = active.value.get() {
+                    return Ok(Some(TaskSnapshot::new(info, Some(value.clone()))));
+                }
+            }
+            self.get(ref_id).await
+        })
+    }
+
+    fn watch<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<Option<watch::Receiver<TaskInfo>>, BackendError>> {
+        let active = lock(&self.inner.state).active.get(ref_id).cloned();
+        Box::pin(async move { Ok(active.map(|a| a.info.subscribe())) })
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<CancelOutcome, BackendError>> {
+        Box::pin(async move { Ok(self.inner.cancel(ref_id, None)) })
+    }
+
+    fn retry<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<RetryOutcome, BackendError>> {
+        Box::pin(async move {
+            let handle = Handle::try_current().map_err(|_| {
+                BackendError::Runtime(
+                    "MemoryTaskBackend::retry must be called inside a tokio runtime".to_owned(),
+                )
+            })?;
+            let inner = &self.inner;
+            let started = {
+                let mut st = lock(&inner.state);
+                if !st.accepting {
+                    return Err(BackendError::ShuttingDown);
+                }
+                if let Some(active) = st.active.get(ref_id) {
+                    return Ok(RetryOutcome::NotFailed(active.info.borrow().status));
+                }
+                let Some(record) = st.history.get(ref_id).cloned() else {
+                    return Ok(RetryOutcome::NotFound);
+                };
+                let Some(Rerun { spec, job }) = record
+                    .rerun
+                    .clone()
+                    .filter(|_| record.info.status == TaskStatus::Failed)
+                else {
+                    return Ok(RetryOutcome::NotFailed(record.info.status));
+                };
+                if let Some(other) = st
+                    .index
+                    .get(&spec.key)
+                    .filter(|r| st.active.contains_key(*r))
+                {
+                    return Ok(RetryOutcome::AlreadyRunning(other.clone()));
+                }
+                let mut info = record.info.clone();
+                info.status = TaskStatus::Pending;
+                info.error = None;
+                info.finished_at = None;
+                info.status_message = None;
+                info.progress = None;
+                info.retry_count += 1;
+                let active = Active::new(spec, job, handle, info, &self.inner);
+                st.history.map.remove(ref_id);
+                st.index.insert(active.spec.key, ref_id.clone());
+                st.active.insert(ref_id.clone(), active.clone());
+                st.enqueue(&active);
+                inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%ref_id, task = %active.spec.task_name, "failed task retried");
+                inner.admit(&mut st)
+            };
+            inner.spawn_all(started);
+            Ok(RetryOutcome::Restarted)
+        })
+    }
+
+    fn delete<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<bool, BackendError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let active = lock(&inner.state).active.get(ref_id).cloned();
+            if let Some(active) = active {
+                if active.forget.swap(true, Ordering::SeqCst) {
+                    return Ok(false);
+                }
+                inner.cancel(ref_id, Some("deleted"));
+                {
+                    // No call joins it from now on; and should it have retired between the lookup above and
+                    // `forget`, its fresh record goes too.
+                    let mut guard = lock(&inner.state);
+                    let st = &mut *guard;
+                    unindex(&mut st.index, &active.spec.key, ref_id);
+                    st.history.map.remove(ref_id);
+                }
+                // A value stored by a completion that raced with this delete is dropped here; one stored after
+                // it sees `forget` and drops itself (see `complete`).
+                inner.invalidate_own(&active.spec.key, ref_id).await;
+                return Ok(true);
+            }
+            let key = {
+                let mut guard = lock(&inner.state);
+                let st = &mut *guard;
+                let Some(record) = st.history.get(ref_id).cloned() else {
+                    return Ok(false);
+                };
+                st.history.map.remove(ref_id);
+                unindex(&mut st.index, &record.key, ref_id);
+                record.key
+            };
+            inner.invalidate_own(&key, ref_id).await;
+            Ok(true)
+        })
+    }
+
+    fn end_session<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<usize, BackendError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let in_session = |info: &TaskInfo| info.session_id.as_deref() == Some(session_id);
+            let running: Vec<Arc<Active>> = lock(&inner.state)
+                .active
+                .values()
+                .filter(|a| a.spec.options.session_id.as_deref() == Some(session_id))
+                .cloned()
+                .collect();
+            for active in &running {
+                active.forget.store(true, Ordering::SeqCst);
+                inner.cancel(&active.spec.ref_id, Some("session ended"));
+            }
+            let mut guard = lock(&inner.state);
+            let st = &mut *guard;
+            let records: Vec<(RefId, CacheKey)> = st
+                .history
+                .map
+                .values()
+                .filter(|f| in_session(&f.info))
+                .map(|f| (f.info.ref_id.clone(), f.key))
+                .collect();
+            for (ref_id, key) in &records {
+                st.history.map.remove(ref_id);
+                unindex(&mut st.index, key, ref_id);
+            }
+            tracing::debug!(
+                session = session_id,
+                tasks = running.len(),
+                records = records.len(),
+                "session ended"
+            );
+            Ok(running.len() + records.len())
+        })
+    }
+
+    fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<TaskPage, BackendError>> {
+        Box::pin(async move {
+            TaskPage::paginate(self.inner.infos_where(|i| filter.matches(i)), &filter)
+        })
+    }
+
+    fn cleanup(&self, max_age: Duration) -> BoxFuture<'_, Result<usize, BackendError>> {
+        Box::pin(async move {
+            let mut st = lock(&self.inner.state);
+            let before = st.history.map.len();
+            st.history.map.retain(|_, record| {
+                record
+                    .info
+                    .finished_at
+                    .is_none_or(|t| t.elapsed() <= max_age)
+            });
+            Ok(before - st.history.map.len())
+        })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<BackendStats, BackendError>> {
+        Box::pin(async move { Ok(self.inner.stats()) })
+    }
+
+    fn shutdown(&self, deadline: Duration) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            self.inner.shutdown(deadline).await;
+            Ok(())
+        })
+    }
+}
+
+impl Inner {
+    pub(super) fn cancel(self: &Arc<Self>, ref_id: &RefId, note: Option<&str>) -> CancelOutcome {
+        let active = {
+            let st = lock(&self.state);
+            match st.active.get(ref_id) {
+                Some(active) => active.clone(),
+                None => {
+                    return match st.history.get(ref_id) {
+                        Some(f) if f.info.status == TaskStatus::Cancelled => {
+                            CancelOutcome::Cancelled
+                        }
+                        Some(f) => CancelOutcome::AlreadyFinished(f.info.status),
+                        None => CancelOutcome::NotFound,
+                    };
+                }
+            }
+        };
+        if active.cas(PENDING, DONE) {
+            self.counters.cancellations.fetch_add(1, Ordering::Relaxed);
+            active.set_terminal(TaskStatus::Cancelled, None, note);
+            active.cancel.cancel();
+            self.retire(&active);
+            return CancelOutcome::Cancelled;
+        }
+        if active.cas(RUNNING, DONE) {
+            self.counters.cancellations.fetch_add(1, Ordering::Relaxed);
+            active.set_terminal(TaskStatus::Cancelled, None, note);
+            // A new call for the same key starts afresh instead of joining a cancelled execution.
+            self.unindex(&active);
+            active.cancel.cancel();
+            return CancelOutcome::Cancelled;
+        }
+        match active.info.borrow().status {
+            TaskStatus::Cancelled => CancelOutcome::Cancelled,
+            status if status.is_terminal() => CancelOutcome::AlreadyFinished(status),
+            // COMPLETING: the value is being stored; the task has, in effect, finished.
+            _ => CancelOutcome::AlreadyFinished(TaskStatus::Complete),
+        }
+    }
+
+    /// The records that pass `keep`, cloned under one lock (only those: filtering comes before copying).
+    pub(super) fn infos_where(&self, keep: impl Fn(&TaskInfo) -> bool) -> Vec<TaskInfo> {
+        let st = lock(&self.state);
+        let mut infos = Vec::new();
+        for (ref_id, active) in st
+            .active
+            .iter()
+            .filter(|(_, a)| !a.forget.load(Ordering::Acquire))
+        {
+            let info = active.info.borrow();
+            if !keep(&info) {
+                continue;
+            }
+            let mut info = info.clone();
+            if let Some(position) = st.sched.position(ref_id) {
+                info.queue_position = Some(position);
+            }
+            infos.push(info);
+        }
+        // A complete task whose value has expired or been evicted is gone, here as for `get`.
+        infos.extend(
+            st.history
+                .records()
+                .filter(|record| {
+                    record.info.status != TaskStatus::Complete || record.live_value().is_some()
+                })
+                .filter(|record| keep(&record.info))
+                .map(|record| record.info.clone()),
+        );
+        infos
+    }
+
+    pub(super) fn stats(&self) -> BackendStats {
+        let mut stats = BackendStats::default();
+        for info in self.infos_where(|_| true) {
+            *stats.by_status.entry(info.status).or_default() += 1;
+        }
+        {
+            let st = lock(&self.state);
+            stats.running = st.sched.running() as u64;
+            stats.queued = st.sched.queued() as u64;
+        }
+        let c = &self.counters;
+        stats.capacity = self.config.max_workers as u64;
+        stats.executions = c.executions.load(Ordering::Relaxed);
+        stats.coalesced = c.coalesced.load(Ordering::Relaxed);
+        stats.cancellations = c.cancellations.load(Ordering::Relaxed);
+        stats.retries = c.retries.load(Ordering::Relaxed);
+        stats.timeouts = c.timeouts.load(Ordering::Relaxed);
+        stats
+    }
+
+    pub(super) async fn wait_until_idle(&self, until: tokio::time::Instant) -> bool {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if lock(&self.state).active.is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return lock(&self.state).active.is_empty();
+            }
+        }
+    }
+
+    pub(super) async fn shutdown(self: &Arc<Self>, deadline: Duration) {
+        lock(&self.state).accepting = false;
+        tracing::debug!("memory backend shutting down");
+        let until = tokio::time::Instant::now() + deadline;
+        if self.wait_until_idle(until).await {
+            return;
+        }
+        let rest: Vec<Arc<Active>> = lock(&self.state).active.values().cloned().collect();
+        for active in &rest {
+            self.cancel(&active.spec.ref_id, Some("shutdown"));
+            if let Some(abort) = lock(&active.abort).take() {
+                abort.abort();
+            }
+        }
+        // Aborted drivers retire as they are dropped; give them a moment to be polled.
+        self.wait_until_idle(tokio::time::Instant::now() + Duration::from_secs(1))
+            .await;
+    }
+}

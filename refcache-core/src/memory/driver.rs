@@ -1,0 +1,263 @@
+//! The backend's shared state ([`Inner`]: the store, the lock-guarded [`State`], the counters) and the life of a
+//! task in it: admitted into a slot, spawned, driven through the shared `run_task`, completed (value stored before
+//! `complete` is published), and retired into the history.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+use super::active::{Active, COMPLETING, DONE, PENDING, RUNNING, TaskOwner, lock};
+use super::config::MemoryBackendConfig;
+use super::history::{History, Rerun, unindex};
+use crate::contract::context::TaskHooks;
+use crate::contract::execute::{self, Ending, RunLimits};
+use crate::contract::scheduler::Scheduler;
+use crate::contract::store::{StoredValue, ValueStore};
+use crate::model::key::CacheKey;
+use crate::model::ref_id::RefId;
+use crate::model::task::{TaskError, TaskStatus, Timestamp};
+
+pub(super) struct Inner {
+    pub(super) config: MemoryBackendConfig,
+    pub(super) store: ValueStore,
+    pub(super) state: Mutex<State>,
+    pub(super) idle: Notify,
+    pub(super) counters: Counters,
+}
+
+impl State {
+    /// Queues a pending task in the scheduler.
+    pub(super) fn enqueue(&mut self, active: &Active) {
+        let spec = &active.spec;
+        self.sched.enqueue(
+            spec.ref_id.clone(),
+            spec.task_name.clone(),
+            spec.options.priority,
+            spec.options.max_concurrent,
+        );
+    }
+}
+
+pub(super) struct State {
+    pub(super) accepting: bool,
+    /// Finished task records.
+    pub(super) history: History,
+    /// The key-to-ref index: key → its latest execution, while that is running, or complete and recorded. A call
+    /// for a key whose execution runs joins it (single-flight); one whose execution just completed finds its value.
+    pub(super) index: HashMap<CacheKey, RefId>,
+    /// Tasks not yet retired: pending, running, or cancelled and winding down.
+    pub(super) active: HashMap<RefId, Arc<Active>>,
+    /// Which pending task starts next, and the slots.
+    pub(super) sched: Scheduler,
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) executions: AtomicU64,
+    pub(super) coalesced: AtomicU64,
+    pub(super) cancellations: AtomicU64,
+    pub(super) retries: AtomicU64,
+    pub(super) timeouts: AtomicU64,
+}
+
+impl Inner {
+    /// Under the state lock: moves queued tasks into free slots and marks them processing. The caller spawns the
+    /// returned tasks after releasing the lock (a spawn on a dead runtime drops the future at once, and its guard
+    /// takes the lock).
+    ///
+    /// Tasks start in queue order (priority, then FIFO), except that a task whose name is at its
+    /// `max_concurrent` waits, and the tasks behind it may pass it.
+    pub(super) fn admit(&self, st: &mut State) -> Vec<Arc<Active>> {
+        let mut started = Vec::new();
+        while let Some((ref_id, name)) = st.sched.start_next() {
+            let active = st.active.get(&ref_id).cloned();
+            let Some(active) = active.filter(|a| a.cas(PENDING, RUNNING)) else {
+                st.sched.finished(&name);
+                continue;
+            };
+            active.holds_slot.store(true, Ordering::Release);
+            // Waiters wait for a terminal status; this change is read by polls, without waking anyone.
+            active.info.send_if_modified(|info| {
+                info.status = TaskStatus::Processing;
+                info.started_at.get_or_insert_with(Timestamp::now);
+                info.queue_position = None;
+                false
+            });
+            started.push(active);
+        }
+        started
+    }
+
+    pub(super) fn spawn_all(self: &Arc<Self>, started: Vec<Arc<Active>>) {
+        for active in started {
+            self.counters.executions.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(ref_id = %active.spec.ref_id, task = %active.spec.task_name, "task started");
+            let span = tracing::debug_span!("refcache.task", task = %active.spec.task_name, ref_id = %active.spec.ref_id);
+            let handle = active.handle.clone();
+            let join = handle.spawn(drive(self.clone(), active.clone()).instrument(span));
+            *lock(&active.abort) = Some(join.abort_handle());
+        }
+    }
+
+    /// Moves a task out of the active set, in one step: its record into the history, its slot back to the pool.
+    pub(super) fn retire(self: &Arc<Self>, active: &Arc<Active>) {
+        let info = active.info.borrow().clone();
+        let (started, shutting_down) = {
+            let mut guard = lock(&self.state);
+            let st = &mut *guard;
+            let ref_id = &active.spec.ref_id;
+            let key = active.spec.key;
+            // A complete execution stays indexed (its value answers the key); a failed, cancelled or forgotten one
+            // does not.
+            if info.status != TaskStatus::Complete || active.forget.load(Ordering::Acquire) {
+                unindex(&mut st.index, &key, ref_id);
+            }
+            if !active.forget.load(Ordering::Acquire) {
+                let rerun = (info.status == TaskStatus::Failed).then(|| Rerun {
+                    spec: active.spec.clone(),
+                    job: active.job.clone(),
+                });
+                let value = active.value.get().map(Arc::downgrade);
+                st.history.insert(info, key, rerun, value, &mut st.index);
+            }
+            st.sched.remove(ref_id);
+            st.active.remove(ref_id);
+            if active.holds_slot.swap(false, Ordering::AcqRel) {
+                st.sched.finished(&active.spec.task_name);
+            }
+            (self.admit(st), !st.accepting)
+        };
+        self.spawn_all(started);
+        if shutting_down {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Drops the value stored under `key` if it is `ref_id`'s: a later execution of the same call has its own.
+    pub(super) async fn invalidate_own(&self, key: &CacheKey, ref_id: &RefId) {
+        self.store.invalidate_if_ref(key, ref_id).await;
+    }
+
+    pub(super) fn unindex(&self, active: &Active) {
+        let mut st = lock(&self.state);
+        unindex(&mut st.index, &active.spec.key, &active.spec.ref_id);
+    }
+
+    pub(super) async fn complete(
+        self: &Arc<Self>,
+        active: &Arc<Active>,
+        result: Option<Result<Value, TaskError>>,
+    ) {
+        match result {
+            Some(Ok(value)) if active.cas(RUNNING, COMPLETING) => {
+                let spec = &active.spec;
+                let ttl = spec.options.ttl.unwrap_or(self.config.default_ttl);
+                let stored = StoredValue::of_task(spec, value, ttl);
+                if self.store.fits(&stored) {
+                    // The value is in the store before `complete` is published: whoever sees `complete` (a waiter,
+                    // a poll, a lookup of the key) finds the value.
+                    let stored = Arc::new(stored);
+                    let _ = active.value.set(stored.clone());
+                    self.store.insert(stored).await;
+                    // Deleted (or its session ended) meanwhile: the value must not outlive its reference. Checked
+                    // after the insert, so that either this check or the delete's own invalidation removes it.
+                    if active.forget.load(Ordering::SeqCst) {
+                        self.invalidate_own(&spec.key, &spec.ref_id).await;
+                    }
+                    active.record_terminal(TaskStatus::Complete, None, None);
+                    active.phase.store(DONE, Ordering::Release);
+                } else {
+                    let error = TaskError::new(format!(
+                        "the value is {} bytes of JSON, more than the cache capacity of {} bytes; raise \
+                         `max_capacity_bytes` or return a smaller value",
+                        stored.size,
+                        self.store.max_bytes()
+                    ))
+                                        .with_code("TOO_LARGE");
+                    active.record_terminal(TaskStatus::Failed, Some(error), None);
+                    active.phase.store(DONE, Ordering::Release);
+                }
+            }
+            Some(Err(error)) if active.cas(RUNNING, DONE) => {
+                active.record_terminal(TaskStatus::Failed, Some(error), None);
+            }
+            // Cancelled (the cancel already set the sticky status): the late result, if any, is dropped.
+            _ => {}
+        }
+        self.retire(active);
+        active.wake();
+    }
+}
+
+impl TaskOwner for Inner {
+    fn count_retry(&self) {
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_timeout(&self, active: &Active) {
+        self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+        self.unindex(active);
+    }
+}
+
+/// Marks the task failed if its driver is dropped before finishing: the runtime it ran on shut down.
+pub(super) struct DriverGuard {
+    pub(super) inner: Arc<Inner>,
+    pub(super) active: Arc<Active>,
+    pub(super) armed: bool,
+}
+
+impl Drop for DriverGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if self.active.cas(RUNNING, DONE) || self.active.cas(COMPLETING, DONE) {
+            let error =
+                TaskError::new("the tokio runtime running this task shut down before it finished")
+                    .with_code("RUNTIME_SHUTDOWN");
+            self.active
+                .record_terminal(TaskStatus::Failed, Some(error), None);
+        }
+        self.inner.retire(&self.active);
+        self.active.wake();
+    }
+}
+
+pub(super) async fn drive(inner: Arc<Inner>, active: Arc<Active>) {
+    let mut guard = DriverGuard {
+        inner: inner.clone(),
+        active: active.clone(),
+        armed: true,
+    };
+    let result = execute(&inner, &active).await;
+    inner.complete(&active, result).await;
+    guard.armed = false;
+}
+
+/// Runs the task through the shared [`execute::run_task`]. `None`: it was cancelled or timed out, and its status
+/// is already terminal.
+pub(super) async fn execute(
+    inner: &Inner,
+    active: &Arc<Active>,
+) -> Option<Result<Value, TaskError>> {
+    let spec = &active.spec;
+    let job = match execute::job_for(spec, active.job.as_ref()) {
+        Ok(job) => job,
+        Err(error) => return Some(Err(error)),
+    };
+    let hooks: Arc<dyn TaskHooks> = active.clone();
+    let timeout = spec
+        .options
+        .execution_timeout
+        .or(inner.config.default_execution_timeout);
+    let limits = RunLimits::new(timeout, inner.config.cancel_grace);
+    match execute::run_task(&job, spec, hooks, active.cancel.clone(), limits).await {
+        Ending::Finished(result) => Some(result),
+        _ => None,
+    }
+}

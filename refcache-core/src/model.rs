@@ -1,0 +1,20 @@
+//! Layer 1, the model: refcache's vocabulary. Ref ids, keys, task states and records, errors, formats, schemas,
+//! previews, and who asks (actors, sessions, namespaces, access). No I/O and no backend: every layer above uses
+//! these types, and nothing here imports from above.
+//!
+//! Later model files: `output.rs` (a task's output streams) and `input.rs` (input requests a task asks of its
+//! caller).
+
+pub(crate) mod access;
+pub(crate) mod actor;
+pub(crate) mod error;
+pub(crate) mod format;
+pub(crate) mod key;
+pub(crate) mod namespace;
+pub(crate) mod preview;
+pub(crate) mod record;
+pub(crate) mod ref_id;
+pub(crate) mod schema;
+pub(crate) mod scope;
+pub(crate) mod session;
+pub(crate) mod task;

@@ -1,0 +1,559 @@
+//! Cache keys: blake3 over the task name, the namespace and the canonical JSON of the arguments.
+
+use std::fmt;
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::model::error::RefCacheError;
+
+/// The identity of one call: the same task, namespace and arguments give the same key.
+///
+/// It is the 256-bit keyed blake3 hash of the RFC 8785 canonical JSON of the arguments (an object of parameter name
+/// to value, keys sorted at every depth), under a key derived from the task name and the namespace
+/// ([`KeyPrefix`]). A cryptographic hash keeps a client from crafting arguments whose key collides with another
+/// caller's.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CacheKey([u8; 32]);
+
+impl std::hash::Hash for CacheKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The bytes are already a uniform cryptographic hash: eight of them spread a table as well as all 32, for a
+        // quarter of the hashing. Equality still compares all 32.
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(head));
+    }
+}
+
+impl CacheKey {
+    /// The raw hash bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A key from raw bytes (as stored by a remote backend).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The key of a call whose arguments are already a JSON object.
+    pub fn from_json(
+        task: &str,
+        namespace: &str,
+        args: &serde_json::Value,
+    ) -> Result<Self, RefCacheError> {
+        Self::from_json_with_prefix(task, KeyPrefix::new(task, namespace), args)
+    }
+
+    /// The key of a call of `task` whose arguments are already a JSON object, under a derived prefix.
+    pub fn from_json_with_prefix(
+        task: &str,
+        prefix: KeyPrefix,
+        args: &serde_json::Value,
+    ) -> Result<Self, RefCacheError> {
+        let mut canonical = Vec::new();
+        write_canonical(&mut canonical, args).map_err(|e| RefCacheError::Argument {
+            task: task.to_owned(),
+            name: "<arguments>".to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Self(*blake3::keyed_hash(&prefix.0, &canonical).as_bytes()))
+    }
+
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+
+    /// Reads [`to_hex`](Self::to_hex)'s form back (`None` if it is not 64 hex digits).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        blake3::Hash::from_hex(text.as_bytes())
+            .ok()
+            .map(|h| Self(*h.as_bytes()))
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl serde::Serialize for CacheKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CacheKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        blake3::Hash::from_hex(text.as_bytes())
+            .map(|h| Self(*h.as_bytes()))
+            .map_err(|e| serde::de::Error::custom(format!("invalid cache key: {e}")))
+    }
+}
+
+/// The blake3 key of one task in one namespace, derived once from their names (length-prefixed, so that no two
+/// pairs collide). Every argument hash of that task is keyed with it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyPrefix([u8; 32]);
+
+impl fmt::Debug for KeyPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyPrefix(..)")
+    }
+}
+
+impl KeyPrefix {
+    /// The prefix of `task` in `namespace`.
+    pub fn new(task: &str, namespace: &str) -> Self {
+        Self::derive("refcache 2026-11 cache key v1", &[task, namespace])
+    }
+
+    /// The prefix of `task` in `namespace` within a session: calls in different sessions never share a key.
+    pub fn with_session(task: &str, namespace: &str, session: &str) -> Self {
+        Self::derive(
+            "refcache 2026-11 session cache key v1",
+            &[task, namespace, session],
+        )
+    }
+
+    /// The same prefix, set apart by the references a call resolved without being allowed to read them (unchanged
+    /// when there are none). Keying such a call by its values alone would let the caller confirm a guess of a
+    /// private value: the same call with the guessed literal would hit.
+    pub fn with_private_inputs(self, refs: &[String]) -> Self {
+        if refs.is_empty() {
+            return self;
+        }
+        let mut hasher = blake3::Hasher::new_derive_key("refcache 2026-11 private inputs v1");
+        hasher.update(&self.0);
+        for r in refs {
+            hasher.update(&(r.len() as u64).to_le_bytes());
+            hasher.update(r.as_bytes());
+        }
+        Self(*hasher.finalize().as_bytes())
+    }
+
+    fn derive(context: &str, parts: &[&str]) -> Self {
+        let mut hasher = blake3::Hasher::new_derive_key(context);
+        for part in parts {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+        Self(*hasher.finalize().as_bytes())
+    }
+}
+
+/// Writes the canonical JSON of `value`: RFC 8785 (keys sorted by UTF-16 code units, JCS string escaping and
+/// number formatting), except that every integer is written as its exact decimal digits.
+///
+/// RFC 8785 writes numbers as IEEE doubles, so two integers beyond 2^53 that round to the same double would
+/// share a key, and one caller would get another's value. Exact digits keep keys injective; for integers up to
+/// 2^53 (and every float) the bytes are RFC 8785's.
+fn write_canonical(out: &mut Vec<u8>, value: &serde_json::Value) -> Result<(), serde_json::Error> {
+    use serde_json::Value;
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                out.extend_from_slice(itoa::Buffer::new().format(u).as_bytes());
+            } else if let Some(i) = n.as_i64() {
+                out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+            } else {
+                serde_jcs::to_writer(&mut *out, &n.as_f64().unwrap_or_default())?;
+            }
+        }
+        Value::String(text) => serde_jcs::to_writer(&mut *out, text)?,
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(out, item)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_jcs::to_writer(&mut *out, key)?;
+                out.push(b':');
+                write_canonical(out, item)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+/// A serializer for the common scalar arguments (integers, strings, booleans, unit and `None`), writing their
+/// canonical JSON straight into the key buffer, byte for byte what [`write_canonical`] writes for them, without
+/// building a `serde_json::Value`. It refuses everything else (before writing anything), and the caller falls back
+/// to `write_canonical`. A differential test pins the equality.
+struct Scalar<'a>(&'a mut Vec<u8>);
+
+/// "Not a scalar: build the value and use `write_canonical`."
+#[derive(Debug)]
+struct Fallback;
+
+impl fmt::Display for Fallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a scalar")
+    }
+}
+
+impl std::error::Error for Fallback {}
+
+impl serde::ser::Error for Fallback {
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        Fallback
+    }
+}
+
+macro_rules! refuse {
+    ($($method:ident($($arg:ty),*) -> $ret:ty;)*) => {
+        $(fn $method(self, $(_: $arg),*) -> Result<$ret, Fallback> { Err(Fallback) })*
+    };
+}
+
+impl Scalar<'_> {
+    fn digits(self, v: impl itoa::Integer) -> Result<(), Fallback> {
+        self.0
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        Ok(())
+    }
+}
+
+impl serde::Serializer for Scalar<'_> {
+    type Ok = ();
+    type Error = Fallback;
+    type SerializeSeq = serde::ser::Impossible<(), Fallback>;
+    type SerializeTuple = serde::ser::Impossible<(), Fallback>;
+    type SerializeTupleStruct = serde::ser::Impossible<(), Fallback>;
+    type SerializeTupleVariant = serde::ser::Impossible<(), Fallback>;
+    type SerializeMap = serde::ser::Impossible<(), Fallback>;
+    type SerializeStruct = serde::ser::Impossible<(), Fallback>;
+    type SerializeStructVariant = serde::ser::Impossible<(), Fallback>;
+
+    fn serialize_u8(self, v: u8) -> Result<(), Fallback> {
+        self.digits(v)
+    }
+    fn serialize_u16(self, v: u16) -> Result<(), Fallback> {
+        self.digits(v)
+    }
+    fn serialize_u32(self, v: u32) -> Result<(), Fallback> {
+        self.digits(v)
+    }
+    fn serialize_u64(self, v: u64) -> Result<(), Fallback> {
+        self.digits(v)
+    }
+    fn serialize_i8(self, v: i8) -> Result<(), Fallback> {
+        self.digits(v)
+    }
+    fn serialize_i16(self, v: i16) -> Result<(), Fallback> {
+        self.digits(v)
+    }
+    fn serialize_i32(self, v: i32) -> Result<(), Fallback> {
+        self.digits(v)
+    }
+    fn serialize_i64(self, v: i64) -> Result<(), Fallback> {
+        self.digits(v)
+    }
+    fn serialize_bool(self, v: bool) -> Result<(), Fallback> {
+        self.0.extend_from_slice(if v { b"true" } else { b"false" });
+        Ok(())
+    }
+    fn serialize_str(self, v: &str) -> Result<(), Fallback> {
+        serde_jcs::to_writer(&mut *self.0, v).map_err(|_| Fallback)
+    }
+    fn serialize_none(self) -> Result<(), Fallback> {
+        self.serialize_unit()
+    }
+    fn serialize_unit(self) -> Result<(), Fallback> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
+    }
+
+    refuse! {
+        serialize_f32(f32) -> ();
+        serialize_f64(f64) -> ();
+        serialize_char(char) -> ();
+        serialize_bytes(&[u8]) -> ();
+        serialize_unit_struct(&'static str) -> ();
+        serialize_unit_variant(&'static str, u32, &'static str) -> ();
+        serialize_seq(Option<usize>) -> Self::SerializeSeq;
+        serialize_tuple(usize) -> Self::SerializeTuple;
+        serialize_tuple_struct(&'static str, usize) -> Self::SerializeTupleStruct;
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Self::SerializeTupleVariant;
+        serialize_map(Option<usize>) -> Self::SerializeMap;
+        serialize_struct(&'static str, usize) -> Self::SerializeStruct;
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> Self::SerializeStructVariant;
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Fallback> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), Fallback> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), Fallback> {
+        Err(Fallback)
+    }
+}
+
+thread_local! {
+    /// The canonical-JSON buffer of the key being built on this thread, reused so that keys cost no allocation.
+    static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Builds a [`CacheKey`] argument by argument: canonical JSON into a reused buffer, then one keyed hash.
+///
+/// Arguments must be added in sorted name order (the `#[cached]` macro sorts them); the result is then byte for
+/// byte the canonical JSON object `{"a":..,"b":..}` that [`CacheKey::from_json`] hashes.
+pub struct KeyBuilder<'a> {
+    task: &'a str,
+    prefix: KeyPrefix,
+    buf: Vec<u8>,
+}
+
+impl<'a> KeyBuilder<'a> {
+    /// Starts a key for `task` in `namespace`.
+    pub fn new(task: &'a str, namespace: &str) -> Self {
+        Self::with_prefix(task, KeyPrefix::new(task, namespace))
+    }
+
+    /// Starts a key for `task` with its prefix already derived.
+    pub fn with_prefix(task: &'a str, prefix: KeyPrefix) -> Self {
+        let mut buf = BUFFER.with(std::cell::Cell::take);
+        buf.clear();
+        buf.push(b'{');
+        Self { task, prefix, buf }
+    }
+
+    /// Adds one argument.
+    pub fn arg<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        value: &T,
+    ) -> Result<(), RefCacheError> {
+        if self.buf.len() > 1 {
+            self.buf.push(b',');
+        }
+        let error = |e: &dyn fmt::Display| RefCacheError::Argument {
+            task: self.task.to_owned(),
+            name: name.to_owned(),
+            message: e.to_string(),
+        };
+        if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            // An identifier needs no escaping: write it as the JSON string it is.
+            self.buf.push(b'"');
+            self.buf.extend_from_slice(name.as_bytes());
+            self.buf.extend_from_slice(b"\":");
+        } else {
+            serde_jcs::to_writer(&mut self.buf, name).map_err(|e| error(&e))?;
+            self.buf.write_all(b":").map_err(|e| error(&e))?;
+        }
+        if value.serialize(Scalar(&mut self.buf)).is_ok() {
+            return Ok(());
+        }
+        let json = serde_json::to_value(value).map_err(|e| error(&e))?;
+        write_canonical(&mut self.buf, &json).map_err(|e| error(&e))
+    }
+
+    /// Whether an argument so far may hold a string in the ref id form (`"<cache-name>:<32 hex>"`). A cheap scan
+    /// of the canonical text: it may say yes for a near miss, never no for a real one.
+    pub fn mentions_ref_id(&self) -> bool {
+        let buf = &self.buf;
+        let is_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+        let is_name = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+        buf.iter().enumerate().any(|(colon, &b)| {
+            b == b':'
+                && buf.get(colon + 33) == Some(&b'"')
+                && buf[colon + 1..colon + 33].iter().all(is_hex)
+                && {
+                    let name = buf[..colon].iter().rev().take_while(|b| is_name(b)).count();
+                    (1..=64).contains(&name) && colon > name && buf[colon - name - 1] == b'"'
+                }
+        })
+    }
+
+    /// The finished key.
+    pub fn finish(mut self) -> CacheKey {
+        self.buf.push(b'}');
+        CacheKey(*blake3::keyed_hash(&self.prefix.0, &self.buf).as_bytes())
+    }
+}
+
+impl Drop for KeyBuilder<'_> {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        // Keep small buffers for reuse; let a huge one go.
+        if buf.capacity() <= 64 * 1024 {
+            BUFFER.with(|cell| cell.set(buf));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn streamed_key_equals_key_of_the_canonical_object() {
+        let mut map = HashMap::new();
+        for i in 0..50 {
+            map.insert(format!("k{i}"), i);
+        }
+        let mut b = KeyBuilder::new("t", "public");
+        b.arg("a", &map).unwrap();
+        b.arg("b", "x").unwrap();
+        let streamed = b.finish();
+        let from_json = CacheKey::from_json("t", "public", &json!({"b": "x", "a": map})).unwrap();
+        assert_eq!(streamed, from_json);
+    }
+
+    #[test]
+    fn task_namespace_and_args_all_change_the_key() {
+        let key = |t: &str, ns: &str, v: i32| {
+            let mut b = KeyBuilder::new(t, ns);
+            b.arg("n", &v).unwrap();
+            b.finish()
+        };
+        let base = key("t", "public", 1);
+        assert_eq!(base, key("t", "public", 1));
+        assert_ne!(base, key("u", "public", 1));
+        assert_ne!(base, key("t", "jobs", 1));
+        assert_ne!(base, key("t", "public", 2));
+        // Length prefixes: moving a byte between name and namespace changes the key.
+        assert_ne!(key("ab", "c", 1), key("a", "bc", 1));
+    }
+
+    #[test]
+    fn scalars_are_written_exactly_as_the_canonical_writer_writes_them() {
+        let scalars = [
+            json!(0),
+            json!(-1),
+            json!(12_345),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!((1u64 << 53) + 1),
+            json!(true),
+            json!(null),
+            json!("plain"),
+            json!("quote \" backslash \\ newline \n tab \t bell \u{7} é 日本 😀"),
+        ];
+        for value in scalars {
+            let mut fast = Vec::new();
+            value.serialize(Scalar(&mut fast)).unwrap();
+            let mut slow = Vec::new();
+            write_canonical(&mut slow, &value).unwrap();
+            assert_eq!(fast, slow, "{value}");
+        }
+        // Floats and composites fall back, having written nothing.
+        for value in [json!(1.5), json!([1]), json!({"a": 1})] {
+            let mut buf = Vec::new();
+            assert!(value.serialize(Scalar(&mut buf)).is_err());
+            assert!(buf.is_empty());
+        }
+        // Up to 2^53 and for floats, the bytes are RFC 8785's.
+        for value in [
+            json!(9_007_199_254_740_991u64),
+            json!(-3),
+            json!(1.5),
+            json!(1e21),
+            json!("x\u{1f}y"),
+        ] {
+            let mut ours = Vec::new();
+            write_canonical(&mut ours, &value).unwrap();
+            assert_eq!(ours, serde_jcs::to_vec(&value).unwrap(), "{value}");
+        }
+    }
+
+    #[test]
+    fn integers_beyond_two_to_the_53_have_keys_of_their_own() {
+        let key = |v: u64| {
+            let mut b = KeyBuilder::new("t", "n");
+            b.arg("v", &v).unwrap();
+            b.finish()
+        };
+        let big = 1u64 << 53;
+        assert_ne!(
+            key(big),
+            key(big + 1),
+            "RFC 8785 alone would round both to 2^53"
+        );
+        assert_ne!(key(u64::MAX), key(u64::MAX - 1));
+        // Inside structures too, and the streamed key is the JSON key.
+        #[derive(serde::Serialize)]
+        struct Ids {
+            ids: Vec<u64>,
+        }
+        let mut b = KeyBuilder::new("t", "n");
+        b.arg("v", &Ids { ids: vec![big + 1] }).unwrap();
+        let streamed = b.finish();
+        let mut c = KeyBuilder::new("t", "n");
+        c.arg("v", &Ids { ids: vec![big] }).unwrap();
+        assert_ne!(streamed, c.finish());
+        assert_eq!(
+            streamed,
+            CacheKey::from_json("t", "n", &json!({"v": {"ids": [big + 1]}})).unwrap()
+        );
+        for value in [
+            json!(u64::MAX),
+            json!(-3),
+            json!(1.5),
+            json!({"b": [1, "x"], "a": null}),
+        ] {
+            let mut b = KeyBuilder::new("t", "n");
+            b.arg("v", &value).unwrap();
+            assert_eq!(
+                b.finish(),
+                CacheKey::from_json("t", "n", &json!({"v": value})).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn map_order_does_not_change_the_key() {
+        let a: HashMap<&str, i32> = [("x", 1), ("y", 2), ("z", 3)].into();
+        let mut b: HashMap<&str, i32> = HashMap::with_capacity(100);
+        for (k, v) in [("z", 3), ("y", 2), ("x", 1)] {
+            b.insert(k, v);
+        }
+        let key = |m: &HashMap<&str, i32>| {
+            let mut kb = KeyBuilder::new("t", "public");
+            kb.arg("m", m).unwrap();
+            kb.finish()
+        };
+        assert_eq!(key(&a), key(&b));
+    }
+}
