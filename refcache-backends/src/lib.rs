@@ -15,3 +15,6 @@
 
 #[cfg(feature = "redis")]
 pub mod redis;
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
