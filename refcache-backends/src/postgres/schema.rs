@@ -240,15 +240,19 @@ impl Sql {
                 UPDATE {s}.tasks t SET owner = $1, lease_until = now() + $3::bigint * interval '1 millisecond'
                 FROM picked WHERE t.ref_id = picked.ref_id
                 RETURNING t.ref_id, t.spec, t.priority, t.seq"),
+            // No takeover within one lease of the server's start: after a restart, every live owner renews first
+            // (it renews every lease / 3), so an outage longer than a lease does not make a task run twice.
             reap: sub("WITH picked AS (
                     SELECT ref_id FROM {s}.tasks
                     WHERE status = 'processing' AND queued AND lease_until < now()
+                      AND now() > pg_postmaster_start_time() + $3::bigint * interval '1 millisecond'
                     ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED)
                 UPDATE {s}.tasks t SET owner = $1, lease_until = now() + $3::bigint * interval '1 millisecond'
                 FROM picked WHERE t.ref_id = picked.ref_id
                 RETURNING t.ref_id, t.spec, t.priority, t.seq"),
             expired_local: sub("SELECT ref_id FROM {s}.tasks
-                WHERE status IN ('pending', 'processing') AND NOT queued AND lease_until < now() LIMIT 100"),
+                WHERE status IN ('pending', 'processing') AND NOT queued AND lease_until < now()
+                  AND now() > pg_postmaster_start_time() + $1::bigint * interval '1 millisecond' LIMIT 100"),
             sweep_records: sub("DELETE FROM {s}.tasks WHERE ref_id IN (
                 SELECT ref_id FROM {s}.tasks WHERE expires_at < now() LIMIT 1000)"),
             sweep_values: sub("DELETE FROM {s}.tasks WHERE ref_id IN (

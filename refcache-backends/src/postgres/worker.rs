@@ -218,7 +218,7 @@ impl Inner {
             // A notification may have been lost: look for work anyway.
             self.work.notify_one();
         }
-        for row in self.query(&sql.expired_local, &[]).await? {
+        for row in self.query(&sql.expired_local, &[&lease]).await? {
             let Ok(ref_id) = RefId::parse(row.get::<_, &str>(0)) else {
                 continue;
             };
