@@ -145,7 +145,12 @@ struct ReadmeDoctests;
 #[doc = include_str!("../docs/guide.md")]
 struct GuideDoctests;
 
-#[cfg(all(doctest, feature = "redis", feature = "test-utils"))]
+#[cfg(all(
+    doctest,
+    feature = "redis",
+    feature = "postgres",
+    feature = "test-utils"
+))]
 #[doc = include_str!("../docs/backends.md")]
 struct BackendsDoctests;
 
