@@ -471,8 +471,8 @@ impl Inner {
     }
 
     /// A change of a task's status and record, compared and set in one statement: it applies only while the status
-    /// is one of `from` (and, with `owner`, while this process owns the task). A value is inserted in the same
-    /// transaction. Answers whether it applied.
+    /// is one of `from` (and, with `owner`, while this process owns the task). A value is inserted by the same
+    /// statement. Answers whether it applied.
     async fn transition(
         &self,
         ref_id: &RefId,
@@ -491,7 +491,11 @@ impl Inner {
         let owner: Option<&str> = change.owner.then_some(self.consumer.as_str());
         let kind = if terminal { "end" } else { "change" };
         let status = info.status.as_str();
-        let params: [&(dyn ToSql + Sync); 12] = [
+        let (value, meta, value_ttl) = match change.value {
+            Some((value, meta, ttl)) => (Some(value.as_str()), Some(meta.as_str()), ms_i64(*ttl)),
+            None => (None, None, 0),
+        };
+        let params: [&(dyn ToSql + Sync); 15] = [
             &ref_id.as_str(),
             &status,
             &info_json,
@@ -504,31 +508,11 @@ impl Inner {
             &self.shard,
             &self.sql.channel,
             &kind,
+            &value,
+            &meta,
+            &value_ttl,
         ];
-        let applied = match change.value {
-            None => !self.query(&self.sql.transition, &params).await?.is_empty(),
-            Some((value, meta, value_ttl)) => self
-                .bounded(async {
-                    let mut client = self.pool.get().await?;
-                    let tx = client.transaction().await?;
-                    let statement = tx.prepare_cached(&self.sql.transition).await?;
-                    let Some(row) = tx.query_opt(&statement, &params).await? else {
-                        tx.rollback().await?;
-                        return Ok(false);
-                    };
-                    let key: String = row.get(0);
-                    let insert = tx.prepare_cached(&self.sql.insert_value).await?;
-                    tx.execute(
-                        &insert,
-                        &[&ref_id.as_str(), &key, value, meta, &ms_i64(*value_ttl)],
-                    )
-                    .await?;
-                    tx.commit().await?;
-                    Ok(true)
-                })
-                .await
-                .map_err(|f| self.failed(f))?,
-        };
+        let applied = !self.query(&self.sql.transition, &params).await?.is_empty();
         if applied {
             // The notification reaches this process too; waking local followers now saves its round trip.
             self.hub.poke(ref_id);

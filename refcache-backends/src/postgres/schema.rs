@@ -128,7 +128,6 @@ pub(crate) struct Sql {
     pub(crate) info_only: String,
     pub(crate) spec_info: String,
     pub(crate) transition: String,
-    pub(crate) insert_value: String,
     pub(crate) start: String,
     pub(crate) start_refused: String,
     pub(crate) renew: String,
@@ -201,7 +200,9 @@ impl Sql {
             info_only: sub("SELECT status, info, owner, deliveries FROM {s}.tasks WHERE ref_id = $1"),
             spec_info: sub("SELECT status, spec, info FROM {s}.tasks t WHERE t.ref_id = $1 AND {live}"),
             // $1 ref, $2 status, $3 info, $4 terminal, $5 record ttl ms, $6 from statuses, $7 owner or NULL,
-            // $8 dead, $9 counter or '', $10 shard, $11 channel, $12 kind.
+            // $8 dead, $9 counter or '', $10 shard, $11 channel, $12 kind, $13 value text or NULL, $14 meta,
+            // $15 value ttl ms. One statement: the value row is inserted with the change that makes its task
+            // complete, or not at all.
             transition: sub("WITH u AS (
                     UPDATE {s}.tasks SET status = $2, info = $3,
                         owner = CASE WHEN $4 THEN NULL ELSE owner END,
@@ -213,11 +214,12 @@ impl Sql {
                     RETURNING ref_id, cache_key),
                 c AS (
                     INSERT INTO {s}.counters (name, shard, n) SELECT $9, $10, 1 FROM u WHERE $9 <> ''
-                    ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1)
+                    ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1),
+                v AS (
+                    INSERT INTO {s}.task_values (ref_id, cache_key, value, meta, expires_at)
+                    SELECT ref_id, cache_key, $13, $14, now() + $15::bigint * interval '1 millisecond'
+                    FROM u WHERE $13::text IS NOT NULL)
                 SELECT cache_key, pg_notify($11, ref_id || ' ' || $12)::text FROM u"),
-            // $1 ref, $2 key, $3 value, $4 meta, $5 ttl ms.
-            insert_value: sub("INSERT INTO {s}.task_values (ref_id, cache_key, value, meta, expires_at)
-                VALUES ($1, $2, $3, $4, now() + $5::bigint * interval '1 millisecond')"),
             // $1 ref, $2 owner, $3 info, $4 lease ms, $5 max deliveries, $6 shard, $7 channel.
             start: sub("WITH u AS (
                     UPDATE {s}.tasks SET status = 'processing', info = $3, deliveries = deliveries + 1,
