@@ -16,6 +16,7 @@
 
 mod config;
 mod notify;
+mod pool;
 mod runner;
 mod schema;
 mod server;
@@ -27,7 +28,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use futures::future::BoxFuture;
 use refcache_core::{
     BackendError, BackendFactory, BackendStats, CacheKey, CancelOutcome, ConfigError,
@@ -39,6 +39,8 @@ use tokio::sync::{Notify, watch};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
+
+use pool::Pool;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Mode, PostgresConfig, PostgresConfigError, SslMode};
@@ -52,7 +54,7 @@ use schema::Sql;
 /// At most this many records are read for a list (newest first, from the cursor on).
 const LIST_SCAN: i64 = 10_000;
 
-/// A task backend on Postgres. Cheap to clone; clones share one pool of connections.
+/// A task backend on Postgres. Cheap to clone; clones share one set of connections.
 ///
 /// Build one with [`PostgresTaskBackend::new`] (a replica: it submits, polls and cancels, and in `local` mode runs
 /// what it submits), or [`PostgresTaskBackend::worker`] (it also claims and runs tasks, in `workers` mode). Both
@@ -172,14 +174,6 @@ pub enum PostgresBackendError {
         /// Why.
         message: String,
     },
-    /// The connection pool could not be created.
-    #[error("cannot create a Postgres connection pool for `{url}`: {message}")]
-    Pool {
-        /// The URL, without its password.
-        url: String,
-        /// Why.
-        message: String,
-    },
     /// The backend stopped with an error (a worker could not run).
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -188,7 +182,6 @@ pub enum PostgresBackendError {
 /// A failure inside an operation, before it is told to the caller as a [`BackendError`].
 enum Fail {
     Pg(tokio_postgres::Error),
-    Pool(PoolError),
     Timeout,
     Backend(BackendError),
 }
@@ -196,12 +189,6 @@ enum Fail {
 impl From<tokio_postgres::Error> for Fail {
     fn from(e: tokio_postgres::Error) -> Self {
         Self::Pg(e)
-    }
-}
-
-impl From<PoolError> for Fail {
-    fn from(e: PoolError) -> Self {
-        Self::Pool(e)
     }
 }
 
@@ -263,16 +250,6 @@ impl Inner {
                 self.url(),
                 self.config.command_timeout
             )),
-            Fail::Pool(PoolError::Backend(e)) => self.pg_failed(&e),
-            Fail::Pool(PoolError::Timeout(_)) => BackendError::Unavailable(format!(
-                "Postgres at {}: no connection within {:?} (is it down, or are all {} pooled connections busy?)",
-                self.url(),
-                self.config.command_timeout,
-                self.config.pool_size
-            )),
-            Fail::Pool(other) => {
-                BackendError::Unavailable(format!("Postgres at {}: {other}", self.url()))
-            }
             Fail::Pg(e) => self.pg_failed(&e),
         }
     }
@@ -339,12 +316,8 @@ impl Inner {
     }
 
     async fn try_query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Fail> {
-        self.bounded(async {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(sql).await?;
-            Ok(client.query(&statement, params).await?)
-        })
-        .await
+        self.bounded(async { Ok(self.pool.get().await?.query(sql, params).await?) })
+            .await
     }
 
     pub(crate) async fn query(
@@ -362,13 +335,9 @@ impl Inner {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, BackendError> {
-        self.bounded(async {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(sql).await?;
-            Ok(client.execute(&statement, params).await?)
-        })
-        .await
-        .map_err(|f| self.failed(f))
+        self.bounded(async { Ok(self.pool.get().await?.execute(sql, params).await?) })
+            .await
+            .map_err(|f| self.failed(f))
     }
 
     /// Applies the migrations, once per process (again after the tables went missing).
@@ -381,9 +350,9 @@ impl Inner {
             return Ok(());
         }
         self.bounded(async {
-            let mut client = self.pool.get().await?;
-            let client: &mut tokio_postgres::Client = &mut client;
-            match schema::migrate(client, &self.config.schema).await {
+            // A connection of its own: the migration is a transaction.
+            let mut client = self.pool.connect().await?;
+            match schema::migrate(&mut client, &self.config.schema).await {
                 Ok(_) => Ok(()),
                 Err(SchemaError::Db(e)) => Err(Fail::Pg(e)),
                 Err(too_new) => Err(Fail::Backend(BackendError::Other(format!(
@@ -932,85 +901,82 @@ impl Inner {
         let max_queued = i64::try_from(self.config.max_queued).unwrap_or(i64::MAX);
         let lease = ms_i64(self.config.lease);
         for _ in 0..8 {
-            let outcome = self
-                .bounded(async {
-                    let mut client = self.pool.get().await?;
-                    let tx = client.transaction().await?;
-                    let insert = tx.prepare_cached(&self.sql.insert).await?;
-                    let inserted = tx
-                        .query(
-                            &insert,
-                            &[
-                                &spec.ref_id.as_str(),
-                                &key,
-                                &info_json,
-                                &spec_json,
-                                &&*spec.task_name,
-                                &&*spec.namespace,
-                                &spec.options.session_id,
-                                &spec.options.priority,
-                                &created,
-                                &workers,
-                                &owner,
-                                &lease,
-                                &self.sql.channel,
-                            ],
-                        )
-                        .await?;
-                    if inserted.is_empty() {
-                        // The in-flight index has a task for this key: join it.
-                        let current = tx.prepare_cached(&self.sql.in_flight).await?;
-                        let Some(row) = tx.query_opt(&current, &[&key]).await? else {
-                            // It ended between the insert and this read: start over.
-                            tx.rollback().await?;
-                            return Ok(Begun::Again);
-                        };
-                        let count = tx.prepare_cached(&self.sql.count).await?;
-                        tx.execute(&count, &[&"coalesced", &self.shard]).await?;
-                        tx.commit().await?;
-                        return Ok(Begun::Joined(row.get(0)));
+            // Single-flight: the in-flight index admits one row per key; a refused insert joins the row there.
+            let inserted = self
+                .query(
+                    &self.sql.insert,
+                    &[
+                        &spec.ref_id.as_str(),
+                        &key,
+                        &info_json,
+                        &spec_json,
+                        &&*spec.task_name,
+                        &&*spec.namespace,
+                        &spec.options.session_id,
+                        &spec.options.priority,
+                        &created,
+                        &workers,
+                        &owner,
+                        &lease,
+                        &self.sql.channel,
+                    ],
+                )
+                .await?;
+            let Some(row) = inserted.first() else {
+                let current = self.query(&self.sql.join, &[&key, &self.shard]).await?;
+                match current.first() {
+                    Some(row) => {
+                        return RefId::parse(row.get::<_, &str>(0))
+                            .map(Submitted::Joined)
+                            .map_err(|e| self.corrupt("in-flight task", e));
                     }
-                    // A value that landed while the insert waited on its task's row, and the queue's length.
-                    let check = tx.prepare_cached(&self.sql.hit_and_queue).await?;
-                    let row = tx.query_one(&check, &[&key, &max_queued]).await?;
-                    if row.get::<_, Option<String>>(0).is_some() {
-                        tx.rollback().await?;
-                        return Ok(Begun::Hit);
-                    }
-                    if row.get::<_, i64>(1) > max_queued {
-                        tx.rollback().await?;
-                        return Ok(Begun::Full);
-                    }
-                    tx.commit().await?;
-                    Ok(Begun::Started)
-                })
-                .await
-                .map_err(|f| self.failed(f))?;
-            match outcome {
-                Begun::Started => {
-                    let ref_id = spec.ref_id.clone();
-                    if !workers {
-                        self.hold(Arc::new(spec), job);
-                    }
-                    return Ok(Submitted::Started(ref_id));
+                    // It ended between the insert and this read: start over.
+                    None => continue,
                 }
-                Begun::Joined(r) => {
-                    return RefId::parse(&r)
-                        .map(Submitted::Joined)
-                        .map_err(|e| self.corrupt("in-flight task", e));
+            };
+            let seq: i64 = row.get(1);
+            // A value that landed while the insert waited on the finishing task's row, and the queue's length
+            // (bounded above by the sequence numbers; counted exactly only when that bound is over the limit).
+            let check = self.query(&self.sql.after_insert, &[&key]).await?;
+            let landed = check.first().and_then(|r| r.get::<_, Option<String>>(0));
+            let oldest: Option<i64> = check.first().and_then(|r| r.get(1));
+            let full = match oldest {
+                Some(oldest) if seq - oldest + 1 > max_queued => {
+                    let waiting: i64 = self
+                        .query(&self.sql.count_pending, &[&max_queued])
+                        .await?
+                        .first()
+                        .map_or(0, |r| r.get(0));
+                    waiting > max_queued
                 }
-                Begun::Full => {
+                _ => false,
+            };
+            if landed.is_some() || full {
+                let withdrawn = !self
+                    .query(
+                        &self.sql.withdraw,
+                        &[&spec.ref_id.as_str(), &self.sql.channel],
+                    )
+                    .await?
+                    .is_empty();
+                if withdrawn && full {
                     return Err(BackendError::QueueFull {
                         max_queued: self.config.max_queued,
                     });
                 }
-                Begun::Hit => {
+                if withdrawn {
                     if let Some(value) = self.lookup(&spec.key).await? {
                         return Ok(Submitted::Hit(value));
                     }
+                    continue;
                 }
-                Begun::Again => {}
+                // A worker started it already: it runs, once, as a fresh execution of the call.
             }
+            let ref_id = spec.ref_id.clone();
+            if !workers {
+                self.hold(Arc::new(spec), job);
+            }
+            return Ok(Submitted::Started(ref_id));
         }
         Err(BackendError::Other(format!(
             "could not submit {}: the call's state kept changing",
@@ -1075,14 +1041,6 @@ impl Inner {
     }
 }
 
-enum Begun {
-    Started,
-    Joined(String),
-    Hit,
-    Full,
-    Again,
-}
-
 /// What [`Inner::transition`] changes and when.
 pub(crate) struct Transition<'a> {
     /// Applies only from one of these statuses.
@@ -1123,24 +1081,7 @@ impl PostgresTaskBackend {
             url: config.redacted_url(),
             message,
         })?;
-        let manager_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = match &tls {
-            None => Manager::from_config(pg_config.clone(), NoTls, manager_config),
-            Some(tls) => Manager::from_config(pg_config.clone(), tls.clone(), manager_config),
-        };
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(config.command_timeout))
-            .create_timeout(Some(Duration::from_secs(3)))
-            .recycle_timeout(Some(Duration::from_secs(3)))
-            .build()
-            .map_err(|e| PostgresBackendError::Pool {
-                url: config.redacted_url(),
-                message: e.to_string(),
-            })?;
+        let pool = Pool::new(pg_config.clone(), tls.clone(), config.pool_size);
         let consumer = format!(
             "{}-{}",
             std::process::id(),

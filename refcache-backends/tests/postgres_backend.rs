@@ -763,3 +763,43 @@ async fn tls_require_and_verify_full() {
     assert_eq!(plain, 0);
     assert!(encrypted >= 2, "{encrypted}");
 }
+
+/// `max_queued` bounds the waiting tasks cluster-wide: one more is refused with `QueueFull` and leaves no row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_and_leaves_nothing() {
+    let schema = fresh_schema("full");
+    let config = shared_config(&schema).await.max_workers(1).max_queued(2);
+    let url = config.url.clone();
+    let b = PostgresTaskBackend::new(config).unwrap();
+    let gates: Vec<String> = (0..4).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let mut refs = Vec::new();
+    for (i, gate) in gates[..3].iter().enumerate() {
+        let (sub, ref_id, _) = submission(json!({"gate": gate}), Duration::from_secs(600));
+        assert!(matches!(
+            b.submit(sub).await.unwrap(),
+            Submitted::Started(_)
+        ));
+        if i == 0 {
+            // The first one runs (it holds the one slot); the next two wait.
+            until("the first task to start", async || {
+                b.get(&ref_id).await.unwrap().unwrap().info.status == TaskStatus::Processing
+            })
+            .await;
+        }
+        refs.push(ref_id);
+    }
+    let (sub, refused, _) = submission(json!({"gate": gates[3]}), Duration::from_secs(600));
+    let err = b.submit(sub).await.unwrap_err();
+    assert!(
+        matches!(err, BackendError::QueueFull { max_queued: 2 }),
+        "{err:?}"
+    );
+    assert!(b.get(&refused).await.unwrap().is_none());
+    assert_eq!(rows_of(&sql(&url).await, &schema, &refused).await, (0, 0));
+    for gate in &gates[..3] {
+        open(gate);
+    }
+    for ref_id in &refs {
+        assert_eq!(wait_end(&b, ref_id).await.info.status, TaskStatus::Complete);
+    }
+}

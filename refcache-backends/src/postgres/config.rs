@@ -105,7 +105,8 @@ pub struct PostgresConfig {
     /// How many waiting tasks a worker claims beyond those it runs (`workers` mode). Priority is exact among the
     /// tasks one worker holds.
     pub prefetch: usize,
-    /// Connections in this process's pool (the listening connection is one more).
+    /// Shared connections of this process, each pipelining concurrent statements (the listening connection is one
+    /// more).
     pub pool_size: usize,
     /// Tasks this process runs at once.
     pub max_workers: usize,
@@ -137,7 +138,7 @@ impl Default for PostgresConfig {
             lease: Duration::from_secs(30),
             max_deliveries: 3,
             prefetch: 16,
-            pool_size: 8,
+            pool_size: 4,
             max_workers: memory.max_workers,
             max_queued: memory.max_queued,
             default_ttl: memory.default_ttl,

@@ -120,7 +120,10 @@ pub(crate) struct Sql {
     /// The notification channel.
     pub(crate) channel: String,
     pub(crate) insert: String,
-    pub(crate) hit_and_queue: String,
+    pub(crate) after_insert: String,
+    pub(crate) count_pending: String,
+    pub(crate) withdraw: String,
+    pub(crate) join: String,
     pub(crate) in_flight: String,
     pub(crate) value_by_key: String,
     pub(crate) value_by_ref: String,
@@ -183,13 +186,28 @@ impl Sql {
                             CASE WHEN $11::text IS NULL THEN NULL
                                  ELSE now() + $12::bigint * interval '1 millisecond' END)
                     ON CONFLICT (cache_key) WHERE status IN ('pending', 'processing') DO NOTHING
-                    RETURNING ref_id, queued)
-                SELECT ref_id, CASE WHEN queued THEN pg_notify($13, ref_id || ' queued') END::text FROM ins"),
-            // $1 key, $2 max_queued: a live value for the key, and how many wait (at most max_queued + 1).
-            hit_and_queue: sub("SELECT
+                    RETURNING ref_id, seq, queued)
+                SELECT ref_id, seq, CASE WHEN queued THEN pg_notify($13, ref_id || ' queued') END::text FROM ins"),
+            // $1 key: a live value for the key (one that landed while the insert waited), and the oldest waiting
+            // task's sequence number.
+            after_insert: sub("SELECT
                     (SELECT ref_id FROM {s}.task_values WHERE cache_key = $1 AND expires_at > now()
                      ORDER BY expires_at DESC LIMIT 1),
-                    (SELECT count(*) FROM (SELECT 1 FROM {s}.tasks WHERE status = 'pending' LIMIT $2::bigint + 1) q)"),
+                    (SELECT min(seq) FROM {s}.tasks WHERE status = 'pending')"),
+            // $1 max_queued: how many wait, counted up to max_queued + 1.
+            count_pending: sub("SELECT count(*) FROM (
+                SELECT 1 FROM {s}.tasks WHERE status = 'pending' LIMIT $1::bigint + 1) q"),
+            // $1 ref, $2 channel: takes back a submission that must not run (still pending).
+            withdraw: sub("WITH d AS (DELETE FROM {s}.tasks WHERE ref_id = $1 AND status = 'pending'
+                    RETURNING ref_id, cache_key)
+                SELECT cache_key, pg_notify($2, ref_id || ' drop ' || cache_key)::text FROM d"),
+            // $1 key, $2 shard: the task in flight for the key, counted as a coalesced call.
+            join: sub("WITH cur AS (
+                    SELECT ref_id FROM {s}.tasks WHERE cache_key = $1 AND status IN ('pending', 'processing')),
+                c AS (
+                    INSERT INTO {s}.counters (name, shard, n) SELECT 'coalesced', $2, 1 FROM cur
+                    ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1)
+                SELECT ref_id FROM cur"),
             in_flight: sub("SELECT ref_id FROM {s}.tasks WHERE cache_key = $1 AND status IN ('pending', 'processing')"),
             value_by_key: sub("SELECT ref_id, value, meta FROM {s}.task_values
                 WHERE cache_key = $1 AND expires_at > now() ORDER BY expires_at DESC LIMIT 1"),

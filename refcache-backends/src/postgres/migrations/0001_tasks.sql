@@ -37,6 +37,8 @@ CREATE UNIQUE INDEX tasks_in_flight ON {schema}.tasks (cache_key)
     WHERE status IN ('pending', 'processing');
 -- The queue, in start order: higher priority first, FIFO within one.
 CREATE INDEX tasks_queue ON {schema}.tasks (priority DESC, seq) WHERE status = 'pending';
+-- The oldest waiting task (a cheap upper bound of the queue's length, for max_queued).
+CREATE INDEX tasks_pending_seq ON {schema}.tasks (seq) WHERE status = 'pending';
 -- Leases of tasks in flight (renewal by owner, takeover and reaping by expiry).
 CREATE INDEX tasks_leases ON {schema}.tasks (lease_until) WHERE status IN ('pending', 'processing');
 CREATE INDEX tasks_created ON {schema}.tasks (created_ms DESC);
