@@ -80,7 +80,11 @@ pub(crate) struct Inner {
     config: PostgresConfig,
     pg_config: tokio_postgres::Config,
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    /// Durable statements (the server's `synchronous_commit`): submissions, ends and values, cancels, deletes.
     pool: Pool,
+    /// The same settings with `synchronous_commit=off`, for what the leases recover after a server crash: starts,
+    /// progress, lease renewals, claims, counters. (Any later durable commit flushes them too.)
+    fast: Pool,
     sql: Sql,
     /// Whether the migrations have been applied (checked once per process, at first use).
     migrated: AtomicBool,
@@ -315,8 +319,40 @@ impl Inner {
             .unwrap_or(Err(Fail::Timeout))
     }
 
+    /// The connections for `sql`: the fast ones (asynchronous commit) for what the leases recover after a server
+    /// crash (a start, a lease renewal, a claim, counters, gauges, sweeping), the durable ones for everything else.
+    fn pool_for(&self, sql: &str) -> &Pool {
+        let all = &self.sql;
+        let recoverable = [
+            &all.start,
+            &all.renew,
+            &all.fetch,
+            &all.reap,
+            &all.count,
+            &all.gauge,
+            &all.sweep_values,
+            &all.sweep_records,
+            &all.forget_processes,
+            &all.notify,
+        ];
+        if recoverable.iter().any(|s| std::ptr::eq(s.as_str(), sql)) {
+            &self.fast
+        } else {
+            &self.pool
+        }
+    }
+
     async fn try_query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Fail> {
-        self.bounded(async { Ok(self.pool.get().await?.query(sql, params).await?) })
+        self.try_query_on(self.pool_for(sql), sql, params).await
+    }
+
+    async fn try_query_on(
+        &self,
+        pool: &Pool,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Fail> {
+        self.bounded(async { Ok(pool.get().await?.query(sql, params).await?) })
             .await
     }
 
@@ -335,7 +371,8 @@ impl Inner {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, BackendError> {
-        self.bounded(async { Ok(self.pool.get().await?.execute(sql, params).await?) })
+        let pool = self.pool_for(sql);
+        self.bounded(async { Ok(pool.get().await?.execute(sql, params).await?) })
             .await
             .map_err(|f| self.failed(f))
     }
@@ -464,7 +501,7 @@ impl Inner {
             Some((value, meta, ttl)) => (Some(value.as_str()), Some(meta.as_str()), ms_i64(*ttl)),
             None => (None, None, 0),
         };
-        let params: [&(dyn ToSql + Sync); 15] = [
+        let params: [&(dyn ToSql + Sync); 16] = [
             &ref_id.as_str(),
             &status,
             &info_json,
@@ -480,11 +517,21 @@ impl Inner {
             &value,
             &meta,
             &value_ttl,
+            &!terminal,
         ];
-        let applied = !self.query(&self.sql.transition, &params).await?.is_empty();
+        // A progress note is recovered by the lease after a server crash; an end (and its value) must be durable.
+        let pool = if terminal { &self.pool } else { &self.fast };
+        let applied = !self
+            .try_query_on(pool, &self.sql.transition, &params)
+            .await
+            .map_err(|f| self.failed(f))?
+            .is_empty();
         if applied {
             // The notification reaches this process too; waking local followers now saves its round trip.
             self.hub.poke(ref_id);
+            if terminal {
+                self.notify_after(ref_id, "end").await;
+            }
         }
         Ok(applied)
     }
@@ -538,6 +585,29 @@ impl Inner {
         self.execute(&self.sql.count, &[&counter, &self.shard])
             .await
             .map(drop)
+    }
+
+    /// Sends a hint after the change it announces has committed, on a connection with asynchronous commit.
+    ///
+    /// A durable commit that carries a `NOTIFY` holds PostgreSQL's notification lock (one per database) until its
+    /// WAL is flushed, so notifying transactions are serialized, flush by flush: with hints inside the durable
+    /// statements of the hot path (a submission, a task's end), throughput was one task per disk flush. Sent after
+    /// the commit, a hint can be lost if this process dies in between; waiters re-read their record once per lease
+    /// in any case (see `wait`), and workers look for work once per upkeep period.
+    async fn notify_after(&self, ref_id: &RefId, kind: &str) {
+        let payload = format!("{ref_id} {kind}");
+        if let Err(err) = self
+            .execute(&self.sql.notify, &[&self.sql.channel, &payload])
+            .await
+        {
+            tracing::debug!(%ref_id, %err, "refcache: a hint could not be sent");
+        }
+    }
+
+    /// The task's status alone (`None`: unknown or expired).
+    async fn status(&self, ref_id: &RefId) -> Result<Option<TaskStatus>, BackendError> {
+        let rows = self.query(&self.sql.status, &[&ref_id.as_str()]).await?;
+        Ok(rows.first().and_then(|r| parse_status(r.get(0))))
     }
 
     /// Which of `refs` are still in flight.
@@ -918,7 +988,6 @@ impl Inner {
                         &workers,
                         &owner,
                         &lease,
-                        &self.sql.channel,
                     ],
                 )
                 .await?;
@@ -937,7 +1006,9 @@ impl Inner {
             let seq: i64 = row.get(1);
             // A value that landed while the insert waited on the finishing task's row, and the queue's length
             // (bounded above by the sequence numbers; counted exactly only when that bound is over the limit).
-            let check = self.query(&self.sql.after_insert, &[&key]).await?;
+            let check = self
+                .query(&self.sql.after_insert, &[&key, &spec.ref_id.as_str()])
+                .await?;
             let landed = check.first().and_then(|r| r.get::<_, Option<String>>(0));
             let oldest: Option<i64> = check.first().and_then(|r| r.get(1));
             let full = match oldest {
@@ -973,7 +1044,9 @@ impl Inner {
                 // A worker started it already: it runs, once, as a fresh execution of the call.
             }
             let ref_id = spec.ref_id.clone();
-            if !workers {
+            if workers {
+                self.notify_after(&ref_id, "queued").await;
+            } else {
                 self.hold(Arc::new(spec), job);
             }
             return Ok(Submitted::Started(ref_id));
@@ -1082,6 +1155,9 @@ impl PostgresTaskBackend {
             message,
         })?;
         let pool = Pool::new(pg_config.clone(), tls.clone(), config.pool_size);
+        let mut fast_config = pg_config.clone();
+        fast_config.options(format!("{} -c synchronous_commit=off", options.trim()));
+        let fast = Pool::new(fast_config, tls.clone(), config.pool_size.div_ceil(2));
         let consumer = format!(
             "{}-{}",
             std::process::id(),
@@ -1098,6 +1174,7 @@ impl PostgresTaskBackend {
             pg_config,
             tls,
             pool,
+            fast,
             migrated: AtomicBool::new(false),
             migrating: tokio::sync::Mutex::new(()),
             hub: Hub::default(),
@@ -1210,23 +1287,24 @@ impl TaskBackend for PostgresTaskBackend {
             let inner = &self.inner;
             inner.ensure_started();
             inner.ready().await?;
-            // Follow first, then read: a change in between wakes the follower.
+            // Follow first, then read: a change in between wakes the follower. Each wake reads only the status
+            // (not the record with its queue position, which costs a count of the tasks ahead); the whole
+            // snapshot is read once, at the end.
             let mut follower = inner.hub.follow(ref_id);
             loop {
-                let snapshot = inner.get(ref_id).await?;
-                match &snapshot {
-                    Some(s) if !s.info.status.is_terminal() => {}
-                    _ => return Ok(snapshot),
+                match inner.status(ref_id).await? {
+                    Some(status) if !status.is_terminal() => {}
+                    _ => return inner.get(ref_id).await,
                 }
-                let changed = follower.rx().changed();
-                let woke = match deadline {
-                    Some(deadline) => tokio::time::timeout_at(deadline, changed).await,
-                    None => Ok(changed.await),
-                };
-                match woke {
+                // A hint can be lost (a process killed between its commit and its hint): the record is read again
+                // once per lease even without one.
+                let recheck = tokio::time::Instant::now() + inner.config.lease;
+                let until = deadline.map_or(recheck, |d| d.min(recheck));
+                match tokio::time::timeout_at(until, follower.rx().changed()).await {
                     Ok(Ok(())) => {
                         follower.rx().borrow_and_update();
                     }
+                    Err(_) if deadline.is_none_or(|d| tokio::time::Instant::now() < d) => {}
                     // The deadline passed (or the hub went away): answer with what is there now.
                     _ => return inner.get(ref_id).await,
                 }
@@ -1260,6 +1338,8 @@ impl TaskBackend for PostgresTaskBackend {
                                 return;
                             }
                         }
+                        // A hint can be lost: read again once per lease even without one.
+                        () = tokio::time::sleep(inner.config.lease) => {}
                     }
                     follower.rx().borrow_and_update();
                     let info = match inner.get(&ref_id).await {

@@ -205,11 +205,7 @@ async fn a_record_and_its_value_have_one_lifetime() {
         b.get(&short_ref).await.unwrap().is_none(),
         "a complete record without its value is gone"
     );
-    until("the upkeep to remove both rows", async || {
-        rows_of(&db, &schema, &short_ref).await == (0, 0)
-    })
-    .await;
-    // The same call then runs anew, under a new ref id that polls.
+    // The same call then runs anew (before the expired rows are swept), under a new ref id that polls.
     let (sub, again_ref, _) = submission(args, Duration::from_secs(600));
     assert!(matches!(
         b.submit(sub).await.unwrap(),
@@ -219,6 +215,15 @@ async fn a_record_and_its_value_have_one_lifetime() {
         wait_end(&b, &again_ref).await.info.status,
         TaskStatus::Complete
     );
+    assert_eq!(
+        b.lookup(&short_key).await.unwrap().unwrap().ref_id,
+        again_ref
+    );
+    until("the upkeep to remove both expired rows", async || {
+        rows_of(&db, &schema, &short_ref).await == (0, 0)
+    })
+    .await;
+    assert_eq!(rows_of(&db, &schema, &again_ref).await, (1, 1));
 
     // cleanup drops record and value together: no hit is left that hands out a ref id which then fails to poll.
     assert!(b.cleanup(Duration::ZERO).await.unwrap() >= 2);

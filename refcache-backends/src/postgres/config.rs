@@ -138,7 +138,7 @@ impl Default for PostgresConfig {
             lease: Duration::from_secs(30),
             max_deliveries: 3,
             prefetch: 16,
-            pool_size: 4,
+            pool_size: 8,
             max_workers: memory.max_workers,
             max_queued: memory.max_queued,
             default_ttl: memory.default_ttl,

@@ -129,6 +129,7 @@ pub(crate) struct Sql {
     pub(crate) value_by_ref: String,
     pub(crate) record: String,
     pub(crate) info_only: String,
+    pub(crate) status: String,
     pub(crate) spec_info: String,
     pub(crate) transition: String,
     pub(crate) start: String,
@@ -144,6 +145,7 @@ pub(crate) struct Sql {
     pub(crate) cleanup: String,
     pub(crate) retry: String,
     pub(crate) count: String,
+    pub(crate) notify: String,
     pub(crate) list: String,
     pub(crate) by_status: String,
     pub(crate) counters: String,
@@ -178,7 +180,8 @@ impl Sql {
             listen: format!("LISTEN \"{channel}\""),
             channel,
             // $1 ref, $2 key, $3 info, $4 spec, $5 name, $6 namespace, $7 session, $8 priority, $9 created_ms,
-            // $10 queued, $11 owner (local) or NULL, $12 lease ms, $13 channel.
+            // $10 queued, $11 owner (local) or NULL, $12 lease ms. (Its `queued` hint is sent after the commit: see
+            // `notify_after`.)
             insert: sub("WITH ins AS (
                     INSERT INTO {s}.tasks (ref_id, cache_key, status, info, spec, task_name, namespace, session_id,
                                           priority, created_ms, queued, owner, lease_until)
@@ -187,11 +190,12 @@ impl Sql {
                                  ELSE now() + $12::bigint * interval '1 millisecond' END)
                     ON CONFLICT (cache_key) WHERE status IN ('pending', 'processing') DO NOTHING
                     RETURNING ref_id, seq, queued)
-                SELECT ref_id, seq, CASE WHEN queued THEN pg_notify($13, ref_id || ' queued') END::text FROM ins"),
-            // $1 key: a live value for the key (one that landed while the insert waited), and the oldest waiting
-            // task's sequence number.
+                SELECT ref_id, seq, queued FROM ins"),
+            // $1 key, $2 the new ref: a live value for the key from another execution (one that landed while the
+            // insert waited; the new task's own may be there already, a worker having run it), and the oldest
+            // waiting task's sequence number.
             after_insert: sub("SELECT
-                    (SELECT ref_id FROM {s}.task_values WHERE cache_key = $1 AND expires_at > now()
+                    (SELECT ref_id FROM {s}.task_values WHERE cache_key = $1 AND ref_id <> $2 AND expires_at > now()
                      ORDER BY expires_at DESC LIMIT 1),
                     (SELECT min(seq) FROM {s}.tasks WHERE status = 'pending')"),
             // $1 max_queued: how many wait, counted up to max_queued + 1.
@@ -215,12 +219,13 @@ impl Sql {
             // The record without its value: status, info, key, queue position.
             record: sub("SELECT t.status, t.info, t.cache_key, {queue_position}
                 FROM {s}.tasks t WHERE t.ref_id = $1 AND (t.expires_at IS NULL OR t.expires_at > now())"),
+            status: sub("SELECT status FROM {s}.tasks WHERE ref_id = $1 AND (expires_at IS NULL OR expires_at > now())"),
             info_only: sub("SELECT status, info, owner, deliveries FROM {s}.tasks WHERE ref_id = $1"),
             spec_info: sub("SELECT status, spec, info FROM {s}.tasks t WHERE t.ref_id = $1 AND {live}"),
             // $1 ref, $2 status, $3 info, $4 terminal, $5 record ttl ms, $6 from statuses, $7 owner or NULL,
             // $8 dead, $9 counter or '', $10 shard, $11 channel, $12 kind, $13 value text or NULL, $14 meta,
-            // $15 value ttl ms. One statement: the value row is inserted with the change that makes its task
-            // complete, or not at all.
+            // $15 value ttl ms, $16 notify in the statement (else the caller sends the hint after the commit). One
+            // statement: the value row is inserted with the change that makes its task complete, or not at all.
             transition: sub("WITH u AS (
                     UPDATE {s}.tasks SET status = $2, info = $3,
                         owner = CASE WHEN $4 THEN NULL ELSE owner END,
@@ -237,7 +242,7 @@ impl Sql {
                     INSERT INTO {s}.task_values (ref_id, cache_key, value, meta, expires_at)
                     SELECT ref_id, cache_key, $13, $14, now() + $15::bigint * interval '1 millisecond'
                     FROM u WHERE $13::text IS NOT NULL)
-                SELECT cache_key, pg_notify($11, ref_id || ' ' || $12)::text FROM u"),
+                SELECT cache_key, CASE WHEN $16 THEN pg_notify($11, ref_id || ' ' || $12) END::text FROM u"),
             // $1 ref, $2 owner, $3 info, $4 lease ms, $5 max deliveries, $6 shard, $7 channel.
             start: sub("WITH u AS (
                     UPDATE {s}.tasks SET status = 'processing', info = $3, deliveries = deliveries + 1,
@@ -301,6 +306,8 @@ impl Sql {
                     INSERT INTO {s}.counters (name, shard, n) SELECT 'retries', $6, 1 FROM u
                     ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1)
                 SELECT pg_notify($7, ref_id || CASE WHEN queued THEN ' queued' ELSE ' change' END)::text FROM u"),
+            // $1 channel, $2 payload.
+            notify: "SELECT pg_notify($1, $2)".to_owned(),
             // $1 name, $2 shard.
             count: sub("INSERT INTO {s}.counters (name, shard, n) VALUES ($1, $2, 1)
                 ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1"),

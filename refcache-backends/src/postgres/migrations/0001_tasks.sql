@@ -46,17 +46,20 @@ CREATE INDEX tasks_session ON {schema}.tasks (session_id) WHERE session_id IS NO
 CREATE INDEX tasks_expires ON {schema}.tasks (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX tasks_finished ON {schema}.tasks (finished_at) WHERE finished_at IS NOT NULL;
 
--- Finished values, one per task and at most one per cache key. `value` is the exact JSON text the task returned
+-- Finished values, one per task. `value` is the exact JSON text the task returned
 -- (text, never jsonb: jsonb reorders keys and rewrites numbers); `meta` is the rest of the stored value. A value
 -- goes with its record (ON DELETE CASCADE), in the same transaction.
 CREATE TABLE {schema}.task_values (
     ref_id     text PRIMARY KEY REFERENCES {schema}.tasks (ref_id) ON DELETE CASCADE,
-    cache_key  text NOT NULL UNIQUE,
+    cache_key  text NOT NULL,
     value      text NOT NULL,
     meta       text NOT NULL,
     expires_at timestamptz NOT NULL
 );
 CREATE INDEX task_values_expires ON {schema}.task_values (expires_at);
+-- Lookups by key: the live value of a call (several may exist for a while: an expired one not yet swept, and the
+-- value of the call run again since).
+CREATE INDEX task_values_key ON {schema}.task_values (cache_key, expires_at DESC);
 
 -- Cluster-wide counters, sharded so that concurrent transactions do not queue on one row.
 CREATE TABLE {schema}.counters (
