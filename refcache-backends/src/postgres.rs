@@ -1178,7 +1178,7 @@ impl PostgresTaskBackend {
             migrated: AtomicBool::new(false),
             migrating: tokio::sync::Mutex::new(()),
             hub: Hub::default(),
-            shard: i32::from(fastrand_u8() % 16),
+            shard: i32::from(random_byte() % 16),
             consumer,
             consumes,
             released: Notify::new(),
@@ -1234,7 +1234,7 @@ impl PostgresTaskBackend {
 }
 
 /// A random byte from the ref id generator's source (a fresh uuid), without another dependency.
-fn fastrand_u8() -> u8 {
+fn random_byte() -> u8 {
     uuid::Uuid::new_v4().as_bytes()[0]
 }
 

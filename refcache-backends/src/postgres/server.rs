@@ -187,21 +187,6 @@ impl PostgresServer {
         text.lines().next()?.trim().parse().ok()
     }
 
-    /// The process ids of the postmaster and all its backends (children), for measuring the server's CPU time.
-    pub fn pids(&self) -> Vec<u32> {
-        let Some(main) = self.pid() else {
-            return Vec::new();
-        };
-        let mut pids = vec![main];
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{main}/task/{main}/children")) {
-            pids.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok()),
-            );
-        }
-        pids
-    }
-
     /// Whether it is running.
     pub fn is_running(&self) -> bool {
         self.running
