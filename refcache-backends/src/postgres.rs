@@ -844,7 +844,7 @@ impl Inner {
                 tracing::debug!(%ref_id, task = %spec.task_name, "failed task retried");
                 self.hub.poke(ref_id);
                 if !workers {
-                    self.hold(Arc::new(spec), job);
+                    self.hold(Arc::new(spec), job, Some(info));
                 }
                 Ok(RetryOutcome::Restarted)
             }
@@ -1047,7 +1047,7 @@ impl Inner {
             if workers {
                 self.notify_after(&ref_id, "queued").await;
             } else {
-                self.hold(Arc::new(spec), job);
+                self.hold(Arc::new(spec), job, Some(info));
             }
             return Ok(Submitted::Started(ref_id));
         }

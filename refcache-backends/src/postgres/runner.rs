@@ -31,6 +31,9 @@ pub(crate) struct RunState {
 struct Held {
     spec: Arc<TaskSpec>,
     job: Option<LocalJob>,
+    /// Its record as the row held it when this process took the task (submitted or claimed), so that the start
+    /// need not read it again; `None`: read it at the start.
+    info: Option<TaskInfo>,
     cancel: CancellationToken,
     running: bool,
 }
@@ -60,13 +63,19 @@ struct Start {
     ref_id: RefId,
     spec: Arc<TaskSpec>,
     job: Option<LocalJob>,
+    info: Option<TaskInfo>,
     cancel: CancellationToken,
 }
 
 impl Inner {
     /// Takes a task to run here; it starts when the scheduler lets it.
-    pub(crate) fn hold(self: &Arc<Self>, spec: Arc<TaskSpec>, job: Option<LocalJob>) {
-        self.hold_then(spec, job, true);
+    pub(crate) fn hold(
+        self: &Arc<Self>,
+        spec: Arc<TaskSpec>,
+        job: Option<LocalJob>,
+        info: Option<TaskInfo>,
+    ) {
+        self.hold_then(spec, job, info, true);
     }
 
     /// Takes a task to run here, starting queued tasks only if `admit` (else at the next [`Inner::admit_now`]).
@@ -74,6 +83,7 @@ impl Inner {
         self: &Arc<Self>,
         spec: Arc<TaskSpec>,
         job: Option<LocalJob>,
+        info: Option<TaskInfo>,
         admit_now: bool,
     ) {
         let started = {
@@ -93,6 +103,7 @@ impl Inner {
                 Held {
                     spec,
                     job,
+                    info,
                     cancel: CancellationToken::new(),
                     running: false,
                 },
@@ -282,6 +293,7 @@ fn admit(st: &mut RunState) -> Vec<Start> {
             ref_id,
             spec: held.spec.clone(),
             job: held.job.clone(),
+            info: held.info.take(),
             cancel: held.cancel.clone(),
         });
     }
@@ -312,7 +324,7 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
     let Start {
         ref_id, spec, job, ..
     } = start;
-    let Some(info) = inner.start(ref_id).await else {
+    let Some(info) = inner.start(ref_id, start.info.clone()).await else {
         return;
     };
     tracing::debug!(%ref_id, task = %spec.task_name, "task started");
@@ -370,8 +382,13 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
 impl Inner {
     /// Claims a held task for running: pending → processing, one more delivery, only while this process owns it.
     /// Answers its record, or `None` when it must not run (cancelled, deleted, finished, taken over, or dead).
-    async fn start(self: &Arc<Self>, ref_id: &RefId) -> Option<TaskInfo> {
-        let (_, mut info) = self.read(ref_id).await.ok()??;
+    async fn start(self: &Arc<Self>, ref_id: &RefId, known: Option<TaskInfo>) -> Option<TaskInfo> {
+        // The record the row held when this process took the task is still the row's while it is pending here (a
+        // change of it changes its status, and the start then refuses); else it is read now.
+        let mut info = match known {
+            Some(info) => info,
+            None => self.read(ref_id).await.ok()??.1,
+        };
         info.status = TaskStatus::Processing;
         info.started_at.get_or_insert_with(Timestamp::now);
         info.queue_position = None;

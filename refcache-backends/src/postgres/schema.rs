@@ -264,7 +264,7 @@ impl Sql {
                     ORDER BY priority DESC, seq LIMIT $2 FOR UPDATE SKIP LOCKED)
                 UPDATE {s}.tasks t SET owner = $1, lease_until = now() + $3::bigint * interval '1 millisecond'
                 FROM picked WHERE t.ref_id = picked.ref_id
-                RETURNING t.ref_id, t.spec, t.priority, t.seq"),
+                RETURNING t.ref_id, t.spec, t.priority, t.seq, t.info"),
             // No takeover within one lease of the server's start: after a restart, every live owner renews first
             // (it renews every lease / 3), so an outage longer than a lease does not make a task run twice.
             reap: sub("WITH picked AS (
@@ -274,7 +274,7 @@ impl Sql {
                     ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED)
                 UPDATE {s}.tasks t SET owner = $1, lease_until = now() + $3::bigint * interval '1 millisecond'
                 FROM picked WHERE t.ref_id = picked.ref_id
-                RETURNING t.ref_id, t.spec, t.priority, t.seq"),
+                RETURNING t.ref_id, t.spec, t.priority, t.seq, t.info"),
             expired_local: sub("SELECT ref_id FROM {s}.tasks
                 WHERE status IN ('pending', 'processing') AND NOT queued AND lease_until < now()
                   AND now() > pg_postmaster_start_time() + $1::bigint * interval '1 millisecond' LIMIT 100"),

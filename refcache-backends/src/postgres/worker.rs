@@ -256,20 +256,22 @@ impl Inner {
         let rows = self
             .query(statement, &[&self.consumer, &room, &lease])
             .await?;
-        let mut claimed: Vec<(i32, i64, String, String)> = rows
+        let mut claimed: Vec<(i32, i64, String, String, String)> = rows
             .iter()
-            .map(|r| (r.get(2), r.get(3), r.get(0), r.get(1)))
+            .map(|r| (r.get(2), r.get(3), r.get(0), r.get(1), r.get(4)))
             .collect();
         // Start order: higher priority first, then FIFO (the statement's RETURNING has no order).
         claimed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         let n = claimed.len();
-        for (_, _, ref_id, spec) in claimed {
+        for (_, _, ref_id, spec, info) in claimed {
             if reap {
                 tracing::info!(%ref_id, consumer = %self.consumer, "refcache worker: took over a task from a lost worker");
             }
             match serde_json::from_str::<refcache_core::TaskSpec>(&spec) {
                 Ok(spec) if spec.ref_id.as_str() == ref_id => {
-                    self.hold_then(Arc::new(spec), None, false);
+                    // An unreadable record is read (and reported) again at the start.
+                    let info = serde_json::from_str(&info).ok();
+                    self.hold_then(Arc::new(spec), None, info, false);
                 }
                 _ => {
                     // Bad data costs only itself: the task fails, the others run.
