@@ -1,46 +1,50 @@
-//! refcache across processes: two HTTP replicas and two workers sharing one Redis.
+//! refcache across processes: two HTTP replicas and two workers sharing one Redis, or one Postgres.
 //!
 //! ```text
-//! cargo run --example distributed --features redis
+//! cargo run --example distributed --features redis,postgres                       # on Redis
+//! cargo run --example distributed --features redis,postgres -- --engine postgres  # on Postgres
 //! ```
 //!
-//! With no subcommand this is the demo. It starts its own `redis-server` (AOF on, a free loopback port, a temporary
-//! directory; Debian's `redis-server` package, or `REFCACHE_REDIS_SERVER` naming the binary) unless
-//! `REFCACHE_BACKEND` names a Redis already running, then runs itself as two workers and two replicas (child
-//! processes), and:
+//! With no subcommand this is the demo. It starts its own server (a free loopback port, a temporary directory):
+//! `redis-server` with AOF on (Debian's `redis-server` package, or `REFCACHE_REDIS_SERVER` naming the binary), or
+//! with `--engine postgres` a PostgreSQL (`initdb` + `pg_ctl`, Debian's `postgresql` package), unless
+//! `REFCACHE_BACKEND` names a server already running (`redis://...` or `postgres://...`). It then runs itself as
+//! two workers and two replicas (child processes), and:
 //! 1. calls `slow_square` on replica A, which answers a processing reference after its 0.5 s `async_timeout`;
 //! 2. polls that reference on replica B until it is complete (a worker ran it: neither replica did);
 //! 3. calls again on replica B: a cache hit, under the same reference, and the task ran once;
 //! 4. stops the children with SIGTERM and waits for them to exit.
 //!
-//! The pieces also run by hand, against a Redis of your own (each in its own terminal):
+//! The pieces also run by hand, against a server of your own (each in its own terminal):
 //!
 //! ```text
-//! export REFCACHE_BACKEND='redis://127.0.0.1:6379/0?mode=workers'
-//! cargo run --example distributed --features redis -- worker
-//! cargo run --example distributed --features redis -- worker
-//! cargo run --example distributed --features redis -- replica --http 127.0.0.1:8001
-//! cargo run --example distributed --features redis -- replica --http 127.0.0.1:8002
+//! export REFCACHE_BACKEND='redis://127.0.0.1:6379/0?mode=workers'    # or 'postgres://app@127.0.0.1:5432/app?mode=workers'
+//! cargo run --example distributed --features redis,postgres -- worker
+//! cargo run --example distributed --features redis,postgres -- worker
+//! cargo run --example distributed --features redis,postgres -- replica --http 127.0.0.1:8001
+//! cargo run --example distributed --features redis,postgres -- replica --http 127.0.0.1:8002
 //!
 //! curl -s -X POST localhost:8001/call/slow_square -d '{"x": 12, "ms": 5000}'   # {"ref_id": "refcache:...", "status": "processing", ...}
 //! curl -s localhost:8002/poll/refcache:...                                    # progress, then {"value": 144, ...}
 //! curl -s -X POST localhost:8002/cancel/refcache:...                          # {"outcome": "cancelled", ...}
 //! curl -s localhost:8001/stats                                                # cluster-wide counters
 //! redis-cli get demo:runs:12                                                  # how many times the task started
+//! psql -c "SELECT value FROM demo_counters WHERE name = 'demo:runs:12'"       # the same, on Postgres
 //! ```
 //!
 //! - `replica [--http ADDR]` (default `127.0.0.1:0`, a free port) serves HTTP over the cache configured by the
 //!   environment (`REFCACHE_BACKEND`, ...), prints `replica: serving http://ADDR`, and stops on SIGTERM or Ctrl-C.
 //!   Routes: `POST /call/slow_square` with `{"x": i64, "ms": u64}` (the cached call's response), `GET
 //!   /poll/{ref_id}` (`get_cached_result`), `POST /cancel/{ref_id}`, `GET /stats`. A call or poll that cannot be
-//!   served (Redis down, an unknown reference, bad JSON) answers 4xx or 5xx with the error's text.
-//! - `worker` runs [`refcache::worker::run`] with the Redis settings of the environment until SIGTERM or Ctrl-C:
-//!   it takes tasks off the Redis stream and runs them by name.
+//!   served (the server down, an unknown reference, bad JSON) answers 4xx or 5xx with the error's text.
+//! - `worker` runs the worker of the engine that `REFCACHE_BACKEND` names ([`refcache::worker::run`] for Redis,
+//!   [`refcache::worker::postgres::run`] for Postgres) until SIGTERM or Ctrl-C: it takes tasks and runs them by
+//!   name.
 //!
 //! In `workers` mode a replica only submits: `slow_square` is a free `#[cached]` function whose parameters are all in
 //! the key, so it is registered under its `name` at link time, and the workers (this same binary) run it by name.
-//! It counts its executions in Redis (`demo:runs:{x}`, and the worker's pid in `demo:pid:{x}`), so that a demo or
-//! a test can see where and how often it ran.
+//! It counts its executions in the same server (`demo:runs:{x}`, and the worker's pid in `demo:pid:{x}`: Redis keys,
+//! or rows of the table `demo_counters` on Postgres), so that a demo or a test can see where and how often it ran.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -56,6 +60,7 @@ use axum::routing::{get, post};
 use http::StatusCode;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use refcache::postgres::{PostgresConfig, PostgresServer, PostgresServerOptions};
 use refcache::redis::{RedisConfig, RedisServer, RedisServerOptions};
 use refcache::{
     BackendError, CancelOutcome, RefCache, RefCacheConfig, RefCacheError, TaskContext, TaskError,
@@ -75,21 +80,22 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Squares `x` after `ms` milliseconds of work, reporting progress every 100 ms and stopping when cancelled.
 ///
-/// Counts its executions in Redis (`demo:runs:{x}`), records the pid of the process running it (`demo:pid:{x}`),
-/// each 100 ms step (`demo:ticks:{x}`), and, when it stops on a cancel, `demo:stopped:{x}`.
+/// Counts its executions (`demo:runs:{x}`), records the pid of the process running it (`demo:pid:{x}`), each
+/// 100 ms step (`demo:ticks:{x}`), and, when it stops on a cancel, `demo:stopped:{x}`, in the server of
+/// `REFCACHE_BACKEND`.
 #[cached(name = "demo.slow_square", async_timeout = 0.5)]
 async fn slow_square(ctx: &TaskContext, x: i64, ms: u64) -> Result<i64, TaskError> {
     if ms > MAX_MS {
         return Err(TaskError::new(format!("ms must be at most {MAX_MS}, got {ms}")).permanent());
     }
-    let mut redis = demo_redis()?;
-    let unavailable = |e: redis::RedisError| TaskError::new(format!("demo counters: {e}"));
-    let _: i64 = redis
-        .incr(format!("demo:runs:{x}"), 1)
+    let counters = Counters::of_env().map_err(|e| TaskError::new(e).permanent())?;
+    let unavailable = |e: String| TaskError::new(format!("demo counters: {e}"));
+    counters
+        .incr(&format!("demo:runs:{x}"))
         .await
         .map_err(unavailable)?;
-    let _: () = redis
-        .set(format!("demo:pid:{x}"), std::process::id())
+    counters
+        .set(&format!("demo:pid:{x}"), &std::process::id().to_string())
         .await
         .map_err(unavailable)?;
     let steps = ms.div_ceil(100).max(1);
@@ -97,15 +103,17 @@ async fn slow_square(ctx: &TaskContext, x: i64, ms: u64) -> Result<i64, TaskErro
         let pause = Duration::from_millis(ms.saturating_sub((step - 1) * 100).min(100));
         let cancelled = tokio::select! {
             () = tokio::time::sleep(pause) => {
-                // A missed tick is no reason to fail the work (Redis may be restarting).
-                let _: Result<i64, _> = redis.incr(format!("demo:ticks:{x}"), 1).await;
+                // A missed tick is no reason to fail the work (the server may be restarting).
+                let _ = counters.incr(&format!("demo:ticks:{x}")).await;
                 ctx.progress(step as f64, Some(steps as f64), format!("step {step} of {steps}"))
                     .is_err()
             }
             () = ctx.cancelled() => true,
         };
         if cancelled {
-            let _: Result<(), _> = redis.set(format!("demo:stopped:{x}"), "cancelled").await;
+            let _ = counters
+                .set(&format!("demo:stopped:{x}"), "cancelled")
+                .await;
             return Err(TaskError::new("cancelled").permanent());
         }
     }
@@ -113,33 +121,147 @@ async fn slow_square(ctx: &TaskContext, x: i64, ms: u64) -> Result<i64, TaskErro
         .ok_or_else(|| TaskError::new(format!("{x} squared does not fit in 64 bits")).permanent())
 }
 
-/// The demo's own connection to the Redis named by `REFCACHE_BACKEND` (its query stripped), for the counters.
-fn demo_redis() -> Result<ConnectionManager, TaskError> {
-    static CONN: OnceLock<Result<ConnectionManager, String>> = OnceLock::new();
-    CONN.get_or_init(|| {
-        let backend = std::env::var("REFCACHE_BACKEND").map_err(|_| {
-            "REFCACHE_BACKEND is not set: the demo's task needs its Redis".to_owned()
-        })?;
+/// The demo's counters, in the server that `REFCACHE_BACKEND` names: Redis keys, or rows of a Postgres table
+/// `demo_counters (name, value)`.
+enum Counters {
+    Redis(ConnectionManager),
+    Postgres(Box<PgCounters>),
+}
+
+/// A Postgres connection for the counters, made again after a failure (the server may have restarted).
+struct PgCounters {
+    url: String,
+    client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+}
+
+impl PgCounters {
+    async fn run<T>(
+        &self,
+        op: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, String> {
+        let mut slot = self.client.lock().await;
+        if slot.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+            let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS demo_counters (name text PRIMARY KEY, value text NOT NULL)",
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            *slot = Some(client);
+        }
+        let client = slot.as_ref().expect("connected above");
+        let result = op(client).await;
+        if result.is_err() {
+            *slot = None;
+        }
+        result.map_err(|e| e.to_string())
+    }
+}
+
+impl Counters {
+    /// The counters of the server in `REFCACHE_BACKEND`, made once per process.
+    fn of_env() -> Result<&'static Counters, String> {
+        static COUNTERS: OnceLock<Result<Counters, String>> = OnceLock::new();
+        COUNTERS
+            .get_or_init(|| {
+                let backend = std::env::var("REFCACHE_BACKEND").map_err(|_| {
+                    "REFCACHE_BACKEND is not set: the demo's task needs its server".to_owned()
+                })?;
+                Counters::for_backend(&backend)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn for_backend(backend: &str) -> Result<Counters, String> {
         let url = backend.split('?').next().unwrap_or_default();
+        if url.starts_with("postgres") {
+            return Ok(Counters::Postgres(Box::new(PgCounters {
+                url: url.to_owned(),
+                client: tokio::sync::Mutex::new(None),
+            })));
+        }
         let client = redis::Client::open(url).map_err(|e| format!("`{url}`: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(1);
-        ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())
-    })
-    .clone()
-    .map_err(|e| TaskError::new(e).permanent())
+        ConnectionManager::new_lazy_with_config(client, config)
+            .map(Counters::Redis)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn incr(&self, name: &str) -> Result<i64, String> {
+        match self {
+            Counters::Redis(conn) => conn.clone().incr(name, 1).await.map_err(|e| e.to_string()),
+            Counters::Postgres(pg) => {
+                pg.run(async |c| {
+                    let row = c
+                        .query_one(
+                            "INSERT INTO demo_counters VALUES ($1, '1') ON CONFLICT (name) DO UPDATE
+                             SET value = (demo_counters.value::bigint + 1)::text RETURNING value::bigint",
+                            &[&name],
+                        )
+                        .await?;
+                    Ok(row.get(0))
+                })
+                .await
+            }
+        }
+    }
+
+    async fn set(&self, name: &str, value: &str) -> Result<(), String> {
+        match self {
+            Counters::Redis(conn) => conn.clone().set(name, value).await.map_err(|e| e.to_string()),
+            Counters::Postgres(pg) => {
+                pg.run(async |c| {
+                    c.execute(
+                        "INSERT INTO demo_counters VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = $2",
+                        &[&name, &value],
+                    )
+                    .await
+                    .map(drop)
+                })
+                .await
+            }
+        }
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<String>, String> {
+        match self {
+            Counters::Redis(conn) => conn.clone().get(name).await.map_err(|e| e.to_string()),
+            Counters::Postgres(pg) => {
+                pg.run(async |c| {
+                    let row = c
+                        .query_opt("SELECT value FROM demo_counters WHERE name = $1", &[&name])
+                        .await?;
+                    Ok(row.map(|r| r.get(0)))
+                })
+                .await
+            }
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        None => demo().await,
+        None => demo(Engine::Redis).await,
+        Some("--engine") => match args.get(1).map(String::as_str) {
+            Some("redis") if args.len() == 2 => demo(Engine::Redis).await,
+            Some("postgres") if args.len() == 2 => demo(Engine::Postgres).await,
+            _ => Err("usage: distributed --engine redis|postgres".into()),
+        },
         Some("replica") => replica(&args[1..]).await,
         Some("worker") if args.len() == 1 => worker().await,
-        Some(_) => Err("usage: distributed [replica [--http ADDR] | worker]".into()),
+        Some(_) => Err(
+            "usage: distributed [--engine redis|postgres] | replica [--http ADDR] | worker".into(),
+        ),
     };
     if let Err(err) = result {
         eprintln!("distributed: {err}");
@@ -151,17 +273,29 @@ async fn main() {
 // The worker.
 
 async fn worker() -> Result<(), BoxError> {
-    let config = RedisConfig::from_refcache_config(&RefCacheConfig::load()?)?;
+    let settings = RefCacheConfig::load()?;
     let tasks: Vec<&str> = refcache::registry::names()
         .into_iter()
         .filter(|name| name.starts_with("demo."))
         .collect();
-    println!(
-        "worker {}: running {tasks:?} from {}",
-        std::process::id(),
-        config.url
-    );
-    refcache::worker::run(config).await?;
+    if settings.backend.starts_with("postgres") {
+        let config = PostgresConfig::from_refcache_config(&settings)?;
+        println!(
+            "worker {}: running {tasks:?} from {} (schema {})",
+            std::process::id(),
+            config.redacted_url(),
+            config.schema
+        );
+        refcache::worker::postgres::run(config).await?;
+    } else {
+        let config = RedisConfig::from_refcache_config(&settings)?;
+        println!(
+            "worker {}: running {tasks:?} from {}",
+            std::process::id(),
+            config.redacted_url()
+        );
+        refcache::worker::run(config).await?;
+    }
     println!("worker {}: stopped", std::process::id());
     Ok(())
 }
@@ -368,22 +502,47 @@ impl Proc {
     }
 }
 
-async fn demo() -> Result<(), BoxError> {
-    // Our own Redis, unless the environment names one.
+/// The engine the demo starts its own server of.
+#[derive(Debug, Clone, Copy)]
+enum Engine {
+    Redis,
+    Postgres,
+}
+
+/// The demo's own server, stopped when it is dropped.
+#[allow(dead_code, reason = "held only to be dropped at the end of the demo")]
+enum OwnServer {
+    Redis(RedisServer),
+    Postgres(PostgresServer),
+}
+
+async fn demo(engine: Engine) -> Result<(), BoxError> {
+    // Our own server, unless the environment names one.
     let (_server, backend) = match std::env::var("REFCACHE_BACKEND") {
-        Ok(backend) if backend.starts_with("redis") => {
-            println!("demo: using the Redis of REFCACHE_BACKEND={backend}");
+        Ok(backend) if backend.starts_with("redis") || backend.starts_with("postgres") => {
+            println!("demo: using the server of REFCACHE_BACKEND={backend}");
             (None, with_workers_mode(&backend))
         }
-        _ => {
-            let server = tokio::task::spawn_blocking(|| {
-                RedisServer::start_with(RedisServerOptions::default().aof(true))
-            })
-            .await??;
-            println!("demo: started redis-server at {} (AOF on)", server.url());
-            let backend = format!("{}?mode=workers", server.url());
-            (Some(server), backend)
-        }
+        _ => match engine {
+            Engine::Redis => {
+                let server = tokio::task::spawn_blocking(|| {
+                    RedisServer::start_with(RedisServerOptions::default().aof(true))
+                })
+                .await??;
+                println!("demo: started redis-server at {} (AOF on)", server.url());
+                let backend = format!("{}?mode=workers", server.url());
+                (Some(OwnServer::Redis(server)), backend)
+            }
+            Engine::Postgres => {
+                let server = tokio::task::spawn_blocking(|| {
+                    PostgresServer::start_with(PostgresServerOptions::default().fsync(true))
+                })
+                .await??;
+                println!("demo: started PostgreSQL at {}", server.url());
+                let backend = format!("{}?mode=workers", server.url());
+                (Some(OwnServer::Postgres(server)), backend)
+            }
+        },
     };
     println!("demo: REFCACHE_BACKEND={backend}");
 
@@ -486,12 +645,9 @@ fn with_workers_mode(backend: &str) -> String {
 
 /// `demo:runs:{x}`: how many times the task started.
 async fn task_runs(backend: &str, x: i64) -> Result<i64, BoxError> {
-    let url = backend.split('?').next().unwrap_or_default();
-    let mut conn = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
-    let runs: Option<i64> = conn.get(format!("demo:runs:{x}")).await?;
-    Ok(runs.unwrap_or(0))
+    let counters = Counters::for_backend(backend)?;
+    let runs = counters.get(&format!("demo:runs:{x}")).await?;
+    Ok(runs.and_then(|r| r.parse().ok()).unwrap_or(0))
 }
 
 /// A minimal HTTP/1.1 client (one request per connection), so that the demo needs no HTTP client crate. Answers

@@ -90,6 +90,9 @@
 //! - `redis`: the Redis backend, `refcache::redis`: results shared across replicas, `local` or `workers` mode,
 //!   worker processes (`refcache::worker::run`), crash recovery. Selected by config alone:
 //!   `REFCACHE_BACKEND=redis://127.0.0.1:6379/0`. See `docs/backends.md`.
+//! - `postgres`: the Postgres backend, `refcache::postgres`: the same, on the Postgres a team already runs, with
+//!   durable results, `FOR UPDATE SKIP LOCKED` workers (`refcache::worker::postgres::run`) and `LISTEN`/`NOTIFY`
+//!   waits. Selected by config alone: `REFCACHE_BACKEND=postgres://user@127.0.0.1:5432/db`.
 //! - `test-utils`: the backend conformance suite (`refcache::conformance`), for backend authors.
 //!
 //! # Supported Rust versions
@@ -108,12 +111,28 @@ pub use refcache_core::*;
 #[cfg(feature = "redis")]
 pub use refcache_backends::redis;
 
-/// Worker processes (feature `redis`): [`worker::run`] takes tasks off the Redis stream and runs them by name until
-/// SIGINT or SIGTERM. Link the crates that define your `#[cached]` functions into the worker binary.
-#[cfg(feature = "redis")]
+/// The Postgres backend (feature `postgres`). With the feature on, `REFCACHE_BACKEND=postgres://...` selects it;
+/// build one by hand with [`postgres::PostgresTaskBackend::new`] and [`RefCache::builder`].
+#[cfg(feature = "postgres")]
+pub use refcache_backends::postgres;
+
+/// Worker processes. Feature `redis`: [`worker::run`] takes tasks off the Redis stream and runs them by name until
+/// SIGINT or SIGTERM. Feature `postgres`: [`worker::postgres::run`] does the same from the Postgres `tasks` table.
+/// Link the crates that define your `#[cached]` functions into the worker binary.
+#[cfg(any(feature = "redis", feature = "postgres"))]
 pub mod worker {
+    #[cfg(feature = "redis")]
     pub use refcache_backends::redis::worker::{run, run_until};
+    #[cfg(feature = "redis")]
     pub use refcache_backends::redis::{Mode, RedisConfig};
+
+    /// Postgres worker processes (feature `postgres`): [`postgres::run`] claims tasks from the `tasks` table
+    /// (`FOR UPDATE SKIP LOCKED`) and runs them by name until SIGINT or SIGTERM.
+    #[cfg(feature = "postgres")]
+    pub mod postgres {
+        pub use refcache_backends::postgres::worker::{run, run_until};
+        pub use refcache_backends::postgres::{Mode, PostgresConfig};
+    }
 }
 
 // The docs' Rust blocks are compiled and run as doctests. The ones that show a feature's API are tested with that
@@ -126,7 +145,12 @@ struct ReadmeDoctests;
 #[doc = include_str!("../docs/guide.md")]
 struct GuideDoctests;
 
-#[cfg(all(doctest, feature = "redis", feature = "test-utils"))]
+#[cfg(all(
+    doctest,
+    feature = "redis",
+    feature = "postgres",
+    feature = "test-utils"
+))]
 #[doc = include_str!("../docs/backends.md")]
 struct BackendsDoctests;
 

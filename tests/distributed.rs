@@ -1,11 +1,13 @@
-//! The distributed example (`examples/distributed.rs`) as a real cluster: each test starts its own `redis-server`
-//! (AOF on), two replica processes and two worker processes of the example binary, and drives the replicas over
-//! HTTP. The task counts its executions in Redis (`demo:runs:{x}`), so that the tests see work across processes.
+//! The distributed example (`examples/distributed.rs`) as a real cluster, on each engine: each test starts its own
+//! server (`redis-server` with AOF on, or a PostgreSQL), two replica processes and two worker processes of the
+//! example binary, and drives the replicas over HTTP. The task counts its executions in the same server
+//! (`demo:runs:{x}`), so that the tests see work across processes. Every scenario runs once per engine
+//! ([`on_both_engines!`]), from one body.
 //!
 //! Timing: the task's 0.5 s `async_timeout` and the 2 s lease are part of what is tested, so these tests run on the
 //! wall clock. Every wait is for an event (a status, a counter, a key), bounded by a wide deadline ([`PATIENCE`]);
 //! the one fixed pause checks that something does *not* happen (a cancelled task's ticks stay still).
-#![cfg(feature = "redis")]
+#![cfg(all(feature = "redis", feature = "postgres"))]
 
 #[path = "support/examples.rs"]
 mod examples;
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use redis::AsyncCommands;
+use refcache::postgres::PostgresServer;
 use refcache::redis::{RedisServer, RedisServerOptions};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -23,9 +26,56 @@ use tokio::process::{Child, Command};
 
 /// The longest any awaited event may take, on a loaded 2-core machine.
 const PATIENCE: Duration = Duration::from_secs(60);
-/// How long a request may take to be answered with an error while Redis is down (the backend promises its
+/// How long a request may take to be answered with an error while the server is down (the backends promise their
 /// command timeout, 5 s, plus a connection attempt).
 const OUTAGE_ANSWER: Duration = Duration::from_secs(30);
+
+/// Which server the cluster shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Redis,
+    Postgres,
+}
+
+/// The cluster's server.
+enum Server {
+    Redis(RedisServer),
+    Postgres(PostgresServer),
+}
+
+impl Server {
+    fn start(engine: Engine) -> Self {
+        match engine {
+            Engine::Redis => Self::Redis(
+                RedisServer::start_with(RedisServerOptions::default().aof(true))
+                    .expect("start redis-server"),
+            ),
+            Engine::Postgres => Self::Postgres(PostgresServer::start().expect("start PostgreSQL")),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Self::Redis(s) => s.url(),
+            Self::Postgres(s) => s.url(),
+        }
+    }
+
+    /// A crash: SIGKILL for Redis (AOF has every write), an immediate stop for Postgres (the WAL has every commit).
+    fn kill(&mut self) {
+        match self {
+            Self::Redis(s) => s.kill(),
+            Self::Postgres(s) => s.kill(),
+        }
+    }
+
+    fn restart(&mut self) {
+        match self {
+            Self::Redis(s) => s.restart().expect("restart redis-server"),
+            Self::Postgres(s) => s.restart().expect("restart PostgreSQL"),
+        }
+    }
+}
 
 /// The example's binary.
 fn example_binary() -> PathBuf {
@@ -57,14 +107,15 @@ struct Replica {
     url: String,
 }
 
-/// A `redis-server`, two replicas and two workers. Every child is killed when it is dropped.
+/// A server, two replicas and two workers. Every child is killed when it is dropped.
 struct Cluster {
+    engine: Engine,
     replicas: Vec<Replica>,
     workers: Vec<Child>,
     /// Declared last: dropped after the children.
-    server: RedisServer,
-    /// `redis://127.0.0.1:PORT/0`, for the test's own reads.
-    redis_url: String,
+    server: Server,
+    /// The server's URL (no options), for the test's own reads.
+    server_url: String,
 }
 
 impl Drop for Cluster {
@@ -81,24 +132,22 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    async fn start() -> Self {
-        let server = tokio::task::spawn_blocking(|| {
-            RedisServer::start_with(RedisServerOptions::default().aof(true))
-        })
-        .await
-        .unwrap()
-        .expect("start redis-server");
-        let redis_url = server.url();
-        let backend = format!("{redis_url}?mode=workers&lease=2&max_deliveries=3");
+    async fn start(engine: Engine) -> Self {
+        let server = tokio::task::spawn_blocking(move || Server::start(engine))
+            .await
+            .unwrap();
+        let server_url = server.url();
+        let backend = format!("{server_url}?mode=workers&lease=2&max_deliveries=3");
         let mut workers = Vec::new();
         for _ in 0..2 {
             workers.push(spawn(&backend, &["worker"], Stdio::null()).await);
         }
         let mut cluster = Self {
+            engine,
             replicas: Vec::new(),
             workers,
             server,
-            redis_url,
+            server_url,
         };
         for _ in 0..2 {
             let mut child = spawn(
@@ -183,23 +232,76 @@ impl Cluster {
         body
     }
 
-    /// A connection of the test's own to the cluster's Redis.
-    async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis_url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
+    /// A demo counter (`demo:*`), read from the cluster's server: a Redis key, or a row of `demo_counters`.
+    async fn get_text(&self, key: &str) -> Option<String> {
+        match self.engine {
+            Engine::Redis => {
+                let mut conn = redis::Client::open(self.server_url.as_str())
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("connect to the test's redis-server");
+                conn.get(key).await.unwrap()
+            }
+            Engine::Postgres => {
+                let client = self.postgres().await;
+                let table: bool = client
+                    .query_one("SELECT to_regclass('demo_counters') IS NOT NULL", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                if !table {
+                    return None;
+                }
+                client
+                    .query_opt("SELECT value FROM demo_counters WHERE name = $1", &[&key])
+                    .await
+                    .unwrap()
+                    .map(|r| r.get(0))
+            }
+        }
+    }
+
+    /// A connection of the test's own to the cluster's Postgres.
+    async fn postgres(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.server_url, tokio_postgres::NoTls)
             .await
-            .expect("connect to the test's redis-server")
+            .expect("connect to the test's PostgreSQL");
+        tokio::spawn(connection);
+        client
     }
 
     async fn get_int(&self, key: &str) -> i64 {
-        let value: Option<i64> = self.redis().await.get(key).await.unwrap();
-        value.unwrap_or(0)
+        self.get_text(key)
+            .await
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     /// `demo:runs:{x}`: how many times the task started, cluster-wide.
     async fn runs(&self, x: i64) -> i64 {
         self.get_int(&format!("demo:runs:{x}")).await
+    }
+
+    /// How many tasks failed `worker lost` (Redis's dead-letter list, Postgres's dead-letter view).
+    async fn dead_letters(&self) -> i64 {
+        match self.engine {
+            Engine::Redis => {
+                let mut conn = redis::Client::open(self.server_url.as_str())
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap();
+                conn.llen("refcache:dead").await.unwrap()
+            }
+            Engine::Postgres => self
+                .postgres()
+                .await
+                .query_one("SELECT count(*) FROM refcache.dead_letters", &[])
+                .await
+                .unwrap()
+                .get(0),
+        }
     }
 
     /// Every child is still running (none crashed).
@@ -280,9 +382,38 @@ async fn http_once(method: &str, base: &str, path: &str, body: Option<&Value>) -
     (status, body)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_on_one_replica_is_polled_to_completion_on_the_other() {
-    let cluster = Cluster::start().await;
+/// One test per engine for each scenario: `redis::<name>` and `postgres::<name>`, from one body.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod redis_engine {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Engine::Redis).await;
+                }
+            )*
+        }
+        mod postgres_engine {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Engine::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    a_call_on_one_replica_is_polled_to_completion_on_the_other,
+    a_cancel_on_one_replica_stops_the_work_started_on_the_other,
+    ten_concurrent_identical_calls_across_replicas_run_once,
+    a_worker_killed_mid_task_is_taken_over_by_the_other,
+    a_server_restart_keeps_finished_values_and_an_outage_answers_errors,
+);
+
+async fn a_call_on_one_replica_is_polled_to_completion_on_the_other(engine: Engine) {
+    let cluster = Cluster::start(engine).await;
     let x = 101;
     let started = cluster.call(0, x, 3000).await;
     assert_eq!(
@@ -336,9 +467,8 @@ async fn a_call_on_one_replica_is_polled_to_completion_on_the_other() {
     assert!(workers.contains(&pid), "ran in {pid}, workers {workers:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_on_one_replica_stops_the_work_started_on_the_other() {
-    let cluster = Cluster::start().await;
+async fn a_cancel_on_one_replica_stops_the_work_started_on_the_other(engine: Engine) {
+    let cluster = Cluster::start(engine).await;
     let x = 202;
     let started = cluster.call(0, x, 600_000).await;
     let id = ref_id(&started);
@@ -359,12 +489,7 @@ async fn a_cancel_on_one_replica_stops_the_work_started_on_the_other() {
 
     // The task itself saw the cancel and stopped (it records that as it returns)...
     until("the task to stop on its cancel", async || {
-        let stopped: Option<String> = cluster
-            .redis()
-            .await
-            .get(format!("demo:stopped:{x}"))
-            .await
-            .unwrap();
+        let stopped = cluster.get_text(&format!("demo:stopped:{x}")).await;
         stopped.as_deref() == Some("cancelled")
     })
     .await;
@@ -390,9 +515,8 @@ async fn a_cancel_on_one_replica_stops_the_work_started_on_the_other() {
     assert_eq!(cluster.poll_until_done(1, &id).await["status"], "cancelled");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_concurrent_identical_calls_across_replicas_run_once() {
-    let cluster = Cluster::start().await;
+async fn ten_concurrent_identical_calls_across_replicas_run_once(engine: Engine) {
+    let cluster = Cluster::start(engine).await;
     let x = 303;
     let calls = (0..10).map(|i| cluster.call(i % 2, x, 3000));
     let answers = join_all(calls).await;
@@ -414,9 +538,8 @@ async fn ten_concurrent_identical_calls_across_replicas_run_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_mid_task_is_taken_over_by_the_other() {
-    let mut cluster = Cluster::start().await;
+async fn a_worker_killed_mid_task_is_taken_over_by_the_other(engine: Engine) {
+    let mut cluster = Cluster::start(engine).await;
     let x = 404;
     let started = cluster.call(0, x, 6000).await;
     let id = ref_id(&started);
@@ -459,8 +582,7 @@ async fn a_worker_killed_mid_task_is_taken_over_by_the_other() {
     assert_eq!(stats["executions"], 2, "{stats}");
     assert_eq!(stats["by_status"]["complete"], 1, "{stats}");
     assert_eq!(cluster.poll_until_done(0, &id).await, done);
-    let dead: i64 = cluster.redis().await.llen("refcache:dead").await.unwrap();
-    assert_eq!(dead, 0);
+    assert_eq!(cluster.dead_letters().await, 0);
     // A new call is a hit.
     let again = cluster.call(0, x, 6000).await;
     assert_eq!(
@@ -471,16 +593,15 @@ async fn a_worker_killed_mid_task_is_taken_over_by_the_other() {
     assert!(matches!(cluster.workers[1 - victim].try_wait(), Ok(None)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_restart_keeps_finished_values_and_an_outage_answers_errors() {
-    let mut cluster = Cluster::start().await;
+async fn a_server_restart_keeps_finished_values_and_an_outage_answers_errors(engine: Engine) {
+    let mut cluster = Cluster::start(engine).await;
     // A value finished before the restart.
     let x = 505;
     let first = cluster.call(0, x, 200).await;
     let id = ref_id(&first);
     let done = cluster.poll_until_done(0, &id).await;
     assert_eq!(done["value"], json!(x * x), "{done}");
-    // A task still running when Redis goes down.
+    // A task still running when the server goes down.
     let y = 506;
     let running = ref_id(&cluster.call(1, y, 4000).await);
     until("the second task to start", async || {
@@ -488,14 +609,18 @@ async fn a_redis_restart_keeps_finished_values_and_an_outage_answers_errors() {
     })
     .await;
 
-    // Redis crashes (SIGKILL; AOF has every write).
-    cluster.server.kill();
+    // The server crashes (Redis: SIGKILL, AOF has every write; Postgres: an immediate stop, the WAL has every
+    // commit).
+    tokio::task::block_in_place(|| cluster.server.kill());
     for (replica, ref_id) in [(0, &id), (1, &running)] {
         let start = Instant::now();
         let (status, body) = tokio::time::timeout(OUTAGE_ANSWER, cluster.poll(replica, ref_id))
             .await
-            .expect("a poll while Redis is down answers (an error), not hangs");
-        assert!(status >= 500, "a poll while Redis is down: {status} {body}");
+            .expect("a poll while the server is down answers (an error), not hangs");
+        assert!(
+            status >= 500,
+            "a poll while the server is down: {status} {body}"
+        );
         let error = body["error"].as_str().unwrap_or_default();
         assert!(error.contains("unavailable"), "{error}");
         eprintln!(
@@ -513,12 +638,15 @@ async fn a_redis_restart_keeps_finished_values_and_an_outage_answers_errors() {
         ),
     )
     .await
-    .expect("a call while Redis is down answers (an error), not hangs");
-    assert!(status >= 500, "a call while Redis is down: {status} {body}");
+    .expect("a call while the server is down answers (an error), not hangs");
+    assert!(
+        status >= 500,
+        "a call while the server is down: {status} {body}"
+    );
     cluster.assert_all_alive();
 
     // Back, with its data. (Each replica may answer an error or two while its connections come back.)
-    tokio::task::block_in_place(|| cluster.server.restart()).expect("restart redis-server");
+    tokio::task::block_in_place(|| cluster.server.restart());
     for replica in [1, 0] {
         let start = Instant::now();
         let mut errors = Vec::new();
@@ -553,5 +681,11 @@ async fn a_redis_restart_keeps_finished_values_and_an_outage_answers_errors() {
     let finished = cluster.poll_until_done(0, &running).await;
     assert_eq!(finished["is_complete"], true, "{finished}");
     assert_eq!(finished["value"], json!(y * y));
+    // Nothing ran twice: the outage outlasted the 2 s lease, yet no worker took the running task over.
+    assert_eq!(
+        cluster.runs(y).await,
+        1,
+        "the task that ran through the outage ran once"
+    );
     cluster.assert_all_alive();
 }

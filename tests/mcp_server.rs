@@ -807,6 +807,48 @@ async fn two_replicas_on_redis_share_a_task_by_config_alone() {
     }
 }
 
+/// Switching to Postgres by configuration alone: two replicas of the unchanged example server, started with
+/// `REFCACHE_BACKEND=postgres://...`, share one task, as on Redis. A call on replica A is polled to completion on
+/// replica B and is a hit there; the principal owns it on both, and another user sees it on neither.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn two_replicas_on_postgres_share_a_task_by_config_alone() {
+    let postgres = refcache::postgres::PostgresServer::start()
+        .expect("start PostgreSQL (is the postgresql package installed?)");
+    let backend = format!("{}?schema=mcp_test", postgres.url());
+    let tokens = ["--auth-tokens", "alice:token-a,bob:token-b"];
+    let a = HttpServer::start_on(Some(&backend), &tokens).await;
+    let b = HttpServer::start_on(Some(&backend), &tokens).await;
+    let alice_a = a.client(Some("token-a")).await.unwrap();
+    let alice_b = b.client(Some("token-a")).await.unwrap();
+    let bob_a = a.client(Some("token-b")).await.unwrap();
+    let bob_b = b.client(Some("token-b")).await.unwrap();
+
+    let args = json!({"n": 12, "seconds": 3.0});
+    let first = ok(&call(&alice_a, "slow_square", args.clone()).await);
+    assert_eq!(first["status"], "processing", "{first}");
+    let id = ref_id(&first);
+
+    // Bob, on either replica: as if the task did not exist.
+    for bob in [&bob_a, &bob_b] {
+        let denied = call(bob, "get_cached_result", json!({"ref_id": id})).await;
+        assert!(error_text(&denied).contains("Invalid or inaccessible reference"));
+    }
+
+    let done = ok(&poll_until_done(&alice_b, &id).await);
+    assert_eq!(done["value"]["square"], 144, "{done}");
+    let hit = ok(&call(&alice_b, "slow_square", args).await);
+    assert_eq!(hit["value"]["square"], 144, "{hit}");
+    assert_eq!(
+        ref_id(&hit),
+        id,
+        "a hit on the other replica, not a second execution"
+    );
+    for client in [alice_a, alice_b, bob_a, bob_b] {
+        client.cancel().await.unwrap();
+    }
+}
+
 /// The desktop-client JSON config that docs/mcp.md and docs/guide.md show, launched as a desktop client launches
 /// it: its `command` (the documented path, pointed at the built binary), `args` and `env`, over stdio. It must
 /// parse, name the example binary, and give a server whose `run_command` obeys the configured allowlist.

@@ -405,7 +405,12 @@ impl BackendFactory {
 inventory::collect!(BackendFactory);
 
 /// Known URL schemes and the facade feature that provides each.
-const KNOWN_SCHEMES: &[(&str, &str)] = &[("redis", "redis"), ("rediss", "redis")];
+const KNOWN_SCHEMES: &[(&str, &str)] = &[
+    ("redis", "redis"),
+    ("rediss", "redis"),
+    ("postgres", "postgres"),
+    ("postgresql", "postgres"),
+];
 
 pub(crate) fn build_backend(
     config: &RefCacheConfig,
@@ -437,7 +442,9 @@ pub(crate) fn build_backend(
         None => Err(ConfigError::InvalidValue {
             key: "backend".into(),
             value: redact_url(backend),
-            expected: "`memory` or a URL with a supported scheme (redis://, rediss://)".into(),
+            expected:
+                "`memory` or a URL with a supported scheme (redis://, rediss://, postgres://, postgresql://)"
+                    .into(),
         }),
     }
 }

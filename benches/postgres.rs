@@ -1,0 +1,558 @@
+//! Postgres backend benchmarks (issue #20), each against a raw `SELECT 1` round trip in the same run, on a private
+//! PostgreSQL (`initdb` in a temporary directory, a free loopback port, `fsync` on as in production, stopped at the
+//! end).
+//!
+//! ```text
+//! cargo bench --features postgres --bench postgres
+//! ```
+//!
+//! - `postgres/select_1`: a raw prepared `SELECT 1` over a `tokio-postgres` connection (the backend's driver): the
+//!   baseline.
+//! - `postgres/submit_complete_poll/local`: one task through the backend, `local` mode: `submit`, `wait` until it is
+//!   complete, then `get` (the poll). New arguments every time, so every call is a miss. Target: p50 ≤ 3 ms.
+//! - `postgres/submit_complete_poll/workers`: the same in `workers` mode: a replica submits, a worker in the same
+//!   process claims the task (`FOR UPDATE SKIP LOCKED`) and runs it by its registered name.
+//! - `postgres/throughput_4_workers`: 2,000 trivial tasks submitted at once by one replica and run by 4 workers (each
+//!   its own pool and listener), until all are complete. Target: ≥ 2,000 tasks/s. Against
+//!   `postgres/throughput_memory_backend`, the same 2,000 tasks through the in-process `MemoryTaskBackend`.
+//!
+//! Every operation runs inside a tokio worker task of a 2-thread runtime, as a request handler does; every backend
+//! (replicas and workers) runs in this one process, and the server on the same 2 CPUs. After the criterion
+//! benchmarks it prints:
+//! - the p50/p99 of 1,000 individually timed round trips of each kind, interleaved with as many `SELECT 1`s, with
+//!   the ratio of each median to `SELECT 1`'s and the median of each step (submit, wait until complete, poll);
+//! - tasks/s over a few timed batches with 4 workers, 1 worker, in `local` mode and in memory, with the CPU each task
+//!   cost this process (`/proc/self/stat`) and the server (`/proc/<pid>/stat` of the postmaster and its backends);
+//! - the statements one task costs and the server's execution time per task, from `pg_stat_statements`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
+use futures::future::join_all;
+use refcache::postgres::{
+    Mode, PostgresConfig, PostgresServer, PostgresServerOptions, PostgresTaskBackend,
+};
+use refcache::registry::{self, TaskRegistration};
+use refcache::{
+    CacheKey, MemoryBackendConfig, MemoryTaskBackend, RefId, Submission, Submitted, TaskBackend,
+    TaskOptions, TaskSpec, TaskStatus, cached,
+};
+use serde_json::json;
+use tokio::runtime::Runtime;
+
+/// The task's registered name (the `name` of the `#[cached]` function below).
+const NOOP: &str = "bench.postgres.noop";
+/// Tasks per throughput batch.
+const BATCH: u64 = 2_000;
+/// Workers in the throughput benchmark.
+const WORKERS: usize = 4;
+/// Individually timed operations for the percentiles.
+const TIMED: usize = 1_000;
+/// A bound on any wait; reached only if the backend is broken.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The task: answers its argument. A `#[cached]` free function whose parameters are all key arguments is registered
+/// by name, so a worker finds it; the benchmark submits it through the `TaskBackend` trait, not this wrapper.
+#[cached(name = "bench.postgres.noop")]
+async fn noop(i: u64) -> u64 {
+    i
+}
+
+/// Distinct arguments for every task of the run, so that every submission is a miss.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn submission() -> (Submission, RefId, u64) {
+    let i = NEXT.fetch_add(1, Ordering::Relaxed);
+    let args = json!({ "i": i });
+    let key = CacheKey::from_json(NOOP, "bench", &args).expect("JSON args");
+    let ref_id = RefId::generate("bench");
+    let spec = TaskSpec::new(ref_id.clone(), key, NOOP, "bench", args)
+        .with_options(TaskOptions::default().ttl(Some(Duration::from_secs(600))));
+    let job = registry::find(NOOP).map(TaskRegistration::job);
+    (Submission::new(spec, job), ref_id, i)
+}
+
+/// How long each step of a round trip took.
+#[derive(Debug, Clone, Copy, Default)]
+struct Steps {
+    submit: Duration,
+    wait: Duration,
+    poll: Duration,
+}
+
+impl Steps {
+    fn total(&self) -> Duration {
+        self.submit + self.wait + self.poll
+    }
+}
+
+/// Submits a new task and waits until it is complete; `poll`: then reads it again, as a client's poll does.
+async fn run_task(backend: &dyn TaskBackend, poll: bool) -> Steps {
+    let (submission, ref_id, i) = submission();
+    let start = Instant::now();
+    match backend.submit(submission).await.expect("submit") {
+        Submitted::Started(_) => {}
+        other => panic!("expected a new execution (a miss), got {other:?}"),
+    }
+    let submitted = Instant::now();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let done = backend
+        .wait(&ref_id, Some(deadline))
+        .await
+        .expect("wait")
+        .expect("the task's record");
+    let completed = Instant::now();
+    assert_eq!(
+        done.info.status,
+        TaskStatus::Complete,
+        "task {ref_id} did not complete in {PATIENCE:?}: {:?}",
+        done.info.error
+    );
+    if poll {
+        let polled = backend
+            .get(&ref_id)
+            .await
+            .expect("get")
+            .expect("the task's record");
+        let value = polled.value.expect("a complete task's value");
+        assert_eq!(value.value, json!(i));
+        black_box(value);
+    }
+    Steps {
+        submit: submitted - start,
+        wait: completed - submitted,
+        poll: completed.elapsed(),
+    }
+}
+
+/// One timed operation.
+#[derive(Clone)]
+enum Op {
+    /// A raw prepared `SELECT 1`.
+    Select1(Arc<tokio_postgres::Client>, tokio_postgres::Statement),
+    /// Submit, wait until complete, poll.
+    RoundTrip(Arc<dyn TaskBackend>),
+}
+
+impl Op {
+    async fn once(&mut self) -> Steps {
+        match self {
+            Self::Select1(client, statement) => {
+                let start = Instant::now();
+                let row = client.query_one(&*statement, &[]).await.expect("SELECT 1");
+                black_box(row.get::<_, i32>(0));
+                Steps {
+                    submit: start.elapsed(),
+                    ..Steps::default()
+                }
+            }
+            Self::RoundTrip(backend) => run_task(backend.as_ref(), true).await,
+        }
+    }
+
+    /// `iters` operations in a row, inside a worker task; the time they took.
+    fn time(&self, rt: &Runtime, iters: u64) -> Duration {
+        let mut op = self.clone();
+        rt.block_on(rt.spawn(async move {
+            let start = Instant::now();
+            for _ in 0..iters {
+                op.once().await;
+            }
+            start.elapsed()
+        }))
+        .expect("the timed task")
+    }
+}
+
+/// `BATCH` tasks submitted at once through `backend` (each its own future: submit, then wait until complete), from
+/// inside a worker task; the time until all are complete.
+fn time_batch(rt: &Runtime, backend: &Arc<dyn TaskBackend>) -> Duration {
+    let backend = backend.clone();
+    rt.block_on(rt.spawn(async move {
+        let start = Instant::now();
+        join_all((0..BATCH).map(|_| run_task(backend.as_ref(), false))).await;
+        start.elapsed()
+    }))
+    .expect("the batch")
+}
+
+/// The private server and every backend on it. Each benchmark has its own schema, so that only its own processes
+/// claim its tasks and hear its notifications.
+struct Setup {
+    select1: Op,
+    sql: Arc<tokio_postgres::Client>,
+    local: Arc<dyn TaskBackend>,
+    /// `workers` mode: the submitting replica (its one worker runs beside it).
+    replica: Arc<dyn TaskBackend>,
+    /// The throughput benchmark: the submitting replica (its four workers run beside it).
+    tp_replica: Arc<dyn TaskBackend>,
+    memory: Arc<dyn TaskBackend>,
+    all: Vec<PostgresTaskBackend>,
+    /// Last: stopped after the backends are gone.
+    server: PostgresServer,
+}
+
+impl Setup {
+    fn start(rt: &Runtime, fsync: bool) -> Self {
+        assert!(
+            registry::find(NOOP).is_some(),
+            "the benchmark task `{NOOP}` is not registered"
+        );
+        let server = PostgresServer::start_with(
+            PostgresServerOptions::default()
+                .fsync(fsync)
+                .stat_statements(true),
+        )
+        .expect("a private PostgreSQL (install Debian's `postgresql`)");
+        let url = server.url();
+        let config = |schema: &str| {
+            PostgresConfig::from_url(&url)
+                .expect("the server's URL")
+                .schema(schema)
+                .max_queued(1_000_000)
+                // A burst of 2,000 on a contended disk is measured, not refused at the 5 s default.
+                .command_timeout(Duration::from_secs(60))
+        };
+        rt.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("a connection");
+            tokio::spawn(connection);
+            client
+                .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                .await
+                .expect("pg_stat_statements");
+            let statement = client.prepare("SELECT 1").await.expect("prepare");
+            let sql = Arc::new(client);
+            let local = PostgresTaskBackend::new(config("bench_local")).expect("the local backend");
+            let replica = PostgresTaskBackend::new(config("bench_workers").mode(Mode::Workers))
+                .expect("the workers-mode replica");
+            let worker = PostgresTaskBackend::worker(config("bench_workers")).expect("a worker");
+            let tp_replica = PostgresTaskBackend::new(config("bench_tp").mode(Mode::Workers))
+                .expect("the throughput replica");
+            let tp_workers: Vec<PostgresTaskBackend> = (0..WORKERS)
+                .map(|_| PostgresTaskBackend::worker(config("bench_tp")).expect("a worker"))
+                .collect();
+            let mut all = vec![
+                local.clone(),
+                replica.clone(),
+                worker.clone(),
+                tp_replica.clone(),
+            ];
+            all.extend(tp_workers.iter().cloned());
+            for backend in &all {
+                backend.start().await.expect("Postgres answers");
+            }
+            let mut memory = MemoryBackendConfig::default();
+            memory.max_workers = WORKERS * tp_workers[0].config().max_workers;
+            memory.max_queued = 1_000_000;
+            let setup = Self {
+                select1: Op::Select1(sql.clone(), statement),
+                sql,
+                local: Arc::new(local),
+                replica: Arc::new(replica),
+                tp_replica: Arc::new(tp_replica),
+                memory: Arc::new(MemoryTaskBackend::new(memory)),
+                all,
+                server,
+            };
+            for backend in [
+                &setup.local,
+                &setup.replica,
+                &setup.tp_replica,
+                &setup.memory,
+            ] {
+                run_task(backend.as_ref(), true).await;
+            }
+            setup
+        })
+    }
+
+    fn stop(self, rt: &Runtime) {
+        rt.block_on(async {
+            for backend in &self.all {
+                let _ = backend.shutdown(Duration::from_secs(1)).await;
+            }
+        });
+        drop(self.server);
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    println!("{}", machine_load("at the start"));
+    println!("{}", fsync_latency());
+    // fsync on is the server's default and what production runs; off shows what the disk's flushes cost.
+    for (fsync, suffix) in [(true, ""), (false, "_fsync_off")] {
+        let setup = Setup::start(&rt, fsync);
+        let select1 = setup.select1.clone();
+        let local = Op::RoundTrip(setup.local.clone());
+        let workers = Op::RoundTrip(setup.replica.clone());
+
+        let mut group = c.benchmark_group("postgres");
+        group
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(5));
+        group.bench_function(format!("select_1{suffix}"), |b| {
+            b.iter_custom(|iters| select1.time(&rt, iters))
+        });
+        group
+            .sample_size(20)
+            .measurement_time(Duration::from_secs(8));
+        group.bench_function(
+            BenchmarkId::new("submit_complete_poll", format!("local{suffix}")),
+            |b| b.iter_custom(|iters| local.time(&rt, iters)),
+        );
+        group.bench_function(
+            BenchmarkId::new("submit_complete_poll", format!("workers{suffix}")),
+            |b| b.iter_custom(|iters| workers.time(&rt, iters)),
+        );
+        group
+            .throughput(Throughput::Elements(BATCH))
+            .sampling_mode(SamplingMode::Flat)
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(20));
+        group.bench_function(format!("throughput_4_workers{suffix}"), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| time_batch(&rt, &setup.tp_replica)).sum())
+        });
+        if fsync {
+            group.bench_function("throughput_memory_backend", |b| {
+                b.iter_custom(|iters| (0..iters).map(|_| time_batch(&rt, &setup.memory)).sum())
+            });
+        }
+        group.finish();
+
+        println!("\n== fsync {}", if fsync { "on" } else { "off" });
+        latency(
+            &rt,
+            &[
+                ("select_1", &select1),
+                ("submit_complete_poll/local", &local),
+                ("submit_complete_poll/workers", &workers),
+            ],
+        );
+        throughput(&rt, &setup);
+        println!("{}", machine_load("after this server's figures"));
+        setup.stop(&rt);
+    }
+    println!("{}", fsync_latency());
+}
+
+/// What one flush of the disk costs now (`pg_test_fsync`, one 8 kB write then `fdatasync`, 1 s): with `fsync` on,
+/// every durable commit waits for one (group commit shares it among concurrent commits).
+fn fsync_latency() -> String {
+    let Some(bin) = std::fs::read_dir("/usr/lib/postgresql").ok().and_then(|d| {
+        d.filter_map(Result::ok)
+            .map(|e| e.path().join("bin/pg_test_fsync"))
+            .find(|p| p.is_file())
+    }) else {
+        return "pg_test_fsync: not found".to_owned();
+    };
+    let file = std::env::temp_dir().join(format!("refcache-bench-fsync-{}", std::process::id()));
+    let out = std::process::Command::new(bin)
+        .args(["-s", "1", "-f"])
+        .arg(&file)
+        .output();
+    let _ = std::fs::remove_file(&file);
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("fdatasync"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "no figure".to_owned());
+    format!("disk flush now (pg_test_fsync, one 8 kB write): {line}")
+}
+
+/// The CPUs and the load average (Linux), since every figure here depends on both.
+fn machine_load(when: &str) -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!(
+        "machine {when}: {cpus} CPUs, load average {}",
+        load.join(" ")
+    )
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// `TIMED` rounds of every operation in turn (interleaved, so that all see the same machine), each timed alone.
+fn latency(rt: &Runtime, ops: &[(&str, &Op)]) {
+    println!();
+    let mut timed: Vec<Op> = ops.iter().map(|(_, op)| (*op).clone()).collect();
+    let samples: Vec<Vec<Steps>> = rt
+        .block_on(rt.spawn(async move {
+            let mut samples = vec![Vec::with_capacity(TIMED); timed.len()];
+            for _ in 0..TIMED {
+                for (op, samples) in timed.iter_mut().zip(samples.iter_mut()) {
+                    samples.push(op.once().await);
+                }
+            }
+            samples
+        }))
+        .expect("the timed task");
+    let mut base = None;
+    for ((name, _), steps) in ops.iter().zip(samples) {
+        let sorted = |f: fn(&Steps) -> Duration| {
+            let mut v: Vec<Duration> = steps.iter().map(f).collect();
+            v.sort();
+            v
+        };
+        let total = sorted(Steps::total);
+        let p50 = pct(&total, 0.5);
+        let base = *base.get_or_insert(p50);
+        println!(
+            "postgres/{name:<29} {TIMED} timed alone: p50 {p50:>9.2?}  p99 {:>9.2?}  p99.9 {:>9.2?}  max {:>9.2?}  \
+             p50 = {:>5.1}x SELECT 1's",
+            pct(&total, 0.99),
+            pct(&total, 0.999),
+            total[total.len() - 1],
+            p50.as_secs_f64() / base.as_secs_f64(),
+        );
+        if name.starts_with("submit_complete_poll") {
+            println!(
+                "    step medians: submit {:.2?}, wait until complete {:.2?}, poll {:.2?}",
+                pct(&sorted(|s| s.submit), 0.5),
+                pct(&sorted(|s| s.wait), 0.5),
+                pct(&sorted(|s| s.poll), 0.5),
+            );
+        }
+    }
+}
+
+/// utime + stime of a `/proc/<pid>/stat` (clock ticks of 1/100 s), with the children it has waited for.
+fn stat_cpu(path: &str, with_children: bool) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    let mut ticks = field(11)? + field(12)?;
+    if with_children {
+        ticks += field(13)? + field(14)?;
+    }
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time used so far by this process.
+fn process_cpu() -> Option<Duration> {
+    stat_cpu("/proc/self/stat", false)
+}
+
+/// CPU time used so far by the server: the postmaster (with the backends it has reaped) and its live backends.
+fn server_cpu(server: &PostgresServer) -> Option<Duration> {
+    let main = server.pid()?;
+    let mut total = stat_cpu(&format!("/proc/{main}/stat"), true)?;
+    for entry in std::fs::read_dir("/proc").ok()?.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(main) {
+            total += stat_cpu(&format!("/proc/{pid}/stat"), false).unwrap_or_default();
+        }
+    }
+    Some(total)
+}
+
+/// Tasks/s over a few timed batches of each configuration, with the CPU each task cost this process (every role
+/// runs in it) and the server, and the statements per task.
+fn throughput(rt: &Runtime, setup: &Setup) {
+    println!();
+    const BATCHES: u32 = 5;
+    let configs: [(&str, &Arc<dyn TaskBackend>, &str); 4] = [
+        ("throughput_4_workers", &setup.tp_replica, "bench_tp"),
+        ("throughput_1_worker", &setup.replica, "bench_workers"),
+        ("throughput_local", &setup.local, "bench_local"),
+        ("throughput_memory_backend", &setup.memory, ""),
+    ];
+    let mut medians = Vec::new();
+    for (name, backend, schema) in configs {
+        rt.block_on(setup.sql.batch_execute("SELECT pg_stat_statements_reset()"))
+            .expect("reset pg_stat_statements");
+        let (cpu, server) = (process_cpu(), server_cpu(&setup.server));
+        let mut per_s: Vec<f64> = (0..BATCHES)
+            .map(|_| BATCH as f64 / time_batch(rt, backend).as_secs_f64())
+            .collect();
+        let tasks = f64::from(BATCHES) * BATCH as f64;
+        let cost = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
+            (Some(b), Some(a)) => format!("{:.0} µs", (a - b).as_secs_f64() * 1e6 / tasks),
+            _ => "n/a".to_owned(),
+        };
+        per_s.sort_by(f64::total_cmp);
+        let median = per_s[per_s.len() / 2];
+        println!(
+            "postgres/{name:<26} {BATCH} at once, {BATCHES} batches: median {median:>6.0} tasks/s (min {:.0}, max \
+             {:.0}); CPU per task: this process {}, server {}",
+            per_s[0],
+            per_s[per_s.len() - 1],
+            cost(cpu, process_cpu()),
+            cost(server, server_cpu(&setup.server)),
+        );
+        if !schema.is_empty() {
+            println!("    {}", statements(rt, &setup.sql, schema, tasks));
+        }
+        medians.push(median);
+    }
+    println!(
+        "postgres with {WORKERS} workers: {:.1}x the tasks/s of 1 worker, {:.3}x the in-process memory backend's",
+        medians[0] / medians[1],
+        medians[0] / medians[3]
+    );
+}
+
+/// What the server ran for the tasks of `schema` since the last reset (`pg_stat_statements`), per task.
+fn statements(rt: &Runtime, sql: &tokio_postgres::Client, schema: &str, tasks: f64) -> String {
+    let rows = rt.block_on(sql.query(
+        "SELECT calls::float8, total_exec_time, query FROM pg_stat_statements
+         WHERE query LIKE '%' || $1 || '%' OR query IN ('BEGIN', 'COMMIT', 'ROLLBACK')",
+        &[&format!("\"{schema}\"")],
+    ));
+    let Ok(rows) = rows else {
+        return "no pg_stat_statements".to_owned();
+    };
+    let mut calls = 0.0;
+    let mut ms = 0.0;
+    let mut each: Vec<(f64, f64, String)> = Vec::new();
+    for row in &rows {
+        let (c, t, q): (f64, f64, String) = (row.get(0), row.get(1), row.get(2));
+        calls += c;
+        ms += t;
+        let short: String = q.split_whitespace().take(6).collect::<Vec<_>>().join(" ");
+        each.push((c, t, short));
+    }
+    each.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let top: Vec<String> = each
+        .iter()
+        .take(6)
+        .map(|(c, t, q)| format!("`{q}` {:.2} calls {:.0} µs", c / tasks, t * 1e3 / tasks))
+        .collect();
+    format!(
+        "server statements per task: {:.1} ({:.0} µs executing; the BEGIN/COMMIT counts are the whole server's); \
+         costliest: {}",
+        calls / tasks,
+        ms * 1e3 / tasks,
+        top.join(", ")
+    )
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

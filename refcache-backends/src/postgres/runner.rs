@@ -1,0 +1,581 @@
+//! Running tasks in this process: the tasks it holds (submitted here in `local` mode, claimed from the table in
+//! `workers` mode), the shared [`Scheduler`] that starts them (slots, priority, `max_concurrent`), and the
+//! [`TaskHooks`] that write each change through to Postgres.
+//!
+//! A task's life here: `hold` → scheduler → `drive`: `start` (pending → processing, counted as a delivery, only if
+//! this process still owns the row) → [`run_task`] (retries, timeout, cancel grace, all shared with the in-process
+//! backend) → one terminal transition (the value inserted in the same transaction) → release the slot.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use refcache_core::{
+    Ending, LocalJob, RefId, RetryInfo, RunLimits, Scheduler, StoredValue, TaskError, TaskHooks,
+    TaskInfo, TaskProgress, TaskSpec, TaskStatus, Timestamp, job_for, run_task,
+};
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Inner, Transition, lock};
+
+/// The tasks this process holds.
+pub(crate) struct RunState {
+    sched: Scheduler,
+    held: HashMap<RefId, Held>,
+}
+
+struct Held {
+    spec: Arc<TaskSpec>,
+    job: Option<LocalJob>,
+    /// Its record as the row held it when this process took the task (submitted or claimed), so that the start
+    /// need not read it again; `None`: read it at the start.
+    info: Option<TaskInfo>,
+    cancel: CancellationToken,
+    running: bool,
+}
+
+impl RunState {
+    pub(crate) fn new(max_workers: usize) -> Self {
+        Self {
+            sched: Scheduler::new(max_workers),
+            held: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn running(&self) -> usize {
+        self.sched.running()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.sched.capacity()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.held.len()
+    }
+}
+
+struct Start {
+    ref_id: RefId,
+    spec: Arc<TaskSpec>,
+    job: Option<LocalJob>,
+    info: Option<TaskInfo>,
+    cancel: CancellationToken,
+}
+
+impl Inner {
+    /// Takes a task to run here; it starts when the scheduler lets it.
+    pub(crate) fn hold(
+        self: &Arc<Self>,
+        spec: Arc<TaskSpec>,
+        job: Option<LocalJob>,
+        info: Option<TaskInfo>,
+    ) {
+        self.hold_then(spec, job, info, true);
+    }
+
+    /// Takes a task to run here, starting queued tasks only if `admit` (else at the next [`Inner::admit_now`]).
+    pub(crate) fn hold_then(
+        self: &Arc<Self>,
+        spec: Arc<TaskSpec>,
+        job: Option<LocalJob>,
+        info: Option<TaskInfo>,
+        admit_now: bool,
+    ) {
+        let started = {
+            let mut st = lock(&self.run);
+            let ref_id = spec.ref_id.clone();
+            if st.held.contains_key(&ref_id) {
+                return;
+            }
+            st.sched.enqueue(
+                ref_id.clone(),
+                spec.task_name.clone(),
+                spec.options.priority,
+                spec.options.max_concurrent,
+            );
+            st.held.insert(
+                ref_id,
+                Held {
+                    spec,
+                    job,
+                    info,
+                    cancel: CancellationToken::new(),
+                    running: false,
+                },
+            );
+            if admit_now {
+                admit(&mut st)
+            } else {
+                Vec::new()
+            }
+        };
+        self.spawn_all(started);
+    }
+
+    /// Starts what the free slots allow.
+    pub(crate) fn admit_now(self: &Arc<Self>) {
+        let started = admit(&mut lock(&self.run));
+        self.spawn_all(started);
+    }
+
+    fn spawn_all(self: &Arc<Self>, started: Vec<Start>) {
+        for start in started {
+            let span = tracing::debug_span!("refcache.task", task = %start.spec.task_name, ref_id = %start.ref_id);
+            tokio::spawn(drive(self.clone(), start).instrument(span));
+        }
+    }
+
+    /// The task is done here: its slot is free, and the next queued task may start. A worker first claims what
+    /// waits in the table (its claiming loop then starts the next task), so that a task of higher priority queued
+    /// meanwhile starts before the lower ones it already holds.
+    fn release(self: &Arc<Self>, ref_id: &RefId) {
+        let claims_first = self.consumes && !self.consuming.is_cancelled();
+        let started = {
+            let mut st = lock(&self.run);
+            if let Some(held) = st.held.remove(ref_id) {
+                if held.running {
+                    st.sched.finished(&held.spec.task_name);
+                } else {
+                    st.sched.remove(ref_id);
+                }
+            }
+            if claims_first {
+                Vec::new()
+            } else {
+                admit(&mut st)
+            }
+        };
+        self.spawn_all(started);
+        self.released.notify_waiters();
+        self.work.notify_one();
+    }
+
+    /// Whether this process holds `ref_id`.
+    pub(crate) fn holds(&self, ref_id: &RefId) -> bool {
+        lock(&self.run).held.contains_key(ref_id)
+    }
+
+    /// The task was cancelled, deleted or finished elsewhere (its row says so): a queued one leaves the queue, a
+    /// running one has its token fired.
+    pub(crate) fn stop_held(self: &Arc<Self>, ref_id: &RefId) {
+        {
+            let st = lock(&self.run);
+            match st.held.get(ref_id) {
+                Some(held) if held.running => {
+                    held.cancel.cancel();
+                    return;
+                }
+                Some(_) => {}
+                None => return,
+            }
+        }
+        self.release(ref_id);
+    }
+
+    /// After a reconnect: notifications may have been missed, so every held task's row is read again.
+    pub(crate) fn resync_held(self: &Arc<Self>) {
+        let refs = self.held_refs();
+        if refs.is_empty() {
+            return;
+        }
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let Ok(live) = inner.live_statuses(&refs).await else {
+                return;
+            };
+            for ref_id in refs {
+                if !live.contains(&ref_id) {
+                    inner.stop_held(&ref_id);
+                }
+            }
+        });
+    }
+
+    pub(crate) fn held_refs(&self) -> Vec<RefId> {
+        lock(&self.run).held.keys().cloned().collect()
+    }
+
+    /// Waits until nothing is held, or `until`; answers whether nothing is.
+    pub(crate) async fn wait_idle(&self, until: tokio::time::Instant) -> bool {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if lock(&self.run).len() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(until, released).await.is_err() {
+                return lock(&self.run).len() == 0;
+            }
+        }
+    }
+
+    /// A terminal write that must land: retried through an outage, with backoff, until Postgres answers (or the
+    /// task record's TTL has passed, when nobody can read it anyway).
+    async fn write_terminal(
+        &self,
+        ref_id: &RefId,
+        info: &TaskInfo,
+        counter: &'static str,
+        value: Option<&(String, String, Duration)>,
+    ) -> Option<bool> {
+        let give_up = tokio::time::Instant::now() + self.config.task_ttl;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let change = Transition {
+                from: &[TaskStatus::Processing],
+                owner: true,
+                counter,
+                dead: false,
+                value,
+            };
+            match self.transition(ref_id, info, change).await {
+                Ok(done) => return Some(done),
+                Err(err) if tokio::time::Instant::now() < give_up => {
+                    tracing::warn!(%ref_id, %err, "cannot record a task's end yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(err) => {
+                    tracing::error!(%ref_id, %err, "gave up recording a task's end");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Fails a task whose workers keep getting lost (or, in `local` mode, whose process is gone), and files it in
+    /// the dead-letter view.
+    pub(crate) async fn fail_lost(&self, ref_id: &RefId, message: String) {
+        let Ok(Some((status, mut info))) = self.read(ref_id).await else {
+            return;
+        };
+        if status.is_terminal() {
+            return;
+        }
+        info.status = TaskStatus::Failed;
+        info.finished_at = Some(Timestamp::now());
+        info.queue_position = None;
+        info.error = Some(
+            TaskError::new(message)
+                .with_code("WORKER_LOST")
+                .with_remediation("call it again; if it keeps happening, look for what kills the process running it")
+                .permanent(),
+        );
+        let change = Transition {
+            from: &[status],
+            owner: false,
+            counter: "",
+            dead: true,
+            value: None,
+        };
+        if matches!(self.transition(ref_id, &info, change).await, Ok(true)) {
+            tracing::warn!(%ref_id, task = %info.task_name, "task failed: worker lost");
+        }
+    }
+}
+
+/// Under the run lock: hands free slots to queued tasks.
+fn admit(st: &mut RunState) -> Vec<Start> {
+    let mut started = Vec::new();
+    while let Some((ref_id, name)) = st.sched.start_next() {
+        let Some(held) = st.held.get_mut(&ref_id) else {
+            st.sched.finished(&name);
+            continue;
+        };
+        held.running = true;
+        started.push(Start {
+            ref_id,
+            spec: held.spec.clone(),
+            job: held.job.clone(),
+            info: held.info.take(),
+            cancel: held.cancel.clone(),
+        });
+    }
+    started
+}
+
+/// Releases the slot however `drive` ends (a runtime shutting down drops it mid-way).
+struct Release {
+    inner: Arc<Inner>,
+    ref_id: RefId,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.inner.release(&self.ref_id);
+    }
+}
+
+async fn drive(inner: Arc<Inner>, start: Start) {
+    let _release = Release {
+        inner: inner.clone(),
+        ref_id: start.ref_id.clone(),
+    };
+    run_one(&inner, &start).await;
+}
+
+async fn run_one(inner: &Arc<Inner>, start: &Start) {
+    let Start {
+        ref_id, spec, job, ..
+    } = start;
+    let Some(info) = inner.start(ref_id, start.info.clone()).await else {
+        return;
+    };
+    tracing::debug!(%ref_id, task = %spec.task_name, "task started");
+    let hooks = Hooks::start(inner.clone(), ref_id.clone(), info);
+    let ending = match job_for(spec, job.as_ref()) {
+        Ok(job) => {
+            let timeout = spec
+                .options
+                .execution_timeout
+                .or(inner.config.default_execution_timeout);
+            let limits = RunLimits::new(timeout, inner.config.cancel_grace);
+            let dyn_hooks: Arc<dyn TaskHooks> = hooks.clone();
+            let ending = run_task(&job, spec, dyn_hooks, start.cancel.clone(), limits).await;
+            if let Ending::Finished(Err(_)) = &ending {
+                inner.reruns.insert(ref_id.clone(), job);
+            }
+            ending
+        }
+        Err(error) => Ending::Finished(Err(error)),
+    };
+    hooks.flush().await;
+    let mut info = hooks.info();
+    match ending {
+        Ending::Finished(Ok(value)) => {
+            let ttl = spec.options.ttl.unwrap_or(inner.config.default_ttl);
+            let mut stored = StoredValue::of_task(spec, value, ttl);
+            info.status = TaskStatus::Complete;
+            info.finished_at = Some(Timestamp::now());
+            info.error = None;
+            let encoded = super::encode_value(&mut stored);
+            let answer = inner
+                .write_terminal(ref_id, &info, "", Some(&encoded))
+                .await;
+            if answer == Some(true) {
+                tracing::debug!(%ref_id, "task complete");
+                if inner.near.fits(&stored) {
+                    inner.near.insert(Arc::new(stored)).await;
+                }
+            } else {
+                tracing::debug!(%ref_id, ?answer, "a late result was dropped");
+            }
+        }
+        Ending::Finished(Err(error)) => {
+            info.status = TaskStatus::Failed;
+            info.finished_at = Some(Timestamp::now());
+            info.error = Some(error);
+            inner.write_terminal(ref_id, &info, "", None).await;
+        }
+        // The timeout's failure was written by the hook when it fired; wait for it to land.
+        Ending::TimedOut => hooks.timed_out_written().await,
+        _ => {}
+    }
+}
+
+impl Inner {
+    /// Claims a held task for running: pending → processing, one more delivery, only while this process owns it.
+    /// Answers its record, or `None` when it must not run (cancelled, deleted, finished, taken over, or dead).
+    async fn start(self: &Arc<Self>, ref_id: &RefId, known: Option<TaskInfo>) -> Option<TaskInfo> {
+        // The record the row held when this process took the task is still the row's while it is pending here (a
+        // change of it changes its status, and the start then refuses); else it is read now.
+        let mut info = match known {
+            Some(info) => info,
+            None => self.read(ref_id).await.ok()??.1,
+        };
+        info.status = TaskStatus::Processing;
+        info.started_at.get_or_insert_with(Timestamp::now);
+        info.queue_position = None;
+        match self.claim(ref_id, &info).await {
+            Ok(Some(_deliveries)) => Some(info),
+            Ok(None) => {
+                if let Ok(Some(n)) = self.dead_on_arrival(ref_id).await {
+                    self.fail_lost(
+                        ref_id,
+                        format!(
+                            "worker lost: the task was delivered {n} times and every worker running it stopped \
+                             before it finished (max_deliveries = {})",
+                            self.config.max_deliveries
+                        ),
+                    )
+                    .await;
+                }
+                None
+            }
+            // Postgres is down: the lease runs out, and the task comes back (workers) or fails `worker lost`.
+            Err(err) => {
+                tracing::debug!(%ref_id, %err, "cannot start a task");
+                None
+            }
+        }
+    }
+}
+
+/// A running task's record, mirrored here and written through to Postgres: progress and retry notes by a writer
+/// task that sends only the latest state (a task reporting progress in a tight loop costs one write per round
+/// trip, not one per report).
+struct Hooks {
+    inner: Arc<Inner>,
+    ref_id: RefId,
+    state: Mutex<HookState>,
+    wake: Notify,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    timeout_write: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct HookState {
+    info: TaskInfo,
+    partial: Option<Value>,
+    dirty: bool,
+    counters: Vec<&'static str>,
+    stop: bool,
+}
+
+impl Hooks {
+    fn start(inner: Arc<Inner>, ref_id: RefId, info: TaskInfo) -> Arc<Self> {
+        let hooks = Arc::new(Self {
+            inner,
+            ref_id,
+            state: Mutex::new(HookState {
+                info,
+                partial: None,
+                dirty: false,
+                counters: Vec::new(),
+                stop: false,
+            }),
+            wake: Notify::new(),
+            writer: Mutex::new(None),
+            timeout_write: Mutex::new(None),
+        });
+        let writer = tokio::spawn(write_changes(hooks.clone()));
+        *lock(&hooks.writer) = Some(writer);
+        hooks
+    }
+
+    fn info(&self) -> TaskInfo {
+        lock(&self.state).info.clone()
+    }
+
+    fn change(&self, f: impl FnOnce(&mut HookState)) {
+        f(&mut lock(&self.state));
+        self.wake.notify_one();
+    }
+
+    /// Writes what is left and stops the writer.
+    async fn flush(&self) {
+        self.change(|s| s.stop = true);
+        let writer = lock(&self.writer).take();
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+    }
+
+    async fn timed_out_written(&self) {
+        let write = lock(&self.timeout_write).take();
+        if let Some(write) = write {
+            let _ = write.await;
+        }
+    }
+}
+
+async fn write_changes(h: Arc<Hooks>) {
+    loop {
+        let (info, counters, stop) = {
+            let mut s = lock(&h.state);
+            let info = std::mem::take(&mut s.dirty).then(|| s.info.clone());
+            (info, std::mem::take(&mut s.counters), s.stop)
+        };
+        if info.is_none() && counters.is_empty() && !stop {
+            // `notify_one` keeps a permit: a change made since the state was taken wakes this at once.
+            h.wake.notified().await;
+            continue;
+        }
+        let inner = &h.inner;
+        if let Some(info) = info
+            && info.status == TaskStatus::Processing
+        {
+            let change = Transition {
+                from: &[TaskStatus::Processing],
+                owner: true,
+                counter: "",
+                dead: false,
+                value: None,
+            };
+            let _ = inner.transition(&h.ref_id, &info, change).await;
+        }
+        for counter in counters {
+            let _ = inner.count(counter).await;
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+impl TaskHooks for Hooks {
+    fn report_progress(&self, progress: TaskProgress) {
+        self.change(|s| {
+            if s.info.status == TaskStatus::Processing {
+                s.info.progress = Some(progress);
+                s.dirty = true;
+            }
+        });
+    }
+
+    fn set_partial_result(&self, value: Value) {
+        lock(&self.state).partial = Some(value);
+    }
+
+    fn partial_result(&self) -> Option<Value> {
+        lock(&self.state).partial.clone()
+    }
+
+    fn attempt_failed(&self, mut failure: RetryInfo) {
+        self.change(|s| {
+            failure.attempt = u32::try_from(s.info.retry_history.len() + 1).unwrap_or(u32::MAX);
+            s.info.retry_history.push(failure);
+            s.dirty = true;
+        });
+    }
+
+    fn retry_scheduled(&self, note: String) {
+        self.change(|s| {
+            s.counters.push("retries");
+            if s.info.status == TaskStatus::Processing {
+                s.info.status_message = Some(note);
+                s.dirty = true;
+            }
+        });
+    }
+
+    fn retry_started(&self) {
+        self.change(|s| {
+            s.info.retry_count += 1;
+            s.info.status_message = None;
+            s.dirty = true;
+        });
+    }
+
+    fn timed_out(&self, error: TaskError) {
+        let info = {
+            let mut s = lock(&self.state);
+            s.info.status = TaskStatus::Failed;
+            s.info.error = Some(error);
+            s.info.finished_at = Some(Timestamp::now());
+            s.info.clone()
+        };
+        // Failed now, not after the grace period the task gets to stop in.
+        let inner = self.inner.clone();
+        let ref_id = self.ref_id.clone();
+        let write = tokio::spawn(async move {
+            inner.write_terminal(&ref_id, &info, "timeouts", None).await;
+        });
+        *lock(&self.timeout_write) = Some(write);
+    }
+}

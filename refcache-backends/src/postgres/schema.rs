@@ -1,0 +1,353 @@
+//! The schema: versioned migrations shipped in the crate, applied at first use, and every statement the backend
+//! runs, written out once per schema name.
+//!
+//! Migrations run in one transaction under a transaction-level advisory lock keyed by the schema name, so that two
+//! replicas starting together apply them once. The applied version is in `<schema>.schema_version`; a database
+//! whose version is newer than this binary's is refused with [`SchemaError::TooNew`] and never altered.
+
+use tokio_postgres::Client;
+
+/// The migrations, in order: `(version, SQL)`, the SQL with `{schema}` for the quoted schema name.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_tasks.sql"))];
+
+/// The schema version this binary writes and reads.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Why the schema could not be made ready.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// The database's schema was made by a newer refcache.
+    #[error(
+        "the refcache tables in schema `{schema}` are at version {found}, newer than this binary's {supported}: \
+         run a refcache at least as new as the one that migrated them (the schema was left unchanged), or use \
+         another schema (?schema=...)"
+    )]
+    TooNew {
+        /// The schema.
+        schema: String,
+        /// Its version.
+        found: i32,
+        /// This binary's.
+        supported: i32,
+    },
+    /// The database answered with an error.
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// The advisory lock key of a schema's migrations (FNV-1a of its name, so that each schema has its own).
+fn lock_key(schema: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in b"refcache.migrate.".iter().chain(schema.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// Brings `schema` to [`SCHEMA_VERSION`]: creates it and its tables if missing, applies the migrations it lacks.
+/// Answers the version found before.
+pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<i32, SchemaError> {
+    let quoted = quote(schema);
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(schema)])
+        .await?;
+    let exists: bool = tx
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("{quoted}.schema_version")],
+        )
+        .await?
+        .get(0);
+    let found: i32 = if exists {
+        tx.query_one(
+            &format!("SELECT coalesce(max(version), 0) FROM {quoted}.schema_version"),
+            &[],
+        )
+        .await?
+        .get(0)
+    } else {
+        0
+    };
+    if found > SCHEMA_VERSION {
+        tx.rollback().await?;
+        return Err(SchemaError::TooNew {
+            schema: schema.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found == SCHEMA_VERSION {
+        tx.commit().await?;
+        return Ok(found);
+    }
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {quoted};
+         CREATE TABLE IF NOT EXISTS {quoted}.schema_version (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );"
+    ))
+    .await?;
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        tx.batch_execute(&sql.replace("{schema}", &quoted)).await?;
+        tx.execute(
+            &format!("INSERT INTO {quoted}.schema_version (version) VALUES ($1)"),
+            &[version],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::info!(
+        schema,
+        from = found,
+        to = SCHEMA_VERSION,
+        "refcache: Postgres schema migrated"
+    );
+    Ok(found)
+}
+
+/// The schema name as an SQL identifier (validated to `[a-z0-9_]`, so quoting is all it takes).
+pub(crate) fn quote(schema: &str) -> String {
+    format!("\"{schema}\"")
+}
+
+/// Every statement, for one schema. `$chan` is the notification channel, passed as a parameter to `pg_notify`.
+pub(crate) struct Sql {
+    /// `LISTEN "<channel>"`.
+    pub(crate) listen: String,
+    /// The notification channel.
+    pub(crate) channel: String,
+    pub(crate) insert: String,
+    pub(crate) after_insert: String,
+    pub(crate) count_pending: String,
+    pub(crate) withdraw: String,
+    pub(crate) join: String,
+    pub(crate) in_flight: String,
+    pub(crate) value_by_key: String,
+    pub(crate) value_by_ref: String,
+    pub(crate) record: String,
+    pub(crate) info_only: String,
+    pub(crate) status: String,
+    pub(crate) spec_info: String,
+    pub(crate) transition: String,
+    pub(crate) start: String,
+    pub(crate) start_refused: String,
+    pub(crate) renew: String,
+    pub(crate) fetch: String,
+    pub(crate) reap: String,
+    pub(crate) expired_local: String,
+    pub(crate) sweep_records: String,
+    pub(crate) sweep_values: String,
+    pub(crate) delete: String,
+    pub(crate) end_session: String,
+    pub(crate) cleanup: String,
+    pub(crate) retry: String,
+    pub(crate) count: String,
+    pub(crate) notify: String,
+    pub(crate) list: String,
+    pub(crate) by_status: String,
+    pub(crate) counters: String,
+    pub(crate) gauge: String,
+    pub(crate) gauges: String,
+    pub(crate) forget_processes: String,
+    pub(crate) dead_letters: String,
+    pub(crate) statuses: String,
+}
+
+/// A pending task's place in the queue (1-based), as a column of a query over `tasks t`.
+const QUEUE_POSITION: &str = "CASE WHEN t.status = 'pending' THEN (
+        SELECT count(*) + 1 FROM {s}.tasks q
+        WHERE q.status = 'pending' AND (q.priority > t.priority OR (q.priority = t.priority AND q.seq < t.seq))
+    ) END";
+
+/// A record that is still there: not expired, and if complete, with its value still there.
+const LIVE: &str = "(t.expires_at IS NULL OR t.expires_at > now())
+    AND (t.status <> 'complete' OR EXISTS (
+        SELECT 1 FROM {s}.task_values v WHERE v.ref_id = t.ref_id AND v.expires_at > now()))";
+
+impl Sql {
+    pub(crate) fn new(schema: &str) -> Self {
+        let s = quote(schema);
+        let sub = |text: &str| {
+            text.replace("{queue_position}", QUEUE_POSITION)
+                .replace("{live}", LIVE)
+                .replace("{s}", &s)
+        };
+        let channel = format!("refcache.{schema}");
+        Self {
+            listen: format!("LISTEN \"{channel}\""),
+            channel,
+            // $1 ref, $2 key, $3 info, $4 spec, $5 name, $6 namespace, $7 session, $8 priority, $9 created_ms,
+            // $10 queued, $11 owner (local) or NULL, $12 lease ms. (Its `queued` hint is sent after the commit: see
+            // `notify_after`.)
+            insert: sub("WITH ins AS (
+                    INSERT INTO {s}.tasks (ref_id, cache_key, status, info, spec, task_name, namespace, session_id,
+                                          priority, created_ms, queued, owner, lease_until)
+                    VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                            CASE WHEN $11::text IS NULL THEN NULL
+                                 ELSE now() + $12::bigint * interval '1 millisecond' END)
+                    ON CONFLICT (cache_key) WHERE status IN ('pending', 'processing') DO NOTHING
+                    RETURNING ref_id, seq, queued)
+                SELECT ref_id, seq, queued FROM ins"),
+            // $1 key, $2 the new ref: a live value for the key from another execution (one that landed while the
+            // insert waited; the new task's own may be there already, a worker having run it), and the oldest
+            // waiting task's sequence number.
+            after_insert: sub("SELECT
+                    (SELECT ref_id FROM {s}.task_values WHERE cache_key = $1 AND ref_id <> $2 AND expires_at > now()
+                     ORDER BY expires_at DESC LIMIT 1),
+                    (SELECT min(seq) FROM {s}.tasks WHERE status = 'pending')"),
+            // $1 max_queued: how many wait, counted up to max_queued + 1.
+            count_pending: sub("SELECT count(*) FROM (
+                SELECT 1 FROM {s}.tasks WHERE status = 'pending' LIMIT $1::bigint + 1) q"),
+            // $1 ref, $2 channel: takes back a submission that must not run (still pending).
+            withdraw: sub("WITH d AS (DELETE FROM {s}.tasks WHERE ref_id = $1 AND status = 'pending'
+                    RETURNING ref_id, cache_key)
+                SELECT cache_key, pg_notify($2, ref_id || ' drop ' || cache_key)::text FROM d"),
+            // $1 key, $2 shard: the task in flight for the key, counted as a coalesced call.
+            join: sub("WITH cur AS (
+                    SELECT ref_id FROM {s}.tasks WHERE cache_key = $1 AND status IN ('pending', 'processing')),
+                c AS (
+                    INSERT INTO {s}.counters (name, shard, n) SELECT 'coalesced', $2, 1 FROM cur
+                    ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1)
+                SELECT ref_id FROM cur"),
+            in_flight: sub("SELECT ref_id FROM {s}.tasks WHERE cache_key = $1 AND status IN ('pending', 'processing')"),
+            value_by_key: sub("SELECT ref_id, value, meta FROM {s}.task_values
+                WHERE cache_key = $1 AND expires_at > now() ORDER BY expires_at DESC LIMIT 1"),
+            value_by_ref: sub("SELECT value, meta FROM {s}.task_values WHERE ref_id = $1 AND expires_at > now()"),
+            // The record without its value: status, info, key, queue position.
+            record: sub("SELECT t.status, t.info, t.cache_key, {queue_position}
+                FROM {s}.tasks t WHERE t.ref_id = $1 AND (t.expires_at IS NULL OR t.expires_at > now())"),
+            status: sub("SELECT status FROM {s}.tasks WHERE ref_id = $1 AND (expires_at IS NULL OR expires_at > now())"),
+            info_only: sub("SELECT status, info, owner, deliveries FROM {s}.tasks WHERE ref_id = $1"),
+            spec_info: sub("SELECT status, spec, info FROM {s}.tasks t WHERE t.ref_id = $1 AND {live}"),
+            // $1 ref, $2 status, $3 info, $4 terminal, $5 record ttl ms, $6 from statuses, $7 owner or NULL,
+            // $8 dead, $9 counter or '', $10 shard, $11 channel, $12 kind, $13 value text or NULL, $14 meta,
+            // $15 value ttl ms, $16 notify in the statement (else the caller sends the hint after the commit). One
+            // statement: the value row is inserted with the change that makes its task complete, or not at all.
+            transition: sub("WITH u AS (
+                    UPDATE {s}.tasks SET status = $2, info = $3,
+                        owner = CASE WHEN $4 THEN NULL ELSE owner END,
+                        lease_until = CASE WHEN $4 THEN NULL ELSE lease_until END,
+                        finished_at = CASE WHEN $4 THEN now() END,
+                        expires_at = CASE WHEN $4 THEN now() + $5::bigint * interval '1 millisecond' END,
+                        dead_at = CASE WHEN $8 THEN now() ELSE dead_at END
+                    WHERE ref_id = $1 AND status = ANY($6::text[]) AND ($7::text IS NULL OR owner = $7)
+                    RETURNING ref_id, cache_key),
+                c AS (
+                    INSERT INTO {s}.counters (name, shard, n) SELECT $9, $10, 1 FROM u WHERE $9 <> ''
+                    ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1),
+                v AS (
+                    INSERT INTO {s}.task_values (ref_id, cache_key, value, meta, expires_at)
+                    SELECT ref_id, cache_key, $13, $14, now() + $15::bigint * interval '1 millisecond'
+                    FROM u WHERE $13::text IS NOT NULL)
+                SELECT cache_key, CASE WHEN $16 THEN pg_notify($11, ref_id || ' ' || $12) END::text FROM u"),
+            // $1 ref, $2 owner, $3 info, $4 lease ms, $5 max deliveries, $6 shard, $7 channel.
+            start: sub("WITH u AS (
+                    UPDATE {s}.tasks SET status = 'processing', info = $3, deliveries = deliveries + 1,
+                        lease_until = now() + $4::bigint * interval '1 millisecond'
+                    WHERE ref_id = $1 AND owner = $2 AND status IN ('pending', 'processing') AND deliveries < $5
+                    RETURNING ref_id, deliveries),
+                c AS (
+                    INSERT INTO {s}.counters (name, shard, n) SELECT 'executions', $6, 1 FROM u
+                    ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1)
+                SELECT deliveries, pg_notify($7, ref_id || ' change')::text FROM u"),
+            start_refused: sub("SELECT status, owner, deliveries FROM {s}.tasks WHERE ref_id = $1"),
+            // $1 owner, $2 lease ms, $3 refs.
+            renew: sub("UPDATE {s}.tasks SET lease_until = now() + $2::bigint * interval '1 millisecond'
+                WHERE owner = $1 AND ref_id = ANY($3::text[]) AND status IN ('pending', 'processing')"),
+            // $1 owner, $2 how many, $3 lease ms.
+            fetch: sub("WITH picked AS (
+                    SELECT ref_id FROM {s}.tasks
+                    WHERE status = 'pending' AND queued AND (owner IS NULL OR lease_until < now())
+                    ORDER BY priority DESC, seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+                UPDATE {s}.tasks t SET owner = $1, lease_until = now() + $3::bigint * interval '1 millisecond'
+                FROM picked WHERE t.ref_id = picked.ref_id
+                RETURNING t.ref_id, t.spec, t.priority, t.seq, t.info"),
+            // No takeover within one lease of the server's start: after a restart, every live owner renews first
+            // (it renews every lease / 3), so an outage longer than a lease does not make a task run twice.
+            reap: sub("WITH picked AS (
+                    SELECT ref_id FROM {s}.tasks
+                    WHERE status = 'processing' AND queued AND lease_until < now()
+                      AND now() > pg_postmaster_start_time() + $3::bigint * interval '1 millisecond'
+                    ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED)
+                UPDATE {s}.tasks t SET owner = $1, lease_until = now() + $3::bigint * interval '1 millisecond'
+                FROM picked WHERE t.ref_id = picked.ref_id
+                RETURNING t.ref_id, t.spec, t.priority, t.seq, t.info"),
+            expired_local: sub("SELECT ref_id FROM {s}.tasks
+                WHERE status IN ('pending', 'processing') AND NOT queued AND lease_until < now()
+                  AND now() > pg_postmaster_start_time() + $1::bigint * interval '1 millisecond' LIMIT 100"),
+            sweep_records: sub("DELETE FROM {s}.tasks WHERE ref_id IN (
+                SELECT ref_id FROM {s}.tasks WHERE expires_at < now() LIMIT 1000)"),
+            sweep_values: sub("DELETE FROM {s}.tasks WHERE ref_id IN (
+                SELECT ref_id FROM {s}.task_values WHERE expires_at < now() LIMIT 1000)"),
+            // $1 ref, $2 channel.
+            delete: sub("WITH d AS (DELETE FROM {s}.tasks WHERE ref_id = $1 RETURNING ref_id, cache_key)
+                SELECT cache_key, pg_notify($2, ref_id || ' drop ' || cache_key)::text FROM d"),
+            end_session: sub("WITH d AS (DELETE FROM {s}.tasks WHERE session_id = $1 RETURNING ref_id, cache_key)
+                SELECT ref_id, cache_key, pg_notify($2, ref_id || ' drop ' || cache_key)::text FROM d"),
+            // $1 max age ms, $2 channel.
+            cleanup: sub("WITH d AS (
+                    DELETE FROM {s}.tasks
+                    WHERE status IN ('complete', 'failed', 'cancelled')
+                      AND finished_at < now() - $1::bigint * interval '1 millisecond'
+                    RETURNING ref_id, cache_key)
+                SELECT ref_id, cache_key, pg_notify($2, ref_id || ' drop ' || cache_key)::text FROM d"),
+            // $1 ref, $2 info, $3 queued, $4 owner or NULL, $5 lease ms, $6 shard, $7 channel.
+            retry: sub("WITH u AS (
+                    UPDATE {s}.tasks SET status = 'pending', info = $2, queued = $3, owner = $4,
+                        lease_until = CASE WHEN $4::text IS NULL THEN NULL
+                                           ELSE now() + $5::bigint * interval '1 millisecond' END,
+                        deliveries = 0, finished_at = NULL, expires_at = NULL, dead_at = NULL
+                    WHERE ref_id = $1 AND status = 'failed'
+                    RETURNING ref_id, queued),
+                c AS (
+                    INSERT INTO {s}.counters (name, shard, n) SELECT 'retries', $6, 1 FROM u
+                    ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1)
+                SELECT pg_notify($7, ref_id || CASE WHEN queued THEN ' queued' ELSE ' change' END)::text FROM u"),
+            // $1 channel, $2 payload.
+            notify: "SELECT pg_notify($1, $2)".to_owned(),
+            // $1 name, $2 shard.
+            count: sub("INSERT INTO {s}.counters (name, shard, n) VALUES ($1, $2, 1)
+                ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1"),
+            // $1 status, $2 session, $3 sessionless, $4 task name, $5 namespace, $6 created_ms at most, $7 limit.
+            list: sub("SELECT t.ref_id, t.info, {queue_position} FROM {s}.tasks t
+                WHERE {live}
+                  AND ($1::text IS NULL OR t.status = $1)
+                  AND ($2::text IS NULL OR t.session_id = $2)
+                  AND (NOT $3 OR t.session_id IS NULL)
+                  AND ($4::text IS NULL OR t.task_name = $4)
+                  AND ($5::text IS NULL OR t.namespace = $5)
+                  AND ($6::bigint IS NULL OR t.created_ms <= $6)
+                ORDER BY t.created_ms DESC LIMIT $7"),
+            by_status: sub("SELECT t.status, count(*) FROM {s}.tasks t WHERE {live} GROUP BY t.status"),
+            counters: sub("SELECT name, sum(n)::bigint FROM {s}.counters GROUP BY name"),
+            // $1 consumer, $2 running, $3 capacity.
+            gauge: sub("INSERT INTO {s}.processes (consumer, running, capacity, seen_at) VALUES ($1, $2, $3, now())
+                ON CONFLICT (consumer) DO UPDATE SET running = $2, capacity = $3, seen_at = now()"),
+            // $1 lease ms.
+            gauges: sub("SELECT consumer, running, capacity FROM {s}.processes
+                WHERE seen_at > now() - $1::bigint * interval '1 millisecond'"),
+            forget_processes: sub("DELETE FROM {s}.processes WHERE seen_at < now() - interval '1 hour'"),
+            dead_letters: sub("SELECT ref_id FROM {s}.dead_letters ORDER BY dead_at DESC LIMIT $1"),
+            statuses: sub("SELECT ref_id, status FROM {s}.tasks WHERE ref_id = ANY($1::text[])"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_schema_has_its_own_lock_and_channel() {
+        assert_ne!(lock_key("a"), lock_key("b"));
+        assert_eq!(lock_key("a"), lock_key("a"));
+        let sql = Sql::new("app_1");
+        assert_eq!(sql.listen, "LISTEN \"refcache.app_1\"");
+        assert!(sql.insert.contains("\"app_1\".tasks"));
+        assert!(!sql.list.contains("{s}") && !sql.list.contains("{live}"));
+        assert!(MIGRATIONS.iter().all(|(v, _)| *v <= SCHEMA_VERSION));
+    }
+}

@@ -1,0 +1,810 @@
+//! What the Postgres backend promises beyond the shared conformance suite, each against a real PostgreSQL that the
+//! test starts itself: one lifetime for a record and its value, migrations (versioned, refused when newer, applied
+//! once by replicas starting together), apps side by side by schema, notifications as hints only, bad rows that
+//! cost only themselves, takeover and dead letters, outages, passwords, and TLS.
+#![cfg(feature = "postgres")]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use refcache_backends::postgres::{
+    Mode, PostgresConfig, PostgresServer, PostgresServerOptions, PostgresTaskBackend,
+};
+use refcache_core::registry::{self, TaskRegistration};
+use refcache_core::{
+    BackendError, CacheKey, RefId, Submission, Submitted, TaskBackend, TaskContext, TaskError,
+    TaskFilter, TaskOptions, TaskSnapshot, TaskSpec, TaskStatus,
+};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// The longest any awaited event may take, on a loaded 2-core machine.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn shared() -> &'static PostgresServer {
+    static SERVER: OnceLock<PostgresServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        PostgresServer::start()
+            .expect("PostgreSQL's server must be installed (Debian: apt-get install postgresql)")
+    })
+}
+
+fn fresh_schema(what: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{what}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn config_on(url: String, schema: &str) -> PostgresConfig {
+    PostgresConfig::from_url(&url)
+        .expect("valid url")
+        .schema(schema)
+        .lease(Duration::from_secs(3))
+}
+
+async fn shared_config(schema: &str) -> PostgresConfig {
+    let url = tokio::task::spawn_blocking(|| shared().url())
+        .await
+        .unwrap();
+    config_on(url, schema).await
+}
+
+/// A connection of the test's own, for reading and tampering with the tables.
+async fn sql(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test's server");
+    tokio::spawn(connection);
+    client
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A gated task, registered by name.
+
+const GATED: &str = "refcache.postgres-test.gated";
+
+fn gates() -> &'static Mutex<HashMap<String, watch::Sender<bool>>> {
+    static GATES: OnceLock<Mutex<HashMap<String, watch::Sender<bool>>>> = OnceLock::new();
+    GATES.get_or_init(Default::default)
+}
+
+fn gate(id: &str) -> watch::Sender<bool> {
+    gates()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(id.to_owned())
+        .or_insert_with(|| watch::channel(false).0)
+        .clone()
+}
+
+fn open(id: &str) {
+    gate(id).send_replace(true);
+}
+
+fn gated(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+    Box::pin(async move {
+        let id = args["gate"].as_str().unwrap_or_default().to_owned();
+        let mut rx = gate(&id).subscribe();
+        tokio::select! {
+            _ = rx.wait_for(|open| *open) => Ok(args.get("value").cloned().unwrap_or(Value::Null)),
+            () = ctx.cancelled() => Err(TaskError::new("stopped on cancel")),
+        }
+    })
+}
+
+inventory::submit!(TaskRegistration::new(|| GATED, gated));
+
+fn submission(args: Value, value_ttl: Duration) -> (Submission, RefId, CacheKey) {
+    let key = CacheKey::from_json(GATED, "test", &args).unwrap();
+    let ref_id = RefId::generate("test");
+    let spec = TaskSpec::new(ref_id.clone(), key, GATED, "test", args)
+        .with_options(TaskOptions::default().ttl(Some(value_ttl)));
+    let job = registry::find(GATED).map(TaskRegistration::job);
+    (Submission::new(spec, job), ref_id, key)
+}
+
+async fn run_to_end(b: &dyn TaskBackend, args: Value, value_ttl: Duration) -> (RefId, CacheKey) {
+    let (sub, ref_id, key) = submission(args, value_ttl);
+    b.submit(sub).await.unwrap();
+    let done = wait_end(b, &ref_id).await;
+    assert_eq!(done.info.status, TaskStatus::Complete, "{:?}", done.info);
+    (ref_id, key)
+}
+
+async fn wait_end(b: &dyn TaskBackend, ref_id: &RefId) -> TaskSnapshot {
+    let snapshot = b
+        .wait(ref_id, Some(tokio::time::Instant::now() + PATIENCE))
+        .await
+        .unwrap()
+        .expect("known");
+    assert!(snapshot.info.status.is_terminal(), "{:?}", snapshot.info);
+    snapshot
+}
+
+async fn rows_of(client: &tokio_postgres::Client, schema: &str, ref_id: &RefId) -> (i64, i64) {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM \"{schema}\".tasks WHERE ref_id = $1),
+                        (SELECT count(*) FROM \"{schema}\".task_values WHERE ref_id = $1)"
+            ),
+            &[&ref_id.as_str()],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Waits (for the upkeep loop) until `check` holds.
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Issue 15 §1 on Postgres: a complete record lives as long as its value, however the two TTLs compare; when one
+/// goes the other goes too, in the table and to readers; and after `cleanup` the same call runs anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_and_its_value_have_one_lifetime() {
+    let schema = fresh_schema("lifetime");
+    let config = shared_config(&schema)
+        .await
+        .task_ttl(Duration::from_secs(1));
+    let url = config.url.clone();
+    let b = PostgresTaskBackend::new(config).unwrap();
+    let db = sql(&url).await;
+
+    // task_ttl (1 s) shorter than the value's TTL (600 s): past task_ttl, the hit's ref id still polls.
+    let id = uuid::Uuid::new_v4().to_string();
+    open(&id);
+    let (long_ref, long_key) = run_to_end(
+        &b,
+        json!({"gate": id, "value": 1}),
+        Duration::from_secs(600),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let hit = b
+        .lookup(&long_key)
+        .await
+        .unwrap()
+        .expect("the value stays 600 s");
+    assert_eq!(hit.ref_id, long_ref);
+    let polled = b
+        .get(&long_ref)
+        .await
+        .unwrap()
+        .expect("the hit's ref id still polls");
+    assert_eq!(polled.info.status, TaskStatus::Complete);
+    assert_eq!(rows_of(&db, &schema, &long_ref).await, (1, 1));
+
+    // The value's TTL (1 s) shorter than task_ttl: once the value has gone, the record reads as gone too, and
+    // the upkeep removes both rows.
+    let id = uuid::Uuid::new_v4().to_string();
+    open(&id);
+    let args = json!({"gate": id, "value": 2});
+    let (short_ref, short_key) = run_to_end(&b, args.clone(), Duration::from_secs(1)).await;
+    until("the value to expire", async || {
+        b.lookup(&short_key).await.unwrap().is_none()
+    })
+    .await;
+    assert!(
+        b.get(&short_ref).await.unwrap().is_none(),
+        "a complete record without its value is gone"
+    );
+    // The same call then runs anew (before the expired rows are swept), under a new ref id that polls.
+    let (sub, again_ref, _) = submission(args, Duration::from_secs(600));
+    assert!(matches!(
+        b.submit(sub).await.unwrap(),
+        Submitted::Started(_)
+    ));
+    assert_eq!(
+        wait_end(&b, &again_ref).await.info.status,
+        TaskStatus::Complete
+    );
+    assert_eq!(
+        b.lookup(&short_key).await.unwrap().unwrap().ref_id,
+        again_ref
+    );
+    until("the upkeep to remove both expired rows", async || {
+        rows_of(&db, &schema, &short_ref).await == (0, 0)
+    })
+    .await;
+    assert_eq!(rows_of(&db, &schema, &again_ref).await, (1, 1));
+
+    // cleanup drops record and value together: no hit is left that hands out a ref id which then fails to poll.
+    assert!(b.cleanup(Duration::ZERO).await.unwrap() >= 2);
+    assert!(b.lookup(&long_key).await.unwrap().is_none());
+    assert!(
+        b.near_cache().unwrap().get(&long_key).await.is_none(),
+        "the near cache dropped it too"
+    );
+    assert!(b.get(&long_ref).await.unwrap().is_none());
+    assert_eq!(rows_of(&db, &schema, &long_ref).await, (0, 0));
+}
+
+/// Values are kept as their exact JSON text (never jsonb): key order and number forms come back as the task
+/// returned them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_come_back_exactly_as_returned() {
+    let schema = fresh_schema("exact");
+    let config = shared_config(&schema).await;
+    let url = config.url.clone();
+    let b = PostgresTaskBackend::new(config).unwrap();
+    let id = uuid::Uuid::new_v4().to_string();
+    open(&id);
+    let value: Value = serde_json::from_str(
+        r#"{"zeta": 1, "alpha": [1.50, 2e3, 12345678901234567890], "mid": {"b": null, "a": "x"}}"#,
+    )
+    .unwrap();
+    let expected = serde_json::to_string(&value).unwrap();
+    let (ref_id, _) = run_to_end(
+        &b,
+        json!({"gate": id, "value": value}),
+        Duration::from_secs(600),
+    )
+    .await;
+    let db = sql(&url).await;
+    let text: String = db
+        .query_one(
+            &format!("SELECT value FROM \"{schema}\".task_values WHERE ref_id = $1"),
+            &[&ref_id.as_str()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(text, expected, "the column holds the value's JSON text");
+    let fresh = PostgresTaskBackend::new(shared_config(&schema).await).unwrap();
+    let read = fresh.get(&ref_id).await.unwrap().unwrap().value.unwrap();
+    assert_eq!(serde_json::to_string(&read.value).unwrap(), expected);
+}
+
+/// A schema written by a newer refcache is refused with an error that says so, and is left exactly as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused_and_never_altered() {
+    let schema = fresh_schema("newer");
+    let config = shared_config(&schema).await;
+    let url = config.url.clone();
+    PostgresTaskBackend::new(config.clone())
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+    let db = sql(&url).await;
+    db.batch_execute(&format!(
+        "INSERT INTO \"{schema}\".schema_version (version) VALUES (99);
+         ALTER TABLE \"{schema}\".tasks ADD COLUMN from_the_future integer"
+    ))
+    .await
+    .unwrap();
+    let b = PostgresTaskBackend::new(config).unwrap();
+    let err = b.get(&RefId::generate("test")).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, BackendError::Other(_)), "{err:?}");
+    assert!(
+        text.contains("version 99, newer than this binary's 1"),
+        "{text}"
+    );
+    assert!(text.contains("left unchanged"), "{text}");
+    let versions: Vec<i32> = db
+        .query(
+            &format!("SELECT version FROM \"{schema}\".schema_version ORDER BY version"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, vec![1, 99]);
+    let future: i64 = db
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 AND column_name = 'from_the_future'",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(future, 1, "the newer schema's column is still there");
+}
+
+/// Replicas starting together on a new schema migrate it once (an advisory lock), and all of them work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_migrate_once() {
+    let schema = fresh_schema("together");
+    let config = shared_config(&schema).await;
+    let url = config.url.clone();
+    let replicas: Vec<PostgresTaskBackend> = (0..6)
+        .map(|_| PostgresTaskBackend::new(config.clone()).unwrap())
+        .collect();
+    let results = futures::future::join_all(replicas.iter().map(|r| r.migrate())).await;
+    for result in results {
+        result.expect("every replica gets a ready schema");
+    }
+    let db = sql(&url).await;
+    let n: i64 = db
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".schema_version"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "one migration applied once");
+}
+
+/// Two apps share one database by schema: the same call in each runs in each, and neither sees the other's
+/// tasks, values or cancels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_apps_share_a_database_by_schema() {
+    let a = PostgresTaskBackend::new(shared_config(&fresh_schema("app_a")).await).unwrap();
+    let b = PostgresTaskBackend::new(shared_config(&fresh_schema("app_b")).await).unwrap();
+    let id = uuid::Uuid::new_v4().to_string();
+    let args = json!({"gate": id, "value": 5});
+    let (sub_a, ref_a, key) = submission(args.clone(), Duration::from_secs(600));
+    let (sub_b, ref_b, _) = submission(args, Duration::from_secs(600));
+    assert!(matches!(
+        a.submit(sub_a).await.unwrap(),
+        Submitted::Started(_)
+    ));
+    assert!(
+        matches!(b.submit(sub_b).await.unwrap(), Submitted::Started(_)),
+        "the same key in another app is not joined across apps"
+    );
+    assert!(
+        b.get(&ref_a).await.unwrap().is_none(),
+        "app b cannot see app a's task"
+    );
+    assert_eq!(
+        b.cancel(&ref_a).await.unwrap(),
+        refcache_core::CancelOutcome::NotFound
+    );
+    assert_eq!(a.list(TaskFilter::all()).await.unwrap().tasks.len(), 1);
+    open(&id);
+    wait_end(&a, &ref_a).await;
+    wait_end(&b, &ref_b).await;
+    assert_eq!(a.lookup(&key).await.unwrap().unwrap().ref_id, ref_a);
+    assert_eq!(b.lookup(&key).await.unwrap().unwrap().ref_id, ref_b);
+}
+
+/// Anyone with database access can NOTIFY. Forged hints (an end, a drop, garbage) on the channel neither stop a
+/// running task nor drop a value: the backend reads the row, which says otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_notifications_change_nothing() {
+    let schema = fresh_schema("forged");
+    let config = shared_config(&schema).await;
+    let url = config.url.clone();
+    let b = PostgresTaskBackend::new(config).unwrap();
+    b.start().await.unwrap();
+    let done_gate = uuid::Uuid::new_v4().to_string();
+    open(&done_gate);
+    let (done_ref, done_key) = run_to_end(
+        &b,
+        json!({"gate": done_gate, "value": 1}),
+        Duration::from_secs(600),
+    )
+    .await;
+    let running_gate = uuid::Uuid::new_v4().to_string();
+    let (sub, running_ref, _) = submission(
+        json!({"gate": running_gate, "value": 2}),
+        Duration::from_secs(600),
+    );
+    b.submit(sub).await.unwrap();
+    let db = sql(&url).await;
+    let channel = format!("refcache.{schema}");
+    for payload in [
+        format!("{running_ref} end"),
+        format!(
+            "{running_ref} drop {}",
+            CacheKey::from_json("x", "y", &json!({})).unwrap().to_hex()
+        ),
+        format!("{done_ref} drop {}", done_key.to_hex()),
+        "garbage".to_owned(),
+        format!("{running_ref} cancelled {{}}"),
+    ] {
+        db.execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+            .await
+            .unwrap();
+    }
+    // The hints are read within this bounded wait; a task stopped by one would end (failed) inside it.
+    let still = b
+        .wait(
+            &running_ref,
+            Some(tokio::time::Instant::now() + Duration::from_millis(1500)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        still.info.status,
+        TaskStatus::Processing,
+        "{:?}",
+        still.info
+    );
+    assert_eq!(
+        b.near_cache()
+            .unwrap()
+            .get(&done_key)
+            .await
+            .map(|v| v.ref_id.clone()),
+        Some(done_ref.clone())
+    );
+    open(&running_gate);
+    assert_eq!(
+        wait_end(&b, &running_ref).await.info.status,
+        TaskStatus::Complete
+    );
+    assert!(b.get(&done_ref).await.unwrap().is_some());
+}
+
+/// A record that is not refcache's (unreadable JSON) costs only itself: lists leave it out, other records read,
+/// and its own read says what is wrong. In `workers` mode a task with an unreadable spec fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_row_costs_only_itself() {
+    let schema = fresh_schema("corrupt");
+    let config = shared_config(&schema).await;
+    let url = config.url.clone();
+    let b = PostgresTaskBackend::new(config.clone()).unwrap();
+    let mut refs = Vec::new();
+    for i in 0..3 {
+        let id = uuid::Uuid::new_v4().to_string();
+        open(&id);
+        refs.push(
+            run_to_end(
+                &b,
+                json!({"gate": id, "value": i}),
+                Duration::from_secs(600),
+            )
+            .await
+            .0,
+        );
+    }
+    let db = sql(&url).await;
+    db.execute(
+        &format!("UPDATE \"{schema}\".tasks SET info = 'not json' WHERE ref_id = $1"),
+        &[&refs[1].as_str()],
+    )
+    .await
+    .unwrap();
+    let listed = b.list(TaskFilter::all()).await.unwrap();
+    let ids: Vec<&RefId> = listed.tasks.iter().map(|t| &t.ref_id).collect();
+    assert_eq!(
+        ids,
+        vec![&refs[2], &refs[0]],
+        "the bad record alone is left out"
+    );
+    let err = b.get(&refs[1]).await.unwrap_err();
+    assert!(err.to_string().contains("unreadable task record"), "{err}");
+    assert!(b.get(&refs[0]).await.unwrap().is_some());
+    assert_eq!(b.stats().await.unwrap().by_status[&TaskStatus::Complete], 3);
+
+    // Workers mode: a queued task whose spec is garbage fails; the next one runs.
+    let workers_schema = fresh_schema("corrupt_w");
+    let submitter =
+        PostgresTaskBackend::new(shared_config(&workers_schema).await.mode(Mode::Workers)).unwrap();
+    let bad_gate = uuid::Uuid::new_v4().to_string();
+    let (sub, bad_ref, _) = submission(json!({"gate": bad_gate}), Duration::from_secs(600));
+    submitter
+        .submit(Submission::new(sub.spec, None))
+        .await
+        .unwrap();
+    db.execute(
+        &format!("UPDATE \"{workers_schema}\".tasks SET spec = '{{' WHERE ref_id = $1"),
+        &[&bad_ref.as_str()],
+    )
+    .await
+    .unwrap();
+    let good_gate = uuid::Uuid::new_v4().to_string();
+    open(&good_gate);
+    let (sub, good_ref, _) = submission(
+        json!({"gate": good_gate, "value": 1}),
+        Duration::from_secs(600),
+    );
+    submitter
+        .submit(Submission::new(sub.spec, None))
+        .await
+        .unwrap();
+    let worker = PostgresTaskBackend::worker(shared_config(&workers_schema).await).unwrap();
+    worker.start().await.unwrap();
+    let bad = wait_end(&submitter, &bad_ref).await;
+    assert_eq!(bad.info.status, TaskStatus::Failed);
+    assert_eq!(
+        bad.info.error.unwrap().code.as_deref(),
+        Some("CORRUPT_TASK")
+    );
+    assert_eq!(
+        wait_end(&submitter, &good_ref).await.info.status,
+        TaskStatus::Complete
+    );
+}
+
+/// A task whose worker vanished mid-run (its lease ran out) is taken over by the fleet and completes; one that has
+/// used up `max_deliveries` fails `worker lost` (Redis's error code) and shows in the dead-letter view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_workers_tasks_are_taken_over_or_dead_lettered() {
+    let schema = fresh_schema("lost");
+    let config = shared_config(&schema).await.max_deliveries(2);
+    let url = config.url.clone();
+    let submitter = PostgresTaskBackend::new(config.clone().mode(Mode::Workers)).unwrap();
+    let db = sql(&url).await;
+    let mut refs = Vec::new();
+    for deliveries in [1, 2] {
+        let id = uuid::Uuid::new_v4().to_string();
+        open(&id);
+        let (sub, ref_id, _) = submission(
+            json!({"gate": id, "value": deliveries}),
+            Duration::from_secs(600),
+        );
+        submitter
+            .submit(Submission::new(sub.spec, None))
+            .await
+            .unwrap();
+        // As a worker that claimed and started it, then died: processing, its lease run out.
+        db.execute(
+            &format!(
+                "UPDATE \"{schema}\".tasks SET status = 'processing', owner = 'ghost', deliveries = $2,
+                 lease_until = now() - interval '1 second' WHERE ref_id = $1"
+            ),
+            &[&ref_id.as_str(), &deliveries],
+        )
+        .await
+        .unwrap();
+        refs.push(ref_id);
+    }
+    let worker = PostgresTaskBackend::worker(config).unwrap();
+    worker.start().await.unwrap();
+    let taken_over = wait_end(&submitter, &refs[0]).await;
+    assert_eq!(
+        taken_over.info.status,
+        TaskStatus::Complete,
+        "{:?}",
+        taken_over.info
+    );
+    let dead = wait_end(&submitter, &refs[1]).await;
+    assert_eq!(dead.info.status, TaskStatus::Failed);
+    let error = dead.info.error.unwrap();
+    assert_eq!(error.code.as_deref(), Some("WORKER_LOST"));
+    assert!(
+        error
+            .message
+            .starts_with("worker lost: the task was delivered 2 times"),
+        "{}",
+        error.message
+    );
+    assert_eq!(
+        worker.dead_letters(10).await.unwrap(),
+        vec![refs[1].clone()]
+    );
+    let deliveries: i32 = db
+        .query_one(
+            &format!("SELECT deliveries FROM \"{schema}\".dead_letters"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(deliveries, 2);
+}
+
+/// While Postgres is down, calls and polls answer `Unavailable` with a hint (no panic, no hang); when it is back,
+/// the same backend works again with its data, with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_answers_unavailable_and_work_resumes() {
+    let mut server = tokio::task::spawn_blocking(PostgresServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let config = config_on(server.url(), "outage")
+        .await
+        .command_timeout(Duration::from_secs(2));
+    let b = PostgresTaskBackend::new(config).unwrap();
+    let id = uuid::Uuid::new_v4().to_string();
+    open(&id);
+    let (ref_id, _) = run_to_end(
+        &b,
+        json!({"gate": id, "value": 9}),
+        Duration::from_secs(600),
+    )
+    .await;
+    let server = tokio::task::spawn_blocking(move || {
+        server.kill();
+        server
+    })
+    .await
+    .unwrap();
+    // The first call may meet a pooled connection that has just closed; the next ones connect anew, are refused,
+    // and say what to check.
+    let started = std::time::Instant::now();
+    for attempt in 0..3 {
+        let err = b.get(&ref_id).await.unwrap_err();
+        assert!(started.elapsed() < PATIENCE, "answered, not hung");
+        let BackendError::Unavailable(text) = &err else {
+            panic!("expected Unavailable, got {err:?}");
+        };
+        if attempt > 0 {
+            assert!(text.contains("is PostgreSQL running"), "{text}");
+        }
+    }
+    let (sub, _, _) = submission(json!({"gate": "x"}), Duration::from_secs(600));
+    assert!(matches!(
+        b.submit(sub).await,
+        Err(BackendError::Unavailable(_))
+    ));
+
+    let mut server = server;
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart().unwrap();
+        server
+    })
+    .await
+    .unwrap();
+    until("the backend to read again", async || {
+        b.get(&ref_id).await.is_ok()
+    })
+    .await;
+    let back = b
+        .get(&ref_id)
+        .await
+        .unwrap()
+        .expect("nothing finished is lost");
+    assert_eq!(back.value.unwrap().value, json!(9));
+    let id = uuid::Uuid::new_v4().to_string();
+    open(&id);
+    run_to_end(
+        &b,
+        json!({"gate": id, "value": 10}),
+        Duration::from_secs(600),
+    )
+    .await;
+    drop(server);
+}
+
+/// The password is in no error and no `Debug`: neither a refused login's, nor an outage's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_never_appear_in_errors_or_debug() {
+    const SECRET: &str = "s3cret-Pw";
+    let mut server = tokio::task::spawn_blocking(|| {
+        PostgresServer::start_with(PostgresServerOptions::default().password(SECRET))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let url = server.url();
+    assert!(url.contains(SECRET));
+    let good = PostgresTaskBackend::new(config_on(url.clone(), "pw").await).unwrap();
+    good.ping().await.expect("the right password logs in");
+    assert!(!format!("{good:?}").contains(SECRET));
+    assert!(!format!("{:?}", good.config()).contains(SECRET));
+
+    let wrong = url.replace(SECRET, "wrong-Pw");
+    let bad = PostgresTaskBackend::new(config_on(wrong, "pw").await).unwrap();
+    let err = bad.ping().await.unwrap_err().to_string();
+    assert!(err.contains("refused the login"), "{err}");
+    assert!(!err.contains("wrong-Pw") && !err.contains(SECRET), "{err}");
+    let in_query = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?password=wrong-Pw",
+        server.port()
+    );
+    let bad = PostgresTaskBackend::new(config_on(in_query, "pw").await).unwrap();
+    let err = bad.ping().await.unwrap_err().to_string();
+    assert!(!err.contains("wrong-Pw"), "{err}");
+
+    server = tokio::task::spawn_blocking(move || {
+        server.kill();
+        server
+    })
+    .await
+    .unwrap();
+    let err = good.ping().await.unwrap_err().to_string();
+    assert!(!err.contains(SECRET), "{err}");
+    drop(server);
+}
+
+/// `sslmode=require` encrypts (the server sees TLS on the connection); `verify-full` checks the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_require_and_verify_full() {
+    let server = tokio::task::spawn_blocking(|| {
+        PostgresServer::start_with(PostgresServerOptions::default().tls(true))
+    })
+    .await
+    .unwrap()
+    .expect("start a TLS server (needs openssl)");
+    let url = format!("{}?sslmode=require", server.url());
+    let b = PostgresTaskBackend::new(config_on(url, "tls").await).unwrap();
+    let id = uuid::Uuid::new_v4().to_string();
+    open(&id);
+    run_to_end(
+        &b,
+        json!({"gate": id, "value": 1}),
+        Duration::from_secs(600),
+    )
+    .await;
+    let cert = server.certificate();
+    let verify = format!(
+        "postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        server.port(),
+        cert.display()
+    );
+    let v = PostgresTaskBackend::new(config_on(verify, "tls").await).unwrap();
+    v.ping()
+        .await
+        .expect("verify-full against the server's own certificate");
+    // The server's view: every refcache connection is encrypted.
+    let (client, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let plain: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'refcache' AND NOT s.ssl",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let encrypted: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'refcache' AND s.ssl",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(plain, 0);
+    assert!(encrypted >= 2, "{encrypted}");
+}
+
+/// `max_queued` bounds the waiting tasks cluster-wide: one more is refused with `QueueFull` and leaves no row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_and_leaves_nothing() {
+    let schema = fresh_schema("full");
+    let config = shared_config(&schema).await.max_workers(1).max_queued(2);
+    let url = config.url.clone();
+    let b = PostgresTaskBackend::new(config).unwrap();
+    let gates: Vec<String> = (0..4).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let mut refs = Vec::new();
+    for (i, gate) in gates[..3].iter().enumerate() {
+        let (sub, ref_id, _) = submission(json!({"gate": gate}), Duration::from_secs(600));
+        assert!(matches!(
+            b.submit(sub).await.unwrap(),
+            Submitted::Started(_)
+        ));
+        if i == 0 {
+            // The first one runs (it holds the one slot); the next two wait.
+            until("the first task to start", async || {
+                b.get(&ref_id).await.unwrap().unwrap().info.status == TaskStatus::Processing
+            })
+            .await;
+        }
+        refs.push(ref_id);
+    }
+    let (sub, refused, _) = submission(json!({"gate": gates[3]}), Duration::from_secs(600));
+    let err = b.submit(sub).await.unwrap_err();
+    assert!(
+        matches!(err, BackendError::QueueFull { max_queued: 2 }),
+        "{err:?}"
+    );
+    assert!(b.get(&refused).await.unwrap().is_none());
+    assert_eq!(rows_of(&sql(&url).await, &schema, &refused).await, (0, 0));
+    for gate in &gates[..3] {
+        open(gate);
+    }
+    for ref_id in &refs {
+        assert_eq!(wait_end(&b, ref_id).await.info.status, TaskStatus::Complete);
+    }
+}
