@@ -61,6 +61,12 @@ def read_run(ops):
         path = os.path.join(results_dir(), f"ops.{case}", "summary.json")
         if not os.path.exists(path):
             continue
+        profile = os.path.join(results_dir(), f"ops.{case}", f"callgrind.ops.{case}.out")
+        if os.path.exists(profile) and os.path.getmtime(profile) > os.path.getmtime(path) + 5:
+            sys.exit(
+                f"gate.py: {os.path.relpath(path, ROOT)} is older than the last run of `{case}` (a run without "
+                "--save-summary): run bash benches/instructions/check.sh"
+            )
         with open(path) as f:
             summary = json.load(f)
         total = 0

@@ -8,7 +8,7 @@ Reads target/gungraun/refcache/instructions/five_cases/ops.<case>/callgrind.ops.
 on the bench binary, counting only the OPS operations), and prints per operation:
 - the self cost of every function, summed by group (allocator, memory moves, hashing, JSON, moka, tracing, tokio,
   refcache's own code, std collections, other): the groups add up to the whole;
-- calls per operation of the allocator and the hashers;
+- calls per operation of the allocator and the hashers (callgrind counts the warm-up's calls too: see WARM_UP);
 - the costliest functions by inclusive cost (callgrind_annotate --inclusive=yes), a map of the call tree.
 Needs callgrind_annotate (valgrind). Only the standard library is used.
 """
@@ -21,6 +21,11 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Callgrind counts calls even while collection is off, so the call counts of a profile include the case's warm-up
+# (WARM_UP in cases.rs: the same operation, 3,000 times) besides the counted operations. The poll cases' setups are
+# other work (100,000 tasks), so their call counts are not shown.
+WARM_UP = 3000
+NO_CALL_COUNTS = ("poll", "poll_moka_get", "empty")
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 # First match wins. The patterns read demangled Rust names and glibc's.
@@ -37,6 +42,34 @@ GROUPS = [
     ("refcache's own code (task bookkeeping, key, responses)", r"refcache|instructions::cases"),
     ("std collections, Arc, strings (shared by all of the above)", r"hashbrown|btree|BTree|VecDeque|alloc::|core::"
      r"|std::"),
+]
+
+
+# Entry points into each concern, by inclusive cost (their callees included, so they overlap and do not add up):
+# (concern, what, pattern on the name without generics). The costliest matching function is shown.
+ENTRY_POINTS = [
+    ("task bookkeeping", "`MemoryTaskBackend::submit`", r"MemoryTaskBackend as .*TaskBackend>::submit::\{\{closure\}\}$"),
+    ("task bookkeeping", "`Inner::complete` (the driver's end: record, store insert, wake-up)",
+     r"refcache_core::memory::Inner::complete::\{\{closure\}\}$"),
+    ("task bookkeeping", "`Inner::retire` (the history FIFO, evicting the oldest record)",
+     r"refcache_core::memory::Inner::retire$"),
+    ("task bookkeeping", "`MemoryTaskBackend::wait`", r"MemoryTaskBackend as .*TaskBackend>::wait::\{\{closure\}\}$"),
+    ("task bookkeeping", "`RefId::generate`", r"RefId::generate$"),
+    ("JSON", "`value_result` (the returned `Value` serialized into a `Value`)", r"__private::value_result$"),
+    ("JSON", "`json_len` (the size, a second pass)", r"refcache_core::store::json_len$"),
+    ("JSON", "`CacheKey::from_json` (canonical JSON and blake3)", r"CacheKey::from_json$"),
+    ("moka", "`Cache::insert`", r"moka::future::cache::Cache::insert_with_hash::\{\{closure\}\}$"),
+    ("moka", "`Cache::get`", r"moka::future::cache::Cache::get::\{\{closure\}\}$"),
+    ("moka", "housekeeping (`run_pending_tasks`, inline on reads and writes)",
+     r"Housekeeper::try_run_pending_tasks::\{\{closure\}\}$"),
+    ("spawn, wake, timer", "`Inner::spawn_all` (spawning the driver)", r"refcache_core::memory::Inner::spawn_all$"),
+    ("spawn, wake, timer", "tokio `spawn`", r"current_thread::Handle::spawn$"),
+    ("spawn, wake, timer", "`watch` wake-ups (`notify_waiters`)", r"BigNotify::notify_waiters$"),
+    ("spawn, wake, timer", "`Timeout::poll` (the `async_timeout` wait)", r"tokio::time::timeout::Timeout as .*::poll$"),
+    ("spawn, wake, timer", "parking the time driver between polls", r"current_thread::Context::park_yield$"),
+    ("spawn, wake, timer", "`Instant::elapsed` (clock reads)", r"std::time::Instant>::elapsed$"),
+    ("the driver task", "`Instrumented::poll` (the spawned driver, all of it, inside its tracing span)",
+     r"tracing::instrument::Instrumented as .*::poll$"),
 ]
 
 
@@ -164,6 +197,7 @@ def main():
     print()
 
     counts = call_counts(path)
+    called = ops + WARM_UP
     interesting = [
         ("malloc", r"^malloc$"),
         ("free", r"^free$"),
@@ -172,13 +206,30 @@ def main():
         ("blake3 `keyed_hash` + `finalize`", r"^blake3::keyed_hash$|^blake3::Hasher::finalize$"),
         ("memcpy", r"__memcpy"),
     ]
-    print("Calls per operation:", ", ".join(
-        f"{label} {sum(n for name, n in counts.items() if re.search(pattern, name)) / ops:.1f}"
-        for label, pattern in interesting
-    ))
-    print()
+    if args.case not in NO_CALL_COUNTS:
+        print(f"Calls per operation (over the {WARM_UP:,} of the warm-up and the {ops:,} counted):", ", ".join(
+            f"{label} {sum(n for name, n in counts.items() if re.search(pattern, name)) / called:.1f}"
+            for label, pattern in interesting
+        ))
+        print()
 
     _, inclusive = annotate(path, inclusive=True)
+    counts_by_short = collections.Counter()
+    for name, n in counts.items():
+        counts_by_short[short(name)] += n
+    print("Entry points by inclusive cost (with their callees; they overlap):")
+    print()
+    print("| concern | entry point | instructions/op | calls/op |")
+    print("|---|---|---:|---:|")
+    for concern, what, pattern in ENTRY_POINTS:
+        matches = [(cost, f) for cost, f in inclusive if re.search(pattern, short(f))]
+        if not matches:
+            continue
+        cost, function = max(matches)
+        calls = counts_by_short.get(short(function), 0) / called
+        shown_calls = "" if args.case in NO_CALL_COUNTS else f"{calls:.1f}"
+        print(f"| {concern} | {what} | {cost / ops:,.0f} | {shown_calls} |")
+    print()
     print(f"Costliest functions by inclusive cost (instructions/op, with their callees), top {args.top}:")
     print()
     shown = 0
