@@ -22,7 +22,12 @@
 //! - tasks/s over a few timed batches with 4 workers, 1 worker, in `local` mode and in memory, with the CPU each
 //!   task cost this process and the Redis server;
 //! - the Redis commands one task costs, counted with `MONITOR` (top-level commands only: what the backend sends,
-//!   not what its scripts run inside Redis).
+//!   not what its scripts run inside Redis);
+//! - last, the summary of issue 17 §3, `redis per task`: for one task from submit to the poll that reads it
+//!   (1,000 one after another, in `local` and `workers` mode) and for the 4-worker throughput, the CPU per task of
+//!   this process (`getrusage(RUSAGE_SELF)`: every role runs in it) and of the bench's own `redis-server`
+//!   (`INFO cpu`, `used_cpu_sys` + `used_cpu_user`), and the commands per task. CPU time is far steadier under load
+//!   than wall time. Targets: ≤ 150 µs of CPU per task in all, ≤ 4 round trips from submit to the poll.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -323,8 +328,10 @@ fn bench(c: &mut Criterion) {
             ("submit_complete_poll/workers", &workers),
         ],
     );
-    throughput(&rt, &setup);
-    commands(&rt, &setup);
+    let tp_cpu = throughput(&rt, &setup);
+    let counts = commands(&rt, &setup);
+    let rt_cpu = round_trip_cpu(&rt, &setup);
+    per_task_summary(&rt_cpu, &tp_cpu, &counts);
     println!("{}", machine_load("at the end"));
     setup.stop(&rt);
 }
@@ -389,13 +396,14 @@ fn latency(rt: &Runtime, ops: &[(&str, &Op)]) {
     }
 }
 
-/// CPU time used so far by this process (Linux `/proc`, in clock ticks of 1/100 s), if known.
+/// CPU time (user + system) used so far by this process, every thread: `getrusage(RUSAGE_SELF)`, to the µs.
 fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The fields after the command name (which is in parentheses): utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).ok()?;
+    let micros = |t: nix::sys::time::TimeVal| -> Option<u64> {
+        Some(u64::try_from(t.tv_sec()).ok()? * 1_000_000 + u64::try_from(t.tv_usec()).ok()?)
+    };
+    let total = micros(usage.user_time())? + micros(usage.system_time())?;
+    Some(Duration::from_micros(total))
 }
 
 /// CPU time used so far by the Redis server (`INFO cpu`).
@@ -415,9 +423,66 @@ fn redis_cpu(rt: &Runtime, conn: &ConnectionManager) -> Option<Duration> {
     Some(Duration::from_secs_f64(secs))
 }
 
+/// The CPU time of this process and of the Redis server at one moment, to take the cost of what runs after it.
+struct CpuMeter {
+    client: Option<Duration>,
+    server: Option<Duration>,
+}
+
+/// CPU per task, in µs: this process (every role runs in it) and the Redis server.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuPerTask {
+    client_us: Option<f64>,
+    server_us: Option<f64>,
+}
+
+impl CpuMeter {
+    fn start(rt: &Runtime, conn: &ConnectionManager) -> Self {
+        Self {
+            client: process_cpu(),
+            server: redis_cpu(rt, conn),
+        }
+    }
+
+    /// The CPU per task spent since `start`, over `tasks` tasks.
+    fn per_task(&self, rt: &Runtime, conn: &ConnectionManager, tasks: f64) -> CpuPerTask {
+        let per_task = |before: Option<Duration>, after: Option<Duration>| {
+            Some(after?.checked_sub(before?)?.as_secs_f64() * 1e6 / tasks)
+        };
+        CpuPerTask {
+            client_us: per_task(self.client, process_cpu()),
+            server_us: per_task(self.server, redis_cpu(rt, conn)),
+        }
+    }
+}
+
+impl CpuPerTask {
+    fn in_all(&self) -> Option<f64> {
+        Some(self.client_us? + self.server_us?)
+    }
+
+    fn describe(&self) -> String {
+        let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0} µs"));
+        format!(
+            "this process {}, redis-server {}, in all {}",
+            us(self.client_us),
+            us(self.server_us),
+            us(self.in_all())
+        )
+    }
+}
+
+/// The 4-worker throughput, as the summary reports it.
+#[derive(Debug, Clone, Copy, Default)]
+struct FourWorkers {
+    /// Median, min and max tasks/s over the timed batches.
+    tasks_per_s: (f64, f64, f64),
+    cpu: CpuPerTask,
+}
+
 /// Tasks/s over a few timed batches of each configuration, with the CPU each task cost this process (every role
-/// runs in it) and the Redis server.
-fn throughput(rt: &Runtime, setup: &Setup) {
+/// runs in it) and the Redis server. Returns the 4-worker figures.
+fn throughput(rt: &Runtime, setup: &Setup) -> FourWorkers {
     println!();
     const BATCHES: u32 = 5;
     let configs: [(&str, &Arc<dyn TaskBackend>); 4] = [
@@ -427,33 +492,36 @@ fn throughput(rt: &Runtime, setup: &Setup) {
         ("throughput_memory_backend", &setup.memory),
     ];
     let mut medians = Vec::new();
+    let mut four_workers = FourWorkers::default();
     for (name, backend) in configs {
-        let (cpu, redis) = (process_cpu(), redis_cpu(rt, &setup.ping));
         let _: Result<(), _> = rt.block_on(
             redis::cmd("CONFIG")
                 .arg("RESETSTAT")
                 .query_async(&mut setup.ping.clone()),
         );
+        let meter = CpuMeter::start(rt, &setup.ping);
         let mut per_s: Vec<f64> = (0..BATCHES)
             .map(|_| BATCH as f64 / time_batch(rt, backend).as_secs_f64())
             .collect();
         let tasks = f64::from(BATCHES) * BATCH as f64;
-        let cost = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
-            (Some(b), Some(a)) => format!("{:.0} µs", (a - b).as_secs_f64() * 1e6 / tasks),
-            _ => "n/a".to_owned(),
-        };
+        let cpu = meter.per_task(rt, &setup.ping, tasks);
         per_s.sort_by(f64::total_cmp);
         let median = per_s[per_s.len() / 2];
         println!(
             "redis/{name:<26} {BATCH} at once, {BATCHES} batches: median {median:>6.0} tasks/s (min {:.0}, max {:.0}); \
-             CPU per task: this process {}, redis-server {}",
+             CPU per task: {}",
             per_s[0],
             per_s[per_s.len() - 1],
-            cost(cpu, process_cpu()),
-            cost(redis, redis_cpu(rt, &setup.ping)),
+            cpu.describe(),
         );
         if name != "throughput_memory_backend" {
             println!("    {}", server_time(rt, &setup.ping, tasks));
+        }
+        if name == "throughput_4_workers" {
+            four_workers = FourWorkers {
+                tasks_per_s: (median, per_s[0], per_s[per_s.len() - 1]),
+                cpu,
+            };
         }
         medians.push(median);
     }
@@ -461,6 +529,72 @@ fn throughput(rt: &Runtime, setup: &Setup) {
         "redis with {WORKERS} workers: {:.1}x the tasks/s of 1 worker, {:.3}x the in-process memory backend's",
         medians[0] / medians[1],
         medians[0] / medians[3]
+    );
+    four_workers
+}
+
+/// CPU per task of `TIMED` round trips one after another (submit, wait until complete, the poll that reads the
+/// value), in `local` and `workers` mode.
+fn round_trip_cpu(rt: &Runtime, setup: &Setup) -> Vec<(&'static str, CpuPerTask)> {
+    [
+        ("submit_complete_poll/local", &setup.local),
+        ("submit_complete_poll/workers", &setup.replica),
+    ]
+    .into_iter()
+    .map(|(name, backend)| {
+        let op = Op::RoundTrip(backend.clone());
+        let meter = CpuMeter::start(rt, &setup.ping);
+        op.time(rt, TIMED as u64);
+        (name, meter.per_task(rt, &setup.ping, TIMED as f64))
+    })
+    .collect()
+}
+
+/// Issue 17 §3's figures in one place: CPU and commands per task, and the 4-worker throughput beside them.
+fn per_task_summary(
+    round_trips: &[(&str, CpuPerTask)],
+    four_workers: &FourWorkers,
+    commands: &BTreeMap<&str, f64>,
+) {
+    println!();
+    println!(
+        "redis per task (CPU: getrusage of this process, where every role runs, and INFO cpu of the bench's \
+         redis-server; commands: MONITOR, top-level only):"
+    );
+    let commands_of = |name: &str| {
+        commands
+            .get(name)
+            .map_or_else(|| "n/a".to_owned(), |n| format!("{n:.2}"))
+    };
+    for (name, cpu) in round_trips {
+        println!(
+            "  redis/{name:<29} {TIMED} one after another: CPU per task {}; {} commands per task",
+            cpu.describe(),
+            commands_of(name)
+        );
+    }
+    let (median, min, max) = four_workers.tasks_per_s;
+    println!(
+        "  redis/{:<29} {BATCH} at once (no poll): CPU per task {}; {} commands per task; {median:.0} tasks/s \
+         (min {min:.0}, max {max:.0})",
+        "throughput_4_workers",
+        four_workers.cpu.describe(),
+        commands_of("throughput_4_workers"),
+    );
+    let worst_cpu = round_trips
+        .iter()
+        .filter_map(|(_, cpu)| cpu.in_all())
+        .fold(f64::NAN, f64::max);
+    let worst_commands = round_trips
+        .iter()
+        .filter_map(|(name, _)| commands.get(name).copied())
+        .fold(f64::NAN, f64::max);
+    let met = |ok: bool| if ok { "met" } else { "not met" };
+    println!(
+        "  target ≤ 150 µs of CPU per task in all: {} (worst round trip {worst_cpu:.0} µs); \
+         ≤ 4 round trips from submit to the poll: {} (worst {worst_commands:.2} commands)",
+        met(worst_cpu <= 150.0),
+        met(worst_commands <= 4.0),
     );
 }
 
@@ -503,9 +637,10 @@ fn server_time(rt: &Runtime, conn: &ConnectionManager, tasks: f64) -> String {
 
 /// The Redis commands one task costs, counted with `MONITOR`: the top-level commands carrying the benchmark's key
 /// prefix (the scripts' own inner commands are left out), per task.
-fn commands(rt: &Runtime, setup: &Setup) {
+fn commands(rt: &Runtime, setup: &Setup) -> BTreeMap<&'static str, f64> {
     println!();
-    let cases: [(&str, &str, u64, &Arc<dyn TaskBackend>); 3] = [
+    let mut per_task = BTreeMap::new();
+    let cases: [(&'static str, &str, u64, &Arc<dyn TaskBackend>); 3] = [
         (
             "submit_complete_poll/local",
             "bench-local",
@@ -563,7 +698,9 @@ fn commands(rt: &Runtime, setup: &Setup) {
             total as f64 / tasks as f64,
             each.join(", ")
         );
+        per_task.insert(name, total as f64 / tasks as f64);
     }
+    per_task
 }
 
 /// A `MONITOR` line's command, if a client sent it (not a script) and it carries `prefix`; scripts are named by
