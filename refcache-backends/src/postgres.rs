@@ -1358,6 +1358,22 @@ impl TaskBackend for PostgresTaskBackend {
         })
     }
 
+    fn read_output<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+        offset: u64,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Option<refcache_core::OutputChunk>, BackendError>> {
+        let _ = (ref_id, offset, max_bytes);
+        Box::pin(async {
+            Err(BackendError::Unsupported {
+                backend: "postgres",
+                capability: "task output",
+                hint: "task output is not kept on Postgres yet; use the memory or Redis backend for tasks whose output must be read",
+            })
+        })
+    }
+
     fn cancel<'a>(
         &'a self,
         ref_id: &'a RefId,

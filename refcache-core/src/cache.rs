@@ -4,7 +4,8 @@
 //!
 //! - `call.rs`: the call path; `poll.rs`: the poll path; `control.rs`: cancel, retry, sessions, stats, shutdown;
 //! - `admin.rs`: list, reference info, delete, clear a namespace; `resolve.rs`: reference inputs;
-//! - `response.rs`: the wire shapes; `call_options.rs`: per-call options; `observe.rs`: observing a submission.
+//! - `response.rs`: the wire shapes; `call_options.rs`: per-call options; `observe.rs`: observing a submission;
+//! - `output.rs`: reading and following a task's output.
 //!
 //! Built on the in-process backend (the default), the contract and the model.
 
@@ -13,6 +14,7 @@ pub(crate) mod call;
 pub(crate) mod call_options;
 mod control;
 pub(crate) mod observe;
+pub(crate) mod output;
 pub(crate) mod poll;
 pub(crate) mod resolve;
 pub(crate) mod response;
@@ -49,6 +51,8 @@ struct CacheInner {
     shut_down: AtomicBool,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// The output log's byte cap for functions that set none (`None`: the backend's default, 1 MiB).
+    output_limit: Option<usize>,
 }
 
 impl Drop for CacheInner {
@@ -86,9 +90,16 @@ pub struct RefCacheBuilder {
     name: String,
     default_ttl: Duration,
     previewer: Previewer,
+    output_limit: Option<usize>,
 }
 
 impl RefCacheBuilder {
+    /// The byte cap of a task's output log, for functions that set no `output_limit` (default 1 MiB).
+    pub fn output_limit(mut self, bytes: usize) -> Self {
+        self.output_limit = Some(bytes);
+        self
+    }
+
     /// The cache name (the prefix of its ref ids): 1 to 64 of `A-Z a-z 0-9 _ - .`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -135,6 +146,13 @@ impl RefCacheBuilder {
                 expected: "a positive duration".into(),
             });
         }
+        if self.output_limit == Some(0) {
+            return Err(ConfigError::InvalidValue {
+                key: "output_limit".into(),
+                value: "0".into(),
+                expected: "a positive number of bytes, such as 1048576 (1 MiB)".into(),
+            });
+        }
         if self.previewer.max_size == 0 || self.previewer.page_size == 0 {
             return Err(ConfigError::InvalidValue {
                 key: "max_size / page_size".into(),
@@ -152,6 +170,7 @@ impl RefCacheBuilder {
                 shut_down: AtomicBool::new(false),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
+                output_limit: self.output_limit,
             }),
         })
     }
@@ -169,6 +188,7 @@ impl RefCache {
             name: "refcache".to_owned(),
             default_ttl: Duration::from_secs(3600),
             previewer: Previewer::default(),
+            output_limit: None,
         }
     }
 

@@ -75,6 +75,7 @@ pub mod __private;
 
 pub use cache::admin::{ReferenceInfo, ReferenceStats};
 pub use cache::call_options::CallOptions;
+pub use cache::output::MAX_OUTPUT_READ;
 pub use cache::poll::GetOptions;
 pub use cache::resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_BYTES, MAX_RESOLVED_REFERENCES};
 pub use cache::response::{
@@ -88,6 +89,7 @@ pub use contract::backend::{
 pub use contract::context::{Cancelled, LocalJob, TaskContext, TaskHooks};
 pub use contract::execute::{Ending, RunLimits, job_for, run as run_job, run_task, timeout_error};
 pub use contract::list::{ListCursor, TaskFilter, TaskPage};
+pub use contract::output::{Appended, OutputLog, STATUS_LINE_MAX};
 pub use contract::registry;
 pub use contract::scheduler::Scheduler;
 pub use contract::spec::{DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, TaskOptions, TaskSpec};
@@ -101,6 +103,7 @@ pub use model::error::{BackendError, ConfigError, INACCESSIBLE_REFERENCE, RefCac
 pub use model::format::AsyncResponseFormat;
 pub use model::key::{CacheKey, KeyBuilder, KeyPrefix};
 pub use model::namespace::{MAX_NAMESPACE_LEN, Namespace, NamespaceError, NamespaceTemplate};
+pub use model::output::{DEFAULT_OUTPUT_LIMIT, DEFAULT_OUTPUT_READ, OutputChunk, OutputStream};
 pub use model::preview::{
     PageFit, Preview, PreviewStrategy, Previewer, SizeMeasure, TokenEncoding,
 };

@@ -2,8 +2,8 @@
 //! previews, and who asks (actors, sessions, namespaces, access). No I/O and no backend: every layer above uses
 //! these types, and nothing here imports from above.
 //!
-//! Later model files: `output.rs` (a task's output streams) and `input.rs` (input requests a task asks of its
-//! caller).
+//! `output.rs` holds a task's output streams and chunks; a later `input.rs` the input requests a task asks of its
+//! caller.
 
 pub(crate) mod access;
 pub(crate) mod actor;
@@ -11,6 +11,7 @@ pub(crate) mod error;
 pub(crate) mod format;
 pub(crate) mod key;
 pub(crate) mod namespace;
+pub(crate) mod output;
 pub(crate) mod preview;
 pub(crate) mod record;
 pub(crate) mod ref_id;

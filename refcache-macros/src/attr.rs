@@ -25,6 +25,7 @@ const KNOWN: &[&str] = &[
     "max_concurrent",
     "priority",
     "max_size",
+    "output_limit",
     "preview",
     "resolve_refs",
     "policy",
@@ -72,6 +73,7 @@ pub(crate) struct Args {
     pub(crate) max_concurrent: Option<u32>,
     pub(crate) priority: Option<i32>,
     pub(crate) max_size: Option<u64>,
+    pub(crate) output_limit: Option<u64>,
     pub(crate) preview: Option<Strategy>,
     pub(crate) resolve_refs: Option<bool>,
     pub(crate) policy: Option<Policy>,
@@ -148,6 +150,19 @@ impl Parse for Args {
                             &expr,
                             "`max_size` must be a positive whole number (tokens or characters, as the cache \
                              measures), such as `max_size = 2000`",
+                        )),
+                        Err(e) => errors.push(e),
+                    }
+                }
+                "output_limit" => {
+                    input.parse::<Token![=]>()?;
+                    let expr: Expr = input.parse()?;
+                    match integer(&expr, "output_limit") {
+                        Ok(n) if n > 0 => args.output_limit = Some(n as u64),
+                        Ok(_) => errors.push(syn::Error::new_spanned(
+                            &expr,
+                            "`output_limit` must be a positive number of bytes: the cap of the task's output log, \
+                             such as `output_limit = 65536`",
                         )),
                         Err(e) => errors.push(e),
                     }

@@ -529,6 +529,13 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
             quote!(::core::option::Option::Some(#n))
         },
     );
+    let output_limit = args.output_limit.map_or_else(
+        || quote!(::core::option::Option::None),
+        |n| {
+            let n = n as usize;
+            quote!(::core::option::Option::Some(#n))
+        },
+    );
     let strategy = args.preview.map_or_else(
         || quote!(::core::option::Option::None),
         |s| {
@@ -683,7 +690,8 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
                         .execution_timeout(#execution_timeout)
                         .max_concurrent(#max_concurrent)
                         .priority(#priority)
-                        .preview(#max_size, #strategy),
+                        .preview(#max_size, #strategy)
+                        .output_limit(#output_limit),
                     #timeout,
                     #format,
                     #return_type,

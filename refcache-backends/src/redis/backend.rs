@@ -340,6 +340,22 @@ impl TaskBackend for RedisTaskBackend {
         Box::pin(self.follow(ref_id))
     }
 
+    fn read_output<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+        offset: u64,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Option<refcache_core::OutputChunk>, BackendError>> {
+        let _ = (ref_id, offset, max_bytes);
+        Box::pin(async {
+            Err(BackendError::Unsupported {
+                backend: "redis",
+                capability: "task output",
+                hint: "output on Redis comes in the next commit of this wave; use the memory backend to read output for now",
+            })
+        })
+    }
+
     fn cancel<'a>(
         &'a self,
         ref_id: &'a RefId,

@@ -110,6 +110,7 @@ impl RefCache {
             .options()
             .clone()
             .ttl(Some(meta.ttl().unwrap_or(self.inner.default_ttl)))
+            .output_limit(meta.options().output_limit.or(self.inner.output_limit))
             .session_id(scope.session().map(|s| s.id().to_owned()));
         let policy = meta.policy().map_err(|e| e.clone())?.clone();
         let namespace = scope

@@ -14,6 +14,7 @@ use crate::model::access::Permissions;
 use crate::model::actor::Actor;
 use crate::model::error::RefCacheError;
 use crate::model::format::AsyncResponseFormat;
+use crate::model::output::DEFAULT_OUTPUT_READ;
 use crate::model::preview::{PageFit, Preview, PreviewStrategy, Previewer};
 use crate::model::record::TaskInfo;
 use crate::model::ref_id::RefId;
@@ -38,6 +39,9 @@ pub struct GetOptions {
     pub max_size: Option<usize>,
     /// Answer the whole value, whatever its size.
     pub full: bool,
+    /// Also answer the task's output from this byte offset (the response's `output`, an
+    /// [`OutputChunk`](crate::OutputChunk) of at most 64 KiB). Left out for a caller without `READ`.
+    pub output_offset: Option<u64>,
 }
 
 impl GetOptions {
@@ -68,6 +72,12 @@ impl GetOptions {
     /// Answer the whole value, whatever its size.
     pub fn full(mut self, full: bool) -> Self {
         self.full = full;
+        self
+    }
+
+    /// Answer the task's output from byte `offset` too.
+    pub fn output_offset(mut self, offset: u64) -> Self {
+        self.output_offset = Some(offset);
         self
     }
 
@@ -130,12 +140,20 @@ impl RefCache {
         let ref_id = self.own_ref(ref_id)?;
         let actor = Actor::current();
         let (snapshot, permissions) = self.visible(&ref_id, &actor).await?;
+        let output = match options.output_offset {
+            Some(offset) if permissions.contains(Permissions::READ) => Some(
+                self.read_checked(&ref_id, offset, DEFAULT_OUTPUT_READ)
+                    .await?,
+            ),
+            _ => None,
+        };
         let Some(stored) = snapshot.value else {
             return Ok(respond_pending(
                 snapshot.info.redacted_for(permissions),
                 options.format.unwrap_or_default(),
                 None,
-            ));
+            )
+            .with_output(output));
         };
         if !permissions.contains(Permissions::READ) {
             return Ok(CachedResponse::restricted(stored.ref_id.clone()));
@@ -150,7 +168,9 @@ impl RefCache {
         } else {
             View::Auto
         };
-        Ok(self.show(stored, view, options.max_size))
+        Ok(self
+            .show(stored, view, options.max_size)
+            .with_output(output))
     }
 
     /// The task's record and value, and what `actor` may do with it, if it may see it at all

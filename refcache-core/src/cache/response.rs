@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::contract::store::StoredValue;
 use crate::model::error::RefCacheError;
 use crate::model::format::AsyncResponseFormat;
+use crate::model::output::OutputChunk;
 use crate::model::preview::Preview;
 use crate::model::record::TaskInfo;
 use crate::model::ref_id::RefId;
@@ -47,6 +48,7 @@ pub struct PreviewResponse {
     stored: Arc<StoredValue>,
     preview: Preview,
     message: String,
+    output: Option<Box<OutputChunk>>,
 }
 
 /// A complete value that the caller may not read.
@@ -59,6 +61,7 @@ pub struct RestrictedResponse {
 #[derive(Debug, Clone)]
 pub struct CompleteResponse {
     stored: Arc<StoredValue>,
+    output: Option<Box<OutputChunk>>,
 }
 
 /// A task that has not produced a value (yet).
@@ -67,12 +70,16 @@ pub struct AsyncResponse {
     info: TaskInfo,
     format: AsyncResponseFormat,
     expected_schema: Option<Arc<ExpectedSchema>>,
+    output: Option<Box<OutputChunk>>,
 }
 
 impl CachedResponse {
     /// A complete response for a stored value.
     pub fn complete(stored: Arc<StoredValue>) -> Self {
-        Self::Complete(CompleteResponse { stored })
+        Self::Complete(CompleteResponse {
+            stored,
+            output: None,
+        })
     }
 
     /// An async response for a task record.
@@ -85,6 +92,7 @@ impl CachedResponse {
             info,
             format,
             expected_schema,
+            output: None,
         }))
     }
 
@@ -94,12 +102,39 @@ impl CachedResponse {
             stored,
             preview,
             message,
+            output: None,
         }))
     }
 
     /// A restricted response.
     pub fn restricted(ref_id: RefId) -> Self {
         Self::Restricted(RestrictedResponse { ref_id })
+    }
+
+    /// The same response carrying a chunk of the task's output (serialized as `output`). A restricted response
+    /// carries none: output needs `READ`.
+    pub fn with_output(mut self, chunk: Option<OutputChunk>) -> Self {
+        let Some(chunk) = chunk else {
+            return self;
+        };
+        let chunk = Some(Box::new(chunk));
+        match &mut self {
+            Self::Complete(c) => c.output = chunk,
+            Self::Async(a) => a.output = chunk,
+            Self::Preview(p) => p.output = chunk,
+            Self::Restricted(_) => {}
+        }
+        self
+    }
+
+    /// The chunk of output this response carries, when it was asked for.
+    pub fn output(&self) -> Option<&OutputChunk> {
+        match self {
+            Self::Complete(c) => c.output.as_deref(),
+            Self::Async(a) => a.output.as_deref(),
+            Self::Preview(p) => p.output.as_deref(),
+            Self::Restricted(_) => None,
+        }
     }
 
     /// The reference.
@@ -205,13 +240,17 @@ impl Serialize for CachedResponse {
         match self {
             Self::Complete(c) => {
                 let v = &c.stored;
-                let mut map = serializer.serialize_map(Some(6))?;
+                let mut map =
+                    serializer.serialize_map(Some(6 + usize::from(c.output.is_some())))?;
                 map.serialize_entry("ref_id", &v.ref_id)?;
                 map.serialize_entry("value", &v.value)?;
                 map.serialize_entry("is_complete", &true)?;
                 map.serialize_entry("is_async", &false)?;
                 map.serialize_entry("size", &v.size)?;
                 map.serialize_entry("total_items", &v.total_items)?;
+                if let Some(output) = &c.output {
+                    map.serialize_entry("output", output)?;
+                }
                 map.end()
             }
             Self::Preview(p) => {
@@ -230,6 +269,9 @@ impl Serialize for CachedResponse {
                     map.serialize_entry("total_pages", &total_pages)?;
                 }
                 map.serialize_entry("message", &p.message)?;
+                if let Some(output) = &p.output {
+                    map.serialize_entry("output", output)?;
+                }
                 map.end()
             }
             Self::Restricted(r) => {
@@ -248,6 +290,9 @@ impl Serialize for CachedResponse {
                 map.serialize_entry("status", &info.status)?;
                 map.serialize_entry("is_complete", &false)?;
                 map.serialize_entry("is_async", &true)?;
+                if let Some(output) = &a.output {
+                    map.serialize_entry("output", output)?;
+                }
                 if a.format == AsyncResponseFormat::Minimal {
                     return map.end();
                 }

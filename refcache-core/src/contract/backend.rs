@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::contract::context::LocalJob;
@@ -18,6 +19,7 @@ use crate::contract::spec::TaskSpec;
 use crate::contract::store::{StoredValue, ValueStore};
 use crate::model::error::BackendError;
 use crate::model::key::CacheKey;
+use crate::model::output::OutputChunk;
 use crate::model::record::TaskInfo;
 use crate::model::ref_id::RefId;
 use crate::model::task::TaskStatus;
@@ -190,6 +192,31 @@ pub trait TaskBackend: Send + Sync + 'static {
         &'a self,
         ref_id: &'a RefId,
     ) -> BoxFuture<'a, Result<Option<tokio::sync::watch::Receiver<TaskInfo>>, BackendError>> {
+        let _ = ref_id;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Reads the task's output log from byte `offset`, at most `max_bytes` (at least one character when there is
+    /// one): see [`OutputChunk`]. `None` when the task is unknown. A task that wrote nothing answers an empty chunk
+    /// (`done` once it is terminal). An offset past the end answers an empty chunk at the end.
+    ///
+    /// The caller (the front door) has checked access on the record already. A backend that keeps no output
+    /// answers [`BackendError::Unsupported`].
+    fn read_output<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+        offset: u64,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Option<OutputChunk>, BackendError>>;
+
+    /// Follows a task's output: a stream that yields each time the task writes output or changes status (several
+    /// changes may come as one item), and ends when the backend can no longer tell. The follower reads with
+    /// [`read_output`](Self::read_output) after each item, so an item is a hint, never data. `None`: this backend
+    /// cannot follow the task (the front door then polls its record). The default answers `None`.
+    fn follow_output<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<Option<BoxStream<'static, ()>>, BackendError>> {
         let _ = ref_id;
         Box::pin(async { Ok(None) })
     }

@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::actor::Actor;
+use crate::model::output::OutputStream;
 use crate::model::ref_id::RefId;
 use crate::model::task::{RetryInfo, TaskError, TaskProgress};
 
@@ -36,6 +37,10 @@ pub trait TaskHooks: Send + Sync {
     fn retry_started(&self);
     /// The execution timeout passed: fail the task with `error` now, unless it is already terminal.
     fn timed_out(&self, error: TaskError);
+    /// Appends `text` to the task's output log (bounded by the spec's `output_limit`); its last line becomes the
+    /// status message. Called from any thread, a blocking one too: it must not block on I/O. A backend that keeps
+    /// no output must say so where output is read, not drop it here silently.
+    fn write_output(&self, stream: &OutputStream, text: &str);
 }
 
 /// The handle a running task receives: progress, partial results and cancellation.
@@ -158,6 +163,38 @@ impl TaskContext {
         } else {
             Ok(())
         }
+    }
+
+    /// Appends `text` to the task's output log, on `stream`. Sync and cheap (a copy under a short lock), so a
+    /// blocking body may call it as it goes. Every stream goes into one log, in the order written; the log keeps
+    /// the newest `output_limit` bytes (default 1 MiB), and its latest line is the task's status message. Empty
+    /// text writes nothing; a detached context writes nowhere.
+    ///
+    /// ```
+    /// # use refcache_core::{TaskContext, OutputStream};
+    /// fn build(ctx: &TaskContext) {
+    ///     ctx.stdout("compiling 1 of 2\n");
+    ///     ctx.output(OutputStream::from("linker"), "ld: done\n");
+    /// }
+    /// # build(&TaskContext::detached());
+    /// ```
+    pub fn output(&self, stream: impl Into<OutputStream>, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        if let Some(hooks) = &self.inner.hooks {
+            hooks.write_output(&stream.into(), text);
+        }
+    }
+
+    /// [`output`](Self::output) on stdout.
+    pub fn stdout(&self, text: &str) {
+        self.output(OutputStream::Stdout, text);
+    }
+
+    /// [`output`](Self::output) on stderr.
+    pub fn stderr(&self, text: &str) {
+        self.output(OutputStream::Stderr, text);
     }
 
     /// Sets the partial result: what the task is failed with if it exceeds its execution timeout.

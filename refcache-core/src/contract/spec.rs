@@ -116,6 +116,10 @@ pub struct TaskOptions {
     /// How a larger value is previewed (the function's `preview`). `None`: the cache's default.
     #[serde(default)]
     pub preview_strategy: Option<PreviewStrategy>,
+    /// The byte cap of the task's output log (the function's `output_limit`). `None`: the cache's default, else
+    /// [`DEFAULT_OUTPUT_LIMIT`](crate::DEFAULT_OUTPUT_LIMIT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_limit: Option<usize>,
 }
 
 /// The first retry's delay when the task sets none.
@@ -165,6 +169,18 @@ impl TaskOptions {
         self.max_size = max_size;
         self.preview_strategy = strategy;
         self
+    }
+
+    /// Sets the byte cap of the task's output log.
+    pub fn output_limit(mut self, bytes: Option<usize>) -> Self {
+        self.output_limit = bytes;
+        self
+    }
+
+    /// The byte cap of the task's output log: the function's, else [`DEFAULT_OUTPUT_LIMIT`](crate::DEFAULT_OUTPUT_LIMIT).
+    pub fn output_cap(&self) -> usize {
+        self.output_limit
+            .unwrap_or(crate::model::output::DEFAULT_OUTPUT_LIMIT)
     }
 
     /// Sets the value's time to live.

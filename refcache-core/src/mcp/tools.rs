@@ -33,7 +33,7 @@ the task runs it answers its status, progress and message; when it is done it an
 (\"is_complete\": true), or, for a large value, a preview with a message that says how to see the rest: pass \
 page (from 1) and page_size to page through it, or full=true for the whole value. A failed task answers its \
 error (retry it with retry_task); a cancelled one says so. Pass _async_response_format=\"full\" for ETA, retry \
-history and error details. Do not call the original tool again to check on it.";
+history and error details. A task that prints output (such as a command) answers it from output_offset (start at 0): {\"output\": {\"offset\", \"next_offset\", \"dropped\", \"text\", \"done\"}}; pass next_offset back as output_offset to read on. Do not call the original tool again to check on it.";
 
 /// The description of `cancel_task`.
 pub const CANCEL_TASK_DESCRIPTION: &str = "\
@@ -65,6 +65,9 @@ pub struct GetCachedResultArgs {
     pub max_size: Option<usize>,
     /// Answer the whole value, however large.
     pub full: Option<bool>,
+    /// Also answer the task's output from this byte offset (0: from the start; then the `next_offset` of the last
+    /// answer).
+    pub output_offset: Option<u64>,
 }
 
 /// Arguments of `cancel_task` and `retry_task`.
@@ -191,6 +194,9 @@ fn get_cached_result<S: RefCacheServer>(ctx: ToolCallContext<'_, S>) -> ToolFutu
                 }
                 if let Some(full) = args.full {
                     options = options.full(full);
+                }
+                if let Some(offset) = args.output_offset {
+                    options = options.output_offset(offset);
                 }
                 match server
                     .refcache()

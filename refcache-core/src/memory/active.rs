@@ -11,8 +11,10 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::contract::context::{LocalJob, TaskHooks};
+use crate::contract::output::OutputLog;
 use crate::contract::spec::TaskSpec;
 use crate::contract::store::StoredValue;
+use crate::model::output::OutputStream;
 use crate::model::record::TaskInfo;
 use crate::model::task::{RetryInfo, TaskError, TaskProgress, TaskStatus, Timestamp};
 
@@ -49,6 +51,8 @@ pub(super) struct Active {
     pub(super) backend: std::sync::Weak<dyn TaskOwner>,
     /// The value, once stored: a waiter holding this task reads it here instead of looking it up.
     pub(super) value: OnceLock<Arc<StoredValue>>,
+    /// The output log, made at the first write (or the first follower): a task that writes nothing has none.
+    pub(super) output: OnceLock<Arc<OutputLog>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -78,7 +82,14 @@ impl Active {
             forget: AtomicBool::new(false),
             backend,
             value: OnceLock::new(),
+            output: OnceLock::new(),
         })
+    }
+
+    /// The output log, made now if the task has none yet.
+    pub(super) fn output_log(&self) -> &Arc<OutputLog> {
+        self.output
+            .get_or_init(|| Arc::new(OutputLog::new(self.spec.options.output_cap())))
     }
 
     /// Whether a new call for the same key may join this execution: not once it has failed or been cancelled (it
@@ -182,6 +193,21 @@ impl TaskHooks for Active {
             info.status_message = None;
             false
         });
+    }
+
+    fn write_output(&self, stream: &OutputStream, text: &str) {
+        let appended = self.output_log().append(stream, text);
+        // The latest line is the status message; the change wakes watchers (MCP progress forwarding) as progress
+        // does.
+        if let Some(line) = appended.line {
+            self.info.send_if_modified(|info| {
+                let running = info.status == TaskStatus::Processing;
+                if running {
+                    info.output_line = Some(line);
+                }
+                running
+            });
+        }
     }
 
     fn timed_out(&self, error: TaskError) {

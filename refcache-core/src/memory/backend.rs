@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
 
@@ -23,6 +25,7 @@ use crate::contract::scheduler::Scheduler;
 use crate::contract::store::{StoredValue, ValueStore};
 use crate::model::error::BackendError;
 use crate::model::key::CacheKey;
+use crate::model::output::OutputChunk;
 use crate::model::record::TaskInfo;
 use crate::model::ref_id::RefId;
 use crate::model::task::TaskStatus;
@@ -270,6 +273,47 @@ impl TaskBackend for MemoryTaskBackend {
         Box::pin(async move { Ok(active.map(|a| a.info.subscribe())) })
     }
 
+    fn read_output<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+        offset: u64,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Option<OutputChunk>, BackendError>> {
+        let found = {
+            let st = lock(&self.inner.state);
+            match st.active.get(ref_id) {
+                Some(active) if active.forget.load(Ordering::Acquire) => None,
+                Some(active) => Some((
+                    active.output.get().cloned(),
+                    active.info.borrow().status.is_terminal(),
+                )),
+                None => st.history.get(ref_id).map(|f| (f.output.clone(), true)),
+            }
+        };
+        Box::pin(async move {
+            Ok(found.map(|(log, terminal)| match log {
+                Some(log) => log.read(offset, max_bytes, terminal),
+                None => OutputChunk::empty(0, terminal),
+            }))
+        })
+    }
+
+    fn follow_output<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<Option<BoxStream<'static, ()>>, BackendError>> {
+        let active = lock(&self.inner.state).active.get(ref_id).cloned();
+        Box::pin(async move {
+            let Some(active) = active else {
+                return Ok(None);
+            };
+            let output = changes(active.output_log().subscribe());
+            let status = changes(active.info.subscribe());
+            drop(active);
+            Ok(Some(futures::stream::select(output, status).boxed()))
+        })
+    }
+
     fn cancel<'a>(
         &'a self,
         ref_id: &'a RefId,
@@ -318,6 +362,10 @@ impl TaskBackend for MemoryTaskBackend {
                 info.progress = None;
                 info.retry_count += 1;
                 let active = Active::new(spec, job, handle, info, &self.inner);
+                // The re-run writes on after what the failed run wrote: offsets never move backwards.
+                if let Some(log) = &record.output {
+                    let _ = active.output.set(log.clone());
+                }
                 st.history.map.remove(ref_id);
                 st.index.insert(active.spec.key, ref_id.clone());
                 st.active.insert(ref_id.clone(), active.clone());
@@ -564,4 +612,11 @@ impl Inner {
         self.wait_until_idle(tokio::time::Instant::now() + Duration::from_secs(1))
             .await;
     }
+}
+
+/// A stream that yields once per change of `rx` (changes in between coalesce), and ends with its sender.
+fn changes<T: Send + Sync + 'static>(rx: watch::Receiver<T>) -> impl futures::Stream<Item = ()> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.changed().await.ok().map(|()| ((), rx))
+    })
 }

@@ -122,7 +122,9 @@ impl Inner {
                     job: active.job.clone(),
                 });
                 let value = active.value.get().map(Arc::downgrade);
-                st.history.insert(info, key, rerun, value, &mut st.index);
+                let output = active.output.get().cloned();
+                st.history
+                    .insert(info, key, rerun, value, output, &mut st.index);
             }
             st.sched.remove(ref_id);
             st.active.remove(ref_id);

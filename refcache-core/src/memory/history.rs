@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::contract::context::LocalJob;
+use crate::contract::output::OutputLog;
 use crate::contract::spec::TaskSpec;
 use crate::contract::store::StoredValue;
 use crate::model::key::CacheKey;
@@ -23,6 +24,8 @@ pub(super) struct Finished {
     /// The value of a complete task, weakly: polls read it without touching moka while the store holds it (a
     /// `Weak` does not keep it alive, so the store's byte bound still decides).
     pub(super) value: Option<std::sync::Weak<StoredValue>>,
+    /// The task's output log, if it wrote any: it lives and dies with this record.
+    pub(super) output: Option<Arc<OutputLog>>,
 }
 
 impl Finished {
@@ -70,6 +73,7 @@ impl History {
         key: CacheKey,
         rerun: Option<Rerun>,
         value: Option<std::sync::Weak<StoredValue>>,
+        output: Option<Arc<OutputLog>>,
         index: &mut HashMap<CacheKey, RefId>,
     ) {
         let now = tokio::time::Instant::now();
@@ -99,6 +103,7 @@ impl History {
                 seq,
                 rerun,
                 value,
+                output,
             }),
         );
     }

@@ -189,6 +189,16 @@ pub enum BackendError {
         "invalid cursor `{0}`: pass back the `next_cursor` of an earlier page unchanged, or no cursor to start over"
     )]
     InvalidCursor(String),
+    /// This backend does not offer the capability asked for.
+    #[error("the `{backend}` backend does not support {capability}: {hint}")]
+    Unsupported {
+        /// The backend's name.
+        backend: &'static str,
+        /// What was asked for, such as `task output`.
+        capability: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
     /// No runtime could be started to run the work.
     #[error("could not start the refcache runtime: {0}")]
     Runtime(String),

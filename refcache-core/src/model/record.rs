@@ -49,6 +49,9 @@ pub struct TaskInfo {
     /// Who may do what with the reference.
     #[serde(default)]
     pub policy: Arc<AccessPolicy>,
+    /// The latest line the task wrote to its output log: its status message while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_line: Option<String>,
 }
 
 impl TaskInfo {
@@ -75,12 +78,14 @@ impl TaskInfo {
             session_id: None,
             queue_position: None,
             policy: Arc::default(),
+            output_line: None,
         }
     }
 
     /// The message shown to a poller, by status.
     ///
-    /// - processing: `Task is processing (ref_id=<id>)`, or the latest progress message;
+    /// - processing: a backend note (such as the next retry), else the latest line of its output, else the latest
+    ///   progress message, else `Task is processing (ref_id=<id>)`;
     /// - pending: `Task is queued and will start shortly`;
     /// - failed: `Task failed: <error>`;
     /// - cancelled: `Task was cancelled`;
@@ -90,6 +95,8 @@ impl TaskInfo {
             TaskStatus::Processing => {
                 if let Some(note) = &self.status_message {
                     note.clone()
+                } else if let Some(line) = &self.output_line {
+                    line.clone()
                 } else if let Some(msg) = self.progress.as_ref().and_then(|p| p.message.clone()) {
                     msg
                 } else {
