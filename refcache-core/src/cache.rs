@@ -4,7 +4,8 @@
 //!
 //! - `call.rs`: the call path; `poll.rs`: the poll path; `control.rs`: cancel, retry, sessions, stats, shutdown;
 //! - `admin.rs`: list, reference info, delete, clear a namespace; `resolve.rs`: reference inputs;
-//! - `response.rs`: the wire shapes; `call_options.rs`: per-call options; `observe.rs`: observing a submission.
+//! - `response.rs`: the wire shapes; `call_options.rs`: per-call options; `observe.rs`: observing a submission;
+//! - `owner_cap.rs`: the cap on tasks in flight per owner.
 //!
 //! Built on the in-process backend (the default), the contract and the model.
 
@@ -13,6 +14,7 @@ pub(crate) mod call;
 pub(crate) mod call_options;
 mod control;
 pub(crate) mod observe;
+pub(crate) mod owner_cap;
 pub(crate) mod poll;
 pub(crate) mod resolve;
 pub(crate) mod response;
@@ -49,6 +51,10 @@ struct CacheInner {
     shut_down: AtomicBool,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// The limit on a call's arguments, in bytes of canonical JSON (a function may set its own).
+    max_argument_bytes: usize,
+    /// The cap on tasks in flight per owner (`None`: no cap).
+    owner_cap: Option<owner_cap::OwnerCap>,
 }
 
 impl Drop for CacheInner {
@@ -86,6 +92,8 @@ pub struct RefCacheBuilder {
     name: String,
     default_ttl: Duration,
     previewer: Previewer,
+    max_argument_bytes: usize,
+    max_tasks_per_owner: Option<usize>,
 }
 
 impl RefCacheBuilder {
@@ -114,6 +122,27 @@ impl RefCacheBuilder {
         self
     }
 
+    /// The limit on one call's arguments, in bytes of canonical JSON (default 1 MiB,
+    /// [`DEFAULT_MAX_ARGUMENT_BYTES`](crate::DEFAULT_MAX_ARGUMENT_BYTES)); a function may set its own with
+    /// `#[cached(max_argument_bytes = ..)]`. A call over it is refused at once, while its key is built, with
+    /// [`RefCacheError::ArgumentsTooLarge`](crate::RefCacheError::ArgumentsTooLarge). Large inputs travel better as
+    /// reference inputs: a ref id is a few dozen bytes, and the value it names is not counted.
+    pub fn max_argument_bytes(mut self, limit: usize) -> Self {
+        self.max_argument_bytes = limit;
+        self
+    }
+
+    /// The cap on tasks one owner (the calling actor: over MCP, the requester) may have in flight at once in this
+    /// process, as the MCP tasks security guidance asks of a server (default: `None`, no cap). A call that would
+    /// start one more is refused before it is submitted, with
+    /// [`RefCacheError::TooManyTasks`](crate::RefCacheError::TooManyTasks), which names the cap; a hit, or a call
+    /// that joins a task in flight, starts nothing, but is refused too while the owner is at the cap. Calls made
+    /// outside any actor scope count as the anonymous user's.
+    pub fn max_tasks_per_owner(mut self, cap: Option<usize>) -> Self {
+        self.max_tasks_per_owner = cap;
+        self
+    }
+
     /// A cache over the in-process backend with default settings.
     pub fn build(self) -> Result<RefCache, ConfigError> {
         self.backend(Arc::new(MemoryTaskBackend::default()))
@@ -135,6 +164,20 @@ impl RefCacheBuilder {
                 expected: "a positive duration".into(),
             });
         }
+        if self.max_argument_bytes == 0 {
+            return Err(ConfigError::InvalidValue {
+                key: "max_argument_bytes".into(),
+                value: "0".into(),
+                expected: "a positive whole number of bytes".into(),
+            });
+        }
+        if self.max_tasks_per_owner == Some(0) {
+            return Err(ConfigError::InvalidValue {
+                key: "max_tasks_per_owner".into(),
+                value: "0".into(),
+                expected: "a positive whole number, or `None` for no cap".into(),
+            });
+        }
         if self.previewer.max_size == 0 || self.previewer.page_size == 0 {
             return Err(ConfigError::InvalidValue {
                 key: "max_size / page_size".into(),
@@ -152,6 +195,8 @@ impl RefCacheBuilder {
                 shut_down: AtomicBool::new(false),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
+                max_argument_bytes: self.max_argument_bytes,
+                owner_cap: self.max_tasks_per_owner.map(owner_cap::OwnerCap::new),
             }),
         })
     }
@@ -169,7 +214,20 @@ impl RefCache {
             name: "refcache".to_owned(),
             default_ttl: Duration::from_secs(3600),
             previewer: Previewer::default(),
+            max_argument_bytes: crate::model::key::DEFAULT_MAX_ARGUMENT_BYTES,
+            max_tasks_per_owner: None,
         }
+    }
+
+    /// The cap on tasks in flight per owner (see [`RefCacheBuilder::max_tasks_per_owner`]).
+    pub fn max_tasks_per_owner(&self) -> Option<usize> {
+        self.inner.owner_cap.as_ref().map(owner_cap::OwnerCap::max)
+    }
+
+    /// The limit on one call's arguments, in bytes of canonical JSON (see
+    /// [`RefCacheBuilder::max_argument_bytes`]).
+    pub fn max_argument_bytes(&self) -> usize {
+        self.inner.max_argument_bytes
     }
 
     /// The cache name.

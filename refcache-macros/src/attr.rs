@@ -25,6 +25,7 @@ const KNOWN: &[&str] = &[
     "max_concurrent",
     "priority",
     "max_size",
+    "max_argument_bytes",
     "preview",
     "resolve_refs",
     "policy",
@@ -72,6 +73,7 @@ pub(crate) struct Args {
     pub(crate) max_concurrent: Option<u32>,
     pub(crate) priority: Option<i32>,
     pub(crate) max_size: Option<u64>,
+    pub(crate) max_argument_bytes: Option<u64>,
     pub(crate) preview: Option<Strategy>,
     pub(crate) resolve_refs: Option<bool>,
     pub(crate) policy: Option<Policy>,
@@ -148,6 +150,19 @@ impl Parse for Args {
                             &expr,
                             "`max_size` must be a positive whole number (tokens or characters, as the cache \
                              measures), such as `max_size = 2000`",
+                        )),
+                        Err(e) => errors.push(e),
+                    }
+                }
+                "max_argument_bytes" => {
+                    input.parse::<Token![=]>()?;
+                    let expr: Expr = input.parse()?;
+                    match integer(&expr, "max_argument_bytes") {
+                        Ok(n) if n > 0 => args.max_argument_bytes = Some(n as u64),
+                        Ok(_) => errors.push(syn::Error::new_spanned(
+                            &expr,
+                            "`max_argument_bytes` must be a positive whole number of bytes, such as \
+                             `max_argument_bytes = 4194304`",
                         )),
                         Err(e) => errors.push(e),
                     }
