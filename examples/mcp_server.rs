@@ -298,7 +298,8 @@ async fn run_command(
         return Err(TaskError::new(format!(
             "command `{}` is not allowed: this server runs only {} (start it with --allow-command or \
              MCP_SERVER_ALLOW_COMMANDS to change the list)",
-            args.command,
+            // At most a short prefix of what the caller sent.
+            refcache::excerpt(&args.command, 100),
             allowed.iter().cloned().collect::<Vec<_>>().join(", ")
         ))
         .with_code("NOT_ALLOWED")

@@ -41,6 +41,7 @@
 //! | `priority` | whole number (may be negative) | `0` | higher starts first when tasks queue; FIFO within one |
 //! | `max_size` | whole number ≥ 1 | the cache's (1000 tokens) | the largest value answered whole; a larger one gets a preview of at most this size |
 //! | `output_limit` | whole number of bytes ≥ 1 | the cache's (1 MiB) | the cap of the task's output log ([`TaskContext::output`]); the oldest bytes go first |
+//! | `max_argument_bytes` | whole number ≥ 1 | the cache's (1 MiB) | the limit on one call's arguments, in bytes of canonical JSON; a call over it is refused at once with `ArgumentsTooLarge` |
 //! | `preview` | `"sample"`, `"paginate"`, `"truncate"` | the cache's (`"sample"`) | how a value larger than `max_size` is previewed |
 //! | `policy` | `"public"`, `"user_only"`, `"read_only"`, `"execute_only"`, or an expression of type [`AccessPolicy`] | `"public"` | who may do what with the references it makes |
 //! | `resolve_refs` | `true` or `false` | `true` | replace ref ids in the arguments by their values before the call |

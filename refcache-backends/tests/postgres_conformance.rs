@@ -39,6 +39,7 @@ fn config(settings: Settings) -> PostgresConfig {
         .max_workers(settings.max_workers)
         .max_queued(settings.max_queued)
         .cancel_grace(settings.cancel_grace)
+        .task_ttl(settings.task_ttl)
 }
 
 mod local {

@@ -16,6 +16,7 @@ fn config(server: &RedisServer, settings: Settings) -> RedisConfig {
         .max_workers(settings.max_workers)
         .max_queued(settings.max_queued)
         .cancel_grace(settings.cancel_grace)
+        .task_ttl(settings.task_ttl)
 }
 
 fn server() -> RedisServer {

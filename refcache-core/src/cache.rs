@@ -6,6 +6,7 @@
 //! - `admin.rs`: list, reference info, delete, clear a namespace; `resolve.rs`: reference inputs;
 //! - `response.rs`: the wire shapes; `call_options.rs`: per-call options; `observe.rs`: observing a submission;
 //! - `output.rs`: reading and following a task's output.
+//! - `owner_cap.rs`: the cap on tasks in flight per owner.
 //!
 //! Built on the in-process backend (the default), the contract and the model.
 
@@ -15,6 +16,7 @@ pub(crate) mod call_options;
 mod control;
 pub(crate) mod observe;
 pub(crate) mod output;
+pub(crate) mod owner_cap;
 pub(crate) mod poll;
 pub(crate) mod resolve;
 pub(crate) mod response;
@@ -53,6 +55,10 @@ struct CacheInner {
     misses: AtomicU64,
     /// The output log's byte cap for functions that set none (`None`: the backend's default, 1 MiB).
     output_limit: Option<usize>,
+    /// The limit on a call's arguments, in bytes of canonical JSON (a function may set its own).
+    max_argument_bytes: usize,
+    /// The cap on tasks in flight per owner (`None`: no cap).
+    owner_cap: Option<owner_cap::OwnerCap>,
 }
 
 impl Drop for CacheInner {
@@ -91,6 +97,8 @@ pub struct RefCacheBuilder {
     default_ttl: Duration,
     previewer: Previewer,
     output_limit: Option<usize>,
+    max_argument_bytes: usize,
+    max_tasks_per_owner: Option<usize>,
 }
 
 impl RefCacheBuilder {
@@ -125,6 +133,27 @@ impl RefCacheBuilder {
         self
     }
 
+    /// The limit on one call's arguments, in bytes of canonical JSON (default 1 MiB,
+    /// [`DEFAULT_MAX_ARGUMENT_BYTES`](crate::DEFAULT_MAX_ARGUMENT_BYTES)); a function may set its own with
+    /// `#[cached(max_argument_bytes = ..)]`. A call over it is refused at once, while its key is built, with
+    /// [`RefCacheError::ArgumentsTooLarge`](crate::RefCacheError::ArgumentsTooLarge). Large inputs travel better as
+    /// reference inputs: a ref id is a few dozen bytes, and the value it names is not counted.
+    pub fn max_argument_bytes(mut self, limit: usize) -> Self {
+        self.max_argument_bytes = limit;
+        self
+    }
+
+    /// The cap on tasks one owner (the calling actor: over MCP, the requester) may have in flight at once in this
+    /// process, as the MCP tasks security guidance asks of a server (default: `None`, no cap). A call that would
+    /// start one more is refused before it is submitted, with
+    /// [`RefCacheError::TooManyTasks`](crate::RefCacheError::TooManyTasks), which names the cap; a hit, or a call
+    /// that joins a task in flight, starts nothing, but is refused too while the owner is at the cap. Calls made
+    /// outside any actor scope count as the anonymous user's.
+    pub fn max_tasks_per_owner(mut self, cap: Option<usize>) -> Self {
+        self.max_tasks_per_owner = cap;
+        self
+    }
+
     /// A cache over the in-process backend with default settings.
     pub fn build(self) -> Result<RefCache, ConfigError> {
         self.backend(Arc::new(MemoryTaskBackend::default()))
@@ -153,6 +182,20 @@ impl RefCacheBuilder {
                 expected: "a positive number of bytes, such as 1048576 (1 MiB)".into(),
             });
         }
+        if self.max_argument_bytes == 0 {
+            return Err(ConfigError::InvalidValue {
+                key: "max_argument_bytes".into(),
+                value: "0".into(),
+                expected: "a positive whole number of bytes".into(),
+            });
+        }
+        if self.max_tasks_per_owner == Some(0) {
+            return Err(ConfigError::InvalidValue {
+                key: "max_tasks_per_owner".into(),
+                value: "0".into(),
+                expected: "a positive whole number, or `None` for no cap".into(),
+            });
+        }
         if self.previewer.max_size == 0 || self.previewer.page_size == 0 {
             return Err(ConfigError::InvalidValue {
                 key: "max_size / page_size".into(),
@@ -171,6 +214,8 @@ impl RefCacheBuilder {
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 output_limit: self.output_limit,
+                max_argument_bytes: self.max_argument_bytes,
+                owner_cap: self.max_tasks_per_owner.map(owner_cap::OwnerCap::new),
             }),
         })
     }
@@ -189,7 +234,20 @@ impl RefCache {
             default_ttl: Duration::from_secs(3600),
             previewer: Previewer::default(),
             output_limit: None,
+            max_argument_bytes: crate::model::key::DEFAULT_MAX_ARGUMENT_BYTES,
+            max_tasks_per_owner: None,
         }
+    }
+
+    /// The cap on tasks in flight per owner (see [`RefCacheBuilder::max_tasks_per_owner`]).
+    pub fn max_tasks_per_owner(&self) -> Option<usize> {
+        self.inner.owner_cap.as_ref().map(owner_cap::OwnerCap::max)
+    }
+
+    /// The limit on one call's arguments, in bytes of canonical JSON (see
+    /// [`RefCacheBuilder::max_argument_bytes`]).
+    pub fn max_argument_bytes(&self) -> usize {
+        self.inner.max_argument_bytes
     }
 
     /// The cache name.

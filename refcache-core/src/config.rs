@@ -33,6 +33,8 @@ use crate::model::preview::{PreviewStrategy, Previewer, SizeMeasure, TokenEncodi
 /// | `max_size` | `REFCACHE_MAX_SIZE` | `1000` | the largest value answered whole, in `size_measure` units; larger ones get a preview |
 /// | `page_size` | `REFCACHE_PAGE_SIZE` | `20` | items per page when paging through a value |
 /// | `preview_strategy` | `REFCACHE_PREVIEW_STRATEGY` | `sample` | `sample`, `paginate` or `truncate` |
+/// | `max_argument_bytes` | `REFCACHE_MAX_ARGUMENT_BYTES` | `1048576` | bytes of canonical JSON one call's arguments may take; a call over it is refused at once |
+/// | `max_tasks_per_owner` | `REFCACHE_MAX_TASKS_PER_OWNER` | none | tasks one owner (actor) may have in flight at once, in this process; over it a call fails with `TooManyTasks` |
 ///
 /// An unknown key in the file or an unknown `REFCACHE_*` variable is an error, so a typo never goes unnoticed.
 /// `REFCACHE_REDIS_SERVER` is the one other variable allowed: it is no cache setting, but the `redis-server` binary
@@ -71,6 +73,10 @@ pub struct RefCacheConfig {
     pub page_size: usize,
     /// How a large value is previewed.
     pub preview_strategy: PreviewStrategy,
+    /// Bytes of canonical JSON one call's arguments may take.
+    pub max_argument_bytes: usize,
+    /// Tasks one owner may have in flight at once, in this process (`None`: no cap).
+    pub max_tasks_per_owner: Option<usize>,
 }
 
 impl Default for RefCacheConfig {
@@ -92,6 +98,8 @@ impl Default for RefCacheConfig {
             max_size: 1000,
             page_size: 20,
             preview_strategy: PreviewStrategy::default(),
+            max_argument_bytes: crate::model::key::DEFAULT_MAX_ARGUMENT_BYTES,
+            max_tasks_per_owner: None,
         }
     }
 }
@@ -113,6 +121,8 @@ const VARS: &[&str] = &[
     "REFCACHE_MAX_SIZE",
     "REFCACHE_PAGE_SIZE",
     "REFCACHE_PREVIEW_STRATEGY",
+    "REFCACHE_MAX_ARGUMENT_BYTES",
+    "REFCACHE_MAX_TASKS_PER_OWNER",
     // Read by `refcache_backends::redis::RedisServer` (the redis-server binary for tests and demos), not here.
     "REFCACHE_REDIS_SERVER",
 ];
@@ -175,6 +185,14 @@ impl RefCacheConfig {
                 }
                 "REFCACHE_MAX_QUEUED" => {
                     config.max_queued = parse_num(key, value, "a whole number")?
+                }
+                "REFCACHE_MAX_ARGUMENT_BYTES" => {
+                    config.max_argument_bytes =
+                        parse_num(key, value, "a positive whole number of bytes")?;
+                }
+                "REFCACHE_MAX_TASKS_PER_OWNER" => {
+                    config.max_tasks_per_owner =
+                        Some(parse_num(key, value, "a positive whole number")?);
                 }
                 "REFCACHE_MAX_TASK_RECORDS" => {
                     config.max_task_records = parse_num(key, value, "a positive whole number")?;
@@ -286,6 +304,20 @@ impl RefCacheConfig {
                 "a positive whole number",
             ));
         }
+        if self.max_argument_bytes == 0 {
+            return Err(invalid(
+                "max_argument_bytes",
+                "0".into(),
+                "a positive whole number of bytes",
+            ));
+        }
+        if self.max_tasks_per_owner == Some(0) {
+            return Err(invalid(
+                "max_tasks_per_owner",
+                "0".into(),
+                "a positive whole number (or no setting, for no cap)",
+            ));
+        }
         if self.max_task_records == 0 {
             return Err(invalid(
                 "max_task_records",
@@ -374,6 +406,8 @@ impl RefCache {
             .name(&config.name)
             .default_ttl(Duration::from_secs(config.default_ttl))
             .previewer(config.previewer()?)
+            .max_argument_bytes(config.max_argument_bytes)
+            .max_tasks_per_owner(config.max_tasks_per_owner)
             .backend(backend)
     }
 }
@@ -468,6 +502,8 @@ impl std::fmt::Debug for RefCacheConfig {
             max_size,
             page_size,
             preview_strategy,
+            max_argument_bytes,
+            max_tasks_per_owner,
         } = self;
         f.debug_struct("RefCacheConfig")
             .field("name", name)
@@ -485,6 +521,8 @@ impl std::fmt::Debug for RefCacheConfig {
             .field("max_size", max_size)
             .field("page_size", page_size)
             .field("preview_strategy", preview_strategy)
+            .field("max_argument_bytes", max_argument_bytes)
+            .field("max_tasks_per_owner", max_tasks_per_owner)
             .finish()
     }
 }

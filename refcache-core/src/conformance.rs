@@ -10,7 +10,7 @@
 //! refcache_core::backend_conformance!(make);
 //! ```
 //!
-//! One file per group of behaviours: `lifecycle.rs`, `failures.rs`, `progress.rs`, `cancel.rs`, `queue.rs` and
+//! One file per group of behaviours: `lifecycle.rs`, `lifetime.rs`, `failures.rs`, `progress.rs`, `cancel.rs`, `queue.rs` and
 //! `records.rs`; `fixture.rs` is how a backend enters the suite, `tasks.rs` the suite's registered tasks and their
 //! gates, `support.rs` what the tests share. An edge (feature `test-utils`): it drives a backend through the
 //! contract alone.
@@ -19,6 +19,7 @@ mod cancel;
 mod failures;
 mod fixture;
 mod lifecycle;
+mod lifetime;
 mod progress;
 mod queue;
 mod records;
@@ -33,6 +34,10 @@ pub use failures::{
 pub use fixture::{Factory, Fixture, Settings};
 pub use lifecycle::{
     runs_by_name, single_flight, submit_wait_complete, unknown_ids, wait_respects_deadline,
+};
+pub use lifetime::{
+    a_complete_record_lives_as_long_as_its_value, an_expired_value_takes_its_record,
+    cleanup_drops_the_value_with_its_record,
 };
 pub use progress::{progress_is_visible, watch_follows_progress};
 pub use queue::{
@@ -55,7 +60,9 @@ macro_rules! backend_conformance {
             retries_until_success, permanent_errors_are_not_retried, execution_timeout_fails_the_task,
             priority_orders_the_queue, max_concurrent_per_task, retry_reruns_a_failed_task,
             end_session_drops_the_session, cleanup_removes_old_records, delete_drops_record_and_value,
-            access_travels_with_the_task, watch_follows_progress);
+            access_travels_with_the_task, watch_follows_progress,
+            cleanup_drops_the_value_with_its_record, a_complete_record_lives_as_long_as_its_value,
+            an_expired_value_takes_its_record);
     };
     (@tests $make:path; $($name:ident),*) => {
         $(

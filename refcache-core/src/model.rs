@@ -8,6 +8,7 @@
 pub(crate) mod access;
 pub(crate) mod actor;
 pub(crate) mod error;
+pub(crate) mod excerpt;
 pub(crate) mod format;
 pub(crate) mod key;
 pub(crate) mod namespace;

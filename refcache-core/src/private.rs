@@ -98,7 +98,7 @@ pub fn arg_value<T: Serialize + ?Sized>(
     serde_json::to_value(value).map_err(|e| RefCacheError::Argument {
         task: meta.name().to_owned(),
         name: name.to_owned(),
-        message: e.to_string(),
+        message: crate::model::excerpt::excerpt(&e.to_string(), 300).into_owned(),
     })
 }
 

@@ -12,6 +12,7 @@ fn make(settings: Settings) -> BoxFuture<'static, Fixture> {
         config.max_workers = settings.max_workers;
         config.max_queued = settings.max_queued;
         config.cancel_grace = settings.cancel_grace;
+        config.task_ttl = settings.task_ttl;
         Fixture::new(Arc::new(MemoryTaskBackend::new(config)))
     })
 }

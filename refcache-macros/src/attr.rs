@@ -26,6 +26,7 @@ const KNOWN: &[&str] = &[
     "priority",
     "max_size",
     "output_limit",
+    "max_argument_bytes",
     "preview",
     "resolve_refs",
     "policy",
@@ -74,6 +75,7 @@ pub(crate) struct Args {
     pub(crate) priority: Option<i32>,
     pub(crate) max_size: Option<u64>,
     pub(crate) output_limit: Option<u64>,
+    pub(crate) max_argument_bytes: Option<u64>,
     pub(crate) preview: Option<Strategy>,
     pub(crate) resolve_refs: Option<bool>,
     pub(crate) policy: Option<Policy>,
@@ -163,6 +165,19 @@ impl Parse for Args {
                             &expr,
                             "`output_limit` must be a positive number of bytes: the cap of the task's output log, \
                              such as `output_limit = 65536`",
+                        )),
+                        Err(e) => errors.push(e),
+                    }
+                }
+                "max_argument_bytes" => {
+                    input.parse::<Token![=]>()?;
+                    let expr: Expr = input.parse()?;
+                    match integer(&expr, "max_argument_bytes") {
+                        Ok(n) if n > 0 => args.max_argument_bytes = Some(n as u64),
+                        Ok(_) => errors.push(syn::Error::new_spanned(
+                            &expr,
+                            "`max_argument_bytes` must be a positive whole number of bytes, such as \
+                             `max_argument_bytes = 4194304`",
                         )),
                         Err(e) => errors.push(e),
                     }

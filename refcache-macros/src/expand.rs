@@ -536,6 +536,13 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
             quote!(::core::option::Option::Some(#n))
         },
     );
+    let max_argument_bytes = args.max_argument_bytes.map_or_else(
+        || quote!(::core::option::Option::None),
+        |n| {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            quote!(::core::option::Option::Some(#n))
+        },
+    );
     let strategy = args.preview.map_or_else(
         || quote!(::core::option::Option::None),
         |s| {
@@ -704,11 +711,13 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
                 )
                 .with_policy(#policy)
                 .with_resolve_refs(#resolve_refs)
+                .with_max_argument_bytes(#max_argument_bytes)
             });
             let mut __refcache_scope = #p::CallScope::capture(__refcache_meta)?;
             let __refcache_key = {
                 let mut __refcache_kb =
-                    #p::KeyBuilder::with_prefix(__refcache_meta.name(), __refcache_scope.key_prefix(__refcache_meta));
+                    #p::KeyBuilder::with_prefix(__refcache_meta.name(), __refcache_scope.key_prefix(__refcache_meta))
+                        .limit(__refcache_meta.max_argument_bytes().unwrap_or(__refcache_cache.max_argument_bytes()));
                 #(#key_args)*
                 __refcache_scope.note_refs(__refcache_meta, &__refcache_kb, |__refcache_resolved| {
                     #(#check_args)*

@@ -24,8 +24,8 @@ use proc_macro::TokenStream;
 ///
 /// Arguments, all optional: `async_timeout`, `response_format`, `namespace`, `ttl`, `cache`, `name`, `crate`,
 /// `skip(..)`, `max_retries`, `retry_backoff`, `retry_backoff_max`, `execution_timeout`, `max_concurrent`,
-/// `priority`, `max_size`, `output_limit`, `preview`, `policy`, `resolve_refs`. Their types, defaults and meanings are in the table
-/// of the `refcache` crate docs ("The attribute").
+/// `priority`, `max_size`, `output_limit`, `max_argument_bytes`, `preview`, `policy`, `resolve_refs`. Their types,
+/// defaults and meanings are in the table of the `refcache` crate docs ("The attribute").
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::cached(args.into(), item.into()).into()

@@ -287,6 +287,12 @@ impl RedisConfig {
         self.cancel_grace = grace;
         self
     }
+
+    /// Sets how long a finished task record stays (a complete one stays at least as long as its value).
+    pub fn task_ttl(mut self, ttl: Duration) -> Self {
+        self.task_ttl = ttl;
+        self
+    }
 }
 
 /// `Debug` without the URL's password: configs end up in logs.

@@ -37,6 +37,8 @@ impl Inner {
             s
         });
         let info_json = serde_json::to_string(info).expect("a TaskInfo serializes");
+        // One lifetime: a complete record stays at least as long as its value.
+        let record_ttl = value.map_or(self.config.task_ttl, |v| self.config.task_ttl.max(v.ttl));
         let (value_json, value_ttl) = match value {
             Some(v) => (
                 serde_json::to_string(v).expect("a StoredValue serializes"),
@@ -53,7 +55,7 @@ impl Inner {
             .arg(info.status.as_str())
             .arg(&info_json)
             .arg(Event::info(info, &info_json))
-            .arg(ms(self.config.task_ttl))
+            .arg(ms(record_ttl))
             .arg(now_ms())
             .arg(counter)
             .arg(if owner { self.consumer.as_str() } else { "" })
@@ -298,13 +300,21 @@ impl RedisTaskBackend {
         let inner = &self.inner;
         let cutoff = now_ms().saturating_sub(ms(max_age));
         let mut conn = inner.conn();
-        inner
+        let dropped: Vec<String> = inner
             .scripts
             .cleanup
             .arg(inner.keys.prefix())
             .arg(cutoff)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| inner.unavailable(&e))
+            .map_err(|e| inner.unavailable(&e))?;
+        // Here at once (the script's events reach this process later): no hit here hands out a dropped id.
+        for pair in dropped.chunks_exact(2) {
+            if let (Ok(ref_id), Some(key)) = (RefId::parse(&pair[0]), CacheKey::from_hex(&pair[1]))
+            {
+                inner.near.invalidate_if_ref(&key, &ref_id).await;
+            }
+        }
+        Ok(dropped.len() / 2)
     }
 }

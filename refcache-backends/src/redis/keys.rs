@@ -17,7 +17,7 @@
 //! | `P:seq` | string | the queue's sequence |
 //! | `P:events` | channel | task changes (`info`) and deletions (`drop`) |
 
-use refcache_core::{CacheKey, RefId};
+use refcache_core::RefId;
 
 /// The consumer group of the task stream.
 pub(crate) const GROUP: &str = "workers";
@@ -42,10 +42,6 @@ impl Keys {
 
     pub(crate) fn task(&self, ref_id: &RefId) -> String {
         format!("{}:task:{ref_id}", self.prefix)
-    }
-
-    pub(crate) fn value(&self, key: &CacheKey) -> String {
-        format!("{}:value:{}", self.prefix, key.to_hex())
     }
 
     pub(crate) fn session(&self, id: &str) -> String {

@@ -9,47 +9,41 @@ use super::backend::{Inner, RedisTaskBackend};
 pub(super) const LIST_SCAN: isize = 10_000;
 
 impl Inner {
-    /// Records (with queue positions) of `refs`, skipping those that are gone.
+    /// Records (with queue positions) of `refs`, skipping those that are gone (a complete one whose value is gone
+    /// too). A key that is not refcache's, or a record that does not decode, costs itself alone: it is left out,
+    /// with a warning that names it.
     pub(super) async fn infos(&self, refs: &[String]) -> Result<Vec<TaskInfo>, BackendError> {
         let mut infos = Vec::with_capacity(refs.len());
+        let mut conn = self.conn();
         for chunk in refs.chunks(500) {
-            let mut pipe = redis::pipe();
+            let mut invocation = self.scripts.infos.prepare_invoke();
+            invocation.arg(self.keys.prefix());
             for r in chunk {
-                pipe.hmget(
-                    format!("{}:task:{r}", self.keys.prefix()),
-                    &["status", "info", "qm"],
-                );
+                invocation.arg(r);
             }
-            let mut conn = self.conn();
-            let rows: Vec<(Option<String>, Option<String>, Option<String>)> = pipe
-                .query_async(&mut conn)
+            let rows: Vec<String> = invocation
+                .invoke_async(&mut conn)
                 .await
                 .map_err(|e| self.unavailable(&e))?;
-            let mut pending = redis::pipe();
-            let mut pending_at = Vec::new();
-            for (status, info, qm) in rows {
-                let (Some(status), Some(info)) = (status, info) else {
+            for row in rows.chunks_exact(3) {
+                let (ref_id, info, rank) = (&row[0], &row[1], &row[2]);
+                if let Some(kind) = info.strip_prefix('!') {
+                    tracing::warn!(
+                        key = %format!("{}:task:{ref_id}", self.keys.prefix()),
+                        kind = if kind.is_empty() { "hash without a record" } else { kind },
+                        "refcache: data under the key prefix is not refcache's; left out of the list                          (give each app its own `key_prefix`)"
+                    );
                     continue;
-                };
-                let Ok(info) = serde_json::from_str::<TaskInfo>(&info) else {
-                    continue;
-                };
-                if status == "pending"
-                    && let Some(qm) = qm
-                {
-                    pending.zrank(self.keys.pending(), qm);
-                    pending_at.push(infos.len());
                 }
+                let Ok(mut info) = serde_json::from_str::<TaskInfo>(info) else {
+                    tracing::warn!(
+                        %ref_id,
+                        "refcache: an unreadable task record was left out of a list"
+                    );
+                    continue;
+                };
+                info.queue_position = rank.parse::<usize>().ok().map(|r| r + 1);
                 infos.push(info);
-            }
-            if !pending_at.is_empty() {
-                let ranks: Vec<Option<usize>> = pending
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| self.unavailable(&e))?;
-                for (at, rank) in pending_at.into_iter().zip(ranks) {
-                    infos[at].queue_position = rank.map(|r| r + 1);
-                }
             }
         }
         Ok(infos)

@@ -15,8 +15,13 @@ use redis::Script;
 const SUBMIT: &str = r"
 local p = ARGV[1]
 local ref = ARGV[2]
-local v = redis.call('HGET', p..':value:'..ARGV[3], 'v')
-if v then return {'hit', v} end
+local vkey = p..':value:'..ARGV[3]
+local h = redis.call('HMGET', vkey, 'ref', 'v')
+if h[2] then
+  if h[1] and redis.call('HGET', p..':task:'..h[1], 'status') == 'complete' then return {'hit', h[2]} end
+  -- One lifetime: a value whose record is gone is never handed out, and goes too.
+  redis.call('DEL', vkey)
+end
 local ikey = p..':inflight:'..ARGV[3]
 local cur = redis.call('GET', ikey)
 if cur then
@@ -47,7 +52,7 @@ if ARGV[11] ~= '' then redis.call('ZADD', p..':leases', ARGV[11], ref) end
 return {'started'}
 ";
 
-/// `transition(prefix, ref, from, to, info, event, task_ttl_ms, now_ms, counter, owner, value, value_ttl_ms)`:
+/// `transition(prefix, ref, from, to, info, event, record_ttl_ms, now_ms, counter, owner, value, value_ttl_ms)`:
 /// when the status is one of `from` (`,a,b,`) and, if `owner` is given, the task is still that worker's: stores
 /// `value` (if any), sets the status and record, and on a terminal status ends single-flight for the key and lets the
 /// record expire. → `ok` | `missing` | `stolen` | the status it found.
@@ -75,7 +80,11 @@ if to == 'complete' or to == 'failed' or to == 'cancelled' then
   redis.call('PEXPIRE', t, ARGV[7])
   redis.call('ZADD', p..':finished', ARGV[8], ref)
   redis.call('ZREM', p..':leases', ref)
-  if f[5] and f[5] ~= '' then redis.call('PEXPIRE', p..':session:'..f[5], ARGV[7]) end
+  if f[5] and f[5] ~= '' then
+    -- The session's set lasts as long as its longest-lived record.
+    local skey = p..':session:'..f[5]
+    if redis.call('PTTL', skey) < tonumber(ARGV[7]) then redis.call('PEXPIRE', skey, ARGV[7]) end
+  end
 end
 if ARGV[9] ~= '' then redis.call('HINCRBY', p..':stats', ARGV[9], 1) end
 redis.call('PUBLISH', p..':events', ARGV[6])
@@ -99,6 +108,52 @@ redis.call('ZREM', p..':pending', f[3])
 redis.call('HINCRBY', p..':stats', 'executions', 1)
 redis.call('PUBLISH', p..':events', ARGV[5])
 return {'ok', n}
+";
+
+/// `lookup(prefix, key)` → the value JSON for a cache key, when its task's record is there and complete (one
+/// lifetime: a value whose record is gone is not a hit), else nil.
+const LOOKUP: &str = r"
+local p = ARGV[1]
+local h = redis.call('HMGET', p..':value:'..ARGV[2], 'ref', 'v')
+if not h[2] or not h[1] then return false end
+if redis.call('HGET', p..':task:'..h[1], 'status') ~= 'complete' then return false end
+return h[2]
+";
+
+/// `infos(prefix, ref1, ref2, ...)` → `{ref, info, rank, ...}` for the records that are there: a complete one only
+/// while its value is (one lifetime), a pending one with its queue rank (`''` otherwise). A key under the prefix
+/// that is not refcache's costs itself alone: it answers `{ref, '!<type>', ''}` (the wrong type) or
+/// `{ref, '!', ''}` (a hash without a record), and the caller leaves it out.
+const INFOS: &str = r"
+local p = ARGV[1]
+local out = {}
+for i = 2, #ARGV do
+  local ref = ARGV[i]
+  local t = p..':task:'..ref
+  local ty = redis.call('TYPE', t)['ok']
+  if ty == 'hash' then
+    local f = redis.call('HMGET', t, 'status', 'info', 'qm', 'key')
+    if f[1] and f[2] then
+      local keep = true
+      local rank = ''
+      if f[1] == 'complete' then
+        local owner = f[4] and redis.pcall('HGET', p..':value:'..f[4], 'ref')
+        keep = owner == ref
+      elseif f[1] == 'pending' and f[3] then
+        local r = redis.pcall('ZRANK', p..':pending', f[3])
+        if type(r) == 'number' then rank = tostring(r) end
+      end
+      if keep then
+        table.insert(out, ref); table.insert(out, f[2]); table.insert(out, rank)
+      end
+    elseif f[1] or f[2] then
+      table.insert(out, ref); table.insert(out, '!'); table.insert(out, '')
+    end
+  elseif ty ~= 'none' then
+    table.insert(out, ref); table.insert(out, '!'..ty); table.insert(out, '')
+  end
+end
+return out
 ";
 
 /// `get(prefix, ref)` → `{info, value|nil, queue_rank|nil}`, or nil when unknown (or complete with its value gone).
@@ -173,20 +228,30 @@ redis.call('PUBLISH', p..':events', ARGV[3])
 return 1
 ";
 
-/// `cleanup(prefix, cutoff_ms)`: drops the records of tasks finished before the cutoff. → how many.
+/// `cleanup(prefix, cutoff_ms)`: drops the records of tasks finished before the cutoff, each with its value (if
+/// still its ref's: one lifetime), and tells every process (near caches drop the value). → `{ref1, key1, ref2,
+/// key2, ...}` of the records dropped.
 const CLEANUP: &str = r"
 local p = ARGV[1]
 local refs = redis.call('ZRANGEBYSCORE', p..':finished', '-inf', ARGV[2], 'LIMIT', 0, 10000)
-local n = 0
+local out = {}
 for _, ref in ipairs(refs) do
   local t = p..':task:'..ref
-  local s = redis.call('HGET', t, 'session')
-  n = n + redis.call('DEL', t)
+  local f = redis.call('HMGET', t, 'session', 'key')
+  if redis.call('DEL', t) == 1 then
+    if f[2] then
+      local vkey = p..':value:'..f[2]
+      if redis.call('HGET', vkey, 'ref') == ref then redis.call('DEL', vkey) end
+      table.insert(out, ref)
+      table.insert(out, f[2])
+      redis.call('PUBLISH', p..':events', ref..' drop '..f[2])
+    end
+  end
   redis.call('ZREM', p..':index', ref)
   redis.call('ZREM', p..':finished', ref)
-  if s and s ~= '' then redis.call('SREM', p..':session:'..s, ref) end
+  if f[1] and f[1] ~= '' then redis.call('SREM', p..':session:'..f[1], ref) end
 end
-return n
+return out
 ";
 
 /// `renew(prefix, owner, msg1, ref1, ...)`: resets the idle time of the stream entries this worker holds (its
@@ -219,6 +284,8 @@ pub(crate) struct Scripts {
     pub(crate) transition: Script,
     pub(crate) claim: Script,
     pub(crate) get: Script,
+    pub(crate) lookup: Script,
+    pub(crate) infos: Script,
     pub(crate) retry: Script,
     pub(crate) delete: Script,
     pub(crate) cleanup: Script,
@@ -233,6 +300,8 @@ impl Scripts {
             transition: Script::new(TRANSITION),
             claim: Script::new(CLAIM),
             get: Script::new(GET),
+            lookup: Script::new(LOOKUP),
+            infos: Script::new(INFOS),
             retry: Script::new(RETRY),
             delete: Script::new(DELETE),
             cleanup: Script::new(CLEANUP),

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use redis::AsyncCommands;
 use refcache_core::{
     BackendError, CacheKey, RefId, StoredValue, Submission, Submitted, TaskInfo, Timestamp,
 };
@@ -21,8 +20,12 @@ impl RedisTaskBackend {
         self.inner.ensure_started();
         let inner = &self.inner;
         let mut conn = inner.conn();
-        let json: Option<String> = conn
-            .hget(inner.keys.value(key), "v")
+        let json: Option<String> = inner
+            .scripts
+            .lookup
+            .arg(inner.keys.prefix())
+            .arg(key.to_hex())
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| inner.unavailable(&e))?;
         match json {

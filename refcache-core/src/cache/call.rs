@@ -76,7 +76,8 @@ impl RefCache {
                     // serde's text quotes the value it rejected: keep only the argument's name when the caller
                     // resolved a value it may not read.
                     message: if unreadable.is_empty() {
-                        message
+                        // serde's text may quote the whole offending value: a short prefix of it.
+                        crate::model::excerpt::excerpt(&message, 300).into_owned()
                     } else {
                         message
                             .split_once(": ")
@@ -126,8 +127,19 @@ impl RefCache {
         let deadline = meta
             .async_timeout()
             .map(|t| tokio::time::Instant::now() + t);
+        // Over the owner's cap, refused before anything is submitted; a place taken is held while the task runs.
+        let place = match &self.inner.owner_cap {
+            Some(cap) => Some(cap.take(&scope.actor().to_string())?),
+            None => None,
+        };
         let ref_id = match backend.submit(Submission::new(spec, Some(job))).await? {
             Submitted::Hit(stored) => return Ok(self.answer(stored, &scope)),
+            Submitted::Started(ref_id) => {
+                if let Some(place) = place {
+                    place.hold_until_done(backend.clone(), ref_id.clone());
+                }
+                ref_id
+            }
             submitted => submitted.ref_id().clone(),
         };
         crate::cache::observe::submitted(&ref_id);

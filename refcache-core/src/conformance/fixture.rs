@@ -19,6 +19,8 @@ pub struct Settings {
     pub max_queued: usize,
     /// Grace period of a cancelled task.
     pub cancel_grace: Duration,
+    /// How long a finished task record stays (`task_ttl`); a complete one stays at least as long as its value.
+    pub task_ttl: Duration,
 }
 
 /// A backend under test, plus whatever must live as long as it (a server process, a temp dir).

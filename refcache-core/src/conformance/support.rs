@@ -114,5 +114,6 @@ pub(super) fn settings() -> Settings {
         max_workers: 4,
         max_queued: 100,
         cancel_grace: Duration::from_secs(5),
+        task_ttl: Duration::from_secs(600),
     }
 }

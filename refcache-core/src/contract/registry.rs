@@ -34,6 +34,8 @@ pub struct TaskMeta {
     template: Result<Option<NamespaceTemplate>, NamespaceError>,
     policy: Result<Arc<AccessPolicy>, PolicyError>,
     resolve_refs: bool,
+    /// Its own limit on a call's arguments, in bytes (`None`: the cache's).
+    max_argument_bytes: Option<usize>,
     /// What an anonymous user outside any session may do with its references, computed once.
     anonymous: OnceLock<Permissions>,
 }
@@ -69,6 +71,7 @@ impl TaskMeta {
             template,
             policy: Ok(Arc::default()),
             resolve_refs: true,
+            max_argument_bytes: None,
             anonymous: OnceLock::new(),
         }
     }
@@ -83,6 +86,18 @@ impl TaskMeta {
     pub fn with_resolve_refs(mut self, resolve: bool) -> Self {
         self.resolve_refs = resolve;
         self
+    }
+
+    /// The same meta with its own limit on a call's arguments, in bytes (`None`: the cache's).
+    pub fn with_max_argument_bytes(mut self, limit: Option<usize>) -> Self {
+        self.max_argument_bytes = limit;
+        self
+    }
+
+    /// Its own limit on a call's arguments, in bytes (`None`: the cache's,
+    /// [`RefCache::max_argument_bytes`](crate::RefCache::max_argument_bytes)).
+    pub fn max_argument_bytes(&self) -> Option<usize> {
+        self.max_argument_bytes
     }
 
     /// The namespace template, when the namespace has placeholders (an error for an invalid namespace).

@@ -56,6 +56,26 @@ pub struct StoredValue {
     /// The last preview made of it, for the next hit that asks for the same one.
     #[serde(skip)]
     preview: PreviewMemo,
+    /// Set when its task's record is dropped: from then on no read hands it out (see [`StoredValue::revoke`]).
+    #[serde(skip)]
+    revoked: Revoked,
+}
+
+/// Whether a value's record has been dropped. Its own copy: a clone starts unrevoked.
+#[derive(Debug, Default)]
+struct Revoked(std::sync::atomic::AtomicBool);
+
+impl Clone for Revoked {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for Revoked {
+    fn eq(&self, _: &Self) -> bool {
+        // Bookkeeping of the store, not part of the value.
+        true
+    }
 }
 
 /// Which preview: measure, `max_size`, strategy, page size and page.
@@ -128,6 +148,7 @@ impl StoredValue {
             preview_strategy: None,
             measured: Measured::default(),
             preview: PreviewMemo::default(),
+            revoked: Revoked::default(),
         }
     }
 
@@ -240,6 +261,21 @@ impl StoredValue {
     pub fn is_live(&self) -> bool {
         self.created_at.elapsed() < self.ttl
     }
+
+    /// Marks it as gone with its task's record: a record and its value have one lifetime, so a value whose record
+    /// was dropped (by `cleanup`, the record cap, the record TTL, a session's end) must not be handed out by a hit
+    /// under a ref id that then polls as unknown. [`ValueStore::get`] skips a revoked value at once; its memory goes
+    /// when the store drops the entry ([`ValueStore::invalidate_if_ref`], or a newer value for the key).
+    pub fn revoke(&self) {
+        self.revoked
+            .0
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether [`revoke`](Self::revoke) was called.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.0.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// The length of `value`'s compact JSON text, counted without building the text.
@@ -278,6 +314,12 @@ const ENTRY_OVERHEAD: u64 = 256;
 
 struct PerEntryTtl;
 
+/// What is left of a value's TTL, counted from when it was made: a near cache that copies a value from a remote
+/// store later must not keep it past the remote's own expiry (and so past its record's).
+fn remaining(value: &StoredValue) -> Duration {
+    value.ttl.saturating_sub(value.created_at.elapsed())
+}
+
 impl moka::Expiry<CacheKey, Arc<StoredValue>> for PerEntryTtl {
     fn expire_after_create(
         &self,
@@ -285,7 +327,7 @@ impl moka::Expiry<CacheKey, Arc<StoredValue>> for PerEntryTtl {
         value: &Arc<StoredValue>,
         _: Instant,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(remaining(value))
     }
 
     fn expire_after_update(
@@ -295,7 +337,7 @@ impl moka::Expiry<CacheKey, Arc<StoredValue>> for PerEntryTtl {
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(remaining(value))
     }
 }
 
@@ -345,15 +387,18 @@ impl ValueStore {
         self.max_bytes
     }
 
-    /// The value for `key`, if present and unexpired.
+    /// The value for `key`, if present, unexpired and not [revoked](StoredValue::revoke).
     ///
-    /// Returns moka's future itself rather than wrapping it in another `async fn`: the future is large, and every
-    /// wrapping layer would copy it on the hit path.
+    /// Returns moka's future itself (mapped, which adds no state) rather than wrapping it in another `async fn`:
+    /// the future is large, and every wrapping layer would copy it on the hit path.
     pub fn get<'a>(
         &'a self,
         key: &'a CacheKey,
     ) -> impl Future<Output = Option<Arc<StoredValue>>> + Send + 'a {
-        self.cache.get(key)
+        use futures::FutureExt as _;
+        self.cache
+            .get(key)
+            .map(|found| found.filter(|v| !v.is_revoked()))
     }
 
     /// Stores `value` under its key.

@@ -149,6 +149,9 @@ where
         let args = match A::deserialize(args) {
             Ok(args) => args,
             Err(e) => {
+                // serde's text may quote the whole offending value: a short prefix of it.
+                let e = e.to_string();
+                let e = crate::model::excerpt::excerpt(&e, 300);
                 return Ok(error_text(format!("invalid arguments for {name}: {e}")).into());
             }
         };

@@ -366,7 +366,7 @@ impl TaskBackend for MemoryTaskBackend {
                 if let Some(log) = &record.output {
                     let _ = active.output.set(log.clone());
                 }
-                st.history.map.remove(ref_id);
+                st.history.remove(ref_id);
                 st.index.insert(active.spec.key, ref_id.clone());
                 st.active.insert(ref_id.clone(), active.clone());
                 st.enqueue(&active);
@@ -394,7 +394,7 @@ impl TaskBackend for MemoryTaskBackend {
                     let mut guard = lock(&inner.state);
                     let st = &mut *guard;
                     unindex(&mut st.index, &active.spec.key, ref_id);
-                    st.history.map.remove(ref_id);
+                    st.history.remove(ref_id);
                 }
                 // A value stored by a completion that raced with this delete is dropped here; one stored after
                 // it sees `forget` and drops itself (see `complete`).
@@ -407,7 +407,7 @@ impl TaskBackend for MemoryTaskBackend {
                 let Some(record) = st.history.get(ref_id).cloned() else {
                     return Ok(false);
                 };
-                st.history.map.remove(ref_id);
+                st.history.remove(ref_id);
                 unindex(&mut st.index, &record.key, ref_id);
                 record.key
             };
@@ -433,26 +433,20 @@ impl TaskBackend for MemoryTaskBackend {
                 active.forget.store(true, Ordering::SeqCst);
                 inner.cancel(&active.spec.ref_id, Some("session ended"));
             }
-            let mut guard = lock(&inner.state);
-            let st = &mut *guard;
-            let records: Vec<(RefId, CacheKey)> = st
-                .history
-                .map
-                .values()
-                .filter(|f| in_session(&f.info))
-                .map(|f| (f.info.ref_id.clone(), f.key))
-                .collect();
-            for (ref_id, key) in &records {
-                st.history.map.remove(ref_id);
-                unindex(&mut st.index, key, ref_id);
-            }
+            let (records, dropped) = {
+                let mut guard = lock(&inner.state);
+                let st = &mut *guard;
+                st.history
+                    .remove_where(|f| in_session(&f.info), &mut st.index)
+            };
+            inner.drop_values(dropped).await;
             tracing::debug!(
                 session = session_id,
                 tasks = running.len(),
-                records = records.len(),
+                records,
                 "session ended"
             );
-            Ok(running.len() + records.len())
+            Ok(running.len() + records)
         })
     }
 
@@ -464,15 +458,22 @@ impl TaskBackend for MemoryTaskBackend {
 
     fn cleanup(&self, max_age: Duration) -> BoxFuture<'_, Result<usize, BackendError>> {
         Box::pin(async move {
-            let mut st = lock(&self.inner.state);
-            let before = st.history.map.len();
-            st.history.map.retain(|_, record| {
-                record
-                    .info
-                    .finished_at
-                    .is_none_or(|t| t.elapsed() <= max_age)
-            });
-            Ok(before - st.history.map.len())
+            // A complete record goes with its value (one lifetime): no later hit hands out its ref id.
+            let (n, dropped) = {
+                let mut guard = lock(&self.inner.state);
+                let st = &mut *guard;
+                st.history.remove_where(
+                    |record| {
+                        record
+                            .info
+                            .finished_at
+                            .is_some_and(|t| t.elapsed() > max_age)
+                    },
+                    &mut st.index,
+                )
+            };
+            self.inner.drop_values(dropped).await;
+            Ok(n)
         })
     }
 

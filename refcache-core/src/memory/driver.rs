@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::active::{Active, COMPLETING, DONE, PENDING, RUNNING, TaskOwner, lock};
 use super::config::MemoryBackendConfig;
-use super::history::{History, Rerun, unindex};
+use super::history::{DroppedValue, History, Rerun, unindex};
 use crate::contract::context::TaskHooks;
 use crate::contract::execute::{self, Ending, RunLimits};
 use crate::contract::scheduler::Scheduler;
@@ -106,6 +106,7 @@ impl Inner {
     /// Moves a task out of the active set, in one step: its record into the history, its slot back to the pool.
     pub(super) fn retire(self: &Arc<Self>, active: &Arc<Active>) {
         let info = active.info.borrow().clone();
+        let mut dropped = Vec::new();
         let (started, shutting_down) = {
             let mut guard = lock(&self.state);
             let st = &mut *guard;
@@ -123,7 +124,8 @@ impl Inner {
                 });
                 let value = active.value.get().map(Arc::downgrade);
                 let output = active.output.get().cloned();
-                st.history
+                dropped = st
+                    .history
                     .insert(info, key, rerun, value, output, &mut st.index);
             }
             st.sched.remove(ref_id);
@@ -134,8 +136,35 @@ impl Inner {
             (self.admit(st), !st.accepting)
         };
         self.spawn_all(started);
+        self.drop_values_later(&active.handle, dropped);
         if shutting_down {
             self.idle.notify_waiters();
+        }
+    }
+
+    /// Removes the (already revoked) values of dropped records from the store, from a task of its own: the
+    /// caller holds no runtime context it may await in. Should the runtime be gone, the revoked values are never
+    /// handed out, and the store's TTL and byte bound drop them.
+    pub(super) fn drop_values_later(
+        &self,
+        handle: &tokio::runtime::Handle,
+        dropped: Vec<DroppedValue>,
+    ) {
+        if dropped.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        handle.spawn(async move {
+            for (key, ref_id) in dropped {
+                store.invalidate_if_ref(&key, &ref_id).await;
+            }
+        });
+    }
+
+    /// Removes the (already revoked) values of dropped records from the store.
+    pub(super) async fn drop_values(&self, dropped: Vec<DroppedValue>) {
+        for (key, ref_id) in dropped {
+            self.store.invalidate_if_ref(&key, &ref_id).await;
         }
     }
 

@@ -1,7 +1,7 @@
-//! Finished task records: [`History`], a map for lookups and a FIFO for expiry and the cap, holding one
+//! Finished task records: [`History`], a map for lookups and an expiry order for the TTL and the cap, holding one
 //! [`Finished`] record per task (with what `retry_task` needs to run it again, a [`Rerun`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,28 +45,37 @@ pub(super) struct Rerun {
     pub(super) job: Option<LocalJob>,
 }
 
-/// Finished task records: a map for lookups and a FIFO for expiry and the cap. Every record gets the same TTL and
-/// is inserted when its task finishes, so insertion order is expiry order and eviction is O(1) per record.
+/// Finished task records: a map for lookups and an expiry order for the TTL and the cap.
+///
+/// A record expires `task_ttl` after its task finished, or for a complete task at the later of that and its
+/// value's TTL (one lifetime: a value is never outlived by the record it is reached through, nor the other way
+/// round). The order is by expiry, so the TTL drops records from its front; the cap drops the record that would
+/// expire first.
 pub(super) struct History {
     pub(super) map: HashMap<RefId, Arc<Finished>>,
-    pub(super) order: VecDeque<(tokio::time::Instant, u64, RefId, CacheKey)>,
-    pub(super) next_seq: u64,
-    pub(super) ttl: Duration,
-    pub(super) cap: usize,
+    order: BTreeMap<(tokio::time::Instant, u64), (RefId, CacheKey)>,
+    next_seq: u64,
+    ttl: Duration,
+    cap: usize,
 }
+
+/// The value of a dropped record, revoked: the store entry to remove, if it is still this ref's.
+pub(super) type DroppedValue = (CacheKey, RefId);
 
 impl History {
     pub(super) fn new(ttl: Duration, cap: usize) -> Self {
         Self {
             map: HashMap::new(),
-            order: VecDeque::new(),
+            order: BTreeMap::new(),
             next_seq: 0,
             ttl,
             cap: cap.max(1),
         }
     }
 
-    /// Records a finished task; evicts expired and over-cap records, and their index entries.
+    /// Records a finished task; evicts expired and over-cap records, and their index entries. Answers the values
+    /// of the records it dropped (already revoked, so no hit hands them out), for the caller to remove from the
+    /// store.
     pub(super) fn insert(
         &mut self,
         info: TaskInfo,
@@ -75,26 +84,33 @@ impl History {
         value: Option<std::sync::Weak<StoredValue>>,
         output: Option<Arc<OutputLog>>,
         index: &mut HashMap<CacheKey, RefId>,
-    ) {
+    ) -> Vec<DroppedValue> {
         let now = tokio::time::Instant::now();
-        while let Some((at, _, _, _)) = self.order.front() {
-            if *at > now && self.order.len() < self.cap {
+        let mut dropped = Vec::new();
+        loop {
+            let full = self.order.len() >= self.cap;
+            let Some(entry) = self.order.first_entry() else {
+                break;
+            };
+            if entry.key().0 > now && !full {
                 break;
             }
-            let (_, seq, old, old_key) = self.order.pop_front().expect("front exists");
-            // Only the record this entry was made for: a ref id retried with `retry_task` was recorded again, under
-            // a later entry, and its fresh record must stay.
-            if self.map.get(&old).is_some_and(|f| f.seq == seq) {
-                self.map.remove(&old);
+            let (_, (old, old_key)) = entry.remove_entry();
+            if let Some(record) = self.map.remove(&old) {
                 unindex(index, &old_key, &old);
+                dropped.extend(record.revoke_value());
             }
         }
-        let expires_at = now + self.ttl;
+        let ttl = match value.as_ref().and_then(std::sync::Weak::upgrade) {
+            Some(v) => self.ttl.max(v.ttl),
+            None => self.ttl,
+        };
+        let expires_at = now + ttl;
         self.next_seq += 1;
         let seq = self.next_seq;
         self.order
-            .push_back((expires_at, seq, info.ref_id.clone(), key));
-        self.map.insert(
+            .insert((expires_at, seq), (info.ref_id.clone(), key));
+        let previous = self.map.insert(
             info.ref_id.clone(),
             Arc::new(Finished {
                 info,
@@ -106,6 +122,40 @@ impl History {
                 output,
             }),
         );
+        // A ref id recorded again (a retried task that ended): its earlier entry goes, its value is the same ref's.
+        if let Some(previous) = previous {
+            self.order.remove(&(previous.expires_at, previous.seq));
+        }
+        dropped
+    }
+
+    /// Removes the record of `ref_id` (its value is the caller's to drop).
+    pub(super) fn remove(&mut self, ref_id: &RefId) -> Option<Arc<Finished>> {
+        let record = self.map.remove(ref_id)?;
+        self.order.remove(&(record.expires_at, record.seq));
+        Some(record)
+    }
+
+    /// Removes every record that `drop` picks, with its index entry; answers how many, and their values (revoked).
+    pub(super) fn remove_where(
+        &mut self,
+        drop: impl Fn(&Finished) -> bool,
+        index: &mut HashMap<CacheKey, RefId>,
+    ) -> (usize, Vec<DroppedValue>) {
+        let picked: Vec<RefId> = self
+            .map
+            .values()
+            .filter(|f| drop(f))
+            .map(|f| f.info.ref_id.clone())
+            .collect();
+        let mut values = Vec::new();
+        for ref_id in &picked {
+            if let Some(record) = self.remove(ref_id) {
+                unindex(index, &record.key, ref_id);
+                values.extend(record.revoke_value());
+            }
+        }
+        (picked.len(), values)
     }
 
     pub(super) fn get(&self, ref_id: &RefId) -> Option<&Arc<Finished>> {
@@ -117,6 +167,15 @@ impl History {
     pub(super) fn records(&self) -> impl Iterator<Item = &Arc<Finished>> {
         let now = tokio::time::Instant::now();
         self.map.values().filter(move |f| f.expires_at > now)
+    }
+}
+
+impl Finished {
+    /// Revokes its value, if the store still holds it: answers the store entry to remove.
+    fn revoke_value(&self) -> Option<DroppedValue> {
+        let value = self.value.as_ref()?.upgrade()?;
+        value.revoke();
+        Some((self.key, self.info.ref_id.clone()))
     }
 }
 

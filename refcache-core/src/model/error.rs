@@ -37,6 +37,30 @@ pub enum RefCacheError {
         /// What serde said.
         message: String,
     },
+    /// A call's arguments are larger than the limit: refused at once, while the key is built, before any work.
+    #[error(
+        "the arguments of `{task}` are more than {limit} bytes of JSON, the limit for one call: pass a large input \
+         as a ref id (a reference input) instead of its value, or raise `max_argument_bytes` (on the function, or \
+         on the cache)"
+    )]
+    ArgumentsTooLarge {
+        /// The task.
+        task: String,
+        /// The limit, in bytes of canonical JSON.
+        limit: usize,
+    },
+    /// The calling owner already has `limit` tasks in flight (`max_tasks_per_owner`): refused before it is
+    /// submitted.
+    #[error(
+        "too many tasks: {owner} already has {limit} tasks in flight, the cap per owner (`max_tasks_per_owner`); \
+         wait for one to finish (poll its ref id) or cancel one, then call again"
+    )]
+    TooManyTasks {
+        /// The owner (the calling actor), cut to a short prefix.
+        owner: String,
+        /// The cap.
+        limit: usize,
+    },
     /// A response format name that is not one of the three.
     #[error("invalid response format `{value}`: expected one of `minimal`, `standard`, `full`")]
     InvalidFormat {

@@ -56,7 +56,7 @@ impl CacheKey {
         write_canonical(&mut canonical, args).map_err(|e| RefCacheError::Argument {
             task: task.to_owned(),
             name: "<arguments>".to_owned(),
-            message: e.to_string(),
+            message: crate::model::excerpt::excerpt(&e.to_string(), 300).into_owned(),
         })?;
         Ok(Self(*blake3::keyed_hash(&prefix.0, &canonical).as_bytes()))
     }
@@ -206,15 +206,21 @@ fn write_canonical(out: &mut Vec<u8>, value: &serde_json::Value) -> Result<(), s
 /// canonical JSON straight into the key buffer, byte for byte what [`write_canonical`] writes for them, without
 /// building a `serde_json::Value`. It refuses everything else (before writing anything), and the caller falls back
 /// to `write_canonical`. A differential test pins the equality.
-struct Scalar<'a>(&'a mut Vec<u8>);
+struct Scalar<'a>(&'a mut Vec<u8>, usize);
 
-/// "Not a scalar: build the value and use `write_canonical`."
+/// "Not a scalar: build the value and use `write_canonical`" (or, for a string, "over the byte limit").
 #[derive(Debug)]
-struct Fallback;
+enum Fallback {
+    NotScalar,
+    TooLarge,
+}
 
 impl fmt::Display for Fallback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("not a scalar")
+        f.write_str(match self {
+            Self::NotScalar => "not a scalar",
+            Self::TooLarge => "over the byte limit",
+        })
     }
 }
 
@@ -222,13 +228,13 @@ impl std::error::Error for Fallback {}
 
 impl serde::ser::Error for Fallback {
     fn custom<T: fmt::Display>(_: T) -> Self {
-        Fallback
+        Fallback::NotScalar
     }
 }
 
 macro_rules! refuse {
     ($($method:ident($($arg:ty),*) -> $ret:ty;)*) => {
-        $(fn $method(self, $(_: $arg),*) -> Result<$ret, Fallback> { Err(Fallback) })*
+        $(fn $method(self, $(_: $arg),*) -> Result<$ret, Fallback> { Err(Fallback::NotScalar) })*
     };
 }
 
@@ -280,7 +286,11 @@ impl serde::Serializer for Scalar<'_> {
         Ok(())
     }
     fn serialize_str(self, v: &str) -> Result<(), Fallback> {
-        serde_jcs::to_writer(&mut *self.0, v).map_err(|_| Fallback)
+        // Escaping only lengthens a string: one over the limit is refused before any of it is written.
+        if self.0.len().saturating_add(v.len()) > self.1 {
+            return Err(Fallback::TooLarge);
+        }
+        serde_jcs::to_writer(&mut *self.0, v).map_err(|_| Fallback::NotScalar)
     }
     fn serialize_none(self) -> Result<(), Fallback> {
         self.serialize_unit()
@@ -323,7 +333,7 @@ impl serde::Serializer for Scalar<'_> {
         _: &'static str,
         _: &T,
     ) -> Result<(), Fallback> {
-        Err(Fallback)
+        Err(Fallback::NotScalar)
     }
 }
 
@@ -340,6 +350,32 @@ pub struct KeyBuilder<'a> {
     task: &'a str,
     prefix: KeyPrefix,
     buf: Vec<u8>,
+    limit: usize,
+}
+
+/// The default limit on a call's arguments: 1 MiB of canonical JSON, well under what any store holds.
+pub const DEFAULT_MAX_ARGUMENT_BYTES: usize = 1024 * 1024;
+
+/// A writer that counts, and fails once the count passes its limit: measures a value's JSON length at a cost
+/// bounded by the limit, whatever the value's size.
+struct Bounded {
+    left: usize,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.left.checked_sub(buf.len()) {
+            Some(left) => {
+                self.left = left;
+                Ok(buf.len())
+            }
+            None => Err(std::io::Error::other("over the byte limit")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl<'a> KeyBuilder<'a> {
@@ -353,7 +389,27 @@ impl<'a> KeyBuilder<'a> {
         let mut buf = BUFFER.with(std::cell::Cell::take);
         buf.clear();
         buf.push(b'{');
-        Self { task, prefix, buf }
+        Self {
+            task,
+            prefix,
+            buf,
+            limit: DEFAULT_MAX_ARGUMENT_BYTES,
+        }
+    }
+
+    /// The same builder with a limit on the arguments' canonical JSON, in bytes (default
+    /// [`DEFAULT_MAX_ARGUMENT_BYTES`]). An argument that takes the key past it fails [`arg`](Self::arg) with
+    /// [`RefCacheError::ArgumentsTooLarge`], at a cost bounded by the limit, not by the argument's size.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    fn too_large(&self) -> RefCacheError {
+        RefCacheError::ArgumentsTooLarge {
+            task: self.task.to_owned(),
+            limit: self.limit,
+        }
     }
 
     /// Adds one argument.
@@ -368,7 +424,7 @@ impl<'a> KeyBuilder<'a> {
         let error = |e: &dyn fmt::Display| RefCacheError::Argument {
             task: self.task.to_owned(),
             name: name.to_owned(),
-            message: e.to_string(),
+            message: crate::model::excerpt::excerpt(&e.to_string(), 300).into_owned(),
         };
         if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             // An identifier needs no escaping: write it as the JSON string it is.
@@ -379,11 +435,28 @@ impl<'a> KeyBuilder<'a> {
             serde_jcs::to_writer(&mut self.buf, name).map_err(|e| error(&e))?;
             self.buf.write_all(b":").map_err(|e| error(&e))?;
         }
-        if value.serialize(Scalar(&mut self.buf)).is_ok() {
-            return Ok(());
+        match value.serialize(Scalar(&mut self.buf, self.limit)) {
+            Ok(()) if self.buf.len() <= self.limit => return Ok(()),
+            Ok(()) | Err(Fallback::TooLarge) => return Err(self.too_large()),
+            Err(Fallback::NotScalar) => {}
+        }
+        // Measured first, at a cost bounded by the limit: a huge argument is refused before it is copied into a
+        // JSON tree. (Compact and canonical JSON differ only in key order and number forms; the check after writing
+        // settles the rest.)
+        let left = self.limit.saturating_sub(self.buf.len());
+        if let Err(e) = serde_json::to_writer(Bounded { left }, value) {
+            return Err(if e.is_io() {
+                self.too_large()
+            } else {
+                error(&e)
+            });
         }
         let json = serde_json::to_value(value).map_err(|e| error(&e))?;
-        write_canonical(&mut self.buf, &json).map_err(|e| error(&e))
+        write_canonical(&mut self.buf, &json).map_err(|e| error(&e))?;
+        if self.buf.len() > self.limit {
+            return Err(self.too_large());
+        }
+        Ok(())
     }
 
     /// Whether an argument so far may hold a string in the ref id form (`"<cache-name>:<32 hex>"`). A cheap scan
