@@ -90,6 +90,8 @@
 //! - `redis`: the Redis backend, `refcache::redis`: results shared across replicas, `local` or `workers` mode,
 //!   worker processes (`refcache::worker::run`), crash recovery. Selected by config alone:
 //!   `REFCACHE_BACKEND=redis://127.0.0.1:6379/0`. See `docs/backends.md`.
+//! - `redis-tls`: `rediss://` (TLS to Redis, with rustls), checked against the system's roots or a CA given as
+//!   `?tls_ca_file=...`; implies `redis`.
 //! - `postgres`: the Postgres backend, `refcache::postgres`: the same, on the Postgres a team already runs, with
 //!   durable results, `FOR UPDATE SKIP LOCKED` workers (`refcache::worker::postgres::run`) and `LISTEN`/`NOTIFY`
 //!   waits. Selected by config alone: `REFCACHE_BACKEND=postgres://user@127.0.0.1:5432/db`.

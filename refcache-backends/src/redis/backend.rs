@@ -134,7 +134,7 @@ impl RedisTaskBackend {
             url: config.redacted_url(),
             message: e.to_string(),
         };
-        let client = redis::Client::open(config.url.as_str()).map_err(client_err)?;
+        let client = super::tls::client(&config.url, &config.tls).map_err(client_err)?;
         let consumer = format!(
             "{}-{}",
             std::process::id(),
