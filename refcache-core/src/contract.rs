@@ -10,6 +10,7 @@ pub(crate) mod backend;
 pub(crate) mod context;
 pub(crate) mod execute;
 pub(crate) mod list;
+pub mod metrics;
 pub mod registry;
 pub(crate) mod scheduler;
 pub(crate) mod spec;

@@ -41,7 +41,7 @@ struct Held {
 impl RunState {
     pub(crate) fn new(max_workers: usize) -> Self {
         Self {
-            sched: Scheduler::new(max_workers),
+            sched: Scheduler::new(max_workers).with_backend("postgres"),
             held: HashMap::new(),
         }
     }
@@ -560,6 +560,10 @@ impl TaskHooks for Hooks {
             s.info.status_message = None;
             s.dirty = true;
         });
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "postgres"
     }
 
     fn timed_out(&self, error: TaskError) {

@@ -300,6 +300,10 @@ impl TaskBackend for RedisTaskBackend {
         "redis"
     }
 
+    fn ping(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(RedisTaskBackend::ping(self))
+    }
+
     fn near_cache(&self) -> Option<&ValueStore> {
         Some(&self.inner.near)
     }

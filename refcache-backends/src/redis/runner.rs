@@ -44,7 +44,7 @@ struct Held {
 impl RunState {
     pub(crate) fn new(max_workers: usize) -> Self {
         Self {
-            sched: Scheduler::new(max_workers),
+            sched: Scheduler::new(max_workers).with_backend("redis"),
             held: HashMap::new(),
         }
     }
@@ -574,6 +574,10 @@ impl TaskHooks for Hooks {
             s.info.status_message = None;
             s.dirty = true;
         });
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "redis"
     }
 
     fn timed_out(&self, error: TaskError) {

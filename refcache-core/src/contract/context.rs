@@ -36,6 +36,10 @@ pub trait TaskHooks: Send + Sync {
     fn retry_started(&self);
     /// The execution timeout passed: fail the task with `error` now, unless it is already terminal.
     fn timed_out(&self, error: TaskError);
+    /// The backend's name, for the `backend` label of metrics (`memory`, `redis`, `postgres`).
+    fn backend_name(&self) -> &'static str {
+        "other"
+    }
 }
 
 /// The handle a running task receives: progress, partial results and cancellation.

@@ -184,6 +184,10 @@ impl TaskHooks for Active {
         });
     }
 
+    fn backend_name(&self) -> &'static str {
+        "memory"
+    }
+
     fn timed_out(&self, error: TaskError) {
         if self.cas(RUNNING, DONE) {
             if let Some(owner) = self.backend.upgrade() {
