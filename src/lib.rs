@@ -92,9 +92,15 @@
 //! - `redis`: the Redis backend, `refcache::redis`: results shared across replicas, `local` or `workers` mode,
 //!   worker processes (`refcache::worker::run`), crash recovery. Selected by config alone:
 //!   `REFCACHE_BACKEND=redis://127.0.0.1:6379/0`. See `docs/backends.md`.
+//! - `redis-tls`: `rediss://` (TLS to Redis, with rustls), checked against the system's roots or a CA given as
+//!   `?tls_ca_file=...`; implies `redis`.
 //! - `postgres`: the Postgres backend, `refcache::postgres`: the same, on the Postgres a team already runs, with
 //!   durable results, `FOR UPDATE SKIP LOCKED` workers (`refcache::worker::postgres::run`) and `LISTEN`/`NOTIFY`
 //!   waits. Selected by config alone: `REFCACHE_BACKEND=postgres://user@127.0.0.1:5432/db`.
+//! - `metrics`: counters, gauges and histograms through the `metrics` facade, labelled by task and backend
+//!   (`refcache::metric_names`, `docs/operations.md`). Off: the calls compile to nothing.
+//! - `prometheus`: the Prometheus exporter and the `/metrics` and `/health` axum routes (`refcache::ops`); implies
+//!   `metrics`. [`RefCache::health`] (one timed round trip to the backend) is there without any feature.
 //! - `test-utils`: the backend conformance suite (`refcache::conformance`), for backend authors.
 //!
 //! # Supported Rust versions
@@ -167,3 +173,7 @@ struct RefcacheDoctests;
 #[cfg(all(doctest, feature = "mcp"))]
 #[doc = include_str!("../docs/mcp.md")]
 struct McpDoctests;
+
+#[cfg(all(doctest, feature = "prometheus"))]
+#[doc = include_str!("../docs/operations.md")]
+struct OperationsDoctests;

@@ -1243,6 +1243,10 @@ impl TaskBackend for PostgresTaskBackend {
         "postgres"
     }
 
+    fn ping(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(PostgresTaskBackend::ping(self))
+    }
+
     fn near_cache(&self) -> Option<&ValueStore> {
         Some(&self.inner.near)
     }

@@ -13,7 +13,9 @@
 //! `factory.rs` the `REFCACHE_BACKEND=redis://...` hookup.
 //!
 //! Switching a service from the in-process default is config alone: `REFCACHE_BACKEND=redis://127.0.0.1:6379/0`
-//! (options in the query: `?mode=workers&key_prefix=myapp&lease=30&max_deliveries=3`).
+//! (options in the query: `?mode=workers&key_prefix=myapp&lease=30&max_deliveries=3`). With the `redis-tls`
+//! feature, `rediss://` connects over TLS (rustls), checking the server against the system's roots or the CA
+//! given by `tls_ca_file` ([`RedisTls`]).
 
 mod backend;
 mod config;
@@ -27,8 +29,10 @@ mod runner;
 mod scripts;
 mod server;
 mod submit;
+mod tls;
 pub mod worker;
 
 pub use backend::{RedisBackendError, RedisTaskBackend};
 pub use config::{Mode, RedisConfig, RedisConfigError};
-pub use server::{RedisServer, RedisServerError, RedisServerOptions};
+pub use server::{RedisServer, RedisServerError, RedisServerOptions, RedisServerTls};
+pub use tls::RedisTls;

@@ -14,6 +14,7 @@ pub(crate) mod admin;
 pub(crate) mod call;
 pub(crate) mod call_options;
 mod control;
+pub(crate) mod health;
 pub(crate) mod observe;
 pub(crate) mod output;
 pub(crate) mod owner_cap;
@@ -48,6 +49,8 @@ struct CacheInner {
     default_ttl: Duration,
     previewer: Previewer,
     backend: Arc<dyn TaskBackend>,
+    /// The backend's name as the `backend` label of metrics.
+    backend_label: &'static str,
     /// A runtime of our own, started on first need: for sync callers and callers outside tokio.
     runtime: Mutex<Option<Runtime>>,
     shut_down: AtomicBool,
@@ -208,6 +211,7 @@ impl RefCacheBuilder {
                 name: self.name,
                 default_ttl: self.default_ttl,
                 previewer: self.previewer,
+                backend_label: crate::contract::metrics::backend_label(backend.name()),
                 backend,
                 runtime: Mutex::new(None),
                 shut_down: AtomicBool::new(false),

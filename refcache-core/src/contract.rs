@@ -11,6 +11,7 @@ pub(crate) mod context;
 pub(crate) mod execute;
 pub(crate) mod list;
 pub(crate) mod output;
+pub mod metrics;
 pub mod registry;
 pub(crate) mod scheduler;
 pub(crate) mod spec;

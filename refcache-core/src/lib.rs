@@ -12,6 +12,8 @@
 //! - `test-utils`: the backend conformance suite, [`conformance`].
 //! - `mcp`: the rmcp integration, `mcp`: `#[cached]` on `#[tool]` methods, the ready-made polling tools and MCP
 //!   Tasks.
+//! - `metrics`: counters, gauges and histograms through the `metrics` facade ([`metric_names`]).
+//! - `prometheus`: the Prometheus exporter and the `/metrics` and `/health` routes, `ops`. Implies `metrics`.
 //!
 //! # Supported Rust versions
 //! The minimum supported Rust version is 1.88 (edition 2024).
@@ -69,6 +71,10 @@ pub mod conformance;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 
+// The Prometheus exporter and the `/metrics` and `/health` routes.
+#[cfg(feature = "prometheus")]
+pub mod ops;
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
@@ -76,6 +82,7 @@ pub mod __private;
 pub use cache::admin::{ReferenceInfo, ReferenceStats};
 pub use cache::call_options::CallOptions;
 pub use cache::output::MAX_OUTPUT_READ;
+pub use cache::health::Health;
 pub use cache::poll::GetOptions;
 pub use cache::resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_BYTES, MAX_RESOLVED_REFERENCES};
 pub use cache::response::{
@@ -90,6 +97,8 @@ pub use contract::context::{Cancelled, LocalJob, TaskContext, TaskHooks};
 pub use contract::execute::{Ending, RunLimits, job_for, run as run_job, run_task, timeout_error};
 pub use contract::list::{ListCursor, TaskFilter, TaskPage};
 pub use contract::output::{Appended, OutputLog, STATUS_LINE_MAX};
+/// The names of the metrics refcache emits with the `metrics` feature (`docs/operations.md`).
+pub use contract::metrics as metric_names;
 pub use contract::registry;
 pub use contract::scheduler::Scheduler;
 pub use contract::spec::{DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, TaskOptions, TaskSpec};

@@ -8,7 +8,8 @@
 //! 2. `contract`: what every backend implements and shares (`TaskBackend`, `TaskSpec`, `run_task`, the registry);
 //! 3. `memory`: the in-process backend;
 //! 4. `cache`: the front door, `RefCache`;
-//! 5. the edges: `config`, `global`, `mcp`, `__private` (`private.rs`), `conformance`; later `web` and `command`.
+//! 5. the edges: `config`, `global`, `mcp`, `__private` (`private.rs`), `conformance`, `ops`; later `web` and
+//!    `command`.
 
 #[path = "layers/check.rs"]
 mod check;
@@ -29,6 +30,7 @@ const LAYERS: &[(&str, u32, &str)] = &[
     ("mcp", 5, "the edges"),
     ("__private", 5, "the edges"),
     ("conformance", 5, "the edges"),
+    ("ops", 5, "the edges"),
 ];
 
 fn fail_on(problems: &[Problem]) {

@@ -41,7 +41,7 @@ struct Held {
 impl RunState {
     pub(crate) fn new(max_workers: usize) -> Self {
         Self {
-            sched: Scheduler::new(max_workers),
+            sched: Scheduler::new(max_workers).with_backend("postgres"),
             held: HashMap::new(),
         }
     }
@@ -566,6 +566,9 @@ impl TaskHooks for Hooks {
         // Not kept yet on this backend: `read_output` answers `BackendError::Unsupported`, so no reader is told
         // the output is empty.
         let _ = (stream, text);
+    }
+    fn backend_name(&self) -> &'static str {
+        "postgres"
     }
 
     fn timed_out(&self, error: TaskError) {

@@ -134,7 +134,7 @@ impl RedisTaskBackend {
             url: config.redacted_url(),
             message: e.to_string(),
         };
-        let client = redis::Client::open(config.url.as_str()).map_err(client_err)?;
+        let client = super::tls::client(&config.url, &config.tls).map_err(client_err)?;
         let consumer = format!(
             "{}-{}",
             std::process::id(),
@@ -298,6 +298,10 @@ impl Inner {
 impl TaskBackend for RedisTaskBackend {
     fn name(&self) -> &str {
         "redis"
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(RedisTaskBackend::ping(self))
     }
 
     fn near_cache(&self) -> Option<&ValueStore> {

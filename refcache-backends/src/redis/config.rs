@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use refcache_core::RefCacheConfig;
 
+use super::tls::RedisTls;
+
 /// Where tasks run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -53,8 +55,10 @@ impl std::str::FromStr for Mode {
 #[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// The server, as `redis://host:port/db` (or `rediss://` for TLS, when the `redis` crate is built with it).
+    /// The server, as `redis://host:port/db`, or `rediss://host:port/db` for TLS (feature `redis-tls`).
     pub url: String,
+    /// The certificates of a `rediss://` connection (feature `redis-tls`); none: the system's roots.
+    pub tls: RedisTls,
     /// Where tasks run.
     pub mode: Mode,
     /// The prefix of every key and channel, so that several apps can share one Redis.
@@ -91,6 +95,7 @@ impl Default for RedisConfig {
         let memory = refcache_core::MemoryBackendConfig::default();
         Self {
             url: "redis://127.0.0.1:6379/0".into(),
+            tls: RedisTls::default(),
             mode: Mode::Local,
             key_prefix: "refcache".into(),
             lease: Duration::from_secs(30),
@@ -109,7 +114,8 @@ impl Default for RedisConfig {
 }
 
 /// The options a backend URL may carry.
-const OPTIONS: &str = "mode, key_prefix, lease, max_deliveries, prefetch";
+const OPTIONS: &str =
+    "mode, key_prefix, lease, max_deliveries, prefetch, tls_ca_file, tls_cert_file, tls_key_file";
 
 /// A Redis backend setting that cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -138,6 +144,25 @@ pub enum RedisConfigError {
         value: String,
         /// What it must be.
         expected: &'static str,
+    },
+    /// A `rediss://` URL in a build without TLS.
+    #[error(
+        "`rediss://` needs TLS, which this build of refcache lacks: enable the `redis-tls` feature \
+         (`refcache = {{ version = \"0.1\", features = [\"redis-tls\"] }}`)"
+    )]
+    TlsNotCompiled,
+    /// TLS settings on a `redis://` URL, or a client certificate without its key.
+    #[error("{0}")]
+    Tls(&'static str),
+    /// A certificate or key file that cannot be read.
+    #[error("cannot read `{name}` file `{path}`: {message}")]
+    TlsFile {
+        /// The option.
+        name: String,
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
     },
 }
 
@@ -177,6 +202,9 @@ impl RedisConfig {
         if !(base.starts_with("redis://") || base.starts_with("rediss://")) {
             return Err(invalid_url());
         }
+        if base.starts_with("rediss://") && !cfg!(feature = "redis-tls") {
+            return Err(RedisConfigError::TlsNotCompiled);
+        }
         redis::Client::open(base).map_err(|_| invalid_url())?;
         self.url = base.to_owned();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -207,6 +235,9 @@ impl RedisConfig {
                 "prefetch" => {
                     self.prefetch = value.parse().map_err(|_| invalid("a whole number"))?;
                 }
+                "tls_ca_file" => self.tls.root_cert = Some(read_pem(name, value)?),
+                "tls_cert_file" => self.tls.client_cert = Some(read_pem(name, value)?),
+                "tls_key_file" => self.tls.client_key = Some(read_pem(name, value)?),
                 _ => return Err(RedisConfigError::UnknownOption { name: name.into() }),
             }
         }
@@ -216,6 +247,21 @@ impl RedisConfig {
 
     /// Checks every value; the error names the option.
     pub fn validate(&self) -> Result<(), RedisConfigError> {
+        let tls_url = self.url.starts_with("rediss://");
+        if tls_url && !cfg!(feature = "redis-tls") {
+            return Err(RedisConfigError::TlsNotCompiled);
+        }
+        if self.tls.is_set() && !tls_url {
+            return Err(RedisConfigError::Tls(
+                "TLS certificates are set, but the URL is `redis://`: use `rediss://` for TLS",
+            ));
+        }
+        if self.tls.client_cert.is_some() != self.tls.client_key.is_some() {
+            return Err(RedisConfigError::Tls(
+                "a client certificate needs its key, and a key its certificate: set both \
+                 (`tls_cert_file` and `tls_key_file`)",
+            ));
+        }
         let prefix_ok = !self.key_prefix.is_empty()
             && self.key_prefix.len() <= 64
             && self
@@ -244,6 +290,12 @@ impl RedisConfig {
             });
         }
         Ok(())
+    }
+
+    /// Sets the TLS certificates of a `rediss://` URL.
+    pub fn tls(mut self, tls: RedisTls) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Sets the mode.
@@ -300,6 +352,7 @@ impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let Self {
             url: _,
+            tls,
             mode,
             key_prefix,
             lease,
@@ -316,6 +369,7 @@ impl std::fmt::Debug for RedisConfig {
         } = self;
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted_url())
+            .field("tls", tls)
             .field("mode", mode)
             .field("key_prefix", key_prefix)
             .field("lease", lease)
@@ -331,6 +385,20 @@ impl std::fmt::Debug for RedisConfig {
             .field("command_timeout", command_timeout)
             .finish()
     }
+}
+
+/// The contents of the PEM file that option `name` names.
+fn read_pem(name: &str, path: &str) -> Result<Vec<u8>, RedisConfigError> {
+    let error = |message: String| RedisConfigError::TlsFile {
+        name: name.into(),
+        path: path.into(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    if !pem.starts_with(b"-----BEGIN ") && !String::from_utf8_lossy(&pem).contains("-----BEGIN ") {
+        return Err(error("not a PEM file (no `-----BEGIN` line)".into()));
+    }
+    Ok(pem)
 }
 
 #[cfg(test)]
@@ -367,5 +435,15 @@ mod tests {
         assert!(RedisConfig::from_url("redis://h/0?key_prefix=a b").is_err());
         assert!(RedisConfig::from_url("redis://h/0?lease=0.5").is_err());
         assert!(RedisConfig::from_url("redis://h/0?max_deliveries=0").is_err());
+    }
+
+    /// Without the `redis-tls` feature, `rediss://` is refused at once, naming the feature, instead of failing every
+    /// call with `Unavailable` later.
+    #[cfg(not(feature = "redis-tls"))]
+    #[test]
+    fn rediss_without_the_feature_names_it() {
+        let e = RedisConfig::from_url("rediss://h:6380/0").unwrap_err();
+        assert_eq!(e, RedisConfigError::TlsNotCompiled);
+        assert!(e.to_string().contains("`redis-tls` feature"), "{e}");
     }
 }

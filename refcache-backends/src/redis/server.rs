@@ -46,12 +46,61 @@ pub enum RedisServerError {
 pub struct RedisServerOptions {
     /// Turn on AOF persistence (`appendonly yes`, `appendfsync always`), so that a restart keeps the data.
     pub aof: bool,
+    /// Also listen for TLS on a second port ([`RedisServer::tls_url`]), with these certificates.
+    pub tls: Option<RedisServerTls>,
+}
+
+/// The certificates of a test server's TLS port, as PEM (the server needs a `redis-server` built with TLS, as
+/// Debian's is).
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct RedisServerTls {
+    /// The server's certificate (with a SAN for `127.0.0.1` when clients connect by that address).
+    pub cert: String,
+    /// Its key.
+    pub key: String,
+    /// The CA that clients' certificates are checked against (and that redis-server requires to be set).
+    pub ca: String,
+    /// Require clients to present a certificate signed by `ca` (`tls-auth-clients yes`).
+    pub auth_clients: bool,
+}
+
+impl RedisServerTls {
+    /// A TLS port with this certificate, key and CA, not asking clients for certificates.
+    pub fn new(cert: impl Into<String>, key: impl Into<String>, ca: impl Into<String>) -> Self {
+        Self {
+            cert: cert.into(),
+            key: key.into(),
+            ca: ca.into(),
+            auth_clients: false,
+        }
+    }
+
+    /// Whether clients must present a certificate signed by the CA.
+    pub fn auth_clients(mut self, on: bool) -> Self {
+        self.auth_clients = on;
+        self
+    }
+}
+
+impl std::fmt::Debug for RedisServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisServerTls")
+            .field("auth_clients", &self.auth_clients)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedisServerOptions {
     /// With AOF persistence on.
     pub fn aof(mut self, on: bool) -> Self {
         self.aof = on;
+        self
+    }
+
+    /// With a TLS port as well.
+    pub fn tls(mut self, tls: RedisServerTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 }
@@ -64,6 +113,7 @@ impl RedisServerOptions {
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    tls_port: u16,
     dir: PathBuf,
     options: RedisServerOptions,
 }
@@ -86,6 +136,7 @@ impl RedisServer {
         let mut server = Self {
             child: None,
             port: 0,
+            tls_port: 0,
             dir,
             options,
         };
@@ -93,6 +144,9 @@ impl RedisServer {
         let mut last = None;
         for _ in 0..5 {
             server.port = free_port()?;
+            if server.options.tls.is_some() {
+                server.tls_port = free_port()?;
+            }
             match server.spawn() {
                 Ok(()) => return Ok(server),
                 Err(e @ RedisServerError::NotInstalled { .. }) => return Err(e),
@@ -110,6 +164,14 @@ impl RedisServer {
     /// Its port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `rediss://127.0.0.1:<tls port>/0`, when it was started with [`RedisServerOptions::tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        self.options
+            .tls
+            .as_ref()
+            .map(|_| format!("rediss://127.0.0.1:{}/0", self.tls_port))
     }
 
     /// Whether the process is running.
@@ -150,6 +212,27 @@ impl RedisServer {
             command.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
             command.args(["--appendonly", "no"]);
+        }
+        if let Some(tls) = &self.options.tls {
+            // The plain port stays open beside the TLS one, so that readiness is the same PING as without TLS.
+            let file = |name: &str, pem: &str| -> std::io::Result<PathBuf> {
+                let path = self.dir.join(name);
+                std::fs::write(&path, pem)?;
+                Ok(path)
+            };
+            command
+                .arg("--tls-port")
+                .arg(self.tls_port.to_string())
+                .arg("--tls-cert-file")
+                .arg(file("server.pem", &tls.cert)?)
+                .arg("--tls-key-file")
+                .arg(file("server.key", &tls.key)?)
+                .arg("--tls-ca-cert-file")
+                .arg(file("ca.pem", &tls.ca)?)
+                .args([
+                    "--tls-auth-clients",
+                    if tls.auth_clients { "yes" } else { "no" },
+                ]);
         }
         let child = command
             .spawn()

@@ -13,6 +13,7 @@ use crate::cache::poll::{View, respond_pending};
 use crate::cache::response::CachedResponse;
 use crate::contract::backend::{Submission, Submitted};
 use crate::contract::context::LocalJob;
+use crate::contract::metrics::{self, Event};
 use crate::contract::registry::TaskMeta;
 use crate::contract::spec::TaskSpec;
 use crate::contract::store::StoredValue;
@@ -49,10 +50,21 @@ impl RefCache {
             && let Some(stored) = near.get(&key).await
         {
             self.inner.hits.fetch_add(1, Ordering::Relaxed);
+            metrics::count(Event::Hit, meta.name_arc(), self.inner.backend_label);
             return Ok(self.answer(stored, &scope));
         }
         // Everything else lives in its own boxed future, so that the hit path's future stays small.
-        Box::pin(self.beyond_near_cache(meta, key, scope, prepare)).await
+        #[cfg(feature = "metrics")]
+        let started = std::time::Instant::now();
+        let response = Box::pin(self.beyond_near_cache(meta, key, scope, prepare)).await;
+        #[cfg(feature = "metrics")]
+        metrics::seconds(
+            metrics::CALL_RESPONSE_SECONDS,
+            meta.name_arc(),
+            self.inner.backend_label,
+            started.elapsed(),
+        );
+        response
     }
 
     async fn beyond_near_cache<F>(
@@ -95,12 +107,14 @@ impl RefCache {
                 && let Some(stored) = near.get(&key).await
             {
                 self.inner.hits.fetch_add(1, Ordering::Relaxed);
+                metrics::count(Event::Hit, meta.name_arc(), self.inner.backend_label);
                 return Ok(self.answer(stored, &scope));
             }
             arguments = Arguments::Ready(args, job);
         }
         if let Some(stored) = self.inner.backend.lookup(&key).await? {
             self.inner.hits.fetch_add(1, Ordering::Relaxed);
+            metrics::count(Event::Hit, meta.name_arc(), self.inner.backend_label);
             return Ok(self.answer(stored, &scope));
         }
         self.inner.misses.fetch_add(1, Ordering::Relaxed);
@@ -132,15 +146,23 @@ impl RefCache {
             Some(cap) => Some(cap.take(&scope.actor().to_string())?),
             None => None,
         };
+        let label = self.inner.backend_label;
         let ref_id = match backend.submit(Submission::new(spec, Some(job))).await? {
-            Submitted::Hit(stored) => return Ok(self.answer(stored, &scope)),
+            Submitted::Hit(stored) => {
+                metrics::count(Event::Hit, meta.name_arc(), label);
+                return Ok(self.answer(stored, &scope));
+            }
             Submitted::Started(ref_id) => {
+                metrics::count(Event::Submitted, meta.name_arc(), label);
                 if let Some(place) = place {
                     place.hold_until_done(backend.clone(), ref_id.clone());
                 }
                 ref_id
             }
-            submitted => submitted.ref_id().clone(),
+            submitted @ Submitted::Joined(_) => {
+                metrics::count(Event::Joined, meta.name_arc(), label);
+                submitted.ref_id().clone()
+            }
         };
         crate::cache::observe::submitted(&ref_id);
         let snapshot = backend

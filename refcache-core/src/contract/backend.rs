@@ -249,6 +249,12 @@ pub trait TaskBackend: Send + Sync + 'static {
     /// Counters and gauges.
     fn stats(&self) -> BoxFuture<'_, Result<BackendStats, BackendError>>;
 
+    /// One round trip to whatever holds the state (Redis `PING`, Postgres `SELECT 1`), for health checks. The
+    /// default, for a backend in this process, answers at once.
+    fn ping(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Stops taking work, lets running tasks finish until `deadline`, then cancels the rest (message `shutdown`).
     fn shutdown(&self, deadline: Duration) -> BoxFuture<'_, Result<(), BackendError>>;
 }

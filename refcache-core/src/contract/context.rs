@@ -41,6 +41,10 @@ pub trait TaskHooks: Send + Sync {
     /// status message. Called from any thread, a blocking one too: it must not block on I/O. A backend that keeps
     /// no output must say so where output is read, not drop it here silently.
     fn write_output(&self, stream: &OutputStream, text: &str);
+    /// The backend's name, for the `backend` label of metrics (`memory`, `redis`, `postgres`).
+    fn backend_name(&self) -> &'static str {
+        "other"
+    }
 }
 
 /// The handle a running task receives: progress, partial results and cancellation.

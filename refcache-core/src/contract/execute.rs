@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use std::time::Duration;
 
 use crate::contract::context::{LocalJob, TaskContext, TaskHooks};
+use crate::contract::metrics::{self, Event, GaugeGuard};
 use crate::contract::spec::TaskSpec;
 use crate::model::actor::Actor;
 use crate::model::task::{RetryInfo, TaskError, Timestamp};
@@ -95,6 +96,40 @@ pub async fn run_task(
     cancel: CancellationToken,
     limits: RunLimits,
 ) -> Ending {
+    let backend = hooks.backend_name();
+    let task = &spec.task_name;
+    metrics::count(Event::Started, task, backend);
+    if let Some(submitted) = spec.submitted_at {
+        metrics::seconds(
+            metrics::TASK_QUEUE_WAIT_SECONDS,
+            task,
+            backend,
+            submitted.elapsed(),
+        );
+    }
+    let _running = GaugeGuard::hold(metrics::TASKS_RUNNING, task, backend);
+    let started = std::time::Instant::now();
+    let ending = run_to_end(job, spec, hooks, cancel.clone(), limits).await;
+    metrics::seconds(metrics::TASK_RUN_SECONDS, task, backend, started.elapsed());
+    let event = match &ending {
+        Ending::Finished(Ok(_)) => Event::Completed,
+        // A task that stops on its token with an error was cancelled, not failed (the record says `cancelled`).
+        Ending::Finished(Err(_)) if cancel.is_cancelled() => Event::Cancelled,
+        Ending::Finished(Err(_)) => Event::Failed,
+        Ending::Cancelled => Event::Cancelled,
+        Ending::TimedOut => Event::TimedOut,
+    };
+    metrics::count(event, task, backend);
+    ending
+}
+
+async fn run_to_end(
+    job: &LocalJob,
+    spec: &TaskSpec,
+    hooks: Arc<dyn TaskHooks>,
+    cancel: CancellationToken,
+    limits: RunLimits,
+) -> Ending {
     let attempts = attempts(job, spec, hooks.clone(), cancel.clone());
     tokio::pin!(attempts);
     let deadline = async {
@@ -153,6 +188,7 @@ async fn attempts(
         ));
         tokio::time::sleep(delay).await;
         hooks.retry_started();
+        metrics::count(Event::Retried, &spec.task_name, hooks.backend_name());
         attempt += 1;
     }
 }

@@ -9,6 +9,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::contract::metrics;
 use crate::model::ref_id::RefId;
 
 type QueueKey = (Reverse<i32>, u64);
@@ -27,6 +28,8 @@ pub struct Scheduler {
     running: usize,
     running_by_name: HashMap<Arc<str>, u32>,
     seq: u64,
+    /// The `backend` label of the `refcache_tasks_queued` gauge.
+    backend: &'static str,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -36,6 +39,15 @@ impl std::fmt::Debug for Scheduler {
             .field("queued", &self.queue.len())
             .field("running", &self.running)
             .finish()
+    }
+}
+
+/// Tasks still queued when the scheduler goes leave the gauge.
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        for entry in self.queue.values() {
+            metrics::gauge(metrics::TASKS_QUEUED, &entry.name, self.backend, -1.0);
+        }
     }
 }
 
@@ -49,7 +61,14 @@ impl Scheduler {
             running: 0,
             running_by_name: HashMap::new(),
             seq: 0,
+            backend: "memory",
         }
+    }
+
+    /// The same scheduler, labelled `backend` in metrics (`memory` unless set).
+    pub fn with_backend(mut self, backend: &'static str) -> Self {
+        self.backend = backend;
+        self
     }
 
     /// Queues a task: highest priority first, FIFO within a priority. `max_concurrent` limits how many tasks of
@@ -65,6 +84,7 @@ impl Scheduler {
         self.seq += 1;
         let qkey = (Reverse(priority), self.seq);
         self.queued.insert(ref_id.clone(), qkey);
+        metrics::gauge(metrics::TASKS_QUEUED, &name, self.backend, 1.0);
         self.queue.insert(
             qkey,
             Entry {
@@ -79,7 +99,9 @@ impl Scheduler {
     pub fn remove(&mut self, ref_id: &RefId) -> bool {
         match self.queued.remove(ref_id) {
             Some(qkey) => {
-                self.queue.remove(&qkey);
+                if let Some(entry) = self.queue.remove(&qkey) {
+                    metrics::gauge(metrics::TASKS_QUEUED, &entry.name, self.backend, -1.0);
+                }
                 true
             }
             None => false,
@@ -133,6 +155,7 @@ impl Scheduler {
             .map(|(k, _)| *k)?;
         let entry = self.queue.remove(&qkey).expect("found above");
         self.queued.remove(&entry.ref_id);
+        metrics::gauge(metrics::TASKS_QUEUED, &entry.name, self.backend, -1.0);
         self.running += 1;
         *self.running_by_name.entry(entry.name.clone()).or_default() += 1;
         Some((entry.ref_id, entry.name))

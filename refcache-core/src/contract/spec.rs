@@ -39,6 +39,10 @@ pub struct TaskSpec {
     /// reads through the cache (references it resolves itself, nested calls) is what its caller may read.
     #[serde(default)]
     pub actor: Option<Actor>,
+    /// When the call submitted it (wall clock, so that a worker on another machine can tell how long it waited).
+    /// `None` in specs stored by an older version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<crate::model::task::Timestamp>,
 }
 
 impl TaskSpec {
@@ -59,6 +63,7 @@ impl TaskSpec {
             options: TaskOptions::default(),
             policy: Arc::default(),
             actor: None,
+            submitted_at: Some(crate::model::task::Timestamp::now()),
         }
     }
 

@@ -209,6 +209,9 @@ impl TaskHooks for Active {
             });
         }
     }
+    fn backend_name(&self) -> &'static str {
+        "memory"
+    }
 
     fn timed_out(&self, error: TaskError) {
         if self.cas(RUNNING, DONE) {

@@ -546,7 +546,7 @@ mod tests {
         ];
         for value in scalars {
             let mut fast = Vec::new();
-            value.serialize(Scalar(&mut fast)).unwrap();
+            value.serialize(Scalar(&mut fast, usize::MAX)).unwrap();
             let mut slow = Vec::new();
             write_canonical(&mut slow, &value).unwrap();
             assert_eq!(fast, slow, "{value}");
@@ -554,7 +554,7 @@ mod tests {
         // Floats and composites fall back, having written nothing.
         for value in [json!(1.5), json!([1]), json!({"a": 1})] {
             let mut buf = Vec::new();
-            assert!(value.serialize(Scalar(&mut buf)).is_err());
+            assert!(value.serialize(Scalar(&mut buf, usize::MAX)).is_err());
             assert!(buf.is_empty());
         }
         // Up to 2^53 and for floats, the bytes are RFC 8785's.
