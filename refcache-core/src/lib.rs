@@ -81,8 +81,8 @@ pub mod __private;
 
 pub use cache::admin::{ReferenceInfo, ReferenceStats};
 pub use cache::call_options::CallOptions;
-pub use cache::output::MAX_OUTPUT_READ;
 pub use cache::health::Health;
+pub use cache::output::MAX_OUTPUT_READ;
 pub use cache::poll::GetOptions;
 pub use cache::resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_BYTES, MAX_RESOLVED_REFERENCES};
 pub use cache::response::{
@@ -96,9 +96,9 @@ pub use contract::backend::{
 pub use contract::context::{Cancelled, LocalJob, TaskContext, TaskHooks};
 pub use contract::execute::{Ending, RunLimits, job_for, run as run_job, run_task, timeout_error};
 pub use contract::list::{ListCursor, TaskFilter, TaskPage};
-pub use contract::output::{Appended, OutputLog, STATUS_LINE_MAX};
 /// The names of the metrics refcache emits with the `metrics` feature (`docs/operations.md`).
 pub use contract::metrics as metric_names;
+pub use contract::output::{Appended, OutputLog, STATUS_LINE_MAX};
 pub use contract::registry;
 pub use contract::scheduler::Scheduler;
 pub use contract::spec::{DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, TaskOptions, TaskSpec};
