@@ -1373,7 +1373,7 @@ impl TaskBackend for PostgresTaskBackend {
             Err(BackendError::Unsupported {
                 backend: "postgres",
                 capability: "task output",
-                hint: "task output is not kept on Postgres yet; use the memory or Redis backend for tasks whose output must be read",
+                hint: "task output is not kept on Postgres yet; use the memory backend for tasks whose output must be read",
             })
         })
     }

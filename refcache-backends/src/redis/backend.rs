@@ -355,7 +355,7 @@ impl TaskBackend for RedisTaskBackend {
             Err(BackendError::Unsupported {
                 backend: "redis",
                 capability: "task output",
-                hint: "output on Redis comes in the next commit of this wave; use the memory backend to read output for now",
+                hint: "task output is not kept on Redis yet; use the memory backend for tasks whose output must be read",
             })
         })
     }
