@@ -73,7 +73,7 @@ async fn after_cleanup_the_next_call_answers_with_an_id_that_resolves() {
     assert!(CLEANED.cleanup(Duration::from_millis(10)).await.unwrap() >= 1);
     assert!(
         CLEANED
-            .get_cached_result(&first.ref_id().to_string())
+            .get_cached_result(first.ref_id().as_ref())
             .await
             .is_err(),
         "cleanup dropped the record"

@@ -183,7 +183,7 @@ async fn the_oldest_bytes_go_first_and_readers_are_told_how_many() {
     // The cache's own default applies to functions that set none.
     let response = cache_capped().await.unwrap();
     let chunk = SMALL
-        .read_output(&response.ref_id().to_string(), 0, None)
+        .read_output(response.ref_id().as_ref(), 0, None)
         .await
         .unwrap();
     assert_eq!(
@@ -196,7 +196,7 @@ async fn the_oldest_bytes_go_first_and_readers_are_told_how_many() {
 async fn a_task_that_writes_nothing_answers_an_empty_done_chunk() {
     let response = silent(7).await.unwrap();
     let chunk = CACHE
-        .read_output(&response.ref_id().to_string(), 0, None)
+        .read_output(response.ref_id().as_ref(), 0, None)
         .await
         .unwrap();
     assert_eq!(chunk, refcache::OutputChunk::empty(0, true));
