@@ -111,6 +111,7 @@ pub use model::actor::{Actor, ActorKind};
 pub use model::error::{BackendError, ConfigError, INACCESSIBLE_REFERENCE, RefCacheError};
 pub use model::excerpt::excerpt;
 pub use model::format::AsyncResponseFormat;
+pub use model::json_text::JsonText;
 pub use model::key::{CacheKey, DEFAULT_MAX_ARGUMENT_BYTES, KeyBuilder, KeyPrefix};
 pub use model::namespace::{MAX_NAMESPACE_LEN, Namespace, NamespaceError, NamespaceTemplate};
 pub use model::output::{DEFAULT_OUTPUT_LIMIT, DEFAULT_OUTPUT_READ, OutputChunk, OutputStream};

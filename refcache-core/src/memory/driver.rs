@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
+use crate::model::json_text::JsonText;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
@@ -181,7 +181,7 @@ impl Inner {
     pub(super) async fn complete(
         self: &Arc<Self>,
         active: &Arc<Active>,
-        result: Option<Result<Value, TaskError>>,
+        result: Option<Result<JsonText, TaskError>>,
     ) {
         match result {
             Some(Ok(value)) if active.cas(RUNNING, COMPLETING) => {
@@ -275,7 +275,7 @@ pub(super) async fn drive(inner: Arc<Inner>, active: Arc<Active>) {
 pub(super) async fn execute(
     inner: &Inner,
     active: &Arc<Active>,
-) -> Option<Result<Value, TaskError>> {
+) -> Option<Result<JsonText, TaskError>> {
     let spec = &active.spec;
     let job = match execute::job_for(spec, active.job.as_ref()) {
         Ok(job) => job,
