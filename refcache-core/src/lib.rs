@@ -105,7 +105,7 @@ pub use contract::spec::{DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, TaskO
 pub use contract::store::{StoredValue, ValueStore};
 pub use global::{default_cache, get_cached_result, get_cached_result_with, set_default_cache};
 pub use memory::backend::MemoryTaskBackend;
-pub use memory::config::MemoryBackendConfig;
+pub use memory::config::{DEFAULT_MAX_RECORD_BYTES, MemoryBackendConfig};
 pub use model::access::{AccessPolicy, Permissions, PolicyError};
 pub use model::actor::{Actor, ActorKind};
 pub use model::error::{BackendError, ConfigError, INACCESSIBLE_REFERENCE, RefCacheError};

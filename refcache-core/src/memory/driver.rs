@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::active::{Active, COMPLETING, DONE, PENDING, RUNNING, TaskOwner, lock};
 use super::config::MemoryBackendConfig;
-use super::history::{DroppedValue, History, Rerun, unindex};
+use super::history::{DroppedValue, History, Rerun, record_weight, unindex};
 use crate::contract::context::TaskHooks;
 use crate::contract::execute::{self, Ending, RunLimits};
 use crate::contract::scheduler::Scheduler;
@@ -106,6 +106,12 @@ impl Inner {
     /// Moves a task out of the active set, in one step: its record into the history, its slot back to the pool.
     pub(super) fn retire(self: &Arc<Self>, active: &Arc<Active>) {
         let info = active.info.borrow().clone();
+        // Weighed before the lock: a failed task keeps its arguments (to re-run it), and counting 1 MiB of them
+        // must not hold up every other call.
+        let weight = record_weight(
+            &info,
+            (info.status == TaskStatus::Failed).then_some(&active.spec.args),
+        );
         let mut dropped = Vec::new();
         let (started, shutting_down) = {
             let mut guard = lock(&self.state);
@@ -126,7 +132,7 @@ impl Inner {
                 let output = active.output.get().cloned();
                 dropped = st
                     .history
-                    .insert(info, key, rerun, value, output, &mut st.index);
+                    .insert(info, key, rerun, value, output, weight, &mut st.index);
             }
             st.sched.remove(ref_id);
             st.active.remove(ref_id);
