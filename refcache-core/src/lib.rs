@@ -14,6 +14,7 @@
 //!   Tasks.
 //! - `metrics`: counters, gauges and histograms through the `metrics` facade ([`metric_names`]).
 //! - `prometheus`: the Prometheus exporter and the `/metrics` and `/health` routes, `ops`. Implies `metrics`.
+//! - `web`: the live task page and its JSON API, `web`: an axum router to mount beside `/mcp`.
 //!
 //! # Supported Rust versions
 //! The minimum supported Rust version is 1.88 (edition 2024).
@@ -74,6 +75,10 @@ pub mod mcp;
 // The Prometheus exporter and the `/metrics` and `/health` routes.
 #[cfg(feature = "prometheus")]
 pub mod ops;
+
+// The live task page and its JSON API.
+#[cfg(feature = "web")]
+pub mod web;
 
 #[doc(hidden)]
 #[path = "private.rs"]
