@@ -7,10 +7,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::WebRefCache;
 use super::auth::Caller;
 use super::error::WebError;
 use super::fields::{Fields, MAX_FIELD_BYTES, MAX_FIELDS_BYTES};
+use super::state::WebRefCache;
 use super::summary::{parse_status, summary};
 use crate::cache::poll::GetOptions;
 use crate::cache::response::CachedResponse;

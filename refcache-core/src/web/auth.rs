@@ -6,8 +6,8 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::WebRefCache;
 use super::error::WebError;
+use super::state::WebRefCache;
 use crate::model::actor::{Actor, ActorKind};
 
 /// The cookie `POST /login` sets to the token.
@@ -47,7 +47,7 @@ pub(super) async fn identify(
         }
         Err(_) if open => next.run(request).await,
         Err(e) if api => e.into_response(),
-        Err(e) => super::pages::unauthorized(&e),
+        Err(e) => super::html::unauthorized(&e),
     }
 }
 

@@ -14,10 +14,10 @@ use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
 use serde_json::Value;
 
-use super::WebRefCache;
 use super::auth::Caller;
 use super::error::WebError;
 use super::fields::Fields;
+use super::state::WebRefCache;
 use super::summary::summary;
 use crate::model::actor::Actor;
 use crate::model::record::TaskInfo;

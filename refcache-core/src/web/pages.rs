@@ -7,80 +7,17 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::WebRefCache;
 use super::auth::{Caller, TOKEN_COOKIE, known_token};
 use super::error::WebError;
 use super::fields::{Fields, MAX_FIELDS_BYTES};
+use super::html::{error_page, esc, login_box, page};
+use super::state::WebRefCache;
 use super::summary::{short_name, summary};
 use crate::contract::list::TaskFilter;
 use crate::model::record::TaskInfo;
 
 const SCRIPT: &str = include_str!("assets/app.js");
 const STYLE: &str = include_str!("assets/style.css");
-
-/// Escapes text for HTML content and attribute values.
-pub(super) fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title} · refcache</title><link rel=\"stylesheet\" href=\"/assets/style.css\"></head>\
-         <body><header><a href=\"/\" class=\"brand\">refcache</a> <span class=\"title\">{title}</span></header>\
-         <main>{body}</main><script src=\"/assets/app.js\"></script></body></html>\n",
-        title = esc(title),
-    );
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        html,
-    )
-        .into_response()
-}
-
-/// The error page: the same for an unknown id and another owner's.
-pub(super) fn error_page(error: &WebError) -> Response {
-    let body = format!(
-        "<section class=\"error-page\"><h1>{}</h1><p id=\"error\">{}</p><p><a href=\"/\">Your tasks</a></p></section>",
-        error.status().as_u16(),
-        esc(&error.text())
-    );
-    page(error.status(), "error", &body)
-}
-
-/// `401`, with the way to sign in.
-pub(super) fn unauthorized(error: &WebError) -> Response {
-    let body = format!(
-        "<section class=\"error-page\"><h1>401</h1><p id=\"error\">{}</p>{}</section>",
-        esc(&error.text()),
-        login_box("")
-    );
-    page(StatusCode::UNAUTHORIZED, "sign in", &body)
-}
-
-fn login_box(note: &str) -> String {
-    format!(
-        "<form method=\"post\" action=\"/login\" class=\"login\"><label>Token <input type=\"password\" \
-         name=\"token\" id=\"token\" autocomplete=\"current-password\"></label> <button id=\"sign-in\">Sign \
-         in</button>{note}</form>"
-    )
-}
 
 /// `GET /login`.
 pub(super) async fn login_form() -> Response {
