@@ -167,6 +167,12 @@
           for (let n = from; n <= to; n++) go(n, String(n));
           go(page + 1, "next ›");
           nav.appendChild(el("span", "of", "page " + page + " of " + pages));
+        } else if (json.total_items) {
+          // A sampled preview: get_cached_result pages through its items from page 1.
+          const b = el("button", "page", "Page through the " + json.total_items + " items");
+          b.dataset.page = 1;
+          b.onclick = () => { page = 1; section.dataset.paged = "1"; result(); };
+          nav.appendChild(b);
         }
       } else {
         $("result-note").textContent = json.message || "";
