@@ -14,6 +14,8 @@
 //!   Tasks.
 //! - `metrics`: counters, gauges and histograms through the `metrics` facade ([`metric_names`]).
 //! - `prometheus`: the Prometheus exporter and the `/metrics` and `/health` routes, `ops`. Implies `metrics`.
+//! - `command`: the command job, `command`: allowlisted programs whose output streams into the task's log.
+//! - `web`: the live task page and its JSON API, `web`: an axum router to mount beside `/mcp`.
 //!
 //! # Supported Rust versions
 //! The minimum supported Rust version is 1.88 (edition 2024).
@@ -74,6 +76,13 @@ pub mod mcp;
 // The Prometheus exporter and the `/metrics` and `/health` routes.
 #[cfg(feature = "prometheus")]
 pub mod ops;
+
+// The command job: allowlisted programs, streamed output, process-group stop.
+#[cfg(feature = "command")]
+pub mod command;
+// The live task page and its JSON API.
+#[cfg(feature = "web")]
+pub mod web;
 
 #[doc(hidden)]
 #[path = "private.rs"]
