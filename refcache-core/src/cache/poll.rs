@@ -222,7 +222,30 @@ impl RefCache {
 
     /// A readable value as `view` asks: whole, previewed, or one page. `max_size` is the caller's; without it, the
     /// value's function's; without that, the cache's.
+    ///
+    /// Measuring and previewing a big value is CPU work: past `OFFLOAD_BYTES` of JSON, when the value does not
+    /// fit by its length alone, it runs off the runtime threads (`contract/offload.rs`).
     pub(super) fn show(
+        &self,
+        stored: Arc<StoredValue>,
+        view: View,
+        max_size: Option<usize>,
+    ) -> CachedResponse {
+        let limit = max_size
+            .or(stored.max_size)
+            .unwrap_or(self.inner.previewer.max_size);
+        let heavy = stored.size > crate::contract::offload::OFFLOAD_BYTES
+            && stored.size > limit
+            && !matches!(view, View::Full);
+        if heavy {
+            crate::contract::offload::off_runtime(|| self.show_here(stored, view, max_size))
+        } else {
+            self.show_here(stored, view, max_size)
+        }
+    }
+
+    /// [`show`](Self::show), on this thread.
+    fn show_here(
         &self,
         stored: Arc<StoredValue>,
         view: View,
