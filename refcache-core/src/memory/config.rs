@@ -81,6 +81,12 @@ impl MemoryBackendConfig {
         self
     }
 
+    /// The bound on finished task records in bytes (default 64 MiB; see the field).
+    pub fn max_record_bytes(mut self, bytes: u64) -> Self {
+        self.max_record_bytes = bytes;
+        self
+    }
+
     /// Capacity of the value store in bytes (default 256 MiB).
     pub fn max_capacity_bytes(mut self, bytes: u64) -> Self {
         self.max_capacity_bytes = bytes;
