@@ -17,6 +17,7 @@ use crate::contract::registry::TaskMeta;
 use crate::contract::spec::{TaskOptions, TaskSpec};
 use crate::model::error::RefCacheError;
 use crate::model::format::AsyncResponseFormat;
+use crate::model::json_text::JsonText;
 use crate::model::key::KeyBuilder;
 use crate::model::ref_id::RefId;
 
@@ -100,10 +101,8 @@ impl RefCache {
         let args = serde_json::json!({ "value": json });
         let job: LocalJob = Arc::new(|mut args: Value, _ctx| {
             Box::pin(async move {
-                Ok(args
-                    .get_mut("value")
-                    .map(Value::take)
-                    .unwrap_or(Value::Null))
+                let value = args.get_mut("value").map_or(Value::Null, Value::take);
+                Ok(JsonText::from(value))
             })
         });
         let options = TaskOptions::default()
