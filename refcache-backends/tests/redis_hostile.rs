@@ -45,13 +45,13 @@ fn gate(id: &str) -> Arc<Gate> {
 }
 
 /// Counts a run, then waits for its gate (answering `value`) or its cancellation.
-fn gated(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+fn gated(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<refcache_core::JsonText, TaskError>> {
     Box::pin(async move {
         let g = gate(args["gate"].as_str().unwrap_or_default());
         g.runs.fetch_add(1, Ordering::SeqCst);
         let mut open = g.open.subscribe();
         tokio::select! {
-            _ = open.wait_for(|o| *o) => Ok(args["value"].clone()),
+            _ = open.wait_for(|o| *o) => Ok(refcache_core::JsonText::from(&args["value"])),
             () = ctx.cancelled() => {
                 g.cancelled.fetch_add(1, Ordering::SeqCst);
                 Err(TaskError::new("stopped on cancel"))
