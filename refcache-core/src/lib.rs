@@ -93,6 +93,7 @@ pub use cache::call_options::CallOptions;
 pub use cache::health::Health;
 pub use cache::output::MAX_OUTPUT_READ;
 pub use cache::poll::GetOptions;
+pub use cache::put::PUT_TASK_NAME;
 pub use cache::resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_BYTES, MAX_RESOLVED_REFERENCES};
 pub use cache::response::{
     AsyncResponse, CachedResponse, CompleteResponse, PreviewResponse, RestrictedResponse,
