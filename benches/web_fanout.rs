@@ -135,7 +135,10 @@ async fn subscribe(
             }
         }
         // Keep a partial last line for the next read.
-        let keep = buffer.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        let keep = buffer
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |p| p + 1);
         buffer.drain(..keep);
     }
 }
@@ -215,7 +218,10 @@ async fn main() {
                 break last;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "chunk {i} did not reach every subscriber in 10 s");
+            assert!(
+                !left.is_zero(),
+                "chunk {i} did not reach every subscriber in 10 s"
+            );
             let _ = tokio::time::timeout(left, arrivals.all.notified()).await;
         };
         latencies.push(last.duration_since(asked).as_secs_f64() * 1000.0);
