@@ -120,17 +120,17 @@ async fn subscribe(
             let _ = ready.send(());
         }
         for line in text.lines() {
-            if let Some(id) = line.strip_prefix("id: ") {
-                if let Ok(offset) = id.trim().parse::<usize>() {
-                    let index = (offset / CHUNK).min(chunks);
-                    while got < index {
-                        let n = arrivals.counts[got].fetch_add(1, Ordering::AcqRel) + 1;
-                        if n == arrivals.subscribers {
-                            *arrivals.last[got].lock().unwrap() = Some(now);
-                            arrivals.all.notify_one();
-                        }
-                        got += 1;
+            if let Some(id) = line.strip_prefix("id: ")
+                && let Ok(offset) = id.trim().parse::<usize>()
+            {
+                let index = (offset / CHUNK).min(chunks);
+                while got < index {
+                    let n = arrivals.counts[got].fetch_add(1, Ordering::AcqRel) + 1;
+                    if n == arrivals.subscribers {
+                        *arrivals.last[got].lock().unwrap() = Some(now);
+                        arrivals.all.notify_one();
                     }
+                    got += 1;
                 }
             }
         }
