@@ -45,7 +45,10 @@ fn gate(id: &str) -> Arc<Gate> {
 }
 
 /// Counts a run, then waits for its gate (answering `value`) or its cancellation.
-fn gated(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<refcache_core::JsonText, TaskError>> {
+fn gated(
+    args: Value,
+    ctx: TaskContext,
+) -> BoxFuture<'static, Result<refcache_core::JsonText, TaskError>> {
     Box::pin(async move {
         let g = gate(args["gate"].as_str().unwrap_or_default());
         g.runs.fetch_add(1, Ordering::SeqCst);
