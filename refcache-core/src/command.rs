@@ -53,3 +53,42 @@ pub async fn run_command(spec: CommandSpec, ctx: TaskContext) -> Result<CommandO
     let commands = Commands::installed().map_err(TaskError::from)?;
     commands.run(&spec, &ctx).await.map_err(TaskError::from)
 }
+
+/// The installed [`Commands`] as the web page's command runner (features `web` and `command`): its form and
+/// `POST /api/commands` call [`run_command`], the function an MCP tool calls too, so that a browser run and an MCP
+/// call of the same command are one execution.
+///
+/// ```
+/// # use std::sync::Arc;
+/// use refcache_core::command::{Commands, PageRunner};
+/// use refcache_core::web::WebRefCache;
+///
+/// Commands::new().allow(["seq"]).install()?;
+/// let page = WebRefCache::new(refcache_core::RefCache::new()).with_commands(Arc::new(PageRunner));
+/// # let _ = page;
+/// # Ok::<(), refcache_core::command::CommandError>(())
+/// ```
+#[cfg(feature = "web")]
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct PageRunner;
+
+#[cfg(feature = "web")]
+impl crate::web::CommandRunner for PageRunner {
+    fn allowed(&self) -> Vec<String> {
+        Commands::installed()
+            .map(|c| c.allowed().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    fn run(
+        &self,
+        command: String,
+        args: Vec<String>,
+    ) -> futures::future::BoxFuture<
+        'static,
+        Result<crate::cache::response::CachedResponse, crate::model::error::RefCacheError>,
+    > {
+        Box::pin(run_command(CommandSpec::new(command, args)))
+    }
+}

@@ -104,6 +104,7 @@ mod tools;
 
 pub use rmcp;
 
+pub use call::tool_call;
 pub use format::{FORMAT_ARGUMENT, FormatOverride};
 pub use owner::Owner;
 pub use result::{error_result, tool_result};

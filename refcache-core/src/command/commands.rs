@@ -58,6 +58,7 @@ pub struct Commands {
     pub(super) working_dir: Option<PathBuf>,
     pub(super) grace: Duration,
     pub(super) tail_bytes: usize,
+    pub(super) hint: Option<String>,
 }
 
 impl Default for Commands {
@@ -79,6 +80,7 @@ impl Commands {
             working_dir: None,
             grace: DEFAULT_GRACE,
             tail_bytes: DEFAULT_TAIL_BYTES,
+            hint: None,
         }
     }
 
@@ -133,6 +135,13 @@ impl Commands {
     /// How many bytes of output an outcome or error quotes (default [`DEFAULT_TAIL_BYTES`]).
     pub fn tail_bytes(mut self, bytes: usize) -> Self {
         self.tail_bytes = bytes;
+        self
+    }
+
+    /// How the operator changes the allowlist (such as "start the server with --allow-command to change the
+    /// list"): added to the error of a program that is not allowed.
+    pub fn allowlist_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
         self
     }
 
@@ -191,7 +200,11 @@ impl Commands {
     pub(super) fn prepare(&self, spec: &CommandSpec) -> Result<Prepared, CommandError> {
         let program = &spec.program;
         if !self.is_allowed(program) {
-            return Err(CommandError::not_allowed(program, self.allowed.iter()));
+            return Err(CommandError::not_allowed(
+                program,
+                self.allowed.iter(),
+                self.hint.as_deref(),
+            ));
         }
         if !self.shell && is_shell(program) {
             return Err(CommandError::ShellNotEnabled {

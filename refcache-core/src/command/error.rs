@@ -16,12 +16,14 @@ pub enum CommandError {
     )]
     NotInstalled,
     /// The program is not on the allowlist.
-    #[error("program `{program}` is not allowed: this server runs only {allowed}")]
+    #[error("program `{program}` is not allowed: this server runs only {allowed}{hint}")]
     NotAllowed {
         /// The program asked for (a short prefix).
         program: String,
         /// The allowlist, comma-separated.
         allowed: String,
+        /// How the server's operator changes the list (` (...)`), or empty.
+        hint: String,
     },
     /// The program is a shell or a launcher, and shells are not enabled.
     #[error(
@@ -122,6 +124,7 @@ impl CommandError {
     pub(crate) fn not_allowed<'a>(
         program: &str,
         allowed: impl Iterator<Item = &'a String>,
+        hint: Option<&str>,
     ) -> Self {
         let allowed: Vec<&str> = allowed.map(String::as_str).collect();
         Self::NotAllowed {
@@ -132,6 +135,7 @@ impl CommandError {
             } else {
                 allowed.join(", ")
             },
+            hint: hint.map(|h| format!(" ({h})")).unwrap_or_default(),
         }
     }
 }

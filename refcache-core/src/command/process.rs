@@ -40,6 +40,8 @@ impl Commands {
         let started = Instant::now();
         let mut command = tokio::process::Command::new(&prepared.path);
         command
+            // argv[0] is the program as asked for, as a shell would give it; the file is the one resolved here.
+            .arg0(program)
             .args(&spec.args)
             .env_clear()
             .envs(&prepared.env)

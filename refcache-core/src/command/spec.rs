@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 #[non_exhaustive]
 pub struct CommandSpec {
     /// The program: exactly as it appears on the server's allowlist (a name looked up on the server's `PATH`, or
-    /// an absolute path). It runs without a shell.
+    /// an absolute path). It runs without a shell. (`command` is accepted for it too.)
+    #[serde(alias = "command")]
     pub program: String,
     /// Its arguments, passed as they are.
     #[serde(default)]
