@@ -419,3 +419,91 @@ async fn a_foreign_key_leaves_no_half_written_transition() {
     );
     assert!(a.lookup(&key).await.unwrap().is_some());
 }
+
+const BIG: &str = "it.hostile.big";
+
+/// A list of `n` numbers.
+fn big(args: Value, _ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+    Box::pin(async move {
+        let n = args["n"].as_u64().unwrap_or(0);
+        Ok(Value::Array((0..n).map(Value::from).collect()))
+    })
+}
+
+inventory::submit!(TaskRegistration::new(|| BIG, big));
+
+/// The bytes Redis has sent its clients so far.
+async fn sent(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_net_output_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO stats has total_net_output_bytes")
+}
+
+/// No timing oracle (#15 §4): the front door decides access on the record before it reads a value, so a poll (and
+/// `task_info`) of another owner's 200k-item value makes Redis send about what a poll of an unknown id does; the
+/// owner's own poll sends the value. Compared in bytes Redis sent (its `total_net_output_bytes`), not in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_poll_reads_no_more_than_an_unknown_one() {
+    let server = server();
+    let backend = Arc::new(RedisTaskBackend::new(config(&server)).unwrap());
+    let cache = refcache_core::RefCache::builder()
+        .name("it")
+        .backend(backend.clone())
+        .unwrap();
+    let mut conn = raw(&server).await;
+    let args = json!({"n": 200_000});
+    let key = CacheKey::from_json(BIG, "user:alice", &args).unwrap();
+    let ref_id = RefId::generate("it");
+    let spec = TaskSpec::new(ref_id.clone(), key, BIG, "user:alice", args)
+        .with_options(TaskOptions::default().ttl(Some(Duration::from_secs(600))));
+    backend.submit(Submission::new(spec, None)).await.unwrap();
+    assert_eq!(
+        finished(backend.as_ref(), &ref_id).await.info.status,
+        TaskStatus::Complete
+    );
+    let unknown = RefId::generate("it").to_string();
+    let foreign = ref_id.to_string();
+
+    let bob = refcache_core::Actor::user("bob");
+    let alice = refcache_core::Actor::user("alice");
+    let mut cost = async |who: &refcache_core::Actor, id: &str| {
+        let before = sent(&mut conn).await;
+        for _ in 0..5 {
+            let polled = who.clone().scope(cache.get_cached_result(id)).await;
+            let info = who.clone().scope(cache.task_info(id)).await;
+            if who == &bob {
+                assert!(
+                    matches!(polled, Err(refcache_core::RefCacheError::NotFound)),
+                    "{polled:?}"
+                );
+                assert!(
+                    matches!(info, Err(refcache_core::RefCacheError::NotFound)),
+                    "{info:?}"
+                );
+            } else {
+                polled.expect("the owner reads it");
+            }
+        }
+        sent(&mut conn).await - before
+    };
+    let unknown_cost = cost(&bob, &unknown).await;
+    let foreign_cost = cost(&bob, &foreign).await;
+    let own_cost = cost(&alice, &foreign).await;
+    eprintln!(
+        "bytes sent by Redis for 5 polls: unknown {unknown_cost}, foreign {foreign_cost}, own {own_cost}"
+    );
+    assert!(
+        own_cost > 5 * 1_000_000,
+        "the measure sees the value: the owner's polls sent {own_cost} bytes"
+    );
+    assert!(
+        foreign_cost < 2 * unknown_cost + 16_384,
+        "a foreign poll sent {foreign_cost} bytes, an unknown one {unknown_cost}"
+    );
+}

@@ -338,6 +338,16 @@ impl TaskBackend for RedisTaskBackend {
         })
     }
 
+    fn get_record<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<Option<TaskInfo>, BackendError>> {
+        Box::pin(async move {
+            self.inner.ensure_started();
+            self.inner.record(ref_id).await
+        })
+    }
+
     fn wait<'a>(
         &'a self,
         ref_id: &'a RefId,
