@@ -126,7 +126,10 @@ async fn subscribe(
             }
         }
         // Keep a partial last line for the next read.
-        let keep = buffer.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        let keep = buffer
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |p| p + 1);
         buffer.drain(..keep);
         scanned = 0;
     }
@@ -204,7 +207,10 @@ async fn main() {
             if let Some(times) = times {
                 break times.into_iter().max().unwrap();
             }
-            assert!(Instant::now() < deadline, "chunk {i} did not reach every subscriber in 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "chunk {i} did not reach every subscriber in 10 s"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
         latencies.push(last.duration_since(asked).as_secs_f64() * 1000.0);

@@ -12,8 +12,8 @@ use futures::future::BoxFuture;
 use refcache_backends::redis::{RedisConfig, RedisServer, RedisTaskBackend};
 use refcache_core::registry::TaskRegistration;
 use refcache_core::{
-    BackendError, CacheKey, RefId, Submission, Submitted, TaskBackend, TaskContext, TaskError,
-    TaskFilter, TaskOptions, TaskSnapshot, TaskSpec, TaskStatus,
+    BackendError, CacheKey, JsonText, RefId, Submission, Submitted, TaskBackend, TaskContext,
+    TaskError, TaskFilter, TaskOptions, TaskSnapshot, TaskSpec, TaskStatus,
 };
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -45,13 +45,13 @@ fn gate(id: &str) -> Arc<Gate> {
 }
 
 /// Counts a run, then waits for its gate (answering `value`) or its cancellation.
-fn gated(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+fn gated(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<JsonText, TaskError>> {
     Box::pin(async move {
         let g = gate(args["gate"].as_str().unwrap_or_default());
         g.runs.fetch_add(1, Ordering::SeqCst);
         let mut open = g.open.subscribe();
         tokio::select! {
-            _ = open.wait_for(|o| *o) => Ok(args["value"].clone()),
+            _ = open.wait_for(|o| *o) => Ok(JsonText::from(&args["value"])),
             () = ctx.cancelled() => {
                 g.cancelled.fetch_add(1, Ordering::SeqCst);
                 Err(TaskError::new("stopped on cancel"))
@@ -423,10 +423,12 @@ async fn a_foreign_key_leaves_no_half_written_transition() {
 const BIG: &str = "it.hostile.big";
 
 /// A list of `n` numbers.
-fn big(args: Value, _ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+fn big(args: Value, _ctx: TaskContext) -> BoxFuture<'static, Result<JsonText, TaskError>> {
     Box::pin(async move {
         let n = args["n"].as_u64().unwrap_or(0);
-        Ok(Value::Array((0..n).map(Value::from).collect()))
+        Ok(JsonText::from(&Value::Array(
+            (0..n).map(Value::from).collect(),
+        )))
     })
 }
 
