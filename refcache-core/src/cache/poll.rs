@@ -18,6 +18,7 @@ use crate::model::output::DEFAULT_OUTPUT_READ;
 use crate::model::preview::{PageFit, Preview, PreviewStrategy, Previewer};
 use crate::model::record::TaskInfo;
 use crate::model::ref_id::RefId;
+use crate::model::task::TaskStatus;
 
 /// Options of [`RefCache::get_cached_result_with`].
 ///
@@ -180,16 +181,22 @@ impl RefCache {
         ref_id: &RefId,
         actor: &Actor,
     ) -> Result<(TaskSnapshot, Permissions), RefCacheError> {
-        let snapshot = self
-            .inner
-            .backend
-            .get(ref_id)
+        // Access is decided on the record alone; the value is read only for an actor who may see it, so that a
+        // foreign id answers as fast as an unknown one (#15 §4).
+        let backend = &self.inner.backend;
+        let info = backend
+            .get_record(ref_id)
             .await?
             .ok_or(RefCacheError::NotFound)?;
-        let permissions = snapshot.info.permissions_for(actor);
+        let permissions = info.permissions_for(actor);
         if !permissions.can_see() {
             return Err(RefCacheError::NotFound);
         }
+        let snapshot = if info.status == TaskStatus::Complete {
+            backend.get(ref_id).await?.ok_or(RefCacheError::NotFound)?
+        } else {
+            TaskSnapshot::new(info, None)
+        };
         Ok((snapshot, permissions))
     }
 

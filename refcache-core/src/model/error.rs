@@ -226,6 +226,13 @@ pub enum BackendError {
     /// No runtime could be started to run the work.
     #[error("could not start the refcache runtime: {0}")]
     Runtime(String),
+    /// The data the backend found where its own should be is not refcache's (Redis: a key under the prefix of
+    /// another type, `WRONGTYPE`; a task record without its fields). Not an outage: it does not pass by itself.
+    #[error(
+        "the data under the task backend's key prefix is not refcache's: {0}; give each app its own key prefix \
+         (Redis: `key_prefix`), or remove the keys that another program wrote under it"
+    )]
+    ForeignData(String),
     /// Anything else a backend reports.
     #[error("task backend error: {0}")]
     Other(String),
