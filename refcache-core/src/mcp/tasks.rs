@@ -6,6 +6,7 @@
 //! | refcache status          | MCP task status | payload                                                    |
 //! |--------------------------|-----------------|------------------------------------------------------------|
 //! | `pending`, `processing`  | `working`       | `statusMessage`: the progress message (or queue note)      |
+//! | `input_required`         | `input_required`| `inputRequests`: the question, as a form elicitation       |
 //! | `complete`               | `completed`     | `result`: the tool result, as the call would have answered |
 //! | `failed`                 | `failed`        | `error`: `{code: -32603, message, data: {ref_id, ...}}`    |
 //! | `cancelled`              | `cancelled`     |                                                            |
@@ -49,6 +50,12 @@ pub async fn get_task<S: RefCacheServer + ?Sized>(
         let info = cache.task_info(&id).await.map_err(task_error)?;
         let payload = match info.status {
             TaskStatus::Pending | TaskStatus::Processing => TaskPayload::Working,
+            TaskStatus::InputRequired => match &info.input_request {
+                Some(request) => TaskPayload::InputRequired {
+                    input_requests: input_requests(request)?,
+                },
+                None => TaskPayload::Working,
+            },
             TaskStatus::Complete => {
                 let response = cache.get_cached_result(&id).await.map_err(task_error)?;
                 TaskPayload::Completed {
@@ -102,10 +109,8 @@ pub async fn cancel_task<S: RefCacheServer + ?Sized>(
 }
 
 fn task_of(mcp: &McpRefCache, cache: &RefCache, info: &TaskInfo, status: McpStatus) -> Task {
-    let updated = info
-        .finished_at
-        .or(info.started_at)
-        .unwrap_or(info.created_at);
+    // The record's own clock: it moves with every status, progress, output line and question.
+    let updated = info.updated_at.max(info.created_at);
     // `ttlMs` counts from creation; the value's TTL counts from the end: add the time until the last update.
     let ttl = registry::meta(&info.task_name)
         .and_then(|m| m.ttl())
@@ -126,6 +131,23 @@ fn task_of(mcp: &McpRefCache, cache: &RefCache, info: &TaskInfo, status: McpStat
         task = task.with_status_message(info.message());
     }
     task
+}
+
+/// The question as SEP-2663 carries it: one form elicitation under the question's key.
+fn input_requests(
+    request: &crate::model::input::InputRequest,
+) -> Result<rmcp::model::InputRequests, rmcp::ErrorData> {
+    let elicitation = json!({
+        "method": "elicitation/create",
+        "params": {"mode": "form", "message": request.message, "requestedSchema": request.schema},
+    });
+    let parsed: rmcp::model::InputRequest = serde_json::from_value(elicitation).map_err(|e| {
+        rmcp::ErrorData::internal_error(
+            format!("the task's question cannot be carried as an MCP elicitation: {e}"),
+            None,
+        )
+    })?;
+    Ok([(request.key.clone(), parsed)].into_iter().collect())
 }
 
 fn stamp(at: Timestamp) -> String {
