@@ -73,6 +73,60 @@ pub async fn get_task<S: RefCacheServer + ?Sized>(
     .await
 }
 
+/// The `tasks/update` handler: call it from your `ServerHandler::update_task`. Each `inputResponses` entry is an
+/// elicitation result (`{"action": "accept", "content": {...}}`) for the question of that key; `content` is
+/// checked against the question's schema (a bad one answers `-32602` naming the field, and the task keeps
+/// waiting). As the spec asks, a key that is not outstanding is ignored and acked; `decline` or `cancel` cancels
+/// the task. An unknown or foreign task answers `-32602`.
+pub async fn update_task<S: RefCacheServer + ?Sized>(
+    server: &S,
+    request: rmcp::model::UpdateTaskParams,
+    context: RequestContext<RoleServer>,
+) -> Result<(), rmcp::ErrorData> {
+    let id = request.task_id;
+    let responses = request.input_responses;
+    as_owner(server, &context, |_, cache| async move {
+        let info = cache.task_info(&id).await.map_err(task_error)?;
+        let Some(question) = info
+            .input_request
+            .as_ref()
+            .filter(|_| info.status == TaskStatus::InputRequired)
+        else {
+            return Ok(());
+        };
+        let Some(response) = responses.get(&question.key) else {
+            return Ok(());
+        };
+        let action = response.get("action").and_then(Value::as_str);
+        match action {
+            Some("accept") => {}
+            Some("decline" | "cancel") => {
+                cache.cancel_task(&id).await.map_err(task_error)?;
+                return Ok(());
+            }
+            _ => {
+                return Err(rmcp::ErrorData::invalid_params(
+                    format!(
+                        "inputResponses.{}: expected an elicitation result {{\"action\": \"accept\"|\"decline\"|\"cancel\", \"content\": {{...}}}}",
+                        question.key
+                    ),
+                    None,
+                ));
+            }
+        }
+        let content = response.get("content").cloned().unwrap_or(Value::Null);
+        match cache.respond(&id, content).await {
+            Ok(()) | Err(RefCacheError::NotWaiting { .. }) => Ok(()),
+            Err(RefCacheError::InvalidAnswer { error, .. }) => Err(rmcp::ErrorData::invalid_params(
+                format!("inputResponses.{}.content: {error}", question.key),
+                None,
+            )),
+            Err(e) => Err(task_error(e)),
+        }
+    })
+    .await
+}
+
 /// Runs `body` as the owner of the request, with the server's refcache.
 async fn as_owner<'a, S, F, T>(
     server: &'a S,
