@@ -83,6 +83,24 @@ pub enum RefCacheError {
         /// Its status.
         status: crate::model::task::TaskStatus,
     },
+    /// An answer to a task that is not waiting for input.
+    #[error(
+        "task {ref_id} is {status}, not waiting for input: only an input_required task takes an answer"
+    )]
+    NotWaiting {
+        /// The reference.
+        ref_id: String,
+        /// Its status.
+        status: crate::model::task::TaskStatus,
+    },
+    /// An answer that does not fit the question's schema; the task keeps waiting.
+    #[error("answer to task {ref_id} refused, the task keeps waiting: {error}")]
+    InvalidAnswer {
+        /// The reference.
+        ref_id: String,
+        /// The field at fault and why.
+        error: crate::model::input::InputAnswerError,
+    },
     /// The same call already runs again under another reference.
     #[error("this call is already running again as {ref_id}; poll that reference instead")]
     AlreadyRunning {
