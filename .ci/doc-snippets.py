@@ -19,7 +19,7 @@ CARGO_TARGET_DIR (default: target/doc-snippets in this workspace; $DOC_SNIPPETS_
 run builds only what changed. Each scratch crate gets this workspace's Cargo.lock, so it builds the versions CI
 tests. Dependency versions in the blocks are checked by cargo against that lock as a user's `cargo build` would.
 
-Usage: .ci/doc-snippets.py [--no-run] [--keep] [PAGE.md ...]
+Usage: .ci/doc-snippets.py [--no-run] [--keep] [--rules-only] [PAGE.md ...]
 """
 
 from __future__ import annotations
@@ -276,6 +276,7 @@ def main() -> int:
     parser.add_argument("pages", nargs="*", type=Path, help="pages to check (default: README.md and docs/*.md)")
     parser.add_argument("--no-run", action="store_true", help="build the programs, do not run them")
     parser.add_argument("--keep", action="store_true", help="keep the scratch crates (their path is printed)")
+    parser.add_argument("--rules-only", action="store_true", help="check the pages' rules, build nothing")
     args = parser.parse_args()
 
     pages = [p.resolve() for p in args.pages] or [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -295,6 +296,10 @@ def main() -> int:
     if errors:
         print("\n".join(errors), file=sys.stderr)
         return 1
+    if args.rules_only:
+        total = sum(len(g.snippets) for g in groups.values())
+        print(f"doc snippets: {total} block(s) from {len(pages)} page(s) follow the rules; {fragments} fragment(s)")
+        return 0
 
     target = Path(os.environ.get("DOC_SNIPPETS_TARGET", ROOT / "target" / "doc-snippets"))
     scratch = Path(tempfile.mkdtemp(prefix="refcache-doc-snippets-"))

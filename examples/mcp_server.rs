@@ -22,8 +22,9 @@
 //! Over HTTP, the live task page is served at `/` beside `/mcp` (`refcache::web`): each user's tasks, their output as
 //! it arrives, cancel and retry. With `--auth-tokens`, a browser signs in at `/login` with its token.
 //!
-//! Tools: `slow_square`, `count_to`, `flaky`, `always_fails`, `big_list`, `run_command`, and the ready-made
-//! `get_cached_result`, `cancel_task`, `list_tasks` and `retry_task`. See `docs/mcp.md`.
+//! Tools: `slow_square`, `delete_records` (asks for a confirmation mid-task), `count_to`, `flaky`, `always_fails`,
+//! `big_list`, `run_command`, and the ready-made `get_cached_result`, `cancel_task`, `list_tasks`, `retry_task` and
+//! `respond_task`. See `docs/mcp.md`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,6 +35,7 @@ use refcache::mcp::rmcp::handler::server::router::tool::ToolRouter;
 use refcache::mcp::rmcp::handler::server::wrapper::Parameters;
 use refcache::mcp::rmcp::model::{
     CallToolResponse, CancelTaskParams, GetTaskParams, GetTaskResult, Implementation, ServerConfig,
+    UpdateTaskParams,
 };
 use refcache::mcp::rmcp::service::RequestContext;
 use refcache::mcp::rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
@@ -56,6 +58,12 @@ struct SlowSquareArgs {
     n: i64,
     /// How long to take, in seconds.
     seconds: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct DeleteRecordsArgs {
+    /// How many records to delete (1 to 1000); the tool asks for a confirmation first.
+    count: u32,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -143,6 +151,42 @@ impl Demo {
             .checked_mul(args.n)
             .ok_or_else(|| format!("{} squared does not fit in 64 bits", args.n))?;
         Ok(Square { n: args.n, square })
+    }
+
+    /// Asks for a confirmation mid-task, then "deletes" `count` records (nothing is really deleted). Answer the
+    /// question with respond_task (or MCP `tasks/update`); it waits up to 10 minutes.
+    #[cached(async_timeout = 1.0)]
+    #[tool]
+    async fn delete_records(
+        &self,
+        Parameters(args): Parameters<DeleteRecordsArgs>,
+        ctx: TaskContext,
+    ) -> Result<serde_json::Value, TaskError> {
+        if !(1..=1000).contains(&args.count) {
+            return Err(TaskError::new(format!(
+                "invalid count {}: delete_records deletes 1 to 1000 records",
+                args.count
+            ))
+            .permanent());
+        }
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {"confirm": {"type": "boolean", "description": "true to delete"}},
+            "required": ["confirm"],
+        });
+        let answer = ctx
+            .ask(
+                format!("Delete {} records?", args.count),
+                schema,
+                Some(Duration::from_secs(600)),
+            )
+            .await?;
+        let deleted = if answer["confirm"] == true {
+            args.count
+        } else {
+            0
+        };
+        Ok(serde_json::json!({"deleted": deleted}))
     }
 
     /// Counts from 1 to `to`, pausing `delay_ms` between steps and reporting each step as progress. Can be
@@ -270,6 +314,14 @@ impl ServerHandler for Demo {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         refcache::mcp::cancel_task(self, request, context).await
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        refcache::mcp::update_task(self, request, context).await
     }
 }
 

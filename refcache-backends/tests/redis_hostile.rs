@@ -12,8 +12,8 @@ use futures::future::BoxFuture;
 use refcache_backends::redis::{RedisConfig, RedisServer, RedisTaskBackend};
 use refcache_core::registry::TaskRegistration;
 use refcache_core::{
-    CacheKey, RefId, Submission, Submitted, TaskBackend, TaskContext, TaskError, TaskOptions,
-    TaskSnapshot, TaskSpec, TaskStatus,
+    BackendError, CacheKey, JsonText, RefId, Submission, Submitted, TaskBackend, TaskContext,
+    TaskError, TaskFilter, TaskOptions, TaskSnapshot, TaskSpec, TaskStatus,
 };
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -45,16 +45,13 @@ fn gate(id: &str) -> Arc<Gate> {
 }
 
 /// Counts a run, then waits for its gate (answering `value`) or its cancellation.
-fn gated(
-    args: Value,
-    ctx: TaskContext,
-) -> BoxFuture<'static, Result<refcache_core::JsonText, TaskError>> {
+fn gated(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<JsonText, TaskError>> {
     Box::pin(async move {
         let g = gate(args["gate"].as_str().unwrap_or_default());
         g.runs.fetch_add(1, Ordering::SeqCst);
         let mut open = g.open.subscribe();
         tokio::select! {
-            _ = open.wait_for(|o| *o) => Ok(refcache_core::JsonText::from(&args["value"])),
+            _ = open.wait_for(|o| *o) => Ok(JsonText::from(&args["value"])),
             () = ctx.cancelled() => {
                 g.cancelled.fetch_add(1, Ordering::SeqCst);
                 Err(TaskError::new("stopped on cancel"))
@@ -288,5 +285,227 @@ async fn apps_sharing_a_redis_by_prefix_cannot_stop_each_others_tasks() {
     assert_eq!(
         finished(&mine, &ref_id).await.info.status,
         TaskStatus::Complete
+    );
+}
+
+async fn cmd(conn: &mut redis::aio::MultiplexedConnection, args: &[&str]) {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    let _: redis::Value = c.query_async(conn).await.unwrap();
+}
+
+fn foreign(err: &BackendError) -> bool {
+    matches!(err, BackendError::ForeignData(_)) && err.to_string().contains("not refcache's")
+}
+
+/// A record key of the wrong type, and a record hash without its `info` field, cost themselves alone: `list`
+/// answers every other record, and reading either answers `ForeignData` (not "unavailable", and no hint that the
+/// port is not Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_record_costs_itself_alone() {
+    let server = server();
+    let a = RedisTaskBackend::new(config(&server)).unwrap();
+    let p = a.config().key_prefix.clone();
+    let mut conn = raw(&server).await;
+    let (id, good, _) = running(&a, json!("good")).await;
+    gate(&id).open.send_replace(true);
+    finished(&a, &good).await;
+
+    let string_ref = RefId::generate("it");
+    let bare_ref = RefId::generate("it");
+    let (t1, t2) = (
+        format!("{p}:task:{string_ref}"),
+        format!("{p}:task:{bare_ref}"),
+    );
+    cmd(&mut conn, &["SET", &t1, "someone else's"]).await;
+    cmd(&mut conn, &["HSET", &t2, "status", "complete"]).await;
+    for r in [&string_ref, &bare_ref] {
+        cmd(
+            &mut conn,
+            &["ZADD", &format!("{p}:index"), "9999999999999", r.as_str()],
+        )
+        .await;
+    }
+
+    let page = a
+        .list(TaskFilter::default())
+        .await
+        .expect("list works for everyone");
+    let listed: Vec<_> = page.tasks.iter().map(|i| i.ref_id.clone()).collect();
+    assert_eq!(listed, vec![good.clone()], "the good record alone");
+    for r in [&string_ref, &bare_ref] {
+        let err = a.get(r).await.expect_err("not a refcache record");
+        assert!(foreign(&err), "{err}");
+        assert!(!err.to_string().contains("Redis protocol"), "{err}");
+    }
+    assert_eq!(
+        a.get(&good).await.unwrap().unwrap().info.status,
+        TaskStatus::Complete
+    );
+}
+
+/// With `<prefix>:stats` (or the queue's sequence) of the wrong type, a submission is refused with `ForeignData`
+/// before the script writes anything: no record, no in-flight entry, no queue member is left behind, and once
+/// the foreign key is gone the same call runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_key_leaves_no_half_written_submission() {
+    let server = server();
+    let a = RedisTaskBackend::new(config(&server)).unwrap();
+    let p = a.config().key_prefix.clone();
+    let mut conn = raw(&server).await;
+    for (key, kind) in [("stats", "string"), ("seq", "list"), ("pending", "hash")] {
+        let foreign_key = format!("{p}:{key}");
+        match kind {
+            "string" => cmd(&mut conn, &["SET", &foreign_key, "x"]).await,
+            "list" => cmd(&mut conn, &["RPUSH", &foreign_key, "x"]).await,
+            _ => cmd(&mut conn, &["HSET", &foreign_key, "x", "y"]).await,
+        }
+        let id = new_gate();
+        let (sub, ref_id, key_of_call) = submission(json!({"gate": id, "value": 3}));
+        let err = a.submit(sub).await.expect_err("refused");
+        assert!(foreign(&err), "{err}");
+        assert!(
+            err.to_string().contains(&foreign_key),
+            "names the key: {err}"
+        );
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{p}:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // The process's own gauges (`P:workers`) are written by its maintenance loop, not by a call.
+        keys.retain(|k| *k != format!("{p}:workers"));
+        keys.sort();
+        assert_eq!(keys, vec![foreign_key.clone()], "nothing half-written");
+        assert_eq!(a.get(&ref_id).await.unwrap().map(|s| s.info.status), None);
+        cmd(&mut conn, &["DEL", &foreign_key]).await;
+        let (sub, ref_id, _) = submission(json!({"gate": id, "value": 3}));
+        assert!(matches!(
+            a.submit(sub).await.unwrap(),
+            Submitted::Started(_)
+        ));
+        gate(&id).open.send_replace(true);
+        assert_eq!(
+            finished(&a, &ref_id).await.info.status,
+            TaskStatus::Complete
+        );
+        assert!(a.lookup(&key_of_call).await.unwrap().is_some());
+        cmd(&mut conn, &["FLUSHALL"]).await;
+    }
+}
+
+/// A task whose end cannot be recorded because `<prefix>:stats` became foreign while it ran leaves its record as
+/// it was (processing, no value) rather than half-terminal, and is refused with `ForeignData` on a cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_key_leaves_no_half_written_transition() {
+    let server = server();
+    let a = RedisTaskBackend::new(config(&server)).unwrap();
+    let p = a.config().key_prefix.clone();
+    let mut conn = raw(&server).await;
+    let (id, ref_id, key) = running(&a, json!(5)).await;
+    cmd(&mut conn, &["SET", &format!("{p}:stats"), "x"]).await;
+    let err = a.cancel(&ref_id).await.expect_err("refused");
+    assert!(foreign(&err), "{err}");
+    let now = a.get(&ref_id).await.unwrap().expect("there");
+    assert_eq!(now.info.status, TaskStatus::Processing, "unchanged");
+    assert_eq!(gate(&id).cancelled.load(Ordering::SeqCst), 0);
+    cmd(&mut conn, &["DEL", &format!("{p}:stats")]).await;
+    gate(&id).open.send_replace(true);
+    assert_eq!(
+        finished(&a, &ref_id).await.info.status,
+        TaskStatus::Complete
+    );
+    assert!(a.lookup(&key).await.unwrap().is_some());
+}
+
+const BIG: &str = "it.hostile.big";
+
+/// A list of `n` numbers.
+fn big(args: Value, _ctx: TaskContext) -> BoxFuture<'static, Result<JsonText, TaskError>> {
+    Box::pin(async move {
+        let n = args["n"].as_u64().unwrap_or(0);
+        Ok(JsonText::from(&Value::Array(
+            (0..n).map(Value::from).collect(),
+        )))
+    })
+}
+
+inventory::submit!(TaskRegistration::new(|| BIG, big));
+
+/// The bytes Redis has sent its clients so far.
+async fn sent(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_net_output_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO stats has total_net_output_bytes")
+}
+
+/// No timing oracle (#15 §4): the front door decides access on the record before it reads a value, so a poll (and
+/// `task_info`) of another owner's 200k-item value makes Redis send about what a poll of an unknown id does; the
+/// owner's own poll sends the value. Compared in bytes Redis sent (its `total_net_output_bytes`), not in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_poll_reads_no_more_than_an_unknown_one() {
+    let server = server();
+    let backend = Arc::new(RedisTaskBackend::new(config(&server)).unwrap());
+    let cache = refcache_core::RefCache::builder()
+        .name("it")
+        .backend(backend.clone())
+        .unwrap();
+    let mut conn = raw(&server).await;
+    let args = json!({"n": 200_000});
+    let key = CacheKey::from_json(BIG, "user:alice", &args).unwrap();
+    let ref_id = RefId::generate("it");
+    let spec = TaskSpec::new(ref_id.clone(), key, BIG, "user:alice", args)
+        .with_options(TaskOptions::default().ttl(Some(Duration::from_secs(600))));
+    backend.submit(Submission::new(spec, None)).await.unwrap();
+    assert_eq!(
+        finished(backend.as_ref(), &ref_id).await.info.status,
+        TaskStatus::Complete
+    );
+    let unknown = RefId::generate("it").to_string();
+    let foreign = ref_id.to_string();
+
+    let bob = refcache_core::Actor::user("bob");
+    let alice = refcache_core::Actor::user("alice");
+    let mut cost = async |who: &refcache_core::Actor, id: &str| {
+        let before = sent(&mut conn).await;
+        for _ in 0..5 {
+            let polled = who.clone().scope(cache.get_cached_result(id)).await;
+            let info = who.clone().scope(cache.task_info(id)).await;
+            if who == &bob {
+                assert!(
+                    matches!(polled, Err(refcache_core::RefCacheError::NotFound)),
+                    "{polled:?}"
+                );
+                assert!(
+                    matches!(info, Err(refcache_core::RefCacheError::NotFound)),
+                    "{info:?}"
+                );
+            } else {
+                polled.expect("the owner reads it");
+            }
+        }
+        sent(&mut conn).await - before
+    };
+    let unknown_cost = cost(&bob, &unknown).await;
+    let foreign_cost = cost(&bob, &foreign).await;
+    let own_cost = cost(&alice, &foreign).await;
+    eprintln!(
+        "bytes sent by Redis for 5 polls: unknown {unknown_cost}, foreign {foreign_cost}, own {own_cost}"
+    );
+    assert!(
+        own_cost > 5 * 1_000_000,
+        "the measure sees the value: the owner's polls sent {own_cost} bytes"
+    );
+    assert!(
+        foreign_cost < 2 * unknown_cost + 16_384,
+        "a foreign poll sent {foreign_cost} bytes, an unknown one {unknown_cost}"
     );
 }

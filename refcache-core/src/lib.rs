@@ -44,7 +44,7 @@ extern crate self as refcache_core;
 // folders import one another in a circle: `tests/layers.rs` checks both (`.ci/run`, step `layers`).
 
 // 1. The model: ref ids, keys, task states and records, errors, formats, previews, actors, sessions, namespaces,
-//    access. No I/O. Later: `model/output.rs` (output streams), `model/input.rs` (input requests).
+//    access. No I/O. `model/output.rs` (output streams), `model/input.rs` (input requests).
 mod model;
 
 // 2. The contract: `TaskBackend`, `TaskSpec`, listing, the value store, `run_task`, `TaskContext`, the registry,
@@ -93,6 +93,7 @@ pub use cache::call_options::CallOptions;
 pub use cache::health::Health;
 pub use cache::output::MAX_OUTPUT_READ;
 pub use cache::poll::GetOptions;
+pub use cache::put::PUT_TASK_NAME;
 pub use cache::resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_BYTES, MAX_RESOLVED_REFERENCES};
 pub use cache::response::{
     AsyncResponse, CachedResponse, CompleteResponse, PreviewResponse, RestrictedResponse,
@@ -100,9 +101,10 @@ pub use cache::response::{
 pub use cache::{RefCache, RefCacheBuilder};
 pub use config::{BackendFactory, RefCacheConfig, redact_url};
 pub use contract::backend::{
-    BackendStats, CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskSnapshot,
+    BackendStats, CancelOutcome, RespondOutcome, RetryOutcome, Submission, Submitted, TaskBackend,
+    TaskSnapshot,
 };
-pub use contract::context::{Cancelled, LocalJob, TaskContext, TaskHooks};
+pub use contract::context::{AskError, Cancelled, LocalJob, TaskContext, TaskHooks};
 pub use contract::execute::{Ending, RunLimits, job_for, run as run_job, run_task, timeout_error};
 pub use contract::list::{ListCursor, TaskFilter, TaskPage};
 /// The names of the metrics refcache emits with the `metrics` feature (`docs/operations.md`).
@@ -120,6 +122,7 @@ pub use model::actor::{Actor, ActorKind};
 pub use model::error::{BackendError, ConfigError, INACCESSIBLE_REFERENCE, RefCacheError};
 pub use model::excerpt::excerpt;
 pub use model::format::AsyncResponseFormat;
+pub use model::input::{InputAnswerError, InputRequest, InputSchema, InputSchemaError};
 pub use model::json_text::JsonText;
 pub use model::key::{CacheKey, DEFAULT_MAX_ARGUMENT_BYTES, KeyBuilder, KeyPrefix};
 pub use model::namespace::{MAX_NAMESPACE_LEN, Namespace, NamespaceError, NamespaceTemplate};

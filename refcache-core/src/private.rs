@@ -191,9 +191,10 @@ impl<E: Display + ?Sized> ErrViaDisplay for ErrProbe<'_, E> {
 }
 
 /// A task's return value as its compact JSON text: the one serialization it gets. The store weighs this text, a
-/// hit splices it into wire JSON, and a remote backend stores it as it is.
+/// hit splices it into wire JSON, and a remote backend stores it as it is. A big value is serialized off the
+/// runtime threads (`contract/offload.rs`).
 pub fn value_result<T: Serialize>(value: T) -> Result<JsonText, TaskError> {
-    JsonText::of(&value).map_err(|e| {
+    crate::contract::offload::serialize(value).map_err(|e| {
         TaskError::new(format!(
             "the return value cannot be serialized to JSON: {e}"
         ))

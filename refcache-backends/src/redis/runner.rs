@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use refcache_core::{
-    Ending, LocalJob, RefId, RetryInfo, RunLimits, Scheduler, StoredValue, TaskError, TaskHooks,
-    TaskInfo, TaskProgress, TaskSpec, TaskStatus, Timestamp, job_for, run_task,
+    BackendError, Ending, LocalJob, RefId, RetryInfo, RunLimits, Scheduler, StoredValue, TaskError,
+    TaskHooks, TaskInfo, TaskProgress, TaskSpec, TaskStatus, Timestamp, job_for, run_task,
 };
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -258,6 +258,12 @@ impl Inner {
                 .await
             {
                 Ok(answer) => return Some(answer),
+                // Data that is not refcache's does not pass by itself: the script wrote nothing, and the lease
+                // (or a cleanup of the prefix) decides what becomes of the task.
+                Err(err @ BackendError::ForeignData(_)) => {
+                    tracing::error!(%ref_id, %err, "cannot record a task's end");
+                    return None;
+                }
                 Err(err) if tokio::time::Instant::now() < give_up => {
                     tracing::warn!(%ref_id, %err, "cannot record a task's end yet; retrying");
                     tokio::time::sleep(backoff).await;

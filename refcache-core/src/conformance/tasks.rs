@@ -75,6 +75,8 @@ pub(super) const STUBBORN: &str = "refcache.conformance.stubborn";
 
 pub(super) const FLAKY: &str = "refcache.conformance.flaky";
 
+pub(super) const ASK: &str = "refcache.conformance.ask";
+
 pub(super) fn starts() -> &'static Mutex<Vec<String>> {
     static STARTS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
     STARTS.get_or_init(Default::default)
@@ -186,3 +188,24 @@ inventory::submit!(TaskRegistration::new(|| PROGRESS, progress));
 inventory::submit!(TaskRegistration::new(|| STUBBORN, stubborn));
 
 inventory::submit!(TaskRegistration::new(|| FLAKY, flaky));
+
+inventory::submit!(TaskRegistration::new(|| ASK, ask));
+
+/// Asks `message` with `schema` (default: a required boolean `confirm`) and `timeout_ms` (default: none), then
+/// returns `{"answer": <the answer>}`.
+pub(super) fn ask(
+    args: Value,
+    ctx: TaskContext,
+) -> BoxFuture<'static, Result<JsonText, TaskError>> {
+    Box::pin(async move {
+        let schema = args.get("schema").cloned().unwrap_or_else(|| {
+            json!({"type": "object", "properties": {"confirm": {"type": "boolean"}}, "required": ["confirm"]})
+        });
+        let timeout = args
+            .get("timeout_ms")
+            .and_then(Value::as_u64)
+            .map(std::time::Duration::from_millis);
+        let answer = ctx.ask(arg_str(&args, "message"), schema, timeout).await?;
+        Ok(JsonText::from(json!({ "answer": answer })))
+    })
+}

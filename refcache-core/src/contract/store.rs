@@ -127,7 +127,7 @@ impl StoredValue {
         ttl: Duration,
     ) -> Self {
         let size = value.len();
-        let total_items = value.total_items();
+        let total_items = crate::contract::offload::total_items(&value);
         Self {
             ref_id,
             key,

@@ -18,7 +18,8 @@ use super::config::MemoryBackendConfig;
 use super::driver::{Counters, Inner, State};
 use super::history::{History, Rerun, unindex};
 use crate::contract::backend::{
-    BackendStats, CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskSnapshot,
+    BackendStats, CancelOutcome, RespondOutcome, RetryOutcome, Submission, Submitted, TaskBackend,
+    TaskSnapshot,
 };
 use crate::contract::list::{TaskFilter, TaskPage};
 use crate::contract::scheduler::Scheduler;
@@ -377,6 +378,29 @@ impl TaskBackend for MemoryTaskBackend {
             };
             inner.spawn_all(started);
             Ok(RetryOutcome::Restarted)
+        })
+    }
+
+    fn respond<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+        key: &'a str,
+        answer: serde_json::Value,
+    ) -> BoxFuture<'a, Result<RespondOutcome, BackendError>> {
+        Box::pin(async move {
+            let active = {
+                let st = lock(&self.inner.state);
+                match st.active.get(ref_id) {
+                    Some(active) => active.clone(),
+                    None => {
+                        return Ok(match st.history.get(ref_id) {
+                            Some(f) => RespondOutcome::NotWaiting(f.info.status),
+                            None => RespondOutcome::NotFound,
+                        });
+                    }
+                }
+            };
+            Ok(active.respond(key, answer))
         })
     }
 

@@ -47,3 +47,61 @@ impl Default for MemoryBackendConfig {
         }
     }
 }
+
+/// Chained setters, for the settings people set: `MemoryBackendConfig::default().max_workers(8)`. (The struct is
+/// `#[non_exhaustive]`, so a literal cannot build it outside this crate; its fields stay public to read and set.)
+impl MemoryBackendConfig {
+    /// Tasks that may run at once (default 32); more wait as `pending`.
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = n;
+        self
+    }
+
+    /// Tasks that may wait (default 10,000); a submission beyond this is refused with `QueueFull`.
+    pub fn max_queued(mut self, n: usize) -> Self {
+        self.max_queued = n;
+        self
+    }
+
+    /// How long a finished value stays when the task sets no TTL (default 1 h).
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// How long a finished task record stays (default 24 h).
+    pub fn task_ttl(mut self, ttl: Duration) -> Self {
+        self.task_ttl = ttl;
+        self
+    }
+
+    /// At most this many finished task records are kept, oldest evicted first (default 100,000).
+    pub fn max_task_records(mut self, n: u64) -> Self {
+        self.max_task_records = n;
+        self
+    }
+
+    /// The bound on finished task records in bytes (default 64 MiB; see the field).
+    pub fn max_record_bytes(mut self, bytes: u64) -> Self {
+        self.max_record_bytes = bytes;
+        self
+    }
+
+    /// Capacity of the value store in bytes (default 256 MiB).
+    pub fn max_capacity_bytes(mut self, bytes: u64) -> Self {
+        self.max_capacity_bytes = bytes;
+        self
+    }
+
+    /// How long a cancelled async task may run on before it is aborted (default 5 s).
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
+        self
+    }
+
+    /// The execution timeout of tasks that set none (default `None`: no limit).
+    pub fn default_execution_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.default_execution_timeout = timeout;
+        self
+    }
+}

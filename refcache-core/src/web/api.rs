@@ -291,7 +291,7 @@ pub(super) async fn start_command(
     args: Vec<String>,
 ) -> Result<Value, WebError> {
     let runner = web.commands.clone().ok_or(WebError::NoCommands)?;
-    if !runner.allowed().iter().any(|p| *p == command) {
+    if !runner.allowed().contains(&command) {
         return Err(WebError::bad(
             "command",
             format!(

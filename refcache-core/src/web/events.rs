@@ -217,9 +217,7 @@ impl List {
             let every = if self.unfollowed { REREAD } else { RELIST };
             tokio::select! {
                 hint = self.submissions.next() => {
-                    if hint.is_none() {
-                        return None;
-                    }
+                    hint?;
                     self.relist().await;
                 }
                 Some(info) = self.watches.next(), if !self.watches.is_empty() => {
