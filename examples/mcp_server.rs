@@ -477,7 +477,10 @@ async fn serve_http(
     );
     // The live task page at `/` (feature `web`): the same cache and the same owners as `/mcp`. With tokens, a
     // browser signs in at `/login` (a cookie), a script sends the bearer token; `/mcp` checks the header below.
-    let mut web = refcache::web::WebRefCache::new(page_cache).with_shutdown(stop.clone());
+    // Its "Run a command" form calls the same `run_command` as the MCP tool: equal commands are one execution.
+    let mut web = refcache::web::WebRefCache::new(page_cache)
+        .with_shutdown(stop.clone())
+        .with_commands(Arc::new(refcache::command::PageRunner));
     for (token, user) in &tokens {
         web = web.with_token(token.clone(), Actor::user(user.clone()));
     }

@@ -70,7 +70,6 @@ pub async fn run_command(spec: CommandSpec, ctx: TaskContext) -> Result<CommandO
 /// ```
 #[cfg(feature = "web")]
 #[derive(Debug, Clone, Copy, Default)]
-#[non_exhaustive]
 pub struct PageRunner;
 
 #[cfg(feature = "web")]

@@ -112,7 +112,7 @@ pub struct CommandOutcome {
     pub exit: Exit,
     /// From start to exit, in milliseconds.
     pub duration_ms: u64,
-    /// The last bytes it wrote (stdout and stderr interleaved, at most [`Commands::tail_bytes`]).
+    /// The last bytes it wrote (stdout and stderr interleaved, at most [`Commands::tail_bytes`](super::Commands::tail_bytes)).
     pub tail: String,
     /// How many bytes it wrote in all.
     pub output_bytes: u64,
