@@ -5,12 +5,15 @@
 //! cargo run --example mcp_server -- --http 127.0.0.1:8765          # http://127.0.0.1:8765/mcp, page at /
 //! cargo run --example mcp_server -- --http 127.0.0.1:8765 --auth-tokens alice:token-a,bob:token-b
 //! cargo run --example mcp_server -- --allow-command echo,sleep,seq,ls
+//! cargo run --example mcp_server -- --allow-command sh --enable-shell       # a shell only when asked for
 //! ```
 //!
 //! The backend comes from the environment or `refcache.toml`, as for every refcache program (`REFCACHE_BACKEND`,
 //! `REFCACHE_MAX_SIZE`, ...; see the crate docs). `MCP_SERVER_ALLOW_COMMANDS` is the allowlist of `run_command`
 //! when no `--allow-command` is given; the default list is `echo,sleep,seq`. (It is not a `REFCACHE_*` variable:
-//! refcache rejects the ones it does not know, so that a typo in its settings never goes unnoticed.)
+//! refcache rejects the ones it does not know, so that a typo in its settings never goes unnoticed.) `run_command`
+//! is refcache's command job (`refcache::command`, `docs/commands.md`): a shell or launcher on the list is refused
+//! unless `--enable-shell` is given.
 //!
 //! `--auth-tokens` turns on a demo bearer-token check for HTTP: `Authorization: Bearer token-a` is user `alice`,
 //! and a missing or unknown token gets HTTP 401. It shows per-user ownership of tasks. A real deployment puts its
@@ -19,31 +22,30 @@
 //! Over HTTP, the live task page is served at `/` beside `/mcp` (`refcache::web`): each user's tasks, their output as
 //! it arrives, cancel and retry. With `--auth-tokens`, a browser signs in at `/login` with its token.
 //!
-//! Tools: `slow_square`, `count_to`, `flaky`, `always_fails`, `big_list`, `run_command`, and the ready-made
-//! `get_cached_result`, `cancel_task`, `list_tasks` and `retry_task`. See `docs/mcp.md`.
+//! Tools: `slow_square`, `delete_records` (asks for a confirmation mid-task), `count_to`, `flaky`, `always_fails`,
+//! `big_list`, `run_command`, and the ready-made `get_cached_result`, `cancel_task`, `list_tasks`, `retry_task` and
+//! `respond_task`. See `docs/mcp.md`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use refcache::command::{CommandSpec, Commands, run_command};
 use refcache::mcp::rmcp::handler::server::router::tool::ToolRouter;
 use refcache::mcp::rmcp::handler::server::wrapper::Parameters;
 use refcache::mcp::rmcp::model::{
-    CancelTaskParams, GetTaskParams, GetTaskResult, Implementation, ServerConfig,
+    CallToolResponse, CancelTaskParams, GetTaskParams, GetTaskResult, Implementation, ServerConfig,
+    UpdateTaskParams,
 };
 use refcache::mcp::rmcp::service::RequestContext;
 use refcache::mcp::rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
-use refcache::mcp::{McpRefCache, RefCacheServer};
+use refcache::mcp::{FormatOverride, McpRefCache, RefCacheServer};
 use refcache::{Actor, RefCache, TaskContext, TaskError, cached};
 use rmcp::ServiceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncRead;
 
-/// How much of each output stream `run_command` keeps.
-const OUTPUT_LIMIT: usize = 1024 * 1024;
-/// How long a terminated command may take to exit before it is killed.
+/// How long a stopped command may take to exit before it is killed.
 const KILL_AFTER: Duration = Duration::from_secs(5);
 /// The most items `big_list` makes.
 const BIG_LIST_MAX: u64 = 1_000_000;
@@ -56,6 +58,12 @@ struct SlowSquareArgs {
     n: i64,
     /// How long to take, in seconds.
     seconds: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct DeleteRecordsArgs {
+    /// How many records to delete (1 to 1000); the tool asks for a confirmation first.
+    count: u32,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -87,17 +95,6 @@ struct BigListArgs {
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
-struct RunCommandArgs {
-    /// The program: its name must be on the server's allowlist. It runs without a shell.
-    command: String,
-    /// Its arguments.
-    #[serde(default)]
-    args: Vec<String>,
-    /// Stop it after this many seconds.
-    timeout_seconds: Option<f64>,
-}
-
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 struct Square {
     n: i64,
     square: i64,
@@ -109,18 +106,9 @@ struct Item {
     name: String,
 }
 
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-struct CommandOutput {
-    exit_code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    duration_ms: u64,
-}
-
 /// State shared by every connection and session.
 #[derive(Debug, Default)]
 struct Shared {
-    allowed: BTreeSet<String>,
     attempts: Mutex<HashMap<String, u32>>,
 }
 
@@ -163,6 +151,42 @@ impl Demo {
             .checked_mul(args.n)
             .ok_or_else(|| format!("{} squared does not fit in 64 bits", args.n))?;
         Ok(Square { n: args.n, square })
+    }
+
+    /// Asks for a confirmation mid-task, then "deletes" `count` records (nothing is really deleted). Answer the
+    /// question with respond_task (or MCP `tasks/update`); it waits up to 10 minutes.
+    #[cached(async_timeout = 1.0)]
+    #[tool]
+    async fn delete_records(
+        &self,
+        Parameters(args): Parameters<DeleteRecordsArgs>,
+        ctx: TaskContext,
+    ) -> Result<serde_json::Value, TaskError> {
+        if !(1..=1000).contains(&args.count) {
+            return Err(TaskError::new(format!(
+                "invalid count {}: delete_records deletes 1 to 1000 records",
+                args.count
+            ))
+            .permanent());
+        }
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {"confirm": {"type": "boolean", "description": "true to delete"}},
+            "required": ["confirm"],
+        });
+        let answer = ctx
+            .ask(
+                format!("Delete {} records?", args.count),
+                schema,
+                Some(Duration::from_secs(600)),
+            )
+            .await?;
+        let deleted = if answer["confirm"] == true {
+            args.count
+        } else {
+            0
+        };
+        Ok(serde_json::json!({"deleted": deleted}))
     }
 
     /// Counts from 1 to `to`, pausing `delay_ms` between steps and reporting each step as progress. Can be
@@ -241,16 +265,18 @@ impl Demo {
             .collect())
     }
 
-    /// Runs an allowlisted program (no shell) and returns its exit code, stdout, stderr and duration. Each output
-    /// line is reported as progress. Cancel it with cancel_task.
-    #[cached(async_timeout = 2.0)]
-    #[tool]
+    /// Runs an allowlisted program (no shell) and returns its exit, duration and output tail; its output streams
+    /// into the task's log as it runs (read it with get_cached_result's output_offset). Cancel it with
+    /// cancel_task. The same cached function as the web page's form: equal commands are one execution.
+    #[tool(name = "run_command")]
     async fn run_command(
         &self,
-        Parameters(args): Parameters<RunCommandArgs>,
-        ctx: TaskContext,
-    ) -> Result<CommandOutput, TaskError> {
-        run_command(&self.shared.allowed, args, &ctx).await
+        format: FormatOverride,
+        Parameters(spec): Parameters<CommandSpec>,
+        request: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let cache = self.refcache.cache().clone();
+        refcache::mcp::tool_call(self, &cache, format, request, run_command(spec)).await
     }
 }
 
@@ -289,178 +315,14 @@ impl ServerHandler for Demo {
     ) -> Result<(), ErrorData> {
         refcache::mcp::cancel_task(self, request, context).await
     }
-}
 
-/// `run_command`'s body.
-async fn run_command(
-    allowed: &BTreeSet<String>,
-    args: RunCommandArgs,
-    ctx: &TaskContext,
-) -> Result<CommandOutput, TaskError> {
-    if !allowed.contains(&args.command) {
-        return Err(TaskError::new(format!(
-            "command `{}` is not allowed: this server runs only {} (start it with --allow-command or \
-             MCP_SERVER_ALLOW_COMMANDS to change the list)",
-            // At most a short prefix of what the caller sent.
-            refcache::excerpt(&args.command, 100),
-            allowed.iter().cloned().collect::<Vec<_>>().join(", ")
-        ))
-        .with_code("NOT_ALLOWED")
-        .permanent());
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        refcache::mcp::update_task(self, request, context).await
     }
-    let timeout = args
-        .timeout_seconds
-        .map(|s| sleep_for(s).map_err(|e| TaskError::new(e).permanent()))
-        .transpose()?;
-    let start = Instant::now();
-    // Its own process group, so that stopping it stops whatever it started too.
-    let mut child = tokio::process::Command::new(&args.command)
-        .args(&args.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| TaskError::new(format!("cannot start `{}`: {e}", args.command)).permanent())?;
-    // Whatever ends this future (the command's exit, a cancel, a timeout, the task being aborted after its cancel
-    // grace, a shutdown) kills what is left of the group.
-    let group = ProcessGroup(child.id().and_then(|p| i32::try_from(p).ok()));
-    let lines = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let stdout = tokio::spawn(collect(child.stdout.take(), ctx.clone(), lines.clone()));
-    let stderr = tokio::spawn(collect(child.stderr.take(), ctx.clone(), lines));
-    let deadline = async {
-        match timeout {
-            Some(t) => tokio::time::sleep(t).await,
-            None => std::future::pending().await,
-        }
-    };
-    let stopped = tokio::select! {
-        status = child.wait() => Ok(status),
-        () = ctx.cancelled() => Err(None),
-        () = deadline => Err(timeout),
-    };
-    let status = match stopped {
-        Ok(status) => {
-            status.map_err(|e| TaskError::new(format!("waiting for the command: {e}")))?
-        }
-        Err(timed_out) => {
-            group.stop(&mut child).await;
-            let error = match timed_out {
-                Some(t) => format!(
-                    "`{}` timed out after {} s and was stopped",
-                    args.command,
-                    t.as_secs_f64()
-                ),
-                None => format!("`{}` was cancelled and stopped", args.command),
-            };
-            return Err(TaskError::new(error).permanent());
-        }
-    };
-    // The command is done; something it started may still hold its output open: stop it, then read what is left.
-    group.kill();
-    let read = |reader: tokio::task::JoinHandle<String>| async move {
-        tokio::time::timeout(KILL_AFTER, reader)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default()
-    };
-    let (stdout, stderr) = (read(stdout).await, read(stderr).await);
-    Ok(CommandOutput {
-        exit_code: status.code(),
-        stdout,
-        stderr,
-        duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
-    })
-}
-
-/// A command's process group: SIGKILLed when dropped.
-struct ProcessGroup(Option<i32>);
-
-impl ProcessGroup {
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        if let Some(pgid) = self.0 {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal);
-        }
-    }
-
-    fn kill(&self) {
-        self.signal(nix::sys::signal::Signal::SIGKILL);
-    }
-
-    /// SIGTERM, then SIGKILL after [`KILL_AFTER`] if the command has not exited.
-    async fn stop(&self, child: &mut tokio::process::Child) {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        if tokio::time::timeout(KILL_AFTER, child.wait())
-            .await
-            .is_err()
-        {
-            self.kill();
-            let _ = child.wait().await;
-        }
-    }
-}
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Reads a stream, reporting each line as progress (its first 200 characters), and keeps the first
-/// [`OUTPUT_LIMIT`] bytes; the rest is counted and dropped. Memory stays bounded whatever the command writes,
-/// long lines included.
-async fn collect(
-    stream: Option<impl AsyncRead + Unpin>,
-    ctx: TaskContext,
-    lines: Arc<std::sync::atomic::AtomicU64>,
-) -> String {
-    use tokio::io::AsyncReadExt;
-    const LINE_SHOWN: usize = 800;
-    let Some(mut stream) = stream else {
-        return String::new();
-    };
-    let mut kept: Vec<u8> = Vec::new();
-    let mut dropped = 0usize;
-    let mut line: Vec<u8> = Vec::new();
-    let report = |line: &mut Vec<u8>| {
-        let text = String::from_utf8_lossy(line);
-        let n = lines.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let shown: String = text.trim_end().chars().take(200).collect();
-        let _ = ctx.progress(n as f64, None, shown);
-        line.clear();
-    };
-    let mut chunk = vec![0u8; 8192];
-    loop {
-        let n = match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let bytes = &chunk[..n];
-        let room = OUTPUT_LIMIT.saturating_sub(kept.len());
-        if dropped == 0 && bytes.len() <= room {
-            kept.extend_from_slice(bytes);
-        } else {
-            kept.extend_from_slice(&bytes[..room.min(bytes.len())]);
-            dropped += bytes.len() - room.min(bytes.len());
-        }
-        for &b in bytes {
-            if b == b'\n' {
-                report(&mut line);
-            } else if line.len() < LINE_SHOWN {
-                line.push(b);
-            }
-        }
-    }
-    if !line.is_empty() {
-        report(&mut line);
-    }
-    let mut text = String::from_utf8_lossy(&kept).into_owned();
-    if dropped > 0 {
-        text.push_str(&format!("\n[... {dropped} more bytes truncated]\n"));
-    }
-    text
 }
 
 /// Command-line options.
@@ -468,12 +330,14 @@ struct Options {
     http: Option<String>,
     tokens: HashMap<String, String>,
     allowed: BTreeSet<String>,
+    shell: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
     let mut http = None;
     let mut tokens = HashMap::new();
     let mut allowed: Option<BTreeSet<String>> = None;
+    let mut shell = false;
     let mut args = std::env::args().skip(1);
     let list = |text: &str| -> BTreeSet<String> {
         text.split(',')
@@ -497,10 +361,11 @@ fn parse_options() -> Result<Options, String> {
             "--allow-command" => allowed
                 .get_or_insert_with(BTreeSet::new)
                 .extend(list(&value("--allow-command")?)),
+            "--enable-shell" => shell = true,
             "--help" | "-h" => {
                 return Err(
                     "usage: mcp_server [--http ADDR] [--auth-tokens user:token,...] \
-                            [--allow-command cmd,...]"
+                            [--allow-command cmd,...] [--enable-shell]"
                         .into(),
                 );
             }
@@ -521,6 +386,7 @@ fn parse_options() -> Result<Options, String> {
         http,
         tokens,
         allowed,
+        shell,
     })
 }
 
@@ -558,8 +424,18 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
             .collect::<Vec<_>>()
             .join(",")
     );
+    // The settings of `run_command` (refcache's command job), for every connection and the web page alike.
+    let mut commands = Commands::new()
+        .allow(options.allowed)
+        .grace(KILL_AFTER)
+        .allowlist_hint(
+            "start the server with --allow-command or MCP_SERVER_ALLOW_COMMANDS to change the list",
+        );
+    if options.shell {
+        commands = commands.enable_shell();
+    }
+    commands.install()?;
     let shared = Arc::new(Shared {
-        allowed: options.allowed,
         attempts: Mutex::default(),
     });
     match options.http {

@@ -103,6 +103,8 @@
 //!   `metrics`. [`RefCache::health`] (one timed round trip to the backend) is there without any feature.
 //! - `web`: the live task page and its JSON API, `refcache::web`: an axum router to mount beside `/mcp`, with MCP's
 //!   owners, output streamed over server-sent events, cancel, retry and commands (`docs/web.md`).
+//! - `command`: the command job, `refcache::command`: allowlisted programs run without a shell, their output
+//!   streamed into the task's log, stopped with their whole process group (`docs/commands.md`).
 //! - `test-utils`: the backend conformance suite (`refcache::conformance`), for backend authors.
 //!
 //! # Supported Rust versions
@@ -179,6 +181,10 @@ struct McpDoctests;
 #[cfg(all(doctest, feature = "web"))]
 #[doc = include_str!("../docs/web.md")]
 struct WebDoctests;
+
+#[cfg(all(doctest, feature = "command"))]
+#[doc = include_str!("../docs/commands.md")]
+struct CommandsDoctests;
 
 #[cfg(all(doctest, feature = "prometheus"))]
 #[doc = include_str!("../docs/operations.md")]

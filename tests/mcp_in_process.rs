@@ -166,6 +166,7 @@ async fn tools_keep_their_schema_and_the_ready_made_ones_are_listed() {
         "cancel_task",
         "list_tasks",
         "retry_task",
+        "respond_task",
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }

@@ -416,9 +416,9 @@ async fn run_command_echo_cancelled_sleep_and_the_allowlist() {
         json!({"command": "echo", "args": ["hello", "mcp"]}),
     )
     .await);
-    assert_eq!(echo["value"]["exit_code"], 0, "{echo}");
-    assert_eq!(echo["value"]["stdout"], "hello mcp\n");
-    assert_eq!(echo["value"]["stderr"], "");
+    assert_eq!(echo["value"]["exit"]["code"], 0, "{echo}");
+    assert_eq!(echo["value"]["tail"], "hello mcp\n");
+    assert_eq!(echo["value"]["output_bytes"], 10);
     assert!(echo["value"]["duration_ms"].is_u64());
 
     // A sleep that nobody else runs: cancelled, it is stopped, and no process is left behind.
@@ -467,7 +467,7 @@ async fn run_command_timeout_stops_the_command() {
     let args = json!({"command": "sleep", "args": [seconds], "timeout_seconds": 0.2});
     let result = call(&client, "run_command", args).await;
     let text = error_text(&result);
-    assert!(text.contains("timed out after 0.2 s"), "{text}");
+    assert!(text.contains("within its 0.2 s time limit"), "{text}");
     let sleep = ["sleep", seconds.as_str()];
     assert!(!running(&sleep), "stopped before the error is answered");
     client.cancel().await.unwrap();
@@ -735,7 +735,11 @@ async fn http_poll_cycle_and_legacy_session_ownership() {
 
 #[tokio::test]
 async fn a_command_that_ignores_sigterm_is_killed_with_its_whole_group() {
-    let client = stdio_client(Recorder::default(), &["--allow-command", "sh"]).await;
+    let client = stdio_client(
+        Recorder::default(),
+        &["--allow-command", "sh", "--enable-shell"],
+    )
+    .await;
     // The shell ignores SIGTERM and keeps starting children: only SIGKILL to the group stops it.
     let script = format!(
         "trap '' TERM; while :; do sleep 0.05; done # {}",
@@ -913,10 +917,7 @@ async fn the_documented_desktop_client_config_launches_the_server() {
         listed
     };
     assert!(
-        listed["value"]["stdout"]
-            .as_str()
-            .unwrap()
-            .contains("mcp.md"),
+        listed["value"]["tail"].as_str().unwrap().contains("mcp.md"),
         "{listed}"
     );
     client.cancel().await.unwrap();

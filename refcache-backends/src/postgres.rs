@@ -709,6 +709,16 @@ impl Inner {
     }
 
     async fn get(&self, ref_id: &RefId) -> Result<Option<TaskSnapshot>, BackendError> {
+        self.get_with(ref_id, true).await
+    }
+
+    /// The record, and with `value` the value of a complete task; without it, a complete record is checked for a
+    /// live value (one lifetime) without reading the value.
+    async fn get_with(
+        &self,
+        ref_id: &RefId,
+        value: bool,
+    ) -> Result<Option<TaskSnapshot>, BackendError> {
         let rows = self.query(&self.sql.record, &[&ref_id.as_str()]).await?;
         let Some(row) = rows.first() else {
             return Ok(None);
@@ -722,6 +732,12 @@ impl Inner {
         info.queue_position = position.and_then(|p| usize::try_from(p).ok());
         if status != TaskStatus::Complete {
             return Ok(Some(TaskSnapshot::new(info, None)));
+        }
+        if !value {
+            let live = self
+                .query(&self.sql.value_exists, &[&ref_id.as_str()])
+                .await?;
+            return Ok((!live.is_empty()).then(|| TaskSnapshot::new(info, None)));
         }
         let key = CacheKey::from_hex(row.get(2));
         // The value by a query of its own, after the record: a complete record whose value has gone is gone.
@@ -1279,6 +1295,17 @@ impl TaskBackend for PostgresTaskBackend {
             self.inner.ensure_started();
             self.inner.ready().await?;
             self.inner.get(ref_id).await
+        })
+    }
+
+    fn get_record<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<Option<TaskInfo>, BackendError>> {
+        Box::pin(async move {
+            self.inner.ensure_started();
+            self.inner.ready().await?;
+            Ok(self.inner.get_with(ref_id, false).await?.map(|s| s.info))
         })
     }
 

@@ -19,6 +19,7 @@ pub(crate) mod observe;
 pub(crate) mod output;
 pub(crate) mod owner_cap;
 pub(crate) mod poll;
+pub(crate) mod put;
 pub(crate) mod resolve;
 pub(crate) mod response;
 mod submissions;
@@ -163,6 +164,23 @@ impl RefCacheBuilder {
     /// A cache over the in-process backend with default settings.
     pub fn build(self) -> Result<RefCache, ConfigError> {
         self.backend(Arc::new(MemoryTaskBackend::default()))
+    }
+
+    /// A cache over the in-process backend with these settings:
+    /// `RefCache::builder().memory(MemoryBackendConfig::default().max_workers(8))`. A zero `max_workers` is refused
+    /// with [`ConfigError::InvalidValue`] naming it.
+    pub fn memory(
+        self,
+        config: crate::memory::config::MemoryBackendConfig,
+    ) -> Result<RefCache, ConfigError> {
+        if config.max_workers == 0 {
+            return Err(ConfigError::InvalidValue {
+                key: "max_workers".into(),
+                value: "0".into(),
+                expected: "a positive whole number of tasks that may run at once".into(),
+            });
+        }
+        self.backend(Arc::new(MemoryTaskBackend::new(config)))
     }
 
     /// A cache over `backend`.

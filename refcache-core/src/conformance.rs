@@ -10,14 +10,15 @@
 //! refcache_core::backend_conformance!(make);
 //! ```
 //!
-//! One file per group of behaviours: `lifecycle.rs`, `lifetime.rs`, `failures.rs`, `progress.rs`, `cancel.rs`, `queue.rs` and
-//! `records.rs`; `fixture.rs` is how a backend enters the suite, `tasks.rs` the suite's registered tasks and their
+//! One file per group of behaviours: `lifecycle.rs`, `lifetime.rs`, `failures.rs`, `progress.rs`, `cancel.rs`, `queue.rs`,
+//! `records.rs` and `input.rs`; `fixture.rs` is how a backend enters the suite, `tasks.rs` the suite's registered tasks and their
 //! gates, `support.rs` what the tests share. An edge (feature `test-utils`): it drives a backend through the
 //! contract alone.
 
 mod cancel;
 mod failures;
 mod fixture;
+mod input;
 mod lifecycle;
 mod lifetime;
 mod progress;
@@ -32,6 +33,7 @@ pub use failures::{
     permanent_errors_are_not_retried, retries_until_success, retry_reruns_a_failed_task,
 };
 pub use fixture::{Factory, Fixture, Settings};
+pub use input::{input_cancel_while_waiting, input_round_trip, input_time_limit_and_bad_schema};
 pub use lifecycle::{
     runs_by_name, single_flight, submit_wait_complete, unknown_ids, wait_respects_deadline,
 };
@@ -63,6 +65,12 @@ macro_rules! backend_conformance {
             access_travels_with_the_task, watch_follows_progress,
             cleanup_drops_the_value_with_its_record, a_complete_record_lives_as_long_as_its_value,
             an_expired_value_takes_its_record);
+    };
+    // The input group (`input.rs`): for a backend that takes answers (`TaskBackend::respond`). The memory backend
+    // runs it; Redis and Postgres do not take answers yet.
+    (input: $make:path) => {
+        $crate::backend_conformance!(@tests $make;
+            input_round_trip, input_cancel_while_waiting, input_time_limit_and_bad_schema);
     };
     (@tests $make:path; $($name:ident),*) => {
         $(

@@ -11,6 +11,7 @@ pub(crate) mod context;
 pub(crate) mod execute;
 pub(crate) mod list;
 pub mod metrics;
+pub(crate) mod offload;
 pub(crate) mod output;
 pub mod registry;
 pub(crate) mod scheduler;

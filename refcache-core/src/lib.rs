@@ -14,6 +14,7 @@
 //!   Tasks.
 //! - `metrics`: counters, gauges and histograms through the `metrics` facade ([`metric_names`]).
 //! - `prometheus`: the Prometheus exporter and the `/metrics` and `/health` routes, `ops`. Implies `metrics`.
+//! - `command`: the command job, `command`: allowlisted programs whose output streams into the task's log.
 //! - `web`: the live task page and its JSON API, `web`: an axum router to mount beside `/mcp`.
 //!
 //! # Supported Rust versions
@@ -43,7 +44,7 @@ extern crate self as refcache_core;
 // folders import one another in a circle: `tests/layers.rs` checks both (`.ci/run`, step `layers`).
 
 // 1. The model: ref ids, keys, task states and records, errors, formats, previews, actors, sessions, namespaces,
-//    access. No I/O. Later: `model/output.rs` (output streams), `model/input.rs` (input requests).
+//    access. No I/O. `model/output.rs` (output streams), `model/input.rs` (input requests).
 mod model;
 
 // 2. The contract: `TaskBackend`, `TaskSpec`, listing, the value store, `run_task`, `TaskContext`, the registry,
@@ -76,6 +77,9 @@ pub mod mcp;
 #[cfg(feature = "prometheus")]
 pub mod ops;
 
+// The command job: allowlisted programs, streamed output, process-group stop.
+#[cfg(feature = "command")]
+pub mod command;
 // The live task page and its JSON API.
 #[cfg(feature = "web")]
 pub mod web;
@@ -89,6 +93,7 @@ pub use cache::call_options::CallOptions;
 pub use cache::health::Health;
 pub use cache::output::MAX_OUTPUT_READ;
 pub use cache::poll::GetOptions;
+pub use cache::put::PUT_TASK_NAME;
 pub use cache::resolve::{MAX_REFERENCE_DEPTH, MAX_RESOLVED_BYTES, MAX_RESOLVED_REFERENCES};
 pub use cache::response::{
     AsyncResponse, CachedResponse, CompleteResponse, PreviewResponse, RestrictedResponse,
@@ -96,9 +101,10 @@ pub use cache::response::{
 pub use cache::{RefCache, RefCacheBuilder};
 pub use config::{BackendFactory, RefCacheConfig, redact_url};
 pub use contract::backend::{
-    BackendStats, CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskSnapshot,
+    BackendStats, CancelOutcome, RespondOutcome, RetryOutcome, Submission, Submitted, TaskBackend,
+    TaskSnapshot,
 };
-pub use contract::context::{Cancelled, LocalJob, TaskContext, TaskHooks};
+pub use contract::context::{AskError, Cancelled, LocalJob, TaskContext, TaskHooks};
 pub use contract::execute::{Ending, RunLimits, job_for, run as run_job, run_task, timeout_error};
 pub use contract::list::{ListCursor, TaskFilter, TaskPage};
 /// The names of the metrics refcache emits with the `metrics` feature (`docs/operations.md`).
@@ -110,12 +116,14 @@ pub use contract::spec::{DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, TaskO
 pub use contract::store::{StoredValue, ValueStore};
 pub use global::{default_cache, get_cached_result, get_cached_result_with, set_default_cache};
 pub use memory::backend::MemoryTaskBackend;
-pub use memory::config::MemoryBackendConfig;
+pub use memory::config::{DEFAULT_MAX_RECORD_BYTES, MemoryBackendConfig};
 pub use model::access::{AccessPolicy, Permissions, PolicyError};
 pub use model::actor::{Actor, ActorKind};
 pub use model::error::{BackendError, ConfigError, INACCESSIBLE_REFERENCE, RefCacheError};
 pub use model::excerpt::excerpt;
 pub use model::format::AsyncResponseFormat;
+pub use model::input::{InputAnswerError, InputRequest, InputSchema, InputSchemaError};
+pub use model::json_text::JsonText;
 pub use model::key::{CacheKey, DEFAULT_MAX_ARGUMENT_BYTES, KeyBuilder, KeyPrefix};
 pub use model::namespace::{MAX_NAMESPACE_LEN, Namespace, NamespaceError, NamespaceTemplate};
 pub use model::output::{DEFAULT_OUTPUT_LIMIT, DEFAULT_OUTPUT_READ, OutputChunk, OutputStream};

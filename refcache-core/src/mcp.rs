@@ -6,9 +6,10 @@
 //!   `async_timeout`, or an MCP task when the client declared the tasks extension. A failed or cancelled task is a
 //!   tool result with `isError: true`, never a protocol error. Every cached tool also accepts
 //!   `_async_response_format` (`minimal`, `standard` or `full`).
-//! - **Ready-made tools.** [`tool_router`] gives `get_cached_result`, `cancel_task`, `list_tasks` and
+//! - **Ready-made tools.** [`tool_router`] gives `get_cached_result`, `cancel_task`, `list_tasks`, `respond_task` and
 //!   `retry_task`, for any server: `Self::tool_router() + refcache_core::mcp::tool_router::<Self>()`.
-//! - **MCP Tasks** (SEP-2663): [`get_task`] and [`cancel_task`] answer `tasks/get` and `tasks/cancel` from the
+//! - **MCP Tasks** (SEP-2663): [`get_task`], [`cancel_task`] and [`update_task`] answer `tasks/get`, `tasks/cancel`
+//!   and `tasks/update` (an answer to a task's question) from the
 //!   RefCache; [`server_capabilities`] declares tools and tasks.
 //! - **Owners.** Every request acts as its [`Owner`]'s actor: the authenticated principal, else the MCP session,
 //!   else the connection. One owner never sees another's tasks. Callers are agents by default, so
@@ -104,14 +105,16 @@ mod tools;
 
 pub use rmcp;
 
+pub use call::tool_call;
 pub use format::{FORMAT_ARGUMENT, FormatOverride};
 pub use owner::Owner;
 pub use result::{error_result, tool_result};
 pub use server::{DEFAULT_POLL_INTERVAL, McpRefCache, RefCacheServer, server_capabilities};
-pub use tasks::{cancel_task, get_task};
+pub use tasks::{cancel_task, get_task, update_task};
 pub use tools::{
     CANCEL_TASK_DESCRIPTION, GET_CACHED_RESULT_DESCRIPTION, GetCachedResultArgs,
-    LIST_TASKS_DESCRIPTION, ListTasksArgs, RETRY_TASK_DESCRIPTION, RefIdArgs, tool_router,
+    LIST_TASKS_DESCRIPTION, ListTasksArgs, RESPOND_TASK_DESCRIPTION, RETRY_TASK_DESCRIPTION,
+    RefIdArgs, RespondTaskArgs, tool_router,
 };
 
 #[doc(hidden)]

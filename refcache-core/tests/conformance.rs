@@ -18,3 +18,8 @@ fn make(settings: Settings) -> BoxFuture<'static, Fixture> {
 }
 
 refcache_core::backend_conformance!(make);
+
+mod input {
+    use super::make;
+    refcache_core::backend_conformance!(input: make);
+}

@@ -31,6 +31,7 @@ const LAYERS: &[(&str, u32, &str)] = &[
     ("__private", 5, "the edges"),
     ("conformance", 5, "the edges"),
     ("ops", 5, "the edges"),
+    ("command", 5, "the edges"),
     ("web", 5, "the edges"),
 ];
 

@@ -127,6 +127,8 @@ pub(crate) struct Sql {
     pub(crate) in_flight: String,
     pub(crate) value_by_key: String,
     pub(crate) value_by_ref: String,
+    /// Whether a live value is there (the record-only read: access is decided before a value is read).
+    pub(crate) value_exists: String,
     pub(crate) record: String,
     pub(crate) info_only: String,
     pub(crate) status: String,
@@ -216,6 +218,7 @@ impl Sql {
             value_by_key: sub("SELECT ref_id, value, meta FROM {s}.task_values
                 WHERE cache_key = $1 AND expires_at > now() ORDER BY expires_at DESC LIMIT 1"),
             value_by_ref: sub("SELECT value, meta FROM {s}.task_values WHERE ref_id = $1 AND expires_at > now()"),
+            value_exists: sub("SELECT 1 FROM {s}.task_values WHERE ref_id = $1 AND expires_at > now()"),
             // The record without its value: status, info, key, queue position.
             record: sub("SELECT t.status, t.info, t.cache_key, {queue_position}
                 FROM {s}.tasks t WHERE t.ref_id = $1 AND (t.expires_at IS NULL OR t.expires_at > now())"),

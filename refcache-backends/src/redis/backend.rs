@@ -225,7 +225,16 @@ pub(super) fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {
 }
 
 impl Inner {
+    /// A Redis error as a backend error: `WRONGTYPE` (a key under the prefix is not refcache's, also as the
+    /// scripts' own checks report it) is [`BackendError::ForeignData`], anything else `Unavailable`.
     pub(crate) fn unavailable(&self, err: &redis::RedisError) -> BackendError {
+        if err.code() == Some("WRONGTYPE") {
+            return BackendError::ForeignData(format!(
+                "Redis at {}, prefix `{}`: {err}",
+                self.config.redacted_url(),
+                self.config.key_prefix
+            ));
+        }
         BackendError::Unavailable(format!(
             "Redis at {}: {err}{}",
             self.config.redacted_url(),
@@ -234,8 +243,8 @@ impl Inner {
     }
 
     pub(super) fn corrupt(&self, what: &str, err: impl std::fmt::Display) -> BackendError {
-        BackendError::Other(format!(
-            "unreadable {what} in Redis under prefix `{}`: {err}",
+        BackendError::ForeignData(format!(
+            "an unreadable {what} in Redis under prefix `{}` ({err})",
             self.config.key_prefix
         ))
     }
@@ -326,6 +335,16 @@ impl TaskBackend for RedisTaskBackend {
         Box::pin(async move {
             self.inner.ensure_started();
             self.inner.get(ref_id).await
+        })
+    }
+
+    fn get_record<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<Option<TaskInfo>, BackendError>> {
+        Box::pin(async move {
+            self.inner.ensure_started();
+            self.inner.record(ref_id).await
         })
     }
 

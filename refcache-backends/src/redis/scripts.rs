@@ -10,12 +10,31 @@
 
 use redis::Script;
 
+/// Prepended to every script that writes: `foreign({key, type, ...})` answers a `WRONGTYPE` error naming the first
+/// key that exists with another type than the one the script writes it as, and the script returns it before its
+/// first write, so a key that is not refcache's (`P:stats` a string) leaves nothing half-written.
+const GUARD: &str = r"
+local function foreign(keys)
+  for i = 1, #keys, 2 do
+    local ty = redis.call('TYPE', keys[i])['ok']
+    if ty ~= 'none' and ty ~= keys[i + 1] then
+      return redis.error_reply('WRONGTYPE refcache: the key '..keys[i]..' is a '..ty..', not the '..keys[i + 1]..' refcache keeps there')
+    end
+  end
+  return false
+end
+";
+
 /// `submit(prefix, ref, key, info, spec, created_ms, priority_hex, session, workers, max_queued, lease_expiry_ms)`
 /// → `{'hit', value}` | `{'joined', ref}` | `{'full'}` | `{'started'}`.
 const SUBMIT: &str = r"
 local p = ARGV[1]
 local ref = ARGV[2]
 local vkey = p..':value:'..ARGV[3]
+local bad = foreign({vkey, 'hash', p..':inflight:'..ARGV[3], 'string', p..':task:'..ref, 'hash', p..':stats', 'hash',
+  p..':seq', 'string', p..':pending', 'zset', p..':index', 'zset', p..':queue', 'stream', p..':leases', 'zset',
+  p..':session:'..ARGV[8], 'set'})
+if bad then return bad end
 local h = redis.call('HMGET', vkey, 'ref', 'v')
 if h[2] then
   if h[1] and redis.call('HGET', p..':task:'..h[1], 'status') == 'complete' then return {'hit', h[2]} end
@@ -60,7 +79,12 @@ const TRANSITION: &str = r"
 local p = ARGV[1]
 local ref = ARGV[2]
 local t = p..':task:'..ref
+local bad = foreign({t, 'hash'})
+if bad then return bad end
 local f = redis.call('HMGET', t, 'status', 'key', 'qm', 'owner', 'session')
+bad = foreign({p..':value:'..(f[2] or ''), 'hash', p..':inflight:'..(f[2] or ''), 'string', p..':pending', 'zset',
+  p..':finished', 'zset', p..':leases', 'zset', p..':stats', 'hash', p..':session:'..(f[5] or ''), 'set'})
+if bad then return bad end
 local st = f[1]
 if not st then return 'missing' end
 if not string.find(ARGV[3], ','..st..',', 1, true) then return st end
@@ -97,6 +121,8 @@ return 'ok'
 const CLAIM: &str = r"
 local p = ARGV[1]
 local t = p..':task:'..ARGV[2]
+local bad = foreign({t, 'hash', p..':pending', 'zset', p..':stats', 'hash'})
+if bad then return bad end
 local f = redis.call('HMGET', t, 'status', 'deliveries', 'qm')
 local st = f[1]
 if not st then return {'missing'} end
@@ -162,6 +188,9 @@ local p = ARGV[1]
 local ref = ARGV[2]
 local f = redis.call('HMGET', p..':task:'..ref, 'status', 'info', 'key', 'qm')
 if not f[1] then return false end
+if not f[2] then
+  return redis.error_reply('WRONGTYPE refcache: the hash '..p..':task:'..ref..' has no info field: it is not a refcache task record')
+end
 local v = false
 local rank = false
 if f[1] == 'complete' then
@@ -174,14 +203,38 @@ end
 return {f[2], v, rank}
 ";
 
+/// `record(prefix, ref)` → `{info, queue_rank|nil}`, or nil when unknown (or complete with its value gone): the
+/// record alone, never the value, so that access is decided before a value is read (#15 §4).
+const RECORD: &str = r"
+local p = ARGV[1]
+local ref = ARGV[2]
+local f = redis.call('HMGET', p..':task:'..ref, 'status', 'info', 'key', 'qm')
+if not f[1] then return false end
+if not f[2] then
+  return redis.error_reply('WRONGTYPE refcache: the hash '..p..':task:'..ref..' has no info field: it is not a refcache task record')
+end
+local rank = false
+if f[1] == 'complete' then
+  if redis.call('HGET', p..':value:'..f[3], 'ref') ~= ref then return false end
+elseif f[1] == 'pending' then
+  rank = redis.call('ZRANK', p..':pending', f[4])
+end
+return {f[2], rank}
+";
+
 /// `retry(prefix, ref, info, event, workers, priority_hex, spec)`: a failed task becomes pending again under its ref id.
 /// → `{'ok'}` | `{'missing'}` | `{'not', status}` | `{'running', other_ref}`.
 const RETRY: &str = r"
 local p = ARGV[1]
 local ref = ARGV[2]
 local t = p..':task:'..ref
+local bad = foreign({t, 'hash'})
+if bad then return bad end
 local f = redis.call('HMGET', t, 'status', 'key')
 if not f[1] then return {'missing'} end
+bad = foreign({p..':inflight:'..(f[2] or ''), 'string', p..':seq', 'string', p..':pending', 'zset',
+  p..':finished', 'zset', p..':stats', 'hash', p..':queue', 'stream'})
+if bad then return bad end
 if f[1] ~= 'failed' then return {'not', f[1]} end
 local ikey = p..':inflight:'..f[2]
 local cur = redis.call('GET', ikey)
@@ -284,6 +337,7 @@ pub(crate) struct Scripts {
     pub(crate) transition: Script,
     pub(crate) claim: Script,
     pub(crate) get: Script,
+    pub(crate) record: Script,
     pub(crate) lookup: Script,
     pub(crate) infos: Script,
     pub(crate) retry: Script,
@@ -293,16 +347,22 @@ pub(crate) struct Scripts {
     pub(crate) ack: Script,
 }
 
+/// A script that writes, with [`GUARD`] in front.
+fn guarded(body: &str) -> Script {
+    Script::new(&format!("{GUARD}{body}"))
+}
+
 impl Scripts {
     pub(crate) fn new() -> Self {
         Self {
-            submit: Script::new(SUBMIT),
-            transition: Script::new(TRANSITION),
-            claim: Script::new(CLAIM),
+            submit: guarded(SUBMIT),
+            transition: guarded(TRANSITION),
+            claim: guarded(CLAIM),
             get: Script::new(GET),
+            record: Script::new(RECORD),
             lookup: Script::new(LOOKUP),
             infos: Script::new(INFOS),
-            retry: Script::new(RETRY),
+            retry: guarded(RETRY),
             delete: Script::new(DELETE),
             cleanup: Script::new(CLEANUP),
             renew: Script::new(RENEW),

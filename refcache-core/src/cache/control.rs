@@ -5,11 +5,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::cache::RefCache;
-use crate::contract::backend::{BackendStats, CancelOutcome, RetryOutcome};
+use crate::contract::backend::{BackendStats, CancelOutcome, RespondOutcome, RetryOutcome};
 use crate::model::access::Permissions;
 use crate::model::actor::Actor;
 use crate::model::error::{BackendError, RefCacheError};
 use crate::model::ref_id::RefId;
+use crate::model::task::TaskStatus;
 
 impl RefCache {
     /// Cancels a task (needs `EXECUTE`). An unknown (or invisible) id answers [`CancelOutcome::NotFound`]; a
@@ -27,6 +28,69 @@ impl RefCache {
             Ok(_) => Ok(self.inner.backend.cancel(&ref_id).await?),
             Err(RefCacheError::NotFound) => Ok(CancelOutcome::NotFound),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Answers the question a waiting task asked ([`TaskContext::ask`](crate::TaskContext::ask)), as the current
+    /// actor. `answer` is the JSON object the question's schema describes, such as `{"confirm": true}`.
+    ///
+    /// Only the task's owner may answer: the actor whose call started it (any caller with `EXECUTE`, when an
+    /// anonymous call started it). Errors: [`RefCacheError::NotFound`] for an unknown id and for anyone else;
+    /// [`RefCacheError::NotWaiting`] (with the status) when the task is not `input_required`;
+    /// [`RefCacheError::InvalidAnswer`] (naming the field) when the answer does not fit, and the task keeps waiting.
+    ///
+    /// ```
+    /// # async fn demo(cache: &refcache_core::RefCache, ref_id: &str) -> Result<(), refcache_core::RefCacheError> {
+    /// cache.respond(ref_id, serde_json::json!({"confirm": true})).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn respond(
+        &self,
+        ref_id: &str,
+        answer: serde_json::Value,
+    ) -> Result<(), RefCacheError> {
+        let ref_id = self.own_ref(ref_id)?;
+        let actor = Actor::current();
+        let snapshot = self
+            .permitted(&ref_id, &actor, "respond", Permissions::EXECUTE)
+            .await
+            .map_err(|e| match e {
+                RefCacheError::PermissionDenied { .. } => RefCacheError::NotFound,
+                e => e,
+            })?;
+        let info = snapshot.info;
+        if let Some(owner) = info.input_request.as_ref().and_then(|r| r.owner.as_ref())
+            && *owner != actor.pattern_name()
+        {
+            return Err(RefCacheError::NotFound);
+        }
+        let request = match (&info.status, &info.input_request) {
+            (TaskStatus::InputRequired, Some(request)) => request,
+            (status, _) => {
+                return Err(RefCacheError::NotWaiting {
+                    ref_id: ref_id.to_string(),
+                    status: *status,
+                });
+            }
+        };
+        request
+            .check(&answer)
+            .map_err(|error| RefCacheError::InvalidAnswer {
+                ref_id: ref_id.to_string(),
+                error,
+            })?;
+        match self
+            .inner
+            .backend
+            .respond(&ref_id, &request.key, answer)
+            .await?
+        {
+            RespondOutcome::Accepted => Ok(()),
+            RespondOutcome::NotWaiting(status) => Err(RefCacheError::NotWaiting {
+                ref_id: ref_id.to_string(),
+                status,
+            }),
+            _ => Err(RefCacheError::NotFound),
         }
     }
 

@@ -18,6 +18,7 @@ use crate::model::output::DEFAULT_OUTPUT_READ;
 use crate::model::preview::{PageFit, Preview, PreviewStrategy, Previewer};
 use crate::model::record::TaskInfo;
 use crate::model::ref_id::RefId;
+use crate::model::task::TaskStatus;
 
 /// Options of [`RefCache::get_cached_result_with`].
 ///
@@ -180,16 +181,22 @@ impl RefCache {
         ref_id: &RefId,
         actor: &Actor,
     ) -> Result<(TaskSnapshot, Permissions), RefCacheError> {
-        let snapshot = self
-            .inner
-            .backend
-            .get(ref_id)
+        // Access is decided on the record alone; the value is read only for an actor who may see it, so that a
+        // foreign id answers as fast as an unknown one (#15 §4).
+        let backend = &self.inner.backend;
+        let info = backend
+            .get_record(ref_id)
             .await?
             .ok_or(RefCacheError::NotFound)?;
-        let permissions = snapshot.info.permissions_for(actor);
+        let permissions = info.permissions_for(actor);
         if !permissions.can_see() {
             return Err(RefCacheError::NotFound);
         }
+        let snapshot = if info.status == TaskStatus::Complete {
+            backend.get(ref_id).await?.ok_or(RefCacheError::NotFound)?
+        } else {
+            TaskSnapshot::new(info, None)
+        };
         Ok((snapshot, permissions))
     }
 
@@ -222,7 +229,30 @@ impl RefCache {
 
     /// A readable value as `view` asks: whole, previewed, or one page. `max_size` is the caller's; without it, the
     /// value's function's; without that, the cache's.
+    ///
+    /// Measuring and previewing a big value is CPU work: past `OFFLOAD_BYTES` of JSON, when the value does not
+    /// fit by its length alone, it runs off the runtime threads (`contract/offload.rs`).
     pub(super) fn show(
+        &self,
+        stored: Arc<StoredValue>,
+        view: View,
+        max_size: Option<usize>,
+    ) -> CachedResponse {
+        let limit = max_size
+            .or(stored.max_size)
+            .unwrap_or(self.inner.previewer.max_size);
+        let heavy = stored.size > crate::contract::offload::OFFLOAD_BYTES
+            && stored.size > limit
+            && !matches!(view, View::Full);
+        if heavy {
+            crate::contract::offload::off_runtime(|| self.show_here(stored, view, max_size))
+        } else {
+            self.show_here(stored, view, max_size)
+        }
+    }
+
+    /// [`show`](Self::show), on this thread.
+    fn show_here(
         &self,
         stored: Arc<StoredValue>,
         view: View,

@@ -94,6 +94,18 @@ pub enum CancelOutcome {
     NotFound,
 }
 
+/// The answer to an answer ([`TaskBackend::respond`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RespondOutcome {
+    /// The waiting task has the answer and runs on.
+    Accepted,
+    /// The task is not waiting on that question (it is in this status).
+    NotWaiting(TaskStatus),
+    /// No such task.
+    NotFound,
+}
+
 /// The answer to a retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -134,6 +146,14 @@ pub struct BackendStats {
     pub cancellations: u64,
     /// Tasks that hit their execution timeout.
     pub timeouts: u64,
+    /// Bytes the finished task records hold, as `max_record_bytes` weighs them (`0` from a backend that does not
+    /// count them).
+    #[serde(default)]
+    pub record_bytes: u64,
+    /// Bytes the value store holds, as `max_capacity_bytes` weighs them (JSON text plus a fixed cost per value;
+    /// `0` from a backend that does not count them).
+    #[serde(default)]
+    pub value_bytes: u64,
 }
 
 /// Where tasks run and where their state and values live.
@@ -175,6 +195,17 @@ pub trait TaskBackend: Send + Sync + 'static {
         &'a self,
         ref_id: &'a RefId,
     ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>>;
+
+    /// The task's record alone, without its value; `None` as for [`get`](Self::get). The front door decides
+    /// access on it before any value is read (#15 §4: a poll of another owner's id costs what a poll of an unknown
+    /// id costs). The default answers `get`'s record, which is right when reading the value costs nothing extra
+    /// (the in-process backend); a remote backend answers without reading the value.
+    fn get_record<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<Option<TaskInfo>, BackendError>> {
+        Box::pin(async move { Ok(self.get(ref_id).await?.map(|s| s.info)) })
+    }
 
     /// Waits until the task is terminal or `deadline` passes (`None`: no deadline), then answers as `get`.
     fn wait<'a>(
@@ -226,6 +257,31 @@ pub trait TaskBackend: Send + Sync + 'static {
         &'a self,
         ref_id: &'a RefId,
     ) -> BoxFuture<'a, Result<CancelOutcome, BackendError>>;
+
+    /// Hands `answer` to the task waiting on question `key` (the front door has checked access, the status and the
+    /// answer against the question's schema). The task's record leaves `input_required` when the answer is taken;
+    /// a task no longer waiting on `key` answers [`RespondOutcome::NotWaiting`] and is left alone. Any replica may
+    /// take the answer. The default answers [`BackendError::Unsupported`].
+    fn respond<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+        key: &'a str,
+        answer: serde_json::Value,
+    ) -> BoxFuture<'a, Result<RespondOutcome, BackendError>> {
+        let _ = (ref_id, key, answer);
+        let backend: &'static str = match self.name() {
+            "redis" => "redis",
+            "postgres" => "postgres",
+            _ => "other",
+        };
+        Box::pin(async move {
+            Err(BackendError::Unsupported {
+                backend,
+                capability: "input requests",
+                hint: "use the memory backend, which takes answers to questions a task asks",
+            })
+        })
+    }
 
     /// Deletes a reference: cancels its task if it is in flight, and drops its record and its value. Answers
     /// whether there was anything to delete.

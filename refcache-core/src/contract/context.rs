@@ -4,22 +4,28 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::actor::Actor;
+use crate::model::input::{InputRequest, InputSchema, InputSchemaError};
+use crate::model::json_text::JsonText;
 use crate::model::output::OutputStream;
 use crate::model::ref_id::RefId;
-use crate::model::task::{RetryInfo, TaskError, TaskProgress};
+use crate::model::task::{RetryInfo, TaskError, TaskProgress, Timestamp};
 
-/// A task's body: arguments as JSON in, value as JSON out.
+/// A task's body: arguments as JSON in, the value's compact JSON text out (serialized once, where the task
+/// returns; `JsonText::from(json!(..))` makes one in a hand-written job).
 ///
 /// The `#[cached]` macro builds one per function from the same code it registers for remote workers, so local and
 /// remote execution share one path. It is `Fn`, not `FnOnce`, so that a retry can run it again.
-pub type LocalJob =
-    Arc<dyn Fn(Value, TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> + Send + Sync>;
+pub type LocalJob = Arc<
+    dyn Fn(Value, TaskContext) -> BoxFuture<'static, Result<JsonText, TaskError>> + Send + Sync,
+>;
 
 /// How a running task's record changes. Implemented by each backend's task record; [`run_task`](crate::run_task) calls it.
 pub trait TaskHooks: Send + Sync {
@@ -41,6 +47,20 @@ pub trait TaskHooks: Send + Sync {
     /// status message. Called from any thread, a blocking one too: it must not block on I/O. A backend that keeps
     /// no output must say so where output is read, not drop it here silently.
     fn write_output(&self, stream: &OutputStream, text: &str);
+    /// The task asks `request`: its record moves to `input_required` with the question, and the future resolves
+    /// with the answer (already checked against the schema by whoever took it). The record moves back to
+    /// `processing` when the answer is taken. Cancel and the time limit are [`TaskContext::ask`]'s business: it drops
+    /// the future and calls [`input_closed`](Self::input_closed). The default answers that this backend cannot ask.
+    fn ask_input(&self, request: InputRequest) -> BoxFuture<'static, Result<Value, AskError>> {
+        let _ = request;
+        let backend = self.backend_name();
+        Box::pin(async move { Err(AskError::Unsupported { backend }) })
+    }
+    /// The wait for question `key` ended without an answer (cancel, time limit): the record leaves
+    /// `input_required` if it is still there and the question is dropped.
+    fn input_closed(&self, key: &str) {
+        let _ = key;
+    }
     /// The backend's name, for the `backend` label of metrics (`memory`, `redis`, `postgres`).
     fn backend_name(&self) -> &'static str {
         "other"
@@ -70,6 +90,63 @@ struct ContextInner {
     hooks: Option<Arc<dyn TaskHooks>>,
     cancel: CancellationToken,
     actor: Option<Actor>,
+    /// Questions asked so far by this context, for keys unique over the task's life.
+    asked: Arc<AtomicU64>,
+}
+
+/// Why [`TaskContext::ask`] gave no answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AskError {
+    /// The schema does not compile; nothing was asked.
+    #[error("the question's schema is refused: {0}")]
+    Schema(#[from] InputSchemaError),
+    /// The time limit passed with no answer: the task is failed with this error.
+    #[error("no input came within {seconds} s for the question `{message}`")]
+    NoInput {
+        /// The time limit, in seconds.
+        seconds: f64,
+        /// The question.
+        message: String,
+    },
+    /// The task was cancelled while it waited.
+    #[error("task was cancelled while it waited for input")]
+    Cancelled,
+    /// The context is detached (no task, so nobody to ask).
+    #[error("a detached context cannot ask for input: run the function as a task")]
+    Detached,
+    /// The backend cannot carry questions.
+    #[error(
+        "the `{backend}` backend cannot ask for input: use the memory, Redis or Postgres backend"
+    )]
+    Unsupported {
+        /// The backend's name.
+        backend: &'static str,
+    },
+    /// The backend failed while it waited.
+    #[error("the wait for input failed: {0}")]
+    Backend(String),
+}
+
+/// So that a body returning `Result<_, TaskError>` can ask with `?`. A schema error or a detached context is
+/// permanent (a retry asks the same); the rest may be retried.
+impl From<AskError> for TaskError {
+    fn from(error: AskError) -> Self {
+        let code = match &error {
+            AskError::NoInput { .. } => "NO_INPUT",
+            AskError::Schema(_) => "INPUT_SCHEMA",
+            _ => "INPUT",
+        };
+        let permanent = matches!(
+            error,
+            AskError::Schema(_)
+                | AskError::Detached
+                | AskError::Unsupported { .. }
+                | AskError::Cancelled
+        );
+        let e = TaskError::new(error.to_string()).with_code(code);
+        if permanent { e.permanent() } else { e }
+    }
 }
 
 impl fmt::Debug for TaskContext {
@@ -104,6 +181,7 @@ impl TaskContext {
                 hooks: Some(hooks),
                 cancel,
                 actor: None,
+                asked: Arc::default(),
             }),
         }
     }
@@ -117,6 +195,7 @@ impl TaskContext {
                 hooks: None,
                 cancel: CancellationToken::new(),
                 actor: None,
+                asked: Arc::default(),
             }),
         }
     }
@@ -128,6 +207,7 @@ impl TaskContext {
             hooks: shared.hooks.clone(),
             cancel: shared.cancel.clone(),
             actor: shared.actor.clone(),
+            asked: shared.asked.clone(),
         });
         Self {
             inner: Arc::new(ContextInner { actor, ..inner }),
@@ -216,5 +296,113 @@ impl TaskContext {
     /// Resolves when the task is cancelled.
     pub async fn cancelled(&self) {
         self.inner.cancel.cancelled().await;
+    }
+
+    /// Asks the caller for input and waits for the answer, a cancel, or `timeout` (`None`: no limit).
+    ///
+    /// The task's status becomes `input_required`, with `message` and `schema` on its record, so that every poll
+    /// shows the question; whoever may answer ([`RefCache::respond`](crate::RefCache::respond), MCP `tasks/update`,
+    /// the `respond_task` tool) sends an answer, which is checked against `schema` before it reaches the task. The
+    /// schema is compiled here: one that does not compile fails the ask at once ([`AskError::Schema`]), with nothing
+    /// asked. See [`InputSchema`] for what a schema may hold.
+    ///
+    /// When `timeout` passes, the task is failed with [`AskError::NoInput`]'s text ("no input came ...") and the
+    /// ask returns that error. A cancel while waiting returns [`AskError::Cancelled`].
+    ///
+    /// ```
+    /// # use refcache_core::{TaskContext, TaskError};
+    /// # use std::time::Duration;
+    /// async fn purge(ctx: &TaskContext, n: u32) -> Result<u32, TaskError> {
+    ///     let schema = serde_json::json!({
+    ///         "type": "object",
+    ///         "properties": {"confirm": {"type": "boolean"}},
+    ///         "required": ["confirm"],
+    ///     });
+    ///     let answer = ctx
+    ///         .ask(format!("Delete {n} records?"), schema, Some(Duration::from_secs(300)))
+    ///         .await?;
+    ///     Ok(if answer["confirm"] == true { n } else { 0 })
+    /// }
+    /// ```
+    pub async fn ask(
+        &self,
+        message: impl Into<String>,
+        schema: Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value, AskError> {
+        let message = message.into();
+        InputSchema::compile(&schema)?;
+        if let Some(t) = timeout
+            && (t.is_zero() || Timestamp::now().0.checked_add(t).is_none())
+        {
+            return Err(AskError::Schema(InputSchemaError {
+                at: String::new(),
+                reason: format!(
+                    "the time limit must be more than zero and representable, got {t:?}"
+                ),
+            }));
+        }
+        let Some(hooks) = &self.inner.hooks else {
+            return Err(AskError::Detached);
+        };
+        if self.is_cancelled() {
+            return Err(AskError::Cancelled);
+        }
+        let n = self.inner.asked.fetch_add(1, Ordering::Relaxed) + 1;
+        let key = format!("input-{n}");
+        let deadline = timeout.map(|t| Timestamp(Timestamp::now().0 + t));
+        let owner = self.actor().map(Actor::pattern_name);
+        let request =
+            InputRequest::new(key.clone(), message.clone(), schema, deadline).with_owner(owner);
+        let answer = hooks.ask_input(request);
+        let limit = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = self.inner.cancel.cancelled() => {
+                hooks.input_closed(&key);
+                Err(AskError::Cancelled)
+            }
+            answer = answer => {
+                if answer.is_err() {
+                    hooks.input_closed(&key);
+                }
+                answer
+            }
+            () = limit => {
+                let error = AskError::NoInput {
+                    seconds: timeout.unwrap_or_default().as_secs_f64(),
+                    message,
+                };
+                hooks.input_closed(&key);
+                hooks.timed_out(TaskError::from(error.clone()).permanent());
+                Err(error)
+            }
+        }
+    }
+
+    /// [`ask`](Self::ask) for a sync body (one that runs on a blocking thread): it blocks this thread until the
+    /// answer, a cancel or the time limit. Call it only from a sync `#[cached]` function's body, never from async
+    /// code (it would block a runtime worker).
+    pub fn ask_blocking(
+        &self,
+        message: impl Into<String>,
+        schema: Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value, AskError> {
+        let ask = self.ask(message, schema, timeout);
+        match tokio::runtime::Handle::try_current() {
+            // A sync body runs on a blocking thread of the runtime: no async context there, so `block_on` may wait.
+            Ok(handle) => handle.block_on(ask),
+            Err(_) => tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(|e| AskError::Backend(format!("cannot start a runtime to wait: {e}")))?
+                .block_on(ask),
+        }
     }
 }

@@ -24,6 +24,9 @@ use crate::model::error::RefCacheError;
 ///   did not declare it);
 /// - a finished task: its tool result ([`tool_result`]); failed and cancelled ones with `isError: true`;
 /// - an error (bad format, access, backend down): a tool error with its text. Nothing is a protocol error.
+///
+/// Public so that a plain `#[tool]` can answer a call of a `#[cached]` free function shared with other surfaces
+/// (such as `refcache::command::run_command`, which a web form calls too) exactly as a cached tool does.
 pub async fn tool_call<S, F>(
     server: &S,
     cache: &RefCache,

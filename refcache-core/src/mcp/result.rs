@@ -13,7 +13,13 @@ use crate::model::task::TaskStatus;
 /// A failed or cancelled task answers `isError: true`, with the error text first, so that a client which shows the
 /// model only text still shows why; the structured content keeps the `ref_id` (to retry) and the details.
 pub fn tool_result(response: &CachedResponse) -> CallToolResult {
-    let json = response.to_json();
+    // Parsing a big value's text into the tree rmcp's structured content needs is CPU work: off the runtime.
+    let json = match response.stored() {
+        Some(stored) if stored.size > crate::contract::offload::OFFLOAD_BYTES => {
+            crate::contract::offload::off_runtime(|| response.to_json())
+        }
+        _ => response.to_json(),
+    };
     match response.status() {
         TaskStatus::Failed | TaskStatus::Cancelled => {
             let text = format!("{} (ref_id={})", response.message(), response.ref_id());

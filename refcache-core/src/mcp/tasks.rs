@@ -6,6 +6,7 @@
 //! | refcache status          | MCP task status | payload                                                    |
 //! |--------------------------|-----------------|------------------------------------------------------------|
 //! | `pending`, `processing`  | `working`       | `statusMessage`: the progress message (or queue note)      |
+//! | `input_required`         | `input_required`| `inputRequests`: the question, as a form elicitation       |
 //! | `complete`               | `completed`     | `result`: the tool result, as the call would have answered |
 //! | `failed`                 | `failed`        | `error`: `{code: -32603, message, data: {ref_id, ...}}`    |
 //! | `cancelled`              | `cancelled`     |                                                            |
@@ -49,6 +50,12 @@ pub async fn get_task<S: RefCacheServer + ?Sized>(
         let info = cache.task_info(&id).await.map_err(task_error)?;
         let payload = match info.status {
             TaskStatus::Pending | TaskStatus::Processing => TaskPayload::Working,
+            TaskStatus::InputRequired => match &info.input_request {
+                Some(request) => TaskPayload::InputRequired {
+                    input_requests: input_requests(request)?,
+                },
+                None => TaskPayload::Working,
+            },
             TaskStatus::Complete => {
                 let response = cache.get_cached_result(&id).await.map_err(task_error)?;
                 TaskPayload::Completed {
@@ -62,6 +69,60 @@ pub async fn get_task<S: RefCacheServer + ?Sized>(
         };
         let task = task_of(mcp, cache, &info, payload.status());
         Ok(GetTaskResult::new(DetailedTask::new(task, payload)))
+    })
+    .await
+}
+
+/// The `tasks/update` handler: call it from your `ServerHandler::update_task`. Each `inputResponses` entry is an
+/// elicitation result (`{"action": "accept", "content": {...}}`) for the question of that key; `content` is
+/// checked against the question's schema (a bad one answers `-32602` naming the field, and the task keeps
+/// waiting). As the spec asks, a key that is not outstanding is ignored and acked; `decline` or `cancel` cancels
+/// the task. An unknown or foreign task answers `-32602`.
+pub async fn update_task<S: RefCacheServer + ?Sized>(
+    server: &S,
+    request: rmcp::model::UpdateTaskParams,
+    context: RequestContext<RoleServer>,
+) -> Result<(), rmcp::ErrorData> {
+    let id = request.task_id;
+    let responses = request.input_responses;
+    as_owner(server, &context, |_, cache| async move {
+        let info = cache.task_info(&id).await.map_err(task_error)?;
+        let Some(question) = info
+            .input_request
+            .as_ref()
+            .filter(|_| info.status == TaskStatus::InputRequired)
+        else {
+            return Ok(());
+        };
+        let Some(response) = responses.get(&question.key) else {
+            return Ok(());
+        };
+        let action = response.get("action").and_then(Value::as_str);
+        match action {
+            Some("accept") => {}
+            Some("decline" | "cancel") => {
+                cache.cancel_task(&id).await.map_err(task_error)?;
+                return Ok(());
+            }
+            _ => {
+                return Err(rmcp::ErrorData::invalid_params(
+                    format!(
+                        "inputResponses.{}: expected an elicitation result {{\"action\": \"accept\"|\"decline\"|\"cancel\", \"content\": {{...}}}}",
+                        question.key
+                    ),
+                    None,
+                ));
+            }
+        }
+        let content = response.get("content").cloned().unwrap_or(Value::Null);
+        match cache.respond(&id, content).await {
+            Ok(()) | Err(RefCacheError::NotWaiting { .. }) => Ok(()),
+            Err(RefCacheError::InvalidAnswer { error, .. }) => Err(rmcp::ErrorData::invalid_params(
+                format!("inputResponses.{}.content: {error}", question.key),
+                None,
+            )),
+            Err(e) => Err(task_error(e)),
+        }
     })
     .await
 }
@@ -102,10 +163,8 @@ pub async fn cancel_task<S: RefCacheServer + ?Sized>(
 }
 
 fn task_of(mcp: &McpRefCache, cache: &RefCache, info: &TaskInfo, status: McpStatus) -> Task {
-    let updated = info
-        .finished_at
-        .or(info.started_at)
-        .unwrap_or(info.created_at);
+    // The record's own clock: it moves with every status, progress, output line and question.
+    let updated = info.updated_at.max(info.created_at);
     // `ttlMs` counts from creation; the value's TTL counts from the end: add the time until the last update.
     let ttl = registry::meta(&info.task_name)
         .and_then(|m| m.ttl())
@@ -126,6 +185,23 @@ fn task_of(mcp: &McpRefCache, cache: &RefCache, info: &TaskInfo, status: McpStat
         task = task.with_status_message(info.message());
     }
     task
+}
+
+/// The question as SEP-2663 carries it: one form elicitation under the question's key.
+fn input_requests(
+    request: &crate::model::input::InputRequest,
+) -> Result<rmcp::model::InputRequests, rmcp::ErrorData> {
+    let elicitation = json!({
+        "method": "elicitation/create",
+        "params": {"mode": "form", "message": request.message, "requestedSchema": request.schema},
+    });
+    let parsed: rmcp::model::InputRequest = serde_json::from_value(elicitation).map_err(|e| {
+        rmcp::ErrorData::internal_error(
+            format!("the task's question cannot be carried as an MCP elicitation: {e}"),
+            None,
+        )
+    })?;
+    Ok([(request.key.clone(), parsed)].into_iter().collect())
 }
 
 fn stamp(at: Timestamp) -> String {

@@ -1,4 +1,4 @@
-//! The ready-made tools: `get_cached_result`, `cancel_task`, `list_tasks` and `retry_task`.
+//! The ready-made tools: `get_cached_result`, `cancel_task`, `list_tasks`, `retry_task` and `respond_task`.
 
 use std::panic::AssertUnwindSafe;
 
@@ -78,6 +78,23 @@ pub struct RefIdArgs {
     pub ref_id: String,
 }
 
+/// The description of `respond_task`.
+pub const RESPOND_TASK_DESCRIPTION: &str = "\
+Answer the question of a task that waits for input (get_cached_result answers \"status\": \"input_required\" and \
+the question in its message). response is a JSON object that fits the question's schema, such as \
+{\"confirm\": true}. An answer that does not fit is refused naming the field, and the task keeps waiting. Then \
+poll the ref_id with get_cached_result.";
+
+/// Arguments of `respond_task`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RespondTaskArgs {
+    /// The waiting task's reference.
+    pub ref_id: String,
+    /// The answer: a JSON object that fits the question's schema.
+    pub response: Value,
+}
+
 /// Arguments of `list_tasks`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +119,10 @@ pub fn tool_router<S: RefCacheServer>() -> ToolRouter<S> {
         .with_route(ToolRoute::new_dyn(
             tool::<GetCachedResultArgs>("get_cached_result", GET_CACHED_RESULT_DESCRIPTION, true),
             get_cached_result::<S>,
+        ))
+        .with_route(ToolRoute::new_dyn(
+            tool::<RespondTaskArgs>("respond_task", RESPOND_TASK_DESCRIPTION, false),
+            respond_task::<S>,
         ))
         .with_route(ToolRoute::new_dyn(
             tool::<RefIdArgs>("cancel_task", CANCEL_TASK_DESCRIPTION, false),
@@ -235,6 +256,21 @@ fn cancel_task<S: RefCacheServer>(ctx: ToolCallContext<'_, S>) -> ToolFuture<'_>
     })
 }
 
+fn respond_task<S: RefCacheServer>(ctx: ToolCallContext<'_, S>) -> ToolFuture<'_> {
+    serve("respond_task", ctx, |server, args: RespondTaskArgs, _| {
+        Box::pin(async move {
+            let cache = server.refcache().cache();
+            if let Err(e) = cache.respond(&args.ref_id, args.response).await {
+                return error_result(&e);
+            }
+            match cache.get_cached_result(&args.ref_id).await {
+                Ok(response) => tool_result(&response),
+                Err(e) => error_result(&e),
+            }
+        })
+    })
+}
+
 fn retry_task<S: RefCacheServer>(ctx: ToolCallContext<'_, S>) -> ToolFuture<'_> {
     serve("retry_task", ctx, |server, args: RefIdArgs, _| {
         Box::pin(async move {
@@ -273,7 +309,7 @@ fn list_tasks<S: RefCacheServer>(ctx: ToolCallContext<'_, S>) -> ToolFuture<'_> 
                     Some(status) => filter = filter.status(status),
                     None => {
                         return error_text(format!(
-                            "invalid status `{status}`: expected pending, processing, complete, failed or cancelled"
+                            "invalid status `{status}`: expected pending, processing, input_required, complete, failed or cancelled"
                         ));
                     }
                 }
@@ -296,6 +332,7 @@ fn parse_status(text: &str) -> Option<TaskStatus> {
     Some(match text {
         "pending" => TaskStatus::Pending,
         "processing" => TaskStatus::Processing,
+        "input_required" => TaskStatus::InputRequired,
         "complete" => TaskStatus::Complete,
         "failed" => TaskStatus::Failed,
         "cancelled" => TaskStatus::Cancelled,

@@ -4,16 +4,19 @@
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::runtime::Handle;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::contract::context::{LocalJob, TaskHooks};
+use crate::contract::backend::RespondOutcome;
+use crate::contract::context::{AskError, LocalJob, TaskHooks};
 use crate::contract::output::OutputLog;
 use crate::contract::spec::TaskSpec;
 use crate::contract::store::StoredValue;
+use crate::model::input::InputRequest;
 use crate::model::output::OutputStream;
 use crate::model::record::TaskInfo;
 use crate::model::task::{RetryInfo, TaskError, TaskProgress, TaskStatus, Timestamp};
@@ -53,6 +56,8 @@ pub(super) struct Active {
     pub(super) value: OnceLock<Arc<StoredValue>>,
     /// The output log, made at the first write (or the first follower): a task that writes nothing has none.
     pub(super) output: OnceLock<Arc<OutputLog>>,
+    /// The question the task waits on: its key and where its answer goes.
+    pub(super) question: Mutex<Option<(String, oneshot::Sender<Value>)>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -83,6 +88,7 @@ impl Active {
             backend,
             value: OnceLock::new(),
             output: OnceLock::new(),
+            question: Mutex::new(None),
         })
     }
 
@@ -130,7 +136,9 @@ impl Active {
             info.status = status;
             info.error = error;
             info.finished_at = Some(Timestamp::now());
+            info.updated_at = Timestamp::now();
             info.queue_position = None;
+            info.input_request = None;
             if let Some(note) = note {
                 info.status_message = Some(note.to_owned());
             }
@@ -143,6 +151,33 @@ impl Active {
     pub(super) fn wake(&self) {
         self.info.send_if_modified(|_| true);
     }
+
+    /// Hands `answer` to the task if it waits on question `key`; the record goes back to `processing`.
+    pub(super) fn respond(&self, key: &str, answer: Value) -> RespondOutcome {
+        let mut question = lock(&self.question);
+        match question.take() {
+            Some((asked, sender)) if asked == key => {
+                self.info.send_if_modified(|info| {
+                    if info.status == TaskStatus::InputRequired {
+                        info.status = TaskStatus::Processing;
+                        info.input_request = None;
+                        info.updated_at = Timestamp::now();
+                        true
+                    } else {
+                        false
+                    }
+                });
+                match sender.send(answer) {
+                    Ok(()) => RespondOutcome::Accepted,
+                    Err(_) => RespondOutcome::NotWaiting(self.info.borrow().status),
+                }
+            }
+            other => {
+                *question = other;
+                RespondOutcome::NotWaiting(self.info.borrow().status)
+            }
+        }
+    }
 }
 
 impl TaskHooks for Active {
@@ -153,6 +188,7 @@ impl TaskHooks for Active {
             let running = info.status == TaskStatus::Processing;
             if running {
                 info.progress = Some(progress);
+                info.updated_at = Timestamp::now();
             }
             running
         });
@@ -204,6 +240,7 @@ impl TaskHooks for Active {
                 let running = info.status == TaskStatus::Processing;
                 if running {
                     info.output_line = Some(line);
+                    info.updated_at = Timestamp::now();
                 }
                 running
             });
@@ -211,6 +248,53 @@ impl TaskHooks for Active {
     }
     fn backend_name(&self) -> &'static str {
         "memory"
+    }
+
+    fn ask_input(&self, request: InputRequest) -> BoxFuture<'static, Result<Value, AskError>> {
+        let (sender, receiver) = oneshot::channel();
+        let key = request.key.clone();
+        let asked = self.info.send_if_modified(|info| {
+            if info.status == TaskStatus::Processing {
+                info.status = TaskStatus::InputRequired;
+                info.input_request = Some(request);
+                info.updated_at = Timestamp::now();
+                true
+            } else {
+                false
+            }
+        });
+        if asked {
+            *lock(&self.question) = Some((key, sender));
+        }
+        let status = self.info.borrow().status;
+        Box::pin(async move {
+            if !asked {
+                return Err(AskError::Backend(format!(
+                    "the task is {status}, not processing: only a running task can ask"
+                )));
+            }
+            receiver
+                .await
+                .map_err(|_| AskError::Backend("the question was dropped".to_owned()))
+        })
+    }
+
+    fn input_closed(&self, key: &str) {
+        let mut question = lock(&self.question);
+        if question.as_ref().is_some_and(|(k, _)| k == key) {
+            *question = None;
+        }
+        drop(question);
+        self.info.send_if_modified(|info| {
+            let waiting = info.status == TaskStatus::InputRequired
+                && info.input_request.as_ref().is_some_and(|r| r.key == key);
+            if waiting {
+                info.status = TaskStatus::Processing;
+                info.input_request = None;
+                info.updated_at = Timestamp::now();
+            }
+            waiting
+        });
     }
 
     fn timed_out(&self, error: TaskError) {

@@ -18,7 +18,8 @@ use super::config::MemoryBackendConfig;
 use super::driver::{Counters, Inner, State};
 use super::history::{History, Rerun, unindex};
 use crate::contract::backend::{
-    BackendStats, CancelOutcome, RetryOutcome, Submission, Submitted, TaskBackend, TaskSnapshot,
+    BackendStats, CancelOutcome, RespondOutcome, RetryOutcome, Submission, Submitted, TaskBackend,
+    TaskSnapshot,
 };
 use crate::contract::list::{TaskFilter, TaskPage};
 use crate::contract::scheduler::Scheduler;
@@ -66,6 +67,7 @@ impl MemoryTaskBackend {
         let history = History::new(
             config.task_ttl,
             usize::try_from(config.max_task_records).unwrap_or(usize::MAX),
+            config.max_record_bytes,
         );
         let state = State {
             accepting: true,
@@ -379,6 +381,29 @@ impl TaskBackend for MemoryTaskBackend {
         })
     }
 
+    fn respond<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+        key: &'a str,
+        answer: serde_json::Value,
+    ) -> BoxFuture<'a, Result<RespondOutcome, BackendError>> {
+        Box::pin(async move {
+            let active = {
+                let st = lock(&self.inner.state);
+                match st.active.get(ref_id) {
+                    Some(active) => active.clone(),
+                    None => {
+                        return Ok(match st.history.get(ref_id) {
+                            Some(f) => RespondOutcome::NotWaiting(f.info.status),
+                            None => RespondOutcome::NotFound,
+                        });
+                    }
+                }
+            };
+            Ok(active.respond(key, answer))
+        })
+    }
+
     fn delete<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<bool, BackendError>> {
         Box::pin(async move {
             let inner = &self.inner;
@@ -478,7 +503,11 @@ impl TaskBackend for MemoryTaskBackend {
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<BackendStats, BackendError>> {
-        Box::pin(async move { Ok(self.inner.stats()) })
+        Box::pin(async move {
+            let mut stats = self.inner.stats();
+            stats.value_bytes = self.inner.store.usage().await.1;
+            Ok(stats)
+        })
     }
 
     fn shutdown(&self, deadline: Duration) -> BoxFuture<'_, Result<(), BackendError>> {
@@ -570,6 +599,7 @@ impl Inner {
             let st = lock(&self.state);
             stats.running = st.sched.running() as u64;
             stats.queued = st.sched.queued() as u64;
+            stats.record_bytes = st.history.bytes();
         }
         let c = &self.counters;
         stats.capacity = self.config.max_workers as u64;

@@ -83,6 +83,24 @@ pub enum RefCacheError {
         /// Its status.
         status: crate::model::task::TaskStatus,
     },
+    /// An answer to a task that is not waiting for input.
+    #[error(
+        "task {ref_id} is {status}, not waiting for input: only an input_required task takes an answer"
+    )]
+    NotWaiting {
+        /// The reference.
+        ref_id: String,
+        /// Its status.
+        status: crate::model::task::TaskStatus,
+    },
+    /// An answer that does not fit the question's schema; the task keeps waiting.
+    #[error("answer to task {ref_id} refused, the task keeps waiting: {error}")]
+    InvalidAnswer {
+        /// The reference.
+        ref_id: String,
+        /// The field at fault and why.
+        error: crate::model::input::InputAnswerError,
+    },
     /// The same call already runs again under another reference.
     #[error("this call is already running again as {ref_id}; poll that reference instead")]
     AlreadyRunning {
@@ -226,6 +244,13 @@ pub enum BackendError {
     /// No runtime could be started to run the work.
     #[error("could not start the refcache runtime: {0}")]
     Runtime(String),
+    /// The data the backend found where its own should be is not refcache's (Redis: a key under the prefix of
+    /// another type, `WRONGTYPE`; a task record without its fields). Not an outage: it does not pass by itself.
+    #[error(
+        "the data under the task backend's key prefix is not refcache's: {0}; give each app its own key prefix \
+         (Redis: `key_prefix`), or remove the keys that another program wrote under it"
+    )]
+    ForeignData(String),
     /// Anything else a backend reports.
     #[error("task backend error: {0}")]
     Other(String),

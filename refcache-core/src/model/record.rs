@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::access::{AccessPolicy, Permissions};
 use crate::model::actor::Actor;
+use crate::model::input::InputRequest;
 use crate::model::ref_id::RefId;
 use crate::model::task::{RetryInfo, TaskError, TaskProgress, TaskStatus, Timestamp};
 
@@ -30,6 +31,9 @@ pub struct TaskInfo {
     pub status_message: Option<String>,
     /// When the task was accepted.
     pub created_at: Timestamp,
+    /// When the record last changed (status, progress, output line, question): MCP's `lastUpdatedAt`.
+    #[serde(default = "Timestamp::now")]
+    pub updated_at: Timestamp,
     /// When the work started (first attempt).
     pub started_at: Option<Timestamp>,
     /// When the task reached a terminal status.
@@ -52,6 +56,9 @@ pub struct TaskInfo {
     /// The latest line the task wrote to its output log: its status message while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_line: Option<String>,
+    /// The question the task waits on while its status is `input_required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_request: Option<InputRequest>,
 }
 
 impl TaskInfo {
@@ -69,6 +76,7 @@ impl TaskInfo {
             progress: None,
             status_message: None,
             created_at: Timestamp::now(),
+            updated_at: Timestamp::now(),
             started_at: None,
             finished_at: None,
             error: None,
@@ -79,6 +87,7 @@ impl TaskInfo {
             queue_position: None,
             policy: Arc::default(),
             output_line: None,
+            input_request: None,
         }
     }
 
@@ -86,6 +95,7 @@ impl TaskInfo {
     ///
     /// - processing: a backend note (such as the next retry), else the latest line of its output, else the latest
     ///   progress message, else `Task is processing (ref_id=<id>)`;
+    /// - input_required: `Input required: <the question>`;
     /// - pending: `Task is queued and will start shortly`;
     /// - failed: `Task failed: <error>`;
     /// - cancelled: `Task was cancelled`;
@@ -103,6 +113,10 @@ impl TaskInfo {
                     format!("Task is processing (ref_id={})", self.ref_id)
                 }
             }
+            TaskStatus::InputRequired => match &self.input_request {
+                Some(request) => format!("Input required: {}", request.message),
+                None => "Input required".to_owned(),
+            },
             TaskStatus::Pending => "Task is queued and will start shortly".to_owned(),
             TaskStatus::Failed => {
                 let error = self

@@ -10,7 +10,9 @@ use serde_json::Value;
 /// Where a task is in its life.
 ///
 /// `pending → processing → complete | failed | cancelled`. The last three are terminal and sticky: once a task is in
-/// one of them it never leaves it under the same execution.
+/// one of them it never leaves it under the same execution. A processing task that asks for input
+/// ([`TaskContext::ask`](crate::TaskContext::ask)) is `input_required` until the answer comes, then processing
+/// again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
@@ -18,6 +20,9 @@ pub enum TaskStatus {
     Pending,
     /// The work has started.
     Processing,
+    /// The work waits for an answer to the question on its record ([`TaskInfo::input_request`](crate::TaskInfo)).
+    #[serde(rename = "input_required")]
+    InputRequired,
     /// The work finished and its value is stored.
     Complete,
     /// The work returned an error or panicked.
@@ -32,11 +37,12 @@ impl TaskStatus {
         matches!(self, Self::Complete | Self::Failed | Self::Cancelled)
     }
 
-    /// The wire name: `pending`, `processing`, `complete`, `failed` or `cancelled`.
+    /// The wire name: `pending`, `processing`, `input_required`, `complete`, `failed` or `cancelled`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Processing => "processing",
+            Self::InputRequired => "input_required",
             Self::Complete => "complete",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
