@@ -16,9 +16,9 @@
 //! ```
 //!
 //! # Who is asking
-//! The page serves the same owners as MCP ([`Actor::as_principal`]), so a person sees on the page the tasks their
+//! The page serves the same owners as MCP ([`Actor::as_principal`](crate::Actor::as_principal)), so a person sees on the page the tasks their
 //! agent started over MCP, and the two share executions. The caller is, in this order:
-//! 1. the principal an auth layer put into the request's extensions (an [`Actor`] with an id), as MCP reads it;
+//! 1. the principal an auth layer put into the request's extensions (an [`Actor`](crate::Actor) with an id), as MCP reads it;
 //! 2. with tokens configured ([`WebRefCache::with_token`]): the user of the bearer token (`Authorization: Bearer`),
 //!    or of the `refcache_token` cookie that `POST /login` sets. Neither: `401`;
 //! 3. with no tokens: a browser session of its own (a random `refcache_session` cookie), so that two browsers
