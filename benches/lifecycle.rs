@@ -33,8 +33,8 @@ use serde_json::{Value, json};
 #[global_allocator]
 static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
 
-fn noop(_: Value, _: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
-    Box::pin(async { Ok(Value::Null) })
+fn noop(_: Value, _: TaskContext) -> BoxFuture<'static, Result<refcache::JsonText, TaskError>> {
+    Box::pin(async { Ok(refcache::JsonText::default()) })
 }
 
 fn backend(max_workers: usize, records: u64) -> Arc<MemoryTaskBackend> {
@@ -248,7 +248,7 @@ fn memory_per_record(_: &mut Criterion) {
                 key,
                 "bench.noop",
                 "public",
-                Value::Null,
+                refcache::JsonText::default(),
                 Duration::from_secs(3600),
             );
             store.insert(Arc::new(value)).await;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --example mcp_server                                   # stdio
-//! cargo run --example mcp_server -- --http 127.0.0.1:8765          # http://127.0.0.1:8765/mcp
+//! cargo run --example mcp_server -- --http 127.0.0.1:8765          # http://127.0.0.1:8765/mcp, page at /
 //! cargo run --example mcp_server -- --http 127.0.0.1:8765 --auth-tokens alice:token-a,bob:token-b
 //! cargo run --example mcp_server -- --allow-command echo,sleep,seq,ls
 //! ```
@@ -16,8 +16,12 @@
 //! and a missing or unknown token gets HTTP 401. It shows per-user ownership of tasks. A real deployment puts its
 //! own auth layer in its place: anything that inserts a `refcache::Actor` into the HTTP request's extensions.
 //!
-//! Tools: `slow_square`, `delete_records` (asks for a confirmation mid-task), `count_to`, `flaky`, `always_fails`, `big_list`, `run_command`, and the ready-made
-//! `get_cached_result`, `cancel_task`, `list_tasks`, `retry_task` and `respond_task`. See `docs/mcp.md`.
+//! Over HTTP, the live task page is served at `/` beside `/mcp` (`refcache::web`): each user's tasks, their output as
+//! it arrives, cancel and retry. With `--auth-tokens`, a browser signs in at `/login` with its token.
+//!
+//! Tools: `slow_square`, `delete_records` (asks for a confirmation mid-task), `count_to`, `flaky`, `always_fails`,
+//! `big_list`, `run_command`, and the ready-made `get_cached_result`, `cancel_task`, `list_tasks`, `retry_task` and
+//! `respond_task`. See `docs/mcp.md`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Stdio;
@@ -639,16 +643,23 @@ async fn serve_http(
     };
     // Every session (and every stateless request) gets a server; they share the cache and the state.
     let stop = tokio_util::sync::CancellationToken::new();
+    let page_cache = cache.clone();
     let service = StreamableHttpService::new(
         move || Ok(Demo::new(McpRefCache::new(cache.clone()), shared.clone())),
         LocalSessionManager::default().into(),
         // Cancelled at shutdown, so that open SSE streams end and the server can stop.
         StreamableHttpServerConfig::default().with_cancellation_token(stop.clone()),
     );
-    let mut app = axum::Router::new().nest_service("/mcp", service);
+    // The live task page at `/` (feature `web`): the same cache and the same owners as `/mcp`. With tokens, a
+    // browser signs in at `/login` (a cookie), a script sends the bearer token; `/mcp` checks the header below.
+    let mut web = refcache::web::WebRefCache::new(page_cache).with_shutdown(stop.clone());
+    for (token, user) in &tokens {
+        web = web.with_token(token.clone(), Actor::user(user.clone()));
+    }
+    let mut mcp = axum::Router::new().nest_service("/mcp", service);
     if !tokens.is_empty() {
         let tokens = Arc::new(tokens);
-        app = app.layer(axum::middleware::from_fn(
+        mcp = mcp.layer(axum::middleware::from_fn(
             move |mut request: axum::extract::Request, next: axum::middleware::Next| {
                 let tokens = tokens.clone();
                 async move {
@@ -675,8 +686,11 @@ async fn serve_http(
             },
         ));
     }
+    let app = mcp.merge(refcache::web::router(web));
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    eprintln!("mcp_server: serving http://{}/mcp", listener.local_addr()?);
+    let local = listener.local_addr()?;
+    eprintln!("mcp_server: serving http://{local}/mcp");
+    eprintln!("mcp_server: the task page is at http://{local}/");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             terminated().await;

@@ -101,6 +101,8 @@
 //!   (`refcache::metric_names`, `docs/operations.md`). Off: the calls compile to nothing.
 //! - `prometheus`: the Prometheus exporter and the `/metrics` and `/health` axum routes (`refcache::ops`); implies
 //!   `metrics`. [`RefCache::health`] (one timed round trip to the backend) is there without any feature.
+//! - `web`: the live task page and its JSON API, `refcache::web`: an axum router to mount beside `/mcp`, with MCP's
+//!   owners, output streamed over server-sent events, cancel, retry and commands (`docs/web.md`).
 //! - `test-utils`: the backend conformance suite (`refcache::conformance`), for backend authors.
 //!
 //! # Supported Rust versions
@@ -173,6 +175,10 @@ struct RefcacheDoctests;
 #[cfg(all(doctest, feature = "mcp"))]
 #[doc = include_str!("../docs/mcp.md")]
 struct McpDoctests;
+
+#[cfg(all(doctest, feature = "web"))]
+#[doc = include_str!("../docs/web.md")]
+struct WebDoctests;
 
 #[cfg(all(doctest, feature = "prometheus"))]
 #[doc = include_str!("../docs/operations.md")]

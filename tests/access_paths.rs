@@ -294,13 +294,20 @@ async fn assert_allowed_complete(actor: &Actor, ref_id: &str, namespace: &str, v
         .scope(CACHE.get_cached_result(ref_id))
         .await
         .unwrap();
-    assert_eq!(polled.value(), Some(&json!(value)), "{actor}");
+    assert_eq!(
+        polled.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&json!(value)),
+        "{actor}"
+    );
     let full = actor
         .clone()
         .scope(CACHE.get_cached_result_with(ref_id, &GetOptions::default().full(true)))
         .await
         .unwrap();
-    assert_eq!(full.value(), Some(&json!(value)));
+    assert_eq!(
+        full.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&json!(value))
+    );
     let info = actor.clone().scope(CACHE.task_info(ref_id)).await.unwrap();
     assert_eq!(info.status, TaskStatus::Complete);
     let info = actor
@@ -312,7 +319,7 @@ async fn assert_allowed_complete(actor: &Actor, ref_id: &str, namespace: &str, v
     assert_eq!(info.size, Some(json!(value).to_string().len()));
     let passed = actor.clone().scope(consume(json!(ref_id))).await.unwrap();
     assert_eq!(
-        passed.value(),
+        passed.value().map(refcache::JsonText::to_value).as_ref(),
         Some(&json!(format!("consumed {}", json!(value)))),
         "{actor} passes it to a tool"
     );
@@ -550,7 +557,11 @@ async fn a_visible_reference_without_the_permission_is_permission_denied() {
             if phase == "in flight" {
                 assert_eq!(polled.status(), TaskStatus::Processing, "{actor}");
             } else {
-                assert_eq!(polled.value(), Some(&json!("frozen ro-held")), "{actor}");
+                assert_eq!(
+                    polled.value().map(refcache::JsonText::to_value).as_ref(),
+                    Some(&json!("frozen ro-held")),
+                    "{actor}"
+                );
             }
             let info = actor
                 .clone()

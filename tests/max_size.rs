@@ -94,7 +94,11 @@ async fn the_attribute_beats_the_cache_default() {
     assert!(size(&whole) > ATTRIBUTE_MAX && size(&whole) < DEFAULT_MAX);
 
     let plain = plain_tool("between".into(), 60).await.unwrap();
-    assert_eq!(plain.value(), Some(&whole), "within the cache's 500: whole");
+    assert_eq!(
+        plain.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&whole),
+        "within the cache's 500: whole"
+    );
 
     let small = small_tool("between".into(), 60).await.unwrap();
     preview_size(&small, ATTRIBUTE_MAX);
@@ -112,7 +116,7 @@ async fn an_attribute_larger_than_the_default_wins_too() {
     assert!(size(&whole) > DEFAULT_MAX && size(&whole) < 2000);
     let roomy = roomy_tool("roomy".into(), 300).await.unwrap();
     assert_eq!(
-        roomy.value(),
+        roomy.value().map(refcache::JsonText::to_value).as_ref(),
         Some(&whole),
         "within the attribute's 2000: whole"
     );
@@ -120,7 +124,11 @@ async fn an_attribute_larger_than_the_default_wins_too() {
         .get_cached_result(roomy.ref_id().as_str())
         .await
         .unwrap();
-    assert_eq!(polled.value(), Some(&whole), "a poll keeps the attribute");
+    assert_eq!(
+        polled.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&whole),
+        "a poll keeps the attribute"
+    );
     let plain = plain_tool("roomy".into(), 300).await.unwrap();
     preview_size(&plain, DEFAULT_MAX);
 
@@ -192,7 +200,7 @@ async fn the_call_beats_the_attribute_and_the_default() {
     assert_eq!(runs("per-call"), 1, "the second call is a hit");
     assert_eq!(whole.ref_id(), response.ref_id());
     assert_eq!(
-        whole.value(),
+        whole.value().map(refcache::JsonText::to_value).as_ref(),
         Some(&ints(60)),
         "a larger per-call max_size answers the whole value"
     );
@@ -214,7 +222,10 @@ async fn the_call_beats_the_attribute_and_the_default() {
         .await
         .unwrap();
     assert_eq!(
-        plain_whole.value(),
+        plain_whole
+            .value()
+            .map(refcache::JsonText::to_value)
+            .as_ref(),
         Some(&ints(1000)),
         "over the cache's default too"
     );
@@ -239,7 +250,10 @@ async fn an_inner_scope_keeps_the_outer_max_size_unless_it_sets_its_own() {
         })
         .await;
     preview_size(&kept, 40);
-    assert_eq!(replaced.value(), Some(&ints(60)));
+    assert_eq!(
+        replaced.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&ints(60))
+    );
 }
 
 #[test]
@@ -258,7 +272,11 @@ fn sync_scope_beats_the_attribute_of_a_sync_function() {
         .max_size(1000)
         .sync_scope(|| sync_small_tool("sync".into(), 60))
         .unwrap();
-    assert_eq!(larger.value(), Some(&ints(60)), "answered whole");
+    assert_eq!(
+        larger.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&ints(60)),
+        "answered whole"
+    );
     assert_eq!(runs("sync"), 1, "one execution; the rest are hits");
 
     // The scope ends with its closure.
@@ -283,7 +301,7 @@ async fn get_options_max_size_beats_the_attribute() {
         .await
         .unwrap();
     assert_eq!(
-        larger.value(),
+        larger.value().map(refcache::JsonText::to_value).as_ref(),
         Some(&ints(60)),
         "a larger max_size answers the whole value"
     );

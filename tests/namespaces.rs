@@ -48,7 +48,7 @@ async fn assert_sees(actor: &Actor, ref_id: &str, expected: &str) {
         .await
         .unwrap_or_else(|e| panic!("{actor} should see {ref_id}, got {e}"));
     assert_eq!(
-        polled.value(),
+        polled.value().map(refcache::JsonText::to_value).as_ref(),
         Some(&serde_json::json!(expected)),
         "{actor} reads the value of {ref_id}"
     );
@@ -147,7 +147,10 @@ async fn public_is_open_to_everyone() {
         .await
         .unwrap();
     let ref_id = made.ref_id().to_string();
-    assert_eq!(made.value(), Some(&serde_json::json!("public pub-1")));
+    assert_eq!(
+        made.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&serde_json::json!("public pub-1"))
+    );
     for actor in [
         Actor::user("alice"),
         Actor::user("bob"),
@@ -161,7 +164,10 @@ async fn public_is_open_to_everyone() {
     }
     // And with no scope at all.
     let polled = CACHE.get_cached_result(&ref_id).await.unwrap();
-    assert_eq!(polled.value(), Some(&serde_json::json!("public pub-1")));
+    assert_eq!(
+        polled.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&serde_json::json!("public pub-1"))
+    );
     let info = CACHE.task_info(&ref_id).await.unwrap();
     assert_eq!(&*info.namespace, "public");
 }
@@ -174,7 +180,10 @@ async fn session_namespace_admits_only_actors_in_that_session() {
         .await
         .unwrap();
     let ref_id = made.ref_id().to_string();
-    assert_eq!(made.value(), Some(&serde_json::json!("session sess-1")));
+    assert_eq!(
+        made.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&serde_json::json!("session sess-1"))
+    );
     let info = Actor::system()
         .scope(CACHE.task_info(&ref_id))
         .await
@@ -198,12 +207,18 @@ async fn session_namespace_admits_only_actors_in_that_session() {
         .scope(CACHE.get_cached_result(&ref_id))
         .await
         .unwrap();
-    assert_eq!(polled.value(), Some(&serde_json::json!("session sess-1")));
+    assert_eq!(
+        polled.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&serde_json::json!("session sess-1"))
+    );
     let polled = Actor::agent("claude")
         .scope(Session::new("s1").scope(CACHE.get_cached_result(&ref_id)))
         .await
         .unwrap();
-    assert_eq!(polled.value(), Some(&serde_json::json!("session sess-1")));
+    assert_eq!(
+        polled.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&serde_json::json!("session sess-1"))
+    );
 
     // Anyone else: another session, no session, an agent, the anonymous user.
     for actor in [
@@ -251,7 +266,10 @@ async fn user_namespace_admits_only_that_user() {
         .await
         .unwrap();
     let ref_id = made.ref_id().to_string();
-    assert_eq!(made.value(), Some(&serde_json::json!("alice user-1")));
+    assert_eq!(
+        made.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&serde_json::json!("alice user-1"))
+    );
     assert_sees(&alice, &ref_id, "alice user-1").await;
     assert_sees(&alice.clone().with_session("s9"), &ref_id, "alice user-1").await;
 
@@ -280,7 +298,10 @@ async fn agent_namespace_admits_only_that_agent() {
         .await
         .unwrap();
     let ref_id = made.ref_id().to_string();
-    assert_eq!(made.value(), Some(&serde_json::json!("claude agent-1")));
+    assert_eq!(
+        made.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&serde_json::json!("claude agent-1"))
+    );
     assert_sees(&claude, &ref_id, "claude agent-1").await;
 
     for actor in [
@@ -319,7 +340,10 @@ async fn shared_namespace_is_open_unless_the_policy_allows_only_some() {
         .scope(in_shared_core("shared-2".into()))
         .await
         .unwrap();
-    assert_eq!(narrow.value(), Some(&serde_json::json!("core shared-2")));
+    assert_eq!(
+        narrow.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&serde_json::json!("core shared-2"))
+    );
     let narrow = narrow.ref_id().to_string();
     for actor in [
         Actor::user("alice"),
@@ -408,7 +432,10 @@ async fn the_system_passes_every_rule() {
     ];
     let system = Actor::system();
     for (response, value) in made.iter().zip(expected) {
-        assert_eq!(response.value(), Some(&serde_json::json!(value)));
+        assert_eq!(
+            response.value().map(refcache::JsonText::to_value).as_ref(),
+            Some(&serde_json::json!(value))
+        );
         assert_sees(&system, response.ref_id().as_str(), value).await;
         let info = system
             .clone()

@@ -78,7 +78,7 @@ async fn sight(actor: &Actor, ref_id: &str, expected: &str) -> Sight {
         Ok(CachedResponse::Restricted(_)) => Sight::Restricted,
         Ok(response) => {
             assert_eq!(
-                response.value(),
+                response.value().map(refcache::JsonText::to_value).as_ref(),
                 Some(&json!(expected)),
                 "{actor} reads {ref_id}"
             );
@@ -152,7 +152,7 @@ async fn the_presets_as_a_user_an_agent_and_the_system_see_them() {
     ];
     for (preset, response, value, expectations) in &made {
         assert_eq!(
-            response.value(),
+            response.value().map(refcache::JsonText::to_value).as_ref(),
             Some(&json!(value)),
             "{preset}: the calling user reads the value"
         );
@@ -177,13 +177,19 @@ async fn the_presets_as_a_user_an_agent_and_the_system_see_them() {
         .scope(open_report("agent-call".into()))
         .await
         .unwrap();
-    assert_eq!(by_agent.value(), Some(&json!("open agent-call")));
+    assert_eq!(
+        by_agent.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&json!("open agent-call"))
+    );
     let by_agent = agent
         .clone()
         .scope(frozen_report("agent-call".into()))
         .await
         .unwrap();
-    assert_eq!(by_agent.value(), Some(&json!("frozen agent-call")));
+    assert_eq!(
+        by_agent.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&json!("frozen agent-call"))
+    );
     let by_agent = agent
         .clone()
         .scope(sealed_report("agent-call".into()))
@@ -221,7 +227,7 @@ async fn the_presets_as_a_user_an_agent_and_the_system_see_them() {
         .zip(["open", "private", "frozen", "sealed"])
     {
         assert_eq!(
-            response.value(),
+            response.value().map(refcache::JsonText::to_value).as_ref(),
             Some(&json!(format!("{prefix} system-call"))),
             "the system reads what its calls make"
         );
@@ -422,7 +428,7 @@ async fn execute_only_is_private_computation_for_agents() {
     // The agent hands the reference to another tool: the tool receives the value, the agent reads the tool's result.
     let tallied = agent.clone().scope(tally(json!(ref_id))).await.unwrap();
     assert_eq!(
-        tallied.value(),
+        tallied.value().map(refcache::JsonText::to_value).as_ref(),
         Some(&json!("5 rows")),
         "{}",
         tallied.to_json()
@@ -444,7 +450,7 @@ async fn execute_only_is_private_computation_for_agents() {
         .await
         .unwrap();
     assert_eq!(
-        polled.value(),
+        polled.value().map(refcache::JsonText::to_value).as_ref(),
         Some(&json!("5 rows")),
         "the tool's own result is public"
     );
@@ -453,20 +459,29 @@ async fn execute_only_is_private_computation_for_agents() {
     let user = Actor::user("alice");
     let hit = user.clone().scope(salaries("blue".into())).await.unwrap();
     assert_eq!(hit.ref_id().as_str(), ref_id);
-    assert_eq!(hit.value(), Some(&expected));
+    assert_eq!(
+        hit.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&expected)
+    );
     assert_eq!(runs("salaries:blue"), 1);
     let polled = user
         .clone()
         .scope(CACHE.get_cached_result(&ref_id))
         .await
         .unwrap();
-    assert_eq!(polled.value(), Some(&expected));
+    assert_eq!(
+        polled.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&expected)
+    );
     let full = user
         .clone()
         .scope(CACHE.get_cached_result_with(&ref_id, &GetOptions::default().full(true)))
         .await
         .unwrap();
-    assert_eq!(full.value(), Some(&expected));
+    assert_eq!(
+        full.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&expected)
+    );
     let page = user
         .clone()
         .scope(CACHE.get_cached_result_with(&ref_id, &GetOptions::default().page(2).page_size(2)))
@@ -576,7 +591,10 @@ async fn allow_patterns_admit_only_the_actors_they_match() {
         .scope(members_only("allow".into()))
         .await
         .unwrap();
-    assert_eq!(made.value(), Some(&json!("members allow")));
+    assert_eq!(
+        made.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&json!("members allow"))
+    );
     let ref_id = made.ref_id().to_string();
     for member in [
         Actor::user("team-1"),

@@ -225,7 +225,7 @@ async fn a_top_level_reference_is_replaced_by_its_value() {
     let source = complete_ref(&produce("top-src".into(), value.clone()).await.unwrap());
     let response = consume("top-use".into(), json!(source)).await.unwrap();
     assert_eq!(
-        response.value(),
+        response.value().map(refcache::JsonText::to_value).as_ref(),
         Some(&value),
         "the tool received the referenced value, not the ref id"
     );
@@ -270,7 +270,7 @@ async fn references_deep_in_a_struct_an_array_and_a_map_are_replaced() {
     let items = vec![json!(0), json!([json!(table.clone())]), json!(text.clone())];
     let response = consume_items("deep-items".into(), items).await.unwrap();
     assert_eq!(
-        response.value(),
+        response.value().map(refcache::JsonText::to_value).as_ref(),
         Some(&json!([0, [[[1, 2], [3, 4]]], "chapter one"]))
     );
 
@@ -281,7 +281,7 @@ async fn references_deep_in_a_struct_an_array_and_a_map_are_replaced() {
     ]);
     let response = consume_map("deep-map".into(), by_name).await.unwrap();
     assert_eq!(
-        response.value(),
+        response.value().map(refcache::JsonText::to_value).as_ref(),
         Some(&json!({"text": "chapter one", "table": {"cells": [[1, 2], [3, 4]]}, "other": null}))
     );
     assert_eq!(
@@ -308,7 +308,7 @@ async fn several_references_in_one_call_each_resolve() {
     .await
     .unwrap();
     assert_eq!(
-        response.value(),
+        response.value().map(refcache::JsonText::to_value).as_ref(),
         Some(&json!({
             "left": 1,
             "right": {"nested": {"b": true}},
@@ -334,7 +334,10 @@ async fn the_key_is_computed_from_the_resolved_arguments() {
     let by_value = consume("key-use".into(), value.clone()).await.unwrap();
     assert_eq!(runs("key-use"), 1, "the second call is a hit");
     assert_eq!(by_ref.ref_id(), by_value.ref_id(), "the same call");
-    assert_eq!(by_value.value(), Some(&value));
+    assert_eq!(
+        by_value.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&value)
+    );
 
     // By value first, then by reference: the same.
     let by_value_2 = consume("key-use-2".into(), value.clone()).await.unwrap();
@@ -379,14 +382,18 @@ async fn a_reference_that_resolves_to_another_reference_is_followed() {
     // `echo` does not resolve: its value is the ref id text itself.
     let hop1 = complete_ref(&echo(base.clone()).await.unwrap());
     let stored = CACHE.get_cached_result(&hop1).await.unwrap();
-    assert_eq!(stored.value(), Some(&json!(base)), "echo stored the ref id");
+    assert_eq!(
+        stored.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&json!(base)),
+        "echo stored the ref id"
+    );
     let hop2 = complete_ref(&echo(hop1.clone()).await.unwrap());
 
     let response = consume("chain-use".into(), json!([hop2, {"via": hop1}]))
         .await
         .unwrap();
     assert_eq!(
-        response.value(),
+        response.value().map(refcache::JsonText::to_value).as_ref(),
         Some(&json!([{"deep": 42}, {"via": {"deep": 42}}])),
         "hop2 -> hop1 -> base, and hop1 -> base, are followed to the value"
     );
@@ -398,7 +405,10 @@ async fn a_reference_that_resolves_to_another_reference_is_followed() {
             .unwrap(),
     );
     let response = consume("chain-use-2".into(), json!(holder)).await.unwrap();
-    assert_eq!(response.value(), Some(&json!({"inner": [{"deep": 42}]})));
+    assert_eq!(
+        response.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&json!({"inner": [{"deep": 42}]}))
+    );
     assert_eq!((runs("chain-use"), runs("chain-use-2")), (1, 1));
 }
 
@@ -406,7 +416,13 @@ async fn a_reference_that_resolves_to_another_reference_is_followed() {
 async fn a_reference_to_itself_is_a_cycle_naming_the_chain() {
     let own = complete_ref(&own_ref("cycle-self".into()).await.unwrap());
     assert_eq!(
-        CACHE.get_cached_result(&own).await.unwrap().value(),
+        CACHE
+            .get_cached_result(&own)
+            .await
+            .unwrap()
+            .value()
+            .map(refcache::JsonText::to_value)
+            .as_ref(),
         Some(&json!(own)),
         "the task returned its own ref id"
     );
@@ -449,7 +465,13 @@ async fn two_references_to_each_other_are_a_cycle_naming_the_whole_chain() {
     open("cycle-a");
     assert_eq!(settle(a.ref_id()).await, TaskStatus::Complete);
     assert_eq!(
-        CACHE.get_cached_result(&a_id).await.unwrap().value(),
+        CACHE
+            .get_cached_result(&a_id)
+            .await
+            .unwrap()
+            .value()
+            .map(refcache::JsonText::to_value)
+            .as_ref(),
         Some(&json!(b_id))
     );
 
@@ -483,7 +505,7 @@ async fn chains_resolve_up_to_the_depth_limit() {
         .await
         .unwrap();
     assert_eq!(
-        response.value(),
+        response.value().map(refcache::JsonText::to_value).as_ref(),
         Some(&json!("bottom")),
         "a chain of MAX_REFERENCE_DEPTH references resolves"
     );
@@ -508,7 +530,7 @@ async fn the_tool_receives_the_whole_value_not_a_preview() {
         .await
         .unwrap();
     assert_eq!(
-        counted.value(),
+        counted.value().map(refcache::JsonText::to_value).as_ref(),
         Some(&json!(800)),
         "the tool got every item"
     );
@@ -522,12 +544,19 @@ async fn resolve_refs_false_passes_the_ref_id_text_as_it_is() {
     let source = complete_ref(&produce("optout-src".into(), json!({"v": 1})).await.unwrap());
     let input = json!({"ref": source.clone(), "list": [source.clone()]});
     let response = raw("optout".into(), input.clone()).await.unwrap();
-    assert_eq!(response.value(), Some(&input), "nothing was resolved");
+    assert_eq!(
+        response.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&input),
+        "nothing was resolved"
+    );
 
     // Not even an unknown reference is an error there.
     let missing = unknown_ref();
     let response = raw("optout".into(), json!(missing.clone())).await.unwrap();
-    assert_eq!(response.value(), Some(&json!(missing)));
+    assert_eq!(
+        response.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&json!(missing))
+    );
 
     // And the key is the text's: passing the value itself is a different call.
     raw(
@@ -693,7 +722,10 @@ async fn execute_is_enough_to_pass_a_reference_to_a_tool() {
         ))
         .await
         .unwrap();
-    assert_eq!(used.value(), Some(&json!({"doc": {"secret": "perm-exec"}})));
+    assert_eq!(
+        used.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&json!({"doc": {"secret": "perm-exec"}}))
+    );
     assert_eq!(runs("perm-exec-use"), 1);
     let direct = agent
         .scope(CACHE.resolve_refs(json!([secret_id])))
@@ -750,7 +782,10 @@ async fn a_reference_the_caller_may_not_see_reads_like_an_unknown_one() {
         ))
         .await
         .unwrap();
-    assert_eq!(used.value(), Some(&json!([{"private": "perm-private"}])));
+    assert_eq!(
+        used.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&json!([{"private": "perm-private"}]))
+    );
     assert_eq!(
         CACHE
             .resolve_refs_as(json!(private_id), &Actor::system())
@@ -777,7 +812,10 @@ async fn a_reference_in_another_users_namespace_cannot_be_resolved() {
         .scope(consume("perm-ns-use".into(), json!(alices)))
         .await
         .unwrap();
-    assert_eq!(used.value(), Some(&json!({"mine": "perm-ns"})));
+    assert_eq!(
+        used.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&json!({"mine": "perm-ns"}))
+    );
     assert_eq!(runs("perm-ns-use"), 1);
 }
 
@@ -805,7 +843,7 @@ async fn strings_that_merely_look_like_ref_ids_are_passed_as_they_are() {
     ]);
     let response = consume("look".into(), lookalikes.clone()).await.unwrap();
     assert_eq!(
-        response.value(),
+        response.value().map(refcache::JsonText::to_value).as_ref(),
         Some(&lookalikes),
         "none of them is a ref id: all arrive unchanged"
     );
@@ -865,7 +903,10 @@ async fn resolve_refs_resolves_any_json_value() {
 fn a_sync_tool_resolves_references_too() {
     let source = complete_ref(&sync_produce("sync-src".into(), 5).unwrap());
     let total = sync_sum("sync-use".into(), json!(source)).unwrap();
-    assert_eq!(total.value(), Some(&json!(10)));
+    assert_eq!(
+        total.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&json!(10))
+    );
     let again = sync_sum("sync-use".into(), json!([0, 1, 2, 3, 4])).unwrap();
     assert_eq!(again.ref_id(), total.ref_id(), "by value: a hit");
     assert_eq!(runs("sync-use"), 1);
@@ -878,7 +919,10 @@ async fn strings_with_another_cache_name_are_data_not_references() {
     let out = consume("foreign-name".into(), json!({"checksum": digest}))
         .await
         .unwrap();
-    assert_eq!(out.value(), Some(&json!({"checksum": digest})));
+    assert_eq!(
+        out.value().map(refcache::JsonText::to_value).as_ref(),
+        Some(&json!({"checksum": digest}))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -903,7 +947,7 @@ async fn an_execute_only_caller_cannot_confirm_a_guess_of_the_value() {
         .await
         .unwrap()
         .value()
-        .cloned()
+        .map(refcache::JsonText::to_value)
         .expect("a user reads it");
     let with_literal = agent
         .clone()

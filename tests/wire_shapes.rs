@@ -216,3 +216,48 @@ async fn status_messages() {
     assert_eq!(done.message(), "Task completed successfully");
     assert!(info.created_at <= done.finished_at.unwrap());
 }
+
+/// Fields out of alphabetical order, to see that the text is the function's own serialization.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Unsorted {
+    zeta: u32,
+    alpha: Vec<String>,
+}
+
+#[cached(cache = CACHE)]
+async fn unsorted(n: u32) -> Unsorted {
+    Unsorted {
+        zeta: n,
+        alpha: vec!["a,b".into(), "c".into()],
+    }
+}
+
+/// A complete value is held as the text its task serialized once: its size is the text's length, `total_items`
+/// is counted on it, the wire text splices it in unchanged (the struct's own field order), and a tree or a typed
+/// value is built from it on demand.
+#[tokio::test]
+async fn a_complete_value_is_its_json_text_spliced_into_the_wire_text() {
+    let response = unsorted(7).await.unwrap();
+    let text = response.value().expect("complete");
+    assert_eq!(text.as_str(), r#"{"zeta":7,"alpha":["a,b","c"]}"#);
+    let stored = response.stored().expect("complete");
+    assert_eq!(stored.size, text.len());
+    assert_eq!(stored.total_items, Some(2));
+    let wire = response.to_json_string();
+    assert!(
+        wire.contains(r#""value":{"zeta":7,"alpha":["a,b","c"]}"#),
+        "{wire}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&wire).unwrap(),
+        response.to_json()
+    );
+    assert_eq!(text.to_value(), json!({"alpha": ["a,b", "c"], "zeta": 7}));
+    assert_eq!(
+        response.value_as::<Unsorted>().unwrap(),
+        Some(Unsorted {
+            zeta: 7,
+            alpha: vec!["a,b".into(), "c".into()]
+        })
+    );
+}

@@ -410,8 +410,8 @@ impl Case for Miss {
 }
 
 /// The no-op job of the task cases.
-fn noop(_: Value, _: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
-    Box::pin(async { Ok(Value::Null) })
+fn noop(_: Value, _: TaskContext) -> BoxFuture<'static, Result<refcache::JsonText, TaskError>> {
+    Box::pin(async { Ok(refcache::JsonText::default()) })
 }
 
 /// A submission of the no-op job with new arguments, as a caller builds it.

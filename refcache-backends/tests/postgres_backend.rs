@@ -87,12 +87,15 @@ fn open(id: &str) {
     gate(id).send_replace(true);
 }
 
-fn gated(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+fn gated(
+    args: Value,
+    ctx: TaskContext,
+) -> BoxFuture<'static, Result<refcache_core::JsonText, TaskError>> {
     Box::pin(async move {
         let id = args["gate"].as_str().unwrap_or_default().to_owned();
         let mut rx = gate(&id).subscribe();
         tokio::select! {
-            _ = rx.wait_for(|open| *open) => Ok(args.get("value").cloned().unwrap_or(Value::Null)),
+            _ = rx.wait_for(|open| *open) => Ok(refcache_core::JsonText::from(args.get("value").unwrap_or(&Value::Null))),
             () = ctx.cancelled() => Err(TaskError::new("stopped on cancel")),
         }
     })

@@ -46,13 +46,16 @@ fn gate(id: &str) -> Arc<Gate> {
 }
 
 /// Counts a run, then waits for its gate (answering `value`) or its cancellation.
-fn gated(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+fn gated(
+    args: Value,
+    ctx: TaskContext,
+) -> BoxFuture<'static, Result<refcache_core::JsonText, TaskError>> {
     Box::pin(async move {
         let g = gate(args["gate"].as_str().unwrap_or_default());
         g.runs.fetch_add(1, Ordering::SeqCst);
         let mut open = g.open.subscribe();
         tokio::select! {
-            _ = open.wait_for(|o| *o) => Ok(args["value"].clone()),
+            _ = open.wait_for(|o| *o) => Ok(refcache_core::JsonText::from(&args["value"])),
             () = ctx.cancelled() => {
                 g.cancelled.fetch_add(1, Ordering::SeqCst);
                 Err(TaskError::new("stopped on cancel"))
@@ -434,8 +437,9 @@ async fn an_unregistered_closure_runs_where_it_was_called_in_workers_mode() {
     let server = RedisServer::start().expect("redis-server");
     let replica = RedisTaskBackend::new(config(&server).mode(Mode::Workers)).unwrap();
     let other = RedisTaskBackend::new(config(&server).mode(Mode::Workers)).unwrap();
-    let job: refcache_core::LocalJob =
-        Arc::new(|args: Value, _ctx| Box::pin(async move { Ok(json!({"echo": args["n"]})) }));
+    let job: refcache_core::LocalJob = Arc::new(|args: Value, _ctx| {
+        Box::pin(async move { Ok(refcache_core::JsonText::from(json!({"echo": args["n"]}))) })
+    });
     let args = json!({"n": 5});
     let key = CacheKey::from_json("it.redis.method", "it", &args).unwrap();
     let ref_id = RefId::generate("it");

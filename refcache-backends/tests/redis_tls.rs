@@ -25,8 +25,15 @@ use serde_json::{Value, json};
 const PATIENCE: Duration = Duration::from_secs(30);
 const DOUBLE: &str = "it.redis.tls.double";
 
-fn double(args: Value, _ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
-    Box::pin(async move { Ok(json!(args["n"].as_i64().unwrap_or_default() * 2)) })
+fn double(
+    args: Value,
+    _ctx: TaskContext,
+) -> BoxFuture<'static, Result<refcache_core::JsonText, TaskError>> {
+    Box::pin(async move {
+        Ok(refcache_core::JsonText::from(json!(
+            args["n"].as_i64().unwrap_or_default() * 2
+        )))
+    })
 }
 
 inventory::submit!(TaskRegistration::new(|| DOUBLE, double));
@@ -92,7 +99,7 @@ async fn run_double(backend: &RedisTaskBackend, n: i64) -> Value {
         .value
         .expect("a complete task has its value")
         .value
-        .clone()
+        .to_value()
 }
 
 /// `rediss://` with the test CA: the backend connects, runs a task and reads its value over TLS. The same with the

@@ -6,7 +6,7 @@
 //! - `admin.rs`: list, reference info, delete, clear a namespace; `resolve.rs`: reference inputs;
 //! - `response.rs`: the wire shapes; `call_options.rs`: per-call options; `observe.rs`: observing a submission;
 //! - `output.rs`: reading and following a task's output.
-//! - `owner_cap.rs`: the cap on tasks in flight per owner.
+//! - `owner_cap.rs`: the cap on tasks in flight per owner; `submissions.rs`: hints of new work for live lists.
 //!
 //! Built on the in-process backend (the default), the contract and the model.
 
@@ -21,6 +21,7 @@ pub(crate) mod owner_cap;
 pub(crate) mod poll;
 pub(crate) mod resolve;
 pub(crate) mod response;
+mod submissions;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -62,6 +63,8 @@ struct CacheInner {
     max_argument_bytes: usize,
     /// The cap on tasks in flight per owner (`None`: no cap).
     owner_cap: Option<owner_cap::OwnerCap>,
+    /// Counts submissions, to wake [`RefCache::follow_submissions`].
+    submissions: tokio::sync::watch::Sender<u64>,
 }
 
 impl Drop for CacheInner {
@@ -220,6 +223,7 @@ impl RefCacheBuilder {
                 output_limit: self.output_limit,
                 max_argument_bytes: self.max_argument_bytes,
                 owner_cap: self.max_tasks_per_owner.map(owner_cap::OwnerCap::new),
+                submissions: tokio::sync::watch::Sender::new(0),
             }),
         })
     }

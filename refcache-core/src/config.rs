@@ -25,6 +25,7 @@ use crate::model::preview::{PreviewStrategy, Previewer, SizeMeasure, TokenEncodi
 /// | `max_workers` | `REFCACHE_MAX_WORKERS` | `32` | tasks running at once |
 /// | `max_queued` | `REFCACHE_MAX_QUEUED` | `10000` | tasks waiting; beyond it submissions fail with `QueueFull` |
 /// | `max_task_records` | `REFCACHE_MAX_TASK_RECORDS` | `100000` | finished task records kept |
+/// | `max_record_bytes` | `REFCACHE_MAX_RECORD_BYTES` | `67108864` | bytes of finished task records kept (a failed task's arguments, errors, retry history; 512 per record), oldest evicted first |
 /// | `max_capacity_bytes` | `REFCACHE_MAX_CAPACITY_BYTES` | `268435456` | bytes of values kept |
 /// | `cancel_grace` | `REFCACHE_CANCEL_GRACE` | `5.0` | seconds a cancelled task may run before it is aborted |
 /// | `default_execution_timeout` | `REFCACHE_DEFAULT_EXECUTION_TIMEOUT` | none | seconds, for tasks that set no `execution_timeout` |
@@ -57,6 +58,8 @@ pub struct RefCacheConfig {
     pub max_queued: usize,
     /// Finished task records kept at most.
     pub max_task_records: u64,
+    /// Bytes of finished task records kept at most.
+    pub max_record_bytes: u64,
     /// Bytes of values kept at most.
     pub max_capacity_bytes: u64,
     /// Seconds a cancelled async task may run on before it is aborted.
@@ -90,6 +93,7 @@ impl Default for RefCacheConfig {
             max_workers: m.max_workers,
             max_queued: m.max_queued,
             max_task_records: m.max_task_records,
+            max_record_bytes: m.max_record_bytes,
             max_capacity_bytes: m.max_capacity_bytes,
             cancel_grace: m.cancel_grace.as_secs_f64(),
             default_execution_timeout: None,
@@ -113,6 +117,7 @@ const VARS: &[&str] = &[
     "REFCACHE_MAX_WORKERS",
     "REFCACHE_MAX_QUEUED",
     "REFCACHE_MAX_TASK_RECORDS",
+    "REFCACHE_MAX_RECORD_BYTES",
     "REFCACHE_MAX_CAPACITY_BYTES",
     "REFCACHE_CANCEL_GRACE",
     "REFCACHE_DEFAULT_EXECUTION_TIMEOUT",
@@ -196,6 +201,10 @@ impl RefCacheConfig {
                 }
                 "REFCACHE_MAX_TASK_RECORDS" => {
                     config.max_task_records = parse_num(key, value, "a positive whole number")?;
+                }
+                "REFCACHE_MAX_RECORD_BYTES" => {
+                    config.max_record_bytes =
+                        parse_num(key, value, "a positive whole number of bytes")?;
                 }
                 "REFCACHE_MAX_CAPACITY_BYTES" => {
                     config.max_capacity_bytes =
@@ -325,6 +334,13 @@ impl RefCacheConfig {
                 "a positive whole number",
             ));
         }
+        if self.max_record_bytes == 0 {
+            return Err(invalid(
+                "max_record_bytes",
+                "0".into(),
+                "a positive whole number of bytes",
+            ));
+        }
         if self.max_capacity_bytes == 0 {
             return Err(invalid(
                 "max_capacity_bytes",
@@ -389,6 +405,7 @@ impl RefCacheConfig {
             default_ttl: Duration::from_secs(self.default_ttl),
             task_ttl: Duration::from_secs(self.task_ttl),
             max_task_records: self.max_task_records,
+            max_record_bytes: self.max_record_bytes,
             max_capacity_bytes: self.max_capacity_bytes,
             cancel_grace: Duration::from_secs_f64(self.cancel_grace),
             default_execution_timeout: self.default_execution_timeout.map(Duration::from_secs_f64),
@@ -494,6 +511,7 @@ impl std::fmt::Debug for RefCacheConfig {
             max_workers,
             max_queued,
             max_task_records,
+            max_record_bytes,
             max_capacity_bytes,
             cancel_grace,
             default_execution_timeout,
@@ -513,6 +531,7 @@ impl std::fmt::Debug for RefCacheConfig {
             .field("max_workers", max_workers)
             .field("max_queued", max_queued)
             .field("max_task_records", max_task_records)
+            .field("max_record_bytes", max_record_bytes)
             .field("max_capacity_bytes", max_capacity_bytes)
             .field("cancel_grace", cancel_grace)
             .field("default_execution_timeout", default_execution_timeout)

@@ -14,6 +14,8 @@
 //!   Tasks.
 //! - `metrics`: counters, gauges and histograms through the `metrics` facade ([`metric_names`]).
 //! - `prometheus`: the Prometheus exporter and the `/metrics` and `/health` routes, `ops`. Implies `metrics`.
+//! - `command`: the command job, `command`: allowlisted programs whose output streams into the task's log.
+//! - `web`: the live task page and its JSON API, `web`: an axum router to mount beside `/mcp`.
 //!
 //! # Supported Rust versions
 //! The minimum supported Rust version is 1.88 (edition 2024).
@@ -75,6 +77,13 @@ pub mod mcp;
 #[cfg(feature = "prometheus")]
 pub mod ops;
 
+// The command job: allowlisted programs, streamed output, process-group stop.
+#[cfg(feature = "command")]
+pub mod command;
+// The live task page and its JSON API.
+#[cfg(feature = "web")]
+pub mod web;
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
@@ -106,13 +115,14 @@ pub use contract::spec::{DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, TaskO
 pub use contract::store::{StoredValue, ValueStore};
 pub use global::{default_cache, get_cached_result, get_cached_result_with, set_default_cache};
 pub use memory::backend::MemoryTaskBackend;
-pub use memory::config::MemoryBackendConfig;
+pub use memory::config::{DEFAULT_MAX_RECORD_BYTES, MemoryBackendConfig};
 pub use model::access::{AccessPolicy, Permissions, PolicyError};
 pub use model::actor::{Actor, ActorKind};
 pub use model::error::{BackendError, ConfigError, INACCESSIBLE_REFERENCE, RefCacheError};
 pub use model::excerpt::excerpt;
 pub use model::format::AsyncResponseFormat;
 pub use model::input::{InputAnswerError, InputRequest, InputSchema, InputSchemaError};
+pub use model::json_text::JsonText;
 pub use model::key::{CacheKey, DEFAULT_MAX_ARGUMENT_BYTES, KeyBuilder, KeyPrefix};
 pub use model::namespace::{MAX_NAMESPACE_LEN, Namespace, NamespaceError, NamespaceTemplate};
 pub use model::output::{DEFAULT_OUTPUT_LIMIT, DEFAULT_OUTPUT_READ, OutputChunk, OutputStream};

@@ -10,6 +10,7 @@ pub(crate) mod error;
 pub(crate) mod excerpt;
 pub(crate) mod format;
 pub(crate) mod input;
+pub(crate) mod json_text;
 pub(crate) mod key;
 pub(crate) mod namespace;
 pub(crate) mod output;

@@ -21,6 +21,7 @@ use crate::cache::RefCache;
 use crate::cache::response::CachedResponse;
 use crate::contract::context::LocalJob;
 use crate::model::error::{BackendError, RefCacheError};
+use crate::model::json_text::JsonText;
 use crate::model::key::CacheKey;
 use crate::model::task::TaskError;
 
@@ -189,9 +190,10 @@ impl<E: Display + ?Sized> ErrViaDisplay for ErrProbe<'_, E> {
     }
 }
 
-/// A plain (non-`Result`) return value as JSON.
-pub fn value_result<T: Serialize>(value: T) -> Result<Value, TaskError> {
-    serde_json::to_value(value).map_err(|e| {
+/// A task's return value as its compact JSON text: the one serialization it gets. The store weighs this text, a
+/// hit splices it into wire JSON, and a remote backend stores it as it is.
+pub fn value_result<T: Serialize>(value: T) -> Result<JsonText, TaskError> {
+    JsonText::of(&value).map_err(|e| {
         TaskError::new(format!(
             "the return value cannot be serialized to JSON: {e}"
         ))

@@ -587,7 +587,7 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
             fn __refcache_run(
                 __refcache_args: #p::serde_json::Value,
                 __refcache_ctx: #krate::TaskContext,
-            ) -> #p::BoxFuture<'static, ::core::result::Result<#p::serde_json::Value, #krate::TaskError>> {
+            ) -> #p::BoxFuture<'static, ::core::result::Result<#krate::JsonText, #krate::TaskError>> {
                 #task_body
             }
             fn __refcache_name() -> &'static str {
@@ -612,7 +612,7 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream> {
             ::std::sync::Arc::new(move |
                 __refcache_args: #p::serde_json::Value,
                 __refcache_ctx: #krate::TaskContext,
-            | -> #p::BoxFuture<'static, ::core::result::Result<#p::serde_json::Value, #krate::TaskError>> {
+            | -> #p::BoxFuture<'static, ::core::result::Result<#krate::JsonText, #krate::TaskError>> {
                 #clone_this
                 #(#clone_captured)*
                 #task_body

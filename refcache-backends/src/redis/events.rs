@@ -3,8 +3,12 @@
 //! Every state-changing script publishes an [`Event`] on `P:events`. Each backend keeps one subscriber connection
 //! (its own reconnect loop) and fans the events out in-process:
 //! - to the [`Hub`]'s per-ref channels, which `wait` and `watch` follow;
-//! - to the runner, which stops a task it holds when another process cancelled or deleted it;
-//! - to the near cache, which drops a deleted value.
+//! - to the runner, which stops a task it holds when its record in Redis says another process cancelled or
+//!   deleted it;
+//! - to the near cache, which drops a value Redis says was deleted.
+//!
+//! An event is a hint, never a fact: anyone who can write to the Redis can publish one, so each is verified on the
+//! record it names before anything here acts on it.
 //!
 //! A message published while the subscriber was disconnected is lost, so after every (re)subscribe the hub tells
 //! each follower to read its record again (`None` on its channel) and the runner re-checks the tasks it holds.
@@ -14,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
+use redis::AsyncCommands;
 use refcache_core::{CacheKey, RefId, TaskInfo};
 use tokio::sync::watch;
 
@@ -193,26 +198,49 @@ async fn listen_until_dropped(inner: Weak<Inner>, client: redis::Client, channel
 }
 
 impl Inner {
-    /// One event: followers first, then the runner and the near cache.
+    /// One event, taken as a hint (#15 §4: anyone who can write to the Redis can publish): followers are told to
+    /// look, and the runner and the near cache act only on what the record (and the value's owner) in Redis say.
+    /// A forged or malformed event costs a read and changes nothing.
     async fn on_event(self: &Arc<Self>, event: Raw<'_>) {
         let ref_id = &event.ref_id;
         if event.kind == "drop" {
+            // Followers read the record themselves (`None`); a forged drop finds it still there.
             self.hub.deliver(ref_id, None);
-            self.stop_held(ref_id);
-            if let Some(key) = CacheKey::from_hex(event.rest) {
-                self.near.invalidate_if_ref(&key, ref_id).await;
+            self.verify_held(ref_id);
+            if let Some(key) = CacheKey::from_hex(event.rest)
+                && self
+                    .near
+                    .get(&key)
+                    .await
+                    .is_some_and(|v| v.ref_id == *ref_id)
+            {
+                self.verify_near_drop(&key, ref_id).await;
             }
             return;
         }
         if self.hub.follows(ref_id) {
             match serde_json::from_str::<TaskInfo>(event.rest) {
-                // `None` makes the follower read the record itself.
-                Ok(info) => self.hub.deliver(ref_id, Some(info)),
-                Err(_) => self.hub.deliver(ref_id, None),
+                // A record's claim is only passed on when it names the same task; a waiter reads the record
+                // itself before it believes a terminal status, and a watcher before it passes any on.
+                Ok(info) if info.ref_id == *ref_id => self.hub.deliver(ref_id, Some(info)),
+                _ => self.hub.deliver(ref_id, None),
             }
         }
         if matches!(event.kind, "complete" | "failed" | "cancelled") {
-            self.stop_held(ref_id);
+            self.verify_held(ref_id);
+        }
+    }
+
+    /// Drops the near cache's copy of `key` only when Redis says the value is no longer `ref_id`'s.
+    async fn verify_near_drop(&self, key: &CacheKey, ref_id: &RefId) {
+        let mut conn = self.conn();
+        let owner: Result<Option<String>, _> = conn.hget(self.keys.value(key), "ref").await;
+        match owner {
+            Ok(Some(owner)) if owner == ref_id.as_str() => {
+                tracing::debug!(%ref_id, "refcache: a drop event for a value that is still there was ignored");
+            }
+            // Gone, or another ref's now; on an error, dropping a local copy loses nothing (it is read again).
+            _ => self.near.invalidate_if_ref(key, ref_id).await,
         }
     }
 }

@@ -44,6 +44,10 @@ impl Keys {
         format!("{}:task:{ref_id}", self.prefix)
     }
 
+    pub(crate) fn value(&self, key: &refcache_core::CacheKey) -> String {
+        format!("{}:value:{}", self.prefix, key.to_hex())
+    }
+
     pub(crate) fn session(&self, id: &str) -> String {
         format!("{}:session:{id}", self.prefix)
     }

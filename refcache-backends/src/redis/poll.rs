@@ -22,6 +22,27 @@ impl Inner {
             .transpose()
     }
 
+    /// The task's record with its queue position, without its value; `None` when unknown (or complete with its
+    /// value gone: one lifetime).
+    pub(super) async fn record(&self, ref_id: &RefId) -> Result<Option<TaskInfo>, BackendError> {
+        let mut conn = self.conn();
+        let found: Option<(String, Option<usize>)> = self
+            .scripts
+            .record
+            .arg(self.keys.prefix())
+            .arg(ref_id.as_str())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        let Some((info, rank)) = found else {
+            return Ok(None);
+        };
+        let mut info: TaskInfo =
+            serde_json::from_str(&info).map_err(|e| self.corrupt("task record", e))?;
+        info.queue_position = rank.map(|r| r + 1);
+        Ok(Some(info))
+    }
+
     pub(super) async fn get(&self, ref_id: &RefId) -> Result<Option<TaskSnapshot>, BackendError> {
         let mut conn = self.conn();
         let found: Option<(String, Option<String>, Option<usize>)> = self
@@ -127,14 +148,11 @@ impl RedisTaskBackend {
                         }
                     }
                 }
-                let latest = follower.rx().borrow_and_update().clone();
-                let info = match latest {
-                    Some(info) => info,
-                    None => match inner.get(&ref_id).await {
-                        Ok(Some(s)) => s.info,
-                        Ok(None) => return,
-                        Err(_) => continue,
-                    },
+                // An event is a hint (anyone can publish one): what a watcher sees comes from the record.
+                let info = match inner.record(&ref_id).await {
+                    Ok(Some(info)) => info,
+                    Ok(None) => return,
+                    Err(_) => continue,
                 };
                 let done = info.status.is_terminal();
                 tx.send_replace(info);

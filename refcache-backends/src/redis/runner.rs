@@ -141,8 +141,9 @@ impl Inner {
         self.released.notify_waiters();
     }
 
-    /// Another process cancelled or deleted the task (or it ended while its event was in flight): a queued one
-    /// leaves the queue, a running one has its token fired.
+    /// The task's record says it was cancelled or deleted (or it ended while its event was in flight): a queued
+    /// one leaves the queue, a running one has its token fired. Call it only on what the record says
+    /// ([`verify_held`](Self::verify_held)), never on an event's word.
     pub(crate) fn stop_held(self: &Arc<Self>, ref_id: &RefId) {
         let msg = {
             let st = lock(&self.run);
@@ -164,24 +165,33 @@ impl Inner {
 
     /// After a reconnect: events may have been missed, so every held task's status is read again.
     pub(crate) fn resync_held(self: &Arc<Self>) {
-        let refs = self.held_refs();
-        if refs.is_empty() {
+        for ref_id in self.held_refs() {
+            self.verify_held(&ref_id);
+        }
+    }
+
+    /// An event said a task held here ended or was deleted: reads its record, and stops it only if the record
+    /// says so (gone, or terminal). A forged event (anyone with access to the Redis can publish) changes nothing.
+    pub(crate) fn verify_held(self: &Arc<Self>, ref_id: &RefId) {
+        if !lock(&self.run).held.contains_key(ref_id) {
             return;
         }
         let inner = self.clone();
+        let ref_id = ref_id.clone();
         tokio::spawn(async move {
-            for ref_id in refs {
-                let mut conn = inner.conn();
-                let status: Result<Option<String>, _> =
-                    conn.hget(inner.keys.task(&ref_id), "status").await;
-                let live = match &status {
-                    Ok(Some(s)) => s == "pending" || s == "processing",
-                    Ok(None) => false,
-                    Err(_) => true,
-                };
-                if !live {
-                    inner.stop_held(&ref_id);
-                }
+            let mut conn = inner.conn();
+            let status: Result<Option<String>, _> =
+                conn.hget(inner.keys.task(&ref_id), "status").await;
+            let live = match &status {
+                Ok(Some(s)) => s == "pending" || s == "processing",
+                Ok(None) => false,
+                // Unreadable now: keep running; a reconnect re-checks, and the lease covers a lost process.
+                Err(_) => true,
+            };
+            if live {
+                tracing::debug!(%ref_id, "refcache: an event that its record does not bear out was ignored");
+            } else {
+                inner.stop_held(&ref_id);
             }
         });
     }

@@ -174,6 +174,22 @@ end
 return {f[2], v, rank}
 ";
 
+/// `record(prefix, ref)` → `{info, queue_rank|nil}`, or nil when unknown (or complete with its value gone): the
+/// record alone, never the value, so that access is decided before a value is read (#15 §4).
+const RECORD: &str = r"
+local p = ARGV[1]
+local ref = ARGV[2]
+local f = redis.call('HMGET', p..':task:'..ref, 'status', 'info', 'key', 'qm')
+if not f[1] then return false end
+local rank = false
+if f[1] == 'complete' then
+  if redis.call('HGET', p..':value:'..f[3], 'ref') ~= ref then return false end
+elseif f[1] == 'pending' then
+  rank = redis.call('ZRANK', p..':pending', f[4])
+end
+return {f[2], rank}
+";
+
 /// `retry(prefix, ref, info, event, workers, priority_hex, spec)`: a failed task becomes pending again under its ref id.
 /// → `{'ok'}` | `{'missing'}` | `{'not', status}` | `{'running', other_ref}`.
 const RETRY: &str = r"
@@ -284,6 +300,7 @@ pub(crate) struct Scripts {
     pub(crate) transition: Script,
     pub(crate) claim: Script,
     pub(crate) get: Script,
+    pub(crate) record: Script,
     pub(crate) lookup: Script,
     pub(crate) infos: Script,
     pub(crate) retry: Script,
@@ -300,6 +317,7 @@ impl Scripts {
             transition: Script::new(TRANSITION),
             claim: Script::new(CLAIM),
             get: Script::new(GET),
+            record: Script::new(RECORD),
             lookup: Script::new(LOOKUP),
             infos: Script::new(INFOS),
             retry: Script::new(RETRY),

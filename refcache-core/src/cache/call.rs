@@ -154,6 +154,7 @@ impl RefCache {
             }
             Submitted::Started(ref_id) => {
                 metrics::count(Event::Submitted, meta.name_arc(), label);
+                self.note_submission();
                 if let Some(place) = place {
                     place.hold_until_done(backend.clone(), ref_id.clone());
                 }

@@ -102,7 +102,10 @@ impl RefCache {
         self.permitted(&ref_id, &Actor::current(), "retry", Permissions::EXECUTE)
             .await?;
         match self.inner.backend.retry(&ref_id).await? {
-            RetryOutcome::Restarted => Ok(ref_id),
+            RetryOutcome::Restarted => {
+                self.note_submission();
+                Ok(ref_id)
+            }
             RetryOutcome::NotFailed(status) => Err(RefCacheError::NotRetryable {
                 ref_id: ref_id.to_string(),
                 status,

@@ -177,7 +177,7 @@ impl Resolver<'_> {
         };
         let readable = permissions.contains(crate::model::access::Permissions::READ);
         let (mut value, size) = match (snapshot.info.status, snapshot.value) {
-            (TaskStatus::Complete, Some(stored)) => (stored.value.clone(), stored.size),
+            (TaskStatus::Complete, Some(stored)) => (stored.value.to_value(), stored.size),
             // Complete, but the value has expired or been evicted since.
             (TaskStatus::Complete, None) => return Err(inaccessible()),
             (TaskStatus::Failed, _) => {

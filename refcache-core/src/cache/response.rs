@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::contract::store::StoredValue;
 use crate::model::error::RefCacheError;
 use crate::model::format::AsyncResponseFormat;
+use crate::model::json_text::JsonText;
 use crate::model::output::OutputChunk;
 use crate::model::preview::Preview;
 use crate::model::record::TaskInfo;
@@ -162,8 +163,9 @@ impl CachedResponse {
         matches!(self, Self::Complete(_))
     }
 
-    /// The whole value, when it is here.
-    pub fn value(&self) -> Option<&Value> {
+    /// The whole value as its JSON text, when it is here. [`JsonText::to_value`] builds a tree of it,
+    /// [`value_as`](Self::value_as) a typed value.
+    pub fn value(&self) -> Option<&JsonText> {
         match self {
             Self::Complete(c) => Some(&c.stored.value),
             _ => None,
@@ -190,7 +192,7 @@ impl CachedResponse {
     pub fn value_as<T: DeserializeOwned>(&self) -> Result<Option<T>, RefCacheError> {
         self.value()
             .map(|v| {
-                T::deserialize(v).map_err(|e| RefCacheError::ValueType {
+                v.value_as::<T>().map_err(|e| RefCacheError::ValueType {
                     ref_id: self.ref_id().to_string(),
                     message: e.to_string(),
                 })
@@ -229,9 +231,15 @@ impl CachedResponse {
         }
     }
 
-    /// The wire JSON.
+    /// The wire JSON as a tree. A complete value's text is parsed into it: for wire text, prefer
+    /// [`to_json_string`](Self::to_json_string), which splices the text in as it is.
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).expect("a response always serializes")
+    }
+
+    /// The wire JSON as compact text, the value's stored text spliced in unchanged (no tree is built).
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string(self).expect("a response always serializes")
     }
 }
 

@@ -94,7 +94,7 @@ pub async fn a_complete_record_lives_as_long_as_its_value(make: Factory) {
         .expect("the record of a live value stays past task_ttl");
     assert_eq!(snapshot.info.status, TaskStatus::Complete);
     assert_eq!(
-        snapshot.value.map(|v| v.value.clone()),
+        snapshot.value.map(|v| v.value.to_value()),
         Some(json!(2)),
         "with its value"
     );

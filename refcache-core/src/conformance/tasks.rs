@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::contract::context::TaskContext;
 use crate::contract::registry::TaskRegistration;
+use crate::model::json_text::JsonText;
 use crate::model::task::TaskError;
 
 pub(super) struct Gate {
@@ -91,7 +92,10 @@ pub(super) fn start_order(ids: &[&str]) -> Vec<String> {
 }
 
 /// Counts an execution, waits for its gate (or its cancellation), returns `value`.
-pub(super) fn gated(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+pub(super) fn gated(
+    args: Value,
+    ctx: TaskContext,
+) -> BoxFuture<'static, Result<JsonText, TaskError>> {
     Box::pin(async move {
         let id = arg_str(&args, "gate");
         gate(&id).executions.fetch_add(1, Ordering::SeqCst);
@@ -100,13 +104,16 @@ pub(super) fn gated(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<
             .unwrap_or_else(PoisonError::into_inner)
             .push(id.clone());
         tokio::select! {
-            () = wait_open(&id) => Ok(args.get("value").cloned().unwrap_or(Value::Null)),
+            () = wait_open(&id) => Ok(JsonText::from(args.get("value").unwrap_or(&Value::Null))),
             () = ctx.cancelled() => Err(TaskError::new("stopped on cancel")),
         }
     })
 }
 
-pub(super) fn fail(args: Value, _ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+pub(super) fn fail(
+    args: Value,
+    _ctx: TaskContext,
+) -> BoxFuture<'static, Result<JsonText, TaskError>> {
     Box::pin(async move {
         let id = arg_str(&args, "gate");
         gate(&id).executions.fetch_add(1, Ordering::SeqCst);
@@ -123,7 +130,7 @@ pub(super) fn fail(args: Value, _ctx: TaskContext) -> BoxFuture<'static, Result<
 pub(super) fn flaky(
     args: Value,
     _ctx: TaskContext,
-) -> BoxFuture<'static, Result<Value, TaskError>> {
+) -> BoxFuture<'static, Result<JsonText, TaskError>> {
     Box::pin(async move {
         let id = arg_str(&args, "gate");
         let n = gate(&id).executions.fetch_add(1, Ordering::SeqCst) + 1;
@@ -131,7 +138,7 @@ pub(super) fn flaky(
         if u64::from(n) <= fail {
             Err(TaskError::new(format!("transient {n}")))
         } else {
-            Ok(json!("ok"))
+            Ok(JsonText::from(json!("ok")))
         }
     })
 }
@@ -139,7 +146,7 @@ pub(super) fn flaky(
 pub(super) fn panics(
     args: Value,
     _ctx: TaskContext,
-) -> BoxFuture<'static, Result<Value, TaskError>> {
+) -> BoxFuture<'static, Result<JsonText, TaskError>> {
     Box::pin(async move { panic!("{}", arg_str(&args, "message")) })
 }
 
@@ -147,13 +154,13 @@ pub(super) fn panics(
 pub(super) fn progress(
     args: Value,
     ctx: TaskContext,
-) -> BoxFuture<'static, Result<Value, TaskError>> {
+) -> BoxFuture<'static, Result<JsonText, TaskError>> {
     Box::pin(async move {
         let id = arg_str(&args, "gate");
         gate(&id).executions.fetch_add(1, Ordering::SeqCst);
         let _ = ctx.progress(1.0, Some(2.0), "halfway");
         wait_open(&id).await;
-        Ok(json!("done"))
+        Ok(JsonText::from(json!("done")))
     })
 }
 
@@ -161,12 +168,12 @@ pub(super) fn progress(
 pub(super) fn stubborn(
     args: Value,
     _ctx: TaskContext,
-) -> BoxFuture<'static, Result<Value, TaskError>> {
+) -> BoxFuture<'static, Result<JsonText, TaskError>> {
     Box::pin(async move {
         let id = arg_str(&args, "gate");
         gate(&id).executions.fetch_add(1, Ordering::SeqCst);
         wait_open(&id).await;
-        Ok(json!("late"))
+        Ok(JsonText::from(json!("late")))
     })
 }
 
@@ -186,7 +193,10 @@ inventory::submit!(TaskRegistration::new(|| ASK, ask));
 
 /// Asks `message` with `schema` (default: a required boolean `confirm`) and `timeout_ms` (default: none), then
 /// returns `{"answer": <the answer>}`.
-pub(super) fn ask(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+pub(super) fn ask(
+    args: Value,
+    ctx: TaskContext,
+) -> BoxFuture<'static, Result<JsonText, TaskError>> {
     Box::pin(async move {
         let schema = args.get("schema").cloned().unwrap_or_else(|| {
             json!({"type": "object", "properties": {"confirm": {"type": "boolean"}}, "required": ["confirm"]})
@@ -196,6 +206,6 @@ pub(super) fn ask(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<Va
             .and_then(Value::as_u64)
             .map(std::time::Duration::from_millis);
         let answer = ctx.ask(arg_str(&args, "message"), schema, timeout).await?;
-        Ok(json!({ "answer": answer }))
+        Ok(JsonText::from(&json!({ "answer": answer })))
     })
 }

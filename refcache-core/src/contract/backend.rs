@@ -146,6 +146,14 @@ pub struct BackendStats {
     pub cancellations: u64,
     /// Tasks that hit their execution timeout.
     pub timeouts: u64,
+    /// Bytes the finished task records hold, as `max_record_bytes` weighs them (`0` from a backend that does not
+    /// count them).
+    #[serde(default)]
+    pub record_bytes: u64,
+    /// Bytes the value store holds, as `max_capacity_bytes` weighs them (JSON text plus a fixed cost per value;
+    /// `0` from a backend that does not count them).
+    #[serde(default)]
+    pub value_bytes: u64,
 }
 
 /// Where tasks run and where their state and values live.

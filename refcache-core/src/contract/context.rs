@@ -13,16 +13,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::actor::Actor;
 use crate::model::input::{InputRequest, InputSchema, InputSchemaError};
+use crate::model::json_text::JsonText;
 use crate::model::output::OutputStream;
 use crate::model::ref_id::RefId;
 use crate::model::task::{RetryInfo, TaskError, TaskProgress, Timestamp};
 
-/// A task's body: arguments as JSON in, value as JSON out.
+/// A task's body: arguments as JSON in, the value's compact JSON text out (serialized once, where the task
+/// returns; `JsonText::from(json!(..))` makes one in a hand-written job).
 ///
 /// The `#[cached]` macro builds one per function from the same code it registers for remote workers, so local and
 /// remote execution share one path. It is `Fn`, not `FnOnce`, so that a retry can run it again.
-pub type LocalJob =
-    Arc<dyn Fn(Value, TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> + Send + Sync>;
+pub type LocalJob = Arc<
+    dyn Fn(Value, TaskContext) -> BoxFuture<'static, Result<JsonText, TaskError>> + Send + Sync,
+>;
 
 /// How a running task's record changes. Implemented by each backend's task record; [`run_task`](crate::run_task) calls it.
 pub trait TaskHooks: Send + Sync {

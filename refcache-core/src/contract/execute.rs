@@ -18,6 +18,7 @@ use crate::contract::context::{LocalJob, TaskContext, TaskHooks};
 use crate::contract::metrics::{self, Event, GaugeGuard};
 use crate::contract::spec::TaskSpec;
 use crate::model::actor::Actor;
+use crate::model::json_text::JsonText;
 use crate::model::task::{RetryInfo, TaskError, Timestamp};
 
 /// Limits on one execution.
@@ -45,7 +46,7 @@ impl RunLimits {
 #[non_exhaustive]
 pub enum Ending {
     /// The function returned (after any retries): its last result.
-    Finished(Result<Value, TaskError>),
+    Finished(Result<JsonText, TaskError>),
     /// The task was cancelled; it was stopped (or given up on after the grace period).
     Cancelled,
     /// The execution timeout passed; the task was failed through [`TaskHooks::timed_out`] and stopped.
@@ -160,7 +161,7 @@ async fn attempts(
     spec: &TaskSpec,
     hooks: Arc<dyn TaskHooks>,
     cancel: CancellationToken,
-) -> Result<Value, TaskError> {
+) -> Result<JsonText, TaskError> {
     let max_retries = spec.options.max_retries;
     let mut attempt = 1u32;
     loop {
@@ -196,7 +197,7 @@ async fn attempts(
 /// Runs one attempt of `job`, turning a panic into a failure (`panicked: <message>`).
 ///
 /// The attempt runs as the context's actor ([`TaskContext::actor`]): within it, [`Actor::current`] is the caller.
-pub async fn run(job: &LocalJob, args: Value, ctx: TaskContext) -> Result<Value, TaskError> {
+pub async fn run(job: &LocalJob, args: Value, ctx: TaskContext) -> Result<JsonText, TaskError> {
     let actor = ctx.actor().cloned();
     let attempt = AssertUnwindSafe(job(args, ctx)).catch_unwind();
     let outcome = match actor {
@@ -210,9 +211,9 @@ pub async fn run(job: &LocalJob, args: Value, ctx: TaskContext) -> Result<Value,
 }
 
 /// [`run_blocking`] as `actor` (the actor of the task's context): the body's thread is scoped to it.
-pub async fn run_blocking_as<F>(actor: Option<Actor>, body: F) -> Result<Value, TaskError>
+pub async fn run_blocking_as<F>(actor: Option<Actor>, body: F) -> Result<JsonText, TaskError>
 where
-    F: FnOnce() -> Result<Value, TaskError> + Send + 'static,
+    F: FnOnce() -> Result<JsonText, TaskError> + Send + 'static,
 {
     match actor {
         Some(actor) => run_blocking(move || actor.sync_scope(body)).await,
@@ -223,9 +224,9 @@ where
 /// Runs a synchronous body on tokio's blocking pool, turning a panic into a failure.
 ///
 /// A blocking body cannot be aborted: cancelling it only marks the task, and the thread runs to the end.
-pub async fn run_blocking<F>(body: F) -> Result<Value, TaskError>
+pub async fn run_blocking<F>(body: F) -> Result<JsonText, TaskError>
 where
-    F: FnOnce() -> Result<Value, TaskError> + Send + 'static,
+    F: FnOnce() -> Result<JsonText, TaskError> + Send + 'static,
 {
     match tokio::task::spawn_blocking(body).await {
         Ok(result) => result,

@@ -12,6 +12,7 @@ use crate::contract::context::{LocalJob, TaskContext};
 use crate::contract::spec::TaskOptions;
 use crate::model::access::{AccessPolicy, Permissions, PolicyError};
 use crate::model::format::AsyncResponseFormat;
+use crate::model::json_text::JsonText;
 use crate::model::key::KeyPrefix;
 use crate::model::namespace::{NamespaceError, NamespaceTemplate};
 use crate::model::schema::ExpectedSchema;
@@ -212,8 +213,8 @@ pub fn meta(name: &str) -> Option<&'static TaskMeta> {
         .copied()
 }
 
-/// The signature of a registered task: JSON arguments in, JSON value out.
-pub type TaskFn = fn(Value, TaskContext) -> BoxFuture<'static, Result<Value, TaskError>>;
+/// The signature of a registered task: JSON arguments in, the value's JSON text out.
+pub type TaskFn = fn(Value, TaskContext) -> BoxFuture<'static, Result<JsonText, TaskError>>;
 
 /// A task registered at link time, so that a worker process that links the crate can run it by name.
 ///

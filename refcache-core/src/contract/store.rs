@@ -4,9 +4,9 @@ use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::model::access::AccessPolicy;
+use crate::model::json_text::JsonText;
 use crate::model::key::CacheKey;
 use crate::model::preview::{Preview, PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
 use crate::model::ref_id::RefId;
@@ -14,8 +14,8 @@ use crate::model::task::Timestamp;
 
 /// A finished value and what is known about it.
 ///
-/// Stored once and shared as `Arc<StoredValue>`: a hit clones the `Arc`, never the JSON tree. It is turned into
-/// wire JSON only at the edge.
+/// Stored once and shared as `Arc<StoredValue>`: a hit clones the `Arc`. The value is its compact JSON text
+/// ([`JsonText`]), so its `size` is what memory holds; wire JSON splices the text in as it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct StoredValue {
@@ -27,9 +27,9 @@ pub struct StoredValue {
     pub task_name: Arc<str>,
     /// Its namespace.
     pub namespace: Arc<str>,
-    /// The value.
-    pub value: Value,
-    /// Length of the value's JSON text, in bytes.
+    /// The value, as its compact JSON text.
+    pub value: JsonText,
+    /// Length of the value's JSON text, in bytes (what it weighs in the store).
     pub size: usize,
     /// Number of items when the value is an array or object.
     pub total_items: Option<usize>,
@@ -123,15 +123,11 @@ impl StoredValue {
         key: CacheKey,
         task_name: impl Into<Arc<str>>,
         namespace: impl Into<Arc<str>>,
-        value: Value,
+        value: JsonText,
         ttl: Duration,
     ) -> Self {
-        let size = json_len(&value);
-        let total_items = match &value {
-            Value::Array(a) => Some(a.len()),
-            Value::Object(o) => Some(o.len()),
-            _ => None,
-        };
+        let size = value.len();
+        let total_items = value.total_items();
         Self {
             ref_id,
             key,
@@ -154,7 +150,7 @@ impl StoredValue {
 
     /// The value produced by the task `spec`: its reference, key, name and namespace, its access policy and
     /// session, and its preview settings.
-    pub fn of_task(spec: &crate::contract::spec::TaskSpec, value: Value, ttl: Duration) -> Self {
+    pub fn of_task(spec: &crate::contract::spec::TaskSpec, value: JsonText, ttl: Duration) -> Self {
         let mut stored = Self::new(
             spec.ref_id.clone(),
             spec.key,
@@ -189,7 +185,7 @@ impl StoredValue {
             SizeMeasure::Tokens(TokenEncoding::Cl100kBase) => 1,
             SizeMeasure::Tokens(TokenEncoding::O200kBase) => 2,
         };
-        *self.measured.0[slot].get_or_init(|| measure.of(&self.value))
+        *self.measured.0[slot].get_or_init(|| measure.of_text(self.value.as_str()))
     }
 
     /// The preview of it by `previewer` and `strategy` (page `page`), made once and remembered until another one
@@ -221,9 +217,14 @@ impl StoredValue {
         ) {
             return hit;
         }
-        // Made outside the lock: it may take milliseconds, and concurrent hits may make it twice, harmlessly.
-        let made =
-            previewer.preview_sized(&self.value, self.measure(previewer.measure), strategy, page);
+        // Made outside the lock: it may take milliseconds, and concurrent hits may make it twice, harmlessly. The
+        // tree is parsed for this preview alone and dropped with it: the store holds only the text.
+        let made = previewer.preview_sized(
+            &self.value.to_value(),
+            self.measure(previewer.measure),
+            strategy,
+            page,
+        );
         *self
             .preview
             .0
@@ -276,23 +277,6 @@ impl StoredValue {
     pub fn is_revoked(&self) -> bool {
         self.revoked.0.load(std::sync::atomic::Ordering::Acquire)
     }
-}
-
-/// The length of `value`'s compact JSON text, counted without building the text.
-pub(crate) fn json_len(value: &Value) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    serde_json::to_writer(&mut counter, value).expect("a Value always serializes");
-    counter.0
 }
 
 mod secs {

@@ -81,14 +81,7 @@ impl Owner {
             actor
         };
         match self {
-            Self::Principal(principal) => {
-                let session = format!("mcp:{}", principal.pattern_name());
-                let mut actor = principal.clone();
-                if !actor.is_system() {
-                    actor.kind = kind;
-                }
-                actor.with_session(session)
-            }
+            Self::Principal(principal) => principal.as_principal(kind),
             Self::Session(id) => anonymous().with_session(format!("mcp-session:{id}")),
             Self::Connection(id) => anonymous().with_session(format!("mcp-connection:{id}")),
             Self::Anonymous => anonymous(),

@@ -67,6 +67,7 @@ impl MemoryTaskBackend {
         let history = History::new(
             config.task_ttl,
             usize::try_from(config.max_task_records).unwrap_or(usize::MAX),
+            config.max_record_bytes,
         );
         let state = State {
             accepting: true,
@@ -502,7 +503,11 @@ impl TaskBackend for MemoryTaskBackend {
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<BackendStats, BackendError>> {
-        Box::pin(async move { Ok(self.inner.stats()) })
+        Box::pin(async move {
+            let mut stats = self.inner.stats();
+            stats.value_bytes = self.inner.store.usage().await.1;
+            Ok(stats)
+        })
     }
 
     fn shutdown(&self, deadline: Duration) -> BoxFuture<'_, Result<(), BackendError>> {
@@ -594,6 +599,7 @@ impl Inner {
             let st = lock(&self.state);
             stats.running = st.sched.running() as u64;
             stats.queued = st.sched.queued() as u64;
+            stats.record_bytes = st.history.bytes();
         }
         let c = &self.counters;
         stats.capacity = self.config.max_workers as u64;

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// The default bound on the bytes of finished task records: 64 MiB, a quarter of the value store's default, and 64
+/// failed calls at the default argument limit (1 MiB).
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Settings of a [`MemoryTaskBackend`](crate::MemoryTaskBackend).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -16,6 +20,10 @@ pub struct MemoryBackendConfig {
     pub task_ttl: Duration,
     /// At most this many finished task records are kept (oldest evicted first).
     pub max_task_records: u64,
+    /// At most this many bytes of finished task records are kept (oldest evicted first, as for the count): what a
+    /// record holds that grows with input (a failed task's arguments, kept to re-run it; its error and retry
+    /// history) plus 512 bytes each. A record heavier than the bound alone is kept until the next one comes.
+    pub max_record_bytes: u64,
     /// Capacity of the value store in bytes.
     pub max_capacity_bytes: u64,
     /// How long a cancelled async task may run on before it is aborted.
@@ -32,6 +40,7 @@ impl Default for MemoryBackendConfig {
             default_ttl: Duration::from_secs(3600),
             task_ttl: Duration::from_secs(24 * 3600),
             max_task_records: 100_000,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             max_capacity_bytes: 256 * 1024 * 1024,
             cancel_grace: Duration::from_secs(5),
             default_execution_timeout: None,

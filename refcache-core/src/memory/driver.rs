@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
+use crate::model::json_text::JsonText;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
 use super::active::{Active, COMPLETING, DONE, PENDING, RUNNING, TaskOwner, lock};
 use super::config::MemoryBackendConfig;
-use super::history::{DroppedValue, History, Rerun, unindex};
+use super::history::{DroppedValue, History, Rerun, record_weight, unindex};
 use crate::contract::context::TaskHooks;
 use crate::contract::execute::{self, Ending, RunLimits};
 use crate::contract::scheduler::Scheduler;
@@ -106,6 +106,12 @@ impl Inner {
     /// Moves a task out of the active set, in one step: its record into the history, its slot back to the pool.
     pub(super) fn retire(self: &Arc<Self>, active: &Arc<Active>) {
         let info = active.info.borrow().clone();
+        // Weighed before the lock: a failed task keeps its arguments (to re-run it), and counting 1 MiB of them
+        // must not hold up every other call.
+        let weight = record_weight(
+            &info,
+            (info.status == TaskStatus::Failed).then_some(&active.spec.args),
+        );
         let mut dropped = Vec::new();
         let (started, shutting_down) = {
             let mut guard = lock(&self.state);
@@ -126,7 +132,7 @@ impl Inner {
                 let output = active.output.get().cloned();
                 dropped = st
                     .history
-                    .insert(info, key, rerun, value, output, &mut st.index);
+                    .insert(info, key, rerun, value, output, weight, &mut st.index);
             }
             st.sched.remove(ref_id);
             st.active.remove(ref_id);
@@ -181,7 +187,7 @@ impl Inner {
     pub(super) async fn complete(
         self: &Arc<Self>,
         active: &Arc<Active>,
-        result: Option<Result<Value, TaskError>>,
+        result: Option<Result<JsonText, TaskError>>,
     ) {
         match result {
             Some(Ok(value)) if active.cas(RUNNING, COMPLETING) => {
@@ -275,7 +281,7 @@ pub(super) async fn drive(inner: Arc<Inner>, active: Arc<Active>) {
 pub(super) async fn execute(
     inner: &Inner,
     active: &Arc<Active>,
-) -> Option<Result<Value, TaskError>> {
+) -> Option<Result<JsonText, TaskError>> {
     let spec = &active.spec;
     let job = match execute::job_for(spec, active.job.as_ref()) {
         Ok(job) => job,

@@ -140,6 +140,20 @@ impl Actor {
         )
     }
 
+    /// The actor an authenticated principal acts as, on every surface that serves it (MCP requests, the web
+    /// page): its id and attributes as `kind` (a system principal stays the system), in the session
+    /// `mcp:<kind>:<id>` of the principal as the auth layer named it (`mcp:user:alice`). One principal is so one
+    /// owner everywhere: its tasks are bound to that session (`#[cached]` keys, polls, lists), and a call made
+    /// from the page and one made over MCP with the same arguments are one execution.
+    pub fn as_principal(&self, kind: ActorKind) -> Actor {
+        let session = format!("mcp:{}", self.pattern_name());
+        let mut actor = self.clone();
+        if !actor.is_system() {
+            actor.kind = kind;
+        }
+        actor.with_session(session)
+    }
+
     /// Runs `fut` as this actor: every `#[cached]` call, poll and admin operation inside it is made by it.
     /// Task-local: it follows `fut` across threads and does not leak to other tasks.
     pub async fn scope<F: Future>(self, fut: F) -> F::Output {

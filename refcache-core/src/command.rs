@@ -1,0 +1,55 @@
+//! Commands (feature `command`): a ready job that runs an allowlisted program and streams its output.
+//!
+//! A [`CommandSpec`] (program, arguments, working directory, environment, stdin, time limit) is the key of
+//! [`run_command`], so identical commands are single-flight like any cached call, wherever they come from: an MCP
+//! tool and a web form that both call [`run_command`] with the same spec join one execution.
+//!
+//! - The program must be on the allowlist of the [`Commands`] installed in the process
+//!   ([`Commands::install`]); shells and launchers (`sh`, `bash`, `env`, `xargs`, ...) are refused unless the
+//!   server calls [`Commands::enable_shell`]. There is no shell in between: the arguments go to the program as
+//!   they are.
+//! - The child's environment is cleared: it gets `PATH`, `HOME`, `LANG`, `LC_ALL` and `TZ` from the server (when
+//!   set), and the spec's variables that [`Commands::allow_env`] names.
+//! - stdout and stderr stream into the task's output log ([`TaskContext::output`]) as the child writes them.
+//! - The result ([`CommandOutcome`]) holds the exit, the duration and the output's tail; a non-zero exit or a
+//!   signal fails the task with the code and the tail ([`CommandError`]).
+//! - A cancel, an `execution_timeout`, the spec's own time limit, a session's end or a shutdown sends SIGTERM to
+//!   the whole process group, waits [`Commands::grace`], then sends SIGKILL. When the command ends on its own,
+//!   whatever it left running in its group is stopped the same way.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use refcache_core::command::{CommandSpec, Commands, run_command};
+//!
+//! Commands::new().allow(["echo", "seq"]).install()?;
+//! let response = run_command(CommandSpec::new("seq", ["1", "3"])).await?;
+//! # Ok(()) }
+//! ```
+
+mod commands;
+mod error;
+mod process;
+mod spec;
+
+pub use commands::{Commands, DEFAULT_GRACE, DEFAULT_TAIL_BYTES, SHELLS};
+pub use error::CommandError;
+pub use spec::{CommandOutcome, CommandSpec, Exit};
+
+use crate::contract::context::TaskContext;
+use crate::model::task::TaskError;
+
+/// The name [`run_command`]'s tasks carry: workers that install the same [`Commands`] run them by it.
+pub const TASK_NAME: &str = "refcache.command";
+
+/// Runs `spec` with the [`Commands`] installed in this process, on the process-wide default cache: the one
+/// cached function that every surface (an MCP tool, a web form, a script) calls, so that the same spec is one
+/// execution. It waits up to 2 s for the result, then answers a processing reference; poll it, or follow its
+/// output with [`RefCache::follow_output`](crate::RefCache::follow_output).
+///
+/// The task fails (never an `Err` of the call) when commands are not installed, the program is not allowed, not
+/// found or not executable, or the command exits with a non-zero code or a signal.
+#[crate::cached(crate = "crate", name = "refcache.command", async_timeout = 2.0)]
+pub async fn run_command(spec: CommandSpec, ctx: TaskContext) -> Result<CommandOutcome, TaskError> {
+    let commands = Commands::installed().map_err(TaskError::from)?;
+    commands.run(&spec, &ctx).await.map_err(TaskError::from)
+}

@@ -1,0 +1,641 @@
+//! The live task page in a real browser (issue 18 §4): Debian's chromium, driven through chromedriver over plain
+//! WebDriver HTTP. The tests fail, never skip, when either is missing (`apt-get install chromium chromium-driver`).
+//!
+//! Each test starts its own chromedriver (`--port=0`, in a process group of its own that a guard kills, browsers
+//! included) and its own browser profile, and serves the page on a free loopback port. Every wait is for an event
+//! on the page, bounded at 10 s.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use refcache::web::{CommandRunner, WebRefCache};
+use refcache::{Actor, ActorKind, CachedResponse, RefCache, RefCacheError, TaskContext, cached};
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+
+#[path = "support/gates.rs"]
+mod gates;
+use gates::{gate, open};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/lib/chromium/chromium";
+const PATIENCE: Duration = Duration::from_secs(10);
+
+static CACHE: LazyLock<RefCache> = LazyLock::new(RefCache::new);
+/// Runs of `fake_command`, by its first argument (tests run side by side).
+static RUNS: LazyLock<std::sync::Mutex<std::collections::HashMap<String, u32>>> =
+    LazyLock::new(Default::default);
+
+fn runs(label: &str) -> u32 {
+    RUNS.lock().unwrap().get(label).copied().unwrap_or(0)
+}
+
+/// Prints `lines` lines, waits at its gate, prints `bye` and ends.
+#[cached(async_timeout = 0.05, cache = CACHE)]
+async fn printer(label: String, lines: u32, ctx: TaskContext) -> Result<u32, String> {
+    for i in 0..lines {
+        ctx.stdout(&format!("{label} line {i}\n"));
+    }
+    gate(&label).notified().await;
+    ctx.stdout("bye\n");
+    Ok(lines)
+}
+
+/// `n` items `{id, name}`: a large value, previewed and paged.
+#[cached(async_timeout = 5.0, cache = CACHE)]
+async fn items(n: u64) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"id": i, "name": format!("item-{i}")}))
+        .collect()
+}
+
+/// The test's command: counts its runs, prints a first line, waits at the gate named by its first argument (or
+/// its cancel), prints a last line.
+#[cached(async_timeout = 0.05, cache = CACHE)]
+async fn fake_command(
+    command: String,
+    args: Vec<String>,
+    ctx: TaskContext,
+) -> Result<String, String> {
+    let label = args.first().cloned().unwrap_or_default();
+    *RUNS.lock().unwrap().entry(label.clone()).or_default() += 1;
+    ctx.stdout(&format!("started {command} {}\n", args.join(" ")));
+    let gate = gate(&label);
+    tokio::select! {
+        () = gate.notified() => {}
+        () = ctx.cancelled() => return Err("cancelled".into()),
+    }
+    ctx.stdout("finished\n");
+    Ok(command)
+}
+
+struct Runner;
+
+impl CommandRunner for Runner {
+    fn allowed(&self) -> Vec<String> {
+        vec!["seq".into()]
+    }
+
+    fn run(
+        &self,
+        command: String,
+        args: Vec<String>,
+    ) -> BoxFuture<'static, Result<CachedResponse, RefCacheError>> {
+        Box::pin(fake_command(command, args))
+    }
+}
+
+async fn serve() -> String {
+    let web = WebRefCache::new(CACHE.clone())
+        .with_token("token-a", Actor::user("alice"))
+        .with_token("token-b", Actor::user("bob"))
+        .with_commands(Arc::new(Runner));
+    let app: axum::Router = refcache::web::router(web);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn agent(user: &str) -> Actor {
+    Actor::user(user).as_principal(ActorKind::Agent)
+}
+
+/// chromedriver in its own process group: killed with every browser it started when dropped.
+struct Driver {
+    pgid: i32,
+    url: String,
+    _dir: TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn driver() -> Driver {
+    for binary in [CHROMEDRIVER, CHROMIUM] {
+        assert!(
+            Path::new(binary).exists(),
+            "{binary} is missing: install Debian's browser and driver with \
+             `apt-get update && apt-get install -y chromium chromium-driver` (.ci/run does)"
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("refcache-web-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = tokio::process::Command::new(CHROMEDRIVER)
+        .args(["--port=0", "--log-level=WARNING"])
+        // Crash reports go under XDG_CONFIG_HOME, whatever the profile says.
+        .env("XDG_CONFIG_HOME", &dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start chromedriver");
+    let pgid = i32::try_from(child.id().unwrap()).unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                return rest.trim_end_matches('.').trim().to_owned();
+            }
+        }
+        panic!("chromedriver exited before it said its port");
+    })
+    .await
+    .expect("chromedriver starts within 10 s");
+    tokio::spawn(async move {
+        while let Ok(Some(_)) = lines.next_line().await {}
+        drop(child);
+    });
+    Driver {
+        pgid,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: TempDir(dir),
+    }
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// One browser session over WebDriver.
+struct Browser {
+    http: reqwest::Client,
+    session: String,
+    _profile: TempDir,
+}
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    async fn open(driver: &Driver) -> Self {
+        let profile = std::env::temp_dir().join(format!("refcache-web-profile-{}", uuid_like()));
+        let http = reqwest::Client::new();
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+                    "--window-size=1280,900",
+                    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        }}});
+        let answer: Value = http
+            .post(format!("{}/session", driver.url))
+            .json(&capabilities)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = answer["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {answer}"))
+            .to_owned();
+        Self {
+            http,
+            session: format!("{}/session/{session}", driver.url),
+            _profile: TempDir(profile),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let mut request = self.http.request(method, format!("{}{path}", self.session));
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let answer: Value = request.send().await.unwrap().json().await.unwrap();
+        if answer["value"].get("error").is_some() {
+            panic!("WebDriver {path}: {answer}");
+        }
+        answer["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", json!({ "url": url }))
+            .await;
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+        .await
+    }
+
+    /// Waits until `script` returns something truthy (checked every 50 ms, for 10 s); answers it.
+    async fn wait(&self, what: &str, script: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let value = self.js(script).await;
+            let truthy = !matches!(value, Value::Null | Value::Bool(false))
+                && value != json!("")
+                && value != json!(0);
+            if truthy {
+                return value;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "waited 10 s for {what}; the page shows: {}",
+                self.js("return document.body.innerText").await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        found[ELEMENT].as_str().unwrap().to_owned()
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.element(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            json!({}),
+        )
+        .await;
+    }
+
+    async fn type_in(&self, css: &str, text: &str) {
+        let id = self.element(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            json!({ "text": text }),
+        )
+        .await;
+    }
+
+    /// Signs in with `token` through the login form (the cookie it sets carries every later request).
+    async fn sign_in(&self, base: &str, token: &str) {
+        self.goto(&format!("{base}/login")).await;
+        self.type_in("#token", token).await;
+        self.click("#sign-in").await;
+        self.wait(
+            "the task list",
+            "return document.getElementById('list') !== null",
+        )
+        .await;
+    }
+
+    /// Waits until the page's event stream is open.
+    async fn live(&self) {
+        self.wait(
+            "the event stream to open",
+            "const s = document.querySelector('[data-live]'); return s && s.dataset.live !== 'closed'",
+        )
+        .await;
+    }
+
+    async fn screenshot(&self, path: &Path) {
+        let png = self
+            .call(reqwest::Method::GET, "/screenshot", Value::Null)
+            .await;
+        let bytes = base64_decode(png.as_str().unwrap());
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    async fn close(self) {
+        let _ = self.http.delete(&self.session).send().await;
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let clean: Vec<u8> = text.bytes().filter(|c| *c != b'=' && *c != b'\n').collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for group in clean.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in group.iter().enumerate() {
+            n |= u32::from(value(*c)) << (18 - 6 * i);
+        }
+        out.extend_from_slice(&n.to_be_bytes()[1..group.len()]);
+    }
+    out
+}
+
+fn docs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_started_over_mcp_appears_on_its_owners_page_within_a_second_and_not_on_anothers() {
+    let base = serve().await;
+    let driver = driver().await;
+    let alice = Browser::open(&driver).await;
+    let bob = Browser::open(&driver).await;
+    alice.sign_in(&base, "token-a").await;
+    bob.sign_in(&base, "token-b").await;
+    alice.live().await;
+    bob.live().await;
+    let started = Instant::now();
+    let task = agent("alice")
+        .scope(printer("browser-mcp".into(), 2))
+        .await
+        .unwrap();
+    let id = task.ref_id().to_string();
+    let row = format!("tr[data-ref='{id}']");
+    alice
+        .wait(
+            "alice's new task on her page",
+            &format!("return document.querySelector(\"{row}\") !== null"),
+        )
+        .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let status = alice
+        .js(&format!(
+            "return document.querySelector(\"{row} .status\").textContent"
+        ))
+        .await;
+    assert_eq!(status, "processing");
+    // Bob's page is live too, and gets his own task, but never alice's.
+    let bobs = agent("bob")
+        .scope(printer("browser-mcp-bob".into(), 1))
+        .await
+        .unwrap();
+    bob.wait(
+        "bob's own task on his page",
+        &format!(
+            "return document.querySelector(\"tr[data-ref='{}']\") !== null",
+            bobs.ref_id()
+        ),
+    )
+    .await;
+    assert_eq!(
+        bob.js(&format!(
+            "return document.querySelector(\"{row}\") === null && !document.body.innerHTML.includes('{id}')"
+        ))
+        .await,
+        true
+    );
+    // The list's screenshot, with a finished task and a running one.
+    let _ = agent("alice").scope(items(500)).await.unwrap();
+    alice
+        .wait(
+            "the finished list task",
+            "return [...document.querySelectorAll('tr.task')].some(r => r.dataset.status === 'complete')",
+        )
+        .await;
+    alice.screenshot(&docs().join("web-list.png")).await;
+    open("browser-mcp");
+    open("browser-mcp-bob");
+    alice
+        .wait(
+            "the task to complete on the page",
+            &format!("return document.querySelector(\"{row}\").dataset.status === 'complete'"),
+        )
+        .await;
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_opened_after_a_disconnect_catches_up_on_the_output() {
+    let base = serve().await;
+    let driver = driver().await;
+    let browser = Browser::open(&driver).await;
+    browser.sign_in(&base, "token-a").await;
+    let task = agent("alice")
+        .scope(printer("browser-reconnect".into(), 3))
+        .await
+        .unwrap();
+    let id = task.ref_id().to_string();
+    browser.goto(&format!("{base}/tasks/{id}")).await;
+    browser.live().await;
+    browser
+        .wait(
+            "the first lines",
+            "return document.getElementById('output').textContent.includes('line 2')",
+        )
+        .await;
+    // The browser goes away; the task goes on and ends.
+    browser.goto("about:blank").await;
+    open("browser-reconnect");
+    let done = CACHE.clone();
+    let id2 = id.clone();
+    agent("alice")
+        .scope(async move {
+            for _ in 0..200 {
+                if done.get_cached_result(&id2).await.unwrap().is_complete() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("the task did not end");
+        })
+        .await;
+    browser.goto(&format!("{base}/tasks/{id}")).await;
+    let text = browser
+        .wait(
+            "the whole output after reopening",
+            "const t = document.getElementById('output').textContent; return t.includes('bye') && t",
+        )
+        .await;
+    assert_eq!(
+        text,
+        "browser-reconnect line 0\nbrowser-reconnect line 1\nbrowser-reconnect line 2\nbye\n"
+    );
+    browser
+        .wait(
+            "the result",
+            "return !document.getElementById('result').hidden && document.getElementById('value').textContent",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return document.getElementById('value').textContent")
+            .await,
+        "3"
+    );
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_result_pages_in_the_page_as_in_get_cached_result() {
+    let base = serve().await;
+    let driver = driver().await;
+    let browser = Browser::open(&driver).await;
+    browser.sign_in(&base, "token-a").await;
+    let done = agent("alice").scope(items(1000)).await.unwrap();
+    let id = done.ref_id().to_string();
+    assert!(
+        !done.is_complete(),
+        "1000 items are larger than max_size: a preview"
+    );
+    browser.goto(&format!("{base}/tasks/{id}")).await;
+    browser
+        .wait(
+            "the preview",
+            "return document.getElementById('value').textContent",
+        )
+        .await;
+    // Page 2 in the page: the same items get_cached_result answers for page 2.
+    let second = agent("alice")
+        .scope(CACHE.get_cached_result_with(&id, &refcache::GetOptions::default().page(2)))
+        .await
+        .unwrap();
+    let expected = second.to_json();
+    assert_eq!(expected["page"], 2, "{expected}");
+    // A sampled preview offers to page through the items; then the page has page buttons.
+    browser.click("#pages button[data-page='1']").await;
+    browser
+        .wait(
+            "the pages",
+            "return document.querySelector(\"#pages button[data-page='2']\")",
+        )
+        .await;
+    let first_page = agent("alice")
+        .scope(CACHE.get_cached_result_with(&id, &refcache::GetOptions::default().page(1)))
+        .await
+        .unwrap()
+        .to_json();
+    browser.click("#pages button[data-page='2']").await;
+    let shown = browser
+        .wait(
+            "page 2",
+            "return document.querySelector('#pages .current') && document.querySelector('#pages .current').textContent === '2' && document.getElementById('value').textContent",
+        )
+        .await;
+    let shown: Value = serde_json::from_str(shown.as_str().unwrap()).unwrap();
+    assert_eq!(shown, expected["preview"]);
+    assert_ne!(shown, first_page["preview"]);
+    let note = browser
+        .js("return document.getElementById('result-note').textContent")
+        .await;
+    assert_eq!(note, expected["message"]);
+    browser
+        .screenshot(&docs().join("web-task-result.png"))
+        .await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_from_the_page_shows_its_first_lines_before_it_ends_and_joins_the_mcp_call() {
+    let base = serve().await;
+    let driver = driver().await;
+    let browser = Browser::open(&driver).await;
+    browser.sign_in(&base, "token-a").await;
+    browser.type_in("#args", "browser-cmd\n7").await;
+    browser.click("#run-button").await;
+    let first = browser
+        .wait(
+            "the command's first line",
+            "const o = document.getElementById('output'); return o && o.textContent.includes('started') && o.textContent",
+        )
+        .await;
+    assert_eq!(first, "started seq browser-cmd 7\n");
+    let id = browser
+        .js("return document.getElementById('task').dataset.ref")
+        .await;
+    let id = id.as_str().unwrap().to_owned();
+    assert_eq!(
+        browser
+            .js("return document.getElementById('status').textContent")
+            .await,
+        "processing",
+        "the first line shows before the command ends"
+    );
+    // The same command over MCP joins the page's execution.
+    let joined = agent("alice")
+        .scope(fake_command(
+            "seq".into(),
+            vec!["browser-cmd".into(), "7".into()],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(joined.ref_id().as_str(), id);
+    browser.screenshot(&docs().join("web-task.png")).await;
+    open("browser-cmd");
+    browser
+        .wait(
+            "the command's end",
+            "return document.getElementById('output').textContent.includes('finished') && document.getElementById('status').textContent === 'complete'",
+        )
+        .await;
+    assert_eq!(runs("browser-cmd"), 1, "one execution");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_started_from_the_page_is_cancelled_from_it() {
+    let base = serve().await;
+    let driver = driver().await;
+    let browser = Browser::open(&driver).await;
+    browser.sign_in(&base, "token-a").await;
+    browser.type_in("#args", "browser-cancel").await;
+    browser.click("#run-button").await;
+    browser
+        .wait(
+            "the command's first line",
+            "const o = document.getElementById('output'); return o && o.textContent.includes('started')",
+        )
+        .await;
+    browser.live().await;
+    browser.click("#cancel").await;
+    browser
+        .wait(
+            "the cancelled status",
+            "return document.getElementById('status').textContent === 'cancelled'",
+        )
+        .await;
+    let id = browser
+        .js("return document.getElementById('task').dataset.ref")
+        .await;
+    let status = agent("alice")
+        .scope(CACHE.get_cached_result(id.as_str().unwrap()))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, refcache::TaskStatus::Cancelled);
+    browser.close().await;
+}
