@@ -1301,11 +1301,16 @@ impl TaskBackend for PostgresTaskBackend {
     fn get_record<'a>(
         &'a self,
         ref_id: &'a RefId,
-    ) -> BoxFuture<'a, Result<Option<TaskInfo>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
         Box::pin(async move {
             self.inner.ensure_started();
             self.inner.ready().await?;
-            Ok(self.inner.get_with(ref_id, false).await?.map(|s| s.info))
+            // The record alone (`false`: the value is not read): access is decided before any value is.
+            Ok(self
+                .inner
+                .get_with(ref_id, false)
+                .await?
+                .map(|s| TaskSnapshot::new(s.info, None)))
         })
     }
 

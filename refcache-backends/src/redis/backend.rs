@@ -341,10 +341,15 @@ impl TaskBackend for RedisTaskBackend {
     fn get_record<'a>(
         &'a self,
         ref_id: &'a RefId,
-    ) -> BoxFuture<'a, Result<Option<TaskInfo>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
         Box::pin(async move {
             self.inner.ensure_started();
-            self.inner.record(ref_id).await
+            // The record alone: the value is read only once access is decided (#15 §4).
+            Ok(self
+                .inner
+                .record(ref_id)
+                .await?
+                .map(|info| TaskSnapshot::new(info, None)))
         })
     }
 

@@ -184,18 +184,20 @@ impl RefCache {
         // Access is decided on the record alone; the value is read only for an actor who may see it, so that a
         // foreign id answers as fast as an unknown one (#15 §4).
         let backend = &self.inner.backend;
-        let info = backend
+        let record = backend
             .get_record(ref_id)
             .await?
             .ok_or(RefCacheError::NotFound)?;
-        let permissions = info.permissions_for(actor);
+        let permissions = record.info.permissions_for(actor);
         if !permissions.can_see() {
             return Err(RefCacheError::NotFound);
         }
-        let snapshot = if info.status == TaskStatus::Complete {
+        // The in-process backend hands the value out with the record (one lookup); a remote one is asked for it
+        // now that access is decided.
+        let snapshot = if record.info.status == TaskStatus::Complete && record.value.is_none() {
             backend.get(ref_id).await?.ok_or(RefCacheError::NotFound)?
         } else {
-            TaskSnapshot::new(info, None)
+            record
         };
         Ok((snapshot, permissions))
     }

@@ -196,15 +196,17 @@ pub trait TaskBackend: Send + Sync + 'static {
         ref_id: &'a RefId,
     ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>>;
 
-    /// The task's record alone, without its value; `None` as for [`get`](Self::get). The front door decides
-    /// access on it before any value is read (#15 §4: a poll of another owner's id costs what a poll of an unknown
-    /// id costs). The default answers `get`'s record, which is right when reading the value costs nothing extra
-    /// (the in-process backend); a remote backend answers without reading the value.
+    /// The task's record, with its value only when reading the value costs nothing extra; `None` as for
+    /// [`get`](Self::get). The front door decides access on the record before any value is read (#15 §4: a poll
+    /// of another owner's id costs what a poll of an unknown id costs), and fetches the value with `get` only when
+    /// this answered a complete record without it. The default answers `get`, which is right for the in-process
+    /// backend (its value is an `Arc` on the record, so one lookup serves both); a remote backend answers the
+    /// record alone, without reading the value.
     fn get_record<'a>(
         &'a self,
         ref_id: &'a RefId,
-    ) -> BoxFuture<'a, Result<Option<TaskInfo>, BackendError>> {
-        Box::pin(async move { Ok(self.get(ref_id).await?.map(|s| s.info)) })
+    ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
+        self.get(ref_id)
     }
 
     /// Waits until the task is terminal or `deadline` passes (`None`: no deadline), then answers as `get`.
