@@ -354,7 +354,7 @@ async fn big_list_previews_and_pages() {
             .unwrap()
             .starts_with("Returns `n` items")
     );
-    assert_eq!(tools.len(), 10, "six demo tools and four ready-made ones");
+    assert_eq!(tools.len(), 12, "seven demo tools and five ready-made ones");
     let first = ok(&call(&client, "big_list", json!({"n": 500})).await);
     assert_eq!(first["is_complete"], false, "a preview: {first}");
     assert_eq!(first["total_items"], 500);
@@ -727,7 +727,9 @@ async fn http_poll_cycle_and_legacy_session_ownership() {
     assert!(error_text(&too_many).contains("invalid limit 101: list_tasks answers 1 to 100"));
     let bad = call(&one, "list_tasks", json!({"status": "done"})).await;
     assert!(
-        error_text(&bad).contains("expected pending, processing, complete, failed or cancelled")
+        error_text(&bad).contains(
+            "expected pending, processing, input_required, complete, failed or cancelled"
+        )
     );
     one.cancel().await.unwrap();
     other.cancel().await.unwrap();

@@ -58,7 +58,7 @@ pub(super) fn list_filter(fields: &Fields) -> Result<TaskFilter, WebError> {
             WebError::bad(
                 "status",
                 format!(
-                    "`{}`: expected pending, processing, complete, failed or cancelled",
+                    "`{}`: expected pending, processing, input_required, complete, failed or cancelled",
                     crate::model::excerpt::excerpt(status, 40)
                 ),
             )

@@ -40,6 +40,7 @@ pub(super) fn parse_status(text: &str) -> Option<TaskStatus> {
     Some(match text {
         "pending" => TaskStatus::Pending,
         "processing" => TaskStatus::Processing,
+        "input_required" => TaskStatus::InputRequired,
         "complete" => TaskStatus::Complete,
         "failed" => TaskStatus::Failed,
         "cancelled" => TaskStatus::Cancelled,
