@@ -305,7 +305,7 @@ fn list_tasks<S: RefCacheServer>(ctx: ToolCallContext<'_, S>) -> ToolFuture<'_> 
             }
             let mut filter = TaskFilter::all().limit(limit);
             if let Some(status) = &args.status {
-                match parse_status(status) {
+                match TaskStatus::from_name(status) {
                     Some(status) => filter = filter.status(status),
                     None => {
                         return error_text(format!(
@@ -325,18 +325,6 @@ fn list_tasks<S: RefCacheServer>(ctx: ToolCallContext<'_, S>) -> ToolFuture<'_> 
                 Err(e) => error_result(&e),
             }
         })
-    })
-}
-
-fn parse_status(text: &str) -> Option<TaskStatus> {
-    Some(match text {
-        "pending" => TaskStatus::Pending,
-        "processing" => TaskStatus::Processing,
-        "input_required" => TaskStatus::InputRequired,
-        "complete" => TaskStatus::Complete,
-        "failed" => TaskStatus::Failed,
-        "cancelled" => TaskStatus::Cancelled,
-        _ => return None,
     })
 }
 

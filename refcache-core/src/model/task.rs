@@ -48,6 +48,19 @@ impl TaskStatus {
             Self::Cancelled => "cancelled",
         }
     }
+
+    /// The status whose wire name ([`as_str`](Self::as_str)) is `name`, or `None`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "pending" => Self::Pending,
+            "processing" => Self::Processing,
+            "input_required" => Self::InputRequired,
+            "complete" => Self::Complete,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for TaskStatus {

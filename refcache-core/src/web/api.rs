@@ -11,13 +11,14 @@ use super::auth::Caller;
 use super::error::WebError;
 use super::fields::{Fields, MAX_FIELD_BYTES, MAX_FIELDS_BYTES};
 use super::state::WebRefCache;
-use super::summary::{parse_status, summary};
+use super::summary::summary;
 use crate::cache::poll::GetOptions;
 use crate::cache::response::CachedResponse;
 use crate::contract::backend::CancelOutcome;
 use crate::contract::list::TaskFilter;
 use crate::model::error::RefCacheError;
 use crate::model::format::AsyncResponseFormat;
+use crate::model::task::TaskStatus;
 
 /// The most tasks one list answers.
 pub(super) const MAX_LIST_LIMIT: usize = 100;
@@ -54,7 +55,7 @@ pub(super) fn list_filter(fields: &Fields) -> Result<TaskFilter, WebError> {
     }
     let mut filter = TaskFilter::all().limit(limit);
     if let Some(status) = fields.text("status") {
-        let status = parse_status(status).ok_or_else(|| {
+        let status = TaskStatus::from_name(status).ok_or_else(|| {
             WebError::bad(
                 "status",
                 format!(

@@ -3,7 +3,6 @@
 use serde_json::{Value, json};
 
 use crate::model::record::TaskInfo;
-use crate::model::task::TaskStatus;
 
 /// `{ref_id, name, task_name, status, message, progress, percentage, eta_seconds, created_at, started_at,
 /// finished_at, error, error_code, remediation, can_retry}`.
@@ -33,17 +32,4 @@ pub(super) fn summary(info: &TaskInfo) -> Value {
 /// The function's name from a task name (`my_server::Server::slow_square` → `slow_square`).
 pub(super) fn short_name(task_name: &str) -> &str {
     task_name.rsplit("::").next().unwrap_or(task_name)
-}
-
-/// `pending`, ... from text; `None` for anything else.
-pub(super) fn parse_status(text: &str) -> Option<TaskStatus> {
-    Some(match text {
-        "pending" => TaskStatus::Pending,
-        "processing" => TaskStatus::Processing,
-        "input_required" => TaskStatus::InputRequired,
-        "complete" => TaskStatus::Complete,
-        "failed" => TaskStatus::Failed,
-        "cancelled" => TaskStatus::Cancelled,
-        _ => return None,
-    })
 }
