@@ -11,7 +11,7 @@
 //! ```
 //!
 //! One file per group of behaviours: `lifecycle.rs`, `lifetime.rs`, `failures.rs`, `progress.rs`, `cancel.rs`, `queue.rs`,
-//! `records.rs` and `input.rs`; `fixture.rs` is how a backend enters the suite, `tasks.rs` the suite's registered tasks and their
+//! `records.rs`, `input.rs` and `output.rs`; `fixture.rs` is how a backend enters the suite, `tasks.rs` the suite's registered tasks and their
 //! gates, `support.rs` what the tests share. An edge (feature `test-utils`): it drives a backend through the
 //! contract alone.
 
@@ -21,6 +21,7 @@ mod fixture;
 mod input;
 mod lifecycle;
 mod lifetime;
+mod output;
 mod progress;
 mod queue;
 mod records;
@@ -40,6 +41,9 @@ pub use lifecycle::{
 pub use lifetime::{
     a_complete_record_lives_as_long_as_its_value, an_expired_value_takes_its_record,
     cleanup_drops_the_value_with_its_record,
+};
+pub use output::{
+    output_cap_drops_the_oldest, output_goes_with_its_record, output_streams_while_running,
 };
 pub use progress::{progress_is_visible, watch_follows_progress};
 pub use queue::{
@@ -71,6 +75,12 @@ macro_rules! backend_conformance {
     (input: $make:path) => {
         $crate::backend_conformance!(@tests $make;
             input_round_trip, input_cancel_while_waiting, input_time_limit_and_bad_schema);
+    };
+    // The output group (`output.rs`): for a backend that keeps task output (`TaskBackend::read_output`). The memory
+    // backend runs it; Redis and Postgres answer `Unsupported` for now.
+    (output: $make:path) => {
+        $crate::backend_conformance!(@tests $make;
+            output_streams_while_running, output_cap_drops_the_oldest, output_goes_with_its_record);
     };
     (@tests $make:path; $($name:ident),*) => {
         $(

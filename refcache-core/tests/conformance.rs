@@ -23,3 +23,8 @@ mod input {
     use super::make;
     refcache_core::backend_conformance!(input: make);
 }
+
+mod output {
+    use super::make;
+    refcache_core::backend_conformance!(output: make);
+}

@@ -77,6 +77,8 @@ pub(super) const FLAKY: &str = "refcache.conformance.flaky";
 
 pub(super) const ASK: &str = "refcache.conformance.ask";
 
+pub(super) const OUTPUT: &str = "refcache.conformance.output";
+
 pub(super) fn starts() -> &'static Mutex<Vec<String>> {
     static STARTS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
     STARTS.get_or_init(Default::default)
@@ -190,6 +192,35 @@ inventory::submit!(TaskRegistration::new(|| STUBBORN, stubborn));
 inventory::submit!(TaskRegistration::new(|| FLAKY, flaky));
 
 inventory::submit!(TaskRegistration::new(|| ASK, ask));
+
+inventory::submit!(TaskRegistration::new(|| OUTPUT, output));
+
+/// Writes `lines` lines (`line 1\n`, ...) to stdout and one line to stderr from a blocking thread (none with
+/// `quiet`), waits for its gate, then writes `after the gate\n` (unless `quiet`) and returns `"done"`.
+pub(super) fn output(
+    args: Value,
+    ctx: TaskContext,
+) -> BoxFuture<'static, Result<JsonText, TaskError>> {
+    Box::pin(async move {
+        let id = arg_str(&args, "gate");
+        gate(&id).executions.fetch_add(1, Ordering::SeqCst);
+        let quiet = args.get("quiet").and_then(Value::as_bool).unwrap_or(false);
+        for i in 1..=args.get("lines").and_then(Value::as_u64).unwrap_or(0) {
+            ctx.stdout(&format!("line {i}\n"));
+        }
+        if !quiet {
+            let blocking = ctx.clone();
+            tokio::task::spawn_blocking(move || blocking.stderr("from a blocking thread\n"))
+                .await
+                .expect("the blocking write");
+        }
+        wait_open(&id).await;
+        if !quiet {
+            ctx.stdout("after the gate\n");
+        }
+        Ok(JsonText::from(json!("done")))
+    })
+}
 
 /// Asks `message` with `schema` (default: a required boolean `confirm`) and `timeout_ms` (default: none), then
 /// returns `{"answer": <the answer>}`.
