@@ -1069,12 +1069,18 @@ impl Inner {
         let mut stats = BackendStats::default();
         for row in self.query(&self.sql.by_status, &[]).await? {
             if let Some(status) = parse_status(row.get(0)) {
-                let n: i64 = row.get(1);
+                let (n, bytes): (i64, i64) = (row.get(1), row.get(2));
                 stats
                     .by_status
                     .insert(status, u64::try_from(n).unwrap_or(0));
+                stats.record_bytes += u64::try_from(bytes).unwrap_or(0);
             }
         }
+        stats.value_bytes = self
+            .query(&self.sql.value_bytes, &[])
+            .await?
+            .first()
+            .map_or(0, |r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0));
         let counters: HashMap<String, i64> = self
             .query(&self.sql.counters, &[])
             .await?

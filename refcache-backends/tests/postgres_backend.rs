@@ -1021,3 +1021,54 @@ async fn a_replica_answers_what_a_worker_asks_once() {
         })
     ));
 }
+
+/// Issue 15 §2 on Postgres: `stats()` reports what finished records and values weigh, and `max_record_bytes`
+/// bounds the records: past it the upkeep drops those that would expire first, with their values, and the newest
+/// still poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_bytes_are_reported_and_bounded() {
+    let schema = fresh_schema("record_bytes");
+    // Each record weighs about 6 kB (its 5 kB argument is in its spec); the bound keeps about three.
+    let bound = 20_000;
+    let config = shared_config(&schema).await.max_record_bytes(bound);
+    let b = PostgresTaskBackend::new(config).unwrap();
+    let pad = "x".repeat(5_000);
+    let mut refs = Vec::new();
+    for i in 0..10 {
+        let id = uuid::Uuid::new_v4().to_string();
+        open(&id);
+        let (ref_id, _) = run_to_end(
+            &b,
+            json!({"gate": id, "pad": pad, "value": i}),
+            Duration::from_secs(600),
+        )
+        .await;
+        refs.push(ref_id);
+        if i == 0 {
+            let stats = b.stats().await.unwrap();
+            assert!(
+                (5_000..8_000).contains(&stats.record_bytes),
+                "one record of about 6 kB: {stats:?}"
+            );
+            assert!(stats.value_bytes > 0, "{stats:?}");
+        }
+    }
+    // The upkeep runs every lease / 3 (1 s here).
+    until("the records within max_record_bytes", async || {
+        b.stats().await.unwrap().record_bytes <= bound
+    })
+    .await;
+    let stats = b.stats().await.unwrap();
+    assert!(stats.record_bytes > bound / 2, "{stats:?}");
+    let newest = b
+        .get(refs.last().unwrap())
+        .await
+        .unwrap()
+        .expect("the newest stays");
+    assert_eq!(newest.info.status, TaskStatus::Complete);
+    assert_eq!(newest.value.unwrap().value, json!(9));
+    assert!(
+        b.get(&refs[0]).await.unwrap().is_none(),
+        "the oldest went, value and all"
+    );
+}

@@ -153,6 +153,9 @@ pub(crate) struct Sql {
     pub(crate) notify: String,
     pub(crate) list: String,
     pub(crate) by_status: String,
+    pub(crate) value_bytes: String,
+    pub(crate) record_bytes: String,
+    pub(crate) evict_records: String,
     pub(crate) counters: String,
     pub(crate) gauge: String,
     pub(crate) gauges: String,
@@ -172,6 +175,10 @@ pub(crate) struct Sql {
 /// The statuses of a task in flight (the single-flight index's and the lease index's predicate).
 const IN_FLIGHT: &str = "('pending', 'processing', 'input_required')";
 
+/// What a finished record `t` weighs against `max_record_bytes`: a fixed cost, its record's JSON (error, retry
+/// history, messages) and its spec (the arguments).
+const WEIGHT: &str = "(512 + octet_length(t.info) + octet_length(t.spec))";
+
 /// A pending task's place in the queue (1-based), as a column of a query over `tasks t`.
 const QUEUE_POSITION: &str = "CASE WHEN t.status = 'pending' THEN (
         SELECT count(*) + 1 FROM {s}.tasks q
@@ -189,6 +196,7 @@ impl Sql {
         let sub = |text: &str| {
             text.replace("{queue_position}", QUEUE_POSITION)
                 .replace("{in_flight}", IN_FLIGHT)
+                .replace("{weight}", WEIGHT)
                 .replace("{live}", LIVE)
                 .replace("{s}", &s)
         };
@@ -340,7 +348,28 @@ impl Sql {
                   AND ($5::text IS NULL OR t.namespace = $5)
                   AND ($6::bigint IS NULL OR t.created_ms <= $6)
                 ORDER BY t.created_ms DESC LIMIT $7"),
-            by_status: sub("SELECT t.status, count(*) FROM {s}.tasks t WHERE {live} GROUP BY t.status"),
+            // Per status: how many, and what the finished ones weigh against max_record_bytes.
+            by_status: sub("SELECT t.status, count(*),
+                    coalesce(sum(CASE WHEN t.finished_at IS NOT NULL THEN {weight} END), 0)::bigint
+                FROM {s}.tasks t WHERE {live} GROUP BY t.status"),
+            // What the live values weigh (their JSON text and the rest; `octet_length` reads a stored text's
+            // size from its header, without fetching it).
+            value_bytes: sub("SELECT coalesce(sum(octet_length(value) + octet_length(meta)), 0)::bigint
+                FROM {s}.task_values WHERE expires_at > now()"),
+            record_bytes: sub("SELECT coalesce(sum({weight}), 0)::bigint FROM {s}.tasks t
+                WHERE t.finished_at IS NOT NULL"),
+            // $1 max_record_bytes, $2 channel: the finished records beyond the bound, counted from the one that
+            // would expire last, go (never that one), with their values and output.
+            evict_records: sub("WITH w AS (
+                    SELECT t.ref_id,
+                        sum({weight}) OVER (ORDER BY t.expires_at DESC, t.seq DESC) AS kept,
+                        row_number() OVER (ORDER BY t.expires_at DESC, t.seq DESC) AS n
+                    FROM {s}.tasks t WHERE t.finished_at IS NOT NULL),
+                d AS (
+                    DELETE FROM {s}.tasks t USING w
+                    WHERE t.ref_id = w.ref_id AND w.kept > $1::bigint AND w.n > 1 AND t.finished_at IS NOT NULL
+                    RETURNING t.ref_id, t.cache_key)
+                SELECT ref_id, cache_key, pg_notify($2, ref_id || ' drop ' || cache_key)::text FROM d"),
             counters: sub("SELECT name, sum(n)::bigint FROM {s}.counters GROUP BY name"),
             // $1 consumer, $2 running, $3 capacity.
             gauge: sub("INSERT INTO {s}.processes (consumer, running, capacity, seen_at) VALUES ($1, $2, $3, now())
