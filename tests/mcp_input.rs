@@ -9,109 +9,29 @@
 
 use std::time::Duration;
 
-use refcache::mcp::rmcp::handler::server::router::tool::ToolRouter;
-use refcache::mcp::rmcp::handler::server::wrapper::Parameters;
+use refcache::RefCache;
+use refcache::mcp::McpRefCache;
 use refcache::mcp::rmcp::model::{
-    CallToolResponse, CancelTaskParams, GetTaskParams, GetTaskResult, InputRequest, ServerConfig,
-    TaskPayload, TaskStatus as McpStatus, UpdateTaskParams,
+    CallToolResponse, GetTaskParams, GetTaskResult, InputRequest, TaskPayload,
+    TaskStatus as McpStatus, UpdateTaskParams,
 };
-use refcache::mcp::rmcp::service::RequestContext;
-use refcache::mcp::rmcp::{
-    self, ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router,
-};
-use refcache::mcp::{McpRefCache, RefCacheServer};
-use refcache::{RefCache, TaskContext, TaskError, cached};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 #[path = "support/tool_results.rs"]
 mod tool_results;
 use tool_results::text;
 
+#[path = "support/asking_server.rs"]
+mod asking_server;
+use asking_server::Server;
+
 #[path = "support/mcp_pipe.rs"]
 mod mcp_pipe;
 use mcp_pipe::{Client, call, call_once, get_task, get_task_until, rpc_error, structured};
 
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-struct Count {
-    count: u32,
-}
-
-#[derive(Clone)]
-struct Server {
-    tool_router: ToolRouter<Self>,
-    refcache: McpRefCache,
-}
-
-#[tool_router]
-impl Server {
-    /// Asks for a confirmation, then answers how many records it would delete.
-    #[cached(async_timeout = 0.1)]
-    #[tool]
-    async fn delete_records(
-        &self,
-        Parameters(args): Parameters<Count>,
-        ctx: TaskContext,
-    ) -> Result<Value, TaskError> {
-        let schema = json!({
-            "type": "object",
-            "properties": {"confirm": {"type": "boolean"}},
-            "required": ["confirm"],
-        });
-        let answer = ctx
-            .ask(format!("Delete {} records?", args.count), schema, None)
-            .await?;
-        let deleted = if answer["confirm"] == true {
-            args.count
-        } else {
-            0
-        };
-        Ok(json!({ "deleted": deleted }))
-    }
-}
-
-impl RefCacheServer for Server {
-    fn refcache(&self) -> &McpRefCache {
-        &self.refcache
-    }
-}
-
-#[tool_handler(router = self.tool_router)]
-impl ServerHandler for Server {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(refcache::mcp::server_capabilities())
-    }
-    async fn get_task(
-        &self,
-        request: GetTaskParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<GetTaskResult, ErrorData> {
-        refcache::mcp::get_task(self, request, context).await
-    }
-    async fn cancel_task(
-        &self,
-        request: CancelTaskParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<(), ErrorData> {
-        refcache::mcp::cancel_task(self, request, context).await
-    }
-    async fn update_task(
-        &self,
-        request: UpdateTaskParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<(), ErrorData> {
-        refcache::mcp::update_task(self, request, context).await
-    }
-}
-
 /// A connection to a server on `cache` (each connection is an owner of its own).
 async fn connect_to(cache: &RefCache, tasks: bool) -> Client {
-    let server = Server {
-        tool_router: Server::tool_router() + refcache::mcp::tool_router::<Server>(),
-        refcache: McpRefCache::new(cache.clone()),
-    };
-    mcp_pipe::connect(server, tasks).await
+    mcp_pipe::connect(Server::new(McpRefCache::new(cache.clone())), tasks).await
 }
 
 fn cache() -> RefCache {
