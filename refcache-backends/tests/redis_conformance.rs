@@ -38,6 +38,7 @@ mod local {
     }
 
     refcache_core::backend_conformance!(make);
+    refcache_core::backend_conformance!(output: make);
 }
 
 mod workers {
@@ -53,4 +54,5 @@ mod workers {
     }
 
     refcache_core::backend_conformance!(make);
+    refcache_core::backend_conformance!(output: make);
 }

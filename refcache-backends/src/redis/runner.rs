@@ -401,7 +401,12 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
         _ => return,
     }
     tracing::debug!(%ref_id, task = %spec.task_name, "task started");
-    let hooks = Hooks::start(inner.clone(), ref_id.clone(), info);
+    let hooks = Hooks::start(
+        inner.clone(),
+        ref_id.clone(),
+        info,
+        spec.options.output_cap(),
+    );
     let ending = match job_for(spec, job.as_ref()) {
         Ok(job) => {
             let timeout = spec
@@ -451,10 +456,13 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
 
 /// A running task's record, mirrored here and written through to Redis: progress and retry notes by a writer
 /// task that sends only the latest state (a task reporting progress in a tight loop costs Redis one write per
-/// round trip, not one per report).
+/// round trip, not one per report), and output by the same writer, each batch of what was queued since the last
+/// one in one append to the task's log (`output.rs`).
 struct Hooks {
     inner: Arc<Inner>,
     ref_id: RefId,
+    /// The output log's byte cap (the spec's `output_cap()`).
+    output_cap: usize,
     state: Mutex<HookState>,
     wake: Notify,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -466,19 +474,27 @@ struct HookState {
     partial: Option<Value>,
     dirty: bool,
     counters: Vec<&'static str>,
+    /// Output written and not yet shipped: at most twice the cap (then cut back to the cap's newest bytes).
+    output: Vec<u8>,
+    /// Bytes dropped from `output` since the last batch shipped (the queue outgrew the cap, or a batch was lost
+    /// to an outage): readers are told of them as `dropped`.
+    output_skipped: u64,
     stop: bool,
 }
 
 impl Hooks {
-    fn start(inner: Arc<Inner>, ref_id: RefId, info: TaskInfo) -> Arc<Self> {
+    fn start(inner: Arc<Inner>, ref_id: RefId, info: TaskInfo, output_cap: usize) -> Arc<Self> {
         let hooks = Arc::new(Self {
             inner,
             ref_id,
+            output_cap: output_cap.max(1),
             state: Mutex::new(HookState {
                 info,
                 partial: None,
                 dirty: false,
                 counters: Vec::new(),
+                output: Vec::new(),
+                output_skipped: 0,
                 stop: false,
             }),
             wake: Notify::new(),
@@ -518,17 +534,34 @@ impl Hooks {
 
 async fn write_changes(h: Arc<Hooks>) {
     loop {
-        let (info, counters, stop) = {
+        let (info, counters, output, skipped, stop) = {
             let mut s = lock(&h.state);
             let info = std::mem::take(&mut s.dirty).then(|| s.info.clone());
-            (info, std::mem::take(&mut s.counters), s.stop)
+            (
+                info,
+                std::mem::take(&mut s.counters),
+                std::mem::take(&mut s.output),
+                std::mem::take(&mut s.output_skipped),
+                s.stop,
+            )
         };
-        if info.is_none() && counters.is_empty() && !stop {
+        if info.is_none() && counters.is_empty() && output.is_empty() && skipped == 0 && !stop {
             // `notify_one` keeps a permit: a change made since the state was taken wakes this at once.
             h.wake.notified().await;
             continue;
         }
         let inner = &h.inner;
+        // The output first, so that the status line it brings is readable in the log once the record shows it.
+        if !output.is_empty() || skipped > 0 {
+            let shipped = inner
+                .append_output(&h.ref_id, &output, skipped, h.output_cap)
+                .await;
+            if let Err(err) = shipped {
+                // Lost to an outage: counted, so that readers are told the bytes were dropped.
+                tracing::warn!(ref_id = %h.ref_id, %err, bytes = output.len(), "task output could not be stored");
+                lock(&h.state).output_skipped += skipped + output.len() as u64;
+            }
+        }
         if let Some(info) = info
             && info.status == TaskStatus::Processing
         {
@@ -593,9 +626,25 @@ impl TaskHooks for Hooks {
     }
 
     fn write_output(&self, stream: &refcache_core::OutputStream, text: &str) {
-        // Not kept yet on this backend: `read_output` answers `BackendError::Unsupported`, so no reader is told
-        // the output is empty.
-        let _ = (stream, text);
+        // One log for every stream, in the order written (as on the memory backend). A copy under a std mutex and
+        // a wake-up: no I/O here, so a blocking thread may write.
+        let _ = stream;
+        let line = refcache_core::status_line(text).map(str::to_owned);
+        let cap = self.output_cap;
+        self.change(|s| {
+            s.output.extend_from_slice(text.as_bytes());
+            if s.output.len() > 2 * cap {
+                let over = s.output.len() - cap;
+                s.output.drain(..over);
+                s.output_skipped += over as u64;
+            }
+            if let Some(line) = line
+                && s.info.status == TaskStatus::Processing
+            {
+                s.info.output_line = Some(line);
+                s.dirty = true;
+            }
+        });
     }
     fn backend_name(&self) -> &'static str {
         "redis"

@@ -102,6 +102,8 @@ if to == 'complete' or to == 'failed' or to == 'cancelled' then
   local ikey = p..':inflight:'..f[2]
   if redis.call('GET', ikey) == ref then redis.call('DEL', ikey) end
   redis.call('PEXPIRE', t, ARGV[7])
+  -- The output log lives and dies with its record.
+  redis.call('PEXPIRE', p..':out:'..ref, ARGV[7])
   redis.call('ZADD', p..':finished', ARGV[8], ref)
   redis.call('ZREM', p..':leases', ref)
   if f[5] and f[5] ~= '' then
@@ -247,6 +249,7 @@ local qm = ARGV[6]..string.format('%016x', seq)..':'..ref
 redis.call('HSET', t, 'status', 'pending', 'info', ARGV[3], 'qm', qm, 'deliveries', 0)
 redis.call('HDEL', t, 'owner')
 redis.call('PERSIST', t)
+redis.call('PERSIST', p..':out:'..ref)
 redis.call('SET', ikey, ref)
 redis.call('ZADD', p..':pending', 0, qm)
 redis.call('ZREM', p..':finished', ref)
@@ -271,7 +274,7 @@ local ikey = p..':inflight:'..f[2]
 if redis.call('GET', ikey) == ref then redis.call('DEL', ikey) end
 local vkey = p..':value:'..f[2]
 if redis.call('HGET', vkey, 'ref') == ref then redis.call('DEL', vkey) end
-redis.call('DEL', t)
+redis.call('DEL', t, p..':out:'..ref)
 if f[3] then redis.call('ZREM', p..':pending', f[3]) end
 redis.call('ZREM', p..':index', ref)
 redis.call('ZREM', p..':finished', ref)
@@ -292,6 +295,7 @@ for _, ref in ipairs(refs) do
   local t = p..':task:'..ref
   local f = redis.call('HMGET', t, 'session', 'key')
   if redis.call('DEL', t) == 1 then
+    redis.call('DEL', p..':out:'..ref)
     if f[2] then
       local vkey = p..':value:'..f[2]
       if redis.call('HGET', vkey, 'ref') == ref then redis.call('DEL', vkey) end
@@ -331,6 +335,74 @@ redis.call('XDEL', ARGV[1]..':queue', ARGV[2])
 return 1
 ";
 
+/// `output_append(prefix, ref, text, skipped, cap, event)`: appends a batch of a task's output to its log
+/// `P:out:<ref>` (a string: `APPEND`, never a read-modify-write of the record). `skipped` bytes came before `text`
+/// and were dropped by the writer (its queue overflowed the cap): then nothing older stays. The record's `obase`
+/// is the offset of the string's first byte and `ocap` the cap; readers see the newest `ocap` bytes, and the string
+/// is cut back to them once it holds twice the cap (so an append costs `O(text)` amortized). The log takes its
+/// record's TTL. Nothing is written for a record that is gone (deleted, expired). → the end offset | -1.
+const OUTPUT_APPEND: &str = r"
+local p = ARGV[1]
+local ref = ARGV[2]
+local t = p..':task:'..ref
+local o = p..':out:'..ref
+local bad = foreign({t, 'hash', o, 'string'})
+if bad then return bad end
+if redis.call('EXISTS', t) == 0 then return -1 end
+local cap = tonumber(ARGV[5])
+local skipped = tonumber(ARGV[4])
+local base = tonumber(redis.call('HGET', t, 'obase') or '0')
+local len = redis.call('STRLEN', o)
+if skipped > 0 then
+  base = base + len + skipped
+  redis.call('SET', o, ARGV[3])
+  len = string.len(ARGV[3])
+else
+  len = redis.call('APPEND', o, ARGV[3])
+end
+if len > 2 * cap then
+  local keep = redis.call('GETRANGE', o, len - cap, -1)
+  redis.call('SET', o, keep)
+  base = base + len - cap
+  len = cap
+end
+redis.call('HSET', t, 'obase', base, 'ocap', cap)
+local ttl = redis.call('PTTL', t)
+if ttl > 0 then redis.call('PEXPIRE', o, ttl) end
+redis.call('PUBLISH', p..':events', ARGV[6])
+return base + len
+";
+
+/// `output_read(prefix, ref, from, max)` → `{status, offset, dropped, end, bytes}`: at most `max` bytes (at least
+/// 4, so a character fits) of the log from `from`, or from its oldest byte held (`dropped` saying how many before
+/// it went); nil when the record is unknown (or complete with its value gone: one lifetime).
+const OUTPUT_READ: &str = r"
+local p = ARGV[1]
+local ref = ARGV[2]
+local t = p..':task:'..ref
+local o = p..':out:'..ref
+local f = redis.call('HMGET', t, 'status', 'key', 'obase', 'ocap')
+if not f[1] then return false end
+if f[1] == 'complete' and redis.call('HGET', p..':value:'..(f[2] or ''), 'ref') ~= ref then return false end
+local base = tonumber(f[3] or '0')
+local cap = tonumber(f[4] or '0')
+local len = redis.call('STRLEN', o)
+local e = base + len
+local held = base
+if cap > 0 and len > cap then held = e - cap end
+local from = tonumber(ARGV[3])
+local begin = math.min(from, e)
+local dropped = 0
+if from < held then
+  begin = held
+  dropped = held - from
+end
+local take = math.min(math.max(tonumber(ARGV[4]), 4), e - begin)
+local bytes = ''
+if take > 0 then bytes = redis.call('GETRANGE', o, begin - base, begin - base + take - 1) end
+return {f[1], begin, dropped, e, bytes}
+";
+
 /// The loaded scripts (each is sent by its SHA, and loaded again after a Redis restart).
 pub(crate) struct Scripts {
     pub(crate) submit: Script,
@@ -345,6 +417,8 @@ pub(crate) struct Scripts {
     pub(crate) cleanup: Script,
     pub(crate) renew: Script,
     pub(crate) ack: Script,
+    pub(crate) output_append: Script,
+    pub(crate) output_read: Script,
 }
 
 /// A script that writes, with [`GUARD`] in front.
@@ -367,6 +441,8 @@ impl Scripts {
             cleanup: Script::new(CLEANUP),
             renew: Script::new(RENEW),
             ack: Script::new(ACK),
+            output_append: guarded(OUTPUT_APPEND),
+            output_read: Script::new(OUTPUT_READ),
         }
     }
 }
