@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use refcache_core::{
@@ -93,6 +94,8 @@ pub(crate) struct Inner {
     /// Finished values only: they never change, so a local copy cannot go stale.
     near: ValueStore,
     hub: Hub,
+    /// The followers of tasks' output alone (`output` hints): a waiter for a task's end is not woken per batch.
+    output_hub: Hub,
     /// This process's name as a task owner.
     consumer: String,
     /// This process's counter shard (counters are sharded so that concurrent transactions do not queue on a row).
@@ -689,7 +692,7 @@ impl Inner {
         if rows.is_empty() {
             return Ok(false);
         }
-        self.hub.poke(ref_id);
+        self.output_hub.poke(ref_id);
         Ok(true)
     }
 
@@ -1392,6 +1395,7 @@ impl PostgresTaskBackend {
             migrated: AtomicBool::new(false),
             migrating: tokio::sync::Mutex::new(()),
             hub: Hub::default(),
+            output_hub: Hub::default(),
             shard: i32::from(random_byte() % 16),
             consumer,
             consumes,
@@ -1614,11 +1618,18 @@ impl TaskBackend for PostgresTaskBackend {
             inner.ensure_started();
             inner.ready().await?;
             // Follow first, then check: a write in between wakes the follower.
-            let follower = inner.hub.follow(ref_id);
+            let output = inner.output_hub.follow(ref_id);
+            let status = inner.hub.follow(ref_id);
             if inner.status(ref_id).await?.is_none() {
                 return Ok(None);
             }
-            Ok(Some(notify::changes(follower, inner.config.lease)))
+            Ok(Some(
+                futures::stream::select(
+                    notify::changes(output, inner.config.lease),
+                    notify::changes(status, inner.config.lease),
+                )
+                .boxed(),
+            ))
         })
     }
 

@@ -155,6 +155,7 @@ async fn listen_until_dropped(weak: Weak<Inner>) {
                 {
                     let Some(inner) = weak.upgrade() else { return };
                     inner.hub.resync();
+                    inner.output_hub.resync();
                     inner.resync_held();
                     inner.work.notify_one();
                 }
@@ -215,7 +216,8 @@ impl Inner {
     fn on_hint(self: &Arc<Self>, hint: Hint<'_>) {
         match hint.kind {
             "queued" => self.work.notify_one(),
-            "change" | "output" => self.hub.poke(&hint.ref_id),
+            "change" => self.hub.poke(&hint.ref_id),
+            "output" => self.output_hub.poke(&hint.ref_id),
             "end" | "drop" => {
                 self.hub.poke(&hint.ref_id);
                 let held = self.holds(&hint.ref_id);
