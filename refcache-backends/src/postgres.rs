@@ -360,6 +360,8 @@ impl Inner {
             &all.notify,
             // Output: a task's end is a durable commit, which flushes the output written before it.
             &all.output_append,
+            // The record-byte check's turn (a counters row); the sum itself only reads.
+            &all.record_bytes,
         ];
         if recoverable.iter().any(|s| std::ptr::eq(s.as_str(), sql)) {
             &self.fast

@@ -125,7 +125,8 @@ pub struct PostgresConfig {
     /// How long a statement (or getting a connection) may take before it fails with `Unavailable`.
     pub command_timeout: Duration,
     /// Bytes of finished task records kept, cluster-wide, weighed as `512 + the record's JSON + its task's spec
-    /// (with the arguments)`; past it, the upkeep drops the records that would expire first (never the newest).
+    /// (with the arguments)`; past it, the upkeep (once per lease, cluster-wide) drops the records that would expire
+    /// first (never the newest).
     pub max_record_bytes: u64,
 }
 

@@ -356,7 +356,16 @@ impl Sql {
             // size from its header, without fetching it).
             value_bytes: sub("SELECT coalesce(sum(octet_length(value) + octet_length(meta)), 0)::bigint
                 FROM {s}.task_values WHERE expires_at > now()"),
-            record_bytes: sub("SELECT coalesce(sum({weight}), 0)::bigint FROM {s}.tasks t
+            // $1 period ms: the sum, by the one process that takes this period's turn (a row of `counters` holds
+            // when the last turn began), so that the scan runs once per period for the whole cluster, not once per
+            // process. No row: another process has this period.
+            record_bytes: sub("WITH turn AS (
+                    INSERT INTO {s}.counters (name, shard, n)
+                    VALUES ('record_bound_at', 0, (extract(epoch FROM now()) * 1000)::bigint)
+                    ON CONFLICT (name, shard) DO UPDATE SET n = EXCLUDED.n
+                    WHERE counters.n < EXCLUDED.n - $1::bigint
+                    RETURNING 1)
+                SELECT coalesce(sum({weight}), 0)::bigint FROM {s}.tasks t, turn
                 WHERE t.finished_at IS NOT NULL"),
             // $1 max_record_bytes, $2 channel: the finished records beyond the bound, counted from the one that
             // would expire last, go (never that one), with their values and output.

@@ -240,11 +240,13 @@ impl Inner {
     }
 
     /// Past `max_record_bytes`, drops the finished records that would expire first (never the newest: its ref id
-    /// still polls until the next one comes), with their values and output.
+    /// still polls until the next one comes), with their values and output. One process a lease checks.
     async fn bound_records(self: &Arc<Self>) -> Result<(), BackendError> {
         let sql = &self.sql;
+        // Once per lease for the whole cluster (the scan grows with the finished records).
+        let period = ms_i64(self.config.lease);
         let bytes: i64 = self
-            .query(&sql.record_bytes, &[])
+            .query(&sql.record_bytes, &[&period])
             .await?
             .first()
             .map_or(0, |r| r.get(0));
