@@ -87,6 +87,7 @@ impl Inner {
             info.status = TaskStatus::Cancelled;
             info.finished_at = Some(Timestamp::now());
             info.queue_position = None;
+            info.input_request = None;
             if let Some(note) = note {
                 info.status_message = Some(note.to_owned());
             }

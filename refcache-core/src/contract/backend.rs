@@ -272,7 +272,6 @@ pub trait TaskBackend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<RespondOutcome, BackendError>> {
         let _ = (ref_id, key, answer);
         let backend: &'static str = match self.name() {
-            "redis" => "redis",
             "postgres" => "postgres",
             _ => "other",
         };
@@ -280,7 +279,7 @@ pub trait TaskBackend: Send + Sync + 'static {
             Err(BackendError::Unsupported {
                 backend,
                 capability: "input requests",
-                hint: "use the memory backend, which takes answers to questions a task asks",
+                hint: "use the memory or Redis backend, which take answers to questions a task asks",
             })
         })
     }
