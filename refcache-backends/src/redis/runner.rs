@@ -30,6 +30,8 @@ use super::events::Event;
 pub(crate) struct RunState {
     sched: Scheduler,
     held: HashMap<RefId, Held>,
+    /// Shutting down: no queued task starts here any more (it is handed back to the stream).
+    draining: bool,
 }
 
 struct Held {
@@ -48,6 +50,7 @@ impl RunState {
         Self {
             sched: Scheduler::new(max_workers).with_backend("redis"),
             held: HashMap::new(),
+            draining: false,
         }
     }
 
@@ -61,6 +64,19 @@ impl RunState {
 
     pub(crate) fn len(&self) -> usize {
         self.held.len()
+    }
+
+    /// The tasks held that came off the stream: ref id, stream entry, and whether it runs here already.
+    pub(crate) fn entries(&self) -> Vec<(RefId, String, bool)> {
+        self.held
+            .iter()
+            .filter_map(|(r, h)| h.msg.clone().map(|m| (r.clone(), m, h.running)))
+            .collect()
+    }
+
+    /// From now on no queued task starts here.
+    pub(crate) fn drain(&mut self) {
+        self.draining = true;
     }
 
     /// The stream entries held, with their ref ids (for lease renewal).
@@ -315,6 +331,9 @@ impl Inner {
 /// Under the run lock: hands free slots to queued tasks.
 fn admit(st: &mut RunState) -> Vec<Start> {
     let mut started = Vec::new();
+    if st.draining {
+        return started;
+    }
     while let Some((ref_id, name)) = st.sched.start_next() {
         let Some(held) = st.held.get_mut(&ref_id) else {
             st.sched.finished(&name);

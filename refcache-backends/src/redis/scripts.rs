@@ -452,6 +452,37 @@ redis.call('HDEL', t, 'answer', 'answered')
 return f[2]
 ";
 
+/// `hand_back(prefix, ref, owner, info, event, msg)`: a worker shutting down gives a task it holds back to the
+/// stream, for another worker: one it runs (still its own, `processing` or `input_required`) becomes `pending`
+/// again with `info` and its place in the queue, and the delivery does not count against `max_deliveries`; one it
+/// only queued stays `pending`. Either way a new stream entry carries it, and this worker's entry `msg` is
+/// acknowledged and deleted in the same step. → `ok` | `missing` | the status it found (finished, or another's).
+const HAND_BACK: &str = r"
+local p = ARGV[1]
+local ref = ARGV[2]
+local t = p..':task:'..ref
+local bad = foreign({t, 'hash', p..':pending', 'zset', p..':queue', 'stream'})
+if bad then return bad end
+local f = redis.call('HMGET', t, 'status', 'owner', 'qm', 'spec', 'deliveries')
+if not f[1] then return 'missing' end
+local mine = (f[1] == 'processing' or f[1] == 'input_required') and f[2] == ARGV[3]
+if f[1] ~= 'pending' and not mine then return f[1] end
+if not f[4] then return 'missing' end
+if mine then
+  redis.call('HSET', t, 'status', 'pending', 'info', ARGV[4])
+  redis.call('HDEL', t, 'owner', 'ask', 'answer', 'answered')
+  local n = tonumber(f[5] or '0')
+  if n > 0 then redis.call('HSET', t, 'deliveries', n - 1) end
+  if f[3] then redis.call('ZADD', p..':pending', 0, f[3]) end
+  redis.call('PUBLISH', p..':events', ARGV[5])
+end
+local id = redis.call('XADD', p..':queue', '*', 'ref', ref, 'spec', f[4])
+redis.call('HSET', t, 'msg', id)
+redis.call('XACK', p..':queue', 'workers', ARGV[6])
+redis.call('XDEL', p..':queue', ARGV[6])
+return 'ok'
+";
+
 /// The loaded scripts (each is sent by its SHA, and loaded again after a Redis restart).
 pub(crate) struct Scripts {
     pub(crate) submit: Script,
@@ -471,6 +502,7 @@ pub(crate) struct Scripts {
     pub(crate) ask: Script,
     pub(crate) respond: Script,
     pub(crate) take_answer: Script,
+    pub(crate) hand_back: Script,
 }
 
 /// A script that writes, with [`GUARD`] in front.
@@ -498,6 +530,7 @@ impl Scripts {
             ask: guarded(ASK),
             respond: guarded(RESPOND),
             take_answer: Script::new(TAKE_ANSWER),
+            hand_back: guarded(HAND_BACK),
         }
     }
 }

@@ -322,7 +322,10 @@ impl Inner {
                     }
                     let _: i64 = renew.invoke_async(&mut conn).await?;
                 }
-                self.reap_stream(&mut conn, lease).await?;
+                // A worker shutting down takes over nothing (it hands its own tasks back).
+                if !self.consuming.is_cancelled() {
+                    self.reap_stream(&mut conn, lease).await?;
+                }
             }
             Mode::Workers => {}
             Mode::Local => {

@@ -313,5 +313,7 @@ pub trait TaskBackend: Send + Sync + 'static {
     }
 
     /// Stops taking work, lets running tasks finish until `deadline`, then cancels the rest (message `shutdown`).
+    /// A backend whose tasks other workers can run may hand them back to those instead (status `pending` again,
+    /// as Redis in `workers` mode does), so that a worker's shutdown does not cancel its callers' work.
     fn shutdown(&self, deadline: Duration) -> BoxFuture<'_, Result<(), BackendError>>;
 }
