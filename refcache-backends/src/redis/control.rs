@@ -249,6 +249,26 @@ impl Inner {
         stats.retries = c("retries");
         stats.cancellations = c("cancellations");
         stats.timeouts = c("timeouts");
+        let (records, values, scanned, finished): (u64, u64, u64, u64) = self
+            .scripts
+            .weigh
+            .arg(self.keys.prefix())
+            .arg(LIST_SCAN)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        // Exact up to LIST_SCAN finished records; past them, the older ones are taken to weigh what the newest do
+        // on average (a bound on a read that holds up Redis).
+        let scale = |bytes: u64| {
+            if finished > scanned && scanned > 0 {
+                u64::try_from(u128::from(bytes) * u128::from(finished) / u128::from(scanned))
+                    .unwrap_or(u64::MAX)
+            } else {
+                bytes
+            }
+        };
+        stats.record_bytes = scale(records);
+        stats.value_bytes = scale(values);
         Ok(stats)
     }
 

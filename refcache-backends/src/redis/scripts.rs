@@ -483,6 +483,36 @@ redis.call('XDEL', p..':queue', ARGV[6])
 return 'ok'
 ";
 
+/// `weigh(prefix, limit)` → `{record_bytes, value_bytes, scanned, finished}`: what the newest `limit` entries of
+/// the `finished` index hold in Redis: each record still there a fixed 512 bytes, plus its record JSON, its spec
+/// with its arguments, and its output log; each complete one's value a fixed 256 bytes plus its JSON (the
+/// in-process backend's fixed costs). `scanned` entries of `finished` (an entry whose record expired weighs 0).
+/// Read-only, computed when asked: a record that expires takes its bytes with it.
+const WEIGH: &str = r"
+local p = ARGV[1]
+local refs = redis.call('ZREVRANGE', p..':finished', 0, tonumber(ARGV[2]) - 1)
+local records = 0
+local values = 0
+for _, ref in ipairs(refs) do
+  local t = p..':task:'..ref
+  if redis.call('TYPE', t)['ok'] == 'hash' then
+    local f = redis.call('HMGET', t, 'status', 'key')
+    if f[1] then
+      records = records + 512 + redis.call('HSTRLEN', t, 'info') + redis.call('HSTRLEN', t, 'spec')
+      local o = p..':out:'..ref
+      if redis.call('TYPE', o)['ok'] == 'string' then records = records + redis.call('STRLEN', o) end
+      if f[1] == 'complete' and f[2] then
+        local v = p..':value:'..f[2]
+        if redis.call('TYPE', v)['ok'] == 'hash' and redis.call('HGET', v, 'ref') == ref then
+          values = values + 256 + redis.call('HSTRLEN', v, 'v')
+        end
+      end
+    end
+  end
+end
+return {records, values, #refs, redis.call('ZCARD', p..':finished')}
+";
+
 /// The loaded scripts (each is sent by its SHA, and loaded again after a Redis restart).
 pub(crate) struct Scripts {
     pub(crate) submit: Script,
@@ -503,6 +533,7 @@ pub(crate) struct Scripts {
     pub(crate) respond: Script,
     pub(crate) take_answer: Script,
     pub(crate) hand_back: Script,
+    pub(crate) weigh: Script,
 }
 
 /// A script that writes, with [`GUARD`] in front.
@@ -531,6 +562,7 @@ impl Scripts {
             respond: guarded(RESPOND),
             take_answer: Script::new(TAKE_ANSWER),
             hand_back: guarded(HAND_BACK),
+            weigh: Script::new(WEIGH),
         }
     }
 }
