@@ -1,5 +1,5 @@
-//! The example MCP server (`examples/mcp_server.rs`), driven by a real rmcp client over stdio (the server as a
-//! child process) and over streamable HTTP.
+//! The example MCP server (the `mcp_server` package, `examples/mcp_server/src/main.rs`), driven by a real rmcp
+//! client over stdio (the server as a child process) and over streamable HTTP.
 //!
 //! Timing: the tools' own timeouts (0.5 to 2 s) are part of the demo, so these tests run on the wall clock. Every
 //! wait is for an event (a status, a notification), bounded by a wide deadline ([`PATIENCE`]), never a sleep that
@@ -860,7 +860,7 @@ async fn two_replicas_on_postgres_share_a_task_by_config_alone() {
 /// parse, name the example binary, and give a server whose `run_command` obeys the configured allowlist.
 #[tokio::test]
 async fn the_documented_desktop_client_config_launches_the_server() {
-    const DOCUMENTED_PATH: &str = "/path/to/refcache/target/release/examples/mcp_server";
+    const DOCUMENTED_PATH: &str = "/path/to/refcache/target/release/mcp_server";
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut configs = Vec::new();
     for doc in ["docs/mcp.md", "docs/guide.md"] {

@@ -1,11 +1,11 @@
 //! An MCP server with long-running cached tools, over stdio or streamable HTTP.
 //!
 //! ```text
-//! cargo run --example mcp_server                                   # stdio
-//! cargo run --example mcp_server -- --http 127.0.0.1:8765          # http://127.0.0.1:8765/mcp, page at /
-//! cargo run --example mcp_server -- --http 127.0.0.1:8765 --auth-tokens alice:token-a,bob:token-b
-//! cargo run --example mcp_server -- --allow-command echo,sleep,seq,ls
-//! cargo run --example mcp_server -- --allow-command sh --enable-shell       # a shell only when asked for
+//! cargo run -p mcp_server                                   # stdio
+//! cargo run -p mcp_server -- --http 127.0.0.1:8765          # http://127.0.0.1:8765/mcp, page at /
+//! cargo run -p mcp_server -- --http 127.0.0.1:8765 --auth-tokens alice:token-a,bob:token-b
+//! cargo run -p mcp_server -- --allow-command echo,sleep,seq,ls
+//! cargo run -p mcp_server -- --allow-command sh --enable-shell       # a shell only when asked for
 //! ```
 //!
 //! The backend comes from the environment or `refcache.toml`, as for every refcache program (`REFCACHE_BACKEND`,
