@@ -43,8 +43,15 @@ stops, and polling the ref_id answers \"cancelled\". A task that already finishe
 /// The description of `list_tasks`.
 pub const LIST_TASKS_DESCRIPTION: &str = "\
 List your tasks, newest first: ref_id, tool, status, progress and message. Filter by status (pending, \
-processing, complete, failed, cancelled); limit is the page size (1 to 100, default 20); pass next_cursor back as \
-cursor for the next page. Poll a task's result with get_cached_result.";
+processing, input_required, complete, failed, cancelled); limit is the page size (1 to 100, default 20); pass \
+next_cursor back as cursor for the next page. Poll a task's result with get_cached_result. A server that cannot \
+tell callers apart lists none, and its message says why.";
+
+/// What `list_tasks` answers, beside an empty list, to a caller it cannot tell from others.
+const ANONYMOUS_LIST: &str = "No tasks are listed: this server cannot tell callers apart (stateless HTTP without \
+authentication), so it lists nobody's tasks rather than show you someone else's. Your tasks still run: keep the \
+ref_id each tool answered and poll it with get_cached_result. To list your tasks, connect with the server's \
+authentication (a bearer token) or over stdio.";
 
 /// The description of `retry_task`.
 pub const RETRY_TASK_DESCRIPTION: &str = "\
@@ -99,7 +106,8 @@ pub struct RespondTaskArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListTasksArgs {
-    /// Only tasks with this status: `pending`, `processing`, `complete`, `failed` or `cancelled`.
+    /// Only tasks with this status: `pending`, `processing`, `input_required`, `complete`, `failed` or
+    /// `cancelled`.
     pub status: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -290,13 +298,6 @@ fn list_tasks<S: RefCacheServer>(ctx: ToolCallContext<'_, S>) -> ToolFuture<'_> 
     let owner = ctx.service.refcache().owner(&ctx.request_context);
     serve("list_tasks", ctx, move |server, args: ListTasksArgs, _| {
         Box::pin(async move {
-            if !owner.is_identified() {
-                return error_text(
-                    "list_tasks is not available here: this server cannot tell callers apart (stateless HTTP \
-                     without authentication), so it will not list tasks that may be someone else's. Keep the \
-                     ref_id each tool answered, and poll it with get_cached_result.",
-                );
-            }
             let limit = args.limit.unwrap_or(DEFAULT_LIST_LIMIT);
             if !(1..=MAX_LIST_LIMIT).contains(&limit) {
                 return error_text(format!(
@@ -313,6 +314,14 @@ fn list_tasks<S: RefCacheServer>(ctx: ToolCallContext<'_, S>) -> ToolFuture<'_> 
                         ));
                     }
                 }
+            }
+            if !owner.is_identified() {
+                // Not an error: the first look of a new user must not fail. An empty list, and why.
+                return json_result(json!({
+                    "tasks": [],
+                    "next_cursor": null,
+                    "message": ANONYMOUS_LIST,
+                }));
             }
             if let Some(cursor) = args.cursor {
                 filter = filter.cursor(cursor);
