@@ -65,16 +65,82 @@ pub struct GetCachedResultArgs {
     /// The reference a tool answered, such as `refcache:0f8e2c1d9a7b4c3e8f6a5b4c3d2e1f0a`.
     pub ref_id: String,
     /// The page of a large value to answer, from 1.
+    #[serde(default, deserialize_with = "page")]
+    #[schemars(with = "Option<usize>")]
     pub page: Option<usize>,
     /// Items per page (default 20).
+    #[serde(default, deserialize_with = "page_size")]
+    #[schemars(with = "Option<usize>")]
     pub page_size: Option<usize>,
     /// The largest answer to accept whole, in the server's size measure (tokens by default).
+    #[serde(default, deserialize_with = "max_size")]
+    #[schemars(with = "Option<usize>")]
     pub max_size: Option<usize>,
     /// Answer the whole value, however large.
     pub full: Option<bool>,
     /// Also answer the task's output from this byte offset (0: from the start; then the `next_offset` of the last
     /// answer).
+    #[serde(default, deserialize_with = "output_offset")]
+    #[schemars(with = "Option<u64>")]
     pub output_offset: Option<u64>,
+}
+
+/// A whole number of 0 or more for argument `name`, or a message that names the argument, what it takes, and
+/// (briefly) what came: serde's own message names neither the argument nor its meaning.
+fn whole<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    name: &str,
+    meaning: &str,
+) -> Result<Option<u64>, D::Error> {
+    let value = Option::<Value>::deserialize(deserializer)?;
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+        Some(other) => {
+            let shown = crate::model::excerpt::excerpt(&other.to_string(), 40).into_owned();
+            Err(serde::de::Error::custom(format!(
+                "invalid {name} {shown}: expected {meaning}"
+            )))
+        }
+    }
+}
+
+fn usize_arg<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    name: &str,
+    meaning: &str,
+) -> Result<Option<usize>, D::Error> {
+    whole(deserializer, name, meaning)?
+        .map(|n| {
+            usize::try_from(n).map_err(|_| {
+                serde::de::Error::custom(format!("invalid {name} {n}: expected {meaning}"))
+            })
+        })
+        .transpose()
+}
+
+fn page<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    usize_arg(d, "page", "a page number, from 1")
+}
+
+fn page_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    usize_arg(d, "page_size", "a whole number of items per page")
+}
+
+fn max_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    usize_arg(
+        d,
+        "max_size",
+        "a whole number, in the server's size measure",
+    )
+}
+
+fn output_offset<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    whole(
+        d,
+        "output_offset",
+        "a byte offset of 0 or more (0 for the start, then the next_offset of the last answer)",
+    )
 }
 
 /// Arguments of `cancel_task` and `retry_task`.
