@@ -154,7 +154,7 @@ pub struct RefIdArgs {
 /// The description of `respond_task`.
 pub const RESPOND_TASK_DESCRIPTION: &str = "\
 Answer the question of a task that waits for input (get_cached_result answers \"status\": \"input_required\" and \
-the question in its message). response is a JSON object that fits the question's schema, such as \
+\"input_request\": {\"key\", \"message\", \"schema\"}). response is a JSON object that fits the question's schema, such as \
 {\"confirm\": true}. An answer that does not fit is refused naming the field, and the task keeps waiting. Then \
 poll the ref_id with get_cached_result.";
 
