@@ -52,6 +52,22 @@ async fn printer(label: String, lines: u32, ctx: TaskContext) -> Result<u32, Str
     Ok(lines)
 }
 
+/// Asks for a confirmation (and an optional reason), then answers what it got.
+#[cached(async_timeout = 0.05, cache = CACHE)]
+async fn confirm(label: String, ctx: TaskContext) -> Result<Value, String> {
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "confirm": {"type": "boolean", "description": "yes, delete them"},
+            "reason": {"type": "string", "enum": ["old", "duplicate"]},
+        },
+        "required": ["confirm"],
+    });
+    ctx.ask(format!("Delete the {label} records?"), schema, None)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// `n` items `{id, name}`: a large value, previewed and paged.
 #[cached(async_timeout = 5.0, cache = CACHE)]
 async fn items(n: u64) -> Vec<Value> {
@@ -789,5 +805,77 @@ async fn a_browser_run_and_an_mcp_call_with_the_same_arguments_are_one_execution
         .await;
     gone_within(pgid, PATIENCE).await;
     assert_eq!(command.runs(), 1, "one execution: the script started once");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waiting_for_input_is_answered_from_its_page_through_a_form_built_from_the_schema() {
+    let base = serve().await;
+    let driver = driver().await;
+    let browser = Browser::open(&driver).await;
+    browser.sign_in(&base, "token-a").await;
+    let task = agent("alice")
+        .scope(confirm("browser-answer".into()))
+        .await
+        .unwrap();
+    let id = task.ref_id().to_string();
+    browser.goto(&format!("{base}/tasks/{id}")).await;
+    browser.live().await;
+    let question = browser
+        .wait(
+            "the question and its form",
+            "return !document.getElementById('answer').hidden && document.getElementById('answer-confirm') && document.getElementById('question').textContent",
+        )
+        .await;
+    assert_eq!(question, "Delete the browser-answer records?");
+    assert_eq!(
+        browser
+            .js("return [document.getElementById('answer-confirm').type, document.getElementById('answer-reason').tagName, [...document.querySelectorAll('#answer-reason option')].map(o => o.value).join(',')]")
+            .await,
+        json!(["checkbox", "SELECT", ",old,duplicate"])
+    );
+    // A raw JSON answer that does not fit: the server's error names the field, and the task keeps waiting.
+    browser
+        .js("const r = document.getElementById('raw'); r.open = true; document.getElementById('answer-json').value = '{\"confirm\": \"yes\"}'; return true")
+        .await;
+    browser.click("#answer-button").await;
+    let error = browser
+        .wait(
+            "the refusal",
+            "return document.getElementById('answer-error').textContent",
+        )
+        .await;
+    assert!(error.as_str().unwrap().contains("`confirm`"), "{error}");
+    assert_eq!(
+        browser
+            .js("return document.getElementById('status').textContent")
+            .await,
+        "input_required"
+    );
+    // The form: tick the box, choose a reason, send.
+    browser
+        .js("document.getElementById('raw').open = false; return true")
+        .await;
+    browser.click("#answer-confirm").await;
+    browser
+        .js("document.getElementById('answer-reason').value = 'old'; return true")
+        .await;
+    browser.screenshot(&docs().join("web-answer.png")).await;
+    browser.click("#answer-button").await;
+    browser
+        .wait(
+            "the answered task's end",
+            "return document.getElementById('status').textContent === 'complete' && document.getElementById('answer').hidden && document.getElementById('value').textContent",
+        )
+        .await;
+    let value: Value = serde_json::from_str(
+        browser
+            .js("return document.getElementById('value').textContent")
+            .await
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(value, json!({"confirm": true, "reason": "old"}));
     browser.close().await;
 }
