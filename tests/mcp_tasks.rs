@@ -441,3 +441,57 @@ async fn status_message_carries_progress_eta_and_output_and_last_updated_moves()
     assert!(done.task.task.status_message.is_none(), "{done:?}");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn bad_polling_arguments_are_tool_errors_that_name_them() {
+    let harness = Harness::new();
+    let client = harness.connect(false).await;
+    let id = finished(&client, "quick", 9).await;
+    for (args, named) in [
+        (
+            json!({"ref_id": id, "output_offset": -1}),
+            "invalid output_offset -1: expected a byte offset",
+        ),
+        (
+            json!({"ref_id": id, "output_offset": "start"}),
+            "invalid output_offset \"start\"",
+        ),
+        (
+            json!({"ref_id": id, "output_offset": 1.5}),
+            "invalid output_offset 1.5",
+        ),
+        (
+            json!({"ref_id": id, "page": -2}),
+            "invalid page -2: expected a page number",
+        ),
+        (
+            json!({"ref_id": id, "page_size": "ten"}),
+            "invalid page_size \"ten\"",
+        ),
+        (
+            json!({"ref_id": id, "max_size": true}),
+            "invalid max_size true",
+        ),
+    ] {
+        let answer = call(&client, "get_cached_result", args.clone()).await;
+        assert_eq!(answer.is_error, Some(true), "{args}: {answer:?}");
+        assert!(text(&answer).contains(named), "{args}: {}", text(&answer));
+    }
+    // A good offset still answers the value (and the output it has: none).
+    let good = call(
+        &client,
+        "get_cached_result",
+        json!({"ref_id": id, "output_offset": 0}),
+    )
+    .await;
+    assert_eq!(structured(&good)["value"], 9, "{good:?}");
+    // The schema still says what the arguments are.
+    let tools = client.list_all_tools().await.unwrap();
+    let get = tools
+        .iter()
+        .find(|t| t.name == "get_cached_result")
+        .unwrap();
+    let offset = &get.input_schema["properties"]["output_offset"];
+    assert!(offset.to_string().contains("integer"), "{offset}");
+    client.cancel().await.unwrap();
+}
