@@ -39,6 +39,7 @@ mod local {
 
     refcache_core::backend_conformance!(make);
     refcache_core::backend_conformance!(output: make);
+    refcache_core::backend_conformance!(input: make);
 }
 
 mod workers {
@@ -55,4 +56,5 @@ mod workers {
 
     refcache_core::backend_conformance!(make);
     refcache_core::backend_conformance!(output: make);
+    refcache_core::backend_conformance!(input: make);
 }

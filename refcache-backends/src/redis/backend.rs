@@ -391,6 +391,15 @@ impl TaskBackend for RedisTaskBackend {
         Box::pin(self.follow_output_of(ref_id))
     }
 
+    fn respond<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+        key: &'a str,
+        answer: serde_json::Value,
+    ) -> BoxFuture<'a, Result<refcache_core::RespondOutcome, BackendError>> {
+        Box::pin(async move { self.respond_to(ref_id, key, &answer).await })
+    }
+
     fn cancel<'a>(
         &'a self,
         ref_id: &'a RefId,

@@ -45,7 +45,7 @@ local ikey = p..':inflight:'..ARGV[3]
 local cur = redis.call('GET', ikey)
 if cur then
   local st = redis.call('HGET', p..':task:'..cur, 'status')
-  if st == 'pending' or st == 'processing' then
+  if st == 'pending' or st == 'processing' or st == 'input_required' then
     redis.call('HINCRBY', p..':stats', 'coalesced', 1)
     return {'joined', cur}
   end
@@ -106,6 +106,7 @@ if to == 'complete' or to == 'failed' or to == 'cancelled' then
   redis.call('PEXPIRE', p..':out:'..ref, ARGV[7])
   redis.call('ZADD', p..':finished', ARGV[8], ref)
   redis.call('ZREM', p..':leases', ref)
+  redis.call('HDEL', t, 'ask', 'answer', 'answered')
   if f[5] and f[5] ~= '' then
     -- The session's set lasts as long as its longest-lived record.
     local skey = p..':session:'..f[5]
@@ -128,10 +129,12 @@ if bad then return bad end
 local f = redis.call('HMGET', t, 'status', 'deliveries', 'qm')
 local st = f[1]
 if not st then return {'missing'} end
-if st ~= 'pending' and not (st == 'processing' and ARGV[6] == '1') then return {st} end
+if st ~= 'pending' and not ((st == 'processing' or st == 'input_required') and ARGV[6] == '1') then return {st} end
 local n = tonumber(f[2] or '0') + 1
 if n > tonumber(ARGV[7]) then return {'dead', n - 1} end
 redis.call('HSET', t, 'status', 'processing', 'info', ARGV[4], 'owner', ARGV[3], 'deliveries', n)
+-- A question a lost worker asked went with it: the task runs again from the start.
+redis.call('HDEL', t, 'ask', 'answer', 'answered')
 redis.call('ZREM', p..':pending', f[3])
 redis.call('HINCRBY', p..':stats', 'executions', 1)
 redis.call('PUBLISH', p..':events', ARGV[5])
@@ -242,7 +245,7 @@ local ikey = p..':inflight:'..f[2]
 local cur = redis.call('GET', ikey)
 if cur and cur ~= ref then
   local st = redis.call('HGET', p..':task:'..cur, 'status')
-  if st == 'pending' or st == 'processing' then return {'running', cur} end
+  if st == 'pending' or st == 'processing' or st == 'input_required' then return {'running', cur} end
 end
 local seq = redis.call('INCR', p..':seq')
 local qm = ARGV[6]..string.format('%016x', seq)..':'..ref
@@ -403,6 +406,113 @@ if take > 0 then bytes = redis.call('GETRANGE', o, begin - base, begin - base + 
 return {f[1], begin, dropped, e, bytes}
 ";
 
+/// `ask(prefix, ref, owner, key, info, event)`: a processing task that is still this worker's asks question `key`:
+/// its status becomes `input_required` with the question in `info`, and `ask` names the key an answer must
+/// carry. → `ok` | `missing` | `stolen` | the status it found.
+const ASK: &str = r"
+local p = ARGV[1]
+local t = p..':task:'..ARGV[2]
+local bad = foreign({t, 'hash'})
+if bad then return bad end
+local f = redis.call('HMGET', t, 'status', 'owner')
+if not f[1] then return 'missing' end
+if f[1] ~= 'processing' then return f[1] end
+if f[2] ~= ARGV[3] then return 'stolen' end
+redis.call('HSET', t, 'status', 'input_required', 'info', ARGV[5], 'ask', ARGV[4])
+redis.call('HDEL', t, 'answer', 'answered')
+redis.call('PUBLISH', p..':events', ARGV[6])
+return 'ok'
+";
+
+/// `respond(prefix, ref, key, seen_info, info, answer, event)`: from any replica, the answer to question `key`,
+/// taken only while the task waits on that key and its record is still the one the caller read (`seen_info`):
+/// the status goes back to `processing` with `info`, and the answer waits in the record for the worker, which an
+/// event wakes. → `ok` | `missing` | `changed` (read again) | the status it found (not waiting on `key`).
+const RESPOND: &str = r"
+local p = ARGV[1]
+local t = p..':task:'..ARGV[2]
+local bad = foreign({t, 'hash'})
+if bad then return bad end
+local f = redis.call('HMGET', t, 'status', 'ask', 'info')
+if not f[1] then return 'missing' end
+if f[1] ~= 'input_required' or f[2] ~= ARGV[3] then return f[1] end
+if f[3] ~= ARGV[4] then return 'changed' end
+redis.call('HSET', t, 'status', 'processing', 'info', ARGV[5], 'answer', ARGV[6], 'answered', ARGV[3])
+redis.call('HDEL', t, 'ask')
+redis.call('PUBLISH', p..':events', ARGV[7])
+return 'ok'
+";
+
+/// `take_answer(prefix, ref, key)` → the answer to question `key` (and it leaves the record), or nil.
+const TAKE_ANSWER: &str = r"
+local t = ARGV[1]..':task:'..ARGV[2]
+local f = redis.call('HMGET', t, 'answered', 'answer')
+if f[1] ~= ARGV[3] or not f[2] then return false end
+redis.call('HDEL', t, 'answer', 'answered')
+return f[2]
+";
+
+/// `hand_back(prefix, ref, owner, info, event, msg)`: a worker shutting down gives a task it holds back to the
+/// stream, for another worker: one it runs (still its own, `processing` or `input_required`) becomes `pending`
+/// again with `info` and its place in the queue, and the delivery does not count against `max_deliveries`; one it
+/// only queued stays `pending`. Either way a new stream entry carries it, and this worker's entry `msg` is
+/// acknowledged and deleted in the same step. → `ok` | `missing` | the status it found (finished, or another's).
+const HAND_BACK: &str = r"
+local p = ARGV[1]
+local ref = ARGV[2]
+local t = p..':task:'..ref
+local bad = foreign({t, 'hash', p..':pending', 'zset', p..':queue', 'stream'})
+if bad then return bad end
+local f = redis.call('HMGET', t, 'status', 'owner', 'qm', 'spec', 'deliveries')
+if not f[1] then return 'missing' end
+local mine = (f[1] == 'processing' or f[1] == 'input_required') and f[2] == ARGV[3]
+if f[1] ~= 'pending' and not mine then return f[1] end
+if not f[4] then return 'missing' end
+if mine then
+  redis.call('HSET', t, 'status', 'pending', 'info', ARGV[4])
+  redis.call('HDEL', t, 'owner', 'ask', 'answer', 'answered')
+  local n = tonumber(f[5] or '0')
+  if n > 0 then redis.call('HSET', t, 'deliveries', n - 1) end
+  if f[3] then redis.call('ZADD', p..':pending', 0, f[3]) end
+  redis.call('PUBLISH', p..':events', ARGV[5])
+end
+local id = redis.call('XADD', p..':queue', '*', 'ref', ref, 'spec', f[4])
+redis.call('HSET', t, 'msg', id)
+redis.call('XACK', p..':queue', 'workers', ARGV[6])
+redis.call('XDEL', p..':queue', ARGV[6])
+return 'ok'
+";
+
+/// `weigh(prefix, limit)` → `{record_bytes, value_bytes, scanned, finished}`: what the newest `limit` entries of
+/// the `finished` index hold in Redis: each record still there a fixed 512 bytes, plus its record JSON, its spec
+/// with its arguments, and its output log; each complete one's value a fixed 256 bytes plus its JSON (the
+/// in-process backend's fixed costs). `scanned` entries of `finished` (an entry whose record expired weighs 0).
+/// Read-only, computed when asked: a record that expires takes its bytes with it.
+const WEIGH: &str = r"
+local p = ARGV[1]
+local refs = redis.call('ZREVRANGE', p..':finished', 0, tonumber(ARGV[2]) - 1)
+local records = 0
+local values = 0
+for _, ref in ipairs(refs) do
+  local t = p..':task:'..ref
+  if redis.call('TYPE', t)['ok'] == 'hash' then
+    local f = redis.call('HMGET', t, 'status', 'key')
+    if f[1] then
+      records = records + 512 + redis.call('HSTRLEN', t, 'info') + redis.call('HSTRLEN', t, 'spec')
+      local o = p..':out:'..ref
+      if redis.call('TYPE', o)['ok'] == 'string' then records = records + redis.call('STRLEN', o) end
+      if f[1] == 'complete' and f[2] then
+        local v = p..':value:'..f[2]
+        if redis.call('TYPE', v)['ok'] == 'hash' and redis.call('HGET', v, 'ref') == ref then
+          values = values + 256 + redis.call('HSTRLEN', v, 'v')
+        end
+      end
+    end
+  end
+end
+return {records, values, #refs, redis.call('ZCARD', p..':finished')}
+";
+
 /// The loaded scripts (each is sent by its SHA, and loaded again after a Redis restart).
 pub(crate) struct Scripts {
     pub(crate) submit: Script,
@@ -419,6 +529,11 @@ pub(crate) struct Scripts {
     pub(crate) ack: Script,
     pub(crate) output_append: Script,
     pub(crate) output_read: Script,
+    pub(crate) ask: Script,
+    pub(crate) respond: Script,
+    pub(crate) take_answer: Script,
+    pub(crate) hand_back: Script,
+    pub(crate) weigh: Script,
 }
 
 /// A script that writes, with [`GUARD`] in front.
@@ -443,6 +558,11 @@ impl Scripts {
             ack: Script::new(ACK),
             output_append: guarded(OUTPUT_APPEND),
             output_read: Script::new(OUTPUT_READ),
+            ask: guarded(ASK),
+            respond: guarded(RESPOND),
+            take_answer: Script::new(TAKE_ANSWER),
+            hand_back: guarded(HAND_BACK),
+            weigh: Script::new(WEIGH),
         }
     }
 }

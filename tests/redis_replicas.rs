@@ -1,11 +1,14 @@
-//! A task's output on Redis across processes' worth of instances (issue 18 §1): a worker (a backend instance in
-//! `workers` mode) runs a task that prints lines; replica A took the call, replica B (another instance on the same
-//! `redis-server`, which runs nothing) reads the lines through `RefCache` before the task ends: by
-//! `read_output`, by the poll's `output_offset`, as the status message, and by `follow_output`, which wakes on the
-//! events channel. The three instances share nothing but the Redis.
+//! Replicas on Redis: a worker (a backend instance in `workers` mode) runs the task, replica A took the call, and
+//! replica B (another instance on the same `redis-server`, which runs nothing) sees the task through `RefCache`.
+//! The three instances share nothing but the Redis; each test has its own key prefix.
 //!
-//! Every wait is for an event or a read that shows it, bounded by [`PATIENCE`]; the task waits at a gate, so
-//! "before it ends" is a fact of the test, not a race.
+//! - Output (issue 18 §1): B reads what the worker prints before the task ends: by `read_output`, by the poll's
+//!   `output_offset`, as the status message, and by `follow_output`, which wakes on the events channel.
+//! - Input (issue 19 §1): the worker's task asks; B shows the question, refuses an answer that fails the schema
+//!   (the task keeps waiting), and takes one; of two answers at once on A and B, exactly one is taken.
+//!
+//! Every wait is for an event or a read that shows it, bounded by [`PATIENCE`]; the task waits at a gate (or for
+//! its answer), so "before it ends" is a fact of the test, not a race.
 #![cfg(feature = "redis")]
 
 use std::sync::{Arc, LazyLock};
@@ -28,22 +31,26 @@ static SERVER: LazyLock<RedisServer> = LazyLock::new(|| {
     )
 });
 
-fn config() -> RedisConfig {
+fn config(prefix: &str) -> RedisConfig {
     RedisConfig::from_url(&SERVER.url())
         .expect("valid url")
         .mode(Mode::Workers)
+        .key_prefix(prefix)
 }
 
 /// A replica over its own backend instance: it submits and polls; in `workers` mode it runs nothing.
-fn replica() -> RefCache {
-    let backend = RedisTaskBackend::new(config()).expect("backend");
+fn replica(prefix: &str) -> RefCache {
+    let backend = RedisTaskBackend::new(config(prefix)).expect("backend");
     RefCache::builder()
         .backend(Arc::new(backend))
         .expect("cache")
 }
 
-/// Replica A: the one the function is called on.
-static A: LazyLock<RefCache> = LazyLock::new(replica);
+/// Replica A of the output test: the one the function is called on.
+static A: LazyLock<RefCache> = LazyLock::new(|| replica("output"));
+
+/// Replica A of the input test.
+static A_INPUT: LazyLock<RefCache> = LazyLock::new(|| replica("input"));
 
 /// Prints `lines` lines, waits at its gate, prints one more and ends. Run by the worker, by its registered name.
 #[deny(clippy::all, unused_braces)]
@@ -55,6 +62,27 @@ async fn printer(label: String, lines: u32, ctx: TaskContext) -> Result<u32, Str
     gate(&label).notified().await;
     ctx.stdout("after the gate\n");
     Ok(lines)
+}
+
+fn confirm_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {"confirm": {"type": "boolean"}},
+        "required": ["confirm"]
+    })
+}
+
+/// Asks for a confirmation twice (the second question after the first answer) and returns both answers.
+#[deny(clippy::all, unused_braces)]
+#[cached(async_timeout = 0.05, cache = A_INPUT)]
+async fn confirm(label: String, ctx: TaskContext) -> Result<Vec<bool>, refcache::TaskError> {
+    let first = ctx
+        .ask(format!("Delete {label}?"), confirm_schema(), None)
+        .await?;
+    let second = ctx
+        .ask(format!("Really delete {label}?"), confirm_schema(), None)
+        .await?;
+    Ok(vec![first["confirm"] == true, second["confirm"] == true])
 }
 
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -70,9 +98,9 @@ async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poll_on_replica_b_reads_what_a_worker_prints_before_the_task_ends() {
-    let worker = RedisTaskBackend::worker(config()).expect("worker");
+    let worker = RedisTaskBackend::worker(config("output")).expect("worker");
     worker.start().await.expect("redis answers");
-    let b = replica();
+    let b = replica("output");
 
     let label = format!("b-{}", std::process::id());
     let first = printer(label.clone(), 3).await.expect("the call");
@@ -157,4 +185,64 @@ async fn a_poll_on_replica_b_reads_what_a_worker_prints_before_the_task_ends() {
         (rest.offset, rest.text.as_str(), rest.done),
         (offset, "after the gate\n", true)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_a_worker_asks_is_answered_on_replica_b() {
+    let worker = RedisTaskBackend::worker(config("input")).expect("worker");
+    worker.start().await.expect("redis answers");
+    let b = replica("input");
+
+    let label = format!("records-{}", std::process::id());
+    let first = confirm(label.clone()).await.expect("the call");
+    let ref_id = first.ref_id().to_string();
+    until("the question on replica B", async || {
+        let r = b.get_cached_result(&ref_id).await.expect("poll on B");
+        r.status() == TaskStatus::InputRequired && r.message().contains(&format!("Delete {label}?"))
+    })
+    .await;
+
+    // An answer that fails the schema is refused, naming the field, and the task keeps waiting.
+    let refused = b
+        .respond(&ref_id, serde_json::json!({"confirm": "yes"}))
+        .await
+        .expect_err("a string is not a boolean");
+    assert!(refused.to_string().contains("confirm"), "{refused}");
+    let polled = b.get_cached_result(&ref_id).await.expect("poll on B");
+    assert_eq!(polled.status(), TaskStatus::InputRequired, "{polled:?}");
+
+    b.respond(&ref_id, serde_json::json!({"confirm": true}))
+        .await
+        .expect("B takes the answer");
+    until("the second question", async || {
+        let r = b.get_cached_result(&ref_id).await.expect("poll on B");
+        r.status() == TaskStatus::InputRequired && r.message().contains("Really delete")
+    })
+    .await;
+
+    // Two answers at once, on A and on B: exactly one is taken.
+    let (on_a, on_b) = tokio::join!(
+        A_INPUT.respond(&ref_id, serde_json::json!({"confirm": false})),
+        b.respond(&ref_id, serde_json::json!({"confirm": true})),
+    );
+    assert!(
+        on_a.is_ok() != on_b.is_ok(),
+        "exactly one answer is taken: A {on_a:?}, B {on_b:?}"
+    );
+    until("the task complete on A", async || {
+        A_INPUT
+            .get_cached_result(&ref_id)
+            .await
+            .expect("poll on A")
+            .is_complete()
+    })
+    .await;
+    let done = b.get_cached_result(&ref_id).await.expect("poll on B");
+    let answers: Vec<bool> = done.value_as().expect("a value").expect("complete");
+    assert_eq!(answers, vec![true, on_b.is_ok()]);
+    let late = b
+        .respond(&ref_id, serde_json::json!({"confirm": true}))
+        .await
+        .expect_err("a finished task takes no answer");
+    assert!(late.to_string().contains("complete"), "{late}");
 }
