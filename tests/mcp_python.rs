@@ -7,8 +7,9 @@
 //! `target/tmp/pip-cache`, so reruns do not download again. Without `python3` (3.10+, with `venv`) or without
 //! network for the first install, the test fails and says so: it never skips.
 //!
-//! The server is in-process: the test's own streamable-HTTP rmcp server on a free localhost port, with the real
-//! RefCache and memory backend.
+//! The script runs twice: against the test's own streamable-HTTP rmcp server on a free localhost port (the real
+//! RefCache, memory backend), and against the example server (`examples/mcp_server`) started as the docs start it,
+//! `--http` without tokens, where its first `list_tasks` must not fail (#19 §4).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -19,6 +20,9 @@ use refcache::mcp::McpRefCache;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
+
+#[path = "support/examples.rs"]
+mod examples;
 
 #[path = "support/asking_server.rs"]
 mod asking_server;
@@ -125,21 +129,51 @@ async fn serve() -> String {
     url
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_python_sdk_answers_through_tasks_update_and_respond_task() {
-    let dir = TempDir::new("refcache-mcp-python");
-    let python = tokio::task::spawn_blocking({
-        let dir = dir.0.clone();
-        move || venv_with_sdk(&dir)
+/// The example server (`examples/mcp_server`) on `--http 127.0.0.1:0`, as the docs start it: the child, its URL,
+/// and its stderr up to its first-look hint.
+async fn example() -> (tokio::process::Child, String, Vec<String>) {
+    use tokio::io::AsyncBufReadExt;
+    let binary = tokio::task::spawn_blocking(|| examples::binary("mcp_server"))
+        .await
+        .unwrap();
+    let mut child = tokio::process::Command::new(binary)
+        .args(["--http", "127.0.0.1:0"])
+        .env_remove("REFCACHE_BACKEND")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the example server");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut url = None;
+    tokio::time::timeout(SCRIPT_PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(at) = line.strip_prefix("mcp_server: serving ") {
+                url = Some(at.to_owned());
+            }
+            let hint = line.contains("list_tasks lists nothing");
+            seen.push(line);
+            if hint {
+                return;
+            }
+        }
+        panic!("the example exited before its hint: {seen:?}");
     })
     .await
-    .unwrap();
-    let url = serve().await;
+    .unwrap_or_else(|_| panic!("the example did not start within {SCRIPT_PATIENCE:?}"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url.expect("the example announces its address"), seen)
+}
+
+/// Runs the Python client against `url` and checks its JSON summary.
+async fn drive(python: &Path, url: &str, server: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/sep2663_client.py");
     let started = Instant::now();
-    let child = tokio::process::Command::new(&python)
+    let child = tokio::process::Command::new(python)
         .arg(&script)
-        .arg(&url)
+        .arg(url)
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(SCRIPT_PATIENCE, child)
@@ -150,15 +184,50 @@ async fn the_official_python_sdk_answers_through_tasks_update_and_respond_task()
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "the Python client failed ({})\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        "the Python client failed against {server} ({})\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
         output.status
     );
     eprintln!(
-        "mcp_python: the client's three flows took {:.1} s",
+        "mcp_python: the client's three flows against {server} took {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("a JSON summary last ({e}):\n{stdout}"));
+    check(&summary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_answers_through_tasks_update_and_respond_task() {
+    let dir = TempDir::new("refcache-mcp-python");
+    let python = tokio::task::spawn_blocking({
+        let dir = dir.0.clone();
+        move || venv_with_sdk(&dir)
+    })
+    .await
+    .unwrap();
+    // The test's own server, then the example as the docs start it (`--http`, no tokens).
+    let url = serve().await;
+    drive(&python, &url, "the test's server").await;
+    let (mut child, url, stderr) = example().await;
+    let hint = stderr.last().unwrap();
+    assert!(
+        hint.contains("--auth-tokens") && hint.contains("get_cached_result"),
+        "the example says who owns what at start: {hint}"
+    );
+    drive(&python, &url, "the example server").await;
+    let _ = child.start_kill();
+}
+
+/// What both servers must have answered.
+fn check(summary: &Value) {
+    // The first look: an empty list that says why, not an error.
+    assert!(
+        summary["tasks_update"]["first_look"]
+            .as_str()
+            .unwrap()
+            .contains("cannot tell callers apart"),
+        "{summary}"
+    );
 
     // tasks/update: the task asked, a bad answer named the field, the good one completed it.
     let update = &summary["tasks_update"];

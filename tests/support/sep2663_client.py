@@ -2,12 +2,16 @@
 
 Usage: python sep2663_client.py URL
 
+The server is any refcache MCP server over streamable HTTP, without auth, with a `delete_records {count}` tool that
+asks "Delete N records?" with a boolean `confirm` and answers `{"deleted": N}`: the test's own, and the example's.
+
 The SDK has no client for the SEP-2663 tasks extension (`tasks/get`, `tasks/update`, `tasks/cancel`), so the small
 extension it needs is here, written on the SDK's own primitives (`ClientExtension`, `ResultClaim`,
 `ClientSession.send_request`). Three flows, each asserting as it goes; the last stdout line is a JSON summary
 that the Rust test checks too. Any failure raises, and the process exits non-zero.
 
-1. tasks/update: a modern connection (2026-07-28) declares the extension; `Client.call_tool` gets a task and the
+1. tasks/update: a modern connection (2026-07-28) declares the extension; its first `list_tasks` (anonymous) answers
+   an empty list that says why, not an error. `Client.call_tool` gets a task and the
    extension resolves it: `tasks/get` until `input_required`, a bad answer (refused with -32602 naming the field),
    then the good answer through `tasks/update`, then `tasks/get` until `completed`.
 2. tasks/cancel by hand: a task that waits is cancelled, and an unknown id is -32602.
@@ -168,6 +172,13 @@ class TasksExtension(ClientExtension):
 async def through_tasks_update(url: str) -> dict[str, Any]:
     extension = TasksExtension()
     async with Client(url, extensions=[extension]) as client:
+        # The first look (#19 §4): an anonymous 2026-07-28 client lists nothing, and is told why, without an error.
+        listed = await client.call_tool("list_tasks", {})
+        assert not listed.is_error, listed
+        assert listed.structured_content["tasks"] == [], listed
+        first_look = listed.structured_content["message"]
+        assert "cannot tell callers apart" in first_look, first_look
+
         result = await client.call_tool("delete_records", {"count": 3})
         assert not result.is_error, result
         assert result.structured_content["value"] == {"deleted": 3}, result
@@ -188,6 +199,7 @@ async def through_tasks_update(url: str) -> dict[str, Any]:
         else:
             raise AssertionError("an unknown task was found")
     return {
+        "first_look": first_look,
         "statuses": extension.seen,
         "question": extension.question,
         "status_message": extension.status_message,
