@@ -3,23 +3,32 @@
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::Value;
 
+use super::status::status_line;
 use crate::cache::response::CachedResponse;
 use crate::model::error::RefCacheError;
 use crate::model::task::TaskStatus;
 
 /// A cached call's or a poll's answer as a tool result: the wire shape of [`CachedResponse`] as structured
-/// content (and as JSON text, for clients that read only text).
+/// content (and as JSON text, for clients that read only text). A running task's `message` is its MCP status
+/// line: the progress message with the count, percentage and ETA, and the latest output line.
 ///
 /// A failed or cancelled task answers `isError: true`, with the error text first, so that a client which shows the
 /// model only text still shows why; the structured content keeps the `ref_id` (to retry) and the details.
 pub fn tool_result(response: &CachedResponse) -> CallToolResult {
     // Parsing a big value's text into the tree rmcp's structured content needs is CPU work: off the runtime.
-    let json = match response.stored() {
+    let mut json = match response.stored() {
         Some(stored) if stored.size > crate::contract::offload::OFFLOAD_BYTES => {
             crate::contract::offload::off_runtime(|| response.to_json())
         }
         _ => response.to_json(),
     };
+    // Over MCP a running task's message is its whole status line (progress, %, ETA, latest output), the same
+    // as `tasks/get`'s `statusMessage`; the Rust response keeps mcp-refcache's plain message.
+    if let Some(info) = response.info()
+        && let Some(message) = json.get_mut("message")
+    {
+        *message = Value::String(status_line(info));
+    }
     match response.status() {
         TaskStatus::Failed | TaskStatus::Cancelled => {
             let text = format!("{} (ref_id={})", response.message(), response.ref_id());
