@@ -47,7 +47,13 @@ async fn through_refcache() -> Duration {
             .expect("poll");
     }
     let took = start.elapsed();
-    let json = response.to_json();
+    // The outcome quotes the output's tail (4 KiB): more than a preview shows.
+    let full = refcache::GetOptions::default().full(true);
+    let json = cache
+        .get_cached_result_with(response.ref_id().as_str(), &full)
+        .await
+        .expect("the outcome")
+        .to_json();
     let outcome: CommandOutcome =
         serde_json::from_value(json["value"].clone()).unwrap_or_else(|e| panic!("{e}: {json}"));
     assert_eq!(outcome.output_bytes, BYTES, "{json}");
