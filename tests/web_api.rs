@@ -46,6 +46,16 @@ async fn confirm(label: String, ctx: TaskContext) -> Result<Value, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Writes `lines` lines, each once its own gate (`label-i`) opens.
+#[cached(async_timeout = 0.05, cache = CACHE)]
+async fn ticker(label: String, lines: u32, ctx: TaskContext) -> u32 {
+    for i in 0..lines {
+        gate(&format!("{label}-{i}")).notified().await;
+        ctx.stdout(&format!("tick {i}\n"));
+    }
+    lines
+}
+
 /// Fails after its gate opens.
 #[cached(async_timeout = 0.05, cache = CACHE)]
 async fn fails(label: String) -> Result<u32, String> {
@@ -586,4 +596,82 @@ async fn an_answer_is_checked_against_the_question_and_refused_as_respond_task_r
         body["error"].as_str().unwrap().contains("is complete"),
         "{body}"
     );
+}
+
+/// A stream's output text from `from` until `end`, each chunk checked to continue where the last ended, with its
+/// id the offset after it.
+async fn output_until_end(mut events: Events, from: u64) -> String {
+    let (mut text, mut at) = (String::new(), from);
+    loop {
+        let event = events.next().await.expect("the stream ended before `end`");
+        match event.event.as_str() {
+            "output" => {
+                let chunk = event.json();
+                assert_eq!(
+                    chunk["offset"], at,
+                    "a chunk continues where the last ended"
+                );
+                at = chunk["next_offset"].as_u64().unwrap();
+                assert_eq!(event.id, Some(at.to_string()));
+                text.push_str(chunk["text"].as_str().unwrap());
+            }
+            "end" => return text,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streams_of_one_task_share_its_output_and_each_gets_it_once_from_its_offset() {
+    let base = serve().await;
+    let task = alice_agent()
+        .scope(ticker("fanout".into(), 6))
+        .await
+        .unwrap();
+    let id = task.ref_id().to_string();
+    let url = format!("{base}/api/tasks/{id}/events");
+    // Two streams from the start, open before anything is written.
+    let a = tokio::spawn(output_until_end(
+        Events::open(url.clone(), "token-a", None).await,
+        0,
+    ));
+    let b = tokio::spawn(output_until_end(
+        Events::open(url.clone(), "token-a", None).await,
+        0,
+    ));
+    for i in 0..3 {
+        open(&format!("fanout-{i}"));
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let (_, chunk) = get(&base, &format!("/api/tasks/{id}/output"), Some("token-a")).await;
+        if chunk["next_offset"] == 21 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "three lines in 10 s: {chunk}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Two more midway: one resuming after the first line, one from the start (it catches up, then shares).
+    let c = tokio::spawn(output_until_end(
+        Events::open(url.clone(), "token-a", Some(7)).await,
+        7,
+    ));
+    let d = tokio::spawn(output_until_end(
+        Events::open(url.clone(), "token-a", None).await,
+        0,
+    ));
+    for i in 3..6 {
+        open(&format!("fanout-{i}"));
+    }
+    let all: String = (0..6).map(|i| format!("tick {i}\n")).collect();
+    assert_eq!(a.await.unwrap(), all);
+    assert_eq!(b.await.unwrap(), all);
+    assert_eq!(c.await.unwrap(), all[7..]);
+    assert_eq!(d.await.unwrap(), all);
+    // A stream opened after the end reads it all by itself.
+    let late = output_until_end(Events::open(url, "token-a", None).await, 0).await;
+    assert_eq!(late, all);
 }

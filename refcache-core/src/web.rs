@@ -49,6 +49,7 @@ mod api;
 mod auth;
 mod error;
 mod events;
+mod fanout;
 mod fields;
 mod html;
 mod pages;

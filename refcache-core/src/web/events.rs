@@ -1,8 +1,10 @@
 //! The event streams: one task's (`status`, `output`, `end`) and the caller's list (`task`). Both wait on the
-//! cache's change events; a backend that cannot follow a task is read again every second.
+//! cache's change events; a backend that cannot follow a task is read again every second. The streams of one
+//! task share one read of each output chunk (`fanout.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
@@ -16,10 +18,13 @@ use serde_json::Value;
 
 use super::auth::Caller;
 use super::error::WebError;
+use super::fanout::SharedChunk;
 use super::fields::Fields;
 use super::state::WebRefCache;
 use super::summary::summary;
 use crate::model::actor::Actor;
+use crate::model::error::RefCacheError;
+use crate::model::output::OutputChunk;
 use crate::model::record::TaskInfo;
 use crate::model::ref_id::RefId;
 
@@ -70,24 +75,30 @@ pub(super) async fn task(
             let info = web.cache.task_info(&ref_id).await?;
             // Watched before the output is read, so that no change in between is missed.
             let watch = web.cache.backend().watch(&info.ref_id).await.ok().flatten();
-            let output = web.cache.follow_output(&ref_id, offset).await?;
-            Ok::<_, WebError>((info, watch, output))
+            // Listening before the own first read, so that no chunk in between is missed.
+            let feed = web
+                .fanout
+                .listen(&web.cache, &actor, &info.ref_id, offset, &web.stop)
+                .await;
+            Ok::<_, WebError>((info, watch, offset, feed))
         })
         .await;
-    let (info, watch, output) = match opened {
+    let (info, watch, offset, feed) = match opened {
         Ok(opened) => opened,
         Err(e) => return e.into_response(),
     };
-    let output = output
-        .filter_map(|chunk| async move {
-            let chunk = chunk.ok()?;
-            let event = Event::default()
-                .event("output")
-                .id(chunk.next_offset.to_string())
-                .data(serde_json::to_string(&chunk).ok()?);
-            Some(event)
-        })
-        .boxed();
+    let output = Output {
+        web: web.clone(),
+        actor: actor.clone(),
+        ref_id: info.ref_id.clone(),
+        offset,
+        feed,
+        own: None,
+        pending: VecDeque::new(),
+        caught_up: false,
+        finished: false,
+    };
+    let output = futures::stream::unfold(output, Output::step).boxed();
     let status = Status {
         web: web.clone(),
         actor: actor.clone(),
@@ -112,6 +123,127 @@ pub(super) async fn task(
     };
     let events = futures::stream::select(output, status).chain(last).boxed();
     sse(&web, events)
+}
+
+fn output_event(chunk: &OutputChunk, json: &str) -> Event {
+    Event::default()
+        .event("output")
+        .id(chunk.next_offset.to_string())
+        .data(json)
+}
+
+/// One stream's output events: the shared feed's chunks that continue where this stream is, and its own reads of
+/// the log to catch up (when it opens, when it fell behind, when the feed ends early).
+struct Output {
+    web: WebRefCache,
+    actor: Actor,
+    ref_id: RefId,
+    /// Where this stream is in the log.
+    offset: u64,
+    feed: Option<tokio::sync::broadcast::Receiver<Arc<SharedChunk>>>,
+    /// Its own follower of the log, once the feed ended before the output did (or could not start).
+    own: Option<BoxStream<'static, Result<OutputChunk, RefCacheError>>>,
+    pending: VecDeque<Event>,
+    caught_up: bool,
+    finished: bool,
+}
+
+impl Output {
+    async fn step(mut self) -> Option<(Event, Self)> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some((event, self));
+            }
+            if self.finished {
+                return None;
+            }
+            if !self.caught_up {
+                self.caught_up = true;
+                self.read().await;
+                if self.feed.is_none() && !self.finished {
+                    self.follow().await;
+                }
+                continue;
+            }
+            if let Some(own) = &mut self.own {
+                match own.next().await {
+                    Some(Ok(chunk)) => {
+                        let json = serde_json::to_string(&chunk).unwrap_or_default();
+                        self.push(&chunk, &json);
+                    }
+                    _ => self.finished = true,
+                }
+                continue;
+            }
+            let Some(feed) = &mut self.feed else {
+                self.finished = true;
+                continue;
+            };
+            match feed.recv().await {
+                Ok(shared) => {
+                    let chunk = &shared.chunk;
+                    if chunk.next_offset <= self.offset && !chunk.done {
+                        continue;
+                    }
+                    if chunk.offset == self.offset && chunk.dropped == 0 {
+                        self.push(chunk, &shared.json);
+                    } else {
+                        // Behind the feed (or past a cut of the log): this stream's own reads, from where it is.
+                        self.read().await;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => {
+                    self.feed = None;
+                    self.follow().await;
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, chunk: &OutputChunk, json: &str) {
+        self.offset = chunk.next_offset;
+        self.finished |= chunk.done;
+        self.pending.push_back(output_event(chunk, json));
+    }
+
+    /// Reads the log from this stream's offset up to its end now.
+    async fn read(&mut self) {
+        loop {
+            let read = self
+                .web
+                .cache
+                .read_output(self.ref_id.as_str(), self.offset, None);
+            let chunk = match self.actor.clone().scope(read).await {
+                Ok(chunk) => chunk,
+                Err(_) => {
+                    self.finished = true;
+                    return;
+                }
+            };
+            if chunk.text.is_empty() && chunk.dropped == 0 && !chunk.done {
+                return;
+            }
+            let json = serde_json::to_string(&chunk).unwrap_or_default();
+            self.push(&chunk, &json);
+            if chunk.done {
+                return;
+            }
+        }
+    }
+
+    /// Follows the log itself from here on (the feed ended before the output did).
+    async fn follow(&mut self) {
+        let follow = self
+            .web
+            .cache
+            .follow_output(self.ref_id.as_str(), self.offset);
+        match self.actor.clone().scope(follow).await {
+            Ok(own) => self.own = Some(own),
+            Err(_) => self.finished = true,
+        }
+    }
 }
 
 /// The task's status as it changes, until it is terminal.

@@ -33,6 +33,8 @@ pub struct WebRefCache {
     pub(crate) tokens: Option<Arc<HashMap<String, Actor>>>,
     pub(crate) commands: Option<Arc<dyn CommandRunner>>,
     pub(crate) stop: CancellationToken,
+    /// The shared reads of followed tasks' output.
+    pub(crate) fanout: Arc<super::fanout::Fanout>,
 }
 
 impl std::fmt::Debug for WebRefCache {
@@ -54,6 +56,7 @@ impl WebRefCache {
             tokens: None,
             commands: None,
             stop: CancellationToken::new(),
+            fanout: Arc::default(),
         }
     }
 
