@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 use refcache::command::{CommandError, CommandOutcome, CommandSpec, Commands, run_command};
 use refcache::{CachedResponse, TaskStatus};
 
+#[path = "support/processes.rs"]
+mod processes;
+use processes::{alive_in_group, gone_within};
+
 const GRACE: Duration = Duration::from_millis(800);
 
 /// The settings of this test binary: installed once (they are process-wide).
@@ -72,36 +76,6 @@ async fn pgid_of(ref_id: &str) -> i32 {
         assert!(Instant::now() < deadline, "no pgid line in 30 s: {text:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// The processes of group `pgid` that still run (zombies are not counted: they run nothing).
-fn alive_in_group(pgid: i32) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter(|stat| {
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
-        })
-        .count()
-}
-
-/// Waits (at most `within`) for group `pgid` to be gone; answers how long it took.
-async fn gone_within(pgid: i32, within: Duration) -> Duration {
-    let start = Instant::now();
-    while alive_in_group(pgid) > 0 {
-        assert!(
-            start.elapsed() < within,
-            "group {pgid} still has {} processes after {within:?}",
-            alive_in_group(pgid)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    start.elapsed()
 }
 
 fn error_code(response: &CachedResponse) -> String {

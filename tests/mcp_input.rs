@@ -1,113 +1,47 @@
-//! The MCP input path for clients without the tasks extension (#19 §1): a tool asks mid-task,
-//! `get_cached_result` shows `input_required` and the question, and the ready-made `respond_task` answers it; a bad
-//! answer names the field and the task keeps waiting; an answer to a finished task is refused with its status.
+//! The MCP input paths (#19 §1), over a real rmcp client/server pair on an in-process pipe: a tool asks mid-task.
+//! - Clients without the tasks extension: `get_cached_result` shows `input_required` and the question (as text and
+//!   as a structured `input_request`), and the ready-made `respond_task` answers it.
+//! - MCP Tasks clients: `tasks/get` shows `input_required` and the question as a form elicitation, and
+//!   `tasks/update` with `inputResponses` answers it.
+//!
+//! On both paths a bad answer names the field and the task keeps waiting, an answer to a task that is not waiting is
+//! refused with its status, and another owner gets exactly what an unknown id gets.
 
 use std::time::Duration;
 
-use refcache::mcp::rmcp::handler::server::router::tool::ToolRouter;
-use refcache::mcp::rmcp::handler::server::wrapper::Parameters;
-use refcache::mcp::rmcp::model::{CallToolRequestParams, CallToolResult, ServerConfig};
-use refcache::mcp::rmcp::{self, ServerHandler, tool, tool_handler, tool_router};
-use refcache::mcp::{McpRefCache, RefCacheServer};
-use refcache::{RefCache, TaskContext, TaskError, cached};
-use rmcp::ServiceExt;
-use rmcp::service::RunningService;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use refcache::RefCache;
+use refcache::mcp::McpRefCache;
+use refcache::mcp::rmcp::model::{
+    CallToolResponse, GetTaskParams, GetTaskResult, InputRequest, TaskPayload,
+    TaskStatus as McpStatus, UpdateTaskParams,
+};
 use serde_json::{Value, json};
 
 #[path = "support/tool_results.rs"]
 mod tool_results;
 use tool_results::text;
 
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-struct Count {
-    count: u32,
+#[path = "support/asking_server.rs"]
+mod asking_server;
+use asking_server::Server;
+
+#[path = "support/mcp_pipe.rs"]
+mod mcp_pipe;
+use mcp_pipe::{Client, call, call_once, get_task, get_task_until, rpc_error, structured};
+
+/// A connection to a server on `cache` (each connection is an owner of its own).
+async fn connect_to(cache: &RefCache, tasks: bool) -> Client {
+    mcp_pipe::connect(Server::new(McpRefCache::new(cache.clone())), tasks).await
 }
 
-#[derive(Clone)]
-struct Server {
-    tool_router: ToolRouter<Self>,
-    refcache: McpRefCache,
-}
-
-#[tool_router]
-impl Server {
-    /// Asks for a confirmation, then answers how many records it would delete.
-    #[cached(async_timeout = 0.1)]
-    #[tool]
-    async fn delete_records(
-        &self,
-        Parameters(args): Parameters<Count>,
-        ctx: TaskContext,
-    ) -> Result<Value, TaskError> {
-        let schema = json!({
-            "type": "object",
-            "properties": {"confirm": {"type": "boolean"}},
-            "required": ["confirm"],
-        });
-        let answer = ctx
-            .ask(format!("Delete {} records?", args.count), schema, None)
-            .await?;
-        let deleted = if answer["confirm"] == true {
-            args.count
-        } else {
-            0
-        };
-        Ok(json!({ "deleted": deleted }))
-    }
-}
-
-impl RefCacheServer for Server {
-    fn refcache(&self) -> &McpRefCache {
-        &self.refcache
-    }
-}
-
-#[tool_handler(router = self.tool_router)]
-impl ServerHandler for Server {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(refcache::mcp::server_capabilities())
-    }
-}
-
-async fn connect() -> RunningService<rmcp::RoleClient, ()> {
-    let server = Server {
-        tool_router: Server::tool_router() + refcache::mcp::tool_router::<Server>(),
-        refcache: McpRefCache::new(RefCache::builder().build().unwrap()),
-    };
-    let (server_io, client_io) = tokio::io::duplex(1 << 20);
-    tokio::spawn(async move {
-        let running = server.serve(server_io).await.expect("serve");
-        let _ = running.waiting().await;
-    });
-    ().serve(client_io).await.expect("initialize")
-}
-
-async fn call(
-    client: &RunningService<rmcp::RoleClient, ()>,
-    tool: &str,
-    args: Value,
-) -> CallToolResult {
-    client
-        .call_tool(
-            CallToolRequestParams::new(tool.to_owned())
-                .with_arguments(args.as_object().unwrap().clone()),
-        )
-        .await
-        .expect("no protocol error")
-}
-
-fn structured(result: &CallToolResult) -> Value {
-    result
-        .structured_content
-        .clone()
-        .unwrap_or_else(|| serde_json::from_str(&text(result)).unwrap_or(Value::Null))
+fn cache() -> RefCache {
+    RefCache::builder().build().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn respond_task_answers_the_question_get_cached_result_shows() {
-    let client = connect().await;
+    let shared = cache();
+    let client = connect_to(&shared, false).await;
     let started = structured(&call(&client, "delete_records", json!({"count": 3})).await);
     let ref_id = started["ref_id"].as_str().expect("a ref_id").to_owned();
 
@@ -124,10 +58,51 @@ async fn respond_task_answers_the_question_get_cached_result_shows() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(
-        polled.to_string().contains("Delete 3 records?"),
+    assert_eq!(
+        polled["message"], "Input required: Delete 3 records?",
         "the poll shows the question: {polled}"
     );
+    // ... and as a structured field: its key, message and schema.
+    let question = &polled["input_request"];
+    assert!(
+        question["key"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("input-")),
+        "{polled}"
+    );
+    assert_eq!(question["message"], "Delete 3 records?");
+    assert_eq!(
+        question["schema"]["properties"]["confirm"]["type"],
+        "boolean"
+    );
+    assert_eq!(question["schema"]["required"], json!(["confirm"]));
+    let minimal = structured(
+        &call(
+            &client,
+            "get_cached_result",
+            json!({"ref_id": ref_id, "_async_response_format": "minimal"}),
+        )
+        .await,
+    );
+    assert!(minimal.get("input_request").is_none(), "{minimal}");
+
+    // Another owner (another connection to the same cache) gets what an unknown id gets.
+    let stranger = connect_to(&shared, false).await;
+    let foreign = call(
+        &stranger,
+        "respond_task",
+        json!({"ref_id": ref_id, "response": {"confirm": true}}),
+    )
+    .await;
+    let unknown = call(
+        &stranger,
+        "respond_task",
+        json!({"ref_id": "refcache:0123456789abcdef0123456789abcdef", "response": {"confirm": true}}),
+    )
+    .await;
+    assert_eq!(foreign.is_error, Some(true), "{foreign:?}");
+    assert_eq!(text(&foreign), text(&unknown));
+    stranger.cancel().await.unwrap();
 
     let bad = call(
         &client,
@@ -176,5 +151,197 @@ async fn respond_task_answers_the_question_get_cached_result_shows() {
         "names the status: {}",
         text(&late)
     );
+    client.cancel().await.unwrap();
+}
+
+/// The question's key and elicitation, from a `tasks/get` of a waiting task.
+fn question(got: &GetTaskResult) -> (String, Value) {
+    let TaskPayload::InputRequired { input_requests } = &got.task.payload else {
+        panic!("expected input_required, got {got:?}");
+    };
+    assert_eq!(input_requests.len(), 1, "one question: {input_requests:?}");
+    let (key, request) = input_requests.iter().next().unwrap();
+    assert!(
+        matches!(request, InputRequest::Elicitation(_)),
+        "a form elicitation: {request:?}"
+    );
+    (key.clone(), serde_json::to_value(request).unwrap())
+}
+
+fn update(id: &str, responses: Value) -> UpdateTaskParams {
+    let responses = responses
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    UpdateTaskParams::new(id.to_owned(), responses)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_update_answers_the_question_tasks_get_shows() {
+    let shared = cache();
+    let client = connect_to(&shared, true).await;
+    let CallToolResponse::Task(created) =
+        call_once(&client, "delete_records", json!({"count": 3})).await
+    else {
+        panic!("a tasks client gets a task");
+    };
+    let id = created.task.task_id;
+    let waiting = get_task_until(&client, &id, "input_required", |got| {
+        got.task.task.status == McpStatus::InputRequired
+    })
+    .await;
+    assert_eq!(
+        waiting.task.task.status_message.as_deref(),
+        Some("Input required: Delete 3 records?")
+    );
+    let (key, elicitation) = question(&waiting);
+    assert_eq!(elicitation["method"], "elicitation/create");
+    assert_eq!(elicitation["params"]["mode"], "form");
+    assert_eq!(elicitation["params"]["message"], "Delete 3 records?");
+    assert_eq!(
+        elicitation["params"]["requestedSchema"]["properties"]["confirm"]["type"],
+        "boolean"
+    );
+
+    // An answer that fails the schema: -32602 naming the field; the task keeps waiting.
+    let (code, message) = rpc_error(
+        client
+            .peer()
+            .update_task(update(
+                &id,
+                json!({&key: {"action": "accept", "content": {"confirm": "yes"}}}),
+            ))
+            .await,
+    );
+    assert_eq!(code, -32602);
+    assert!(
+        message.contains(&format!("inputResponses.{key}.content")) && message.contains("`confirm`"),
+        "names the field: {message}"
+    );
+    // A missing required field, named too.
+    let (code, message) = rpc_error(
+        client
+            .peer()
+            .update_task(update(
+                &id,
+                json!({&key: {"action": "accept", "content": {}}}),
+            ))
+            .await,
+    );
+    assert_eq!(code, -32602);
+    assert!(message.contains("`confirm`"), "{message}");
+    // Not an elicitation result: -32602 naming the key.
+    let (code, message) = rpc_error(
+        client
+            .peer()
+            .update_task(update(&id, json!({&key: {"confirm": true}})))
+            .await,
+    );
+    assert_eq!(code, -32602);
+    assert!(
+        message.contains(&format!("inputResponses.{key}")),
+        "{message}"
+    );
+    // A key that is not outstanding is ignored and acked, as the spec asks.
+    client
+        .peer()
+        .update_task(update(
+            &id,
+            json!({"input-99": {"action": "accept", "content": {"confirm": true}}}),
+        ))
+        .await
+        .expect("an unknown key is acked");
+    let still = get_task(&client, &id).await;
+    assert_eq!(
+        still.task.task.status,
+        McpStatus::InputRequired,
+        "keeps waiting"
+    );
+    assert_eq!(question(&still).0, key, "the same question");
+
+    // Another owner: exactly what an unknown id gets, on tasks/update and tasks/get.
+    let stranger = connect_to(&shared, true).await;
+    let answer = json!({&key: {"action": "accept", "content": {"confirm": true}}});
+    let foreign = rpc_error(
+        stranger
+            .peer()
+            .update_task(update(&id, answer.clone()))
+            .await,
+    );
+    let unknown = rpc_error(
+        stranger
+            .peer()
+            .update_task(update(
+                "refcache:0123456789abcdef0123456789abcdef",
+                answer.clone(),
+            ))
+            .await,
+    );
+    assert_eq!(foreign.0, -32602);
+    assert_eq!(foreign, unknown);
+    let foreign_get = rpc_error(
+        stranger
+            .peer()
+            .get_task(GetTaskParams::new(id.clone()))
+            .await,
+    );
+    assert_eq!(foreign_get, unknown);
+    stranger.cancel().await.unwrap();
+    assert_eq!(
+        get_task(&client, &id).await.task.task.status,
+        McpStatus::InputRequired,
+        "the stranger's answer did nothing"
+    );
+
+    // The owner's good answer: acked, and the task goes on to complete.
+    client
+        .peer()
+        .update_task(update(&id, answer.clone()))
+        .await
+        .expect("a good answer is acked");
+    let done = get_task_until(&client, &id, "completed", |got| {
+        got.task.task.status == McpStatus::Completed
+    })
+    .await;
+    let TaskPayload::Completed { result } = &done.task.payload else {
+        panic!("{done:?}");
+    };
+    assert_eq!(result["structuredContent"]["value"], json!({"deleted": 3}));
+
+    // An answer to a task that is not waiting: refused, with its status.
+    let (code, message) = rpc_error(client.peer().update_task(update(&id, answer)).await);
+    assert_eq!(code, -32602);
+    assert!(
+        message.contains("is complete") && message.contains("not waiting"),
+        "{message}"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_question_cancels_the_task() {
+    let client = connect_to(&cache(), true).await;
+    let CallToolResponse::Task(created) =
+        call_once(&client, "delete_records", json!({"count": 5})).await
+    else {
+        panic!("a tasks client gets a task");
+    };
+    let id = created.task.task_id;
+    let waiting = get_task_until(&client, &id, "input_required", |got| {
+        got.task.task.status == McpStatus::InputRequired
+    })
+    .await;
+    let (key, _) = question(&waiting);
+    client
+        .peer()
+        .update_task(update(&id, json!({key: {"action": "decline"}})))
+        .await
+        .expect("decline is acked");
+    get_task_until(&client, &id, "cancelled", |got| {
+        got.task.task.status == McpStatus::Cancelled
+    })
+    .await;
     client.cancel().await.unwrap();
 }

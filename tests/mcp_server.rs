@@ -1,5 +1,5 @@
-//! The example MCP server (`examples/mcp_server.rs`), driven by a real rmcp client over stdio (the server as a
-//! child process) and over streamable HTTP.
+//! The example MCP server (the `mcp_server` package, `examples/mcp_server/src/main.rs`), driven by a real rmcp
+//! client over stdio (the server as a child process) and over streamable HTTP.
 //!
 //! Timing: the tools' own timeouts (0.5 to 2 s) are part of the demo, so these tests run on the wall clock. Every
 //! wait is for an event (a status, a notification), bounded by a wide deadline ([`PATIENCE`]), never a sleep that
@@ -682,7 +682,7 @@ async fn two_users_over_http_never_see_each_others_tasks() {
 }
 
 #[tokio::test]
-async fn anonymous_stateless_http_cannot_list_but_can_poll_its_reference() {
+async fn anonymous_stateless_http_lists_nothing_and_says_why_but_can_poll_its_reference() {
     use rmcp::model::ProtocolVersion;
     use rmcp::service::{ClientLifecycleMode, serve_client_with_lifecycle};
     let server = HttpServer::start(&[]).await;
@@ -699,10 +699,21 @@ async fn anonymous_stateless_http_cannot_list_but_can_poll_its_reference() {
     )
     .await
     .unwrap();
-    let listed = call(&client, "list_tasks", json!({})).await;
-    let text = error_text(&listed);
-    assert!(text.contains("cannot tell callers apart"), "{text}");
+    // The first look does not fail: an empty list, and a message that says why and what to do instead.
+    let listed = ok(&call(&client, "list_tasks", json!({})).await);
+    assert_eq!(listed["tasks"], json!([]), "{listed}");
+    let message = listed["message"].as_str().unwrap();
+    assert!(
+        message.contains("cannot tell callers apart") && message.contains("get_cached_result"),
+        "{message}"
+    );
+    // Bad arguments are still refused, naming them.
+    let bad = call(&client, "list_tasks", json!({"limit": 0})).await;
+    assert!(error_text(&bad).contains("invalid limit 0"));
     let started = ok(&call(&client, "slow_square", json!({"n": 4, "seconds": 1.5})).await);
+    // Even with a task running, the anonymous list stays empty: nobody's tasks are shown.
+    let listed = ok(&call(&client, "list_tasks", json!({})).await);
+    assert_eq!(listed["tasks"], json!([]), "{listed}");
     let done = ok(&poll_until_done(&client, &ref_id(&started)).await);
     assert_eq!(done["value"], json!({"n": 4, "square": 16}));
     client.cancel().await.unwrap();
@@ -860,7 +871,7 @@ async fn two_replicas_on_postgres_share_a_task_by_config_alone() {
 /// parse, name the example binary, and give a server whose `run_command` obeys the configured allowlist.
 #[tokio::test]
 async fn the_documented_desktop_client_config_launches_the_server() {
-    const DOCUMENTED_PATH: &str = "/path/to/refcache/target/release/examples/mcp_server";
+    const DOCUMENTED_PATH: &str = "/path/to/refcache/target/release/mcp_server";
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut configs = Vec::new();
     for doc in ["docs/mcp.md", "docs/guide.md"] {

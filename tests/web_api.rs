@@ -30,6 +30,22 @@ async fn printer(label: String, lines: u32, ctx: TaskContext) -> Result<u32, Str
     Ok(lines)
 }
 
+/// Asks for a confirmation (and an optional reason), then answers what it got.
+#[cached(async_timeout = 0.05, cache = CACHE)]
+async fn confirm(label: String, ctx: TaskContext) -> Result<Value, String> {
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "confirm": {"type": "boolean"},
+            "reason": {"type": "string", "enum": ["old", "duplicate"]},
+        },
+        "required": ["confirm"],
+    });
+    ctx.ask(format!("Delete {label}?"), schema, None)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Fails after its gate opens.
 #[cached(async_timeout = 0.05, cache = CACHE)]
 async fn fails(label: String) -> Result<u32, String> {
@@ -450,4 +466,124 @@ async fn bad_tokens_are_401_and_bad_fields_are_400() {
         );
     }
     open("web-bad");
+}
+
+/// Polls the API until the task's summary has `status` (10 s at most).
+async fn until_status(base: &str, id: &str, token: &str, status: &str) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let (code, body) = get(base, &format!("/api/tasks/{id}"), Some(token)).await;
+        assert_eq!(code, 200, "{body}");
+        // A complete task's answer is its value (`is_complete`), with no summary.
+        let complete = status == "complete" && body["is_complete"] == true;
+        if complete || body["task"]["status"] == status {
+            return body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no {status} in 10 s: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_is_checked_against_the_question_and_refused_as_respond_task_refuses_it() {
+    let base = serve().await;
+    let task = alice_agent()
+        .scope(confirm("api-answer".into()))
+        .await
+        .unwrap();
+    let id = task.ref_id().to_string();
+    let waiting = until_status(&base, &id, "token-a", "input_required").await;
+    let input = &waiting["task"]["input"];
+    assert_eq!(input["message"], "Delete api-answer?", "{waiting}");
+    assert_eq!(input["schema"]["required"][0], "confirm", "{waiting}");
+    let respond = format!("/api/tasks/{id}/respond");
+
+    // Another owner, and an unknown id: the same 404.
+    let (code, foreign) = post(
+        &base,
+        &respond,
+        "token-b",
+        Some(serde_json::json!({"response": {"confirm": true}})),
+    )
+    .await;
+    assert_eq!(code, 404);
+    let (code, unknown) = post(
+        &base,
+        "/api/tasks/no-such-task/respond",
+        "token-a",
+        Some(serde_json::json!({"response": {"confirm": true}})),
+    )
+    .await;
+    assert_eq!(code, 404);
+    assert_eq!(foreign, unknown);
+
+    // An answer that does not fit names the field; the task keeps waiting.
+    let (code, body) = post(
+        &base,
+        &respond,
+        "token-a",
+        Some(serde_json::json!({"response": {"confirm": "yes"}})),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("`confirm`"),
+        "{body}"
+    );
+    let (code, body) = post(
+        &base,
+        &respond,
+        "token-a",
+        Some(serde_json::json!({"response": {"confirm": true, "reason": "bored"}})),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("`reason`"),
+        "{body}"
+    );
+    // A body that is not `{"response": ...}` names the body.
+    let (code, body) = post(
+        &base,
+        &respond,
+        "token-a",
+        Some(serde_json::json!({"confirm": true})),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("`body`"), "{body}");
+    until_status(&base, &id, "token-a", "input_required").await;
+
+    // The owner's answer goes through; the task ends with it.
+    let (code, body) = post(
+        &base,
+        &respond,
+        "token-a",
+        Some(serde_json::json!({"response": {"confirm": true, "reason": "duplicate"}})),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let done = until_status(&base, &id, "token-a", "complete").await;
+    assert_eq!(
+        done["value"],
+        serde_json::json!({"confirm": true, "reason": "duplicate"}),
+        "{done}"
+    );
+
+    // A task that is not waiting: 409, with its status.
+    let (code, body) = post(
+        &base,
+        &respond,
+        "token-a",
+        Some(serde_json::json!({"response": {"confirm": true}})),
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("is complete"),
+        "{body}"
+    );
 }

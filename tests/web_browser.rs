@@ -4,15 +4,21 @@
 //! Each test starts its own chromedriver (`--port=0`, in a process group of its own that a guard kills, browsers
 //! included) and its own browser profile, and serves the page on a free loopback port. Every wait is for an event
 //! on the page, bounded at 10 s.
+//!
+//! The page serves the process-wide default cache, and its "Run a command" form runs real processes through
+//! `refcache::command::run_command` ([`PageRunner`]), the function an MCP `run_command` tool calls: the command is
+//! a small script this binary writes (allowlisted by its absolute path; no shell is enabled), which notes each
+//! run in a file, prints its process group, leaves a `sleep` running in that group and waits for a line on a FIFO
+//! the test writes to.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
-use refcache::web::{CommandRunner, WebRefCache};
-use refcache::{Actor, ActorKind, CachedResponse, RefCache, RefCacheError, TaskContext, cached};
+use refcache::command::{CommandSpec, Commands, PageRunner, run_command};
+use refcache::web::WebRefCache;
+use refcache::{Actor, ActorKind, RefCache, TaskContext, cached};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
@@ -20,18 +26,20 @@ use tokio::io::AsyncBufReadExt;
 mod gates;
 use gates::{gate, open};
 
+#[path = "support/processes.rs"]
+mod processes;
+use processes::{alive_in_group, gone_within};
+
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/lib/chromium/chromium";
 const PATIENCE: Duration = Duration::from_secs(10);
 
-static CACHE: LazyLock<RefCache> = LazyLock::new(RefCache::new);
-/// Runs of `fake_command`, by its first argument (tests run side by side).
-static RUNS: LazyLock<std::sync::Mutex<std::collections::HashMap<String, u32>>> =
-    LazyLock::new(Default::default);
-
-fn runs(label: &str) -> u32 {
-    RUNS.lock().unwrap().get(label).copied().unwrap_or(0)
-}
+/// The process-wide default cache: the one `run_command` runs on, so the page's commands and the test's calls meet.
+static CACHE: LazyLock<RefCache> = LazyLock::new(|| {
+    refcache::default_cache()
+        .expect("the default cache")
+        .clone()
+});
 
 /// Prints `lines` lines, waits at its gate, prints `bye` and ends.
 #[cached(async_timeout = 0.05, cache = CACHE)]
@@ -44,6 +52,22 @@ async fn printer(label: String, lines: u32, ctx: TaskContext) -> Result<u32, Str
     Ok(lines)
 }
 
+/// Asks for a confirmation (and an optional reason), then answers what it got.
+#[cached(async_timeout = 0.05, cache = CACHE)]
+async fn confirm(label: String, ctx: TaskContext) -> Result<Value, String> {
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "confirm": {"type": "boolean", "description": "yes, delete them"},
+            "reason": {"type": "string", "enum": ["old", "duplicate"]},
+        },
+        "required": ["confirm"],
+    });
+    ctx.ask(format!("Delete the {label} records?"), schema, None)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// `n` items `{id, name}`: a large value, previewed and paged.
 #[cached(async_timeout = 5.0, cache = CACHE)]
 async fn items(n: u64) -> Vec<Value> {
@@ -52,47 +76,128 @@ async fn items(n: u64) -> Vec<Value> {
         .collect()
 }
 
-/// The test's command: counts its runs, prints a first line, waits at the gate named by its first argument (or
-/// its cancel), prints a last line.
-#[cached(async_timeout = 0.05, cache = CACHE)]
-async fn fake_command(
-    command: String,
-    args: Vec<String>,
-    ctx: TaskContext,
-) -> Result<String, String> {
-    let label = args.first().cloned().unwrap_or_default();
-    *RUNS.lock().unwrap().entry(label.clone()).or_default() += 1;
-    ctx.stdout(&format!("started {command} {}\n", args.join(" ")));
-    let gate = gate(&label);
-    tokio::select! {
-        () = gate.notified() => {}
-        () = ctx.cancelled() => return Err("cancelled".into()),
-    }
-    ctx.stdout("finished\n");
-    Ok(command)
+/// The browser tests' command (see the module's documentation). Arguments: a label, the FIFO it waits on, the file
+/// it notes its runs in.
+const SCRIPT: &str = "#!/bin/sh
+echo run >> \"$3\"
+echo \"started $1 pgid $$\"
+sleep 300 &
+echo \"child $!\"
+read line < \"$2\"
+echo \"finished $1\"
+";
+
+/// The script's path, written (and the commands installed, allowing only it) once per test binary.
+fn script() -> &'static str {
+    static PATH: LazyLock<String> = LazyLock::new(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("web-browser-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("page-command.sh");
+        std::fs::write(&path, SCRIPT).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let path = path.to_str().unwrap().to_owned();
+        Commands::new()
+            .allow([path.clone()])
+            .grace(Duration::from_millis(800))
+            .install()
+            .expect("the test's command settings are valid");
+        path
+    });
+    &PATH
 }
 
-struct Runner;
+/// One run of the script: its label, FIFO and runs file.
+struct Command {
+    label: String,
+    fifo: PathBuf,
+    runs: PathBuf,
+}
 
-impl CommandRunner for Runner {
-    fn allowed(&self) -> Vec<String> {
-        vec!["seq".into()]
+impl Command {
+    fn new(label: &str) -> Self {
+        let dir = Path::new(script()).parent().unwrap().join(label);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", fifo.display());
+        Self {
+            label: label.to_owned(),
+            fifo,
+            runs: dir.join("runs"),
+        }
     }
 
-    fn run(
-        &self,
-        command: String,
-        args: Vec<String>,
-    ) -> BoxFuture<'static, Result<CachedResponse, RefCacheError>> {
-        Box::pin(fake_command(command, args))
+    fn args(&self) -> Vec<String> {
+        vec![
+            self.label.clone(),
+            self.fifo.display().to_string(),
+            self.runs.display().to_string(),
+        ]
     }
+
+    /// The spec the page's form makes of these arguments, as an MCP `run_command` would send it.
+    fn spec(&self) -> CommandSpec {
+        CommandSpec::new(script(), self.args())
+    }
+
+    /// The arguments as typed into the form's textarea, one per line.
+    fn typed(&self) -> String {
+        self.args().join("\n")
+    }
+
+    /// How many times the script started.
+    fn runs(&self) -> usize {
+        std::fs::read_to_string(&self.runs).map_or(0, |t| t.lines().count())
+    }
+
+    /// Lets the script go on to its end (a line on its FIFO).
+    async fn release(&self) {
+        let fifo = self.fifo.clone();
+        let write = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            f.write_all(b"go\n").unwrap();
+        });
+        tokio::time::timeout(PATIENCE, write)
+            .await
+            .expect("the script reads its FIFO within 10 s")
+            .unwrap();
+    }
+}
+
+/// `started LABEL pgid N` in the output: N.
+fn pgid_in(output: &str) -> i32 {
+    let rest = output.split(" pgid ").nth(1).expect("a pgid line");
+    rest.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// `child N` in the output: N.
+fn child_in(output: &str) -> i32 {
+    let rest = output.split("child ").nth(1).expect("a child line");
+    rest.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// The process `pid` still runs (exists and is not a zombie).
+fn runs_still(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
 }
 
 async fn serve() -> String {
+    script();
     let web = WebRefCache::new(CACHE.clone())
         .with_token("token-a", Actor::user("alice"))
         .with_token("token-b", Actor::user("bob"))
-        .with_commands(Arc::new(Runner));
+        .with_commands(Arc::new(PageRunner));
     let app: axum::Router = refcache::web::router(web);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -559,67 +664,91 @@ async fn a_large_result_pages_in_the_page_as_in_get_cached_result() {
     browser.close().await;
 }
 
+/// Runs `command` from the list page's form and waits on its task page for its first line: the output so far.
+async fn run_from_the_page(browser: &Browser, command: &Command) -> String {
+    browser.type_in("#args", &command.typed()).await;
+    browser.click("#run-button").await;
+    let first = browser
+        .wait(
+            "the command's first lines",
+            "const o = document.getElementById('output'); return o && o.textContent.includes('child ') && o.textContent",
+        )
+        .await;
+    first.as_str().unwrap().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_from_the_page_shows_its_first_lines_before_it_ends_and_joins_the_mcp_call() {
     let base = serve().await;
     let driver = driver().await;
     let browser = Browser::open(&driver).await;
     browser.sign_in(&base, "token-a").await;
-    browser.type_in("#args", "browser-cmd\n7").await;
-    browser.click("#run-button").await;
-    let first = browser
-        .wait(
-            "the command's first line",
-            "const o = document.getElementById('output'); return o && o.textContent.includes('started') && o.textContent",
-        )
-        .await;
-    assert_eq!(first, "started seq browser-cmd 7\n");
-    let id = browser
-        .js("return document.getElementById('task').dataset.ref")
-        .await;
-    let id = id.as_str().unwrap().to_owned();
+    let command = Command::new("browser-cmd");
+    let first = run_from_the_page(&browser, &command).await;
+    let pgid = pgid_in(&first);
+    assert!(
+        first.starts_with(&format!("started browser-cmd pgid {pgid}\nchild ")),
+        "{first:?}"
+    );
+    // Shown while it runs: the page says processing, and the script's process is alive (it waits on its FIFO).
     assert_eq!(
         browser
             .js("return document.getElementById('status').textContent")
             .await,
         "processing",
-        "the first line shows before the command ends"
+        "the first lines show before the command ends"
     );
-    // The same command over MCP joins the page's execution.
+    assert!(alive_in_group(pgid) > 0, "the command still runs");
+    let id = browser
+        .js("return document.getElementById('task').dataset.ref")
+        .await;
+    let id = id.as_str().unwrap().to_owned();
+    // The same command over MCP (the function the example's run_command tool answers) joins the page's execution.
     let joined = agent("alice")
-        .scope(fake_command(
-            "seq".into(),
-            vec!["browser-cmd".into(), "7".into()],
-        ))
+        .scope(run_command(command.spec()))
         .await
         .unwrap();
     assert_eq!(joined.ref_id().as_str(), id);
     browser.screenshot(&docs().join("web-task.png")).await;
-    open("browser-cmd");
+    command.release().await;
     browser
         .wait(
             "the command's end",
-            "return document.getElementById('output').textContent.includes('finished') && document.getElementById('status').textContent === 'complete'",
+            "return document.getElementById('output').textContent.includes('finished browser-cmd') && document.getElementById('status').textContent === 'complete'",
         )
         .await;
-    assert_eq!(runs("browser-cmd"), 1, "one execution");
+    assert_eq!(command.runs(), 1, "one execution: the script started once");
+    let done = agent("alice")
+        .scope(CACHE.get_cached_result(&id))
+        .await
+        .unwrap();
+    assert_eq!(
+        done.to_json()["value"]["exit"]["code"],
+        0,
+        "{}",
+        done.to_json()
+    );
+    gone_within(pgid, PATIENCE).await;
     browser.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_command_started_from_the_page_is_cancelled_from_it() {
+async fn a_command_started_from_the_page_is_cancelled_from_it_and_its_process_group_is_gone() {
     let base = serve().await;
     let driver = driver().await;
     let browser = Browser::open(&driver).await;
     browser.sign_in(&base, "token-a").await;
-    browser.type_in("#args", "browser-cancel").await;
-    browser.click("#run-button").await;
-    browser
-        .wait(
-            "the command's first line",
-            "const o = document.getElementById('output'); return o && o.textContent.includes('started')",
-        )
-        .await;
+    let command = Command::new("browser-cancel");
+    let first = run_from_the_page(&browser, &command).await;
+    let (pgid, child) = (pgid_in(&first), child_in(&first));
+    // The script and its sleep, both in the command's group.
+    let start = Instant::now();
+    while alive_in_group(pgid) < 2 {
+        assert!(start.elapsed() < PATIENCE, "the script and its sleep run");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(alive_in_group(pgid), 2, "the script and its sleep");
+    assert!(runs_still(child));
     browser.live().await;
     browser.click("#cancel").await;
     browser
@@ -637,5 +766,116 @@ async fn a_command_started_from_the_page_is_cancelled_from_it() {
         .unwrap()
         .status();
     assert_eq!(status, refcache::TaskStatus::Cancelled);
+    // Nothing of the group is left: not the script, not the sleep it left running.
+    gone_within(pgid, PATIENCE).await;
+    assert!(!runs_still(child), "the sleep {child} was stopped");
+    assert_eq!(command.runs(), 1);
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_run_and_an_mcp_call_with_the_same_arguments_are_one_execution() {
+    let base = serve().await;
+    let driver = driver().await;
+    let browser = Browser::open(&driver).await;
+    browser.sign_in(&base, "token-a").await;
+    let command = Command::new("browser-join");
+    // MCP first (run_command answers a processing reference after its 2 s async_timeout), then the page.
+    let over_mcp = agent("alice")
+        .scope(run_command(command.spec()))
+        .await
+        .unwrap();
+    assert!(!over_mcp.status().is_terminal(), "it waits on its FIFO");
+    let first = run_from_the_page(&browser, &command).await;
+    let id = browser
+        .js("return document.getElementById('task').dataset.ref")
+        .await;
+    assert_eq!(
+        id,
+        over_mcp.ref_id().as_str(),
+        "the page joined the MCP call's task"
+    );
+    let pgid = pgid_in(&first);
+    command.release().await;
+    browser
+        .wait(
+            "the command's end",
+            "return document.getElementById('status').textContent === 'complete'",
+        )
+        .await;
+    gone_within(pgid, PATIENCE).await;
+    assert_eq!(command.runs(), 1, "one execution: the script started once");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waiting_for_input_is_answered_from_its_page_through_a_form_built_from_the_schema() {
+    let base = serve().await;
+    let driver = driver().await;
+    let browser = Browser::open(&driver).await;
+    browser.sign_in(&base, "token-a").await;
+    let task = agent("alice")
+        .scope(confirm("browser-answer".into()))
+        .await
+        .unwrap();
+    let id = task.ref_id().to_string();
+    browser.goto(&format!("{base}/tasks/{id}")).await;
+    browser.live().await;
+    let question = browser
+        .wait(
+            "the question and its form",
+            "return !document.getElementById('answer').hidden && document.getElementById('answer-confirm') && document.getElementById('question').textContent",
+        )
+        .await;
+    assert_eq!(question, "Delete the browser-answer records?");
+    assert_eq!(
+        browser
+            .js("return [document.getElementById('answer-confirm').type, document.getElementById('answer-reason').tagName, [...document.querySelectorAll('#answer-reason option')].map(o => o.value).join(',')]")
+            .await,
+        json!(["checkbox", "SELECT", ",old,duplicate"])
+    );
+    // A raw JSON answer that does not fit: the server's error names the field, and the task keeps waiting.
+    browser
+        .js("const r = document.getElementById('raw'); r.open = true; document.getElementById('answer-json').value = '{\"confirm\": \"yes\"}'; return true")
+        .await;
+    browser.click("#answer-button").await;
+    let error = browser
+        .wait(
+            "the refusal",
+            "return document.getElementById('answer-error').textContent",
+        )
+        .await;
+    assert!(error.as_str().unwrap().contains("`confirm`"), "{error}");
+    assert_eq!(
+        browser
+            .js("return document.getElementById('status').textContent")
+            .await,
+        "input_required"
+    );
+    // The form: tick the box, choose a reason, send.
+    browser
+        .js("document.getElementById('raw').open = false; return true")
+        .await;
+    browser.click("#answer-confirm").await;
+    browser
+        .js("document.getElementById('answer-reason').value = 'old'; return true")
+        .await;
+    browser.screenshot(&docs().join("web-answer.png")).await;
+    browser.click("#answer-button").await;
+    browser
+        .wait(
+            "the answered task's end",
+            "return document.getElementById('status').textContent === 'complete' && document.getElementById('answer').hidden && document.getElementById('value').textContent",
+        )
+        .await;
+    let value: Value = serde_json::from_str(
+        browser
+            .js("return document.getElementById('value').textContent")
+            .await
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(value, json!({"confirm": true, "reason": "old"}));
     browser.close().await;
 }

@@ -28,12 +28,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use refcache_core::{
-    BackendError, BackendFactory, BackendStats, CacheKey, CancelOutcome, ConfigError,
-    RefCacheConfig, RefId, RetryOutcome, StoredValue, Submission, Submitted, TaskBackend,
-    TaskError, TaskFilter, TaskInfo, TaskPage, TaskSnapshot, TaskSpec, TaskStatus, Timestamp,
-    ValueStore,
+    BackendError, BackendFactory, BackendStats, CacheKey, CancelOutcome, ConfigError, InputRequest,
+    OutputChunk, RefCacheConfig, RefId, RespondOutcome, RetryOutcome, StoredValue, Submission,
+    Submitted, TaskBackend, TaskError, TaskFilter, TaskInfo, TaskPage, TaskSnapshot, TaskSpec,
+    TaskStatus, Timestamp, ValueStore,
 };
 use tokio::sync::{Notify, watch};
 use tokio_postgres::error::SqlState;
@@ -92,6 +94,8 @@ pub(crate) struct Inner {
     /// Finished values only: they never change, so a local copy cannot go stale.
     near: ValueStore,
     hub: Hub,
+    /// The followers of tasks' output alone (`output` hints): a waiter for a task's end is not woken per batch.
+    output_hub: Hub,
     /// This process's name as a task owner.
     consumer: String,
     /// This process's counter shard (counters are sharded so that concurrent transactions do not queue on a row).
@@ -152,15 +156,35 @@ fn decode_value(value: &str, meta: &str) -> Result<StoredValue, serde_json::Erro
     Ok(stored)
 }
 
+/// A record as the `info` column holds it: without its question, which has a column of its own.
+pub(crate) fn info_text(info: &TaskInfo) -> String {
+    if info.input_request.is_some() {
+        let mut info = info.clone();
+        info.input_request = None;
+        serde_json::to_string(&info).expect("a TaskInfo serializes")
+    } else {
+        serde_json::to_string(info).expect("a TaskInfo serializes")
+    }
+}
+
 fn parse_status(s: &str) -> Option<TaskStatus> {
-    Some(match s {
-        "pending" => TaskStatus::Pending,
-        "processing" => TaskStatus::Processing,
-        "complete" => TaskStatus::Complete,
-        "failed" => TaskStatus::Failed,
-        "cancelled" => TaskStatus::Cancelled,
-        _ => return None,
-    })
+    TaskStatus::from_name(s)
+}
+
+/// The question on a record, from its own column: shown only while the task waits on it (the record's JSON never
+/// holds it, so that the answer, taken by an UPDATE of the columns alone, leaves no stale question behind).
+fn with_question(info: &mut TaskInfo, question: Option<&str>) {
+    info.input_request = None;
+    if info.status == TaskStatus::InputRequired
+        && let Some(question) = question
+    {
+        match serde_json::from_str(question) {
+            Ok(request) => info.input_request = Some(request),
+            Err(err) => {
+                tracing::warn!(ref_id = %info.ref_id, %err, "refcache: an unreadable question was left out");
+            }
+        }
+    }
 }
 
 /// Why a Postgres backend could not be built.
@@ -334,6 +358,8 @@ impl Inner {
             &all.sweep_records,
             &all.forget_processes,
             &all.notify,
+            // Output: a task's end is a durable commit, which flushes the output written before it.
+            &all.output_append,
         ];
         if recoverable.iter().any(|s| std::ptr::eq(s.as_str(), sql)) {
             &self.fast
@@ -473,6 +499,7 @@ impl Inner {
         let mut info: TaskInfo =
             serde_json::from_str(row.get(1)).map_err(|e| self.corrupt("task record", e))?;
         info.status = status;
+        with_question(&mut info, row.get(4));
         Ok(Some((status, info)))
     }
 
@@ -492,7 +519,7 @@ impl Inner {
             None => self.config.task_ttl,
         };
         let record_ttl = ms_i64(record_ttl);
-        let info_json = serde_json::to_string(info).expect("a TaskInfo serializes");
+        let info_json = info_text(info);
         let from: Vec<&str> = change.from.iter().map(|s| s.as_str()).collect();
         let owner: Option<&str> = change.owner.then_some(self.consumer.as_str());
         let kind = if terminal { "end" } else { "change" };
@@ -608,6 +635,159 @@ impl Inner {
     async fn status(&self, ref_id: &RefId) -> Result<Option<TaskStatus>, BackendError> {
         let rows = self.query(&self.sql.status, &[&ref_id.as_str()]).await?;
         Ok(rows.first().and_then(|r| parse_status(r.get(0))))
+    }
+
+    /// A window of the task's output log from `offset` (see [`OutputChunk`]); `None`: no such record.
+    async fn read_output(
+        &self,
+        ref_id: &RefId,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Option<OutputChunk>, BackendError> {
+        let from = i64::try_from(offset).unwrap_or(i64::MAX);
+        // At least one character, as the in-process log answers.
+        let max = max_bytes.max(4);
+        let want = i64::try_from(max).unwrap_or(i64::MAX);
+        let rows = self
+            .query(&self.sql.output_read, &[&ref_id.as_str(), &from, &want])
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let status = parse_status(row.get(0))
+            .ok_or_else(|| self.corrupt("task status", row.get::<_, &str>(0)))?;
+        let (end, at): (i64, i64) = (row.get(2), row.get(3));
+        let (end, at) = (
+            u64::try_from(end).unwrap_or(0),
+            u64::try_from(at).unwrap_or(0),
+        );
+        let bytes: Option<&[u8]> = row.get(4);
+        let bytes = bytes.unwrap_or_default();
+        let bytes = &bytes[..bytes.len().min(max)];
+        Ok(Some(OutputChunk::from_bytes(
+            at,
+            at.saturating_sub(offset),
+            bytes,
+            end,
+            status.is_terminal(),
+        )))
+    }
+
+    /// Ships a batch of a running task's output (see `output_append`). Answers whether it landed.
+    pub(crate) async fn append_output(
+        &self,
+        ref_id: &RefId,
+        skipped: u64,
+        bytes: &[u8],
+        cap: usize,
+    ) -> Result<bool, BackendError> {
+        let skipped = i64::try_from(skipped).unwrap_or(i64::MAX);
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let rows = self
+            .query(
+                &self.sql.output_append,
+                &[&ref_id.as_str(), &skipped, &bytes, &cap, &self.sql.channel],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        self.output_hub.poke(ref_id);
+        Ok(true)
+    }
+
+    /// A running task held here asks: its record goes `input_required` with the question. Answers whether it did
+    /// (not: the task is no longer this process's, or no longer running).
+    pub(crate) async fn ask(
+        &self,
+        ref_id: &RefId,
+        request: &InputRequest,
+        info: &TaskInfo,
+    ) -> Result<bool, BackendError> {
+        let question = serde_json::to_string(request).expect("an InputRequest serializes");
+        let rows = self
+            .query(
+                &self.sql.ask,
+                &[
+                    &ref_id.as_str(),
+                    &self.consumer,
+                    &request.key,
+                    &question,
+                    &info_text(info),
+                    &self.sql.channel,
+                ],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        self.hub.poke(ref_id);
+        Ok(true)
+    }
+
+    /// Where the task's question `key` stands.
+    pub(crate) async fn input_answer(
+        &self,
+        ref_id: &RefId,
+        key: &str,
+    ) -> Result<Answer, BackendError> {
+        let rows = self
+            .query(&self.sql.input_answer, &[&ref_id.as_str()])
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(Answer::Gone(None));
+        };
+        let status = parse_status(row.get(0));
+        let asked: Option<&str> = row.get(1);
+        let response: Option<&str> = row.get(2);
+        Ok(match (status, asked == Some(key), response) {
+            (Some(TaskStatus::InputRequired), true, _) => Answer::Waiting,
+            (Some(TaskStatus::Processing), true, Some(text)) => match serde_json::from_str(text) {
+                Ok(value) => Answer::Given(value),
+                Err(e) => return Err(self.corrupt("answer", e)),
+            },
+            (status, _, _) => Answer::Gone(status),
+        })
+    }
+
+    /// The wait for question `key` ended without an answer: the record leaves `input_required` if it is still
+    /// there.
+    pub(crate) async fn input_close(&self, ref_id: &RefId, key: &str) -> Result<(), BackendError> {
+        let rows = self
+            .query(
+                &self.sql.input_close,
+                &[&ref_id.as_str(), &key, &self.sql.channel],
+            )
+            .await?;
+        if !rows.is_empty() {
+            self.hub.poke(ref_id);
+        }
+        Ok(())
+    }
+
+    /// Hands `answer` to the task waiting on question `key`: one UPDATE guarded by the status and the key, so that
+    /// of several replicas answering at once, one takes it.
+    async fn respond(
+        &self,
+        ref_id: &RefId,
+        key: &str,
+        answer: &serde_json::Value,
+    ) -> Result<RespondOutcome, BackendError> {
+        let text = serde_json::to_string(answer).expect("a JSON value serializes");
+        let rows = self
+            .query(
+                &self.sql.respond,
+                &[&ref_id.as_str(), &key, &text, &self.sql.channel],
+            )
+            .await?;
+        if !rows.is_empty() {
+            self.hub.poke(ref_id);
+            return Ok(RespondOutcome::Accepted);
+        }
+        Ok(match self.status(ref_id).await? {
+            Some(status) => RespondOutcome::NotWaiting(status),
+            None => RespondOutcome::NotFound,
+        })
     }
 
     /// Which of `refs` are still in flight.
@@ -728,6 +908,7 @@ impl Inner {
         let mut info: TaskInfo =
             serde_json::from_str(row.get(1)).map_err(|e| self.corrupt("task record", e))?;
         info.status = status;
+        with_question(&mut info, row.get(4));
         let position: Option<i64> = row.get(3);
         info.queue_position = position.and_then(|p| usize::try_from(p).ok());
         if status != TaskStatus::Complete {
@@ -891,12 +1072,18 @@ impl Inner {
         let mut stats = BackendStats::default();
         for row in self.query(&self.sql.by_status, &[]).await? {
             if let Some(status) = parse_status(row.get(0)) {
-                let n: i64 = row.get(1);
+                let (n, bytes): (i64, i64) = (row.get(1), row.get(2));
                 stats
                     .by_status
                     .insert(status, u64::try_from(n).unwrap_or(0));
+                stats.record_bytes += u64::try_from(bytes).unwrap_or(0);
             }
         }
+        stats.value_bytes = self
+            .query(&self.sql.value_bytes, &[])
+            .await?
+            .first()
+            .map_or(0, |r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0));
         let counters: HashMap<String, i64> = self
             .query(&self.sql.counters, &[])
             .await?
@@ -1119,6 +1306,10 @@ impl Inner {
                 );
                 continue;
             };
+            if let Some(status) = parse_status(row.get(4)) {
+                info.status = status;
+            }
+            with_question(&mut info, row.get(3));
             let position: Option<i64> = row.get(2);
             info.queue_position = position.and_then(|p| usize::try_from(p).ok());
             infos.push(info);
@@ -1128,6 +1319,16 @@ impl Inner {
             &filter,
         )
     }
+}
+
+/// Where a question stands, for the task that asked it.
+pub(crate) enum Answer {
+    /// Still asked.
+    Waiting,
+    /// Answered with this.
+    Given(serde_json::Value),
+    /// Not asked any more (closed, another question, the task finished or gone): its status, if it is there.
+    Gone(Option<TaskStatus>),
 }
 
 /// What [`Inner::transition`] changes and when.
@@ -1194,6 +1395,7 @@ impl PostgresTaskBackend {
             migrated: AtomicBool::new(false),
             migrating: tokio::sync::Mutex::new(()),
             hub: Hub::default(),
+            output_hub: Hub::default(),
             shard: i32::from(random_byte() % 16),
             consumer,
             consumes,
@@ -1399,14 +1601,48 @@ impl TaskBackend for PostgresTaskBackend {
         ref_id: &'a RefId,
         offset: u64,
         max_bytes: usize,
-    ) -> BoxFuture<'a, Result<Option<refcache_core::OutputChunk>, BackendError>> {
-        let _ = (ref_id, offset, max_bytes);
-        Box::pin(async {
-            Err(BackendError::Unsupported {
-                backend: "postgres",
-                capability: "task output",
-                hint: "task output is not kept on Postgres yet; use the memory backend for tasks whose output must be read",
-            })
+    ) -> BoxFuture<'a, Result<Option<OutputChunk>, BackendError>> {
+        Box::pin(async move {
+            self.inner.ensure_started();
+            self.inner.ready().await?;
+            self.inner.read_output(ref_id, offset, max_bytes).await
+        })
+    }
+
+    fn follow_output<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<Option<BoxStream<'static, ()>>, BackendError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            inner.ensure_started();
+            inner.ready().await?;
+            // Follow first, then check: a write in between wakes the follower.
+            let output = inner.output_hub.follow(ref_id);
+            let status = inner.hub.follow(ref_id);
+            if inner.status(ref_id).await?.is_none() {
+                return Ok(None);
+            }
+            Ok(Some(
+                futures::stream::select(
+                    notify::changes(output, inner.config.lease),
+                    notify::changes(status, inner.config.lease),
+                )
+                .boxed(),
+            ))
+        })
+    }
+
+    fn respond<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+        key: &'a str,
+        answer: serde_json::Value,
+    ) -> BoxFuture<'a, Result<RespondOutcome, BackendError>> {
+        Box::pin(async move {
+            self.inner.ensure_started();
+            self.inner.ready().await?;
+            self.inner.respond(ref_id, key, &answer).await
         })
     }
 

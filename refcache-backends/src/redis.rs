@@ -7,7 +7,7 @@
 //!   run them by their registered name.
 //!
 //! How it maps onto Redis (keys in `keys.rs`, atomic scripts in `scripts.rs`, events in `events.rs`, running tasks in
-//! `runner.rs`, the stream consumer and crash recovery in `worker.rs`) is described in `docs/backends.md`. The
+//! `runner.rs`, task output in `output.rs`, input requests in `input.rs`, the stream consumer and crash recovery in `worker.rs`) is described in `docs/backends.md`. The
 //! backend itself is `backend.rs` (the struct, its state, construction, the `TaskBackend` impl), whose methods call
 //! into one file per path: `submit.rs`, `poll.rs`, `list.rs` and `control.rs`; `config.rs` holds its settings and
 //! `factory.rs` the `REFCACHE_BACKEND=redis://...` hookup.
@@ -22,8 +22,10 @@ mod config;
 mod control;
 mod events;
 mod factory;
+mod input;
 mod keys;
 mod list;
+mod output;
 mod poll;
 mod runner;
 mod scripts;

@@ -298,7 +298,10 @@ async fn a_newer_schema_is_refused_and_never_altered() {
     let text = err.to_string();
     assert!(matches!(err, BackendError::Other(_)), "{err:?}");
     assert!(
-        text.contains("version 99, newer than this binary's 1"),
+        text.contains(&format!(
+            "version 99, newer than this binary's {}",
+            refcache_backends::postgres::SCHEMA_VERSION
+        )),
         "{text}"
     );
     assert!(text.contains("left unchanged"), "{text}");
@@ -312,7 +315,9 @@ async fn a_newer_schema_is_refused_and_never_altered() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1, 99]);
+    let mut expected: Vec<i32> = (1..=refcache_backends::postgres::SCHEMA_VERSION).collect();
+    expected.push(99);
+    assert_eq!(versions, expected);
     let future: i64 = db
         .query_one(
             "SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 AND column_name = 'from_the_future'",
@@ -346,7 +351,11 @@ async fn replicas_starting_together_migrate_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(n, 1, "one migration applied once");
+    assert_eq!(
+        n,
+        i64::from(refcache_backends::postgres::SCHEMA_VERSION),
+        "each migration applied once"
+    );
 }
 
 /// Two apps share one database by schema: the same call in each runs in each, and neither sees the other's
@@ -810,4 +819,256 @@ async fn a_full_queue_refuses_and_leaves_nothing() {
     for ref_id in &refs {
         assert_eq!(wait_end(&b, ref_id).await.info.status, TaskStatus::Complete);
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Output and input across processes: a worker instance runs the task, a `RefCache` on another instance follows
+// its output and answers its question. (Two backends in one test process share nothing but the database: each
+// has its own connections, listener and held tasks.)
+
+const PRINTS: &str = "refcache.postgres-test.prints";
+
+/// Prints `line 1` and `line 2`, waits for its gate, prints `line 3`; with `ask`, then asks to go on and returns
+/// the answer.
+fn prints(
+    args: Value,
+    ctx: TaskContext,
+) -> BoxFuture<'static, Result<refcache_core::JsonText, TaskError>> {
+    Box::pin(async move {
+        ctx.stdout("line 1\n");
+        ctx.stdout("line 2\n");
+        let id = args["gate"].as_str().unwrap_or_default().to_owned();
+        let mut rx = gate(&id).subscribe();
+        tokio::select! {
+            _ = rx.wait_for(|open| *open) => {}
+            () = ctx.cancelled() => return Err(TaskError::new("stopped on cancel")),
+        }
+        ctx.stdout("line 3\n");
+        if args["ask"].as_bool() != Some(true) {
+            return Ok(refcache_core::JsonText::from(&json!("printed")));
+        }
+        let schema = json!({"type": "object", "properties": {"go": {"type": "boolean"}}, "required": ["go"]});
+        let answer = ctx.ask("go on?", schema, None).await?;
+        Ok(refcache_core::JsonText::from(&answer))
+    })
+}
+
+inventory::submit!(TaskRegistration::new(|| PRINTS, prints));
+
+/// A replica (submits, never runs: `workers` mode) and a worker (claims and runs) on one fresh schema, and a
+/// `RefCache` on the replica.
+async fn replica_and_worker(
+    what: &str,
+) -> (
+    PostgresTaskBackend,
+    PostgresTaskBackend,
+    refcache_core::RefCache,
+    String,
+) {
+    let schema = fresh_schema(what);
+    let config = shared_config(&schema).await;
+    let replica = PostgresTaskBackend::new(config.clone().mode(Mode::Workers)).unwrap();
+    let worker = PostgresTaskBackend::worker(config).unwrap();
+    worker.start().await.unwrap();
+    let cache = refcache_core::RefCache::builder()
+        .name("test")
+        .backend(std::sync::Arc::new(replica.clone()))
+        .unwrap();
+    (replica, worker, cache, schema)
+}
+
+fn prints_submission(args: Value) -> (Submission, RefId) {
+    let key = CacheKey::from_json(PRINTS, "test", &args).unwrap();
+    let ref_id = RefId::generate("test");
+    let spec = TaskSpec::new(ref_id.clone(), key, PRINTS, "test", args);
+    let job = registry::find(PRINTS).map(TaskRegistration::job);
+    (Submission::new(spec, job), ref_id)
+}
+
+/// Issue 18 §1 on Postgres: what a worker prints reaches a `RefCache` on another instance while the task runs
+/// (followed by notification, not polled), with the last line as the record's status message; the rest comes
+/// after the end, and the log goes with the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_follows_what_a_worker_prints_before_it_ends() {
+    let (replica, worker, cache, schema) = replica_and_worker("output_b").await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let (sub, ref_id) = prints_submission(json!({"gate": id}));
+    replica.submit(sub).await.unwrap();
+    let mut follow = cache.follow_output(ref_id.as_str(), 0).await.unwrap();
+    let mut seen = String::new();
+    let mut next = 0;
+    tokio::time::timeout(PATIENCE, async {
+        while !seen.contains("line 2\n") {
+            let chunk = futures::StreamExt::next(&mut follow)
+                .await
+                .expect("the stream goes on while the task runs")
+                .expect("a chunk");
+            assert_eq!(chunk.offset, next, "offsets follow on: {chunk:?}");
+            assert!(!chunk.done, "the task still runs: {chunk:?}");
+            next = chunk.next_offset;
+            seen.push_str(&chunk.text);
+        }
+    })
+    .await
+    .expect("the worker's lines reach the replica while it runs");
+    assert_eq!(seen, "line 1\nline 2\n");
+    let db = sql(&shared_config(&schema).await.url).await;
+    let owner: Option<String> = db
+        .query_one(
+            &format!("SELECT owner FROM \"{schema}\".tasks WHERE ref_id = $1"),
+            &[&ref_id.as_str()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        owner.as_deref(),
+        Some(worker.consumer()),
+        "the worker runs it"
+    );
+    until("the last line as the status message", async || {
+        let info = replica.get(&ref_id).await.unwrap().unwrap().info;
+        info.status == TaskStatus::Processing && info.message() == "line 2"
+    })
+    .await;
+
+    open(&id);
+    let rest = tokio::time::timeout(PATIENCE, async {
+        let mut rest = String::new();
+        loop {
+            let chunk = futures::StreamExt::next(&mut follow)
+                .await
+                .expect("the stream ends after the last chunk")
+                .expect("a chunk");
+            rest.push_str(&chunk.text);
+            if chunk.done {
+                return rest;
+            }
+        }
+    })
+    .await
+    .expect("the end is followed too");
+    assert_eq!(rest, "line 3\n");
+    assert!(replica.delete(&ref_id).await.unwrap());
+    let left: i64 = db
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".task_output WHERE ref_id = $1"),
+            &[&ref_id.as_str()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the log went with its record");
+    assert!(matches!(
+        cache.read_output(ref_id.as_str(), 0, None).await,
+        Err(refcache_core::RefCacheError::NotFound)
+    ));
+}
+
+/// Issue 19 §1 on Postgres: a worker's task asks; a `RefCache` on another instance sees the question and answers;
+/// of two replicas answering at once, one takes it; the task hears the answer and completes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_answers_what_a_worker_asks_once() {
+    let (replica, _worker, cache, schema) = replica_and_worker("input_b").await;
+    let id = uuid::Uuid::new_v4().to_string();
+    open(&id);
+    let (sub, ref_id) = prints_submission(json!({"gate": id, "ask": true}));
+    replica.submit(sub).await.unwrap();
+    until("input_required with the question", async || {
+        let info = replica.get(&ref_id).await.unwrap().unwrap().info;
+        info.status == TaskStatus::InputRequired
+    })
+    .await;
+    let info = replica.get(&ref_id).await.unwrap().unwrap().info;
+    let request = info.input_request.clone().expect("the question");
+    assert_eq!(request.message, "go on?");
+    assert_eq!(info.message(), "Input required: go on?");
+    let listed = replica.list(TaskFilter::default()).await.unwrap();
+    assert_eq!(listed.tasks[0].status, TaskStatus::InputRequired);
+    assert!(listed.tasks[0].input_request.is_some());
+    // An answer that does not fit is refused by the front door, naming the field; the task keeps waiting.
+    let bad = cache
+        .respond(ref_id.as_str(), json!({"go": "yes"}))
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("go"), "{bad}");
+    // Two replicas answer at once: one UPDATE matches.
+    let other = PostgresTaskBackend::new(shared_config(&schema).await.mode(Mode::Workers)).unwrap();
+    let (a, b) = tokio::join!(
+        replica.respond(&ref_id, &request.key, json!({"go": true})),
+        other.respond(&ref_id, &request.key, json!({"go": false})),
+    );
+    let outcomes = [a.unwrap(), b.unwrap()];
+    let accepted = outcomes
+        .iter()
+        .filter(|o| **o == refcache_core::RespondOutcome::Accepted)
+        .count();
+    assert_eq!(accepted, 1, "{outcomes:?}");
+    let done = wait_end(&replica, &ref_id).await;
+    assert_eq!(done.info.status, TaskStatus::Complete, "{:?}", done.info);
+    let winner = if outcomes[0] == refcache_core::RespondOutcome::Accepted {
+        json!({"go": true})
+    } else {
+        json!({"go": false})
+    };
+    assert_eq!(done.value.unwrap().value, winner);
+    assert_eq!(done.info.input_request, None);
+    assert!(matches!(
+        cache.respond(ref_id.as_str(), json!({"go": true})).await,
+        Err(refcache_core::RefCacheError::NotWaiting {
+            status: TaskStatus::Complete,
+            ..
+        })
+    ));
+}
+
+/// Issue 15 §2 on Postgres: `stats()` reports what finished records and values weigh, and `max_record_bytes`
+/// bounds the records: past it the upkeep drops those that would expire first, with their values, and the newest
+/// still poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_bytes_are_reported_and_bounded() {
+    let schema = fresh_schema("record_bytes");
+    // Each record weighs about 6 kB (its 5 kB argument is in its spec); the bound keeps about three.
+    let bound = 20_000;
+    let config = shared_config(&schema).await.max_record_bytes(bound);
+    let b = PostgresTaskBackend::new(config).unwrap();
+    let pad = "x".repeat(5_000);
+    let mut refs = Vec::new();
+    for i in 0..10 {
+        let id = uuid::Uuid::new_v4().to_string();
+        open(&id);
+        let (ref_id, _) = run_to_end(
+            &b,
+            json!({"gate": id, "pad": pad, "value": i}),
+            Duration::from_secs(600),
+        )
+        .await;
+        refs.push(ref_id);
+        if i == 0 {
+            let stats = b.stats().await.unwrap();
+            assert!(
+                (5_000..8_000).contains(&stats.record_bytes),
+                "one record of about 6 kB: {stats:?}"
+            );
+            assert!(stats.value_bytes > 0, "{stats:?}");
+        }
+    }
+    // The upkeep runs every lease / 3 (1 s here).
+    until("the records within max_record_bytes", async || {
+        b.stats().await.unwrap().record_bytes <= bound
+    })
+    .await;
+    let stats = b.stats().await.unwrap();
+    assert!(stats.record_bytes > bound / 2, "{stats:?}");
+    let newest = b
+        .get(refs.last().unwrap())
+        .await
+        .unwrap()
+        .expect("the newest stays");
+    assert_eq!(newest.info.status, TaskStatus::Complete);
+    assert_eq!(newest.value.unwrap().value, json!(9));
+    assert!(
+        b.get(&refs[0]).await.unwrap().is_none(),
+        "the oldest went, value and all"
+    );
 }

@@ -57,6 +57,8 @@ mod local {
     }
 
     refcache_core::backend_conformance!(make);
+    refcache_core::backend_conformance!(output: make);
+    refcache_core::backend_conformance!(input: make);
 }
 
 mod workers {
@@ -74,4 +76,6 @@ mod workers {
     }
 
     refcache_core::backend_conformance!(make);
+    refcache_core::backend_conformance!(output: make);
+    refcache_core::backend_conformance!(input: make);
 }

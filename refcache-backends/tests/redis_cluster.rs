@@ -494,3 +494,96 @@ fn a_backend_outlives_the_runtime_that_started_it() {
         drop(runtime);
     }
 }
+
+/// A worker shutting down (issue 15) stops taking tasks, hands the ones it only queued back to the stream at once,
+/// lets a running task finish within the deadline, and at the deadline hands the rest back instead of cancelling
+/// them: another worker runs them to completion, and the hand back does not count as a lost delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_shutting_down_hands_its_tasks_to_another() {
+    let server = RedisServer::start().expect("redis-server");
+    let replica = RedisTaskBackend::new(config(&server).mode(Mode::Workers)).unwrap();
+    let leaving =
+        RedisTaskBackend::worker(config(&server).max_workers(2).max_deliveries(1)).unwrap();
+    leaving.start().await.unwrap();
+    let (finishing, handed, queued) = (new_gate(), new_gate(), new_gate());
+    let mut refs = Vec::new();
+    for id in [&finishing, &handed, &queued] {
+        let (sub, ref_id, _) = submission(json!({"gate": id, "value": id}));
+        replica.submit(sub).await.unwrap();
+        refs.push(ref_id);
+    }
+    until("two tasks running on the leaving worker", async || {
+        gate(&finishing).runs.load(Ordering::SeqCst) == 1
+            && gate(&handed).runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The third is held there too (delivered, queued behind its two slots).
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let queue = format!("{}:queue", leaving.config().key_prefix);
+    until(
+        "three entries delivered to the leaving worker",
+        async || {
+            let pending: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
+                .arg(&queue)
+                .arg("workers")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            pending.count() == 3
+        },
+    )
+    .await;
+    let staying = RedisTaskBackend::worker(config(&server).max_deliveries(1)).unwrap();
+    staying.start().await.unwrap();
+
+    let shutdown = tokio::spawn({
+        let leaving = leaving.clone();
+        async move { leaving.shutdown(Duration::from_secs(10)).await }
+    });
+    until(
+        "the queued task handed back and run by the other worker",
+        async || gate(&queued).runs.load(Ordering::SeqCst) == 1,
+    )
+    .await;
+    assert!(
+        !shutdown.is_finished(),
+        "a task still runs on the leaving worker"
+    );
+    // A running task finishes on the leaving worker within the deadline.
+    gate(&finishing).open.send_replace(true);
+    let done = finished(&replica, &refs[0]).await;
+    assert_eq!(done.info.status, TaskStatus::Complete, "{:?}", done.info);
+
+    // At the deadline the other running task is handed back, not cancelled.
+    shutdown.await.unwrap().unwrap();
+    until(
+        "the handed-back task running on the other worker",
+        async || gate(&handed).runs.load(Ordering::SeqCst) == 2,
+    )
+    .await;
+    assert_eq!(
+        gate(&handed).cancelled.load(Ordering::SeqCst),
+        1,
+        "stopped on the leaving worker"
+    );
+    let running = replica.get(&refs[1]).await.unwrap().unwrap().info;
+    assert_eq!(running.status, TaskStatus::Processing, "{running:?}");
+    gate(&handed).open.send_replace(true);
+    gate(&queued).open.send_replace(true);
+    for (ref_id, id) in refs.iter().zip([&finishing, &handed, &queued]) {
+        let done = finished(&replica, ref_id).await;
+        assert_eq!(done.info.status, TaskStatus::Complete, "{:?}", done.info);
+        assert_eq!(done.value.unwrap().value, json!(id));
+    }
+    assert_eq!(gate(&finishing).runs.load(Ordering::SeqCst), 1);
+    assert_eq!(gate(&queued).runs.load(Ordering::SeqCst), 1);
+    assert!(
+        replica.dead_letters(10).await.unwrap().is_empty(),
+        "a hand back is not a lost delivery (max_deliveries = 1)"
+    );
+    staying.shutdown(Duration::from_secs(5)).await.unwrap();
+}

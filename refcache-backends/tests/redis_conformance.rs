@@ -38,6 +38,8 @@ mod local {
     }
 
     refcache_core::backend_conformance!(make);
+    refcache_core::backend_conformance!(output: make);
+    refcache_core::backend_conformance!(input: make);
 }
 
 mod workers {
@@ -53,4 +55,6 @@ mod workers {
     }
 
     refcache_core::backend_conformance!(make);
+    refcache_core::backend_conformance!(output: make);
+    refcache_core::backend_conformance!(input: make);
 }

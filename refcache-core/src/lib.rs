@@ -109,7 +109,7 @@ pub use contract::execute::{Ending, RunLimits, job_for, run as run_job, run_task
 pub use contract::list::{ListCursor, TaskFilter, TaskPage};
 /// The names of the metrics refcache emits with the `metrics` feature (`docs/operations.md`).
 pub use contract::metrics as metric_names;
-pub use contract::output::{Appended, OutputLog, STATUS_LINE_MAX};
+pub use contract::output::{Appended, OutputLog, STATUS_LINE_MAX, status_line};
 pub use contract::registry;
 pub use contract::scheduler::Scheduler;
 pub use contract::spec::{DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, TaskOptions, TaskSpec};

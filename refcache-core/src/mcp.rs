@@ -100,6 +100,7 @@ mod owner;
 mod progress;
 mod result;
 mod server;
+mod status;
 mod tasks;
 mod tools;
 

@@ -37,10 +37,13 @@
 //!   `end`.
 //! - `GET /api/events`: server-sent `task` events, one per task that appeared or changed.
 //! - `POST /api/tasks/{ref_id}/cancel`, `POST /api/tasks/{ref_id}/retry`.
+//! - `POST /api/tasks/{ref_id}/respond`: `{"response": {"confirm": true}}` answers an `input_required` task's
+//!   question, as the MCP `respond_task` tool does (the task page shows a form built from the question's schema).
 //! - `POST /api/commands` (with a [`CommandRunner`]): `{"command": "seq", "args": ["3"]}` starts a command.
 //!
 //! Errors mirror the MCP tools': an unknown id and another owner's answer the same `404`; a bad field `400`, with
-//! its name; a task that cannot be retried `409`. Bodies are `{"error": "..."}`.
+//! its name (an answer that does not fit the question names the field); a task that cannot be retried, or that is not
+//! waiting for an answer, `409` with its status. Bodies are `{"error": "..."}`.
 
 mod api;
 mod auth;
@@ -72,6 +75,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(web: WebRefCache) -> Router<S> {
         .route("/api/tasks/{ref_id}/events", get(events::task))
         .route("/api/tasks/{ref_id}/cancel", post(api::cancel))
         .route("/api/tasks/{ref_id}/retry", post(api::retry))
+        .route("/api/tasks/{ref_id}/respond", post(api::respond))
         .route("/api/events", get(events::list))
         .route("/api/commands", post(api::command))
         .layer(axum::middleware::from_fn_with_state(

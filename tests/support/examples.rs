@@ -2,9 +2,14 @@
 
 use std::path::PathBuf;
 
-/// The example `name`, built once per test binary. Under `cargo test --workspace --all-features` (the README's test
-/// command), which builds the examples too, the build is a no-op; `cargo test --test <one>` does not build them,
-/// so it is built here with the same feature resolution.
+/// The example `name`, built once per test binary: a package of its own (`examples/<name>/Cargo.toml`, its binary
+/// `target/debug/<name>`) or an example of the facade (`examples/<name>.rs`, `target/debug/examples/<name>`).
+///
+/// It is built with the feature resolution of the README's test command (`cargo test --workspace --all-features`),
+/// so that under that command the build is a no-op for an example and reuses every dependency for a package:
+/// `--workspace --all-features`, and this test target selected too, so that the dev-dependencies' features are on
+/// as in a test build (a plain `cargo build --bin` would leave them off and build tokio and everything above it a
+/// second time). `cargo test --test <one>` does not build the examples, so this does.
 pub(crate) fn binary(name: &'static str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<(&str, PathBuf)>> = std::sync::Mutex::new(Vec::new());
     let mut built = BUILT
@@ -13,14 +18,26 @@ pub(crate) fn binary(name: &'static str) -> PathBuf {
     if let Some((_, bin)) = built.iter().find(|(n, _)| *n == name) {
         return bin.clone();
     }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("examples").join(name);
+    let package = root
+        .join("examples")
+        .join(name)
+        .join("Cargo.toml")
+        .is_file();
+    let (bin, target) = if package {
+        (dir.join(name), ["--bin", name])
+    } else {
+        (dir.join("examples").join(name), ["--example", name])
+    };
     let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--workspace", "--all-features", "--example", name])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--workspace", "--all-features"])
+        .args(target)
+        .args(["--test", env!("CARGO_CRATE_NAME")])
+        .current_dir(root)
         .status()
-        .unwrap_or_else(|e| panic!("cargo build --example {name}: {e}"));
+        .unwrap_or_else(|e| panic!("cargo build {} {name}: {e}", target[0]));
     assert!(status.success(), "building the example {name} failed");
     built.push((name, bin.clone()));
     bin

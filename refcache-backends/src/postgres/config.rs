@@ -124,6 +124,9 @@ pub struct PostgresConfig {
     pub near_cache_bytes: u64,
     /// How long a statement (or getting a connection) may take before it fails with `Unavailable`.
     pub command_timeout: Duration,
+    /// Bytes of finished task records kept, cluster-wide, weighed as `512 + the record's JSON + its task's spec
+    /// (with the arguments)`; past it, the upkeep drops the records that would expire first (never the newest).
+    pub max_record_bytes: u64,
 }
 
 impl Default for PostgresConfig {
@@ -147,6 +150,7 @@ impl Default for PostgresConfig {
             default_execution_timeout: memory.default_execution_timeout,
             near_cache_bytes: 64 * 1024 * 1024,
             command_timeout: Duration::from_secs(5),
+            max_record_bytes: memory.max_record_bytes,
         }
     }
 }
@@ -207,6 +211,7 @@ impl PostgresConfig {
             cancel_grace: memory.cancel_grace,
             default_execution_timeout: memory.default_execution_timeout,
             near_cache_bytes: memory.max_capacity_bytes,
+            max_record_bytes: memory.max_record_bytes,
             ..Self::default()
         };
         base.with_url(config.backend.trim())
@@ -412,6 +417,12 @@ impl PostgresConfig {
         self.command_timeout = timeout;
         self
     }
+
+    /// Sets the bound on the bytes of finished task records (see [`PostgresConfig::max_record_bytes`]).
+    pub fn max_record_bytes(mut self, bytes: u64) -> Self {
+        self.max_record_bytes = bytes;
+        self
+    }
 }
 
 /// `url` without a password: in the user info (through [`refcache_core::redact_url`]) or as a `password=`
@@ -452,6 +463,7 @@ impl std::fmt::Debug for PostgresConfig {
             default_execution_timeout,
             near_cache_bytes,
             command_timeout,
+            max_record_bytes,
         } = self;
         f.debug_struct("PostgresConfig")
             .field("url", &self.redacted_url())
@@ -471,6 +483,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("default_execution_timeout", default_execution_timeout)
             .field("near_cache_bytes", near_cache_bytes)
             .field("command_timeout", command_timeout)
+            .field("max_record_bytes", max_record_bytes)
             .finish()
     }
 }

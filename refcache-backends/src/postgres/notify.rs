@@ -3,7 +3,9 @@
 //!
 //! Every state change sends `pg_notify('refcache.<schema>', '<ref_id> <kind>')` in the statement (or transaction)
 //! that makes it, so a notification is delivered only once the change is committed. Kinds: `change` (progress, a
-//! start), `end` (a terminal status), `drop <key>` (deleted), `queued` (a task waits for a worker).
+//! start, a question asked, answered or closed), `output` (a task's output log grew), `end` (a terminal status),
+//! `drop <key>` (deleted), `queued` (a task waits for a worker). A payload carries the id and the kind alone, far
+//! under the 8 kB limit of `NOTIFY`: whoever cares reads the rest from the tables.
 //!
 //! A notification is a **hint**: anyone who can connect to the database can `NOTIFY`. On one, this process reads
 //! the row it names and acts on what the row says:
@@ -21,6 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use refcache_core::{CacheKey, RefId};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -97,6 +100,22 @@ impl Hub {
     }
 }
 
+/// A follower as a stream of hints: an item each time the task's record or output may have changed (several
+/// changes may come as one), and once per `recheck` without one (a hint can be lost). Ends with the hub.
+pub(crate) fn changes(follower: Follower, recheck: Duration) -> BoxStream<'static, ()> {
+    futures::stream::unfold(follower, move |mut follower| async move {
+        match tokio::time::timeout(recheck, follower.rx().changed()).await {
+            Ok(Ok(())) => {
+                follower.rx().borrow_and_update();
+                Some(((), follower))
+            }
+            Ok(Err(_)) => None,
+            Err(_) => Some(((), follower)),
+        }
+    })
+    .boxed()
+}
+
 /// A notification, split but not yet acted on.
 struct Hint<'a> {
     ref_id: RefId,
@@ -136,6 +155,7 @@ async fn listen_until_dropped(weak: Weak<Inner>) {
                 {
                     let Some(inner) = weak.upgrade() else { return };
                     inner.hub.resync();
+                    inner.output_hub.resync();
                     inner.resync_held();
                     inner.work.notify_one();
                 }
@@ -197,6 +217,7 @@ impl Inner {
         match hint.kind {
             "queued" => self.work.notify_one(),
             "change" => self.hub.poke(&hint.ref_id),
+            "output" => self.output_hub.poke(&hint.ref_id),
             "end" | "drop" => {
                 self.hub.poke(&hint.ref_id);
                 let held = self.holds(&hint.ref_id);

@@ -7,20 +7,25 @@
 //! backend) → one terminal transition (the value inserted in the same transaction) → release the slot.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use refcache_core::{
-    Ending, LocalJob, RefId, RetryInfo, RunLimits, Scheduler, StoredValue, TaskError, TaskHooks,
-    TaskInfo, TaskProgress, TaskSpec, TaskStatus, Timestamp, job_for, run_task,
+    AskError, Ending, InputRequest, LocalJob, OutputLog, OutputStream, RefId, RetryInfo, RunLimits,
+    Scheduler, StoredValue, TaskError, TaskHooks, TaskInfo, TaskProgress, TaskSpec, TaskStatus,
+    Timestamp, job_for, run_task,
 };
 use serde_json::Value;
-use tokio::sync::Notify;
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Inner, Transition, lock};
+use super::notify::Follower;
+use super::{Answer, Inner, Transition, lock};
 
 /// The tasks this process holds.
 pub(crate) struct RunState {
@@ -228,7 +233,8 @@ impl Inner {
         let mut backoff = Duration::from_millis(50);
         loop {
             let change = Transition {
-                from: &[TaskStatus::Processing],
+                // A task that ends while it waits for an answer (its time limit) ends from there.
+                from: &[TaskStatus::Processing, TaskStatus::InputRequired],
                 owner: true,
                 counter,
                 dead: false,
@@ -328,7 +334,12 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
         return;
     };
     tracing::debug!(%ref_id, task = %spec.task_name, "task started");
-    let hooks = Hooks::start(inner.clone(), ref_id.clone(), info);
+    let hooks = Hooks::start(
+        inner.clone(),
+        ref_id.clone(),
+        info,
+        spec.options.output_cap(),
+    );
     let ending = match job_for(spec, job.as_ref()) {
         Ok(job) => {
             let timeout = spec
@@ -417,16 +428,29 @@ impl Inner {
     }
 }
 
-/// A running task's record, mirrored here and written through to Postgres: progress and retry notes by a writer
-/// task that sends only the latest state (a task reporting progress in a tight loop costs one write per round
-/// trip, not one per report).
+/// A running task's record, mirrored here and written through to Postgres: progress, retry notes, the status line
+/// and output by a writer task that sends only the latest state and what was written since its last round trip (a
+/// task reporting progress or printing in a tight loop costs one write per round trip, not one per report).
+///
+/// Output is queued in an [`OutputLog`] of the task's cap (so a blocking thread's write is a copy under a lock,
+/// never I/O, and a writer faster than the database loses its oldest bytes here, counted as dropped), and shipped
+/// batch by batch, each appended to the task's log in one statement.
+///
+/// Questions (`ask_input`, `input_closed`) are written in the order asked, by one chain of tasks: a close never
+/// overtakes the ask it closes.
 struct Hooks {
     inner: Arc<Inner>,
     ref_id: RefId,
+    me: Weak<Hooks>,
+    /// The runtime the task runs on: a sync body's blocking thread asks and closes through it.
+    runtime: Handle,
+    cap: usize,
     state: Mutex<HookState>,
     wake: Notify,
     writer: Mutex<Option<JoinHandle<()>>>,
     timeout_write: Mutex<Option<JoinHandle<()>>>,
+    /// The last write of a question (an ask or a close): the next one waits for it.
+    input_write: Mutex<Option<JoinHandle<()>>>,
 }
 
 struct HookState {
@@ -434,24 +458,34 @@ struct HookState {
     partial: Option<Value>,
     dirty: bool,
     counters: Vec<&'static str>,
+    /// Output written since the last batch was taken.
+    output: Option<OutputLog>,
+    /// Bytes written that never reached the table (a flush that failed), counted before the next batch.
+    output_lost: u64,
     stop: bool,
 }
 
 impl Hooks {
-    fn start(inner: Arc<Inner>, ref_id: RefId, info: TaskInfo) -> Arc<Self> {
-        let hooks = Arc::new(Self {
+    fn start(inner: Arc<Inner>, ref_id: RefId, info: TaskInfo, cap: usize) -> Arc<Self> {
+        let hooks = Arc::new_cyclic(|me| Self {
             inner,
             ref_id,
+            me: me.clone(),
+            runtime: Handle::current(),
+            cap: cap.max(1),
             state: Mutex::new(HookState {
                 info,
                 partial: None,
                 dirty: false,
                 counters: Vec::new(),
+                output: None,
+                output_lost: 0,
                 stop: false,
             }),
             wake: Notify::new(),
             writer: Mutex::new(None),
             timeout_write: Mutex::new(None),
+            input_write: Mutex::new(None),
         });
         let writer = tokio::spawn(write_changes(hooks.clone()));
         *lock(&hooks.writer) = Some(writer);
@@ -482,21 +516,64 @@ impl Hooks {
             let _ = write.await;
         }
     }
+
+    /// Runs `write` after the question writes before it.
+    fn chain_input_write(&self, write: impl Future<Output = ()> + Send + 'static) {
+        let mut last = lock(&self.input_write);
+        let before = last.take();
+        *last = Some(self.runtime.spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            write.await;
+        }));
+    }
+}
+
+/// Ships a batch of output: the bytes the batch's log holds, after those it dropped (and those lost before).
+async fn ship_output(h: &Hooks, log: OutputLog, lost: u64) {
+    let chunk = log.read(0, log.cap(), false);
+    let skipped = lost + chunk.offset;
+    let bytes = chunk.text.into_bytes();
+    if bytes.is_empty() {
+        lock(&h.state).output_lost += skipped;
+        return;
+    }
+    match h
+        .inner
+        .append_output(&h.ref_id, skipped, &bytes, h.cap)
+        .await
+    {
+        Ok(_) => {}
+        Err(err) => {
+            // Offsets still count these bytes: a reader is told they were dropped.
+            tracing::debug!(ref_id = %h.ref_id, %err, "refcache: task output could not be written; dropped");
+            lock(&h.state).output_lost += skipped + bytes.len() as u64;
+        }
+    }
 }
 
 async fn write_changes(h: Arc<Hooks>) {
     loop {
-        let (info, counters, stop) = {
+        let (info, counters, output, stop) = {
             let mut s = lock(&h.state);
             let info = std::mem::take(&mut s.dirty).then(|| s.info.clone());
-            (info, std::mem::take(&mut s.counters), s.stop)
+            let output = s
+                .output
+                .take()
+                .map(|log| (log, std::mem::take(&mut s.output_lost)));
+            (info, std::mem::take(&mut s.counters), output, s.stop)
         };
-        if info.is_none() && counters.is_empty() && !stop {
+        if info.is_none() && counters.is_empty() && output.is_none() && !stop {
             // `notify_one` keeps a permit: a change made since the state was taken wakes this at once.
             h.wake.notified().await;
             continue;
         }
         let inner = &h.inner;
+        // The output before the record: a status line is never ahead of the log it comes from.
+        if let Some((log, lost)) = output {
+            ship_output(&h, log, lost).await;
+        }
         if let Some(info) = info
             && info.status == TaskStatus::Processing
         {
@@ -518,11 +595,43 @@ async fn write_changes(h: Arc<Hooks>) {
     }
 }
 
+/// Waits for the answer to question `key`, woken by the task's notifications (and once per lease without one).
+async fn wait_answer(
+    inner: Arc<Inner>,
+    ref_id: RefId,
+    key: String,
+    mut follower: Follower,
+) -> Result<Value, AskError> {
+    loop {
+        match inner.input_answer(&ref_id, &key).await {
+            Ok(Answer::Given(value)) => return Ok(value),
+            Ok(Answer::Waiting) => {}
+            Ok(Answer::Gone(status)) => {
+                return Err(AskError::Backend(match status {
+                    Some(status) => {
+                        format!("the task is {status}: it no longer waits on question `{key}`")
+                    }
+                    None => "the task's record is gone".to_owned(),
+                }));
+            }
+            // Postgres is down: the answer waits in the table; the listener's reconnect wakes this.
+            Err(err) => tracing::debug!(%ref_id, %err, "refcache: cannot read the answer yet"),
+        }
+        if let Err(tokio::time::error::Elapsed { .. }) =
+            tokio::time::timeout(inner.config.lease, follower.rx().changed()).await
+        {
+            continue;
+        }
+        follower.rx().borrow_and_update();
+    }
+}
+
 impl TaskHooks for Hooks {
     fn report_progress(&self, progress: TaskProgress) {
         self.change(|s| {
             if s.info.status == TaskStatus::Processing {
                 s.info.progress = Some(progress);
+                s.info.updated_at = Timestamp::now();
                 s.dirty = true;
             }
         });
@@ -562,13 +671,110 @@ impl TaskHooks for Hooks {
         });
     }
 
-    fn write_output(&self, stream: &refcache_core::OutputStream, text: &str) {
-        // Not kept yet on this backend: `read_output` answers `BackendError::Unsupported`, so no reader is told
-        // the output is empty.
-        let _ = (stream, text);
+    fn write_output(&self, stream: &OutputStream, text: &str) {
+        self.change(|s| {
+            let appended = s
+                .output
+                .get_or_insert_with(|| OutputLog::new(self.cap))
+                .append(stream, text);
+            if let Some(line) = appended.line
+                && s.info.status == TaskStatus::Processing
+            {
+                s.info.output_line = Some(line);
+                s.info.updated_at = Timestamp::now();
+                s.dirty = true;
+            }
+        });
     }
+
     fn backend_name(&self) -> &'static str {
         "postgres"
+    }
+
+    fn ask_input(&self, request: InputRequest) -> BoxFuture<'static, Result<Value, AskError>> {
+        let asked = {
+            let mut s = lock(&self.state);
+            if s.info.status == TaskStatus::Processing {
+                s.info.status = TaskStatus::InputRequired;
+                s.info.input_request = Some(request.clone());
+                s.info.updated_at = Timestamp::now();
+                Ok(s.info.clone())
+            } else {
+                Err(s.info.status)
+            }
+        };
+        let info = match asked {
+            Ok(info) => info,
+            Err(status) => {
+                return Box::pin(async move {
+                    Err(AskError::Backend(format!(
+                        "the task is {status}, not processing: only a running task can ask"
+                    )))
+                });
+            }
+        };
+        let inner = self.inner.clone();
+        let ref_id = self.ref_id.clone();
+        let key = request.key.clone();
+        // Follow first, then ask: an answer in between wakes the wait.
+        let follower = inner.hub.follow(&ref_id);
+        let (written, asked) = oneshot::channel();
+        {
+            let (inner, ref_id) = (inner.clone(), ref_id.clone());
+            self.chain_input_write(async move {
+                let _ = written.send(inner.ask(&ref_id, &request, &info).await);
+            });
+        }
+        let me = self.me.clone();
+        Box::pin(async move {
+            match asked.await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => {
+                    return Err(AskError::Backend(
+                        "the task no longer runs here (cancelled, finished or taken over): nothing was asked"
+                            .to_owned(),
+                    ));
+                }
+                Ok(Err(err)) => return Err(AskError::Backend(err.to_string())),
+                Err(_) => return Err(AskError::Backend("the question was dropped".to_owned())),
+            }
+            let answer = wait_answer(inner, ref_id, key.clone(), follower).await?;
+            // The answer took the record back to `processing`; the mirror follows.
+            if let Some(me) = me.upgrade() {
+                me.change(|s| {
+                    let waiting = s.info.status == TaskStatus::InputRequired
+                        && s.info.input_request.as_ref().is_some_and(|r| r.key == key);
+                    if waiting {
+                        s.info.status = TaskStatus::Processing;
+                        s.info.input_request = None;
+                        s.info.updated_at = Timestamp::now();
+                        s.dirty = true;
+                    }
+                });
+            }
+            Ok(answer)
+        })
+    }
+
+    fn input_closed(&self, key: &str) {
+        {
+            let mut s = lock(&self.state);
+            let waiting = s.info.status == TaskStatus::InputRequired
+                && s.info.input_request.as_ref().is_some_and(|r| r.key == key);
+            if waiting {
+                s.info.status = TaskStatus::Processing;
+                s.info.input_request = None;
+                s.info.updated_at = Timestamp::now();
+            }
+        }
+        let inner = self.inner.clone();
+        let ref_id = self.ref_id.clone();
+        let key = key.to_owned();
+        self.chain_input_write(async move {
+            if let Err(err) = inner.input_close(&ref_id, &key).await {
+                tracing::debug!(%ref_id, %err, "refcache: a closed question could not be recorded");
+            }
+        });
     }
 
     fn timed_out(&self, error: TaskError) {

@@ -8,10 +8,13 @@
 use tokio_postgres::Client;
 
 /// The migrations, in order: `(version, SQL)`, the SQL with `{schema}` for the quoted schema name.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_tasks.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_tasks.sql")),
+    (2, include_str!("migrations/0002_output_and_input.sql")),
+];
 
 /// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Why the schema could not be made ready.
 #[derive(Debug, thiserror::Error)]
@@ -150,13 +153,31 @@ pub(crate) struct Sql {
     pub(crate) notify: String,
     pub(crate) list: String,
     pub(crate) by_status: String,
+    pub(crate) value_bytes: String,
+    pub(crate) record_bytes: String,
+    pub(crate) evict_records: String,
     pub(crate) counters: String,
     pub(crate) gauge: String,
     pub(crate) gauges: String,
     pub(crate) forget_processes: String,
     pub(crate) dead_letters: String,
     pub(crate) statuses: String,
+    /// Appends a flushed batch of output and cuts the log to its cap, in one statement.
+    pub(crate) output_append: String,
+    /// A window of the output log, with its bounds and the task's status.
+    pub(crate) output_read: String,
+    pub(crate) ask: String,
+    pub(crate) respond: String,
+    pub(crate) input_answer: String,
+    pub(crate) input_close: String,
 }
+
+/// The statuses of a task in flight (the single-flight index's and the lease index's predicate).
+const IN_FLIGHT: &str = "('pending', 'processing', 'input_required')";
+
+/// What a finished record `t` weighs against `max_record_bytes`: a fixed cost, its record's JSON (error, retry
+/// history, messages) and its spec (the arguments).
+const WEIGHT: &str = "(512 + octet_length(t.info) + octet_length(t.spec))";
 
 /// A pending task's place in the queue (1-based), as a column of a query over `tasks t`.
 const QUEUE_POSITION: &str = "CASE WHEN t.status = 'pending' THEN (
@@ -174,6 +195,8 @@ impl Sql {
         let s = quote(schema);
         let sub = |text: &str| {
             text.replace("{queue_position}", QUEUE_POSITION)
+                .replace("{in_flight}", IN_FLIGHT)
+                .replace("{weight}", WEIGHT)
                 .replace("{live}", LIVE)
                 .replace("{s}", &s)
         };
@@ -190,7 +213,7 @@ impl Sql {
                     VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11,
                             CASE WHEN $11::text IS NULL THEN NULL
                                  ELSE now() + $12::bigint * interval '1 millisecond' END)
-                    ON CONFLICT (cache_key) WHERE status IN ('pending', 'processing') DO NOTHING
+                    ON CONFLICT (cache_key) WHERE status IN {in_flight} DO NOTHING
                     RETURNING ref_id, seq, queued)
                 SELECT ref_id, seq, queued FROM ins"),
             // $1 key, $2 the new ref: a live value for the key from another execution (one that landed while the
@@ -209,21 +232,21 @@ impl Sql {
                 SELECT cache_key, pg_notify($2, ref_id || ' drop ' || cache_key)::text FROM d"),
             // $1 key, $2 shard: the task in flight for the key, counted as a coalesced call.
             join: sub("WITH cur AS (
-                    SELECT ref_id FROM {s}.tasks WHERE cache_key = $1 AND status IN ('pending', 'processing')),
+                    SELECT ref_id FROM {s}.tasks WHERE cache_key = $1 AND status IN {in_flight}),
                 c AS (
                     INSERT INTO {s}.counters (name, shard, n) SELECT 'coalesced', $2, 1 FROM cur
                     ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1)
                 SELECT ref_id FROM cur"),
-            in_flight: sub("SELECT ref_id FROM {s}.tasks WHERE cache_key = $1 AND status IN ('pending', 'processing')"),
+            in_flight: sub("SELECT ref_id FROM {s}.tasks WHERE cache_key = $1 AND status IN {in_flight}"),
             value_by_key: sub("SELECT ref_id, value, meta FROM {s}.task_values
                 WHERE cache_key = $1 AND expires_at > now() ORDER BY expires_at DESC LIMIT 1"),
             value_by_ref: sub("SELECT value, meta FROM {s}.task_values WHERE ref_id = $1 AND expires_at > now()"),
             value_exists: sub("SELECT 1 FROM {s}.task_values WHERE ref_id = $1 AND expires_at > now()"),
-            // The record without its value: status, info, key, queue position.
-            record: sub("SELECT t.status, t.info, t.cache_key, {queue_position}
+            // The record without its value: status, info, key, queue position, question.
+            record: sub("SELECT t.status, t.info, t.cache_key, {queue_position}, t.input_request
                 FROM {s}.tasks t WHERE t.ref_id = $1 AND (t.expires_at IS NULL OR t.expires_at > now())"),
             status: sub("SELECT status FROM {s}.tasks WHERE ref_id = $1 AND (expires_at IS NULL OR expires_at > now())"),
-            info_only: sub("SELECT status, info, owner, deliveries FROM {s}.tasks WHERE ref_id = $1"),
+            info_only: sub("SELECT status, info, owner, deliveries, input_request FROM {s}.tasks WHERE ref_id = $1"),
             spec_info: sub("SELECT status, spec, info FROM {s}.tasks t WHERE t.ref_id = $1 AND {live}"),
             // $1 ref, $2 status, $3 info, $4 terminal, $5 record ttl ms, $6 from statuses, $7 owner or NULL,
             // $8 dead, $9 counter or '', $10 shard, $11 channel, $12 kind, $13 value text or NULL, $14 meta,
@@ -249,8 +272,9 @@ impl Sql {
             // $1 ref, $2 owner, $3 info, $4 lease ms, $5 max deliveries, $6 shard, $7 channel.
             start: sub("WITH u AS (
                     UPDATE {s}.tasks SET status = 'processing', info = $3, deliveries = deliveries + 1,
+                        input_key = NULL, input_request = NULL, input_response = NULL,
                         lease_until = now() + $4::bigint * interval '1 millisecond'
-                    WHERE ref_id = $1 AND owner = $2 AND status IN ('pending', 'processing') AND deliveries < $5
+                    WHERE ref_id = $1 AND owner = $2 AND status IN {in_flight} AND deliveries < $5
                     RETURNING ref_id, deliveries),
                 c AS (
                     INSERT INTO {s}.counters (name, shard, n) SELECT 'executions', $6, 1 FROM u
@@ -259,7 +283,7 @@ impl Sql {
             start_refused: sub("SELECT status, owner, deliveries FROM {s}.tasks WHERE ref_id = $1"),
             // $1 owner, $2 lease ms, $3 refs.
             renew: sub("UPDATE {s}.tasks SET lease_until = now() + $2::bigint * interval '1 millisecond'
-                WHERE owner = $1 AND ref_id = ANY($3::text[]) AND status IN ('pending', 'processing')"),
+                WHERE owner = $1 AND ref_id = ANY($3::text[]) AND status IN {in_flight}"),
             // $1 owner, $2 how many, $3 lease ms.
             fetch: sub("WITH picked AS (
                     SELECT ref_id FROM {s}.tasks
@@ -272,14 +296,14 @@ impl Sql {
             // (it renews every lease / 3), so an outage longer than a lease does not make a task run twice.
             reap: sub("WITH picked AS (
                     SELECT ref_id FROM {s}.tasks
-                    WHERE status = 'processing' AND queued AND lease_until < now()
+                    WHERE status IN ('processing', 'input_required') AND queued AND lease_until < now()
                       AND now() > pg_postmaster_start_time() + $3::bigint * interval '1 millisecond'
                     ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED)
                 UPDATE {s}.tasks t SET owner = $1, lease_until = now() + $3::bigint * interval '1 millisecond'
                 FROM picked WHERE t.ref_id = picked.ref_id
                 RETURNING t.ref_id, t.spec, t.priority, t.seq, t.info"),
             expired_local: sub("SELECT ref_id FROM {s}.tasks
-                WHERE status IN ('pending', 'processing') AND NOT queued AND lease_until < now()
+                WHERE status IN {in_flight} AND NOT queued AND lease_until < now()
                   AND now() > pg_postmaster_start_time() + $1::bigint * interval '1 millisecond' LIMIT 100"),
             sweep_records: sub("DELETE FROM {s}.tasks WHERE ref_id IN (
                 SELECT ref_id FROM {s}.tasks WHERE expires_at < now() LIMIT 1000)"),
@@ -315,7 +339,7 @@ impl Sql {
             count: sub("INSERT INTO {s}.counters (name, shard, n) VALUES ($1, $2, 1)
                 ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1"),
             // $1 status, $2 session, $3 sessionless, $4 task name, $5 namespace, $6 created_ms at most, $7 limit.
-            list: sub("SELECT t.ref_id, t.info, {queue_position} FROM {s}.tasks t
+            list: sub("SELECT t.ref_id, t.info, {queue_position}, t.input_request, t.status FROM {s}.tasks t
                 WHERE {live}
                   AND ($1::text IS NULL OR t.status = $1)
                   AND ($2::text IS NULL OR t.session_id = $2)
@@ -324,7 +348,28 @@ impl Sql {
                   AND ($5::text IS NULL OR t.namespace = $5)
                   AND ($6::bigint IS NULL OR t.created_ms <= $6)
                 ORDER BY t.created_ms DESC LIMIT $7"),
-            by_status: sub("SELECT t.status, count(*) FROM {s}.tasks t WHERE {live} GROUP BY t.status"),
+            // Per status: how many, and what the finished ones weigh against max_record_bytes.
+            by_status: sub("SELECT t.status, count(*),
+                    coalesce(sum(CASE WHEN t.finished_at IS NOT NULL THEN {weight} END), 0)::bigint
+                FROM {s}.tasks t WHERE {live} GROUP BY t.status"),
+            // What the live values weigh (their JSON text and the rest; `octet_length` reads a stored text's
+            // size from its header, without fetching it).
+            value_bytes: sub("SELECT coalesce(sum(octet_length(value) + octet_length(meta)), 0)::bigint
+                FROM {s}.task_values WHERE expires_at > now()"),
+            record_bytes: sub("SELECT coalesce(sum({weight}), 0)::bigint FROM {s}.tasks t
+                WHERE t.finished_at IS NOT NULL"),
+            // $1 max_record_bytes, $2 channel: the finished records beyond the bound, counted from the one that
+            // would expire last, go (never that one), with their values and output.
+            evict_records: sub("WITH w AS (
+                    SELECT t.ref_id,
+                        sum({weight}) OVER (ORDER BY t.expires_at DESC, t.seq DESC) AS kept,
+                        row_number() OVER (ORDER BY t.expires_at DESC, t.seq DESC) AS n
+                    FROM {s}.tasks t WHERE t.finished_at IS NOT NULL),
+                d AS (
+                    DELETE FROM {s}.tasks t USING w
+                    WHERE t.ref_id = w.ref_id AND w.kept > $1::bigint AND w.n > 1 AND t.finished_at IS NOT NULL
+                    RETURNING t.ref_id, t.cache_key)
+                SELECT ref_id, cache_key, pg_notify($2, ref_id || ' drop ' || cache_key)::text FROM d"),
             counters: sub("SELECT name, sum(n)::bigint FROM {s}.counters GROUP BY name"),
             // $1 consumer, $2 running, $3 capacity.
             gauge: sub("INSERT INTO {s}.processes (consumer, running, capacity, seen_at) VALUES ($1, $2, $3, now())
@@ -335,6 +380,65 @@ impl Sql {
             forget_processes: sub("DELETE FROM {s}.processes WHERE seen_at < now() - interval '1 hour'"),
             dead_letters: sub("SELECT ref_id FROM {s}.dead_letters ORDER BY dead_at DESC LIMIT $1"),
             statuses: sub("SELECT ref_id, status FROM {s}.tasks WHERE ref_id = ANY($1::text[])"),
+            // $1 ref, $2 bytes written before this batch that never reached the table (the batch outgrew the cap
+            // in this process, or an earlier flush failed), $3 the batch (at most the cap), $4 the cap, $5 channel.
+            // The batch goes at the log's end (the end of its newest chunk: the one process running the task is
+            // its only writer), after the bytes skipped; chunks wholly before the floor (`end - cap`, or the
+            // batch's start when bytes were skipped, so that the chunks held stay contiguous) go, and the one that
+            // straddles it is cut there. Nothing when the record is gone.
+            output_append: sub("WITH base AS (
+                    SELECT coalesce((SELECT o.start_offset + length(o.bytes) FROM {s}.task_output o
+                                     WHERE o.ref_id = $1 ORDER BY o.start_offset DESC LIMIT 1), 0) + $2::bigint AS at
+                    FROM {s}.tasks t WHERE t.ref_id = $1),
+                ins AS (
+                    INSERT INTO {s}.task_output (ref_id, start_offset, bytes) SELECT $1, at, $3 FROM base
+                    RETURNING greatest(start_offset + length(bytes) - $4::bigint,
+                                       CASE WHEN $2::bigint > 0 THEN start_offset ELSE 0 END) AS floor),
+                gone AS (
+                    DELETE FROM {s}.task_output o USING ins
+                    WHERE o.ref_id = $1 AND o.start_offset + length(o.bytes) <= ins.floor),
+                cut AS (
+                    UPDATE {s}.task_output o
+                    SET bytes = substring(o.bytes FROM (ins.floor - o.start_offset + 1)::integer),
+                        start_offset = ins.floor
+                    FROM ins
+                    WHERE o.ref_id = $1 AND o.start_offset < ins.floor AND o.start_offset + length(o.bytes) > ins.floor)
+                SELECT pg_notify($5, $1 || ' output')::text FROM ins"),
+            // $1 ref, $2 offset, $3 max bytes: the status, the log's bounds (held start, end), where the window
+            // starts (the offset, moved up to the held start and down to the end), and the window's bytes (at
+            // least $3, cut by the caller). No row: no such record (or it expired).
+            output_read: sub("WITH b AS (
+                    SELECT coalesce(min(start_offset), 0) AS lo, coalesce(max(start_offset + length(bytes)), 0) AS hi
+                    FROM {s}.task_output WHERE ref_id = $1),
+                w AS (SELECT least(greatest($2::bigint, lo), hi) AS at FROM b)
+                SELECT t.status, b.lo, b.hi, w.at,
+                    (SELECT string_agg(substring(o.bytes FROM (greatest(w.at - o.start_offset, 0) + 1)::integer),
+                                       ''::bytea ORDER BY o.start_offset)
+                     FROM {s}.task_output o
+                     WHERE o.ref_id = $1 AND o.start_offset + length(o.bytes) > w.at
+                       AND o.start_offset < w.at + $3::bigint)
+                FROM {s}.tasks t, b, w WHERE t.ref_id = $1 AND {live}"),
+            // $1 ref, $2 owner, $3 key, $4 the question, $5 info, $6 channel: a running task held here asks; an
+            // earlier answer (of an earlier delivery) is cleared.
+            ask: sub("WITH u AS (
+                    UPDATE {s}.tasks SET status = 'input_required', input_key = $3, input_request = $4,
+                        input_response = NULL, info = $5
+                    WHERE ref_id = $1 AND owner = $2 AND status = 'processing'
+                    RETURNING ref_id)
+                SELECT pg_notify($6, ref_id || ' change')::text FROM u"),
+            // $1 ref, $2 key, $3 answer, $4 channel: the one replica whose UPDATE matches takes the answer.
+            respond: sub("WITH u AS (
+                    UPDATE {s}.tasks SET status = 'processing', input_request = NULL, input_response = $3
+                    WHERE ref_id = $1 AND status = 'input_required' AND input_key = $2
+                    RETURNING ref_id)
+                SELECT pg_notify($4, ref_id || ' change')::text FROM u"),
+            input_answer: sub("SELECT status, input_key, input_response FROM {s}.tasks WHERE ref_id = $1"),
+            // $1 ref, $2 key, $3 channel: the wait ended without an answer (cancel, time limit).
+            input_close: sub("WITH u AS (
+                    UPDATE {s}.tasks SET status = 'processing', input_request = NULL
+                    WHERE ref_id = $1 AND status = 'input_required' AND input_key = $2
+                    RETURNING ref_id)
+                SELECT pg_notify($3, ref_id || ' change')::text FROM u"),
         }
     }
 }

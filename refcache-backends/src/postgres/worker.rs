@@ -234,7 +234,34 @@ impl Inner {
         }
         self.execute(&sql.sweep_values, &[]).await?;
         self.execute(&sql.sweep_records, &[]).await?;
+        self.bound_records().await?;
         self.execute(&sql.forget_processes, &[]).await?;
+        Ok(())
+    }
+
+    /// Past `max_record_bytes`, drops the finished records that would expire first (never the newest: its ref id
+    /// still polls until the next one comes), with their values and output.
+    async fn bound_records(self: &Arc<Self>) -> Result<(), BackendError> {
+        let sql = &self.sql;
+        let bytes: i64 = self
+            .query(&sql.record_bytes, &[])
+            .await?
+            .first()
+            .map_or(0, |r| r.get(0));
+        if u64::try_from(bytes).unwrap_or(0) <= self.config.max_record_bytes {
+            return Ok(());
+        }
+        let max = i64::try_from(self.config.max_record_bytes).unwrap_or(i64::MAX);
+        let rows = self
+            .query(&sql.evict_records, &[&max, &sql.channel])
+            .await?;
+        tracing::debug!(
+            records = rows.len(),
+            bytes,
+            max,
+            "refcache: finished records over max_record_bytes dropped"
+        );
+        self.dropped(&rows).await;
         Ok(())
     }
 

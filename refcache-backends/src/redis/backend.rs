@@ -57,6 +57,9 @@ pub(crate) struct Inner {
     /// Finished values only: they never change, so a local copy cannot go stale.
     pub(super) near: ValueStore,
     pub(super) hub: Hub,
+    /// Followers of tasks' output (`output` events), apart from `hub` so that a waiter for the end is not woken
+    /// by every batch of output.
+    pub(super) output_hub: Hub,
     /// This process's name as a stream consumer and task owner.
     pub(super) consumer: String,
     /// Whether this instance takes tasks off the stream (`workers` mode).
@@ -152,6 +155,7 @@ impl RedisTaskBackend {
             conn: Mutex::new(None),
             scripts: Scripts::new(),
             hub: Hub::default(),
+            output_hub: Hub::default(),
             consumer,
             consumes,
             released: Notify::new(),
@@ -374,14 +378,26 @@ impl TaskBackend for RedisTaskBackend {
         offset: u64,
         max_bytes: usize,
     ) -> BoxFuture<'a, Result<Option<refcache_core::OutputChunk>, BackendError>> {
-        let _ = (ref_id, offset, max_bytes);
-        Box::pin(async {
-            Err(BackendError::Unsupported {
-                backend: "redis",
-                capability: "task output",
-                hint: "task output is not kept on Redis yet; use the memory backend for tasks whose output must be read",
-            })
+        Box::pin(async move {
+            self.inner.ensure_started();
+            self.inner.read_output(ref_id, offset, max_bytes).await
         })
+    }
+
+    fn follow_output<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+    ) -> BoxFuture<'a, Result<Option<futures::stream::BoxStream<'static, ()>>, BackendError>> {
+        Box::pin(self.follow_output_of(ref_id))
+    }
+
+    fn respond<'a>(
+        &'a self,
+        ref_id: &'a RefId,
+        key: &'a str,
+        answer: serde_json::Value,
+    ) -> BoxFuture<'a, Result<refcache_core::RespondOutcome, BackendError>> {
+        Box::pin(async move { self.respond_to(ref_id, key, &answer).await })
     }
 
     fn cancel<'a>(
@@ -445,6 +461,7 @@ pub(crate) fn parse_status(s: &str) -> TaskStatus {
     match s {
         "pending" => TaskStatus::Pending,
         "processing" => TaskStatus::Processing,
+        "input_required" => TaskStatus::InputRequired,
         "complete" => TaskStatus::Complete,
         "cancelled" => TaskStatus::Cancelled,
         _ => TaskStatus::Failed,

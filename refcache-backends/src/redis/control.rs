@@ -87,6 +87,7 @@ impl Inner {
             info.status = TaskStatus::Cancelled;
             info.finished_at = Some(Timestamp::now());
             info.queue_position = None;
+            info.input_request = None;
             if let Some(note) = note {
                 info.status_message = Some(note.to_owned());
             }
@@ -248,18 +249,61 @@ impl Inner {
         stats.retries = c("retries");
         stats.cancellations = c("cancellations");
         stats.timeouts = c("timeouts");
+        let (records, values, scanned, finished): (u64, u64, u64, u64) = self
+            .scripts
+            .weigh
+            .arg(self.keys.prefix())
+            .arg(LIST_SCAN)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        // Exact up to LIST_SCAN finished records; past them, the older ones are taken to weigh what the newest do
+        // on average (a bound on a read that holds up Redis).
+        let scale = |bytes: u64| {
+            if finished > scanned && scanned > 0 {
+                u64::try_from(u128::from(bytes) * u128::from(finished) / u128::from(scanned))
+                    .unwrap_or(u64::MAX)
+            } else {
+                bytes
+            }
+        };
+        stats.record_bytes = scale(records);
+        stats.value_bytes = scale(values);
         Ok(stats)
     }
 
+    /// Stops taking work and lets running tasks finish until `deadline`. What is left then: a task that came off
+    /// the stream (`workers` mode) is handed back to it for another worker, queued ones at once (issue 15); one
+    /// that only this process can run (`local` mode, or a closure that is not registered by name) is cancelled
+    /// with the message `shutdown`.
     pub(super) async fn shutdown(self: &Arc<Self>, deadline: Duration) {
         self.accepting.store(false, Ordering::Release);
         self.consuming.cancel();
         tracing::debug!(consumer = %self.consumer, "redis backend shutting down");
         let until = tokio::time::Instant::now() + deadline;
+        let queued: Vec<_> = {
+            let mut st = lock(&self.run);
+            st.drain();
+            st.entries()
+        };
+        for (ref_id, msg, running) in queued {
+            if !running {
+                self.hand_back(&ref_id, &msg).await;
+            }
+        }
         if self.wait_idle(until).await {
             return;
         }
+        let entries: HashMap<RefId, String> = lock(&self.run)
+            .entries()
+            .into_iter()
+            .map(|(ref_id, msg, _)| (ref_id, msg))
+            .collect();
         for ref_id in self.held_refs() {
+            if let Some(msg) = entries.get(&ref_id) {
+                self.hand_back(&ref_id, msg).await;
+                continue;
+            }
             if let Err(err) = self.cancel_with(&ref_id, Some("shutdown")).await {
                 tracing::warn!(%ref_id, %err, "could not record the cancel of a task at shutdown");
             }
@@ -269,6 +313,52 @@ impl Inner {
             tokio::time::Instant::now() + self.config.cancel_grace + Duration::from_secs(1),
         )
         .await;
+    }
+
+    /// Gives a task held here back to the stream (`hand_back`), then stops it here: its record no longer names
+    /// this worker, so nothing it does from now on lands. If Redis cannot be told, the task is left as it is: its
+    /// lease runs out when this process is gone, and another worker takes it over then.
+    async fn hand_back(self: &Arc<Self>, ref_id: &RefId, msg: &str) {
+        let info = match self.read(ref_id).await {
+            Ok(Some(mut info)) => {
+                info.status = TaskStatus::Pending;
+                info.started_at = None;
+                info.progress = None;
+                info.output_line = None;
+                info.input_request = None;
+                info.updated_at = Timestamp::now();
+                info
+            }
+            Ok(None) => return self.stop_held(ref_id),
+            Err(err) => {
+                tracing::warn!(%ref_id, %err, "cannot hand a task back at shutdown; its lease will");
+                return;
+            }
+        };
+        let info_json = serde_json::to_string(&info).expect("a TaskInfo serializes");
+        let mut conn = self.conn();
+        let reply: Result<String, _> = self
+            .scripts
+            .hand_back
+            .arg(self.keys.prefix())
+            .arg(ref_id.as_str())
+            .arg(&self.consumer)
+            .arg(&info_json)
+            .arg(Event::info(&info, &info_json))
+            .arg(msg)
+            .invoke_async(&mut conn)
+            .await;
+        match reply {
+            Ok(answer) if answer == "ok" => {
+                tracing::info!(%ref_id, consumer = %self.consumer, "task handed back at shutdown");
+                self.stop_held(ref_id);
+            }
+            // Finished, deleted, or another worker's meanwhile: nothing to hand back; its own end stops it here.
+            Ok(answer) => tracing::debug!(%ref_id, answer, "nothing to hand back"),
+            Err(err) => {
+                tracing::warn!(%ref_id, %err, "cannot hand a task back at shutdown; its lease will");
+            }
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Every state-changing script publishes an [`Event`] on `P:events`. Each backend keeps one subscriber connection
 //! (its own reconnect loop) and fans the events out in-process:
-//! - to the [`Hub`]'s per-ref channels, which `wait` and `watch` follow;
+//! - to the [`Hub`]'s per-ref channels, which `wait` and `watch` follow (and a second hub's for output, which
+//!   `follow_output` follows beside the first);
 //! - to the runner, which stops a task it holds when its record in Redis says another process cancelled or
 //!   deleted it;
 //! - to the near cache, which drops a value Redis says was deleted.
@@ -33,6 +34,11 @@ impl Event {
     /// The task's record changed (status or progress).
     pub(crate) fn info(info: &TaskInfo, json: &str) -> String {
         format!("{} {} {json}", info.ref_id, info.status.as_str())
+    }
+
+    /// The task wrote output. Followers of its output read the log.
+    pub(crate) fn output(ref_id: &RefId) -> String {
+        format!("{ref_id} output -")
     }
 
     /// The reference was deleted (its value too, if it was this ref's).
@@ -216,6 +222,11 @@ impl Inner {
             {
                 self.verify_near_drop(&key, ref_id).await;
             }
+            return;
+        }
+        if event.kind == "output" {
+            // Only followers of the output care; they read the log, never the event's number.
+            self.output_hub.deliver(ref_id, None);
             return;
         }
         if self.hub.follows(ref_id) {

@@ -2,7 +2,8 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `P:task:<ref>` | hash | `info` (TaskInfo JSON), `spec` (TaskSpec JSON), `status`, `key`, `qm` (queue member), `owner`, `deliveries`, `msg` (stream id), `session` |
+//! | `P:task:<ref>` | hash | `info` (TaskInfo JSON), `spec` (TaskSpec JSON), `status`, `key`, `qm` (queue member), `owner`, `deliveries`, `msg` (stream id), `session`, `obase`/`ocap` (the output log's first offset and cap), `ask` (the key of the question it waits on), `answer`/`answered` (an answer taken, and its key, until the worker reads it) |
+//! | `P:out:<ref>` | string | the task's output log, its newest bytes (`obase`, `ocap` on the record); expires and goes with the record |
 //! | `P:inflight:<key>` | string | the ref id in flight for a cache key (single-flight) |
 //! | `P:value:<key>` | hash | `ref`, `v` (StoredValue JSON); expires with the value's TTL |
 //! | `P:index` | zset | ref ids by creation time (lists) |

@@ -10,10 +10,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use redis::AsyncCommands;
 use refcache_core::{
-    BackendError, Ending, LocalJob, RefId, RetryInfo, RunLimits, Scheduler, StoredValue, TaskError,
-    TaskHooks, TaskInfo, TaskProgress, TaskSpec, TaskStatus, Timestamp, job_for, run_task,
+    AskError, BackendError, Ending, InputRequest, LocalJob, RefId, RetryInfo, RunLimits, Scheduler,
+    StoredValue, TaskError, TaskHooks, TaskInfo, TaskProgress, TaskSpec, TaskStatus, Timestamp,
+    job_for, run_task,
 };
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -28,6 +30,8 @@ use super::events::Event;
 pub(crate) struct RunState {
     sched: Scheduler,
     held: HashMap<RefId, Held>,
+    /// Shutting down: no queued task starts here any more (it is handed back to the stream).
+    draining: bool,
 }
 
 struct Held {
@@ -46,6 +50,7 @@ impl RunState {
         Self {
             sched: Scheduler::new(max_workers).with_backend("redis"),
             held: HashMap::new(),
+            draining: false,
         }
     }
 
@@ -59,6 +64,19 @@ impl RunState {
 
     pub(crate) fn len(&self) -> usize {
         self.held.len()
+    }
+
+    /// The tasks held that came off the stream: ref id, stream entry, and whether it runs here already.
+    pub(crate) fn entries(&self) -> Vec<(RefId, String, bool)> {
+        self.held
+            .iter()
+            .filter_map(|(r, h)| h.msg.clone().map(|m| (r.clone(), m, h.running)))
+            .collect()
+    }
+
+    /// From now on no queued task starts here.
+    pub(crate) fn drain(&mut self) {
+        self.draining = true;
     }
 
     /// The stream entries held, with their ref ids (for lease renewal).
@@ -183,7 +201,7 @@ impl Inner {
             let status: Result<Option<String>, _> =
                 conn.hget(inner.keys.task(&ref_id), "status").await;
             let live = match &status {
-                Ok(Some(s)) => s == "pending" || s == "processing",
+                Ok(Some(s)) => s == "pending" || s == "processing" || s == "input_required",
                 Ok(None) => false,
                 // Unreadable now: keep running; a reconnect re-checks, and the lease covers a lost process.
                 Err(_) => true,
@@ -249,7 +267,8 @@ impl Inner {
             match self
                 .transition(
                     ref_id,
-                    &[TaskStatus::Processing],
+                    // A task that timed out or ended while a question's close was still on its way.
+                    &[TaskStatus::Processing, TaskStatus::InputRequired],
                     info,
                     counter,
                     true,
@@ -312,6 +331,9 @@ impl Inner {
 /// Under the run lock: hands free slots to queued tasks.
 fn admit(st: &mut RunState) -> Vec<Start> {
     let mut started = Vec::new();
+    if st.draining {
+        return started;
+    }
     while let Some((ref_id, name)) = st.sched.start_next() {
         let Some(held) = st.held.get_mut(&ref_id) else {
             st.sched.finished(&name);
@@ -401,7 +423,12 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
         _ => return,
     }
     tracing::debug!(%ref_id, task = %spec.task_name, "task started");
-    let hooks = Hooks::start(inner.clone(), ref_id.clone(), info);
+    let hooks = Hooks::start(
+        inner.clone(),
+        ref_id.clone(),
+        info,
+        spec.options.output_cap(),
+    );
     let ending = match job_for(spec, job.as_ref()) {
         Ok(job) => {
             let timeout = spec
@@ -420,6 +447,7 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
     };
     hooks.flush().await;
     let mut info = hooks.info();
+    info.input_request = None;
     match ending {
         Ending::Finished(Ok(value)) => {
             let ttl = spec.options.ttl.unwrap_or(inner.config.default_ttl);
@@ -451,10 +479,15 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
 
 /// A running task's record, mirrored here and written through to Redis: progress and retry notes by a writer
 /// task that sends only the latest state (a task reporting progress in a tight loop costs Redis one write per
-/// round trip, not one per report).
+/// round trip, not one per report), and output by the same writer, each batch of what was queued since the last
+/// one in one append to the task's log (`output.rs`).
 struct Hooks {
     inner: Arc<Inner>,
     ref_id: RefId,
+    /// This, for the futures that outlive a call (an ask's wait).
+    me: std::sync::Weak<Hooks>,
+    /// The output log's byte cap (the spec's `output_cap()`).
+    output_cap: usize,
     state: Mutex<HookState>,
     wake: Notify,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -466,19 +499,33 @@ struct HookState {
     partial: Option<Value>,
     dirty: bool,
     counters: Vec<&'static str>,
+    /// Output written and not yet shipped: at most twice the cap (then cut back to the cap's newest bytes).
+    output: Vec<u8>,
+    /// Bytes dropped from `output` since the last batch shipped (the queue outgrew the cap, or a batch was lost
+    /// to an outage): readers are told of them as `dropped`.
+    output_skipped: u64,
+    /// A question was closed unanswered (cancel, time limit): the next write of the record may take it from
+    /// `input_required` back to `processing`. Every other write goes from `processing` only, so that one taken
+    /// before an ask never undoes the ask.
+    reopen: bool,
     stop: bool,
 }
 
 impl Hooks {
-    fn start(inner: Arc<Inner>, ref_id: RefId, info: TaskInfo) -> Arc<Self> {
-        let hooks = Arc::new(Self {
+    fn start(inner: Arc<Inner>, ref_id: RefId, info: TaskInfo, output_cap: usize) -> Arc<Self> {
+        let hooks = Arc::new_cyclic(|me| Self {
             inner,
             ref_id,
+            me: me.clone(),
+            output_cap: output_cap.max(1),
             state: Mutex::new(HookState {
                 info,
                 partial: None,
                 dirty: false,
                 counters: Vec::new(),
+                output: Vec::new(),
+                output_skipped: 0,
+                reopen: false,
                 stop: false,
             }),
             wake: Notify::new(),
@@ -518,22 +565,45 @@ impl Hooks {
 
 async fn write_changes(h: Arc<Hooks>) {
     loop {
-        let (info, counters, stop) = {
+        let (info, reopen, counters, output, skipped, stop) = {
             let mut s = lock(&h.state);
             let info = std::mem::take(&mut s.dirty).then(|| s.info.clone());
-            (info, std::mem::take(&mut s.counters), s.stop)
+            (
+                info,
+                std::mem::take(&mut s.reopen),
+                std::mem::take(&mut s.counters),
+                std::mem::take(&mut s.output),
+                std::mem::take(&mut s.output_skipped),
+                s.stop,
+            )
         };
-        if info.is_none() && counters.is_empty() && !stop {
+        if info.is_none() && counters.is_empty() && output.is_empty() && skipped == 0 && !stop {
             // `notify_one` keeps a permit: a change made since the state was taken wakes this at once.
             h.wake.notified().await;
             continue;
         }
         let inner = &h.inner;
+        // The output first, so that the status line it brings is readable in the log once the record shows it.
+        if !output.is_empty() || skipped > 0 {
+            let shipped = inner
+                .append_output(&h.ref_id, &output, skipped, h.output_cap)
+                .await;
+            if let Err(err) = shipped {
+                // Lost to an outage: counted, so that readers are told the bytes were dropped.
+                tracing::warn!(ref_id = %h.ref_id, %err, bytes = output.len(), "task output could not be stored");
+                lock(&h.state).output_skipped += skipped + output.len() as u64;
+            }
+        }
         if let Some(info) = info
             && info.status == TaskStatus::Processing
         {
+            let from: &[TaskStatus] = if reopen {
+                &[TaskStatus::Processing, TaskStatus::InputRequired]
+            } else {
+                &[TaskStatus::Processing]
+            };
             let _ = inner
-                .transition(&h.ref_id, &[TaskStatus::Processing], &info, "", true, None)
+                .transition(&h.ref_id, from, &info, "", true, None)
                 .await;
         }
         if !counters.is_empty() {
@@ -593,18 +663,97 @@ impl TaskHooks for Hooks {
     }
 
     fn write_output(&self, stream: &refcache_core::OutputStream, text: &str) {
-        // Not kept yet on this backend: `read_output` answers `BackendError::Unsupported`, so no reader is told
-        // the output is empty.
-        let _ = (stream, text);
+        // One log for every stream, in the order written (as on the memory backend). A copy under a std mutex and
+        // a wake-up: no I/O here, so a blocking thread may write.
+        let _ = stream;
+        let line = refcache_core::status_line(text).map(str::to_owned);
+        let cap = self.output_cap;
+        self.change(|s| {
+            s.output.extend_from_slice(text.as_bytes());
+            if s.output.len() > 2 * cap {
+                let over = s.output.len() - cap;
+                s.output.drain(..over);
+                s.output_skipped += over as u64;
+            }
+            if let Some(line) = line
+                && s.info.status == TaskStatus::Processing
+            {
+                s.info.output_line = Some(line);
+                s.dirty = true;
+            }
+        });
     }
     fn backend_name(&self) -> &'static str {
         "redis"
+    }
+
+    fn ask_input(&self, request: InputRequest) -> BoxFuture<'static, Result<Value, AskError>> {
+        let key = request.key.clone();
+        // The mirror first, so that no later progress or output write takes the record back to `processing`.
+        let asked = {
+            let mut s = lock(&self.state);
+            if s.info.status == TaskStatus::Processing {
+                s.info.status = TaskStatus::InputRequired;
+                s.info.input_request = Some(request);
+                s.info.updated_at = Timestamp::now();
+                Ok(s.info.clone())
+            } else {
+                Err(s.info.status)
+            }
+        };
+        let me = self.me.upgrade();
+        Box::pin(async move {
+            let info = asked.map_err(|status| {
+                AskError::Backend(format!(
+                    "the task is {status}, not processing: only a running task can ask"
+                ))
+            })?;
+            let hooks = me.ok_or_else(|| AskError::Backend("the task has ended".to_owned()))?;
+            let inner = &hooks.inner;
+            match inner.ask(&hooks.ref_id, &key, &info).await {
+                Ok(answer) if answer == "ok" => {}
+                Ok(status) => {
+                    return Err(AskError::Backend(format!(
+                        "the task's record is {status} in Redis, not processing: only a running task can ask"
+                    )));
+                }
+                Err(err) => return Err(AskError::Backend(err.to_string())),
+            }
+            let answer = inner.wait_answer(&hooks.ref_id, &key).await;
+            // The replica that took the answer put the record back to `processing`; the mirror follows.
+            hooks.change(|s| {
+                if s.info.status == TaskStatus::InputRequired
+                    && s.info.input_request.as_ref().is_some_and(|r| r.key == key)
+                {
+                    s.info.status = TaskStatus::Processing;
+                    s.info.input_request = None;
+                    s.info.updated_at = Timestamp::now();
+                    s.dirty = true;
+                }
+            });
+            Ok(answer)
+        })
+    }
+
+    fn input_closed(&self, key: &str) {
+        self.change(|s| {
+            if s.info.status == TaskStatus::InputRequired
+                && s.info.input_request.as_ref().is_some_and(|r| r.key == key)
+            {
+                s.info.status = TaskStatus::Processing;
+                s.info.input_request = None;
+                s.info.updated_at = Timestamp::now();
+                s.dirty = true;
+                s.reopen = true;
+            }
+        });
     }
 
     fn timed_out(&self, error: TaskError) {
         let info = {
             let mut s = lock(&self.state);
             s.info.status = TaskStatus::Failed;
+            s.info.input_request = None;
             s.info.error = Some(error);
             s.info.finished_at = Some(Timestamp::now());
             s.info.clone()

@@ -45,7 +45,7 @@ local ikey = p..':inflight:'..ARGV[3]
 local cur = redis.call('GET', ikey)
 if cur then
   local st = redis.call('HGET', p..':task:'..cur, 'status')
-  if st == 'pending' or st == 'processing' then
+  if st == 'pending' or st == 'processing' or st == 'input_required' then
     redis.call('HINCRBY', p..':stats', 'coalesced', 1)
     return {'joined', cur}
   end
@@ -102,8 +102,11 @@ if to == 'complete' or to == 'failed' or to == 'cancelled' then
   local ikey = p..':inflight:'..f[2]
   if redis.call('GET', ikey) == ref then redis.call('DEL', ikey) end
   redis.call('PEXPIRE', t, ARGV[7])
+  -- The output log lives and dies with its record.
+  redis.call('PEXPIRE', p..':out:'..ref, ARGV[7])
   redis.call('ZADD', p..':finished', ARGV[8], ref)
   redis.call('ZREM', p..':leases', ref)
+  redis.call('HDEL', t, 'ask', 'answer', 'answered')
   if f[5] and f[5] ~= '' then
     -- The session's set lasts as long as its longest-lived record.
     local skey = p..':session:'..f[5]
@@ -126,10 +129,12 @@ if bad then return bad end
 local f = redis.call('HMGET', t, 'status', 'deliveries', 'qm')
 local st = f[1]
 if not st then return {'missing'} end
-if st ~= 'pending' and not (st == 'processing' and ARGV[6] == '1') then return {st} end
+if st ~= 'pending' and not ((st == 'processing' or st == 'input_required') and ARGV[6] == '1') then return {st} end
 local n = tonumber(f[2] or '0') + 1
 if n > tonumber(ARGV[7]) then return {'dead', n - 1} end
 redis.call('HSET', t, 'status', 'processing', 'info', ARGV[4], 'owner', ARGV[3], 'deliveries', n)
+-- A question a lost worker asked went with it: the task runs again from the start.
+redis.call('HDEL', t, 'ask', 'answer', 'answered')
 redis.call('ZREM', p..':pending', f[3])
 redis.call('HINCRBY', p..':stats', 'executions', 1)
 redis.call('PUBLISH', p..':events', ARGV[5])
@@ -240,13 +245,14 @@ local ikey = p..':inflight:'..f[2]
 local cur = redis.call('GET', ikey)
 if cur and cur ~= ref then
   local st = redis.call('HGET', p..':task:'..cur, 'status')
-  if st == 'pending' or st == 'processing' then return {'running', cur} end
+  if st == 'pending' or st == 'processing' or st == 'input_required' then return {'running', cur} end
 end
 local seq = redis.call('INCR', p..':seq')
 local qm = ARGV[6]..string.format('%016x', seq)..':'..ref
 redis.call('HSET', t, 'status', 'pending', 'info', ARGV[3], 'qm', qm, 'deliveries', 0)
 redis.call('HDEL', t, 'owner')
 redis.call('PERSIST', t)
+redis.call('PERSIST', p..':out:'..ref)
 redis.call('SET', ikey, ref)
 redis.call('ZADD', p..':pending', 0, qm)
 redis.call('ZREM', p..':finished', ref)
@@ -271,7 +277,7 @@ local ikey = p..':inflight:'..f[2]
 if redis.call('GET', ikey) == ref then redis.call('DEL', ikey) end
 local vkey = p..':value:'..f[2]
 if redis.call('HGET', vkey, 'ref') == ref then redis.call('DEL', vkey) end
-redis.call('DEL', t)
+redis.call('DEL', t, p..':out:'..ref)
 if f[3] then redis.call('ZREM', p..':pending', f[3]) end
 redis.call('ZREM', p..':index', ref)
 redis.call('ZREM', p..':finished', ref)
@@ -292,6 +298,7 @@ for _, ref in ipairs(refs) do
   local t = p..':task:'..ref
   local f = redis.call('HMGET', t, 'session', 'key')
   if redis.call('DEL', t) == 1 then
+    redis.call('DEL', p..':out:'..ref)
     if f[2] then
       local vkey = p..':value:'..f[2]
       if redis.call('HGET', vkey, 'ref') == ref then redis.call('DEL', vkey) end
@@ -331,6 +338,181 @@ redis.call('XDEL', ARGV[1]..':queue', ARGV[2])
 return 1
 ";
 
+/// `output_append(prefix, ref, text, skipped, cap, event)`: appends a batch of a task's output to its log
+/// `P:out:<ref>` (a string: `APPEND`, never a read-modify-write of the record). `skipped` bytes came before `text`
+/// and were dropped by the writer (its queue overflowed the cap): then nothing older stays. The record's `obase`
+/// is the offset of the string's first byte and `ocap` the cap; readers see the newest `ocap` bytes, and the string
+/// is cut back to them once it holds twice the cap (so an append costs `O(text)` amortized). The log takes its
+/// record's TTL. Nothing is written for a record that is gone (deleted, expired). → the end offset | -1.
+const OUTPUT_APPEND: &str = r"
+local p = ARGV[1]
+local ref = ARGV[2]
+local t = p..':task:'..ref
+local o = p..':out:'..ref
+local bad = foreign({t, 'hash', o, 'string'})
+if bad then return bad end
+if redis.call('EXISTS', t) == 0 then return -1 end
+local cap = tonumber(ARGV[5])
+local skipped = tonumber(ARGV[4])
+local base = tonumber(redis.call('HGET', t, 'obase') or '0')
+local len = redis.call('STRLEN', o)
+if skipped > 0 then
+  base = base + len + skipped
+  redis.call('SET', o, ARGV[3])
+  len = string.len(ARGV[3])
+else
+  len = redis.call('APPEND', o, ARGV[3])
+end
+if len > 2 * cap then
+  local keep = redis.call('GETRANGE', o, len - cap, -1)
+  redis.call('SET', o, keep)
+  base = base + len - cap
+  len = cap
+end
+redis.call('HSET', t, 'obase', base, 'ocap', cap)
+local ttl = redis.call('PTTL', t)
+if ttl > 0 then redis.call('PEXPIRE', o, ttl) end
+redis.call('PUBLISH', p..':events', ARGV[6])
+return base + len
+";
+
+/// `output_read(prefix, ref, from, max)` → `{status, offset, dropped, end, bytes}`: at most `max` bytes (at least
+/// 4, so a character fits) of the log from `from`, or from its oldest byte held (`dropped` saying how many before
+/// it went); nil when the record is unknown (or complete with its value gone: one lifetime).
+const OUTPUT_READ: &str = r"
+local p = ARGV[1]
+local ref = ARGV[2]
+local t = p..':task:'..ref
+local o = p..':out:'..ref
+local f = redis.call('HMGET', t, 'status', 'key', 'obase', 'ocap')
+if not f[1] then return false end
+if f[1] == 'complete' and redis.call('HGET', p..':value:'..(f[2] or ''), 'ref') ~= ref then return false end
+local base = tonumber(f[3] or '0')
+local cap = tonumber(f[4] or '0')
+local len = redis.call('STRLEN', o)
+local e = base + len
+local held = base
+if cap > 0 and len > cap then held = e - cap end
+local from = tonumber(ARGV[3])
+local begin = math.min(from, e)
+local dropped = 0
+if from < held then
+  begin = held
+  dropped = held - from
+end
+local take = math.min(math.max(tonumber(ARGV[4]), 4), e - begin)
+local bytes = ''
+if take > 0 then bytes = redis.call('GETRANGE', o, begin - base, begin - base + take - 1) end
+return {f[1], begin, dropped, e, bytes}
+";
+
+/// `ask(prefix, ref, owner, key, info, event)`: a processing task that is still this worker's asks question `key`:
+/// its status becomes `input_required` with the question in `info`, and `ask` names the key an answer must
+/// carry. → `ok` | `missing` | `stolen` | the status it found.
+const ASK: &str = r"
+local p = ARGV[1]
+local t = p..':task:'..ARGV[2]
+local bad = foreign({t, 'hash'})
+if bad then return bad end
+local f = redis.call('HMGET', t, 'status', 'owner')
+if not f[1] then return 'missing' end
+if f[1] ~= 'processing' then return f[1] end
+if f[2] ~= ARGV[3] then return 'stolen' end
+redis.call('HSET', t, 'status', 'input_required', 'info', ARGV[5], 'ask', ARGV[4])
+redis.call('HDEL', t, 'answer', 'answered')
+redis.call('PUBLISH', p..':events', ARGV[6])
+return 'ok'
+";
+
+/// `respond(prefix, ref, key, seen_info, info, answer, event)`: from any replica, the answer to question `key`,
+/// taken only while the task waits on that key and its record is still the one the caller read (`seen_info`):
+/// the status goes back to `processing` with `info`, and the answer waits in the record for the worker, which an
+/// event wakes. → `ok` | `missing` | `changed` (read again) | the status it found (not waiting on `key`).
+const RESPOND: &str = r"
+local p = ARGV[1]
+local t = p..':task:'..ARGV[2]
+local bad = foreign({t, 'hash'})
+if bad then return bad end
+local f = redis.call('HMGET', t, 'status', 'ask', 'info')
+if not f[1] then return 'missing' end
+if f[1] ~= 'input_required' or f[2] ~= ARGV[3] then return f[1] end
+if f[3] ~= ARGV[4] then return 'changed' end
+redis.call('HSET', t, 'status', 'processing', 'info', ARGV[5], 'answer', ARGV[6], 'answered', ARGV[3])
+redis.call('HDEL', t, 'ask')
+redis.call('PUBLISH', p..':events', ARGV[7])
+return 'ok'
+";
+
+/// `take_answer(prefix, ref, key)` → the answer to question `key` (and it leaves the record), or nil.
+const TAKE_ANSWER: &str = r"
+local t = ARGV[1]..':task:'..ARGV[2]
+local f = redis.call('HMGET', t, 'answered', 'answer')
+if f[1] ~= ARGV[3] or not f[2] then return false end
+redis.call('HDEL', t, 'answer', 'answered')
+return f[2]
+";
+
+/// `hand_back(prefix, ref, owner, info, event, msg)`: a worker shutting down gives a task it holds back to the
+/// stream, for another worker: one it runs (still its own, `processing` or `input_required`) becomes `pending`
+/// again with `info` and its place in the queue, and the delivery does not count against `max_deliveries`; one it
+/// only queued stays `pending`. Either way a new stream entry carries it, and this worker's entry `msg` is
+/// acknowledged and deleted in the same step. → `ok` | `missing` | the status it found (finished, or another's).
+const HAND_BACK: &str = r"
+local p = ARGV[1]
+local ref = ARGV[2]
+local t = p..':task:'..ref
+local bad = foreign({t, 'hash', p..':pending', 'zset', p..':queue', 'stream'})
+if bad then return bad end
+local f = redis.call('HMGET', t, 'status', 'owner', 'qm', 'spec', 'deliveries')
+if not f[1] then return 'missing' end
+local mine = (f[1] == 'processing' or f[1] == 'input_required') and f[2] == ARGV[3]
+if f[1] ~= 'pending' and not mine then return f[1] end
+if not f[4] then return 'missing' end
+if mine then
+  redis.call('HSET', t, 'status', 'pending', 'info', ARGV[4])
+  redis.call('HDEL', t, 'owner', 'ask', 'answer', 'answered')
+  local n = tonumber(f[5] or '0')
+  if n > 0 then redis.call('HSET', t, 'deliveries', n - 1) end
+  if f[3] then redis.call('ZADD', p..':pending', 0, f[3]) end
+  redis.call('PUBLISH', p..':events', ARGV[5])
+end
+local id = redis.call('XADD', p..':queue', '*', 'ref', ref, 'spec', f[4])
+redis.call('HSET', t, 'msg', id)
+redis.call('XACK', p..':queue', 'workers', ARGV[6])
+redis.call('XDEL', p..':queue', ARGV[6])
+return 'ok'
+";
+
+/// `weigh(prefix, limit)` → `{record_bytes, value_bytes, scanned, finished}`: what the newest `limit` entries of
+/// the `finished` index hold in Redis: each record still there a fixed 512 bytes, plus its record JSON, its spec
+/// with its arguments, and its output log; each complete one's value a fixed 256 bytes plus its JSON (the
+/// in-process backend's fixed costs). `scanned` entries of `finished` (an entry whose record expired weighs 0).
+/// Read-only, computed when asked: a record that expires takes its bytes with it.
+const WEIGH: &str = r"
+local p = ARGV[1]
+local refs = redis.call('ZREVRANGE', p..':finished', 0, tonumber(ARGV[2]) - 1)
+local records = 0
+local values = 0
+for _, ref in ipairs(refs) do
+  local t = p..':task:'..ref
+  if redis.call('TYPE', t)['ok'] == 'hash' then
+    local f = redis.call('HMGET', t, 'status', 'key')
+    if f[1] then
+      records = records + 512 + redis.call('HSTRLEN', t, 'info') + redis.call('HSTRLEN', t, 'spec')
+      local o = p..':out:'..ref
+      if redis.call('TYPE', o)['ok'] == 'string' then records = records + redis.call('STRLEN', o) end
+      if f[1] == 'complete' and f[2] then
+        local v = p..':value:'..f[2]
+        if redis.call('TYPE', v)['ok'] == 'hash' and redis.call('HGET', v, 'ref') == ref then
+          values = values + 256 + redis.call('HSTRLEN', v, 'v')
+        end
+      end
+    end
+  end
+end
+return {records, values, #refs, redis.call('ZCARD', p..':finished')}
+";
+
 /// The loaded scripts (each is sent by its SHA, and loaded again after a Redis restart).
 pub(crate) struct Scripts {
     pub(crate) submit: Script,
@@ -345,6 +527,13 @@ pub(crate) struct Scripts {
     pub(crate) cleanup: Script,
     pub(crate) renew: Script,
     pub(crate) ack: Script,
+    pub(crate) output_append: Script,
+    pub(crate) output_read: Script,
+    pub(crate) ask: Script,
+    pub(crate) respond: Script,
+    pub(crate) take_answer: Script,
+    pub(crate) hand_back: Script,
+    pub(crate) weigh: Script,
 }
 
 /// A script that writes, with [`GUARD`] in front.
@@ -367,6 +556,13 @@ impl Scripts {
             cleanup: Script::new(CLEANUP),
             renew: Script::new(RENEW),
             ack: Script::new(ACK),
+            output_append: guarded(OUTPUT_APPEND),
+            output_read: Script::new(OUTPUT_READ),
+            ask: guarded(ASK),
+            respond: guarded(RESPOND),
+            take_answer: Script::new(TAKE_ANSWER),
+            hand_back: guarded(HAND_BACK),
+            weigh: Script::new(WEIGH),
         }
     }
 }

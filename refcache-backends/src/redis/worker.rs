@@ -253,7 +253,9 @@ impl Inner {
             .hmget(self.keys.task(&ref_id), &["status", "spec"])
             .await;
         match row {
-            Ok((Some(status), Some(spec))) if status == "pending" || status == "processing" => {
+            Ok((Some(status), Some(spec)))
+                if matches!(status.as_str(), "pending" | "processing" | "input_required") =>
+            {
                 match serde_json::from_str::<TaskSpec>(&spec) {
                     Ok(spec) => self.hold(Arc::new(spec), None, Some(entry.id), redelivered),
                     Err(err) => {
@@ -320,7 +322,10 @@ impl Inner {
                     }
                     let _: i64 = renew.invoke_async(&mut conn).await?;
                 }
-                self.reap_stream(&mut conn, lease).await?;
+                // A worker shutting down takes over nothing (it hands its own tasks back).
+                if !self.consuming.is_cancelled() {
+                    self.reap_stream(&mut conn, lease).await?;
+                }
             }
             Mode::Workers => {}
             Mode::Local => {

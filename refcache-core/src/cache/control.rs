@@ -60,7 +60,7 @@ impl RefCache {
             })?;
         let info = snapshot.info;
         if let Some(owner) = info.input_request.as_ref().and_then(|r| r.owner.as_ref())
-            && *owner != actor.pattern_name()
+            && !answers_for(owner, &actor, info.session_id.as_deref())
         {
             return Err(RefCacheError::NotFound);
         }
@@ -171,4 +171,18 @@ impl RefCache {
         tracing::debug!(cache = %self.inner.name, "refcache shut down");
         Ok(())
     }
+}
+
+/// `actor` may answer for `owner` (the pattern name of the actor whose call asked): the same actor, or the same
+/// principal on another surface. One principal acts as its agent over MCP and as its user on the page
+/// ([`Actor::as_principal`]), in one session of its own: an actor in the task's session with the owner's id is
+/// that principal.
+fn answers_for(owner: &str, actor: &Actor, task_session: Option<&str>) -> bool {
+    if *owner == actor.pattern_name() {
+        return true;
+    }
+    let owner_id = owner.split_once(':').map(|(_, id)| id);
+    task_session.is_some()
+        && actor.session_id.as_deref() == task_session
+        && owner_id.is_some_and(|id| !id.is_empty() && actor.id.as_deref() == Some(id))
 }

@@ -27,7 +27,8 @@ use crate::model::task::{TaskError, TaskStatus};
 ///   `{ref_id, status: "complete", is_complete: true, is_async: false, message}`;
 /// - async (pending, processing, failed, cancelled), by format:
 ///   - minimal: `{ref_id, status, is_complete: false, is_async: true}`;
-///   - standard: minimal plus `started_at`, `progress`, `message`;
+///   - standard: minimal plus `started_at`, `progress`, `message` (and, while `input_required`, `input_request`:
+///     `{key, message, schema, deadline}`, the question and the schema its answer must fit);
 ///   - full: standard plus `eta_seconds`, `error`, `retry_count`, `can_retry`, `retry_history`,
 ///     `expected_schema`.
 #[derive(Debug, Clone)]
@@ -307,6 +308,11 @@ impl Serialize for CachedResponse {
                 map.serialize_entry("started_at", &info.started_at)?;
                 map.serialize_entry("progress", &info.progress.as_ref().map(ProgressWire))?;
                 map.serialize_entry("message", &info.message())?;
+                if info.status == TaskStatus::InputRequired
+                    && let Some(question) = &info.input_request
+                {
+                    map.serialize_entry("input_request", &QuestionWire(question))?;
+                }
                 if info.status == TaskStatus::Pending {
                     map.serialize_entry("queue_position", &info.queue_position)?;
                 }
@@ -341,6 +347,21 @@ fn restricted_message(ref_id: &RefId) -> String {
         "The task is complete, but its value is private to you (execute-only): pass \"{ref_id}\" as an argument \
          to a tool that takes it; the tool receives the value, you do not"
     )
+}
+
+/// `{key, message, schema, deadline}`: what a task asks, and the schema its answer must fit (not who may answer).
+struct QuestionWire<'a>(&'a crate::model::input::InputRequest);
+
+impl Serialize for QuestionWire<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let q = self.0;
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("key", &q.key)?;
+        map.serialize_entry("message", &q.message)?;
+        map.serialize_entry("schema", &q.schema)?;
+        map.serialize_entry("deadline", &q.deadline)?;
+        map.end()
+    }
 }
 
 /// `{current, total, message, percentage}`.

@@ -272,7 +272,6 @@ pub trait TaskBackend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<RespondOutcome, BackendError>> {
         let _ = (ref_id, key, answer);
         let backend: &'static str = match self.name() {
-            "redis" => "redis",
             "postgres" => "postgres",
             _ => "other",
         };
@@ -280,7 +279,7 @@ pub trait TaskBackend: Send + Sync + 'static {
             Err(BackendError::Unsupported {
                 backend,
                 capability: "input requests",
-                hint: "use the memory backend, which takes answers to questions a task asks",
+                hint: "use the memory or Redis backend, which take answers to questions a task asks",
             })
         })
     }
@@ -314,5 +313,7 @@ pub trait TaskBackend: Send + Sync + 'static {
     }
 
     /// Stops taking work, lets running tasks finish until `deadline`, then cancels the rest (message `shutdown`).
+    /// A backend whose tasks other workers can run may hand them back to those instead (status `pending` again,
+    /// as Redis in `workers` mode does), so that a worker's shutdown does not cancel its callers' work.
     fn shutdown(&self, deadline: Duration) -> BoxFuture<'_, Result<(), BackendError>>;
 }

@@ -15,6 +15,13 @@ use crate::model::output::{OutputChunk, OutputStream, last_line};
 /// The longest status line taken from a task's output, in bytes.
 pub const STATUS_LINE_MAX: usize = 200;
 
+/// The status line that `text`, just written to a task's output, brings: its last non-empty line, at most
+/// [`STATUS_LINE_MAX`] bytes. [`OutputLog::append`] answers it; a remote backend that ships the bytes elsewhere
+/// takes it from here, so that every backend shows the same line.
+pub fn status_line(text: &str) -> Option<&str> {
+    last_line(text, STATUS_LINE_MAX)
+}
+
 /// A task's output log, bounded in bytes.
 #[derive(Debug)]
 pub struct OutputLog {
@@ -85,7 +92,7 @@ impl OutputLog {
         self.end.send_replace(end);
         Appended {
             end,
-            line: last_line(text, STATUS_LINE_MAX).map(str::to_owned),
+            line: status_line(text).map(str::to_owned),
         }
     }
 

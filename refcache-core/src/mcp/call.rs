@@ -25,6 +25,8 @@ use crate::model::error::RefCacheError;
 /// - a finished task: its tool result ([`tool_result`]); failed and cancelled ones with `isError: true`;
 /// - an error (bad format, access, backend down): a tool error with its text. Nothing is a protocol error.
 ///
+/// A `notifications/cancelled` for the request ends its wait at once; the task itself goes on.
+///
 /// Public so that a plain `#[tool]` can answer a call of a `#[cached]` free function shared with other surfaces
 /// (such as `refcache::command::run_command`, which a web form calls too) exactly as a cached tool does.
 pub async fn tool_call<S, F>(
@@ -64,7 +66,22 @@ where
         }
         None => call.right_future(),
     };
-    let outcome = AssertUnwindSafe(actor.scope(call)).catch_unwind().await;
+    // A client's `notifications/cancelled` for this request (or, on stateless HTTP, a closed stream) cancels
+    // `request.ct`: the caller stopped waiting, so the wait ends at once. Only the wait: the task was submitted as
+    // its own execution and goes on (its ref id stays valid; cancel it with `tasks/cancel` or `cancel_task`).
+    // rmcp drops the answer to a cancelled request, so what is answered here is for the log only.
+    let waiting = request.ct.clone();
+    let outcome = tokio::select! {
+        biased;
+        outcome = AssertUnwindSafe(actor.scope(call)).catch_unwind() => outcome,
+        () = waiting.cancelled() => {
+            tracing::debug!("the client cancelled a cached tool call: its wait ends, its task goes on");
+            return Ok(error_text(
+                "the client cancelled this request: the wait ended, and the task goes on in the background",
+            )
+            .into());
+        }
+    };
     let response = match outcome {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => return Ok(error_result(&error).into()),

@@ -5,7 +5,7 @@
 //!
 //! | refcache status          | MCP task status | payload                                                    |
 //! |--------------------------|-----------------|------------------------------------------------------------|
-//! | `pending`, `processing`  | `working`       | `statusMessage`: the progress message (or queue note)      |
+//! | `pending`, `processing`  | `working`       | `statusMessage`: progress, %, ETA, latest output line      |
 //! | `input_required`         | `input_required`| `inputRequests`: the question, as a form elicitation       |
 //! | `complete`               | `completed`     | `result`: the tool result, as the call would have answered |
 //! | `failed`                 | `failed`        | `error`: `{code: -32603, message, data: {ref_id, ...}}`    |
@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use super::result::tool_result;
 use super::server::{McpRefCache, RefCacheServer};
+use super::status::status_line;
 use crate::cache::RefCache;
 use crate::contract::backend::CancelOutcome;
 use crate::contract::registry;
@@ -76,8 +77,9 @@ pub async fn get_task<S: RefCacheServer + ?Sized>(
 /// The `tasks/update` handler: call it from your `ServerHandler::update_task`. Each `inputResponses` entry is an
 /// elicitation result (`{"action": "accept", "content": {...}}`) for the question of that key; `content` is
 /// checked against the question's schema (a bad one answers `-32602` naming the field, and the task keeps
-/// waiting). As the spec asks, a key that is not outstanding is ignored and acked; `decline` or `cancel` cancels
-/// the task. An unknown or foreign task answers `-32602`.
+/// waiting). As the spec asks, on a task that waits, a key that is not outstanding (an old question) is ignored and
+/// acked; a task that no longer waits answers `-32602` naming its status, as `respond_task` does. `decline` or
+/// `cancel` cancels the task. An unknown or foreign task answers `-32602`, the same for both.
 pub async fn update_task<S: RefCacheServer + ?Sized>(
     server: &S,
     request: rmcp::model::UpdateTaskParams,
@@ -92,7 +94,7 @@ pub async fn update_task<S: RefCacheServer + ?Sized>(
             .as_ref()
             .filter(|_| info.status == TaskStatus::InputRequired)
         else {
-            return Ok(());
+            return Err(not_waiting(&id, info.status));
         };
         let Some(response) = responses.get(&question.key) else {
             return Ok(());
@@ -116,7 +118,8 @@ pub async fn update_task<S: RefCacheServer + ?Sized>(
         }
         let content = response.get("content").cloned().unwrap_or(Value::Null);
         match cache.respond(&id, content).await {
-            Ok(()) | Err(RefCacheError::NotWaiting { .. }) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(RefCacheError::NotWaiting { status, .. }) => Err(not_waiting(&id, status)),
             Err(RefCacheError::InvalidAnswer { error, .. }) => Err(rmcp::ErrorData::invalid_params(
                 format!("inputResponses.{}.content: {error}", question.key),
                 None,
@@ -141,8 +144,10 @@ where
     mcp.caller(context).scope(body(mcp, mcp.cache())).await
 }
 
-/// The `tasks/cancel` handler: call it from your `ServerHandler::cancel_task`. The same as the `cancel_task` tool.
-/// A finished task answers `-32602` naming its status; an unknown or foreign one `-32602` too.
+/// The `tasks/cancel` handler: call it from your `ServerHandler::cancel_task`. One rule with the `cancel_task`
+/// tool: a task the caller can see is acknowledged whatever its status (a working one is cancelled; a finished one
+/// is left as it is, and `tasks/get` shows what it is), as the spec, rmcp's `TaskManager` and FastMCP do; an
+/// unknown, expired or foreign id answers `-32602`.
 pub async fn cancel_task<S: RefCacheServer + ?Sized>(
     server: &S,
     request: CancelTaskParams,
@@ -151,11 +156,7 @@ pub async fn cancel_task<S: RefCacheServer + ?Sized>(
     let id = request.task_id;
     as_owner(server, &context, |_, cache| async move {
         match cache.cancel_task(&id).await.map_err(task_error)? {
-            CancelOutcome::Cancelled => Ok(()),
-            CancelOutcome::AlreadyFinished(status) => Err(rmcp::ErrorData::invalid_params(
-                format!("task {id} is already {status}: only a working task can be cancelled"),
-                None,
-            )),
+            CancelOutcome::Cancelled | CancelOutcome::AlreadyFinished(_) => Ok(()),
             _ => Err(not_found()),
         }
     })
@@ -182,7 +183,7 @@ fn task_of(mcp: &McpRefCache, cache: &RefCache, info: &TaskInfo, status: McpStat
     .with_ttl_ms(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
     .with_poll_interval_ms(u64::try_from(mcp.poll_interval().as_millis()).unwrap_or(u64::MAX));
     if !info.status.is_terminal() || info.status == TaskStatus::Failed {
-        task = task.with_status_message(info.message());
+        task = task.with_status_message(status_line(info));
     }
     task
 }
@@ -228,6 +229,13 @@ fn object(value: Result<Value, serde_json::Error>) -> JsonObject {
         Ok(Value::Object(map)) => map,
         _ => JsonObject::new(),
     }
+}
+
+fn not_waiting(id: &str, status: TaskStatus) -> rmcp::ErrorData {
+    rmcp::ErrorData::invalid_params(
+        format!("task {id} is {status}, not waiting for input: there is no question to answer"),
+        None,
+    )
 }
 
 fn not_found() -> rmcp::ErrorData {

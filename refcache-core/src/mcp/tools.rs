@@ -43,8 +43,15 @@ stops, and polling the ref_id answers \"cancelled\". A task that already finishe
 /// The description of `list_tasks`.
 pub const LIST_TASKS_DESCRIPTION: &str = "\
 List your tasks, newest first: ref_id, tool, status, progress and message. Filter by status (pending, \
-processing, complete, failed, cancelled); limit is the page size (1 to 100, default 20); pass next_cursor back as \
-cursor for the next page. Poll a task's result with get_cached_result.";
+processing, input_required, complete, failed, cancelled); limit is the page size (1 to 100, default 20); pass \
+next_cursor back as cursor for the next page. Poll a task's result with get_cached_result. A server that cannot \
+tell callers apart lists none, and its message says why.";
+
+/// What `list_tasks` answers, beside an empty list, to a caller it cannot tell from others.
+const ANONYMOUS_LIST: &str = "No tasks are listed: this server cannot tell callers apart (stateless HTTP without \
+authentication), so it lists nobody's tasks rather than show you someone else's. Your tasks still run: keep the \
+ref_id each tool answered and poll it with get_cached_result. To list your tasks, connect with the server's \
+authentication (a bearer token) or over stdio.";
 
 /// The description of `retry_task`.
 pub const RETRY_TASK_DESCRIPTION: &str = "\
@@ -58,16 +65,82 @@ pub struct GetCachedResultArgs {
     /// The reference a tool answered, such as `refcache:0f8e2c1d9a7b4c3e8f6a5b4c3d2e1f0a`.
     pub ref_id: String,
     /// The page of a large value to answer, from 1.
+    #[serde(default, deserialize_with = "page")]
+    #[schemars(with = "Option<usize>")]
     pub page: Option<usize>,
     /// Items per page (default 20).
+    #[serde(default, deserialize_with = "page_size")]
+    #[schemars(with = "Option<usize>")]
     pub page_size: Option<usize>,
     /// The largest answer to accept whole, in the server's size measure (tokens by default).
+    #[serde(default, deserialize_with = "max_size")]
+    #[schemars(with = "Option<usize>")]
     pub max_size: Option<usize>,
     /// Answer the whole value, however large.
     pub full: Option<bool>,
     /// Also answer the task's output from this byte offset (0: from the start; then the `next_offset` of the last
     /// answer).
+    #[serde(default, deserialize_with = "output_offset")]
+    #[schemars(with = "Option<u64>")]
     pub output_offset: Option<u64>,
+}
+
+/// A whole number of 0 or more for argument `name`, or a message that names the argument, what it takes, and
+/// (briefly) what came: serde's own message names neither the argument nor its meaning.
+fn whole<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    name: &str,
+    meaning: &str,
+) -> Result<Option<u64>, D::Error> {
+    let value = Option::<Value>::deserialize(deserializer)?;
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+        Some(other) => {
+            let shown = crate::model::excerpt::excerpt(&other.to_string(), 40).into_owned();
+            Err(serde::de::Error::custom(format!(
+                "invalid {name} {shown}: expected {meaning}"
+            )))
+        }
+    }
+}
+
+fn usize_arg<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    name: &str,
+    meaning: &str,
+) -> Result<Option<usize>, D::Error> {
+    whole(deserializer, name, meaning)?
+        .map(|n| {
+            usize::try_from(n).map_err(|_| {
+                serde::de::Error::custom(format!("invalid {name} {n}: expected {meaning}"))
+            })
+        })
+        .transpose()
+}
+
+fn page<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    usize_arg(d, "page", "a page number, from 1")
+}
+
+fn page_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    usize_arg(d, "page_size", "a whole number of items per page")
+}
+
+fn max_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    usize_arg(
+        d,
+        "max_size",
+        "a whole number, in the server's size measure",
+    )
+}
+
+fn output_offset<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    whole(
+        d,
+        "output_offset",
+        "a byte offset of 0 or more (0 for the start, then the next_offset of the last answer)",
+    )
 }
 
 /// Arguments of `cancel_task` and `retry_task`.
@@ -81,7 +154,7 @@ pub struct RefIdArgs {
 /// The description of `respond_task`.
 pub const RESPOND_TASK_DESCRIPTION: &str = "\
 Answer the question of a task that waits for input (get_cached_result answers \"status\": \"input_required\" and \
-the question in its message). response is a JSON object that fits the question's schema, such as \
+\"input_request\": {\"key\", \"message\", \"schema\"}). response is a JSON object that fits the question's schema, such as \
 {\"confirm\": true}. An answer that does not fit is refused naming the field, and the task keeps waiting. Then \
 poll the ref_id with get_cached_result.";
 
@@ -99,7 +172,8 @@ pub struct RespondTaskArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListTasksArgs {
-    /// Only tasks with this status: `pending`, `processing`, `complete`, `failed` or `cancelled`.
+    /// Only tasks with this status: `pending`, `processing`, `input_required`, `complete`, `failed` or
+    /// `cancelled`.
     pub status: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -290,13 +364,6 @@ fn list_tasks<S: RefCacheServer>(ctx: ToolCallContext<'_, S>) -> ToolFuture<'_> 
     let owner = ctx.service.refcache().owner(&ctx.request_context);
     serve("list_tasks", ctx, move |server, args: ListTasksArgs, _| {
         Box::pin(async move {
-            if !owner.is_identified() {
-                return error_text(
-                    "list_tasks is not available here: this server cannot tell callers apart (stateless HTTP \
-                     without authentication), so it will not list tasks that may be someone else's. Keep the \
-                     ref_id each tool answered, and poll it with get_cached_result.",
-                );
-            }
             let limit = args.limit.unwrap_or(DEFAULT_LIST_LIMIT);
             if !(1..=MAX_LIST_LIMIT).contains(&limit) {
                 return error_text(format!(
@@ -313,6 +380,14 @@ fn list_tasks<S: RefCacheServer>(ctx: ToolCallContext<'_, S>) -> ToolFuture<'_> 
                         ));
                     }
                 }
+            }
+            if !owner.is_identified() {
+                // Not an error: the first look of a new user must not fail. An empty list, and why.
+                return json_result(json!({
+                    "tasks": [],
+                    "next_cursor": null,
+                    "message": ANONYMOUS_LIST,
+                }));
             }
             if let Some(cursor) = args.cursor {
                 filter = filter.cursor(cursor);

@@ -205,6 +205,56 @@ pub(super) async fn retry(
     )
 }
 
+/// The body of an answer: JSON `{"response": {...}}`, as the MCP `respond_task` tool takes it.
+pub(super) fn answer_field(body: &[u8]) -> Result<Value, WebError> {
+    if body.len() > MAX_FIELDS_BYTES {
+        return Err(WebError::bad(
+            "body",
+            format!(
+                "{} bytes, more than the limit of {MAX_FIELDS_BYTES}",
+                body.len()
+            ),
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        response: Value,
+    }
+    let parsed: Body = serde_json::from_slice(body).map_err(|e| {
+        WebError::bad(
+            "body",
+            format!(
+                "{}: expected {{\"response\": {{...}}}}, the answer as the question's schema describes it",
+                crate::model::excerpt::excerpt(&e.to_string(), 200)
+            ),
+        )
+    })?;
+    Ok(parsed.response)
+}
+
+/// `POST /api/tasks/{ref_id}/respond`: answers the task's question, as the MCP `respond_task` tool does; the task
+/// as a get answers it after the answer. An answer that does not fit the schema is `400` naming the field (the
+/// task keeps waiting), a task that is not waiting `409` with its status, an unknown or foreign id `404`.
+pub(super) async fn respond(
+    State(web): State<WebRefCache>,
+    Extension(Caller(actor)): Extension<Caller>,
+    Path(ref_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    answer(
+        actor
+            .scope(async {
+                let response = answer_field(&body)?;
+                web.cache.respond(&ref_id, response).await?;
+                let options = GetOptions::default().format(AsyncResponseFormat::Full);
+                let response = web.cache.get_cached_result_with(&ref_id, &options).await?;
+                Ok(response_json(&response))
+            })
+            .await,
+    )
+}
+
 /// A command as the page or a script sends it: JSON `{"command": "seq", "args": ["3"]}`, or a form with
 /// `command` and one `args` field per line (the page's textarea).
 pub(super) fn command_fields(

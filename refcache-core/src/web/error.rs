@@ -28,8 +28,9 @@ pub enum WebError {
         "this server runs no commands from the page: the server enables them with `WebRefCache::with_commands`"
     )]
     NoCommands,
-    /// What the cache answered: `404` for an unknown or foreign id, `400` for a bad option, `409` for a task that
-    /// cannot be retried, `503` when the backend is unavailable.
+    /// What the cache answered: `404` for an unknown or foreign id, `400` for a bad option or an answer that does
+    /// not fit the question (naming the field), `409` for a task that cannot be retried or is not waiting for an
+    /// answer (with its status), `503` when the backend is unavailable.
     #[error(transparent)]
     Cache(#[from] RefCacheError),
 }
@@ -62,13 +63,14 @@ impl WebError {
                 | RefCacheError::ResolvedArgument { .. }
                 | RefCacheError::ReferenceCycle { .. }
                 | RefCacheError::TooManyReferences { .. }
-                | RefCacheError::ResolvedTooLarge { .. } => StatusCode::BAD_REQUEST,
+                | RefCacheError::ResolvedTooLarge { .. }
+                | RefCacheError::InvalidAnswer { .. } => StatusCode::BAD_REQUEST,
                 RefCacheError::PermissionDenied { .. } | RefCacheError::CallDenied { .. } => {
                     StatusCode::FORBIDDEN
                 }
-                RefCacheError::NotRetryable { .. } | RefCacheError::AlreadyRunning { .. } => {
-                    StatusCode::CONFLICT
-                }
+                RefCacheError::NotRetryable { .. }
+                | RefCacheError::AlreadyRunning { .. }
+                | RefCacheError::NotWaiting { .. } => StatusCode::CONFLICT,
                 RefCacheError::TooManyTasks { .. } => StatusCode::TOO_MANY_REQUESTS,
                 RefCacheError::Backend(BackendError::InvalidCursor(_)) => StatusCode::BAD_REQUEST,
                 RefCacheError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,

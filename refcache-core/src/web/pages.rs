@@ -103,6 +103,7 @@ pub(super) async fn list(
         "",
         "pending",
         "processing",
+        "input_required",
         "complete",
         "failed",
         "cancelled",
@@ -138,7 +139,9 @@ pub(super) async fn list(
     page(StatusCode::OK, "tasks", &body)
 }
 
-/// `GET /tasks/{ref_id}`: one task, live. An unknown id and another owner's get the same `404`.
+/// `GET /tasks/{ref_id}`: one task, live. An unknown id and another owner's get the same `404`. A task waiting
+/// for input shows its question with a form built (by the script) from the question's schema, and a raw-JSON
+/// answer box for anything the form does not cover.
 pub(super) async fn task(
     State(web): State<WebRefCache>,
     Extension(Caller(actor)): Extension<Caller>,
@@ -158,6 +161,12 @@ pub(super) async fn task(
          <p class=\"ref\"><code>{id}</code></p>\
          <div class=\"meter\"><div id=\"bar\" class=\"fill\"></div></div> <span id=\"pct\"></span> <span id=\"eta\"></span>\
          <p id=\"message\" class=\"message\">{message}</p>\
+         <section id=\"answer\" class=\"answer\" hidden><h2>Input required</h2><p id=\"question\"></p>\
+         <form id=\"answer-form\"><div id=\"answer-fields\" class=\"fields\"></div>\
+         <details id=\"raw\"><summary>Answer as JSON</summary><textarea id=\"answer-json\" rows=\"4\" \
+         spellcheck=\"false\"></textarea></details>\
+         <button id=\"answer-button\">Send the answer</button> <span id=\"answer-error\" class=\"bad\"></span>\
+         </form></section>\
          <section id=\"failure\" class=\"failure\" hidden><h2>Error</h2><p id=\"error\"></p><p id=\"hint\" class=\"hint\"></p></section>\
          <h2>Output</h2><pre id=\"output\" class=\"terminal\" tabindex=\"0\"></pre>\
          <p id=\"dropped\" class=\"note\"></p>\

@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 use crate::model::record::TaskInfo;
 
 /// `{ref_id, name, task_name, status, message, progress, percentage, eta_seconds, created_at, started_at,
-/// finished_at, error, error_code, remediation, can_retry}`.
+/// finished_at, error, error_code, remediation, can_retry, input}`; `input` is the question of an `input_required`
+/// task (`{key, message, schema, deadline}`), else null.
 pub(super) fn summary(info: &TaskInfo) -> Value {
     let percentage = info.progress.as_ref().and_then(|p| p.percentage());
     json!({
@@ -26,6 +27,9 @@ pub(super) fn summary(info: &TaskInfo) -> Value {
         "error_code": info.error.as_ref().and_then(|e| e.code.as_deref()),
         "remediation": info.error.as_ref().and_then(|e| e.remediation.as_deref()),
         "can_retry": info.can_retry(),
+        "input": info.input_request.as_ref().map(|r| json!({
+            "key": r.key, "message": r.message, "schema": r.schema, "deadline": r.deadline,
+        })),
     })
 }
 

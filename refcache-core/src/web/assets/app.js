@@ -121,8 +121,92 @@
     const id = section.dataset.ref;
     const out = $("output");
     let page = 1;
+    // The answer form of an input_required task: a field per property of the question's schema (a checkbox, a
+    // choice, a number, a text), and a raw JSON box that, once opened, is sent as it is.
+    const question = (q) => {
+      if (section.dataset.question === q.key) return;
+      section.dataset.question = q.key;
+      $("question").textContent = q.message;
+      $("answer-error").textContent = "";
+      const box = $("answer-fields");
+      box.replaceChildren();
+      const schema = q.schema || {};
+      const props = schema.properties || {};
+      const required = schema.required || [];
+      let covered = true;
+      const sample = {};
+      for (const [name, p] of Object.entries(props)) {
+        let input;
+        if (p.type === "boolean") {
+          input = el("input");
+          input.type = "checkbox";
+          input.checked = p.default === true;
+          sample[name] = input.checked;
+        } else if (p.type === "string" && Array.isArray(p.enum)) {
+          input = el("select");
+          if (!required.includes(name)) input.appendChild(el("option", null, ""));
+          for (const v of p.enum) { const o = el("option", null, v); o.value = v; input.appendChild(o); }
+          if (p.default !== undefined) input.value = p.default;
+          sample[name] = input.value;
+        } else if (p.type === "number" || p.type === "integer") {
+          input = el("input");
+          input.type = "number";
+          input.step = p.type === "integer" ? "1" : "any";
+          if (p.minimum != null) input.min = p.minimum;
+          if (p.maximum != null) input.max = p.maximum;
+          if (p.default !== undefined) input.value = p.default;
+          sample[name] = p.default !== undefined ? p.default : 0;
+        } else if (p.type === "string") {
+          input = el("input");
+          input.type = p.format === "email" ? "email" : p.format === "date" ? "date" : "text";
+          if (p.default !== undefined) input.value = p.default;
+          sample[name] = input.value;
+        } else {
+          covered = false;
+          continue;
+        }
+        input.name = name;
+        input.id = "answer-" + name;
+        input.dataset.kind = p.type;
+        const label = el("label", "field");
+        label.appendChild(el("span", "name", (p.title || name) + (required.includes(name) ? " *" : "")));
+        if (p.description) label.appendChild(el("span", "hint", p.description));
+        label.appendChild(input);
+        box.appendChild(label);
+      }
+      $("answer-json").value = JSON.stringify(sample, null, 2);
+      $("raw").open = !covered || Object.keys(props).length === 0;
+    };
+    const collect = () => {
+      if ($("raw").open) {
+        try { return JSON.parse($("answer-json").value); } catch (e) { throw new Error("the JSON answer does not parse: " + e.message); }
+      }
+      const answer = {};
+      for (const input of $("answer-fields").querySelectorAll("[name]")) {
+        const kind = input.dataset.kind;
+        if (kind === "boolean") answer[input.name] = input.checked;
+        else if (input.value === "") continue;
+        else if (kind === "number" || kind === "integer") answer[input.name] = Number(input.value);
+        else answer[input.name] = input.value;
+      }
+      return answer;
+    };
+    $("answer-form").onsubmit = async (e) => {
+      e.preventDefault();
+      $("answer-error").textContent = "";
+      try {
+        await post("/api/tasks/" + id + "/respond", { response: collect() });
+        // The event stream tells the task's next status; this answer's snapshot may already be older than it.
+        $("answer").hidden = true;
+      } catch (err) {
+        $("answer-error").textContent = err.message;
+      }
+    };
     const show = (t) => {
       section.dataset.status = t.status;
+      const waiting = t.status === "input_required" && t.input;
+      $("answer").hidden = !waiting;
+      if (waiting) question(t.input);
       $("status").textContent = t.status;
       $("status").className = "status " + t.status;
       $("message").textContent = t.message || "";

@@ -1,11 +1,11 @@
 //! An MCP server with long-running cached tools, over stdio or streamable HTTP.
 //!
 //! ```text
-//! cargo run --example mcp_server                                   # stdio
-//! cargo run --example mcp_server -- --http 127.0.0.1:8765          # http://127.0.0.1:8765/mcp, page at /
-//! cargo run --example mcp_server -- --http 127.0.0.1:8765 --auth-tokens alice:token-a,bob:token-b
-//! cargo run --example mcp_server -- --allow-command echo,sleep,seq,ls
-//! cargo run --example mcp_server -- --allow-command sh --enable-shell       # a shell only when asked for
+//! cargo run -p mcp_server                                   # stdio
+//! cargo run -p mcp_server -- --http 127.0.0.1:8765          # http://127.0.0.1:8765/mcp, page at /
+//! cargo run -p mcp_server -- --http 127.0.0.1:8765 --auth-tokens alice:token-a,bob:token-b
+//! cargo run -p mcp_server -- --allow-command echo,sleep,seq,ls
+//! cargo run -p mcp_server -- --allow-command sh --enable-shell       # a shell only when asked for
 //! ```
 //!
 //! The backend comes from the environment or `refcache.toml`, as for every refcache program (`REFCACHE_BACKEND`,
@@ -485,6 +485,7 @@ async fn serve_http(
         web = web.with_token(token.clone(), Actor::user(user.clone()));
     }
     let mut mcp = axum::Router::new().nest_service("/mcp", service);
+    let anonymous = tokens.is_empty();
     if !tokens.is_empty() {
         let tokens = Arc::new(tokens);
         mcp = mcp.layer(axum::middleware::from_fn(
@@ -519,6 +520,15 @@ async fn serve_http(
     let local = listener.local_addr()?;
     eprintln!("mcp_server: serving http://{local}/mcp");
     eprintln!("mcp_server: the task page is at http://{local}/");
+    if anonymous {
+        // The first look must not puzzle: say who owns what before a client asks.
+        eprintln!(
+            "mcp_server: no --auth-tokens, so HTTP callers are anonymous (MCP 2026-07-28 clients) or one owner per \
+             MCP session (older clients). Anonymous callers poll their ref_ids with get_cached_result; list_tasks \
+             lists nothing for them and says why. To see tasks per user, restart with \
+             --auth-tokens alice:token-a,bob:token-b and send `Authorization: Bearer token-a`."
+        );
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             terminated().await;

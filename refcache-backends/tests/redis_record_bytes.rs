@@ -1,0 +1,107 @@
+//! Record and value bytes on Redis (#15 §2): `stats()` reports what finished task records (their arguments with
+//! them) and finished values hold in Redis, weighed as the in-process backend weighs them, and the figures fall as
+//! records are deleted or cleaned up. Its own `redis-server`.
+#![cfg(feature = "redis")]
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use refcache_backends::redis::{RedisConfig, RedisServer, RedisTaskBackend};
+use refcache_core::registry::TaskRegistration;
+use refcache_core::{
+    CacheKey, JsonText, RefId, Submission, TaskBackend, TaskContext, TaskError, TaskSpec,
+    TaskStatus,
+};
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+const REJECT: &str = "it.bytes.reject";
+const ECHO: &str = "it.bytes.echo";
+const KIB: u64 = 1 << 10;
+
+fn reject(args: Value, _ctx: TaskContext) -> BoxFuture<'static, Result<JsonText, TaskError>> {
+    Box::pin(async move {
+        let n = args["blob"].as_str().map_or(0, str::len);
+        Err(TaskError::new(format!("refused {n} bytes")).permanent())
+    })
+}
+
+fn echo(args: Value, _ctx: TaskContext) -> BoxFuture<'static, Result<JsonText, TaskError>> {
+    Box::pin(async move { Ok(JsonText::from(&args["blob"])) })
+}
+
+inventory::submit!(TaskRegistration::new(|| REJECT, reject));
+inventory::submit!(TaskRegistration::new(|| ECHO, echo));
+
+async fn run(b: &RedisTaskBackend, task: &'static str, args: Value) -> RefId {
+    let key = CacheKey::from_json(task, "it", &args).unwrap();
+    let ref_id = RefId::generate("it");
+    b.submit(Submission::new(
+        TaskSpec::new(ref_id.clone(), key, task, "it", args),
+        None,
+    ))
+    .await
+    .expect("submit");
+    let done = b
+        .wait(&ref_id, Some(tokio::time::Instant::now() + PATIENCE))
+        .await
+        .expect("wait")
+        .expect("known");
+    assert!(done.info.status.is_terminal(), "{:?}", done.info);
+    ref_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_weigh_what_finished_records_and_values_hold() {
+    let server = RedisServer::start()
+        .expect("redis-server must be installed (Debian: apt-get install redis-server)");
+    let b = RedisTaskBackend::new(RedisConfig::from_url(&server.url()).unwrap()).unwrap();
+    let empty = b.stats().await.unwrap();
+    assert_eq!((empty.record_bytes, empty.value_bytes), (0, 0));
+
+    // 20 failed calls with 100 KiB arguments each: the arguments stay with the record (to re-run it).
+    let mut failed = Vec::new();
+    for i in 0..20 {
+        let blob = format!("{i:04}{}", "a".repeat(100 * KIB as usize - 4));
+        failed.push(run(&b, REJECT, json!({ "blob": blob })).await);
+    }
+    let stats = b.stats().await.unwrap();
+    assert_eq!(stats.by_status.get(&TaskStatus::Failed), Some(&20));
+    assert!(
+        (20 * 100 * KIB..20 * 108 * KIB).contains(&stats.record_bytes),
+        "20 records of 100 KiB of arguments weigh {} bytes",
+        stats.record_bytes
+    );
+    assert_eq!(stats.value_bytes, 0, "a failed task has no value");
+
+    // One complete call with a 50 KiB value (and its 50 KiB arguments).
+    let value = "v".repeat(50 * KIB as usize);
+    run(&b, ECHO, json!({ "blob": value })).await;
+    let with_value = b.stats().await.unwrap();
+    assert!(
+        (50 * KIB..54 * KIB).contains(&with_value.value_bytes),
+        "a 50 KiB value weighs {} bytes",
+        with_value.value_bytes
+    );
+    assert!(
+        with_value.record_bytes >= stats.record_bytes + 50 * KIB,
+        "{} then {}",
+        stats.record_bytes,
+        with_value.record_bytes
+    );
+
+    // Deleting half of the failed records takes their bytes with them; cleanup the rest.
+    for ref_id in &failed[..10] {
+        assert!(b.delete(ref_id).await.unwrap());
+    }
+    let half = b.stats().await.unwrap();
+    assert!(
+        with_value.record_bytes - half.record_bytes >= 10 * 100 * KIB,
+        "{} then {}",
+        with_value.record_bytes,
+        half.record_bytes
+    );
+    assert_eq!(b.cleanup(Duration::ZERO).await.unwrap(), 11);
+    let none = b.stats().await.unwrap();
+    assert_eq!((none.record_bytes, none.value_bytes), (0, 0), "{none:?}");
+}
