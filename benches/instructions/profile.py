@@ -209,9 +209,9 @@ def main():
         ("SipHash `hash_one`", r"BuildHasher::hash_one"),
         ("blake3 `keyed_hash` + `finalize`", r"^blake3::keyed_hash$|^blake3::Hasher::finalize$"),
         ("memcpy", r"__memcpy"),
-        ("tokio `spawn`", r"current_thread::Handle::spawn$|multi_thread::handle::Handle::spawn$"),
+        ("tokio `spawn`", r"(current_thread::Handle|multi_thread::handle::Handle)::spawn(<|$)"),
         # The output feature (issue 18): a task that never writes output must not make its log.
-        ("`OutputLog::new`", r"OutputLog>::new$|OutputLog::new$"),
+        ("output log made (`Active::output_log`, `OutputLog::new`)", r"Active::output_log|OutputLog(>|<[^>]*>)?::new"),
     ]
     if args.case not in NO_CALL_COUNTS:
         print(f"Calls per operation (over the {WARM_UP:,} of the warm-up and the {ops:,} counted):", ", ".join(
