@@ -11,7 +11,8 @@
 //!
 //! - `hit_us`, `miss_us`: the cost per call of an async tool that returns at once, same arguments (a hit) or new
 //!   ones every call (a miss), called from a worker task of a 2-worker multi-thread runtime, with the response
-//!   turned into its wire JSON (`to_json`), as mcp-refcache's call returns its response dict; batch means over 10
+//!   turned into its wire JSON text (`to_json_string`, the value's stored text spliced in, as the MCP edge sends
+//!   it), where mcp-refcache's call returns its response dict; batch means over 10
 //!   batches. Library calls on both sides: no MCP request, actor or session around them.
 //!
 //! The process-wide cache is built from the defaults, whatever `REFCACHE_*` the environment holds.
@@ -240,8 +241,13 @@ async fn per_call_us(batches: usize, calls: u64, first_arg: u64, step: u64) -> V
     for _ in 0..batches {
         let start = Instant::now();
         for _ in 0..calls {
-            // The wire shape, as mcp-refcache's call returns its response dict.
-            black_box(lookup_user(black_box(arg)).await.expect("call").to_json());
+            // The wire text, as the MCP edge sends it (mcp-refcache's call returns its response dict).
+            black_box(
+                lookup_user(black_box(arg))
+                    .await
+                    .expect("call")
+                    .to_json_string(),
+            );
             arg += step;
         }
         means.push(start.elapsed().as_nanos() as f64 / calls as f64 / 1000.0);

@@ -5,7 +5,7 @@
 //! | case | what one operation is | baseline |
 //! |---|---|---|
 //! | `hit` | a `#[cached]` call whose value is cached | `hit_moka_get`: a raw `moka::future::Cache::get` keyed by [`CacheKey`] |
-//! | `hit_json` | the same hit, answered as wire JSON (`to_json`) | `hit_json_to_string`: `serde_json::to_string` of the same value |
+//! | `hit_json` | the same hit, answered as wire JSON text (`to_json_string`, the MCP edge's wire path) | `hit_json_to_string`: `serde_json::to_string` of the same value |
 //! | `miss` | a `#[cached]` call of a function that returns at once, new arguments | `miss_direct_call`: the function called directly |
 //! | `task` | one no-op task submitted to a `MemoryTaskBackend` and awaited until complete | `task_spawn_oneshot`: `tokio::spawn` answering on a oneshot |
 //! | `poll` | `get_cached_result` of a finished task among 100,000 | `poll_moka_get`: a moka get among 100,000 entries |
@@ -164,7 +164,7 @@ impl Case for Empty {
     }
 }
 
-/// `hit` and `hit_json`: the same cached call, answered as a `CachedResponse` or as its wire JSON.
+/// `hit` and `hit_json`: the same cached call, answered as a `CachedResponse` or as its wire JSON text.
 struct Hit {
     rt: Runtime,
     json: bool,
@@ -209,7 +209,7 @@ impl Case for Hit {
                 let response = cached_hit(black_box(HIT_ID)).await.expect("a hit");
                 ok += u64::from(response.is_complete());
                 if self.json {
-                    black_box(response.to_json());
+                    black_box(response.to_json_string());
                 } else {
                     black_box(response);
                 }

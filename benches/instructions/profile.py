@@ -50,9 +50,13 @@ GROUPS = [
 ENTRY_POINTS = [
     ("task bookkeeping", "`MemoryTaskBackend::submit`", r"MemoryTaskBackend as .*TaskBackend>::submit::\{\{closure\}\}$"),
     ("task bookkeeping", "`Inner::complete` (the driver's end: record, store insert, wake-up)",
-     r"refcache_core::memory::Inner::complete::\{\{closure\}\}$"),
+     r"refcache_core::memory::(driver::)?Inner::complete::\{\{closure\}\}$"),
     ("task bookkeeping", "`Inner::retire` (the history FIFO, evicting the oldest record)",
-     r"refcache_core::memory::Inner::retire$"),
+     r"refcache_core::memory::(driver::)?Inner::retire(_keeping_values)?$"),
+    ("task bookkeeping", "`Inner::drop_values` (the evicted record's value out of the store, inline in the driver)",
+     r"refcache_core::memory::(driver::)?Inner::drop_values::\{\{closure\}\}$"),
+    ("task bookkeeping", "`Inner::drop_values_later` (the same from a spawned task: retires that cannot await)",
+     r"refcache_core::memory::(driver::)?Inner::drop_values_later$"),
     ("task bookkeeping", "`MemoryTaskBackend::wait`", r"MemoryTaskBackend as .*TaskBackend>::wait::\{\{closure\}\}$"),
     ("task bookkeeping", "`RefId::generate`", r"RefId::generate$"),
     ("JSON", "`value_result` (the returned `Value` serialized into a `Value`)", r"__private::value_result$"),
@@ -62,7 +66,7 @@ ENTRY_POINTS = [
     ("moka", "`Cache::get`", r"moka::future::cache::Cache::get::\{\{closure\}\}$"),
     ("moka", "housekeeping (`run_pending_tasks`, inline on reads and writes)",
      r"Housekeeper::try_run_pending_tasks::\{\{closure\}\}$"),
-    ("spawn, wake, timer", "`Inner::spawn_all` (spawning the driver)", r"refcache_core::memory::Inner::spawn_all$"),
+    ("spawn, wake, timer", "`Inner::spawn_all` (spawning the driver)", r"refcache_core::memory::(driver::)?Inner::spawn_all$"),
     ("spawn, wake, timer", "tokio `spawn`", r"current_thread::Handle::spawn$"),
     ("spawn, wake, timer", "`watch` wake-ups (`notify_waiters`)", r"BigNotify::notify_waiters$"),
     ("spawn, wake, timer", "`Timeout::poll` (the `async_timeout` wait)", r"tokio::time::timeout::Timeout as .*::poll$"),
@@ -205,6 +209,9 @@ def main():
         ("SipHash `hash_one`", r"BuildHasher::hash_one"),
         ("blake3 `keyed_hash` + `finalize`", r"^blake3::keyed_hash$|^blake3::Hasher::finalize$"),
         ("memcpy", r"__memcpy"),
+        ("tokio `spawn`", r"(current_thread::Handle|multi_thread::handle::Handle)::spawn(<|$)"),
+        # The output feature (issue 18): a task that never writes output must not make its log.
+        ("output log made (`Active::output_log`, `OutputLog::new`)", r"Active::output_log|OutputLog(>|<[^>]*>)?::new"),
     ]
     if args.case not in NO_CALL_COUNTS:
         print(f"Calls per operation (over the {WARM_UP:,} of the warm-up and the {ops:,} counted):", ", ".join(

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::contract::metrics;
+use crate::model::key::KeyMap;
 use crate::model::ref_id::RefId;
 
 type QueueKey = (Reverse<i32>, u64);
@@ -24,7 +25,7 @@ struct Entry {
 pub struct Scheduler {
     max_workers: usize,
     queue: BTreeMap<QueueKey, Entry>,
-    queued: HashMap<RefId, QueueKey>,
+    queued: KeyMap<RefId, QueueKey>,
     running: usize,
     running_by_name: HashMap<Arc<str>, u32>,
     seq: u64,
@@ -57,7 +58,7 @@ impl Scheduler {
         Self {
             max_workers: max_workers.max(1),
             queue: BTreeMap::new(),
-            queued: HashMap::new(),
+            queued: KeyMap::default(),
             running: 0,
             running_by_name: HashMap::new(),
             seq: 0,

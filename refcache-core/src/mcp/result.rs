@@ -15,32 +15,44 @@ use crate::model::task::TaskStatus;
 /// A failed or cancelled task answers `isError: true`, with the error text first, so that a client which shows the
 /// model only text still shows why; the structured content keeps the `ref_id` (to retry) and the details.
 pub fn tool_result(response: &CachedResponse) -> CallToolResult {
-    // Parsing a big value's text into the tree rmcp's structured content needs is CPU work: off the runtime.
-    let mut json = match response.stored() {
-        Some(stored) if stored.size > crate::contract::offload::OFFLOAD_BYTES => {
-            crate::contract::offload::off_runtime(|| response.to_json())
+    let (text, json) = match response.info() {
+        // A task's record: over MCP a running task's message is its whole status line (progress, %, ETA, latest
+        // output), the same as `tasks/get`'s `statusMessage`; the Rust response keeps mcp-refcache's plain
+        // message. Small: the tree is made first and the text from it.
+        Some(info) => {
+            let mut json = response.to_json();
+            if let Some(message) = json.get_mut("message") {
+                *message = Value::String(status_line(info));
+            }
+            (json.to_string(), json)
         }
-        _ => response.to_json(),
+        // A value: the text content is the wire JSON with the value's stored text spliced in as it is (no tree
+        // is serialized for it); the structured content is a tree, as rmcp's type asks, parsed once from that
+        // text. Parsing a big value is CPU work: off the runtime.
+        None => {
+            let wire = || {
+                let text = response.to_json_string();
+                let json: Value =
+                    serde_json::from_str(&text).expect("a response's wire text is JSON");
+                (text, json)
+            };
+            match response.stored() {
+                Some(stored) if stored.size > crate::contract::offload::OFFLOAD_BYTES => {
+                    crate::contract::offload::off_runtime(wire)
+                }
+                _ => wire(),
+            }
+        }
     };
-    // Over MCP a running task's message is its whole status line (progress, %, ETA, latest output), the same
-    // as `tasks/get`'s `statusMessage`; the Rust response keeps mcp-refcache's plain message.
-    if let Some(info) = response.info()
-        && let Some(message) = json.get_mut("message")
-    {
-        *message = Value::String(status_line(info));
-    }
-    match response.status() {
+    let mut result = match response.status() {
         TaskStatus::Failed | TaskStatus::Cancelled => {
-            let text = format!("{} (ref_id={})", response.message(), response.ref_id());
-            let mut result = CallToolResult::error(vec![
-                ContentBlock::text(text),
-                ContentBlock::text(json.to_string()),
-            ]);
-            result.structured_content = Some(json);
-            result
+            let message = format!("{} (ref_id={})", response.message(), response.ref_id());
+            CallToolResult::error(vec![ContentBlock::text(message), ContentBlock::text(text)])
         }
-        _ => CallToolResult::structured(json),
-    }
+        _ => CallToolResult::success(vec![ContentBlock::text(text)]),
+    };
+    result.structured_content = Some(json);
+    result
 }
 
 /// An error as a tool result (`isError: true`, its text), never a protocol error: clients hide protocol errors

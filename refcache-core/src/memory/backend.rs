@@ -2,7 +2,6 @@
 //! through the key-to-ref index), get, wait, watch, cancel, retry, delete, end a session, list, clean up, stats and
 //! shutdown.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,7 +24,7 @@ use crate::contract::list::{TaskFilter, TaskPage};
 use crate::contract::scheduler::Scheduler;
 use crate::contract::store::{StoredValue, ValueStore};
 use crate::model::error::BackendError;
-use crate::model::key::CacheKey;
+use crate::model::key::{CacheKey, KeyMap};
 use crate::model::output::OutputChunk;
 use crate::model::record::TaskInfo;
 use crate::model::ref_id::RefId;
@@ -72,8 +71,8 @@ impl MemoryTaskBackend {
         let state = State {
             accepting: true,
             history,
-            index: HashMap::new(),
-            active: HashMap::new(),
+            index: KeyMap::default(),
+            active: KeyMap::default(),
             sched: Scheduler::new(config.max_workers),
         };
         let inner = Inner {

@@ -2,7 +2,6 @@
 //! task in it: admitted into a slot, spawned, driven through the shared `run_task`, completed (value stored before
 //! `complete` is published), and retired into the history.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +16,7 @@ use crate::contract::context::TaskHooks;
 use crate::contract::execute::{self, Ending, RunLimits};
 use crate::contract::scheduler::Scheduler;
 use crate::contract::store::{StoredValue, ValueStore};
-use crate::model::key::CacheKey;
+use crate::model::key::{CacheKey, KeyMap};
 use crate::model::ref_id::RefId;
 use crate::model::task::{TaskError, TaskStatus, Timestamp};
 
@@ -48,9 +47,9 @@ pub(super) struct State {
     pub(super) history: History,
     /// The key-to-ref index: key → its latest execution, while that is running, or complete and recorded. A call
     /// for a key whose execution runs joins it (single-flight); one whose execution just completed finds its value.
-    pub(super) index: HashMap<CacheKey, RefId>,
+    pub(super) index: KeyMap<CacheKey, RefId>,
     /// Tasks not yet retired: pending, running, or cancelled and winding down.
-    pub(super) active: HashMap<RefId, Arc<Active>>,
+    pub(super) active: KeyMap<RefId, Arc<Active>>,
     /// Which pending task starts next, and the slots.
     pub(super) sched: Scheduler,
 }
@@ -104,7 +103,21 @@ impl Inner {
     }
 
     /// Moves a task out of the active set, in one step: its record into the history, its slot back to the pool.
+    /// For a caller that cannot await: the values of the records this evicts are removed from the store by a
+    /// spawned task ([`drop_values_later`](Self::drop_values_later)).
     pub(super) fn retire(self: &Arc<Self>, active: &Arc<Active>) {
+        let dropped = self.retire_keeping_values(active);
+        self.drop_values_later(&active.handle, dropped);
+    }
+
+    /// [`retire`](Self::retire), but the values of the records it evicts (already revoked, so no read hands them
+    /// out) are answered for the caller to remove with [`drop_values`](Self::drop_values). The driver does so
+    /// inline: in the steady state every retire evicts a record, and a spawned task per retire was the largest
+    /// single cost of a miss.
+    pub(super) fn retire_keeping_values(
+        self: &Arc<Self>,
+        active: &Arc<Active>,
+    ) -> Vec<DroppedValue> {
         let info = active.info.borrow().clone();
         // Weighed before the lock: a failed task keeps its arguments (to re-run it), and counting 1 MiB of them
         // must not hold up every other call.
@@ -142,10 +155,10 @@ impl Inner {
             (self.admit(st), !st.accepting)
         };
         self.spawn_all(started);
-        self.drop_values_later(&active.handle, dropped);
         if shutting_down {
             self.idle.notify_waiters();
         }
+        dropped
     }
 
     /// Removes the (already revoked) values of dropped records from the store, from a task of its own: the
@@ -184,11 +197,13 @@ impl Inner {
         unindex(&mut st.index, &active.spec.key, &active.spec.ref_id);
     }
 
+    /// Records the task's ending and retires it; answers the values of the records the retire evicted, for the
+    /// driver to remove once it can no longer be retired twice (see [`drive`]).
     pub(super) async fn complete(
         self: &Arc<Self>,
         active: &Arc<Active>,
         result: Option<Result<JsonText, TaskError>>,
-    ) {
+    ) -> Vec<DroppedValue> {
         match result {
             Some(Ok(value)) if active.cas(RUNNING, COMPLETING) => {
                 let spec = &active.spec;
@@ -225,8 +240,9 @@ impl Inner {
             // Cancelled (the cancel already set the sticky status): the late result, if any, is dropped.
             _ => {}
         }
-        self.retire(active);
+        let dropped = self.retire_keeping_values(active);
         active.wake();
+        dropped
     }
 }
 
@@ -272,8 +288,12 @@ pub(super) async fn drive(inner: Arc<Inner>, active: Arc<Active>) {
         armed: true,
     };
     let result = execute(&inner, &active).await;
-    inner.complete(&active, result).await;
+    let dropped = inner.complete(&active, result).await;
+    // Retired: from here a drop of this future (its runtime shutting down) must not retire it again. The evicted
+    // values are removed inline, not from a task of their own; should this future be dropped first, they stay
+    // revoked (never handed out) until the store's TTL and byte bound drop them.
     guard.armed = false;
+    inner.drop_values(dropped).await;
 }
 
 /// Runs the task through the shared [`execute::run_task`]. `None`: it was cancelled or timed out, and its status

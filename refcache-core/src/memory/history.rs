@@ -1,7 +1,7 @@
 //! Finished task records: [`History`], a map for lookups and an expiry order for the TTL and the cap, holding one
 //! [`Finished`] record per task (with what `retry_task` needs to run it again, a [`Rerun`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use crate::contract::context::LocalJob;
 use crate::contract::output::OutputLog;
 use crate::contract::spec::TaskSpec;
 use crate::contract::store::StoredValue;
-use crate::model::key::CacheKey;
+use crate::model::key::{CacheKey, KeyMap};
 use crate::model::record::TaskInfo;
 use crate::model::ref_id::RefId;
 
@@ -55,7 +55,7 @@ pub(super) struct Rerun {
 /// their bytes drop the record that would expire first (of records with the same TTL, such as failed ones, the
 /// oldest).
 pub(super) struct History {
-    pub(super) map: HashMap<RefId, Arc<Finished>>,
+    pub(super) map: KeyMap<RefId, Arc<Finished>>,
     order: BTreeMap<(tokio::time::Instant, u64), (RefId, CacheKey)>,
     next_seq: u64,
     ttl: Duration,
@@ -115,7 +115,7 @@ pub(super) type DroppedValue = (CacheKey, RefId);
 impl History {
     pub(super) fn new(ttl: Duration, cap: usize, max_bytes: u64) -> Self {
         Self {
-            map: HashMap::new(),
+            map: KeyMap::default(),
             order: BTreeMap::new(),
             next_seq: 0,
             ttl,
@@ -142,7 +142,7 @@ impl History {
         value: Option<std::sync::Weak<StoredValue>>,
         output: Option<Arc<OutputLog>>,
         weight: u64,
-        index: &mut HashMap<CacheKey, RefId>,
+        index: &mut KeyMap<CacheKey, RefId>,
     ) -> Vec<DroppedValue> {
         let now = tokio::time::Instant::now();
         let mut dropped = Vec::new();
@@ -207,7 +207,7 @@ impl History {
     pub(super) fn remove_where(
         &mut self,
         drop: impl Fn(&Finished) -> bool,
-        index: &mut HashMap<CacheKey, RefId>,
+        index: &mut KeyMap<CacheKey, RefId>,
     ) -> (usize, Vec<DroppedValue>) {
         let picked: Vec<RefId> = self
             .map
@@ -247,7 +247,7 @@ impl Finished {
 }
 
 /// Drops `key` from the key-to-ref index if it still points to `ref_id` (a newer execution may own it by now).
-pub(super) fn unindex(index: &mut HashMap<CacheKey, RefId>, key: &CacheKey, ref_id: &RefId) {
+pub(super) fn unindex(index: &mut KeyMap<CacheKey, RefId>, key: &CacheKey, ref_id: &RefId) {
     if index.get(key) == Some(ref_id) {
         index.remove(key);
     }

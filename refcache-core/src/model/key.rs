@@ -26,6 +26,74 @@ impl std::hash::Hash for CacheKey {
     }
 }
 
+/// Builds the hasher of the maps keyed by [`CacheKey`] or [`RefId`](crate::model::ref_id::RefId): the value store,
+/// the key-to-ref index, the active tasks, the task records and the scheduler's queue.
+///
+/// Both keys are already uniformly random (a cryptographic hash of the arguments; 128 bits of our own drawing), and
+/// hash only eight bytes of themselves (`CacheKey`) or sixteen (`RefId`), so std's SipHash is wasted work on them:
+/// several calls of it per miss. A pure pass-through would let a client that grinds arguments through blake3 aim
+/// many keys at one bucket (the bucket is the hash's low bits); so each word is mixed with a seed drawn once per
+/// process (from std's own random keys) by one folded 128-bit multiply, which spreads every input bit over the low
+/// bits and which the client cannot aim at without the seed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyHasher {
+    seed: u64,
+}
+
+/// A `HashMap` keyed by [`CacheKey`] or [`RefId`](crate::model::ref_id::RefId), hashed by [`KeyHasher`].
+pub(crate) type KeyMap<K, V> = std::collections::HashMap<K, V, KeyHasher>;
+
+/// The process's seed of [`KeyHasher`], odd so that the first multiply cannot cancel.
+static KEY_HASH_SEED: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    use std::hash::BuildHasher as _;
+    std::hash::RandomState::new().hash_one(0x5eed_u64) | 1
+});
+
+impl Default for KeyHasher {
+    fn default() -> Self {
+        Self {
+            seed: *KEY_HASH_SEED,
+        }
+    }
+}
+
+impl std::hash::BuildHasher for KeyHasher {
+    type Hasher = KeyHash;
+
+    fn build_hasher(&self) -> KeyHash {
+        KeyHash { state: self.seed }
+    }
+}
+
+/// The hasher [`KeyHasher`] builds: eight bytes at a time, each word folded into the seeded state.
+#[derive(Debug)]
+pub(crate) struct KeyHash {
+    state: u64,
+}
+
+/// An odd constant with its bits spread (the golden ratio's), the second factor of every fold.
+const KEY_HASH_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl std::hash::Hasher for KeyHash {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        let product = u128::from(self.state ^ word) * u128::from(KEY_HASH_MULTIPLIER);
+        // Truncations on purpose: the fold of a 128-bit product's halves.
+        self.state = (product as u64) ^ ((product >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.state
+    }
+}
+
 impl CacheKey {
     /// The raw hash bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
@@ -495,6 +563,31 @@ impl Drop for KeyBuilder<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_key_hasher_spreads_keys_that_differ_in_one_bit_over_the_low_bits() {
+        use std::hash::BuildHasher as _;
+        let hasher = super::KeyHasher::default();
+        // Keys alike in every bit but one of the eight hashed bytes: a pass-through would put them all in the
+        // buckets of one low byte; the seeded fold spreads them.
+        let mut low_bytes = std::collections::HashSet::new();
+        for bit in 0..64 {
+            let mut bytes = [0u8; 32];
+            bytes[..8].copy_from_slice(&(1u64 << bit).to_le_bytes());
+            let hash = hasher.hash_one(super::CacheKey(bytes));
+            assert_eq!(
+                hash,
+                hasher.hash_one(super::CacheKey(bytes)),
+                "the same key hashes alike"
+            );
+            low_bytes.insert(hash & 0xff);
+        }
+        assert!(
+            low_bytes.len() > 32,
+            "64 keys fell into {} low bytes",
+            low_bytes.len()
+        );
+    }
+
     use std::collections::HashMap;
 
     use super::*;
