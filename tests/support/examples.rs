@@ -21,7 +21,11 @@ pub(crate) fn binary(name: &'static str) -> PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let package = root.join("examples").join(name).join("Cargo.toml").is_file();
+    let package = root
+        .join("examples")
+        .join(name)
+        .join("Cargo.toml")
+        .is_file();
     let (bin, target) = if package {
         (dir.join(name), ["--bin", name])
     } else {
