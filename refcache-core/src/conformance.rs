@@ -70,14 +70,14 @@ macro_rules! backend_conformance {
             cleanup_drops_the_value_with_its_record, a_complete_record_lives_as_long_as_its_value,
             an_expired_value_takes_its_record);
     };
-    // The input group (`input.rs`): for a backend that takes answers (`TaskBackend::respond`). The memory backend
-    // runs it; Redis and Postgres do not take answers yet.
+    // The input group (`input.rs`): for a backend that takes answers (`TaskBackend::respond`). Every backend in
+    // this workspace runs it (memory, Redis and Postgres, in both modes).
     (input: $make:path) => {
         $crate::backend_conformance!(@tests $make;
             input_round_trip, input_cancel_while_waiting, input_time_limit_and_bad_schema);
     };
     // The output group (`output.rs`): for a backend that keeps task output (`TaskBackend::read_output`). The memory
-    // backend runs it; Redis and Postgres answer `Unsupported` for now.
+    // backend, Redis and Postgres (both modes) run it.
     (output: $make:path) => {
         $crate::backend_conformance!(@tests $make;
             output_streams_while_running, output_cap_drops_the_oldest, output_goes_with_its_record);
