@@ -105,3 +105,50 @@ async fn stats_weigh_what_finished_records_and_values_hold() {
     let none = b.stats().await.unwrap();
     assert_eq!((none.record_bytes, none.value_bytes), (0, 0), "{none:?}");
 }
+
+/// `max_record_bytes` bounds the finished records on Redis: past it the oldest go (within a lease period), the
+/// newest stay, and a complete record that goes takes its value with it (one lifetime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_record_bytes_drops_the_oldest_finished_records() {
+    let server = RedisServer::start()
+        .expect("redis-server must be installed (Debian: apt-get install redis-server)");
+    let bound = 1 << 20;
+    let b = RedisTaskBackend::new(
+        RedisConfig::from_url(&server.url())
+            .unwrap()
+            .lease(Duration::from_secs(1))
+            .max_record_bytes(bound),
+    )
+    .unwrap();
+    // The oldest: a complete task whose value must go with its record.
+    let first = run(&b, ECHO, json!({ "blob": "x".repeat(100 * KIB as usize) })).await;
+    let mut failed = Vec::new();
+    for i in 0..20 {
+        let blob = format!("{i:04}{}", "a".repeat(100 * KIB as usize - 4));
+        failed.push(run(&b, REJECT, json!({ "blob": blob })).await);
+    }
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    let stats = loop {
+        let stats = b.stats().await.unwrap();
+        if stats.record_bytes <= bound {
+            break stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "records still weigh {} bytes, over the bound {bound}",
+            stats.record_bytes
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        stats.record_bytes > bound - 2 * 108 * KIB,
+        "only what is past the bound goes: {} bytes kept",
+        stats.record_bytes
+    );
+    assert!(b.get(&first).await.unwrap().is_none(), "the oldest went");
+    assert_eq!(stats.value_bytes, 0, "its value went with it");
+    for ref_id in &failed[failed.len() - 5..] {
+        let kept = b.get(ref_id).await.unwrap().expect("the newest stay");
+        assert_eq!(kept.info.status, TaskStatus::Failed);
+    }
+}

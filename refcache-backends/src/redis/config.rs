@@ -88,6 +88,9 @@ pub struct RedisConfig {
     pub near_cache_bytes: u64,
     /// How long a Redis command may take before it fails with `Unavailable`.
     pub command_timeout: Duration,
+    /// Bytes the finished task records may hold, weighed as `stats()`' `record_bytes` (their arguments with them):
+    /// past it the oldest are dropped with their values (one lifetime), within a lease period.
+    pub max_record_bytes: u64,
 }
 
 impl Default for RedisConfig {
@@ -109,6 +112,7 @@ impl Default for RedisConfig {
             default_execution_timeout: memory.default_execution_timeout,
             near_cache_bytes: 64 * 1024 * 1024,
             command_timeout: Duration::from_secs(5),
+            max_record_bytes: memory.max_record_bytes,
         }
     }
 }
@@ -188,6 +192,7 @@ impl RedisConfig {
             cancel_grace: memory.cancel_grace,
             default_execution_timeout: memory.default_execution_timeout,
             near_cache_bytes: memory.max_capacity_bytes,
+            max_record_bytes: memory.max_record_bytes,
             ..Self::default()
         };
         base.with_url(config.backend.trim())
@@ -282,6 +287,13 @@ impl RedisConfig {
                 expected: "a positive whole number",
             });
         }
+        if self.max_record_bytes == 0 {
+            return Err(RedisConfigError::InvalidOption {
+                name: "max_record_bytes".into(),
+                value: "0".into(),
+                expected: "a positive number of bytes",
+            });
+        }
         if self.lease < Duration::from_secs(1) {
             return Err(RedisConfigError::InvalidOption {
                 name: "lease".into(),
@@ -345,6 +357,12 @@ impl RedisConfig {
         self.task_ttl = ttl;
         self
     }
+
+    /// Sets the bytes the finished task records may hold (their oldest go first).
+    pub fn max_record_bytes(mut self, bytes: u64) -> Self {
+        self.max_record_bytes = bytes;
+        self
+    }
 }
 
 /// `Debug` without the URL's password: configs end up in logs.
@@ -366,6 +384,7 @@ impl std::fmt::Debug for RedisConfig {
             default_execution_timeout,
             near_cache_bytes,
             command_timeout,
+            max_record_bytes,
         } = self;
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted_url())
@@ -383,6 +402,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("default_execution_timeout", default_execution_timeout)
             .field("near_cache_bytes", near_cache_bytes)
             .field("command_timeout", command_timeout)
+            .field("max_record_bytes", max_record_bytes)
             .finish()
     }
 }

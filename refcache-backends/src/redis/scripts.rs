@@ -513,6 +513,50 @@ end
 return {records, values, #refs, redis.call('ZCARD', p..':finished')}
 ";
 
+/// `trim(prefix, max_bytes, limit)`: keeps the finished records among the newest `limit` of `P:finished` within
+/// `max_bytes`, weighed as `weigh` weighs them, newest first; the older ones past the bound are dropped as
+/// `cleanup` drops them (their value and output log with them: one lifetime) and every process is told. →
+/// `{ref1, key1, ref2, key2, ...}` of the records dropped.
+const TRIM: &str = r"
+local p = ARGV[1]
+local bad = foreign({p..':index', 'zset', p..':finished', 'zset'})
+if bad then return bad end
+local max = tonumber(ARGV[2])
+local refs = redis.call('ZREVRANGE', p..':finished', 0, tonumber(ARGV[3]) - 1)
+local total = 0
+local out = {}
+for _, ref in ipairs(refs) do
+  local t = p..':task:'..ref
+  if redis.call('TYPE', t)['ok'] == 'hash' then
+    local f = redis.call('HMGET', t, 'status', 'key', 'session')
+    if f[1] == 'complete' or f[1] == 'failed' or f[1] == 'cancelled' then
+      local o = p..':out:'..ref
+      local w = 512 + redis.call('HSTRLEN', t, 'info') + redis.call('HSTRLEN', t, 'spec')
+      if redis.call('TYPE', o)['ok'] == 'string' then w = w + redis.call('STRLEN', o) end
+      total = total + w
+      if total > max then
+        redis.call('DEL', t, o)
+        if f[2] then
+          local vkey = p..':value:'..f[2]
+          if redis.call('TYPE', vkey)['ok'] == 'hash' and redis.call('HGET', vkey, 'ref') == ref then
+            redis.call('DEL', vkey)
+          end
+          table.insert(out, ref)
+          table.insert(out, f[2])
+          redis.call('PUBLISH', p..':events', ref..' drop '..f[2])
+        end
+        redis.call('ZREM', p..':index', ref)
+        redis.call('ZREM', p..':finished', ref)
+        if f[3] and f[3] ~= '' and redis.call('TYPE', p..':session:'..f[3])['ok'] == 'set' then
+          redis.call('SREM', p..':session:'..f[3], ref)
+        end
+      end
+    end
+  end
+end
+return out
+";
+
 /// The loaded scripts (each is sent by its SHA, and loaded again after a Redis restart).
 pub(crate) struct Scripts {
     pub(crate) submit: Script,
@@ -534,6 +578,7 @@ pub(crate) struct Scripts {
     pub(crate) take_answer: Script,
     pub(crate) hand_back: Script,
     pub(crate) weigh: Script,
+    pub(crate) trim: Script,
 }
 
 /// A script that writes, with [`GUARD`] in front.
@@ -563,6 +608,7 @@ impl Scripts {
             take_answer: Script::new(TAKE_ANSWER),
             hand_back: guarded(HAND_BACK),
             weigh: Script::new(WEIGH),
+            trim: guarded(TRIM),
         }
     }
 }

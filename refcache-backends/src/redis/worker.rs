@@ -20,13 +20,14 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
-use refcache_core::{BackendError, RefId, TaskBackend, TaskSpec};
+use refcache_core::{BackendError, CacheKey, RefId, TaskBackend, TaskSpec};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{Inner, RedisBackendError, RedisTaskBackend, lock, ms, now_ms};
 use super::config::{Mode, RedisConfig};
 use super::keys::GROUP;
+use super::list::LIST_SCAN;
 
 /// A process's gauges in `P:workers`, refreshed every `lease / 3`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -312,6 +313,10 @@ impl Inner {
                 serde_json::to_string(&gauge).expect("serializes"),
             )
             .await?;
+        // Its own failure (data under the prefix that is not refcache's) must not stop the leases below.
+        if let Err(err) = self.trim_records(&mut conn).await {
+            tracing::debug!(%err, "refcache: cannot trim finished records to max_record_bytes");
+        }
         match self.config.mode {
             Mode::Workers if self.consumes => {
                 for chunk in messages.chunks(500) {
@@ -356,6 +361,32 @@ impl Inner {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Drops the oldest finished records past `max_record_bytes` (with their values), and their copies in this
+    /// process's near cache.
+    async fn trim_records(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
+        let dropped: Vec<String> = self
+            .scripts
+            .trim
+            .arg(self.keys.prefix())
+            .arg(self.config.max_record_bytes)
+            .arg(LIST_SCAN)
+            .invoke_async(conn)
+            .await?;
+        for pair in dropped.chunks_exact(2) {
+            if let (Ok(ref_id), Some(key)) = (RefId::parse(&pair[0]), CacheKey::from_hex(&pair[1]))
+            {
+                self.near.invalidate_if_ref(&key, &ref_id).await;
+            }
+        }
+        if !dropped.is_empty() {
+            tracing::debug!(
+                records = dropped.len() / 2,
+                "refcache: finished records over max_record_bytes dropped"
+            );
         }
         Ok(())
     }
