@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::auth::Caller;
 use super::error::WebError;
-use super::fields::{Fields, MAX_FIELD_BYTES, MAX_FIELDS_BYTES};
+use super::fields::{Fields, MAX_FIELD_BYTES, within_limit};
 use super::state::WebRefCache;
 use super::summary::summary;
 use crate::cache::poll::GetOptions;
@@ -187,6 +187,13 @@ pub(super) async fn cancel(
     )
 }
 
+/// The task as `GET /api/tasks/{ref_id}` answers it (full format), after a retry or an answer changed it.
+async fn task_as_got(web: &WebRefCache, ref_id: &str) -> Result<Value, WebError> {
+    let options = GetOptions::default().format(AsyncResponseFormat::Full);
+    let response = web.cache.get_cached_result_with(ref_id, &options).await?;
+    Ok(response_json(&response))
+}
+
 /// `POST /api/tasks/{ref_id}/retry`: the task as a get answers it after the restart.
 pub(super) async fn retry(
     State(web): State<WebRefCache>,
@@ -197,9 +204,7 @@ pub(super) async fn retry(
         actor
             .scope(async {
                 web.cache.retry_task(&ref_id).await?;
-                let options = GetOptions::default().format(AsyncResponseFormat::Full);
-                let response = web.cache.get_cached_result_with(&ref_id, &options).await?;
-                Ok(response_json(&response))
+                task_as_got(&web, &ref_id).await
             })
             .await,
     )
@@ -207,15 +212,7 @@ pub(super) async fn retry(
 
 /// The body of an answer: JSON `{"response": {...}}`, as the MCP `respond_task` tool takes it.
 pub(super) fn answer_field(body: &[u8]) -> Result<Value, WebError> {
-    if body.len() > MAX_FIELDS_BYTES {
-        return Err(WebError::bad(
-            "body",
-            format!(
-                "{} bytes, more than the limit of {MAX_FIELDS_BYTES}",
-                body.len()
-            ),
-        ));
-    }
+    within_limit("body", body.len())?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
@@ -247,9 +244,7 @@ pub(super) async fn respond(
             .scope(async {
                 let response = answer_field(&body)?;
                 web.cache.respond(&ref_id, response).await?;
-                let options = GetOptions::default().format(AsyncResponseFormat::Full);
-                let response = web.cache.get_cached_result_with(&ref_id, &options).await?;
-                Ok(response_json(&response))
+                task_as_got(&web, &ref_id).await
             })
             .await,
     )
@@ -261,15 +256,7 @@ pub(super) fn command_fields(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(String, Vec<String>), WebError> {
-    if body.len() > MAX_FIELDS_BYTES {
-        return Err(WebError::bad(
-            "body",
-            format!(
-                "{} bytes, more than the limit of {MAX_FIELDS_BYTES}",
-                body.len()
-            ),
-        ));
-    }
+    within_limit("body", body.len())?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

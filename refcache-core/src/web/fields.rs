@@ -10,6 +10,18 @@ pub(super) const MAX_FIELDS_BYTES: usize = 16 << 10;
 /// The most bytes of one field's value.
 pub(super) const MAX_FIELD_BYTES: usize = 4 << 10;
 
+/// `400` naming `field` when `len` bytes are more than [`MAX_FIELDS_BYTES`]: the one bound of a query string or a
+/// body the page or a script sends.
+pub(super) fn within_limit(field: &'static str, len: usize) -> Result<(), WebError> {
+    if len > MAX_FIELDS_BYTES {
+        return Err(WebError::bad(
+            field,
+            format!("{len} bytes, more than the limit of {MAX_FIELDS_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
 /// The fields of a query string or an `application/x-www-form-urlencoded` body.
 #[derive(Debug, Default)]
 pub(super) struct Fields(HashMap<String, Vec<String>>);
@@ -18,15 +30,7 @@ impl Fields {
     /// Parses `text`; too long, or a field too long: `400`.
     pub(super) fn parse(text: Option<&str>) -> Result<Self, WebError> {
         let text = text.unwrap_or("");
-        if text.len() > MAX_FIELDS_BYTES {
-            return Err(WebError::bad(
-                "query",
-                format!(
-                    "{} bytes, more than the limit of {MAX_FIELDS_BYTES}",
-                    text.len()
-                ),
-            ));
-        }
+        within_limit("query", text.len())?;
         let mut fields: HashMap<String, Vec<String>> = HashMap::new();
         for (name, value) in form_urlencoded::parse(text.as_bytes()) {
             if value.len() > MAX_FIELD_BYTES {
