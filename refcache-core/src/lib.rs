@@ -44,22 +44,22 @@ extern crate self as refcache_core;
 // folders import one another in a circle: `tests/layers.rs` checks both (`.ci/run`, step `layers`).
 
 // 1. The model: ref ids, keys, task states and records, errors, formats, previews, actors, sessions, namespaces,
-//    access. No I/O. `model/output.rs` (output streams), `model/input.rs` (input requests).
+//    access, output streams and chunks, input requests. No I/O.
 mod model;
 
 // 2. The contract: `TaskBackend`, `TaskSpec`, listing, the value store, `run_task`, `TaskContext`, the registry,
-//    the scheduler. What every backend implements (the Postgres backend will, in
-//    `refcache-backends/src/postgres.rs` + `postgres/`, beside `redis.rs`).
+//    the scheduler, the bounded output log, metrics. What every backend implements (the Redis and Postgres
+//    backends do, in `refcache-backends/src/redis.rs` + `redis/` and `postgres.rs` + `postgres/`).
 mod contract;
 
 // 3. The in-process backend: `MemoryTaskBackend`, the default.
 mod memory;
 
-// 4. The front door: `RefCache` (call, poll, control, admin, reference inputs, responses).
+// 4. The front door: `RefCache` (call, poll, output, control, admin, put, reference inputs, responses, health).
 mod cache;
 
-// 5. The edges: they know the backends, or sit on the front door. Later: `web.rs` + `web/` (the live task page)
-//    and `command.rs` + `command/` (commands).
+// 5. The edges: they know the backends, or sit on the front door: config, the process-wide cache, conformance,
+//    MCP, operations, commands, the web page, and what the macro calls.
 
 // Settings, and the backend they name (`RefCache::from_config`).
 mod config;

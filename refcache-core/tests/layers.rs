@@ -8,7 +8,7 @@
 //! 2. `contract`: what every backend implements and shares (`TaskBackend`, `TaskSpec`, `run_task`, the registry);
 //! 3. `memory`: the in-process backend;
 //! 4. `cache`: the front door, `RefCache`;
-//! 5. the edges: `config`, `global`, `mcp`, `__private` (`private.rs`), `conformance`, `ops`, `web`; later
+//! 5. the edges: `config`, `global`, `mcp`, `__private` (`private.rs`), `conformance`, `ops`, `web`,
 //!    `command`.
 
 #[path = "layers/check.rs"]
