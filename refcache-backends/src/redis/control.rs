@@ -12,10 +12,10 @@ use refcache_core::{
     TaskInfo, TaskSpec, TaskStatus, Timestamp,
 };
 
-use super::backend::{Inner, RedisTaskBackend, lock, ms, now_ms, parse_status};
 use super::config::Mode;
 use super::events::Event;
 use super::list::LIST_SCAN;
+use super::state::{Inner, RedisTaskBackend, lock, ms, now_ms, parse_status};
 use super::submit::priority_hex;
 use super::worker;
 

@@ -7,7 +7,7 @@ use redis::AsyncCommands;
 use refcache_core::{BackendError, RefId, StoredValue, TaskInfo, TaskSnapshot};
 use tokio::sync::watch;
 
-use super::backend::{Inner, RedisTaskBackend};
+use super::state::{Inner, RedisTaskBackend};
 
 impl Inner {
     /// The task's record, from Redis. (Every script writes the `status` field and the record's status together,

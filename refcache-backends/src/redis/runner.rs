@@ -6,14 +6,13 @@
 //! [`run_task`] (retries, timeout, cancel grace, all shared with the in-process backend) → one terminal
 //! `transition` (the value in the same step) → ack the stream entry → release the slot.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use redis::AsyncCommands;
 use refcache_core::{
-    AskError, BackendError, Ending, InputRequest, LocalJob, RefId, RetryInfo, RunLimits, Scheduler,
+    AskError, BackendError, Ending, InputRequest, LocalJob, RefId, RetryInfo, RunLimits,
     StoredValue, TaskError, TaskHooks, TaskInfo, TaskProgress, TaskSpec, TaskStatus, Timestamp,
     job_for, run_task,
 };
@@ -23,70 +22,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::backend::{Inner, lock};
 use super::events::Event;
-
-/// The tasks this process holds.
-pub(crate) struct RunState {
-    sched: Scheduler,
-    held: HashMap<RefId, Held>,
-    /// Shutting down: no queued task starts here any more (it is handed back to the stream).
-    draining: bool,
-}
-
-struct Held {
-    spec: Arc<TaskSpec>,
-    job: Option<LocalJob>,
-    /// The stream entry it came in (`workers` mode).
-    msg: Option<String>,
-    /// Taken over from a lost worker.
-    redelivered: bool,
-    cancel: CancellationToken,
-    running: bool,
-}
-
-impl RunState {
-    pub(crate) fn new(max_workers: usize) -> Self {
-        Self {
-            sched: Scheduler::new(max_workers).with_backend("redis"),
-            held: HashMap::new(),
-            draining: false,
-        }
-    }
-
-    pub(crate) fn running(&self) -> usize {
-        self.sched.running()
-    }
-
-    pub(crate) fn capacity(&self) -> usize {
-        self.sched.capacity()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.held.len()
-    }
-
-    /// The tasks held that came off the stream: ref id, stream entry, and whether it runs here already.
-    pub(crate) fn entries(&self) -> Vec<(RefId, String, bool)> {
-        self.held
-            .iter()
-            .filter_map(|(r, h)| h.msg.clone().map(|m| (r.clone(), m, h.running)))
-            .collect()
-    }
-
-    /// From now on no queued task starts here.
-    pub(crate) fn drain(&mut self) {
-        self.draining = true;
-    }
-
-    /// The stream entries held, with their ref ids (for lease renewal).
-    pub(crate) fn messages(&self) -> Vec<(String, RefId)> {
-        self.held
-            .iter()
-            .filter_map(|(r, h)| h.msg.clone().map(|m| (m, r.clone())))
-            .collect()
-    }
-}
+use super::held::{Held, RunState};
+use super::state::{Inner, lock};
 
 struct Start {
     ref_id: RefId,

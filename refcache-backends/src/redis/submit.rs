@@ -8,8 +8,8 @@ use refcache_core::{
     BackendError, CacheKey, RefId, StoredValue, Submission, Submitted, TaskInfo, Timestamp,
 };
 
-use super::backend::{RedisTaskBackend, ms, now_ms};
 use super::config::Mode;
+use super::state::{RedisTaskBackend, ms, now_ms};
 
 impl RedisTaskBackend {
     /// The body of `TaskBackend::lookup`.
