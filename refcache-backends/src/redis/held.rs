@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use refcache_core::{LocalJob, RefId, Scheduler, TaskSpec};
+use refcache_core::{LocalJob, RefId, Scheduler, TaskInfo, TaskSpec};
 use tokio_util::sync::CancellationToken;
 
 /// The tasks this process holds.
@@ -24,6 +24,11 @@ pub(super) struct Held {
     pub(super) redelivered: bool,
     pub(super) cancel: CancellationToken,
     pub(super) running: bool,
+    /// The record as this process submitted it (`local` mode): a pending record is written by nobody else until it
+    /// is claimed (a cancel or a delete makes the claim fail), so the runner claims from it without reading it.
+    pub(super) record: Option<TaskInfo>,
+    /// Its terminal script is on its way: a `complete` event for it is this process's own.
+    pub(super) ending: bool,
 }
 
 impl RunState {

@@ -246,7 +246,7 @@ impl Inner {
             .and_then(|s| serde_json::from_str::<TaskSpec>(&s).ok())
             .filter(|s| s.ref_id == ref_id)
         {
-            self.hold(Arc::new(spec), None, Some(entry.id), redelivered);
+            self.hold(Arc::new(spec), None, Some(entry.id), redelivered, None);
             return;
         }
         let mut conn = self.conn();
@@ -258,7 +258,7 @@ impl Inner {
                 if matches!(status.as_str(), "pending" | "processing" | "input_required") =>
             {
                 match serde_json::from_str::<TaskSpec>(&spec) {
-                    Ok(spec) => self.hold(Arc::new(spec), None, Some(entry.id), redelivered),
+                    Ok(spec) => self.hold(Arc::new(spec), None, Some(entry.id), redelivered, None),
                     Err(err) => {
                         tracing::error!(%ref_id, %err, "refcache worker: unreadable task spec; dropping the entry");
                         self.ack(&entry.id).await;
