@@ -8,9 +8,11 @@
 //!
 //! How it maps onto Redis (keys in `keys.rs`, atomic scripts in `scripts.rs`, events in `events.rs`, running tasks in
 //! `runner.rs`, task output in `output.rs`, input requests in `input.rs`, the stream consumer and crash recovery in `worker.rs`) is described in `docs/backends.md`. The
-//! backend itself is `backend.rs` (the struct, its state, construction, the `TaskBackend` impl), whose methods call
-//! into one file per path: `submit.rs`, `poll.rs`, `list.rs` and `control.rs`; `config.rs` holds its settings and
-//! `factory.rs` the `REFCACHE_BACKEND=redis://...` hookup.
+//! struct and its shared state are `state.rs`, below every other file (with the leaves `config.rs`, `keys.rs`,
+//! `scripts.rs`, `hub.rs`, the in-process followers, and `held.rs`, the tasks held here); `backend.rs` (construction,
+//! the background loops, the `TaskBackend` impl) is at the top, and its methods call into one file per path:
+//! `submit.rs`, `poll.rs`, `list.rs` and `control.rs`; `config.rs` holds its settings and `factory.rs` the
+//! `REFCACHE_BACKEND=redis://...` hookup. Imports run one way (`farm-studio look refcache-backends/src`: no circle).
 //!
 //! Switching a service from the in-process default is config alone: `REFCACHE_BACKEND=redis://127.0.0.1:6379/0`
 //! (options in the query: `?mode=workers&key_prefix=myapp&lease=30&max_deliveries=3`). With the `redis-tls`
@@ -22,6 +24,8 @@ mod config;
 mod control;
 mod events;
 mod factory;
+mod held;
+mod hub;
 mod input;
 mod keys;
 mod list;
@@ -30,11 +34,12 @@ mod poll;
 mod runner;
 mod scripts;
 mod server;
+mod state;
 mod submit;
 mod tls;
 pub mod worker;
 
-pub use backend::{RedisBackendError, RedisTaskBackend};
 pub use config::{Mode, RedisConfig, RedisConfigError};
 pub use server::{RedisServer, RedisServerError, RedisServerOptions, RedisServerTls};
+pub use state::{RedisBackendError, RedisTaskBackend};
 pub use tls::RedisTls;

@@ -12,16 +12,15 @@ use refcache_core::{
     TaskInfo, TaskSpec, TaskStatus, Timestamp,
 };
 
-use super::backend::{Inner, RedisTaskBackend, lock, ms, now_ms, parse_status};
 use super::config::Mode;
 use super::events::Event;
 use super::list::LIST_SCAN;
+use super::state::{Inner, RedisTaskBackend, lock, ms, now_ms, parse_status};
 use super::submit::priority_hex;
 use super::worker;
 
 impl Inner {
     /// Runs the `transition` script. `owner`: only if the task is still this consumer's.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn transition(
         &self,
         ref_id: &RefId,
@@ -30,6 +29,23 @@ impl Inner {
         counter: &str,
         owner: bool,
         value: Option<&StoredValue>,
+    ) -> Result<String, BackendError> {
+        self.transition_acking(ref_id, from, info, counter, owner, value, None)
+            .await
+    }
+
+    /// [`transition`](Self::transition), and when it answers `ok`, the task's stream entry `ack` acknowledged and
+    /// deleted in the same script (a worker's end: one round trip instead of two).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn transition_acking(
+        &self,
+        ref_id: &RefId,
+        from: &[TaskStatus],
+        info: &TaskInfo,
+        counter: &str,
+        owner: bool,
+        value: Option<&StoredValue>,
+        ack: Option<&str>,
     ) -> Result<String, BackendError> {
         let from = from.iter().fold(",".to_owned(), |mut s, st| {
             s.push_str(st.as_str());
@@ -61,6 +77,7 @@ impl Inner {
             .arg(if owner { self.consumer.as_str() } else { "" })
             .arg(value_json)
             .arg(value_ttl)
+            .arg(ack.unwrap_or(""))
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.unavailable(&e))
@@ -185,7 +202,7 @@ impl Inner {
             Some("ok") => {
                 tracing::debug!(%ref_id, task = %spec.task_name, "failed task retried");
                 if !workers {
-                    self.hold(Arc::new(spec), job, None, false);
+                    self.hold(Arc::new(spec), job, None, false, None);
                 }
                 Ok(RetryOutcome::Restarted)
             }

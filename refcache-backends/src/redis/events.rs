@@ -2,7 +2,7 @@
 //!
 //! Every state-changing script publishes an [`Event`] on `P:events`. Each backend keeps one subscriber connection
 //! (its own reconnect loop) and fans the events out in-process:
-//! - to the [`Hub`]'s per-ref channels, which `wait` and `watch` follow (and a second hub's for output, which
+//! - to the [`Hub`](super::hub::Hub)'s per-ref channels, which `wait` and `watch` follow (and a second hub's for output, which
 //!   `follow_output` follows beside the first);
 //! - to the runner, which stops a task it holds when its record in Redis says another process cancelled or
 //!   deleted it;
@@ -14,16 +14,14 @@
 //! A message published while the subscriber was disconnected is lost, so after every (re)subscribe the hub tells
 //! each follower to read its record again (`None` on its channel) and the runner re-checks the tasks it holds.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
 use redis::AsyncCommands;
 use refcache_core::{CacheKey, RefId, TaskInfo};
-use tokio::sync::watch;
 
-use super::backend::Inner;
+use super::state::Inner;
 
 /// What a script announces, as the text `<ref> <status> <record JSON>` or `<ref> drop <key>`: the ref id and the
 /// status come first, so that a process decodes the record only when somebody here follows that task (every
@@ -63,83 +61,6 @@ impl<'a> Raw<'a> {
             kind,
             rest,
         })
-    }
-}
-
-type Channels = HashMap<RefId, watch::Sender<Option<TaskInfo>>>;
-
-/// The in-process followers of tasks: one channel per ref id somebody waits on or watches. `Some(info)`: the
-/// latest record from an event; `None`: read the record again (after a reconnect, or a deletion).
-#[derive(Default)]
-pub(crate) struct Hub {
-    channels: Arc<Mutex<Channels>>,
-}
-
-/// A follower's end of a hub channel; the channel goes when its last follower does.
-pub(crate) struct Follower {
-    rx: Option<watch::Receiver<Option<TaskInfo>>>,
-    ref_id: RefId,
-    channels: Weak<Mutex<Channels>>,
-}
-
-impl Follower {
-    pub(crate) fn rx(&mut self) -> &mut watch::Receiver<Option<TaskInfo>> {
-        self.rx.as_mut().expect("present until drop")
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        drop(self.rx.take());
-        if let Some(channels) = self.channels.upgrade() {
-            let mut map = channels.lock().unwrap_or_else(PoisonError::into_inner);
-            if map
-                .get(&self.ref_id)
-                .is_some_and(|tx| tx.receiver_count() == 0)
-            {
-                map.remove(&self.ref_id);
-            }
-        }
-    }
-}
-
-impl Hub {
-    /// Follows `ref_id` from now on. Subscribe first, then read the record: a change between the two arrives as
-    /// an event.
-    pub(crate) fn follow(&self, ref_id: &RefId) -> Follower {
-        let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        let rx = map
-            .entry(ref_id.clone())
-            .or_insert_with(|| watch::channel(None).0)
-            .subscribe();
-        Follower {
-            rx: Some(rx),
-            ref_id: ref_id.clone(),
-            channels: Arc::downgrade(&self.channels),
-        }
-    }
-
-    /// Whether anybody here follows `ref_id`.
-    fn follows(&self, ref_id: &RefId) -> bool {
-        self.channels
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(ref_id)
-    }
-
-    fn deliver(&self, ref_id: &RefId, info: Option<TaskInfo>) {
-        let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(tx) = map.get(ref_id) {
-            tx.send_replace(info);
-        }
-    }
-
-    /// Every follower reads its record again.
-    fn resync(&self) {
-        let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        for tx in map.values() {
-            tx.send_replace(None);
-        }
     }
 }
 

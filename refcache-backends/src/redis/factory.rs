@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use refcache_core::{BackendFactory, ConfigError, RefCacheConfig, TaskBackend};
 
-use super::backend::RedisTaskBackend;
 use super::config::RedisConfig;
+use super::state::RedisTaskBackend;
 
 /// `REFCACHE_BACKEND=redis://...` (and `rediss://`) builds a [`RedisTaskBackend`]: switching from `memory` is
 /// config alone.

@@ -12,8 +12,8 @@ use std::time::Duration;
 use refcache_core::{BackendError, RefId, RespondOutcome, TaskInfo, TaskStatus, Timestamp};
 use serde_json::Value;
 
-use super::backend::{Inner, RedisTaskBackend, parse_status};
 use super::events::Event;
+use super::state::{Inner, RedisTaskBackend, parse_status};
 
 /// How often a waiting worker reads its record even when no event came (one may be lost with a connection).
 const RECHECK: Duration = Duration::from_secs(2);

@@ -3,7 +3,7 @@
 use redis::AsyncCommands;
 use refcache_core::{BackendError, TaskFilter, TaskInfo, TaskPage};
 
-use super::backend::{Inner, RedisTaskBackend};
+use super::state::{Inner, RedisTaskBackend};
 
 /// At most this many records are read for a list or the per-status counts (newest first).
 pub(super) const LIST_SCAN: isize = 10_000;

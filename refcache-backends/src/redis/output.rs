@@ -9,8 +9,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use refcache_core::{BackendError, OutputChunk, RefId};
 
-use super::backend::{Inner, RedisTaskBackend, parse_status};
 use super::events::Event;
+use super::state::{Inner, RedisTaskBackend, parse_status};
 
 impl Inner {
     /// Appends a batch of output to the task's log: `skipped` bytes before `text` were dropped in this process

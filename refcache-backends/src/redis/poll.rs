@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use redis::AsyncCommands;
-use refcache_core::{BackendError, RefId, StoredValue, TaskInfo, TaskSnapshot};
+use refcache_core::{BackendError, RefId, StoredValue, TaskInfo, TaskSnapshot, TaskStatus};
 use tokio::sync::watch;
 
-use super::backend::{Inner, RedisTaskBackend};
+use super::hub::Signal;
+use super::state::{Inner, RedisTaskBackend};
 
 impl Inner {
     /// The task's record, from Redis. (Every script writes the `status` field and the record's status together,
@@ -94,11 +95,17 @@ impl RedisTaskBackend {
         inner.ensure_started();
         // Follow first, then read: a change in between arrives as an event.
         let mut follower = inner.hub.follow(ref_id);
+        // A task held here (`local` mode) ends here: its terminal script's answer settles the channel, and its
+        // release wakes it in any case, so there is nothing to read until then. Only a `complete` event is
+        // this process's own to write; any other wakes the waiter to read, as for a task held elsewhere.
+        let mut here = inner.holds(ref_id);
         loop {
-            let snapshot = inner.get(ref_id).await?;
-            match &snapshot {
-                Some(s) if !s.info.status.is_terminal() => {}
-                _ => return Ok(snapshot),
+            if !here {
+                let snapshot = inner.get(ref_id).await?;
+                match &snapshot {
+                    Some(s) if !s.info.status.is_terminal() => {}
+                    _ => return Ok(snapshot),
+                }
             }
             loop {
                 let changed = follower.rx().changed();
@@ -110,9 +117,17 @@ impl RedisTaskBackend {
                     Ok(Ok(())) => {
                         let latest = follower.rx().borrow_and_update().clone();
                         match latest {
-                            Some(info) if !info.status.is_terminal() => {}
-                            // Terminal, deleted, or a resync: read the record.
-                            _ => break,
+                            Some(Signal::Settled(snapshot)) => return Ok(Some(snapshot)),
+                            Some(Signal::Event(info)) if !info.status.is_terminal() => {}
+                            Some(Signal::Event(info))
+                                if here
+                                    && info.status == TaskStatus::Complete
+                                    && inner.holds(ref_id) => {}
+                            // Terminal, deleted, released, or a resync: read the record.
+                            _ => {
+                                here = false;
+                                break;
+                            }
                         }
                     }
                     // The deadline passed (or the hub went away): answer with what is there now.

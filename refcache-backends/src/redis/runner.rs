@@ -6,16 +6,15 @@
 //! [`run_task`] (retries, timeout, cancel grace, all shared with the in-process backend) → one terminal
 //! `transition` (the value in the same step) → ack the stream entry → release the slot.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use redis::AsyncCommands;
 use refcache_core::{
-    AskError, BackendError, Ending, InputRequest, LocalJob, RefId, RetryInfo, RunLimits, Scheduler,
-    StoredValue, TaskError, TaskHooks, TaskInfo, TaskProgress, TaskSpec, TaskStatus, Timestamp,
-    job_for, run_task,
+    AskError, BackendError, Ending, InputRequest, LocalJob, RefId, RetryInfo, RunLimits,
+    StoredValue, TaskError, TaskHooks, TaskInfo, TaskProgress, TaskSnapshot, TaskSpec, TaskStatus,
+    Timestamp, job_for, run_task,
 };
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -23,70 +22,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::backend::{Inner, lock};
 use super::events::Event;
-
-/// The tasks this process holds.
-pub(crate) struct RunState {
-    sched: Scheduler,
-    held: HashMap<RefId, Held>,
-    /// Shutting down: no queued task starts here any more (it is handed back to the stream).
-    draining: bool,
-}
-
-struct Held {
-    spec: Arc<TaskSpec>,
-    job: Option<LocalJob>,
-    /// The stream entry it came in (`workers` mode).
-    msg: Option<String>,
-    /// Taken over from a lost worker.
-    redelivered: bool,
-    cancel: CancellationToken,
-    running: bool,
-}
-
-impl RunState {
-    pub(crate) fn new(max_workers: usize) -> Self {
-        Self {
-            sched: Scheduler::new(max_workers).with_backend("redis"),
-            held: HashMap::new(),
-            draining: false,
-        }
-    }
-
-    pub(crate) fn running(&self) -> usize {
-        self.sched.running()
-    }
-
-    pub(crate) fn capacity(&self) -> usize {
-        self.sched.capacity()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.held.len()
-    }
-
-    /// The tasks held that came off the stream: ref id, stream entry, and whether it runs here already.
-    pub(crate) fn entries(&self) -> Vec<(RefId, String, bool)> {
-        self.held
-            .iter()
-            .filter_map(|(r, h)| h.msg.clone().map(|m| (r.clone(), m, h.running)))
-            .collect()
-    }
-
-    /// From now on no queued task starts here.
-    pub(crate) fn drain(&mut self) {
-        self.draining = true;
-    }
-
-    /// The stream entries held, with their ref ids (for lease renewal).
-    pub(crate) fn messages(&self) -> Vec<(String, RefId)> {
-        self.held
-            .iter()
-            .filter_map(|(r, h)| h.msg.clone().map(|m| (m, r.clone())))
-            .collect()
-    }
-}
+use super::held::{Held, RunState};
+use super::state::{Inner, lock};
 
 struct Start {
     ref_id: RefId,
@@ -95,6 +33,7 @@ struct Start {
     msg: Option<String>,
     redelivered: bool,
     cancel: CancellationToken,
+    record: Option<TaskInfo>,
 }
 
 impl Inner {
@@ -105,6 +44,7 @@ impl Inner {
         job: Option<LocalJob>,
         msg: Option<String>,
         redelivered: bool,
+        record: Option<TaskInfo>,
     ) {
         let started = {
             let mut st = lock(&self.run);
@@ -128,6 +68,8 @@ impl Inner {
                     redelivered,
                     cancel: CancellationToken::new(),
                     running: false,
+                    record,
+                    ending: false,
                 },
             );
             admit(&mut st)
@@ -157,6 +99,21 @@ impl Inner {
         };
         self.spawn_all(started);
         self.released.notify_waiters();
+        // A waiter that skipped its reads while the task was held here reads the record now (unless the end
+        // was settled: then it has it).
+        self.hub.deliver(ref_id, None);
+    }
+
+    /// Whether this process holds `ref_id` (queued or running here).
+    pub(crate) fn holds(&self, ref_id: &RefId) -> bool {
+        lock(&self.run).held.contains_key(ref_id)
+    }
+
+    /// The terminal script of `ref_id` is on its way from here.
+    fn mark_ending(&self, ref_id: &RefId) {
+        if let Some(held) = lock(&self.run).held.get_mut(ref_id) {
+            held.ending = true;
+        }
     }
 
     /// The task's record says it was cancelled or deleted (or it ended while its event was in flight): a queued
@@ -191,8 +148,10 @@ impl Inner {
     /// An event said a task held here ended or was deleted: reads its record, and stops it only if the record
     /// says so (gone, or terminal). A forged event (anyone with access to the Redis can publish) changes nothing.
     pub(crate) fn verify_held(self: &Arc<Self>, ref_id: &RefId) {
-        if !lock(&self.run).held.contains_key(ref_id) {
-            return;
+        match lock(&self.run).held.get(ref_id) {
+            // Its end is being written from here: the task stops anyway, and the script's answer says how.
+            Some(held) if !held.ending => {}
+            _ => return,
         }
         let inner = self.clone();
         let ref_id = ref_id.clone();
@@ -260,12 +219,13 @@ impl Inner {
         info: &TaskInfo,
         counter: &str,
         value: Option<&StoredValue>,
+        ack: Option<&str>,
     ) -> Option<String> {
         let give_up = tokio::time::Instant::now() + self.config.task_ttl;
         let mut backoff = Duration::from_millis(50);
         loop {
             match self
-                .transition(
+                .transition_acking(
                     ref_id,
                     // A task that timed out or ended while a question's close was still on its way.
                     &[TaskStatus::Processing, TaskStatus::InputRequired],
@@ -273,6 +233,7 @@ impl Inner {
                     counter,
                     true,
                     value,
+                    ack,
                 )
                 .await
             {
@@ -347,6 +308,7 @@ fn admit(st: &mut RunState) -> Vec<Start> {
             msg: held.msg.clone(),
             redelivered: held.redelivered,
             cancel: held.cancel.clone(),
+            record: held.record.take(),
         });
     }
     started
@@ -369,18 +331,25 @@ async fn drive(inner: Arc<Inner>, start: Start) {
         inner: inner.clone(),
         ref_id: start.ref_id.clone(),
     };
-    run_one(&inner, &start).await;
-    if let Some(msg) = &start.msg {
+    let acked = run_one(&inner, &start).await;
+    if let Some(msg) = &start.msg
+        && !acked
+    {
         inner.ack(msg).await;
     }
 }
 
-async fn run_one(inner: &Arc<Inner>, start: &Start) {
+/// Runs the task; answers whether its stream entry was acknowledged with its end.
+async fn run_one(inner: &Arc<Inner>, start: &Start) -> bool {
     let Start {
         ref_id, spec, job, ..
     } = start;
-    let Ok(Some(mut info)) = inner.read(ref_id).await else {
-        return;
+    let mut info = match &start.record {
+        Some(info) if !start.redelivered => info.clone(),
+        _ => match inner.read(ref_id).await {
+            Ok(Some(info)) => info,
+            _ => return false,
+        },
     };
     info.status = TaskStatus::Processing;
     info.started_at.get_or_insert_with(Timestamp::now);
@@ -417,10 +386,10 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
                     ),
                 )
                 .await;
-            return;
+            return false;
         }
         // Cancelled, deleted or finished meanwhile (or Redis is down: the lease runs out and it comes back).
-        _ => return,
+        _ => return false,
     }
     tracing::debug!(%ref_id, task = %spec.task_name, "task started");
     let hooks = Hooks::start(
@@ -448,6 +417,8 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
     hooks.flush().await;
     let mut info = hooks.info();
     info.input_request = None;
+    inner.mark_ending(ref_id);
+    let ack = start.msg.as_deref();
     match ending {
         Ending::Finished(Ok(value)) => {
             let ttl = spec.options.ttl.unwrap_or(inner.config.default_ttl);
@@ -455,25 +426,42 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
             info.status = TaskStatus::Complete;
             info.finished_at = Some(Timestamp::now());
             info.error = None;
-            let answer = inner.write_terminal(ref_id, &info, "", Some(&stored)).await;
+            let answer = inner
+                .write_terminal(ref_id, &info, "", Some(&stored), ack)
+                .await;
             if answer.as_deref() == Some("ok") {
                 tracing::debug!(%ref_id, "task complete");
+                let stored = Arc::new(stored);
                 if inner.near.fits(&stored) {
-                    inner.near.insert(Arc::new(stored)).await;
+                    inner.near.insert(stored.clone()).await;
                 }
+                // A waiter here takes the end from what was written, not from a read.
+                inner
+                    .hub
+                    .settle(ref_id, TaskSnapshot::new(info, Some(stored)));
+                true
             } else {
                 tracing::debug!(%ref_id, ?answer, "a late result was dropped");
+                false
             }
         }
         Ending::Finished(Err(error)) => {
             info.status = TaskStatus::Failed;
             info.finished_at = Some(Timestamp::now());
             info.error = Some(error);
-            inner.write_terminal(ref_id, &info, "", None).await;
+            let answer = inner.write_terminal(ref_id, &info, "", None, ack).await;
+            let ok = answer.as_deref() == Some("ok");
+            if ok {
+                inner.hub.settle(ref_id, TaskSnapshot::new(info, None));
+            }
+            ok
         }
         // The timeout's failure was written by the hook when it fired; wait for it to land.
-        Ending::TimedOut => hooks.timed_out_written().await,
-        _ => {}
+        Ending::TimedOut => {
+            hooks.timed_out_written().await;
+            false
+        }
+        _ => false,
     }
 }
 
@@ -762,7 +750,9 @@ impl TaskHooks for Hooks {
         let inner = self.inner.clone();
         let ref_id = self.ref_id.clone();
         let write = tokio::spawn(async move {
-            inner.write_terminal(&ref_id, &info, "timeouts", None).await;
+            inner
+                .write_terminal(&ref_id, &info, "timeouts", None, None)
+                .await;
         });
         *lock(&self.timeout_write) = Some(write);
     }

@@ -71,10 +71,11 @@ if ARGV[11] ~= '' then redis.call('ZADD', p..':leases', ARGV[11], ref) end
 return {'started'}
 ";
 
-/// `transition(prefix, ref, from, to, info, event, record_ttl_ms, now_ms, counter, owner, value, value_ttl_ms)`:
-/// when the status is one of `from` (`,a,b,`) and, if `owner` is given, the task is still that worker's: stores
-/// `value` (if any), sets the status and record, and on a terminal status ends single-flight for the key and lets the
-/// record expire. → `ok` | `missing` | `stolen` | the status it found.
+/// `transition(prefix, ref, from, to, info, event, record_ttl_ms, now_ms, counter, owner, value, value_ttl_ms,
+/// ack)`: when the status is one of `from` (`,a,b,`) and, if `owner` is given, the task is still that worker's:
+/// stores `value` (if any), sets the status and record, and on a terminal status ends single-flight for the key and
+/// lets the record expire; `ack` (a stream entry, or `''`): acknowledges and deletes it in the same step, as `ack`
+/// does (a worker's end and its ack in one round trip). → `ok` | `missing` | `stolen` | the status it found.
 const TRANSITION: &str = r"
 local p = ARGV[1]
 local ref = ARGV[2]
@@ -85,6 +86,10 @@ local f = redis.call('HMGET', t, 'status', 'key', 'qm', 'owner', 'session')
 bad = foreign({p..':value:'..(f[2] or ''), 'hash', p..':inflight:'..(f[2] or ''), 'string', p..':pending', 'zset',
   p..':finished', 'zset', p..':leases', 'zset', p..':stats', 'hash', p..':session:'..(f[5] or ''), 'set'})
 if bad then return bad end
+if ARGV[13] ~= '' then
+  bad = foreign({p..':queue', 'stream'})
+  if bad then return bad end
+end
 local st = f[1]
 if not st then return 'missing' end
 if not string.find(ARGV[3], ','..st..',', 1, true) then return st end
@@ -114,6 +119,10 @@ if to == 'complete' or to == 'failed' or to == 'cancelled' then
   end
 end
 if ARGV[9] ~= '' then redis.call('HINCRBY', p..':stats', ARGV[9], 1) end
+if ARGV[13] ~= '' then
+  redis.call('XACK', p..':queue', 'workers', ARGV[13])
+  redis.call('XDEL', p..':queue', ARGV[13])
+end
 redis.call('PUBLISH', p..':events', ARGV[6])
 return 'ok'
 ";

@@ -8,8 +8,8 @@ use refcache_core::{
     BackendError, CacheKey, RefId, StoredValue, Submission, Submitted, TaskInfo, Timestamp,
 };
 
-use super::backend::{RedisTaskBackend, ms, now_ms};
 use super::config::Mode;
+use super::state::{RedisTaskBackend, ms, now_ms};
 
 impl RedisTaskBackend {
     /// The body of `TaskBackend::lookup`.
@@ -92,7 +92,10 @@ impl RedisTaskBackend {
             Some("started") => {
                 let ref_id = spec.ref_id.clone();
                 if !workers {
-                    self.inner.hold(Arc::new(spec), job, None, false);
+                    // The record as submitted: the runner claims from it without reading it back.
+                    info.queue_position = None;
+                    self.inner
+                        .hold(Arc::new(spec), job, None, false, Some(info));
                 }
                 Ok(Submitted::Started(ref_id))
             }

@@ -24,10 +24,10 @@ use refcache_core::{BackendError, CacheKey, RefId, TaskBackend, TaskSpec};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::backend::{Inner, RedisBackendError, RedisTaskBackend, lock, ms, now_ms};
 use super::config::{Mode, RedisConfig};
 use super::keys::GROUP;
 use super::list::LIST_SCAN;
+use super::state::{Inner, RedisBackendError, RedisTaskBackend, lock, ms, now_ms};
 
 /// A process's gauges in `P:workers`, refreshed every `lease / 3`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -142,7 +142,7 @@ pub(crate) async fn consume(weak: Weak<Inner>, stop: CancellationToken) {
         // Its own connection: a blocking read would hold up every other command on a shared one.
         let conn = ConnectionManager::new_lazy_with_config(
             inner.client.clone(),
-            super::backend::manager_config(&inner.config)
+            super::state::manager_config(&inner.config)
                 .set_response_timeout(Some(inner.config.command_timeout + Duration::from_secs(2))),
         );
         (inner.config.clone(), conn)
@@ -246,7 +246,7 @@ impl Inner {
             .and_then(|s| serde_json::from_str::<TaskSpec>(&s).ok())
             .filter(|s| s.ref_id == ref_id)
         {
-            self.hold(Arc::new(spec), None, Some(entry.id), redelivered);
+            self.hold(Arc::new(spec), None, Some(entry.id), redelivered, None);
             return;
         }
         let mut conn = self.conn();
@@ -258,7 +258,7 @@ impl Inner {
                 if matches!(status.as_str(), "pending" | "processing" | "input_required") =>
             {
                 match serde_json::from_str::<TaskSpec>(&spec) {
-                    Ok(spec) => self.hold(Arc::new(spec), None, Some(entry.id), redelivered),
+                    Ok(spec) => self.hold(Arc::new(spec), None, Some(entry.id), redelivered, None),
                     Err(err) => {
                         tracing::error!(%ref_id, %err, "refcache worker: unreadable task spec; dropping the entry");
                         self.ack(&entry.id).await;

@@ -1,0 +1,75 @@
+//! The tasks this process holds (submitted here in `local` mode, taken off the stream in `workers` mode) and the
+//! scheduler that orders them; `runner.rs` starts, runs and releases them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use refcache_core::{LocalJob, RefId, Scheduler, TaskInfo, TaskSpec};
+use tokio_util::sync::CancellationToken;
+
+/// The tasks this process holds.
+pub(crate) struct RunState {
+    pub(super) sched: Scheduler,
+    pub(super) held: HashMap<RefId, Held>,
+    /// Shutting down: no queued task starts here any more (it is handed back to the stream).
+    pub(super) draining: bool,
+}
+
+pub(super) struct Held {
+    pub(super) spec: Arc<TaskSpec>,
+    pub(super) job: Option<LocalJob>,
+    /// The stream entry it came in (`workers` mode).
+    pub(super) msg: Option<String>,
+    /// Taken over from a lost worker.
+    pub(super) redelivered: bool,
+    pub(super) cancel: CancellationToken,
+    pub(super) running: bool,
+    /// The record as this process submitted it (`local` mode): a pending record is written by nobody else until it
+    /// is claimed (a cancel or a delete makes the claim fail), so the runner claims from it without reading it.
+    pub(super) record: Option<TaskInfo>,
+    /// Its terminal script is on its way: a `complete` event for it is this process's own.
+    pub(super) ending: bool,
+}
+
+impl RunState {
+    pub(crate) fn new(max_workers: usize) -> Self {
+        Self {
+            sched: Scheduler::new(max_workers).with_backend("redis"),
+            held: HashMap::new(),
+            draining: false,
+        }
+    }
+
+    pub(crate) fn running(&self) -> usize {
+        self.sched.running()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.sched.capacity()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The tasks held that came off the stream: ref id, stream entry, and whether it runs here already.
+    pub(crate) fn entries(&self) -> Vec<(RefId, String, bool)> {
+        self.held
+            .iter()
+            .filter_map(|(r, h)| h.msg.clone().map(|m| (r.clone(), m, h.running)))
+            .collect()
+    }
+
+    /// From now on no queued task starts here.
+    pub(crate) fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// The stream entries held, with their ref ids (for lease renewal).
+    pub(crate) fn messages(&self) -> Vec<(String, RefId)> {
+        self.held
+            .iter()
+            .filter_map(|(r, h)| h.msg.clone().map(|m| (m, r.clone())))
+            .collect()
+    }
+}
