@@ -20,7 +20,9 @@ use std::time::Duration;
 use refcache_core::{BackendError, RefId, TaskBackend};
 use tokio_util::sync::CancellationToken;
 
-use super::{Inner, Mode, PostgresBackendError, PostgresConfig, PostgresTaskBackend, lock, ms_i64};
+use super::backend::{PostgresBackendError, PostgresTaskBackend};
+use super::config::{Mode, PostgresConfig};
+use super::inner::{Inner, lock, ms_i64};
 
 /// Runs a worker until SIGINT or SIGTERM, then shuts it down: running tasks get 30 s to finish, and are then
 /// cancelled (message `shutdown`).
@@ -312,5 +314,30 @@ impl Inner {
             }
         }
         Ok(n)
+    }
+}
+
+impl Inner {
+    /// Starts the background loops on the caller's runtime: on first use, and again if the runtime they ran on
+    /// has shut down. Every operation calls it first; it is a lock and three flag reads.
+    pub(super) fn ensure_started(self: &Arc<Self>) {
+        let mut loops = lock(&self.loops);
+        let alive = |i: usize| loops.get(i).is_some_and(|h| !h.is_finished());
+        let consumer_ok = !self.consumes || self.consuming.is_cancelled() || alive(2);
+        if self.stop.is_cancelled() || (alive(0) && alive(1) && consumer_ok) {
+            return;
+        }
+        for handle in loops.drain(..) {
+            handle.abort();
+        }
+        let weak = Arc::downgrade(self);
+        loops.push(tokio::spawn(super::notify::listen(
+            weak.clone(),
+            self.stop.clone(),
+        )));
+        loops.push(tokio::spawn(maintain(weak.clone(), self.stop.clone())));
+        if self.consumes && !self.consuming.is_cancelled() {
+            loops.push(tokio::spawn(consume(weak, self.consuming.clone())));
+        }
     }
 }
