@@ -247,23 +247,28 @@ impl Inner {
         let sql = &self.sql;
         // Once per lease for the whole cluster (the scan grows with the finished records).
         let period = ms_i64(self.config.lease);
-        let bytes: i64 = self
+        let (bytes, records): (i64, i64) = self
             .query(&sql.record_bytes, &[&period])
             .await?
             .first()
-            .map_or(0, |r| r.get(0));
-        if u64::try_from(bytes).unwrap_or(0) <= self.config.max_record_bytes {
+            .map_or((0, 0), |r| (r.get(0), r.get(1)));
+        if u64::try_from(bytes).unwrap_or(0) <= self.config.max_record_bytes
+            && u64::try_from(records).unwrap_or(0) <= self.config.max_task_records
+        {
             return Ok(());
         }
         let max = i64::try_from(self.config.max_record_bytes).unwrap_or(i64::MAX);
+        let max_records = i64::try_from(self.config.max_task_records).unwrap_or(i64::MAX);
         let rows = self
-            .query(&sql.evict_records, &[&max, &sql.channel])
+            .query(&sql.evict_records, &[&max, &sql.channel, &max_records])
             .await?;
         tracing::debug!(
-            records = rows.len(),
+            dropped = rows.len(),
             bytes,
+            records,
             max,
-            "refcache: finished records over max_record_bytes dropped"
+            max_records,
+            "refcache: finished records over max_record_bytes or max_task_records dropped"
         );
         self.dropped(&rows).await;
         Ok(())
