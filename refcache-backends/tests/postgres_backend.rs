@@ -1072,3 +1072,53 @@ async fn record_bytes_are_reported_and_bounded() {
         "the oldest went, value and all"
     );
 }
+
+/// `max_task_records` on Postgres, as on the in-process backend: past it the upkeep drops the finished records
+/// that would expire first, each with its value (in the table, not only to readers), and the newest still poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_records_are_bounded_by_count() {
+    let schema = fresh_schema("record_count");
+    let bound = 3;
+    let config = shared_config(&schema).await.max_task_records(bound);
+    let url = config.url.clone();
+    let b = PostgresTaskBackend::new(config).unwrap();
+    let mut refs = Vec::new();
+    for i in 0..8 {
+        let id = uuid::Uuid::new_v4().to_string();
+        open(&id);
+        let (ref_id, _) = run_to_end(
+            &b,
+            json!({"gate": id, "value": i}),
+            Duration::from_secs(600),
+        )
+        .await;
+        refs.push(ref_id);
+    }
+    // The upkeep runs every lease / 3 (1 s here).
+    let finished = async || {
+        let stats = b.stats().await.unwrap();
+        stats
+            .by_status
+            .get(&TaskStatus::Complete)
+            .copied()
+            .unwrap_or(0)
+    };
+    until("the records within max_task_records", async || {
+        finished().await <= bound
+    })
+    .await;
+    assert_eq!(finished().await, bound, "exactly the bound stays");
+    let client = sql(&url).await;
+    for (i, ref_id) in refs.iter().enumerate() {
+        let kept = i >= refs.len() - 3;
+        let (records, values) = rows_of(&client, &schema, ref_id).await;
+        assert_eq!(
+            (records, values),
+            if kept { (1, 1) } else { (0, 0) },
+            "task {i}: a record and its value go together, the oldest first"
+        );
+        assert_eq!(b.get(ref_id).await.unwrap().is_some(), kept, "task {i}");
+    }
+    let newest = b.get(refs.last().unwrap()).await.unwrap().unwrap();
+    assert_eq!(newest.value.unwrap().value, json!(7));
+}

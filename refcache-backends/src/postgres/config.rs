@@ -128,6 +128,10 @@ pub struct PostgresConfig {
     /// (with the arguments)`; past it, the upkeep (once per lease, cluster-wide) drops the records that would expire
     /// first (never the newest).
     pub max_record_bytes: u64,
+    /// Finished task records kept, cluster-wide (as `max_task_records` on the in-process backend); past it, the
+    /// upkeep (once per lease, cluster-wide) drops the records that would expire first, each with its value and
+    /// output (never the newest).
+    pub max_task_records: u64,
 }
 
 impl Default for PostgresConfig {
@@ -152,6 +156,7 @@ impl Default for PostgresConfig {
             near_cache_bytes: 64 * 1024 * 1024,
             command_timeout: Duration::from_secs(5),
             max_record_bytes: memory.max_record_bytes,
+            max_task_records: memory.max_task_records,
         }
     }
 }
@@ -213,6 +218,7 @@ impl PostgresConfig {
             default_execution_timeout: memory.default_execution_timeout,
             near_cache_bytes: memory.max_capacity_bytes,
             max_record_bytes: memory.max_record_bytes,
+            max_task_records: memory.max_task_records,
             ..Self::default()
         };
         base.with_url(config.backend.trim())
@@ -342,6 +348,13 @@ impl PostgresConfig {
                 expected: "a positive whole number",
             });
         }
+        if self.max_task_records == 0 {
+            return Err(PostgresConfigError::InvalidOption {
+                name: "max_task_records".into(),
+                value: "0".into(),
+                expected: "a positive whole number",
+            });
+        }
         if self.lease < Duration::from_secs(1) {
             return Err(PostgresConfigError::InvalidOption {
                 name: "lease".into(),
@@ -424,6 +437,12 @@ impl PostgresConfig {
         self.max_record_bytes = bytes;
         self
     }
+
+    /// Sets the bound on the number of finished task records (see [`PostgresConfig::max_task_records`]).
+    pub fn max_task_records(mut self, records: u64) -> Self {
+        self.max_task_records = records;
+        self
+    }
 }
 
 /// `url` without a password: in the user info (through [`refcache_core::redact_url`]) or as a `password=`
@@ -465,6 +484,7 @@ impl std::fmt::Debug for PostgresConfig {
             near_cache_bytes,
             command_timeout,
             max_record_bytes,
+            max_task_records,
         } = self;
         f.debug_struct("PostgresConfig")
             .field("url", &self.redacted_url())
@@ -485,6 +505,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("near_cache_bytes", near_cache_bytes)
             .field("command_timeout", command_timeout)
             .field("max_record_bytes", max_record_bytes)
+            .field("max_task_records", max_task_records)
             .finish()
     }
 }

@@ -6,7 +6,6 @@
 //! this process still owns the row) → [`run_task`] (retries, timeout, cancel grace, all shared with the in-process
 //! backend) → one terminal transition (the value inserted in the same transaction) → release the slot.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -14,8 +13,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use refcache_core::{
     AskError, Ending, InputRequest, LocalJob, OutputLog, OutputStream, RefId, RetryInfo, RunLimits,
-    Scheduler, StoredValue, TaskError, TaskHooks, TaskInfo, TaskProgress, TaskSpec, TaskStatus,
-    Timestamp, job_for, run_task,
+    StoredValue, TaskError, TaskHooks, TaskInfo, TaskProgress, TaskSpec, TaskStatus, Timestamp,
+    job_for, run_task,
 };
 use serde_json::Value;
 use tokio::runtime::Handle;
@@ -24,45 +23,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::notify::Follower;
-use super::{Answer, Inner, Transition, lock};
-
-/// The tasks this process holds.
-pub(crate) struct RunState {
-    sched: Scheduler,
-    held: HashMap<RefId, Held>,
-}
-
-struct Held {
-    spec: Arc<TaskSpec>,
-    job: Option<LocalJob>,
-    /// Its record as the row held it when this process took the task (submitted or claimed), so that the start
-    /// need not read it again; `None`: read it at the start.
-    info: Option<TaskInfo>,
-    cancel: CancellationToken,
-    running: bool,
-}
-
-impl RunState {
-    pub(crate) fn new(max_workers: usize) -> Self {
-        Self {
-            sched: Scheduler::new(max_workers).with_backend("postgres"),
-            held: HashMap::new(),
-        }
-    }
-
-    pub(crate) fn running(&self) -> usize {
-        self.sched.running()
-    }
-
-    pub(crate) fn capacity(&self) -> usize {
-        self.sched.capacity()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.held.len()
-    }
-}
+use super::held::{Held, RunState};
+use super::hub::Follower;
+use super::inner::{Inner, lock};
+use super::input::Answer;
+use super::transition::Transition;
 
 struct Start {
     ref_id: RefId,
@@ -365,7 +330,7 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
             info.status = TaskStatus::Complete;
             info.finished_at = Some(Timestamp::now());
             info.error = None;
-            let encoded = super::encode_value(&mut stored);
+            let encoded = super::codec::encode_value(&mut stored);
             let answer = inner
                 .write_terminal(ref_id, &info, "", Some(&encoded))
                 .await;

@@ -356,7 +356,7 @@ impl Sql {
             // size from its header, without fetching it).
             value_bytes: sub("SELECT coalesce(sum(octet_length(value) + octet_length(meta)), 0)::bigint
                 FROM {s}.task_values WHERE expires_at > now()"),
-            // $1 period ms: the sum, by the one process that takes this period's turn (a row of `counters` holds
+            // $1 period ms: the sum and the count of the finished records, by the one process that takes this period's turn (a row of `counters` holds
             // when the last turn began), so that the scan runs once per period for the whole cluster, not once per
             // process. No row: another process has this period.
             record_bytes: sub("WITH turn AS (
@@ -365,10 +365,10 @@ impl Sql {
                     ON CONFLICT (name, shard) DO UPDATE SET n = EXCLUDED.n
                     WHERE counters.n < EXCLUDED.n - $1::bigint
                     RETURNING 1)
-                SELECT coalesce(sum({weight}), 0)::bigint FROM {s}.tasks t, turn
+                SELECT coalesce(sum({weight}), 0)::bigint, count(*) FROM {s}.tasks t, turn
                 WHERE t.finished_at IS NOT NULL"),
-            // $1 max_record_bytes, $2 channel: the finished records beyond the bound, counted from the one that
-            // would expire last, go (never that one), with their values and output.
+            // $1 max_record_bytes, $2 channel, $3 max_task_records: the finished records beyond either bound,
+            // counted from the one that would expire last, go (never that one), with their values and output.
             evict_records: sub("WITH w AS (
                     SELECT t.ref_id,
                         sum({weight}) OVER (ORDER BY t.expires_at DESC, t.seq DESC) AS kept,
@@ -376,7 +376,8 @@ impl Sql {
                     FROM {s}.tasks t WHERE t.finished_at IS NOT NULL),
                 d AS (
                     DELETE FROM {s}.tasks t USING w
-                    WHERE t.ref_id = w.ref_id AND w.kept > $1::bigint AND w.n > 1 AND t.finished_at IS NOT NULL
+                    WHERE t.ref_id = w.ref_id AND (w.kept > $1::bigint OR w.n > $3::bigint) AND w.n > 1
+                        AND t.finished_at IS NOT NULL
                     RETURNING t.ref_id, t.cache_key)
                 SELECT ref_id, cache_key, pg_notify($2, ref_id || ' drop ' || cache_key)::text FROM d"),
             counters: sub("SELECT name, sum(n)::bigint FROM {s}.counters GROUP BY name"),

@@ -20,7 +20,9 @@ use std::time::Duration;
 use refcache_core::{BackendError, RefId, TaskBackend};
 use tokio_util::sync::CancellationToken;
 
-use super::{Inner, Mode, PostgresBackendError, PostgresConfig, PostgresTaskBackend, lock, ms_i64};
+use super::backend::{PostgresBackendError, PostgresTaskBackend};
+use super::config::{Mode, PostgresConfig};
+use super::inner::{Inner, lock, ms_i64};
 
 /// Runs a worker until SIGINT or SIGTERM, then shuts it down: running tasks get 30 s to finish, and are then
 /// cancelled (message `shutdown`).
@@ -245,23 +247,28 @@ impl Inner {
         let sql = &self.sql;
         // Once per lease for the whole cluster (the scan grows with the finished records).
         let period = ms_i64(self.config.lease);
-        let bytes: i64 = self
+        let (bytes, records): (i64, i64) = self
             .query(&sql.record_bytes, &[&period])
             .await?
             .first()
-            .map_or(0, |r| r.get(0));
-        if u64::try_from(bytes).unwrap_or(0) <= self.config.max_record_bytes {
+            .map_or((0, 0), |r| (r.get(0), r.get(1)));
+        if u64::try_from(bytes).unwrap_or(0) <= self.config.max_record_bytes
+            && u64::try_from(records).unwrap_or(0) <= self.config.max_task_records
+        {
             return Ok(());
         }
         let max = i64::try_from(self.config.max_record_bytes).unwrap_or(i64::MAX);
+        let max_records = i64::try_from(self.config.max_task_records).unwrap_or(i64::MAX);
         let rows = self
-            .query(&sql.evict_records, &[&max, &sql.channel])
+            .query(&sql.evict_records, &[&max, &sql.channel, &max_records])
             .await?;
         tracing::debug!(
-            records = rows.len(),
+            dropped = rows.len(),
             bytes,
+            records,
             max,
-            "refcache: finished records over max_record_bytes dropped"
+            max_records,
+            "refcache: finished records over max_record_bytes or max_task_records dropped"
         );
         self.dropped(&rows).await;
         Ok(())
@@ -312,5 +319,30 @@ impl Inner {
             }
         }
         Ok(n)
+    }
+}
+
+impl Inner {
+    /// Starts the background loops on the caller's runtime: on first use, and again if the runtime they ran on
+    /// has shut down. Every operation calls it first; it is a lock and three flag reads.
+    pub(super) fn ensure_started(self: &Arc<Self>) {
+        let mut loops = lock(&self.loops);
+        let alive = |i: usize| loops.get(i).is_some_and(|h| !h.is_finished());
+        let consumer_ok = !self.consumes || self.consuming.is_cancelled() || alive(2);
+        if self.stop.is_cancelled() || (alive(0) && alive(1) && consumer_ok) {
+            return;
+        }
+        for handle in loops.drain(..) {
+            handle.abort();
+        }
+        let weak = Arc::downgrade(self);
+        loops.push(tokio::spawn(super::notify::listen(
+            weak.clone(),
+            self.stop.clone(),
+        )));
+        loops.push(tokio::spawn(maintain(weak.clone(), self.stop.clone())));
+        if self.consumes && !self.consuming.is_cancelled() {
+            loops.push(tokio::spawn(consume(weak, self.consuming.clone())));
+        }
     }
 }

@@ -1,0 +1,197 @@
+//! The read path: a task's status, its record, its value (the near cache first), and the bodies of `wait` and `watch`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use refcache_core::{
+    BackendError, CacheKey, RefId, StoredValue, TaskInfo, TaskSnapshot, TaskStatus,
+};
+use tokio::sync::watch;
+
+use super::codec::{decode_value, parse_status, with_question};
+use super::inner::Inner;
+
+impl Inner {
+    /// The task's status and record (however old), without its value.
+    pub(super) async fn read(
+        &self,
+        ref_id: &RefId,
+    ) -> Result<Option<(TaskStatus, TaskInfo)>, BackendError> {
+        let rows = self.query(&self.sql.info_only, &[&ref_id.as_str()]).await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let status = parse_status(row.get(0))
+            .ok_or_else(|| self.corrupt("task status", row.get::<_, &str>(0)))?;
+        let mut info: TaskInfo =
+            serde_json::from_str(row.get(1)).map_err(|e| self.corrupt("task record", e))?;
+        info.status = status;
+        with_question(&mut info, row.get(4));
+        Ok(Some((status, info)))
+    }
+
+    /// The task's status alone (`None`: unknown or expired).
+    pub(super) async fn status(&self, ref_id: &RefId) -> Result<Option<TaskStatus>, BackendError> {
+        let rows = self.query(&self.sql.status, &[&ref_id.as_str()]).await?;
+        Ok(rows.first().and_then(|r| parse_status(r.get(0))))
+    }
+
+    /// Which of `refs` are still in flight.
+    pub(super) async fn live_statuses(
+        &self,
+        refs: &[RefId],
+    ) -> Result<HashSet<RefId>, BackendError> {
+        let ids: Vec<&str> = refs.iter().map(RefId::as_str).collect();
+        let rows = self.query(&self.sql.statuses, &[&ids]).await?;
+        Ok(rows
+            .iter()
+            .filter(|r| parse_status(r.get(1)).is_some_and(|s| !s.is_terminal()))
+            .filter_map(|r| RefId::parse(r.get::<_, &str>(0)).ok())
+            .collect())
+    }
+
+    pub(super) async fn get(&self, ref_id: &RefId) -> Result<Option<TaskSnapshot>, BackendError> {
+        self.get_with(ref_id, true).await
+    }
+
+    /// The record, and with `value` the value of a complete task; without it, a complete record is checked for a
+    /// live value (one lifetime) without reading the value.
+    pub(super) async fn get_with(
+        &self,
+        ref_id: &RefId,
+        value: bool,
+    ) -> Result<Option<TaskSnapshot>, BackendError> {
+        let rows = self.query(&self.sql.record, &[&ref_id.as_str()]).await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let status = parse_status(row.get(0))
+            .ok_or_else(|| self.corrupt("task status", row.get::<_, &str>(0)))?;
+        let mut info: TaskInfo =
+            serde_json::from_str(row.get(1)).map_err(|e| self.corrupt("task record", e))?;
+        info.status = status;
+        with_question(&mut info, row.get(4));
+        let position: Option<i64> = row.get(3);
+        info.queue_position = position.and_then(|p| usize::try_from(p).ok());
+        if status != TaskStatus::Complete {
+            return Ok(Some(TaskSnapshot::new(info, None)));
+        }
+        if !value {
+            let live = self
+                .query(&self.sql.value_exists, &[&ref_id.as_str()])
+                .await?;
+            return Ok((!live.is_empty()).then(|| TaskSnapshot::new(info, None)));
+        }
+        let key = CacheKey::from_hex(row.get(2));
+        // The value by a query of its own, after the record: a complete record whose value has gone is gone.
+        match self.value_of(ref_id, key.as_ref()).await? {
+            Some(value) => Ok(Some(TaskSnapshot::new(info, Some(value)))),
+            None => Ok(None),
+        }
+    }
+
+    /// A complete task's value: the near cache's copy, or a read of its row.
+    pub(super) async fn value_of(
+        &self,
+        ref_id: &RefId,
+        key: Option<&CacheKey>,
+    ) -> Result<Option<Arc<StoredValue>>, BackendError> {
+        if let Some(key) = key
+            && let Some(near) = self.near.get(key).await
+            && near.ref_id == *ref_id
+            && near.is_live()
+        {
+            return Ok(Some(near));
+        }
+        let rows = self
+            .query(&self.sql.value_by_ref, &[&ref_id.as_str()])
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let stored = decode_value(row.get(0), row.get(1)).map_err(|e| self.corrupt("value", e))?;
+        Ok(Some(self.keep_near(stored).await))
+    }
+
+    pub(super) async fn keep_near(&self, stored: StoredValue) -> Arc<StoredValue> {
+        let stored = Arc::new(stored);
+        if stored.is_live() && self.near.fits(&stored) {
+            self.near.insert(stored.clone()).await;
+        }
+        stored
+    }
+
+    /// The body of `TaskBackend::wait`.
+    pub(super) async fn wait(
+        &self,
+        ref_id: &RefId,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Option<TaskSnapshot>, BackendError> {
+        let inner = self;
+        // Follow first, then read: a change in between wakes the follower. Each wake reads only the status
+        // (not the record with its queue position, which costs a count of the tasks ahead); the whole
+        // snapshot is read once, at the end.
+        let mut follower = inner.hub.follow(ref_id);
+        loop {
+            match inner.status(ref_id).await? {
+                Some(status) if !status.is_terminal() => {}
+                _ => return inner.get(ref_id).await,
+            }
+            // A hint can be lost (a process killed between its commit and its hint): the record is read again
+            // once per lease even without one.
+            let recheck = tokio::time::Instant::now() + inner.config.lease;
+            let until = deadline.map_or(recheck, |d| d.min(recheck));
+            match tokio::time::timeout_at(until, follower.rx().changed()).await {
+                Ok(Ok(())) => {
+                    follower.rx().borrow_and_update();
+                }
+                Err(_) if deadline.is_none_or(|d| tokio::time::Instant::now() < d) => {}
+                // The deadline passed (or the hub went away): answer with what is there now.
+                _ => return inner.get(ref_id).await,
+            }
+        }
+    }
+
+    /// The body of `TaskBackend::watch`.
+    pub(super) async fn watch(
+        self: &Arc<Self>,
+        ref_id: &RefId,
+    ) -> Result<Option<watch::Receiver<TaskInfo>>, BackendError> {
+        let inner = self.clone();
+        let mut follower = inner.hub.follow(ref_id);
+        let Some(snapshot) = inner.get(ref_id).await? else {
+            return Ok(None);
+        };
+        if snapshot.info.status.is_terminal() {
+            return Ok(None);
+        }
+        let (tx, rx) = watch::channel(snapshot.info);
+        let ref_id = ref_id.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tx.closed() => return,
+                    changed = follower.rx().changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    // A hint can be lost: read again once per lease even without one.
+                    () = tokio::time::sleep(inner.config.lease) => {}
+                }
+                follower.rx().borrow_and_update();
+                let info = match inner.get(&ref_id).await {
+                    Ok(Some(s)) => s.info,
+                    Ok(None) => return,
+                    Err(_) => continue,
+                };
+                let done = info.status.is_terminal();
+                tx.send_replace(info);
+                if done {
+                    return;
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+}

@@ -1,0 +1,141 @@
+//! The submit path: a submission (single-flight on the in-flight index, the queue bound) and the lookup of a
+//! finished value beyond the near cache.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use refcache_core::{
+    BackendError, CacheKey, RefId, StoredValue, Submission, Submitted, TaskInfo, Timestamp,
+};
+
+use super::codec::decode_value;
+use super::config::Mode;
+use super::inner::{Inner, ms_i64, now_ms};
+
+impl Inner {
+    pub(super) async fn submit(
+        self: &Arc<Self>,
+        submission: Submission,
+    ) -> Result<Submitted, BackendError> {
+        let Submission { spec, job, .. } = submission;
+        let created = now_ms();
+        let mut info = TaskInfo::new(
+            spec.ref_id.clone(),
+            spec.task_name.clone(),
+            spec.namespace.clone(),
+        );
+        // Whole milliseconds, as the record stores them: lists order by this.
+        info.created_at = Timestamp(UNIX_EPOCH + Duration::from_millis(created));
+        info.session_id = spec.options.session_id.clone();
+        info.policy = spec.policy.clone();
+        info.max_retries = spec.options.max_retries;
+        // In `workers` mode a task goes to the workers, unless no worker could run it: a method or a function with
+        // skipped parameters is not registered by name, so it runs here, as in `local` mode.
+        let workers = self.config.mode == Mode::Workers
+            && (job.is_none() || refcache_core::registry::find(&spec.task_name).is_some());
+        let owner: Option<&str> = (!workers).then_some(self.consumer.as_str());
+        let info_json = serde_json::to_string(&info).expect("a TaskInfo serializes");
+        let spec_json = serde_json::to_string(&spec).expect("a TaskSpec serializes");
+        let key = spec.key.to_hex();
+        let created = i64::try_from(created).unwrap_or(i64::MAX);
+        let max_queued = i64::try_from(self.config.max_queued).unwrap_or(i64::MAX);
+        let lease = ms_i64(self.config.lease);
+        for _ in 0..8 {
+            // Single-flight: the in-flight index admits one row per key; a refused insert joins the row there.
+            let inserted = self
+                .query(
+                    &self.sql.insert,
+                    &[
+                        &spec.ref_id.as_str(),
+                        &key,
+                        &info_json,
+                        &spec_json,
+                        &&*spec.task_name,
+                        &&*spec.namespace,
+                        &spec.options.session_id,
+                        &spec.options.priority,
+                        &created,
+                        &workers,
+                        &owner,
+                        &lease,
+                    ],
+                )
+                .await?;
+            let Some(row) = inserted.first() else {
+                let current = self.query(&self.sql.join, &[&key, &self.shard]).await?;
+                match current.first() {
+                    Some(row) => {
+                        return RefId::parse(row.get::<_, &str>(0))
+                            .map(Submitted::Joined)
+                            .map_err(|e| self.corrupt("in-flight task", e));
+                    }
+                    // It ended between the insert and this read: start over.
+                    None => continue,
+                }
+            };
+            let seq: i64 = row.get(1);
+            // A value that landed while the insert waited on the finishing task's row, and the queue's length
+            // (bounded above by the sequence numbers; counted exactly only when that bound is over the limit).
+            let check = self
+                .query(&self.sql.after_insert, &[&key, &spec.ref_id.as_str()])
+                .await?;
+            let landed = check.first().and_then(|r| r.get::<_, Option<String>>(0));
+            let oldest: Option<i64> = check.first().and_then(|r| r.get(1));
+            let full = match oldest {
+                Some(oldest) if seq - oldest + 1 > max_queued => {
+                    let waiting: i64 = self
+                        .query(&self.sql.count_pending, &[&max_queued])
+                        .await?
+                        .first()
+                        .map_or(0, |r| r.get(0));
+                    waiting > max_queued
+                }
+                _ => false,
+            };
+            if landed.is_some() || full {
+                let withdrawn = !self
+                    .query(
+                        &self.sql.withdraw,
+                        &[&spec.ref_id.as_str(), &self.sql.channel],
+                    )
+                    .await?
+                    .is_empty();
+                if withdrawn && full {
+                    return Err(BackendError::QueueFull {
+                        max_queued: self.config.max_queued,
+                    });
+                }
+                if withdrawn {
+                    if let Some(value) = self.lookup(&spec.key).await? {
+                        return Ok(Submitted::Hit(value));
+                    }
+                    continue;
+                }
+                // A worker started it already: it runs, once, as a fresh execution of the call.
+            }
+            let ref_id = spec.ref_id.clone();
+            if workers {
+                self.notify_after(&ref_id, "queued").await;
+            } else {
+                self.hold(Arc::new(spec), job, Some(info));
+            }
+            return Ok(Submitted::Started(ref_id));
+        }
+        Err(BackendError::Other(format!(
+            "could not submit {}: the call's state kept changing",
+            spec.ref_id
+        )))
+    }
+
+    pub(super) async fn lookup(
+        &self,
+        key: &CacheKey,
+    ) -> Result<Option<Arc<StoredValue>>, BackendError> {
+        let rows = self.query(&self.sql.value_by_key, &[&key.to_hex()]).await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let stored = decode_value(row.get(1), row.get(2)).map_err(|e| self.corrupt("value", e))?;
+        Ok(Some(self.keep_near(stored).await).filter(|v| v.is_live()))
+    }
+}
