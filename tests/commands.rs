@@ -339,3 +339,34 @@ async fn children_left_by_a_finished_command_are_stopped() {
     let pgid = pgid_of(done.ref_id().as_str()).await;
     assert_eq!(alive_in_group(pgid), 0, "the background sleep was stopped");
 }
+
+/// How long a call waits is the caller's: a `CallOptions::async_timeout` scope answers a reference long before
+/// the installed 2 s (`Commands::wait`'s default) and before the command ends; the command runs on, and a second
+/// call that waits longer than it takes joins it and gets its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_may_wait_less_or_more_than_the_installed_wait() {
+    install();
+    let spec = sh("echo waiting; sleep 3; echo waited");
+    let asked = Instant::now();
+    let quick = refcache::CallOptions::new()
+        .async_timeout(Duration::from_millis(100))
+        .scope(run_command(spec.clone()))
+        .await
+        .unwrap();
+    assert_eq!(quick.status(), TaskStatus::Processing);
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "answered before the command ended"
+    );
+    let patient = refcache::CallOptions::new()
+        .async_timeout(Duration::from_secs(60))
+        .scope(run_command(spec))
+        .await
+        .unwrap();
+    assert_eq!(patient.ref_id(), quick.ref_id(), "one execution");
+    let outcome: CommandOutcome = patient
+        .value_as()
+        .unwrap()
+        .expect("the value, not a reference");
+    assert_eq!(outcome.tail, "waiting\nwaited\n");
+}

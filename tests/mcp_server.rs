@@ -78,6 +78,7 @@ async fn stdio_client(recorder: Recorder, args: &[&str]) -> Client {
             cmd.args(args);
             cmd.env_remove("REFCACHE_BACKEND");
             cmd.env_remove("MCP_SERVER_ALLOW_COMMANDS");
+            cmd.env_remove("MCP_SERVER_COMMAND_WAIT");
         }),
     )
     .stderr(Stdio::inherit())
@@ -471,6 +472,71 @@ async fn run_command_timeout_stops_the_command() {
     let sleep = ["sleep", seconds.as_str()];
     assert!(!running(&sleep), "stopped before the error is answered");
     client.cancel().await.unwrap();
+}
+
+/// `--command-wait` sets how long `run_command` waits before it answers a reference: a long wait answers a
+/// 3 s command's value (the default 2 s would answer a reference), a short one answers a reference long before a
+/// 5 s command ends. `MCP_SERVER_COMMAND_WAIT` is the same setting; a bad value stops the server, naming it.
+#[tokio::test]
+async fn run_command_waits_as_long_as_the_server_says() {
+    let long = stdio_client(Recorder::default(), &["--command-wait", "60"]).await;
+    let seconds = unique_seconds();
+    let three = format!(
+        "3{}",
+        &seconds[seconds.find('.').unwrap_or(seconds.len())..]
+    );
+    let done = ok(&call(
+        &long,
+        "run_command",
+        json!({"command": "sleep", "args": [three]}),
+    )
+    .await);
+    assert_eq!(
+        done["value"]["exit"]["code"], 0,
+        "the value, not a reference: {done}"
+    );
+    long.cancel().await.unwrap();
+
+    let short = stdio_client(Recorder::default(), &["--command-wait", "0.1"]).await;
+    let five = format!(
+        "5{}",
+        &seconds[seconds.find('.').unwrap_or(seconds.len())..]
+    );
+    let asked = Instant::now();
+    let started = ok(&call(
+        &short,
+        "run_command",
+        json!({"command": "sleep", "args": [five]}),
+    )
+    .await);
+    assert_eq!(started["status"], "processing", "{started}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "answered before the command ended"
+    );
+    ok(&call(&short, "cancel_task", json!({"ref_id": ref_id(&started)})).await);
+    short.cancel().await.unwrap();
+
+    for (args, env, named) in [
+        (&["--command-wait", "soon"][..], None, "--command-wait"),
+        (&[][..], Some("-1"), "MCP_SERVER_COMMAND_WAIT"),
+    ] {
+        let mut command = std::process::Command::new(server_binary());
+        command.args(args).env_remove("MCP_SERVER_COMMAND_WAIT");
+        if let Some(value) = env {
+            command.env("MCP_SERVER_COMMAND_WAIT", value);
+        }
+        let out = command
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the example server");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(named) && stderr.contains("expected a number of seconds"),
+            "{stderr}"
+        );
+    }
 }
 
 #[tokio::test]

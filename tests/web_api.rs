@@ -675,3 +675,104 @@ async fn the_streams_of_one_task_share_its_output_and_each_gets_it_once_from_its
     let late = output_until_end(Events::open(url, "token-a", None).await, 0).await;
     assert_eq!(late, all);
 }
+
+/// The CSRF defence: a POST signed in by the cookie that comes from another site's page (or cannot show it comes
+/// from this server's) is refused with `403` naming what it lacks, whatever it asks (cancel, retry, respond, run a
+/// command, sign in), and the task goes on. The page's own POST (same origin, by `Sec-Fetch-Site` or by `Origin`
+/// alone) and a bearer-token POST with neither header are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cookie_signed_post_from_another_site_is_refused_and_the_pages_own_is_not() {
+    let base = serve().await;
+    let running = alice_agent()
+        .scope(printer("web-csrf".into(), 1))
+        .await
+        .unwrap();
+    let id = running.ref_id().to_string();
+    let client = reqwest::Client::new();
+    let post_with = |path: String, headers: &[(&'static str, &str)]| {
+        let mut request = client
+            .post(format!("{base}{path}"))
+            .header("cookie", "refcache_token=token-a")
+            .json(&serde_json::json!({"response": {}, "command": "seq", "args": ["1"]}));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let evil = "https://evil.example";
+    for (headers, says) in [
+        (
+            &[("sec-fetch-site", "cross-site"), ("origin", evil)][..],
+            "sent with `Sec-Fetch-Site: cross-site`",
+        ),
+        (
+            &[("sec-fetch-site", "same-site"), ("origin", evil)][..],
+            "sent with `Sec-Fetch-Site: same-site`",
+        ),
+        (
+            &[("origin", evil)][..],
+            "its `Origin` is `https://evil.example`",
+        ),
+        (&[("origin", "null")][..], "its `Origin` is `null`"),
+        (
+            &[][..],
+            "it has neither an `Origin` nor a `Sec-Fetch-Site` header",
+        ),
+    ] {
+        for path in [
+            format!("/api/tasks/{id}/cancel"),
+            format!("/api/tasks/{id}/retry"),
+            format!("/api/tasks/{id}/respond"),
+            "/api/commands".to_owned(),
+        ] {
+            let (status, body) = post_with(path.clone(), headers).await;
+            assert_eq!(status, 403, "{path} {headers:?}: {body}");
+            let body: Value = serde_json::from_str(&body).unwrap();
+            let error = body["error"].as_str().unwrap();
+            assert!(
+                error.starts_with("cross-site request refused") && error.contains(says),
+                "{path}: {error}"
+            );
+            assert!(error.contains("Authorization: Bearer"), "{error}");
+        }
+    }
+    // The sign-in form is checked too (a cross-site sign-in would put the attacker's token in the cookie).
+    let login = client
+        .post(format!("{base}/login"))
+        .header("sec-fetch-site", "cross-site")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=token-b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 403);
+    assert!(
+        login
+            .text()
+            .await
+            .unwrap()
+            .contains("cross-site request refused")
+    );
+    let (_, task) = get(&base, &format!("/api/tasks/{id}"), Some("token-a")).await;
+    assert_eq!(task["status"], "processing", "nothing was done: {task}");
+
+    // The page's own requests: a browser that sends `Sec-Fetch-Site`, and one that sends only `Origin`.
+    let (status, body) = post_with(
+        format!("/api/tasks/{id}/cancel"),
+        &[("sec-fetch-site", "same-origin"), ("origin", &base)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"cancelled\""), "{body}");
+    let (status, body) = post_with(format!("/api/tasks/{id}/cancel"), &[("origin", &base)]).await;
+    assert_eq!(status, 200, "{body}");
+    // A script with a bearer token sends neither header.
+    let (status, cancelled) =
+        post(&base, &format!("/api/tasks/{id}/cancel"), "token-a", None).await;
+    assert_eq!(status, 200, "{cancelled}");
+    open("web-csrf");
+}

@@ -31,7 +31,7 @@ mod error;
 mod process;
 mod spec;
 
-pub use commands::{Commands, DEFAULT_GRACE, DEFAULT_TAIL_BYTES, SHELLS};
+pub use commands::{Commands, DEFAULT_GRACE, DEFAULT_TAIL_BYTES, DEFAULT_WAIT, SHELLS};
 pub use error::CommandError;
 pub use spec::{CommandOutcome, CommandSpec, Exit};
 
@@ -43,13 +43,32 @@ pub const TASK_NAME: &str = "refcache.command";
 
 /// Runs `spec` with the [`Commands`] installed in this process, on the process-wide default cache: the one
 /// cached function that every surface (an MCP tool, a web form, a script) calls, so that the same spec is one
-/// execution. It waits up to 2 s for the result, then answers a processing reference; poll it, or follow its
-/// output with [`RefCache::follow_output`](crate::RefCache::follow_output).
+/// execution. It waits up to [`Commands::wait`] (2 s unless the server sets it; a
+/// [`CallOptions::async_timeout`](crate::CallOptions::async_timeout) scope around the call wins) for the result,
+/// then answers a processing reference; poll it, or follow its output with
+/// [`RefCache::follow_output`](crate::RefCache::follow_output).
 ///
 /// The task fails (never an `Err` of the call) when commands are not installed, the program is not allowed, not
 /// found or not executable, or the command exits with a non-zero code or a signal.
+pub async fn run_command(
+    spec: CommandSpec,
+) -> Result<crate::cache::response::CachedResponse, crate::model::error::RefCacheError> {
+    let options = crate::cache::call_options::CallOptions::current();
+    match Commands::installed() {
+        Ok(commands) if options.async_timeout.is_none() => {
+            crate::cache::call_options::CallOptions::new()
+                .async_timeout(commands.wait_for())
+                .scope(command_task(spec))
+                .await
+        }
+        _ => command_task(spec).await,
+    }
+}
+
+/// The cached function behind [`run_command`]: its `async_timeout` is the wait when no [`Commands`] are
+/// installed (the task then fails, saying so).
 #[crate::cached(crate = "crate", name = "refcache.command", async_timeout = 2.0)]
-pub async fn run_command(spec: CommandSpec, ctx: TaskContext) -> Result<CommandOutcome, TaskError> {
+async fn command_task(spec: CommandSpec, ctx: TaskContext) -> Result<CommandOutcome, TaskError> {
     let commands = Commands::installed().map_err(TaskError::from)?;
     commands.run(&spec, &ctx).await.map_err(TaskError::from)
 }

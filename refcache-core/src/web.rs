@@ -24,8 +24,13 @@
 //! 3. with no tokens: a browser session of its own (a random `refcache_session` cookie), so that two browsers
 //!    never see each other's tasks.
 //!
-//! Cookies are `HttpOnly` and `SameSite=Strict`: another site cannot make the browser send them, so it cannot
-//! cancel or start anything in the user's name.
+//! Cookies are `HttpOnly` and `SameSite=Strict`. On top of that, a request that changes something (every `POST`)
+//! and is not signed with a bearer token must come from this server's own page: its `Sec-Fetch-Site` is
+//! `same-origin`, or (for a browser that does not send it) its `Origin` names this server's `Host` or an origin
+//! given to [`WebRefCache::with_origin`]. Anything else, a request with neither header included, gets `403`
+//! naming what it lacks, so another site cannot cancel, retry, answer or start anything in the user's name, even
+//! in a browser that sends the cookie (an old browser, a same-site subdomain). A bearer token is never added by a
+//! browser on its own, so scripts that send one need neither header.
 //!
 //! # Routes
 //! - `GET /`: the task list; `GET /tasks/{ref_id}`: a task page; `GET /login`, `POST /login` (with tokens).

@@ -6,12 +6,15 @@
 //! cargo run -p mcp_server -- --http 127.0.0.1:8765 --auth-tokens alice:token-a,bob:token-b
 //! cargo run -p mcp_server -- --allow-command echo,sleep,seq,ls
 //! cargo run -p mcp_server -- --allow-command sh --enable-shell       # a shell only when asked for
+//! cargo run -p mcp_server -- --command-wait 30                        # run_command waits up to 30 s
 //! ```
 //!
 //! The backend comes from the environment or `refcache.toml`, as for every refcache program (`REFCACHE_BACKEND`,
 //! `REFCACHE_MAX_SIZE`, ...; see the crate docs). `MCP_SERVER_ALLOW_COMMANDS` is the allowlist of `run_command`
 //! when no `--allow-command` is given; the default list is `echo,sleep,seq`. (It is not a `REFCACHE_*` variable:
-//! refcache rejects the ones it does not know, so that a typo in its settings never goes unnoticed.) `run_command`
+//! refcache rejects the ones it does not know, so that a typo in its settings never goes unnoticed.)
+//! `--command-wait SECONDS` (else `MCP_SERVER_COMMAND_WAIT`, else 2) is how long a `run_command` call waits for the
+//! command's result before it answers a reference to poll (`Commands::wait`). `run_command`
 //! is refcache's command job (`refcache::command`, `docs/commands.md`): a shell or launcher on the list is refused
 //! unless `--enable-shell` is given.
 //!
@@ -267,7 +270,8 @@ impl Demo {
 
     /// Runs an allowlisted program (no shell) and returns its exit, duration and output tail; its output streams
     /// into the task's log as it runs (read it with get_cached_result's output_offset). Cancel it with
-    /// cancel_task. The same cached function as the web page's form: equal commands are one execution.
+    /// cancel_task. It waits up to the server's --command-wait (2 s unless set) before answering a ref_id. The
+    /// same cached function as the web page's form: equal commands are one execution.
     #[tool(name = "run_command")]
     async fn run_command(
         &self,
@@ -331,6 +335,20 @@ struct Options {
     tokens: HashMap<String, String>,
     allowed: BTreeSet<String>,
     shell: bool,
+    /// How long a `run_command` call waits before it answers a reference.
+    command_wait: Duration,
+}
+
+/// `--command-wait`'s value as a duration: seconds from 0 to an hour.
+fn command_wait(name: &str, text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if (0.0..=MAX_SECONDS).contains(&seconds) => {
+            Ok(Duration::from_secs_f64(seconds))
+        }
+        _ => Err(format!(
+            "{name}: expected a number of seconds from 0 to {MAX_SECONDS}, got `{text}`"
+        )),
+    }
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -338,6 +356,7 @@ fn parse_options() -> Result<Options, String> {
     let mut tokens = HashMap::new();
     let mut allowed: Option<BTreeSet<String>> = None;
     let mut shell = false;
+    let mut wait = None;
     let mut args = std::env::args().skip(1);
     let list = |text: &str| -> BTreeSet<String> {
         text.split(',')
@@ -362,10 +381,13 @@ fn parse_options() -> Result<Options, String> {
                 .get_or_insert_with(BTreeSet::new)
                 .extend(list(&value("--allow-command")?)),
             "--enable-shell" => shell = true,
+            "--command-wait" => {
+                wait = Some(command_wait("--command-wait", &value("--command-wait")?)?);
+            }
             "--help" | "-h" => {
                 return Err(
                     "usage: mcp_server [--http ADDR] [--auth-tokens user:token,...] \
-                            [--allow-command cmd,...] [--enable-shell]"
+                            [--allow-command cmd,...] [--enable-shell] [--command-wait SECONDS]"
                         .into(),
                 );
             }
@@ -379,6 +401,13 @@ fn parse_options() -> Result<Options, String> {
             Err(_) => list("echo,sleep,seq"),
         },
     };
+    let command_wait = match wait {
+        Some(wait) => wait,
+        None => match std::env::var("MCP_SERVER_COMMAND_WAIT") {
+            Ok(text) => command_wait("MCP_SERVER_COMMAND_WAIT", &text)?,
+            Err(_) => refcache::command::DEFAULT_WAIT,
+        },
+    };
     if !tokens.is_empty() && http.is_none() {
         return Err("--auth-tokens needs --http: stdio has no requests to authenticate".into());
     }
@@ -387,6 +416,7 @@ fn parse_options() -> Result<Options, String> {
         tokens,
         allowed,
         shell,
+        command_wait,
     })
 }
 
@@ -428,6 +458,7 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let mut commands = Commands::new()
         .allow(options.allowed)
         .grace(KILL_AFTER)
+        .wait(options.command_wait)
         .allowlist_hint(
             "start the server with --allow-command or MCP_SERVER_ALLOW_COMMANDS to change the list",
         );

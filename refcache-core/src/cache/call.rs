@@ -138,8 +138,9 @@ impl RefCache {
             .with_policy(policy)
             .with_actor(scope.caller.as_ref().map(|c| c.actor.clone()));
         // The deadline is taken before submitting, so a slow submit cannot stretch the wait past `async_timeout`.
-        let deadline = meta
-            .async_timeout()
+        let deadline = scope
+            .async_timeout
+            .or(meta.async_timeout())
             .map(|t| tokio::time::Instant::now() + t);
         // Over the owner's cap, refused before anything is submitted; a place taken is held while the task runs.
         let place = match &self.inner.owner_cap {
@@ -235,6 +236,8 @@ pub struct CallScope {
     pub max_size: Option<usize>,
     /// Checks resolved arguments against the parameter types.
     pub check: Option<ArgCheck>,
+    /// How long this call waits, when a [`CallOptions`] scope says (else the function's `async_timeout`).
+    pub async_timeout: Option<std::time::Duration>,
     /// Who calls, in which session and namespace. `None`: no scope is in effect and the namespace is fixed, so
     /// the caller is an anonymous user outside any session.
     pub caller: Option<Box<Caller>>,
@@ -270,6 +273,7 @@ impl CallScope {
                 refs: false,
                 max_size: None,
                 check: None,
+                async_timeout: None,
                 caller: None,
             });
         }
@@ -297,6 +301,7 @@ impl CallScope {
             refs: false,
             max_size: options.max_size,
             check: None,
+            async_timeout: options.async_timeout,
             caller: Some(Box::new(Caller {
                 actor,
                 session,

@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::time::Duration;
 
 use crate::model::format::AsyncResponseFormat;
 use crate::model::scope::ScopeGuard;
@@ -27,6 +28,9 @@ pub struct CallOptions {
     pub format: Option<AsyncResponseFormat>,
     /// The largest value answered whole; a larger one is answered with a preview of at most this size.
     pub max_size: Option<usize>,
+    /// How long a call waits for its value before it answers a processing reference (the function's
+    /// `async_timeout` for these calls; `Duration::ZERO`: a reference at once unless the value is there).
+    pub async_timeout: Option<Duration>,
 }
 
 tokio::task_local! {
@@ -55,11 +59,19 @@ impl CallOptions {
         self
     }
 
+    /// Wait up to `wait` for the value before answering a processing reference, whatever the function's
+    /// `async_timeout` says. The execution is the same either way: only how long this caller waits changes.
+    pub fn async_timeout(mut self, wait: Duration) -> Self {
+        self.async_timeout = Some(wait);
+        self
+    }
+
     /// These options, with the ones they leave unset taken from `outer`.
     fn over(self, outer: Self) -> Self {
         Self {
             format: self.format.or(outer.format),
             max_size: self.max_size.or(outer.max_size),
+            async_timeout: self.async_timeout.or(outer.async_timeout),
         }
     }
 

@@ -13,6 +13,10 @@ use super::spec::CommandSpec;
 /// How long a stopped command gets between SIGTERM and SIGKILL when the server sets nothing: 5 s.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
+/// How long [`run_command`](super::run_command) waits for a command's result before it answers a processing
+/// reference, when the server sets nothing: 2 s.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(2);
+
 /// How many bytes of a command's output its outcome (or error) quotes when the server sets nothing: 4 KiB.
 pub const DEFAULT_TAIL_BYTES: usize = 4 << 10;
 
@@ -57,6 +61,7 @@ pub struct Commands {
     pub(super) dirs: Vec<PathBuf>,
     pub(super) working_dir: Option<PathBuf>,
     pub(super) grace: Duration,
+    pub(super) wait: Duration,
     pub(super) tail_bytes: usize,
     pub(super) hint: Option<String>,
 }
@@ -79,6 +84,7 @@ impl Commands {
             dirs: Vec::new(),
             working_dir: None,
             grace: DEFAULT_GRACE,
+            wait: DEFAULT_WAIT,
             tail_bytes: DEFAULT_TAIL_BYTES,
             hint: None,
         }
@@ -132,6 +138,14 @@ impl Commands {
         self
     }
 
+    /// How long a call of [`run_command`](super::run_command) waits for the result before it answers a processing
+    /// reference (default [`DEFAULT_WAIT`], 2 s; `Duration::ZERO`: a reference at once). Only the caller's wait
+    /// changes: the command runs as long as it runs, and a poll or the web page follows it.
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
     /// How many bytes of output an outcome or error quotes (default [`DEFAULT_TAIL_BYTES`]).
     pub fn tail_bytes(mut self, bytes: usize) -> Self {
         self.tail_bytes = bytes;
@@ -158,6 +172,11 @@ impl Commands {
     /// The grace period between SIGTERM and SIGKILL.
     pub fn grace_period(&self) -> Duration {
         self.grace
+    }
+
+    /// How long [`run_command`](super::run_command) waits for the result ([`wait`](Self::wait)).
+    pub fn wait_for(&self) -> Duration {
+        self.wait
     }
 
     /// Checks the settings: a shell on the allowlist without [`enable_shell`](Self::enable_shell) is refused.

@@ -2,7 +2,7 @@
 //! every handler acts as.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -29,6 +29,13 @@ pub(super) async fn identify(
     let path = request.uri().path();
     let open = path == "/login" || path.starts_with("/assets/");
     let api = path.starts_with("/api/");
+    if let Err(e) = same_origin(&web, &request) {
+        return if api {
+            e.into_response()
+        } else {
+            super::html::error_page(&e)
+        };
+    }
     match caller(&web, &request) {
         Ok(Some(actor)) => {
             request.extensions_mut().insert(Caller(actor));
@@ -70,6 +77,57 @@ fn caller(web: &WebRefCache, request: &Request) -> Result<Option<Actor>, WebErro
     Ok(cookie(headers, SESSION_COOKIE)
         .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
         .map(browser_actor))
+}
+
+/// The CSRF defence: a request that changes something (any method but `GET`, `HEAD`, `OPTIONS`) and does not
+/// carry a bearer token (the cookies of `/login` and of a browser session are sent by the browser whoever made the
+/// page that asks) must come from this server's own page. Browsers say so with `Sec-Fetch-Site: same-origin`, or
+/// with an `Origin` that names this server's `Host` (or one of [`WebRefCache::with_origin`]'s); a browser never
+/// sends a bearer token on its own, so a request with one needs neither.
+fn same_origin(web: &WebRefCache, request: &Request) -> Result<(), WebError> {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return Ok(());
+    }
+    let headers = request.headers();
+    if bearer(headers).is_some() {
+        return Ok(());
+    }
+    let text = |name: header::HeaderName| headers.get(name).map(|v| v.to_str().unwrap_or("?"));
+    let origin = text(header::ORIGIN);
+    let allowed = |origin: &str| web.origins.iter().any(|o| o.eq_ignore_ascii_case(origin));
+    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site")) {
+        return if site == "same-origin" || origin.is_some_and(allowed) {
+            Ok(())
+        } else {
+            Err(WebError::CrossSite {
+                why: format!("it was sent with `Sec-Fetch-Site: {site}`"),
+            })
+        };
+    }
+    let Some(origin) = origin else {
+        return Err(WebError::CrossSite {
+            why: "it has neither an `Origin` nor a `Sec-Fetch-Site` header".to_owned(),
+        });
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    let origin_host = origin.split_once("://").map(|(_, host)| host);
+    match (origin_host, host) {
+        (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) => Ok(()),
+        _ if allowed(origin) => Ok(()),
+        _ => Err(WebError::CrossSite {
+            why: format!(
+                "its `Origin` is `{}`, not this server (`Host: {}`)",
+                crate::model::excerpt::excerpt(origin, 100),
+                crate::model::excerpt::excerpt(host.unwrap_or(""), 100)
+            ),
+        }),
+    }
 }
 
 /// A browser's own session: an anonymous user in session `web:<id>`.

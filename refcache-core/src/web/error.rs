@@ -15,6 +15,17 @@ pub enum WebError {
          cookie)"
     )]
     Unauthorized,
+    /// A request that changes something came from another site's page, or cannot show it came from this
+    /// server's (`403`): it carries no bearer token, so the browser may have added the cookie by itself.
+    #[error(
+        "cross-site request refused: a request that changes something and is signed in by a cookie must come \
+         from this server's own page (the browser sends `Sec-Fetch-Site: same-origin`, or an `Origin` naming this \
+         server); {why}. A script sends `Authorization: Bearer <token>` instead"
+    )]
+    CrossSite {
+        /// What the request lacks, or what it says instead.
+        why: String,
+    },
     /// A field of the request is malformed or too large (`400`).
     #[error("invalid `{field}`: {message}")]
     BadRequest {
@@ -48,6 +59,7 @@ impl WebError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::CrossSite { .. } => StatusCode::FORBIDDEN,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NoCommands => StatusCode::NOT_FOUND,
             Self::Cache(e) => match e {

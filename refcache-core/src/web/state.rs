@@ -33,6 +33,8 @@ pub struct WebRefCache {
     pub(crate) tokens: Option<Arc<HashMap<String, Actor>>>,
     pub(crate) commands: Option<Arc<dyn CommandRunner>>,
     pub(crate) stop: CancellationToken,
+    /// Origins besides the server's own whose pages may send cookie-signed requests that change something.
+    pub(crate) origins: Arc<Vec<String>>,
     /// The shared reads of followed tasks' output.
     pub(crate) fanout: Arc<super::fanout::Fanout>,
 }
@@ -56,6 +58,7 @@ impl WebRefCache {
             tokens: None,
             commands: None,
             stop: CancellationToken::new(),
+            origins: Arc::default(),
             fanout: Arc::default(),
         }
     }
@@ -72,6 +75,16 @@ impl WebRefCache {
     /// Enables the "Run a command" form and `POST /api/commands`, through `runner`.
     pub fn with_commands(mut self, runner: Arc<dyn CommandRunner>) -> Self {
         self.commands = Some(runner);
+        self
+    }
+
+    /// Lets pages from `origin` (such as `https://tasks.example.com`, when a proxy in front changes the `Host`
+    /// the server sees) send cookie-signed requests that change something. Without it, only this server's own
+    /// page may (the CSRF defence: see the [module docs](super)).
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Self {
+        let mut origins = (*self.origins).clone();
+        origins.push(origin.into().trim_end_matches('/').to_owned());
+        self.origins = Arc::new(origins);
         self
     }
 
