@@ -44,10 +44,10 @@ impl RefCache {
         if !scope.access.can_see() {
             return Err(self.call_denied(meta, &scope));
         }
-        // The hit path: the near cache, read in this very future (no extra async layer to copy its state through).
+        // The hit path: the near cache, read in place (a moka `sync` read: no future to copy state through).
         if !scope.refs
             && let Some(near) = self.inner.backend.near_cache()
-            && let Some(stored) = near.get(&key).await
+            && let Some(stored) = near.get_now(&key)
         {
             self.inner.hits.fetch_add(1, Ordering::Relaxed);
             metrics::count(Event::Hit, meta.name_arc(), self.inner.backend_label);
@@ -104,7 +104,7 @@ impl RefCache {
             let prefix = scope.key_prefix(meta).with_private_inputs(&unreadable);
             key = CacheKey::from_json_with_prefix(meta.name(), prefix, &args)?;
             if let Some(near) = self.inner.backend.near_cache()
-                && let Some(stored) = near.get(&key).await
+                && let Some(stored) = near.get_now(&key)
             {
                 self.inner.hits.fetch_add(1, Ordering::Relaxed);
                 metrics::count(Event::Hit, meta.name_arc(), self.inner.backend_label);

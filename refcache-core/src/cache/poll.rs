@@ -243,6 +243,11 @@ impl RefCache {
         let limit = max_size
             .or(stored.max_size)
             .unwrap_or(self.inner.previewer.max_size);
+        // What `show_here` answers first for a value whose JSON is within the limit (it is then within it in every
+        // measure), without building a previewer: the hit's usual case.
+        if matches!(view, View::Auto | View::Full) && stored.size <= limit {
+            return CachedResponse::complete(stored);
+        }
         let heavy = stored.size > crate::contract::offload::OFFLOAD_BYTES
             && stored.size > limit
             && !matches!(view, View::Full);
@@ -374,4 +379,63 @@ pub(super) fn respond_pending(
         None
     };
     CachedResponse::pending(info, format, schema)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::View;
+    use crate::cache::RefCache;
+    use crate::contract::store::StoredValue;
+    use crate::memory::backend::MemoryTaskBackend;
+    use crate::memory::config::MemoryBackendConfig;
+    use crate::model::json_text::JsonText;
+    use crate::model::key::CacheKey;
+    use crate::model::ref_id::RefId;
+
+    /// `show` answers a value within the limit without `show_here`'s previewer: both must answer alike, at the
+    /// limit, on either side of it, and in every view.
+    #[tokio::test]
+    async fn the_fast_path_of_show_answers_as_show_here() {
+        let cache = RefCache::builder()
+            .backend(Arc::new(MemoryTaskBackend::new(
+                MemoryBackendConfig::default(),
+            )))
+            .expect("a cache");
+        let text =
+            JsonText::of(&serde_json::json!({"id": 7, "name": "Ada", "roles": ["admin", "dev"]}))
+                .expect("JSON");
+        let size = text.len();
+        let key = CacheKey::from_json("t", "public", &serde_json::json!({"id": 7})).expect("a key");
+        let stored = Arc::new(StoredValue::new(
+            RefId::generate("test"),
+            key,
+            "t",
+            "public",
+            text,
+            Duration::from_secs(60),
+        ));
+        let views = [
+            View::Auto,
+            View::Full,
+            View::Page {
+                page: 1,
+                page_size: None,
+            },
+        ];
+        for max_size in [None, Some(1), Some(size - 1), Some(size), Some(size + 1)] {
+            for view in views {
+                let fast = cache.show(stored.clone(), view, max_size);
+                let slow = cache.show_here(stored.clone(), view, max_size);
+                assert_eq!(
+                    fast.to_json_string(),
+                    slow.to_json_string(),
+                    "max_size {max_size:?}, view {view:?}"
+                );
+                assert_eq!(fast.is_complete(), slow.is_complete());
+            }
+        }
+    }
 }

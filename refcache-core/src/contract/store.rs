@@ -331,7 +331,10 @@ impl moka::Expiry<CacheKey, Arc<StoredValue>> for PerEntryTtl {
 /// never change, so the copy cannot go stale).
 #[derive(Clone)]
 pub struct ValueStore {
-    cache: moka::future::Cache<CacheKey, Arc<StoredValue>, KeyHasher>,
+    /// moka's blocking-free `sync` cache, not its `future` one: no call here waits on anything (there is no
+    /// eviction listener), and a `sync` read takes no future state machine nor shared housekeeping future, which
+    /// were a third of the hit's cost beyond a raw moka get (issue 17).
+    cache: moka::sync::Cache<CacheKey, Arc<StoredValue>, KeyHasher>,
     max_bytes: u64,
 }
 
@@ -346,7 +349,7 @@ impl std::fmt::Debug for ValueStore {
 impl ValueStore {
     /// A store holding at most `max_bytes` of values (JSON length plus a fixed per-entry overhead).
     pub fn new(max_bytes: u64) -> Self {
-        let cache = moka::future::Cache::builder()
+        let cache = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_: &CacheKey, v: &Arc<StoredValue>| {
                 Self::weight(v).try_into().unwrap_or(u32::MAX)
@@ -373,21 +376,20 @@ impl ValueStore {
 
     /// The value for `key`, if present, unexpired and not [revoked](StoredValue::revoke).
     ///
-    /// Returns moka's future itself (mapped, which adds no state) rather than wrapping it in another `async fn`:
-    /// the future is large, and every wrapping layer would copy it on the hit path.
-    pub fn get<'a>(
-        &'a self,
-        key: &'a CacheKey,
-    ) -> impl Future<Output = Option<Arc<StoredValue>>> + Send + 'a {
-        use futures::FutureExt as _;
-        self.cache
-            .get(key)
-            .map(|found| found.filter(|v| !v.is_revoked()))
+    /// The read is made when this is called, not when the answer is awaited (it never waits): a ready future, so
+    /// that the callers of every backend's near cache read it alike.
+    pub fn get(&self, key: &CacheKey) -> std::future::Ready<Option<Arc<StoredValue>>> {
+        std::future::ready(self.get_now(key))
+    }
+
+    /// [`get`](Self::get), without the future.
+    pub fn get_now(&self, key: &CacheKey) -> Option<Arc<StoredValue>> {
+        self.cache.get(key).filter(|v| !v.is_revoked())
     }
 
     /// Stores `value` under its key.
     pub async fn insert(&self, value: Arc<StoredValue>) {
-        self.cache.insert(value.key, value).await;
+        self.cache.insert(value.key, value);
     }
 
     /// Removes the value for `key` if it is the one stored under `ref_id`: a value a later execution of the same
@@ -399,21 +401,20 @@ impl ValueStore {
         let ours = self
             .cache
             .get(key)
-            .await
             .is_some_and(|value| value.ref_id == *ref_id);
         if ours {
-            self.cache.invalidate(key).await;
+            self.cache.invalidate(key);
         }
     }
 
     /// Removes the value for `key`.
     pub async fn invalidate(&self, key: &CacheKey) {
-        self.cache.invalidate(key).await;
+        self.cache.invalidate(key);
     }
 
     /// Entries and weighted bytes, after pending maintenance.
     pub async fn usage(&self) -> (u64, u64) {
-        self.cache.run_pending_tasks().await;
+        self.cache.run_pending_tasks();
         (self.cache.entry_count(), self.cache.weighted_size())
     }
 }

@@ -531,6 +531,10 @@ impl<'a> KeyBuilder<'a> {
     /// of the canonical text: it may say yes for a near miss, never no for a real one.
     pub fn mentions_ref_id(&self) -> bool {
         let buf = &self.buf;
+        // The shortest mention, `"a:` + 32 hex digits + `"`, and the `{"x":` before any value: shorter keys hold none.
+        if buf.len() < 40 {
+            return false;
+        }
         let is_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
         let is_name = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
         buf.iter().enumerate().any(|(colon, &b)| {
