@@ -1,6 +1,6 @@
 //! The event streams: one task's (`status`, `output`, `end`) and the caller's list (`task`). Both wait on the
 //! cache's change events; a backend that cannot follow a task is read again every second. The streams of one
-//! task share one read of each output chunk (`fanout.rs`).
+//! task share one writer, which reads and frames each event once (`fanout.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -18,7 +19,7 @@ use serde_json::Value;
 
 use super::auth::Caller;
 use super::error::WebError;
-use super::fanout::SharedChunk;
+use super::fanout::{Frame, FrameKind, REREAD};
 use super::fields::Fields;
 use super::state::WebRefCache;
 use super::summary::summary;
@@ -28,8 +29,6 @@ use crate::model::output::OutputChunk;
 use crate::model::record::TaskInfo;
 use crate::model::ref_id::RefId;
 
-/// How often a task that cannot be followed is read again.
-const REREAD: Duration = Duration::from_secs(1);
 /// How often the list is read again when every task in it is followed (for work started on other replicas).
 const RELIST: Duration = Duration::from_secs(5);
 
@@ -59,7 +58,8 @@ fn start_offset(headers: &HeaderMap, fields: &Fields) -> Result<u64, WebError> {
 
 /// `GET /api/tasks/{ref_id}/events`: the task's summary as `status` (now, and on each change), its output from
 /// the start offset as `output` (each event's id the offset after it), then `end` once it is terminal and its
-/// output is all sent.
+/// output is all sent. The events after the stream's own first read come framed from the task's writer
+/// (`fanout.rs`), shared by every stream of the task.
 pub(super) async fn task(
     State(web): State<WebRefCache>,
     Extension(Caller(actor)): Extension<Caller>,
@@ -73,139 +73,196 @@ pub(super) async fn task(
             let fields = Fields::parse(query.as_deref())?;
             let offset = start_offset(&headers, &fields)?;
             let info = web.cache.task_info(&ref_id).await?;
-            // Watched before the output is read, so that no change in between is missed.
-            let watch = web.cache.backend().watch(&info.ref_id).await.ok().flatten();
-            // Listening before the own first read, so that no chunk in between is missed.
+            // Listening before the own first read, so that no frame in between is missed.
             let feed = web
                 .fanout
                 .listen(&web.cache, &actor, &info.ref_id, offset, &web.stop)
                 .await;
-            Ok::<_, WebError>((info, watch, offset, feed))
+            Ok::<_, WebError>((info, offset, feed))
         })
         .await;
-    let (info, watch, offset, feed) = match opened {
+    let (info, offset, feed) = match opened {
         Ok(opened) => opened,
         Err(e) => return e.into_response(),
     };
-    let output = Output {
+    let first = Frame::status(&info);
+    let mut stream = Stream {
         web: web.clone(),
-        actor: actor.clone(),
+        actor,
         ref_id: info.ref_id.clone(),
         offset,
         feed,
         own: None,
+        watch: None,
+        last_status: None,
         pending: VecDeque::new(),
         caught_up: false,
-        finished: false,
+        output_done: false,
+        terminal: info.status.is_terminal(),
+        ended: false,
     };
-    let output = futures::stream::unfold(output, Output::step).boxed();
-    let status = Status {
-        web: web.clone(),
-        actor: actor.clone(),
-        ref_id: info.ref_id.clone(),
-        watch,
-        last: None,
-        first: Some(info),
-    };
-    let status = futures::stream::unfold(status, Status::step).boxed();
-    let last = {
-        let (web, actor) = (web.clone(), actor);
-        futures::stream::once(async move {
-            let info = actor.scope(web.cache.task_info(&ref_id)).await;
-            let mut events = Vec::new();
-            if let Ok(info) = info {
-                events.push(json_event("status", &summary(&info)));
-            }
-            events.push(Event::default().event("end").data("{}"));
-            futures::stream::iter(events)
-        })
-        .flatten()
-    };
-    let events = futures::stream::select(output, status).chain(last).boxed();
-    sse(&web, events)
+    if !info.status.is_terminal() {
+        stream.last_status = Some(first.bytes.clone());
+        stream.pending.push_back(first.bytes);
+    }
+    // No `take_until(stop)` here: polling one shared token on every event of every stream takes its lock. The
+    // writer ends at shutdown, and a stream whose writer ended checks the token (its own follower selects on it).
+    let body = futures::stream::unfold(stream, Stream::step).map(Ok::<_, Infallible>);
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
 }
 
-fn output_event(chunk: &OutputChunk, json: &str) -> Event {
-    Event::default()
-        .event("output")
-        .id(chunk.next_offset.to_string())
-        .data(json)
-}
-
-/// One stream's output events: the shared feed's chunks that continue where this stream is, and its own reads of
-/// the log to catch up (when it opens, when it fell behind, when the feed ends early).
-struct Output {
+/// One task's event stream, as bytes: its own first status and catch-up reads, then the writer's frames that
+/// continue where it is; its own follower of the log and the record once the writer ends early (or could not
+/// start).
+struct Stream {
     web: WebRefCache,
     actor: Actor,
     ref_id: RefId,
     /// Where this stream is in the log.
     offset: u64,
-    feed: Option<tokio::sync::broadcast::Receiver<Arc<SharedChunk>>>,
-    /// Its own follower of the log, once the feed ended before the output did (or could not start).
+    feed: Option<tokio::sync::broadcast::Receiver<Arc<Frame>>>,
+    /// Its own follower of the log, once the writer ended before the output did (or could not start).
     own: Option<BoxStream<'static, Result<OutputChunk, RefCacheError>>>,
-    pending: VecDeque<Event>,
+    /// Its own watch of the record, with `own`.
+    watch: Option<tokio::sync::watch::Receiver<TaskInfo>>,
+    /// The last summary sent (the writer's frames are compared by their bytes).
+    last_status: Option<Bytes>,
+    pending: VecDeque<Bytes>,
     caught_up: bool,
-    finished: bool,
+    /// The output is all sent (or cannot be read by this caller).
+    output_done: bool,
+    /// The task is terminal.
+    terminal: bool,
+    ended: bool,
 }
 
-impl Output {
-    async fn step(mut self) -> Option<(Event, Self)> {
+impl Stream {
+    async fn step(mut self) -> Option<(Bytes, Self)> {
         use tokio::sync::broadcast::error::RecvError;
         loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Some((event, self));
+            if let Some(bytes) = self.pending.pop_front() {
+                return Some((bytes, self));
             }
-            if self.finished {
+            if self.ended {
                 return None;
             }
             if !self.caught_up {
                 self.caught_up = true;
                 self.read().await;
-                if self.feed.is_none() && !self.finished {
-                    self.follow().await;
+                if self.feed.is_none() {
+                    self.go_own().await;
                 }
                 continue;
             }
-            if let Some(own) = &mut self.own {
-                match own.next().await {
-                    Some(Ok(chunk)) => {
-                        let json = serde_json::to_string(&chunk).unwrap_or_default();
-                        self.push(&chunk, &json);
-                    }
-                    _ => self.finished = true,
+            if self.output_done && self.terminal {
+                // The closing status, after the output.
+                let info = self
+                    .actor
+                    .clone()
+                    .scope(self.web.cache.task_info(self.ref_id.as_str()))
+                    .await;
+                if let Ok(info) = info {
+                    self.pending.push_back(Frame::status(&info).bytes);
                 }
+                self.pending.push_back(Frame::end());
+                self.ended = true;
                 continue;
             }
             let Some(feed) = &mut self.feed else {
-                self.finished = true;
+                self.own_step().await;
                 continue;
             };
             match feed.recv().await {
-                Ok(shared) => {
-                    let chunk = &shared.chunk;
-                    if chunk.next_offset <= self.offset && !chunk.done {
-                        continue;
-                    }
-                    if chunk.offset == self.offset && chunk.dropped == 0 {
-                        self.push(chunk, &shared.json);
-                    } else {
-                        // Behind the feed (or past a cut of the log): this stream's own reads, from where it is.
-                        self.read().await;
-                    }
-                }
-                Err(RecvError::Lagged(_)) => {}
+                Ok(frame) => self.take(&frame).await,
+                // Frames were lost to this stream: its own read, from where it is.
+                Err(RecvError::Lagged(_)) => self.read().await,
                 Err(RecvError::Closed) => {
+                    if self.web.stop.is_cancelled() {
+                        return None;
+                    }
                     self.feed = None;
-                    self.follow().await;
+                    self.go_own().await;
                 }
             }
         }
     }
 
-    fn push(&mut self, chunk: &OutputChunk, json: &str) {
+    /// A frame of the writer: sent as it is when it continues this stream, else what it says is read.
+    async fn take(&mut self, frame: &Frame) {
+        match frame.kind {
+            FrameKind::Comment => self.pending.push_back(frame.bytes.clone()),
+            FrameKind::Status { terminal: true } => self.terminal = true,
+            FrameKind::Status { terminal: false } => {
+                if self.last_status.as_ref() != Some(&frame.bytes) {
+                    self.last_status = Some(frame.bytes.clone());
+                    self.pending.push_back(frame.bytes.clone());
+                }
+            }
+            FrameKind::Output {
+                offset,
+                next_offset,
+                dropped,
+                done,
+            } => {
+                if self.output_done || (next_offset <= self.offset && !done) {
+                    return;
+                }
+                if offset == self.offset && dropped == 0 {
+                    self.offset = next_offset;
+                    self.output_done |= done;
+                    self.pending.push_back(frame.bytes.clone());
+                } else {
+                    // Behind the writer (or past a cut of the log): this stream's own reads, from where it is.
+                    self.read().await;
+                }
+            }
+        }
+    }
+
+    /// Without the writer: the next chunk of its own follower, or the record's next change.
+    async fn own_step(&mut self) {
+        enum Next {
+            Chunk(Option<OutputChunk>),
+            Record(Option<Box<TaskInfo>>),
+            Idle,
+            Stop,
+        }
+        let output = !self.output_done;
+        let status = !self.terminal;
+        let next = tokio::select! {
+            chunk = own_chunk(&mut self.own), if output => Next::Chunk(chunk),
+            info = super::fanout::record(&self.web.cache, &self.actor, &self.ref_id, &mut self.watch), if status => {
+                Next::Record(info.map(Box::new))
+            }
+            () = tokio::time::sleep(super::fanout::KEEP_ALIVE) => Next::Idle,
+            () = self.web.stop.cancelled() => Next::Stop,
+        };
+        match next {
+            Next::Chunk(Some(chunk)) => self.push(&chunk),
+            Next::Chunk(None) => self.output_done = true,
+            Next::Record(None) => self.terminal = true,
+            Next::Record(Some(info)) => {
+                let frame = Frame::status(&info);
+                self.take(&frame).await;
+            }
+            Next::Idle => self
+                .pending
+                .push_back(Bytes::from_static(super::fanout::COMMENT)),
+            Next::Stop => self.ended = true,
+        }
+    }
+
+    fn push(&mut self, chunk: &OutputChunk) {
         self.offset = chunk.next_offset;
-        self.finished |= chunk.done;
-        self.pending.push_back(output_event(chunk, json));
+        self.output_done |= chunk.done;
+        self.pending.push_back(Frame::output(chunk).bytes);
     }
 
     /// Reads the log from this stream's offset up to its end now.
@@ -218,80 +275,55 @@ impl Output {
             let chunk = match self.actor.clone().scope(read).await {
                 Ok(chunk) => chunk,
                 Err(_) => {
-                    self.finished = true;
+                    // Not readable by this caller (or gone): no output, the status goes on.
+                    self.output_done = true;
                     return;
                 }
             };
             if chunk.text.is_empty() && chunk.dropped == 0 && !chunk.done {
                 return;
             }
-            let json = serde_json::to_string(&chunk).unwrap_or_default();
-            self.push(&chunk, &json);
+            self.push(&chunk);
             if chunk.done {
                 return;
             }
         }
     }
 
-    /// Follows the log itself from here on (the feed ended before the output did).
-    async fn follow(&mut self) {
+    /// Follows the log and the record itself from here on (the writer ended early, or could not start).
+    async fn go_own(&mut self) {
+        self.watch = self
+            .web
+            .cache
+            .backend()
+            .watch(&self.ref_id)
+            .await
+            .ok()
+            .flatten();
+        // A watch tells changes to come: a task that is terminal already is seen here.
+        if let Some(watch) = &self.watch {
+            self.terminal |= watch.borrow().status.is_terminal();
+        }
+        if self.output_done {
+            return;
+        }
         let follow = self
             .web
             .cache
             .follow_output(self.ref_id.as_str(), self.offset);
         match self.actor.clone().scope(follow).await {
             Ok(own) => self.own = Some(own),
-            Err(_) => self.finished = true,
+            Err(_) => self.output_done = true,
         }
     }
 }
 
-/// The task's status as it changes, until it is terminal.
-struct Status {
-    web: WebRefCache,
-    actor: Actor,
-    ref_id: RefId,
-    watch: Option<tokio::sync::watch::Receiver<TaskInfo>>,
-    last: Option<String>,
-    first: Option<TaskInfo>,
-}
-
-impl Status {
-    async fn step(mut self) -> Option<(Event, Self)> {
-        loop {
-            if self.last.as_deref() == Some("terminal") {
-                return None;
-            }
-            let info = match self.first.take() {
-                Some(info) => info,
-                None => self.next().await?,
-            };
-            let summary = summary(&info);
-            let text = summary.to_string();
-            if self.last.as_deref() == Some(text.as_str()) {
-                continue;
-            }
-            // The closing status is sent after the output, by the stream's end.
-            if info.status.is_terminal() {
-                self.last = Some("terminal".to_owned());
-                return None;
-            }
-            self.last = Some(text);
-            return Some((json_event("status", &summary), self));
-        }
-    }
-
-    /// The record after its next change (or a second later, when it cannot be followed).
-    async fn next(&mut self) -> Option<TaskInfo> {
-        if let Some(watch) = &mut self.watch {
-            if watch.changed().await.is_ok() {
-                return Some(watch.borrow_and_update().clone());
-            }
-            self.watch = None;
-        }
-        tokio::time::sleep(REREAD).await;
-        let read = self.web.cache.task_info(self.ref_id.as_str());
-        self.actor.clone().scope(read).await.ok()
+async fn own_chunk(
+    own: &mut Option<BoxStream<'static, Result<OutputChunk, RefCacheError>>>,
+) -> Option<OutputChunk> {
+    match own {
+        Some(own) => own.next().await?.ok(),
+        None => None,
     }
 }
 
