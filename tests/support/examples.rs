@@ -9,7 +9,9 @@ use std::path::PathBuf;
 /// so that under that command the build is a no-op for an example and reuses every dependency for a package:
 /// `--workspace --all-features`, and this test target selected too, so that the dev-dependencies' features are on
 /// as in a test build (a plain `cargo build --bin` would leave them off and build tokio and everything above it a
-/// second time). `cargo test --test <one>` does not build the examples, so this does.
+/// second time). `cargo test --test <one>` does not build the examples, so this does. The test target named is a
+/// small one (`tracing`), not the caller's: under a narrow `cargo test -p refcache --test suite` the workspace's
+/// feature resolution differs, and naming the caller rebuilt the whole suite binary inside its own test.
 pub(crate) fn binary(name: &'static str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<(&str, PathBuf)>> = std::sync::Mutex::new(Vec::new());
     let mut built = BUILT
@@ -34,7 +36,7 @@ pub(crate) fn binary(name: &'static str) -> PathBuf {
     let status = std::process::Command::new(env!("CARGO"))
         .args(["build", "--workspace", "--all-features"])
         .args(target)
-        .args(["--test", env!("CARGO_CRATE_NAME")])
+        .args(["--test", "tracing"])
         .current_dir(root)
         .status()
         .unwrap_or_else(|e| panic!("cargo build {} {name}: {e}", target[0]));
