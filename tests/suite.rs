@@ -10,6 +10,10 @@
 //! A file that needs a feature is included under that feature (`#[cfg]` here, or its own `#![cfg]`), as
 //! `required-features` did for its binary.
 
+// Each file loads the support modules it uses (`#[path = "support/runs.rs"] mod support;`), as it did as a binary of
+// its own: a file's module is its own copy, with its own statics, so the files do not share counters by accident.
+#![allow(clippy::duplicate_mod)]
+
 #[path = "access_paths.rs"]
 mod access_paths;
 #[path = "admin.rs"]
