@@ -199,12 +199,7 @@ impl Stream {
         match frame.kind {
             FrameKind::Comment => self.pending.push_back(frame.bytes.clone()),
             FrameKind::Status { terminal: true } => self.terminal = true,
-            FrameKind::Status { terminal: false } => {
-                if self.last_status.as_ref() != Some(&frame.bytes) {
-                    self.last_status = Some(frame.bytes.clone());
-                    self.pending.push_back(frame.bytes.clone());
-                }
-            }
+            FrameKind::Status { terminal: false } => self.status(&frame.bytes),
             FrameKind::Output {
                 offset,
                 next_offset,
@@ -212,17 +207,35 @@ impl Stream {
                 done,
             } => {
                 if self.output_done || (next_offset <= self.offset && !done) {
+                    if let Some(status) = &frame.status {
+                        self.status(status);
+                    }
                     return;
                 }
                 if offset == self.offset && dropped == 0 {
+                    // The output and the status it carries, as one write.
                     self.offset = next_offset;
                     self.output_done |= done;
                     self.pending.push_back(frame.bytes.clone());
+                    if let Some(status) = &frame.status {
+                        self.last_status = Some(status.clone());
+                    }
                 } else {
                     // Behind the writer (or past a cut of the log): this stream's own reads, from where it is.
                     self.read().await;
+                    if let Some(status) = &frame.status {
+                        self.status(status);
+                    }
                 }
             }
+        }
+    }
+
+    /// A status event, unless it is the last one sent.
+    fn status(&mut self, bytes: &Bytes) {
+        if self.last_status.as_ref() != Some(bytes) {
+            self.last_status = Some(bytes.clone());
+            self.pending.push_back(bytes.clone());
         }
     }
 

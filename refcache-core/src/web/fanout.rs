@@ -64,6 +64,9 @@ pub(super) struct Frame {
     pub(super) kind: FrameKind,
     /// The event as it goes on the wire (`event: ...\ndata: ...\n\n`).
     pub(super) bytes: Bytes,
+    /// An output frame's status event, carried in `bytes` after the output (the chunk's line changed the
+    /// record): one write per chunk instead of two. A slice of `bytes`.
+    pub(super) status: Option<Bytes>,
 }
 
 impl Frame {
@@ -79,6 +82,20 @@ impl Frame {
                 done: chunk.done,
             },
             bytes: Bytes::from(text),
+            status: None,
+        }
+    }
+
+    /// This output frame with `status` (a non-terminal status frame) after it, in one buffer.
+    fn with_status(self, status: &Frame) -> Self {
+        let mut both = Vec::with_capacity(self.bytes.len() + status.bytes.len());
+        both.extend_from_slice(&self.bytes);
+        both.extend_from_slice(&status.bytes);
+        let both = Bytes::from(both);
+        Self {
+            kind: self.kind,
+            status: Some(both.slice(self.bytes.len()..)),
+            bytes: both,
         }
     }
 
@@ -89,6 +106,7 @@ impl Frame {
                 terminal: info.status.is_terminal(),
             },
             bytes: Bytes::from(format!("event: status\ndata: {}\n\n", summary(info))),
+            status: None,
         }
     }
 
@@ -169,6 +187,7 @@ impl Fanout {
                 _ = keep_alive.tick() => Some(Frame {
                     kind: FrameKind::Comment,
                     bytes: Bytes::from_static(COMMENT),
+                    status: None,
                 }),
                 () = stop.cancelled() => None,
             };
@@ -224,7 +243,7 @@ impl Writer {
                     if chunk.done {
                         self.output = None;
                     }
-                    return Some(Frame::output(&chunk));
+                    return Some(self.with_changed_status(Frame::output(&chunk)));
                 }
                 Next::Chunk(None) => self.output = None,
                 Next::Record(None) => self.terminal = true,
@@ -238,6 +257,28 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+impl Writer {
+    /// `frame` with the record's status after it, when the record changed (and is not terminal: that one goes
+    /// alone). A task's output line changes its record just after the log, so most chunks carry their status.
+    fn with_changed_status(&mut self, frame: Frame) -> Frame {
+        let Some(watch) = &mut self.watch else {
+            return frame;
+        };
+        if self.terminal
+            || !watch.has_changed().unwrap_or(false)
+            || watch.borrow().status.is_terminal()
+        {
+            return frame;
+        }
+        let status = Frame::status(&watch.borrow_and_update());
+        if self.last_status.as_ref() == Some(&status.bytes) {
+            return frame;
+        }
+        self.last_status = Some(status.bytes.clone());
+        frame.with_status(&status)
     }
 }
 
