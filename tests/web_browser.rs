@@ -468,8 +468,14 @@ fn base64_decode(text: &str) -> Vec<u8> {
     out
 }
 
+/// Where the screenshots go: `docs/` when `REFCACHE_SCREENSHOTS=docs` (to refresh the pictures docs/web.md
+/// shows), else this test target's temporary directory, so that running the suite leaves the checkout unchanged.
 fn docs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs")
+    if std::env::var("REFCACHE_SCREENSHOTS").as_deref() == Ok("docs") {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs")
+    } else {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).to_path_buf()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
