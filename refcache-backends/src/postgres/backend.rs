@@ -73,7 +73,7 @@ impl PostgresTaskBackend {
     }
 
     /// A worker (`workers` mode, whatever `config.mode` says): a replica that also claims tasks and runs them by
-    /// name. [`worker::run`] runs one until a signal.
+    /// name. [`worker::run`](super::worker::run) runs one until a signal.
     pub fn worker(config: PostgresConfig) -> Result<Self, PostgresBackendError> {
         Self::build(config.mode(Mode::Workers), true)
     }
