@@ -97,13 +97,7 @@ impl Inner {
             tracing::debug!(ref_id = %active.spec.ref_id, task = %active.spec.task_name, "task started");
             let span = tracing::debug_span!("refcache.task", task = %active.spec.task_name, ref_id = %active.spec.ref_id);
             let handle = active.handle.clone();
-            let drive = drive(self.clone(), active.clone());
-            // A disabled span (no subscriber wants it) would still wrap every poll of the task: skip the wrapper.
-            let join = if span.is_disabled() {
-                handle.spawn(drive)
-            } else {
-                handle.spawn(drive.instrument(span))
-            };
+            let join = handle.spawn(drive(self.clone(), active.clone()).instrument(span));
             *lock(&active.abort) = Some(join.abort_handle());
         }
     }
