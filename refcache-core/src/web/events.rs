@@ -453,3 +453,159 @@ fn follow(receiver: tokio::sync::watch::Receiver<TaskInfo>) -> BoxStream<'static
     })
     .boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    //! A stream that falls behind its task's writer by more than the writer keeps (`FEED_FRAMES`) must still send
+    //! every byte once, in order: the broadcast tells it it lagged, and it reads the log itself from where it is.
+
+    use std::sync::LazyLock;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::extract::{Path, RawQuery, State};
+    use axum::http::HeaderMap;
+    use axum::{Extension, body::Bytes};
+    use futures::StreamExt;
+    use futures::stream::BoxStream;
+    use tokio::sync::Semaphore;
+
+    use super::task;
+    use crate::cache::RefCache;
+    use crate::contract::context::TaskContext;
+    use crate::model::actor::Actor;
+    use crate::web::auth::Caller;
+    use crate::web::state::WebRefCache;
+
+    static CACHE: LazyLock<RefCache> = LazyLock::new(RefCache::new);
+    /// One permit per line the ticker may write.
+    static LINES: Semaphore = Semaphore::const_new(0);
+
+    /// More lines than the writer keeps frames for.
+    const LINES_WRITTEN: u32 = 3 * super::super::fanout::FEED_FRAMES as u32;
+
+    #[crate::cached(crate = "crate", async_timeout = 0.01, cache = CACHE)]
+    async fn ticker(lines: u32, ctx: TaskContext) -> u32 {
+        for i in 0..lines {
+            LINES.acquire().await.expect("never closed").forget();
+            ctx.stdout(&format!("tick {i:04}\n"));
+        }
+        lines
+    }
+
+    /// An event stream's body, read as server-sent events.
+    struct Events {
+        body: BoxStream<'static, Result<Bytes, axum::Error>>,
+        buffer: String,
+    }
+
+    impl Events {
+        async fn open(web: &WebRefCache, actor: &Actor, ref_id: &str) -> Self {
+            let response = task(
+                State(web.clone()),
+                Extension(Caller(actor.clone())),
+                Path(ref_id.to_owned()),
+                RawQuery(None),
+                HeaderMap::new(),
+            )
+            .await;
+            assert_eq!(response.status(), 200);
+            let body: Body = response.into_body();
+            Self {
+                body: body.into_data_stream().boxed(),
+                buffer: String::new(),
+            }
+        }
+
+        /// The next event as (kind, data), comments skipped; `None` once the body ends.
+        async fn next(&mut self) -> Option<(String, String)> {
+            let next = async {
+                loop {
+                    if let Some(end) = self.buffer.find("\n\n") {
+                        let block: String = self.buffer.drain(..end + 2).collect();
+                        let (mut kind, mut data) = (String::new(), String::new());
+                        for line in block.lines() {
+                            if let Some(v) = line.strip_prefix("event: ") {
+                                kind = v.to_owned();
+                            } else if let Some(v) = line.strip_prefix("data: ") {
+                                data.push_str(v);
+                            }
+                        }
+                        if !kind.is_empty() {
+                            return Some((kind, data));
+                        }
+                        continue;
+                    }
+                    let bytes = self.body.next().await?.expect("the body reads");
+                    self.buffer
+                        .push_str(std::str::from_utf8(&bytes).expect("UTF-8 events"));
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(30), next)
+                .await
+                .expect("an event within 30 s")
+        }
+
+        /// The output text until `text` has arrived (or, with `None`, until `end`), each chunk checked to
+        /// continue exactly where the last ended.
+        async fn output(&mut self, at: &mut u64, text: &mut String, until: Option<&str>) {
+            loop {
+                if until.is_some_and(|line| text.ends_with(line)) {
+                    return;
+                }
+                let (kind, data) = self.next().await.expect("the stream ended early");
+                match kind.as_str() {
+                    "output" => {
+                        let chunk: serde_json::Value = serde_json::from_str(&data).unwrap();
+                        assert_eq!(
+                            chunk["offset"], *at,
+                            "a chunk continues where the last ended"
+                        );
+                        assert_eq!(chunk["dropped"], 0, "nothing was cut from a small log");
+                        *at = chunk["next_offset"].as_u64().unwrap();
+                        text.push_str(chunk["text"].as_str().unwrap());
+                    }
+                    "end" => {
+                        assert!(until.is_none(), "the stream ended before {until:?}");
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_far_behind_the_writer_still_gets_every_byte_once_in_order() {
+        let actor = Actor::user("alice");
+        let reference = actor.clone().scope(ticker(LINES_WRITTEN)).await.unwrap();
+        let ref_id = reference.ref_id().to_string();
+        let web = WebRefCache::new(CACHE.clone());
+        let mut fast = Events::open(&web, &actor, &ref_id).await;
+        // Subscribed to the writer at its open, then never read while every line is written.
+        let mut slow = Events::open(&web, &actor, &ref_id).await;
+        let (mut at, mut text) = (0, String::new());
+        for i in 0..LINES_WRITTEN {
+            LINES.add_permits(1);
+            // The fast stream has each line before the next is written: the writer frames every line on its own,
+            // so the slow stream's receiver misses three times as many frames as the writer keeps.
+            fast.output(&mut at, &mut text, Some(&format!("tick {i:04}\n")))
+                .await;
+        }
+        let all: String = (0..LINES_WRITTEN)
+            .map(|i| format!("tick {i:04}\n"))
+            .collect();
+        assert_eq!(text, all);
+        fast.output(&mut at, &mut text, None).await;
+        assert_eq!(text, all, "the fast stream ends with nothing more");
+
+        let (mut slow_at, mut slow_text) = (0, String::new());
+        slow.output(&mut slow_at, &mut slow_text, None).await;
+        assert_eq!(
+            slow_text, all,
+            "the lagging stream read what it missed, once and in order"
+        );
+        assert_eq!(slow_at, at);
+        assert!(slow.next().await.is_none(), "the stream ends after `end`");
+    }
+}

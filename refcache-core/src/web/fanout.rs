@@ -30,7 +30,7 @@ use crate::model::ref_id::RefId;
 
 /// How many frames a writer keeps for streams that are behind: a stream further behind reads the log itself. It
 /// bounds what a writer holds to this many frames (each at most one read of the log, or one summary).
-const FEED_FRAMES: usize = 64;
+pub(super) const FEED_FRAMES: usize = 64;
 
 /// How often a task whose record cannot be watched is read again.
 pub(super) const REREAD: Duration = Duration::from_secs(1);
