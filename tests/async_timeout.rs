@@ -105,3 +105,55 @@ async fn pending_only_when_queued_behind_the_worker_limit() {
         .unwrap();
     assert_eq!(done.value_as::<u32>().unwrap(), Some(2));
 }
+
+/// Hands the blocking function below its release, one call at a time.
+static RELEASE: LazyLock<std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>> =
+    LazyLock::new(Default::default);
+
+/// Blocks its thread (no `.await` at all) until the test releases it: CPU-bound work written without a yield.
+#[cached(async_timeout = 0.1, cache = CACHE)]
+async fn blocks_its_thread(n: u64) -> u64 {
+    let release = RELEASE
+        .lock()
+        .unwrap()
+        .take()
+        .expect("one release per call");
+    release.recv().expect("released");
+    n
+}
+
+/// The timeout holds even for work that never yields: the work runs on a runtime thread of its own, so the caller
+/// answers with a reference at `async_timeout` while the work still holds its thread. (A first poll of the work in
+/// the caller's task would make the caller wait for the whole of it.) The test releases the work only once it has
+/// the reference, so a caller that waited for the work would never answer: the watchdog fails the test instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_that_never_yields_still_answers_a_reference_at_the_timeout() {
+    let (release, wait) = std::sync::mpsc::channel();
+    *RELEASE.lock().unwrap() = Some(wait);
+    let call = tokio::spawn(blocks_its_thread(7));
+    let response = tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .inspect_err(|_| {
+            // Unblock the work so that the runtime can shut down, then fail.
+            let _ = release.send(());
+        })
+        .expect("the caller answers at async_timeout, not when the work ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), TaskStatus::Processing);
+    release.send(()).unwrap();
+    let ref_id = response.ref_id().to_string();
+    let start = std::time::Instant::now();
+    loop {
+        let polled = CACHE.get_cached_result(&ref_id).await.unwrap();
+        if polled.is_complete() {
+            assert_eq!(polled.value_as::<u64>().unwrap(), Some(7));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "done within 30 s of its release"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
