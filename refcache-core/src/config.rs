@@ -673,7 +673,7 @@ mod size_measure_tests {
             from_var("tokens").unwrap_err(),
             from_file("tokens").unwrap_err(),
             in_code.validate().unwrap_err(),
-            RefCache::from_config(&in_code).err().expect("tokens refused"),
+            RefCache::from_config(&in_code).expect_err("tokens refused"),
         ] {
             assert!(matches!(err, ConfigError::TokensNotCompiled), "{err:?}");
             let message = err.to_string();
