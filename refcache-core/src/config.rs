@@ -681,7 +681,10 @@ mod size_measure_tests {
                 message.contains("enable the `tokens` feature of the `refcache` crate"),
                 "{message}"
             );
-            assert!(message.contains("REFCACHE_SIZE_MEASURE=characters"), "{message}");
+            assert!(
+                message.contains("REFCACHE_SIZE_MEASURE=characters"),
+                "{message}"
+            );
         }
     }
 }
