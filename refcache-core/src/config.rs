@@ -29,8 +29,8 @@ use crate::model::preview::{PreviewStrategy, Previewer, SizeMeasure, TokenEncodi
 /// | `max_capacity_bytes` | `REFCACHE_MAX_CAPACITY_BYTES` | `268435456` | bytes of values kept |
 /// | `cancel_grace` | `REFCACHE_CANCEL_GRACE` | `5.0` | seconds a cancelled task may run before it is aborted |
 /// | `default_execution_timeout` | `REFCACHE_DEFAULT_EXECUTION_TIMEOUT` | none | seconds, for tasks that set no `execution_timeout` |
-/// | `size_measure` | `REFCACHE_SIZE_MEASURE` | `tokens` | how values are measured for `max_size`: `tokens` or `characters` |
-/// | `token_encoding` | `REFCACHE_TOKEN_ENCODING` | `cl100k_base` | the tiktoken encoding: `cl100k_base` or `o200k_base` |
+/// | `size_measure` | `REFCACHE_SIZE_MEASURE` | `tokens`; `characters` without the `tokens` feature | how values are measured for `max_size`: `tokens` (needs the `tokens` feature, one of `refcache`'s default features) or `characters` |
+/// | `token_encoding` | `REFCACHE_TOKEN_ENCODING` | `cl100k_base` | the tiktoken encoding: `cl100k_base` or `o200k_base` (used only when measuring tokens) |
 /// | `max_size` | `REFCACHE_MAX_SIZE` | `1000` | the largest value answered whole, in `size_measure` units; larger ones get a preview |
 /// | `page_size` | `REFCACHE_PAGE_SIZE` | `20` | items per page when paging through a value |
 /// | `preview_strategy` | `REFCACHE_PREVIEW_STRATEGY` | `sample` | `sample`, `paginate` or `truncate` |
@@ -38,6 +38,8 @@ use crate::model::preview::{PreviewStrategy, Previewer, SizeMeasure, TokenEncodi
 /// | `max_tasks_per_owner` | `REFCACHE_MAX_TASKS_PER_OWNER` | none | tasks one owner (actor) may have in flight at once, in this process; over it a call fails with `TooManyTasks` |
 ///
 /// An unknown key in the file or an unknown `REFCACHE_*` variable is an error, so a typo never goes unnoticed.
+/// `size_measure = "tokens"` in a build without the `tokens` feature is an error too,
+/// [`ConfigError::TokensNotCompiled`], never a silent switch to characters.
 /// `REFCACHE_REDIS_SERVER` is the one other variable allowed: it is no cache setting, but the `redis-server` binary
 /// that the Redis backend's `RedisServer` starts (in tests, benches and the distributed demo).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -66,7 +68,7 @@ pub struct RefCacheConfig {
     pub cancel_grace: f64,
     /// Seconds of execution timeout for tasks that set none.
     pub default_execution_timeout: Option<f64>,
-    /// `tokens` or `characters`.
+    /// `tokens` or `characters`. The default is `tokens` with the `tokens` feature, `characters` without it.
     pub size_measure: String,
     /// The tiktoken encoding when measuring tokens.
     pub token_encoding: TokenEncoding,
@@ -97,7 +99,7 @@ impl Default for RefCacheConfig {
             max_capacity_bytes: m.max_capacity_bytes,
             cancel_grace: m.cancel_grace.as_secs_f64(),
             default_execution_timeout: None,
-            size_measure: "tokens".to_owned(),
+            size_measure: SizeMeasure::default().unit().to_owned(),
             token_encoding: TokenEncoding::default(),
             max_size: 1000,
             page_size: 20,
@@ -376,7 +378,10 @@ impl RefCacheConfig {
             expected: expected.to_owned(),
         };
         let measure = match self.size_measure.as_str() {
+            #[cfg(feature = "tokens")]
             "tokens" => SizeMeasure::Tokens(self.token_encoding),
+            #[cfg(not(feature = "tokens"))]
+            "tokens" => return Err(ConfigError::TokensNotCompiled),
             "characters" => SizeMeasure::Characters,
             other => {
                 return Err(invalid(
@@ -604,6 +609,82 @@ mod redact_tests {
         // Without the redis feature compiled in, this is BackendNotCompiled; with it, the backend is built.
         if let Err(err) = build_backend(&config) {
             assert!(!err.to_string().contains("s3cret"), "{err}");
+        }
+    }
+}
+
+/// `size_measure` with and without the `tokens` feature: tokens by default with it; without it, characters by
+/// default and `tokens` refused by name (from a variable, a file, or a config set in code), never read as characters.
+/// `cargo test -p refcache-core --lib` runs the side without the feature (the core's default features leave it off),
+/// `--all-features` the side with it.
+#[cfg(test)]
+mod size_measure_tests {
+    use super::*;
+
+    fn from_var(value: &str) -> Result<Previewer, ConfigError> {
+        RefCacheConfig::load_from_vars([("REFCACHE_SIZE_MEASURE", value)])?.previewer()
+    }
+
+    fn from_file(value: &str) -> Result<Previewer, ConfigError> {
+        RefCacheConfig::from_toml_str(&format!("size_measure = \"{value}\"\n"))
+            .expect("a valid file")
+            .previewer()
+    }
+
+    #[test]
+    fn characters_are_always_available() {
+        for previewer in [from_var("characters"), from_file("characters")] {
+            assert_eq!(previewer.unwrap().measure, SizeMeasure::Characters);
+        }
+    }
+
+    #[cfg(feature = "tokens")]
+    #[test]
+    fn with_the_feature_tokens_are_the_default() {
+        let config = RefCacheConfig::default();
+        assert_eq!(config.size_measure, "tokens");
+        let tokens = SizeMeasure::Tokens(TokenEncoding::Cl100kBase);
+        assert_eq!(config.previewer().unwrap().measure, tokens);
+        for previewer in [from_var("tokens"), from_file("tokens")] {
+            assert_eq!(previewer.unwrap().measure, tokens);
+        }
+        let o200k = RefCacheConfig::load_from_vars([
+            ("REFCACHE_SIZE_MEASURE", "tokens"),
+            ("REFCACHE_TOKEN_ENCODING", "o200k_base"),
+        ])
+        .unwrap();
+        assert_eq!(
+            o200k.previewer().unwrap().measure,
+            SizeMeasure::Tokens(TokenEncoding::O200kBase)
+        );
+    }
+
+    #[cfg(not(feature = "tokens"))]
+    #[test]
+    fn without_the_feature_characters_are_the_default_and_tokens_are_refused() {
+        let config = RefCacheConfig::default();
+        assert_eq!(config.size_measure, "characters");
+        assert_eq!(config.previewer().unwrap().measure, SizeMeasure::Characters);
+        let in_code = RefCacheConfig {
+            size_measure: "tokens".into(),
+            ..RefCacheConfig::default()
+        };
+        for err in [
+            from_var("tokens").unwrap_err(),
+            from_file("tokens").unwrap_err(),
+            in_code.validate().unwrap_err(),
+            RefCache::from_config(&in_code).expect_err("tokens refused"),
+        ] {
+            assert!(matches!(err, ConfigError::TokensNotCompiled), "{err:?}");
+            let message = err.to_string();
+            assert!(
+                message.contains("enable the `tokens` feature of the `refcache` crate"),
+                "{message}"
+            );
+            assert!(
+                message.contains("REFCACHE_SIZE_MEASURE=characters"),
+                "{message}"
+            );
         }
     }
 }

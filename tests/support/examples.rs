@@ -33,11 +33,31 @@ pub(crate) fn binary(name: &'static str) -> PathBuf {
     } else {
         (dir.join("examples").join(name), ["--example", name])
     };
-    let status = std::process::Command::new(env!("CARGO"))
+    let mut build = std::process::Command::new(env!("CARGO"));
+    build
         .args(["build", "--workspace", "--all-features"])
         .args(target)
         .args(["--test", "tracing"])
-        .current_dir(root)
+        .current_dir(root);
+    // Cargo gives a test process variables that describe the test's own package (`CARGO_PKG_NAME`,
+    // `CARGO_MANIFEST_DIR`, ...). Build scripts watch some of them: ring's has `rerun-if-env-changed=CARGO_PKG_NAME`
+    // and `CARGO_MANIFEST_DIR`. Passed on, they made this build rerun ring's script and rebuild ring, rustls, redis
+    // and everything above them, and the next plain `cargo test` rebuild them all back. So they are not passed on;
+    // cargo's configuration variables (`CARGO_HOME`, `CARGO_TARGET_DIR`, `CARGO_BUILD_*`, ...) are.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let from_cargo_for_the_test = name == "OUT_DIR"
+            || name == "CARGO_CRATE_NAME"
+            || name == "CARGO_PRIMARY_PACKAGE"
+            || name == "CARGO_TARGET_TMPDIR"
+            || ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix));
+        if from_cargo_for_the_test {
+            build.env_remove(name);
+        }
+    }
+    let status = build
         .status()
         .unwrap_or_else(|e| panic!("cargo build {} {name}: {e}", target[0]));
     assert!(status.success(), "building the example {name} failed");

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use refcache::{RefCacheError, TaskContext, TaskStatus, cached};
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+mod tests;
+
 #[derive(Debug, Serialize, Deserialize)]
 struct IndexReport {
     corpus: String,

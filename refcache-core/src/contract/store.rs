@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::access::AccessPolicy;
 use crate::model::json_text::JsonText;
 use crate::model::key::{CacheKey, KeyHasher};
-use crate::model::preview::{Preview, PreviewStrategy, Previewer, SizeMeasure, TokenEncoding};
+#[cfg(feature = "tokens")]
+use crate::model::preview::TokenEncoding;
+use crate::model::preview::{Preview, PreviewStrategy, Previewer, SizeMeasure};
 use crate::model::ref_id::RefId;
 use crate::model::task::Timestamp;
 
@@ -182,7 +184,9 @@ impl StoredValue {
     pub fn measure(&self, measure: SizeMeasure) -> usize {
         let slot = match measure {
             SizeMeasure::Characters => 0,
+            #[cfg(feature = "tokens")]
             SizeMeasure::Tokens(TokenEncoding::Cl100kBase) => 1,
+            #[cfg(feature = "tokens")]
             SizeMeasure::Tokens(TokenEncoding::O200kBase) => 2,
         };
         *self.measured.0[slot].get_or_init(|| measure.of_text(self.value.as_str()))

@@ -305,6 +305,12 @@ pub enum ConfigError {
         /// The feature that provides it.
         feature: String,
     },
+    /// `size_measure` is `tokens`, but this build has no token counter (the `tokens` feature is off).
+    #[error(
+        "size_measure `tokens` is not available in this build: enable the `tokens` feature of the `refcache` crate \
+         (one of its default features), or set size_measure = \"characters\" (REFCACHE_SIZE_MEASURE=characters)"
+    )]
+    TokensNotCompiled,
     /// A backend could not be built from its settings.
     #[error("cannot start backend `{backend}`: {message}")]
     Backend {

@@ -7,23 +7,41 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// How a value's size is counted.
+///
+/// The default is `Tokens` in `cl100k_base` when the `tokens` feature is on (it is one of the
+/// `refcache` crate's default features), and [`Characters`](Self::Characters) when it is off. Without the feature
+/// the `Tokens` variant does not exist, so code that names it does not compile, and `size_measure = "tokens"` in the
+/// settings is [`ConfigError::TokensNotCompiled`](crate::ConfigError::TokensNotCompiled).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SizeMeasure {
     /// Characters of the compact JSON text.
     Characters,
-    /// Tokens of the compact JSON text, by a tiktoken encoding (its vocabulary ships inside the crate).
+    /// Tokens of the compact JSON text, by a tiktoken encoding (its vocabulary ships inside the crate). Only with
+    /// the `tokens` feature.
+    #[cfg(feature = "tokens")]
     Tokens(TokenEncoding),
 }
 
+/// Tokens in `cl100k_base`: the `tokens` feature is on.
+#[cfg(feature = "tokens")]
 impl Default for SizeMeasure {
     fn default() -> Self {
         Self::Tokens(TokenEncoding::default())
     }
 }
 
-/// A tiktoken encoding.
+/// Characters: the `tokens` feature is off, so there is no token counter.
+#[cfg(not(feature = "tokens"))]
+impl Default for SizeMeasure {
+    fn default() -> Self {
+        Self::Characters
+    }
+}
+
+/// A tiktoken encoding. Used only with the `tokens` feature; the setting `token_encoding` is accepted without it,
+/// and unused, as it is when `size_measure` is `characters`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -40,6 +58,7 @@ impl SizeMeasure {
     pub fn unit(self) -> &'static str {
         match self {
             Self::Characters => "characters",
+            #[cfg(feature = "tokens")]
             Self::Tokens(_) => "tokens",
         }
     }
@@ -53,9 +72,11 @@ impl SizeMeasure {
     pub fn of_text(self, text: &str) -> usize {
         match self {
             Self::Characters => text.chars().count(),
+            #[cfg(feature = "tokens")]
             Self::Tokens(TokenEncoding::Cl100kBase) => tiktoken_rs::cl100k_base_singleton()
                 .encode_ordinary(text)
                 .len(),
+            #[cfg(feature = "tokens")]
             Self::Tokens(TokenEncoding::O200kBase) => tiktoken_rs::o200k_base_singleton()
                 .encode_ordinary(text)
                 .len(),
@@ -487,13 +508,19 @@ mod tests {
     }
 
     #[test]
-    fn measures_count_characters_or_tokens() {
+    fn measures_count_characters() {
         let v = json!("héllo wörld");
         assert_eq!(
             SizeMeasure::Characters.of(&v),
             13,
             "11 characters and 2 quotes, not bytes"
         );
+        assert_eq!(SizeMeasure::Characters.unit(), "characters");
+    }
+
+    #[cfg(feature = "tokens")]
+    #[test]
+    fn measures_count_tokens_and_tokens_are_the_default() {
         let tokens = SizeMeasure::Tokens(TokenEncoding::Cl100kBase).of(&json!("hello world"));
         assert!((3..=5).contains(&tokens), "quotes plus two words: {tokens}");
         let o200k = SizeMeasure::Tokens(TokenEncoding::O200kBase).of(&json!("hello world"));
@@ -502,6 +529,16 @@ mod tests {
             SizeMeasure::default(),
             SizeMeasure::Tokens(TokenEncoding::Cl100kBase)
         );
+        assert_eq!(SizeMeasure::default().unit(), "tokens");
+    }
+
+    #[cfg(not(feature = "tokens"))]
+    #[test]
+    fn without_the_tokens_feature_characters_are_the_default() {
+        assert_eq!(SizeMeasure::default(), SizeMeasure::Characters);
+        assert_eq!(Previewer::default().measure, SizeMeasure::Characters);
+        // The wire name still parses to nothing else: a stored `"tokens"` measure is refused, not read as characters.
+        assert!(serde_json::from_value::<SizeMeasure>(json!({"tokens": "cl100k_base"})).is_err());
     }
 
     #[test]
@@ -687,6 +724,7 @@ mod tests {
         assert!(unicode.preview_size <= 10);
     }
 
+    #[cfg(feature = "tokens")]
     #[test]
     fn token_budgets_are_respected() {
         let value = Value::Array(
