@@ -20,6 +20,7 @@
 //! `?mode=workers&schema=myapp&lease=30&max_deliveries=3&sslmode=require`).
 
 mod backend;
+mod batch;
 mod codec;
 mod config;
 mod control;

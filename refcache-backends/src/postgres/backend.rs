@@ -2,7 +2,7 @@
 //! each method a call into the file of its path (`submit.rs`, `poll.rs`, `list.rs`, `control.rs`, `output.rs`,
 //! `input.rs`, `stats.rs`); [`PostgresBackendError`]; the start of the background loops.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use refcache_core::{
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::batch::Batches;
 use super::config::{Mode, PostgresConfig, PostgresConfigError};
 use super::held::RunState;
 use super::hub::Hub;
@@ -101,7 +102,11 @@ impl PostgresTaskBackend {
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let inner = Inner {
+        let slots = config.pool_size;
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
+            batches: Batches::new(slots),
+            oldest_pending: AtomicI64::new(0),
             sql: Sql::new(&config.schema),
             near: ValueStore::new(config.near_cache_bytes.max(1)),
             run: Mutex::new(RunState::new(config.max_workers)),
@@ -117,6 +122,7 @@ impl PostgresTaskBackend {
             migrating: tokio::sync::Mutex::new(()),
             hub: Hub::default(),
             output_hub: Hub::default(),
+            start_hub: Hub::default(),
             shard: i32::from(random_byte() % 16),
             consumer,
             consumes,
@@ -127,10 +133,8 @@ impl PostgresTaskBackend {
             consuming: CancellationToken::new(),
             loops: Mutex::new(Vec::new()),
             config,
-        };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        });
+        Ok(Self { inner })
     }
 
     /// The settings.

@@ -1,14 +1,15 @@
 //! [`Inner`]: the state one backend's clones share (settings, connections, statements, the near cache, the hubs,
 //! the tasks held here, the background loops' tokens), and the small helpers every path uses.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use refcache_core::{RefId, ValueStore};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::batch::Batches;
 use super::config::PostgresConfig;
 use super::held::RunState;
 use super::hub::Hub;
@@ -16,6 +17,13 @@ use super::pool::Pool;
 use super::schema::Sql;
 
 pub(crate) struct Inner {
+    /// This, for the tasks it spawns (the hint sender).
+    pub(super) me: Weak<Inner>,
+    /// Ends and hints that concurrent tasks share a statement for.
+    pub(super) batches: Batches,
+    /// A lower bound of the oldest waiting task's sequence number (it never goes down: a retry takes a new one),
+    /// so that a submission reads it only when the queue may be over `max_queued`.
+    pub(super) oldest_pending: AtomicI64,
     pub(super) config: PostgresConfig,
     pub(super) pg_config: tokio_postgres::Config,
     pub(super) tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
@@ -33,6 +41,9 @@ pub(crate) struct Inner {
     pub(super) hub: Hub,
     /// The followers of tasks' output alone (`output` hints): a waiter for a task's end is not woken per batch.
     pub(super) output_hub: Hub,
+    /// The followers of starts alone (`start` hints): a watcher sees a task start; a waiter for its end is not
+    /// woken (and does not read the record) for it.
+    pub(super) start_hub: Hub,
     /// This process's name as a task owner.
     pub(super) consumer: String,
     /// This process's counter shard (counters are sharded so that concurrent transactions do not queue on a row).

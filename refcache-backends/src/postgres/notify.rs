@@ -3,7 +3,8 @@
 //!
 //! Every state change sends `pg_notify('refcache.<schema>', '<ref_id> <kind>')` in the statement (or transaction)
 //! that makes it, so a notification is delivered only once the change is committed. Kinds: `change` (progress, a
-//! start, a question asked, answered or closed), `output` (a task's output log grew), `end` (a terminal status),
+//! question asked, answered or closed), `start` (a delivery started: only watchers follow it, not waiters for the
+//! end), `output` (a task's output log grew), `end` (a terminal status),
 //! `drop <key>` (deleted), `queued` (a task waits for a worker). A payload carries the id and the kind alone, far
 //! under the 8 kB limit of `NOTIFY`: whoever cares reads the rest from the tables.
 //!
@@ -68,6 +69,7 @@ async fn listen_until_dropped(weak: Weak<Inner>) {
                     let Some(inner) = weak.upgrade() else { return };
                     inner.hub.resync();
                     inner.output_hub.resync();
+                    inner.start_hub.resync();
                     inner.resync_held();
                     inner.work.notify_one();
                 }
@@ -129,6 +131,7 @@ impl Inner {
         match hint.kind {
             "queued" => self.work.notify_one(),
             "change" => self.hub.poke(&hint.ref_id),
+            "start" => self.start_hub.poke(&hint.ref_id),
             "output" => self.output_hub.poke(&hint.ref_id),
             "end" | "drop" => {
                 self.hub.poke(&hint.ref_id);

@@ -159,6 +159,8 @@ impl Inner {
     ) -> Result<Option<watch::Receiver<TaskInfo>>, BackendError> {
         let inner = self.clone();
         let mut follower = inner.hub.follow(ref_id);
+        // Starts too (a waiter for the end does not follow them).
+        let mut starts = inner.start_hub.follow(ref_id);
         let Some(snapshot) = inner.get(ref_id).await? else {
             return Ok(None);
         };
@@ -176,10 +178,16 @@ impl Inner {
                             return;
                         }
                     }
+                    changed = starts.rx().changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
                     // A hint can be lost: read again once per lease even without one.
                     () = tokio::time::sleep(inner.config.lease) => {}
                 }
                 follower.rx().borrow_and_update();
+                starts.rx().borrow_and_update();
                 let info = match inner.get(&ref_id).await {
                     Ok(Some(s)) => s.info,
                     Ok(None) => return,

@@ -165,6 +165,7 @@ impl Inner {
             &all.sweep_records,
             &all.forget_processes,
             &all.notify,
+            &all.notify_many,
             // Output: a task's end is a durable commit, which flushes the output written before it.
             &all.output_append,
             // The record-byte check's turn (a counters row); the sum itself only reads.

@@ -197,15 +197,21 @@ impl Inner {
         let give_up = tokio::time::Instant::now() + self.config.task_ttl;
         let mut backoff = Duration::from_millis(50);
         loop {
-            let change = Transition {
-                // A task that ends while it waits for an answer (its time limit) ends from there.
-                from: &[TaskStatus::Processing, TaskStatus::InputRequired],
-                owner: true,
-                counter,
-                dead: false,
-                value,
+            let written = if counter.is_empty() {
+                // The common end: shares its statement and commit with the other ends written meanwhile.
+                self.end(ref_id, info, value).await
+            } else {
+                let change = Transition {
+                    // A task that ends while it waits for an answer (its time limit) ends from there.
+                    from: &[TaskStatus::Processing, TaskStatus::InputRequired],
+                    owner: true,
+                    counter,
+                    dead: false,
+                    value,
+                };
+                self.transition(ref_id, info, change).await
             };
-            match self.transition(ref_id, info, change).await {
+            match written {
                 Ok(done) => return Some(done),
                 Err(err) if tokio::time::Instant::now() < give_up => {
                     tracing::warn!(%ref_id, %err, "cannot record a task's end yet; retrying");

@@ -11,10 +11,11 @@ use tokio_postgres::Client;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_tasks.sql")),
     (2, include_str!("migrations/0002_output_and_input.sql")),
+    (3, include_str!("migrations/0003_one_statement_submit.sql")),
 ];
 
 /// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Why the schema could not be made ready.
 #[derive(Debug, thiserror::Error)]
@@ -122,8 +123,8 @@ pub(crate) struct Sql {
     pub(crate) listen: String,
     /// The notification channel.
     pub(crate) channel: String,
-    pub(crate) insert: String,
-    pub(crate) after_insert: String,
+    pub(crate) insert_batch: String,
+    pub(crate) oldest_pending: String,
     pub(crate) count_pending: String,
     pub(crate) withdraw: String,
     pub(crate) join: String,
@@ -137,6 +138,8 @@ pub(crate) struct Sql {
     pub(crate) status: String,
     pub(crate) spec_info: String,
     pub(crate) transition: String,
+    /// The ends of several held tasks (each compared and set on its own), with their values, in one statement.
+    pub(crate) end_batch: String,
     pub(crate) start: String,
     pub(crate) start_refused: String,
     pub(crate) renew: String,
@@ -151,6 +154,8 @@ pub(crate) struct Sql {
     pub(crate) retry: String,
     pub(crate) count: String,
     pub(crate) notify: String,
+    /// Several hints in one statement.
+    pub(crate) notify_many: String,
     pub(crate) list: String,
     pub(crate) by_status: String,
     pub(crate) value_bytes: String,
@@ -204,25 +209,34 @@ impl Sql {
         Self {
             listen: format!("LISTEN \"{channel}\""),
             channel,
-            // $1 ref, $2 key, $3 info, $4 spec, $5 name, $6 namespace, $7 session, $8 priority, $9 created_ms,
-            // $10 queued, $11 owner (local) or NULL, $12 lease ms. (Its `queued` hint is sent after the commit: see
-            // `notify_after`.)
-            insert: sub("WITH ins AS (
+            // Arrays, one element per submission: $1 refs, $2 keys, $3 infos, $4 specs, $5 names, $6 namespaces,
+            // $7 sessions, $8 priorities, $9 created_ms, $10 queued, $11 owners (local) or NULL; $12 lease ms.
+            // Answers, for each row inserted, its ref and sequence number, and a live value for the key from
+            // another execution (one that landed while the insert waited on the finishing task's row:
+            // `landed_value` reads it with a snapshot taken after the insert; the new task's own may be there
+            // already, a worker having run it). A row not answered was refused: its key is in flight. The rows go
+            // in key order, so that two statements inserting the same keys wait on each other in one order (never
+            // a deadlock); submissions that share a statement are queued in that order. (Their `queued` hint is sent
+            // after the commit: see `notify_after`.)
+            insert_batch: sub("WITH b AS (
+                    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                         $7::text[], $8::integer[], $9::bigint[], $10::boolean[], $11::text[])
+                        AS b (ref_id, cache_key, info, spec, task_name, namespace, session_id, priority, created_ms,
+                              queued, owner)),
+                ins AS (
                     INSERT INTO {s}.tasks (ref_id, cache_key, status, info, spec, task_name, namespace, session_id,
                                           priority, created_ms, queued, owner, lease_until)
-                    VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                            CASE WHEN $11::text IS NULL THEN NULL
-                                 ELSE now() + $12::bigint * interval '1 millisecond' END)
+                    SELECT ref_id, cache_key, 'pending', info, spec, task_name, namespace, session_id, priority,
+                           created_ms, queued, owner,
+                           CASE WHEN owner IS NULL THEN NULL
+                                ELSE now() + $12::bigint * interval '1 millisecond' END
+                    FROM b ORDER BY cache_key, ref_id
                     ON CONFLICT (cache_key) WHERE status IN {in_flight} DO NOTHING
-                    RETURNING ref_id, seq, queued)
-                SELECT ref_id, seq, queued FROM ins"),
-            // $1 key, $2 the new ref: a live value for the key from another execution (one that landed while the
-            // insert waited; the new task's own may be there already, a worker having run it), and the oldest
-            // waiting task's sequence number.
-            after_insert: sub("SELECT
-                    (SELECT ref_id FROM {s}.task_values WHERE cache_key = $1 AND ref_id <> $2 AND expires_at > now()
-                     ORDER BY expires_at DESC LIMIT 1),
-                    (SELECT min(seq) FROM {s}.tasks WHERE status = 'pending')"),
+                    RETURNING ref_id, cache_key, seq)
+                SELECT ref_id, seq, {s}.landed_value(cache_key, ref_id) FROM ins"),
+            // The oldest waiting task's sequence number (read only when a process's lower bound of it says the
+            // queue may be full).
+            oldest_pending: sub("SELECT min(seq) FROM {s}.tasks WHERE status = 'pending'"),
             // $1 max_queued: how many wait, counted up to max_queued + 1.
             count_pending: sub("SELECT count(*) FROM (
                 SELECT 1 FROM {s}.tasks WHERE status = 'pending' LIMIT $1::bigint + 1) q"),
@@ -269,6 +283,31 @@ impl Sql {
                     SELECT ref_id, cache_key, $13, $14, now() + $15::bigint * interval '1 millisecond'
                     FROM u WHERE $13::text IS NOT NULL)
                 SELECT cache_key, CASE WHEN $16 THEN pg_notify($11, ref_id || ' ' || $12) END::text FROM u"),
+            // Arrays, one element per end: $1 refs, $2 statuses, $3 infos, $4 record TTLs ms, $5 values (NULL: none),
+            // $6 metas, $7 value TTLs ms; $8 the owner. Each row ends only from `processing` or `input_required`
+            // while $8 owns it; the rows are locked in ref order (as `renew` locks them), so that two statements
+            // over the same rows never deadlock. Answers the refs that ended. (Their `end` hints are sent after the
+            // commit: see `notify_after`.)
+            end_batch: sub("WITH b AS (
+                    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                                         $7::bigint[])
+                        AS b (ref_id, status, info, record_ttl, value, meta, value_ttl)),
+                l AS (
+                    SELECT t.ref_id FROM {s}.tasks t JOIN b ON b.ref_id = t.ref_id
+                    WHERE t.status IN ('processing', 'input_required') AND t.owner = $8
+                    ORDER BY t.ref_id FOR UPDATE OF t),
+                u AS (
+                    UPDATE {s}.tasks t SET status = b.status, info = b.info, owner = NULL, lease_until = NULL,
+                        finished_at = now(), expires_at = now() + b.record_ttl * interval '1 millisecond'
+                    FROM l, b
+                    WHERE t.ref_id = l.ref_id AND b.ref_id = l.ref_id
+                      AND t.status IN ('processing', 'input_required') AND t.owner = $8
+                    RETURNING t.ref_id, t.cache_key),
+                v AS (
+                    INSERT INTO {s}.task_values (ref_id, cache_key, value, meta, expires_at)
+                    SELECT u.ref_id, u.cache_key, b.value, b.meta, now() + b.value_ttl * interval '1 millisecond'
+                    FROM u JOIN b ON b.ref_id = u.ref_id WHERE b.value IS NOT NULL)
+                SELECT ref_id FROM u"),
             // $1 ref, $2 owner, $3 info, $4 lease ms, $5 max deliveries, $6 shard, $7 channel.
             start: sub("WITH u AS (
                     UPDATE {s}.tasks SET status = 'processing', info = $3, deliveries = deliveries + 1,
@@ -279,11 +318,16 @@ impl Sql {
                 c AS (
                     INSERT INTO {s}.counters (name, shard, n) SELECT 'executions', $6, 1 FROM u
                     ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1)
-                SELECT deliveries, pg_notify($7, ref_id || ' change')::text FROM u"),
+                SELECT deliveries, pg_notify($7, ref_id || ' start')::text FROM u"),
             start_refused: sub("SELECT status, owner, deliveries FROM {s}.tasks WHERE ref_id = $1"),
             // $1 owner, $2 lease ms, $3 refs.
-            renew: sub("UPDATE {s}.tasks SET lease_until = now() + $2::bigint * interval '1 millisecond'
-                WHERE owner = $1 AND ref_id = ANY($3::text[]) AND status IN {in_flight}"),
+            // The rows are locked in ref order, as `end_batch` locks them.
+            renew: sub("WITH l AS (
+                    SELECT ref_id FROM {s}.tasks
+                    WHERE owner = $1 AND ref_id = ANY($3::text[]) AND status IN {in_flight}
+                    ORDER BY ref_id FOR UPDATE)
+                UPDATE {s}.tasks t SET lease_until = now() + $2::bigint * interval '1 millisecond'
+                FROM l WHERE t.ref_id = l.ref_id AND t.owner = $1 AND t.status IN {in_flight}"),
             // $1 owner, $2 how many, $3 lease ms.
             fetch: sub("WITH picked AS (
                     SELECT ref_id FROM {s}.tasks
@@ -321,12 +365,14 @@ impl Sql {
                       AND finished_at < now() - $1::bigint * interval '1 millisecond'
                     RETURNING ref_id, cache_key)
                 SELECT ref_id, cache_key, pg_notify($2, ref_id || ' drop ' || cache_key)::text FROM d"),
-            // $1 ref, $2 info, $3 queued, $4 owner or NULL, $5 lease ms, $6 shard, $7 channel.
+            // $1 ref, $2 info, $3 queued, $4 owner or NULL, $5 lease ms, $6 shard, $7 channel. A retried task takes
+            // a new sequence number (it queues from now, FIFO with the others), so that the oldest waiting task's
+            // number never goes down: a process's lower bound of it (`Inner::oldest_pending`) stays one.
             retry: sub("WITH u AS (
                     UPDATE {s}.tasks SET status = 'pending', info = $2, queued = $3, owner = $4,
                         lease_until = CASE WHEN $4::text IS NULL THEN NULL
                                            ELSE now() + $5::bigint * interval '1 millisecond' END,
-                        deliveries = 0, finished_at = NULL, expires_at = NULL, dead_at = NULL
+                        deliveries = 0, finished_at = NULL, expires_at = NULL, dead_at = NULL, seq = DEFAULT
                     WHERE ref_id = $1 AND status = 'failed'
                     RETURNING ref_id, queued),
                 c AS (
@@ -335,6 +381,8 @@ impl Sql {
                 SELECT pg_notify($7, ref_id || CASE WHEN queued THEN ' queued' ELSE ' change' END)::text FROM u"),
             // $1 channel, $2 payload.
             notify: "SELECT pg_notify($1, $2)".to_owned(),
+            // $1 channel, $2 payloads.
+            notify_many: "SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) p".to_owned(),
             // $1 name, $2 shard.
             count: sub("INSERT INTO {s}.counters (name, shard, n) VALUES ($1, $2, 1)
                 ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1"),
@@ -463,7 +511,7 @@ mod tests {
         assert_eq!(lock_key("a"), lock_key("a"));
         let sql = Sql::new("app_1");
         assert_eq!(sql.listen, "LISTEN \"refcache.app_1\"");
-        assert!(sql.insert.contains("\"app_1\".tasks"));
+        assert!(sql.insert_batch.contains("\"app_1\".tasks"));
         assert!(!sql.list.contains("{s}") && !sql.list.contains("{live}"));
         assert!(MIGRATIONS.iter().all(|(v, _)| *v <= SCHEMA_VERSION));
     }

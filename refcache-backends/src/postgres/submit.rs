@@ -2,15 +2,17 @@
 //! finished value beyond the near cache.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 use refcache_core::{
     BackendError, CacheKey, RefId, StoredValue, Submission, Submitted, TaskInfo, Timestamp,
 };
 
+use super::batch::PendingInsert;
 use super::codec::decode_value;
 use super::config::Mode;
-use super::inner::{Inner, ms_i64, now_ms};
+use super::inner::{Inner, now_ms};
 
 impl Inner {
     pub(super) async fn submit(
@@ -39,29 +41,24 @@ impl Inner {
         let key = spec.key.to_hex();
         let created = i64::try_from(created).unwrap_or(i64::MAX);
         let max_queued = i64::try_from(self.config.max_queued).unwrap_or(i64::MAX);
-        let lease = ms_i64(self.config.lease);
         for _ in 0..8 {
             // Single-flight: the in-flight index admits one row per key; a refused insert joins the row there.
             let inserted = self
-                .query(
-                    &self.sql.insert,
-                    &[
-                        &spec.ref_id.as_str(),
-                        &key,
-                        &info_json,
-                        &spec_json,
-                        &&*spec.task_name,
-                        &&*spec.namespace,
-                        &spec.options.session_id,
-                        &spec.options.priority,
-                        &created,
-                        &workers,
-                        &owner,
-                        &lease,
-                    ],
-                )
+                .insert(PendingInsert {
+                    ref_id: spec.ref_id.as_str().to_owned(),
+                    key: key.clone(),
+                    info: info_json.clone(),
+                    spec: spec_json.clone(),
+                    task_name: spec.task_name.to_string(),
+                    namespace: spec.namespace.to_string(),
+                    session_id: spec.options.session_id.clone(),
+                    priority: spec.options.priority,
+                    created_ms: created,
+                    queued: workers,
+                    owner: owner.map(str::to_owned),
+                })
                 .await?;
-            let Some(row) = inserted.first() else {
+            let Some((seq, landed)) = inserted else {
                 let current = self.query(&self.sql.join, &[&key, &self.shard]).await?;
                 match current.first() {
                     Some(row) => {
@@ -73,16 +70,18 @@ impl Inner {
                     None => continue,
                 }
             };
-            let seq: i64 = row.get(1);
-            // A value that landed while the insert waited on the finishing task's row, and the queue's length
-            // (bounded above by the sequence numbers; counted exactly only when that bound is over the limit).
-            let check = self
-                .query(&self.sql.after_insert, &[&key, &spec.ref_id.as_str()])
-                .await?;
-            let landed = check.first().and_then(|r| r.get::<_, Option<String>>(0));
-            let oldest: Option<i64> = check.first().and_then(|r| r.get(1));
-            let full = match oldest {
-                Some(oldest) if seq - oldest + 1 > max_queued => {
+            // The queue's length is bounded above by the sequence numbers (from this process's lower bound of the
+            // oldest waiting one, read again only when that bound is over the limit), and counted exactly only
+            // when the fresh bound is over it too.
+            let full = seq - self.oldest_pending.load(Ordering::Relaxed) + 1 > max_queued && {
+                let oldest: Option<i64> = self
+                    .query(&self.sql.oldest_pending, &[])
+                    .await?
+                    .first()
+                    .and_then(|r| r.get(0));
+                let oldest = oldest.unwrap_or(seq);
+                self.oldest_pending.fetch_max(oldest, Ordering::Relaxed);
+                seq - oldest + 1 > max_queued && {
                     let waiting: i64 = self
                         .query(&self.sql.count_pending, &[&max_queued])
                         .await?
@@ -90,7 +89,6 @@ impl Inner {
                         .map_or(0, |r| r.get(0));
                     waiting > max_queued
                 }
-                _ => false,
             };
             if landed.is_some() || full {
                 let withdrawn = !self
@@ -115,7 +113,7 @@ impl Inner {
             }
             let ref_id = spec.ref_id.clone();
             if workers {
-                self.notify_after(&ref_id, "queued").await;
+                self.notify_after(&ref_id, "queued");
             } else {
                 self.hold(Arc::new(spec), job, Some(info));
             }

@@ -79,7 +79,7 @@ impl Inner {
             // The notification reaches this process too; waking local followers now saves its round trip.
             self.hub.poke(ref_id);
             if terminal {
-                self.notify_after(ref_id, "end").await;
+                self.notify_after(ref_id, "end");
             }
         }
         Ok(applied)
@@ -111,7 +111,7 @@ impl Inner {
         if rows.is_empty() {
             return Ok(None);
         }
-        self.hub.poke(ref_id);
+        self.start_hub.poke(ref_id);
         Ok(Some(rows[0].get(0)))
     }
 
@@ -141,23 +141,6 @@ impl Inner {
         self.execute(&self.sql.count, &[&counter, &self.shard])
             .await
             .map(drop)
-    }
-
-    /// Sends a hint after the change it announces has committed, on a connection with asynchronous commit.
-    ///
-    /// A durable commit that carries a `NOTIFY` holds PostgreSQL's notification lock (one per database) until its
-    /// WAL is flushed, so notifying transactions are serialized, flush by flush: with hints inside the durable
-    /// statements of the hot path (a submission, a task's end), throughput was one task per disk flush. Sent after
-    /// the commit, a hint can be lost if this process dies in between; waiters re-read their record once per lease
-    /// in any case (see `wait`), and workers look for work once per upkeep period.
-    pub(super) async fn notify_after(&self, ref_id: &RefId, kind: &str) {
-        let payload = format!("{ref_id} {kind}");
-        if let Err(err) = self
-            .execute(&self.sql.notify, &[&self.sql.channel, &payload])
-            .await
-        {
-            tracing::debug!(%ref_id, %err, "refcache: a hint could not be sent");
-        }
     }
 
     /// After an `end` or `drop` hint: reads the row, and stops the task held here (and drops its near-cache

@@ -1,0 +1,353 @@
+//! Work that concurrent tasks share a statement (and a commit) for: submissions, the ends of tasks held here, and
+//! the hints sent after a commit.
+//!
+//! - **Submissions and ends.** Each is a durable commit, one WAL flush. Each joins a queue; whoever holds one of
+//!   `pool_size` slots takes everything queued (up to [`MAX_BATCH`]) and writes it in one statement
+//!   ([`Sql::insert_batch`](super::schema::Sql), [`Sql::end_batch`](super::schema::Sql)), so that when the slots
+//!   are busy, what arrives meanwhile shares the next flush. Alone, a submission or an end is written at once, by
+//!   its own caller: nothing waits for a batch to fill. Each row is still decided on its own: a submission is
+//!   refused by the in-flight index alone (and joins the running task), an end applies only from `processing` or
+//!   `input_required` while this process owns the task; one row that does not apply does not stop the others.
+//! - **Hints.** A hint is sent after the commit it announces (see [`Inner::notify_after`]), without the caller
+//!   waiting for it: one sender at a time per process sends every hint queued so far in one statement, and a burst
+//!   of submissions sends one `queued` hint (a worker woken by it claims until the queue is empty; the payload's id
+//!   is not read).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use refcache_core::{BackendError, RefId, TaskInfo};
+use tokio::sync::oneshot;
+
+use super::codec::info_text;
+use super::inner::{Inner, lock, ms_i64};
+
+/// At most this many submissions or ends in one statement.
+pub(super) const MAX_BATCH: usize = 256;
+
+/// The answer to one queued row.
+type Done<R> = oneshot::Sender<Result<R, BackendError>>;
+
+/// An end waiting for its statement.
+pub(super) struct PendingEnd {
+    ref_id: String,
+    status: &'static str,
+    info: String,
+    record_ttl: i64,
+    value: Option<String>,
+    meta: Option<String>,
+    value_ttl: i64,
+    /// Whether it applied, once written.
+    done: Done<bool>,
+}
+
+/// A submission's row waiting for its statement.
+pub(super) struct PendingInsert {
+    pub(super) ref_id: String,
+    pub(super) key: String,
+    pub(super) info: String,
+    pub(super) spec: String,
+    pub(super) task_name: String,
+    pub(super) namespace: String,
+    pub(super) session_id: Option<String>,
+    pub(super) priority: i32,
+    pub(super) created_ms: i64,
+    pub(super) queued: bool,
+    pub(super) owner: Option<String>,
+}
+
+/// What became of a submission's row: inserted (its sequence number, and a live value of the call from another
+/// execution: see `Sql::insert_batch`), or refused (the key is in flight).
+pub(super) type Inserted = Option<(i64, Option<String>)>;
+
+/// Rows waiting for a statement, and the slots for statements in flight.
+pub(super) struct Batcher<T> {
+    queue: std::sync::Mutex<VecDeque<T>>,
+    slots: tokio::sync::Semaphore,
+}
+
+impl<T> Batcher<T> {
+    fn new(slots: usize) -> Self {
+        Self {
+            queue: std::sync::Mutex::new(VecDeque::new()),
+            slots: tokio::sync::Semaphore::new(slots.max(1)),
+        }
+    }
+
+    /// Queues `item` and waits for `rx`, its answer, writing batches (with `write`) whenever a slot is free and
+    /// rows are queued.
+    async fn run<R, F, Fut>(
+        &self,
+        item: T,
+        mut rx: oneshot::Receiver<Result<R, BackendError>>,
+        write: F,
+    ) -> Result<R, BackendError>
+    where
+        F: Fn(Vec<T>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        lock(&self.queue).push_back(item);
+        loop {
+            let permit = tokio::select! {
+                biased;
+                answer = &mut rx => return answer.unwrap_or_else(|_| Err(dropped())),
+                permit = self.slots.acquire() => permit,
+            };
+            let Ok(permit) = permit else {
+                return Err(dropped());
+            };
+            let batch: Vec<T> = {
+                let mut queue = lock(&self.queue);
+                let n = queue.len().min(MAX_BATCH);
+                queue.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                // Another caller took this row into the statement it has in flight.
+                drop(permit);
+                return rx.await.unwrap_or_else(|_| Err(dropped()));
+            }
+            write(batch).await;
+            drop(permit);
+            // This row was in that batch (answered now) or is still queued (the batch was full): look again.
+        }
+    }
+}
+
+/// Hints waiting for the sender.
+#[derive(Default)]
+pub(super) struct PendingHints {
+    payloads: Vec<String>,
+    /// A `queued` hint is among `payloads`.
+    queued: bool,
+    /// A sender task is running.
+    sending: bool,
+}
+
+/// The queues, in [`Inner`].
+pub(super) struct Batches {
+    ends: Batcher<PendingEnd>,
+    inserts: Batcher<(PendingInsert, Done<Inserted>)>,
+    hints: std::sync::Mutex<PendingHints>,
+}
+
+impl Batches {
+    /// `slots` statements of each kind in flight at once (the durable pool's size).
+    pub(super) fn new(slots: usize) -> Self {
+        Self {
+            ends: Batcher::new(slots),
+            inserts: Batcher::new(slots),
+            hints: std::sync::Mutex::new(PendingHints::default()),
+        }
+    }
+}
+
+impl Inner {
+    /// A held task's end, from `processing` or `input_required` while this process owns it: its terminal record
+    /// and (complete) its value, written durably, with other ends queued meanwhile. Answers whether it applied.
+    pub(super) async fn end(
+        &self,
+        ref_id: &RefId,
+        info: &TaskInfo,
+        value: Option<&(String, String, Duration)>,
+    ) -> Result<bool, BackendError> {
+        debug_assert!(info.status.is_terminal());
+        let record_ttl = match value {
+            // One lifetime: a complete record stays at least as long as its value.
+            Some((_, _, value_ttl)) => self.config.task_ttl.max(*value_ttl),
+            None => self.config.task_ttl,
+        };
+        let (tx, rx) = oneshot::channel();
+        let end = PendingEnd {
+            ref_id: ref_id.as_str().to_owned(),
+            status: info.status.as_str(),
+            info: info_text(info),
+            record_ttl: ms_i64(record_ttl),
+            value: value.map(|(v, _, _)| v.clone()),
+            meta: value.map(|(_, m, _)| m.clone()),
+            value_ttl: value.map_or(0, |(_, _, ttl)| ms_i64(*ttl)),
+            done: tx,
+        };
+        self.batches
+            .ends
+            .run(end, rx, |batch| self.write_ends(batch))
+            .await
+    }
+
+    /// A submission's row, inserted with the other submissions queued meanwhile (durably, in one statement).
+    pub(super) async fn insert(&self, row: PendingInsert) -> Result<Inserted, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        self.batches
+            .inserts
+            .run((row, tx), rx, |batch| self.write_inserts(batch))
+            .await
+    }
+
+    /// Inserts `batch` in one statement and answers each row.
+    async fn write_inserts(&self, batch: Vec<(PendingInsert, Done<Inserted>)>) {
+        let col =
+            |f: fn(&PendingInsert) -> &str| batch.iter().map(|(r, _)| f(r)).collect::<Vec<&str>>();
+        let refs = col(|r| &r.ref_id);
+        let keys = col(|r| &r.key);
+        let infos = col(|r| &r.info);
+        let specs = col(|r| &r.spec);
+        let names = col(|r| &r.task_name);
+        let namespaces = col(|r| &r.namespace);
+        let sessions: Vec<Option<&str>> =
+            batch.iter().map(|(r, _)| r.session_id.as_deref()).collect();
+        let priorities: Vec<i32> = batch.iter().map(|(r, _)| r.priority).collect();
+        let created: Vec<i64> = batch.iter().map(|(r, _)| r.created_ms).collect();
+        let queued: Vec<bool> = batch.iter().map(|(r, _)| r.queued).collect();
+        let owners: Vec<Option<&str>> = batch.iter().map(|(r, _)| r.owner.as_deref()).collect();
+        let lease = ms_i64(self.config.lease);
+        let rows = self
+            .try_query_on(
+                &self.pool,
+                &self.sql.insert_batch,
+                &[
+                    &refs,
+                    &keys,
+                    &infos,
+                    &specs,
+                    &names,
+                    &namespaces,
+                    &sessions,
+                    &priorities,
+                    &created,
+                    &queued,
+                    &owners,
+                    &lease,
+                ],
+            )
+            .await;
+        match rows {
+            Ok(rows) => {
+                let mut inserted: std::collections::HashMap<&str, (i64, Option<String>)> = rows
+                    .iter()
+                    .map(|r| (r.get::<_, &str>(0), (r.get(1), r.get(2))))
+                    .collect();
+                for (row, done) in batch {
+                    let _ = done.send(Ok(inserted.remove(row.ref_id.as_str())));
+                }
+            }
+            Err(fail) => {
+                let err = self.failed(fail);
+                for (_, done) in batch {
+                    let _ = done.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Writes `batch` in one statement and answers each end.
+    async fn write_ends(&self, batch: Vec<PendingEnd>) {
+        let refs: Vec<&str> = batch.iter().map(|e| e.ref_id.as_str()).collect();
+        let statuses: Vec<&str> = batch.iter().map(|e| e.status).collect();
+        let infos: Vec<&str> = batch.iter().map(|e| e.info.as_str()).collect();
+        let record_ttls: Vec<i64> = batch.iter().map(|e| e.record_ttl).collect();
+        let values: Vec<Option<&str>> = batch.iter().map(|e| e.value.as_deref()).collect();
+        let metas: Vec<Option<&str>> = batch.iter().map(|e| e.meta.as_deref()).collect();
+        let value_ttls: Vec<i64> = batch.iter().map(|e| e.value_ttl).collect();
+        let rows = self
+            .try_query_on(
+                &self.pool,
+                &self.sql.end_batch,
+                &[
+                    &refs,
+                    &statuses,
+                    &infos,
+                    &record_ttls,
+                    &values,
+                    &metas,
+                    &value_ttls,
+                    &self.consumer,
+                ],
+            )
+            .await;
+        match rows {
+            Ok(rows) => {
+                let applied: std::collections::HashSet<&str> =
+                    rows.iter().map(|r| r.get::<_, &str>(0)).collect();
+                for end in batch {
+                    let done = applied.contains(end.ref_id.as_str());
+                    if done && let Ok(ref_id) = RefId::parse(&end.ref_id) {
+                        // The notification reaches this process too; waking local followers now saves its trip.
+                        self.hub.poke(&ref_id);
+                        self.notify_after(&ref_id, "end");
+                    }
+                    let _ = end.done.send(Ok(done));
+                }
+            }
+            Err(fail) => {
+                let err = self.failed(fail);
+                for end in batch {
+                    let _ = end.done.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Sends a hint after the change it announces has committed, on a connection with asynchronous commit, without
+    /// waiting for it: the process's one sender sends every hint queued meanwhile in one statement.
+    ///
+    /// A durable commit that carries a `NOTIFY` holds PostgreSQL's notification lock (one per database) until its
+    /// WAL is flushed, so notifying transactions are serialized, flush by flush: with hints inside the durable
+    /// statements of the hot path (a submission, a task's end), throughput was one task per disk flush. Sent after
+    /// the commit, a hint can be lost if this process dies in between; waiters re-read their record once per lease
+    /// in any case (see `wait`), and workers look for work once per upkeep period.
+    pub(super) fn notify_after(&self, ref_id: &RefId, kind: &str) {
+        let start = {
+            let mut hints = lock(&self.batches.hints);
+            if kind == "queued" {
+                // One wakes every worker; each then claims until nothing is left.
+                if hints.queued {
+                    return;
+                }
+                hints.queued = true;
+            }
+            hints.payloads.push(format!("{ref_id} {kind}"));
+            !std::mem::replace(&mut hints.sending, true)
+        };
+        if !start {
+            return;
+        }
+        let Some(inner) = self.me.upgrade() else {
+            lock(&self.batches.hints).sending = false;
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { inner.send_hints().await });
+            }
+            Err(_) => lock(&self.batches.hints).sending = false,
+        }
+    }
+
+    /// The sender: sends what is queued, in one statement, until nothing is.
+    async fn send_hints(self: Arc<Self>) {
+        loop {
+            let payloads = {
+                let mut hints = lock(&self.batches.hints);
+                if hints.payloads.is_empty() {
+                    hints.sending = false;
+                    return;
+                }
+                hints.queued = false;
+                std::mem::take(&mut hints.payloads)
+            };
+            if let Err(err) = self
+                .execute(&self.sql.notify_many, &[&self.sql.channel, &payloads])
+                .await
+            {
+                tracing::debug!(%err, hints = payloads.len(), "refcache: hints could not be sent");
+            }
+        }
+    }
+}
+
+fn dropped() -> BackendError {
+    BackendError::Other(
+        "the write of a task's end was dropped before it answered (the runtime is shutting down?)"
+            .to_owned(),
+    )
+}
