@@ -80,11 +80,23 @@ impl MemoryTaskBackend {
             state: Mutex::new(state),
             idle: Notify::new(),
             counters: Counters::default(),
+            first_poll_inline: None,
             config,
         };
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// A backend whose callers' new tasks always (`true`) or never (`false`) run their first poll in the caller,
+    /// whatever scopes are in effect: for tests that pin that both paths answer the same.
+    #[cfg(test)]
+    pub(crate) fn with_first_poll_inline(config: MemoryBackendConfig, inline: bool) -> Self {
+        let mut backend = Self::new(config);
+        Arc::get_mut(&mut backend.inner)
+            .expect("a new backend is not shared")
+            .first_poll_inline = Some(inline);
+        backend
     }
 
     /// The settings.
@@ -171,7 +183,13 @@ impl TaskBackend for MemoryTaskBackend {
                             tracing::debug!(%ref_id, task = %active.spec.task_name, "task queued");
                         }
                         drop(st);
-                        inner.spawn_all(started);
+                        // The caller's own task may run its first poll here (`Inner::start`); any other task
+                        // this admitted (queued before it) is spawned.
+                        let inline = inner.may_poll_inline();
+                        for task in started {
+                            let own = inline && Arc::ptr_eq(&task, &active);
+                            inner.start(task, own);
+                        }
                         return Ok(Submitted::Started(ref_id));
                     }
                 }
