@@ -165,8 +165,12 @@ async fn attempts(
     let max_retries = spec.options.max_retries;
     let mut attempt = 1u32;
     loop {
-        let ctx = TaskContext::new(spec.ref_id.clone(), hooks.clone(), cancel.clone())
-            .with_actor(spec.actor.clone());
+        let ctx = TaskContext::for_task(
+            spec.ref_id.clone(),
+            hooks.clone(),
+            cancel.clone(),
+            spec.actor.clone(),
+        );
         let error = match run(job, spec.args.clone(), ctx).await {
             Ok(value) => return Ok(value),
             Err(error) => error,

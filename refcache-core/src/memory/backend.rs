@@ -177,6 +177,19 @@ impl TaskBackend for MemoryTaskBackend {
                         let active = Active::new(spec, job, handle, info, &self.inner);
                         st.index.insert(key, ref_id.clone());
                         st.active.insert(ref_id.clone(), active.clone());
+                        // A slot free and nothing queued: it starts now, as the queue would start it.
+                        if st
+                            .sched
+                            .start_now(&active.spec.task_name, active.spec.options.max_concurrent)
+                        {
+                            // Only just made, under the lock: nothing can have cancelled it, so this succeeds.
+                            active.cas(PENDING, RUNNING);
+                            Inner::mark_started(&active);
+                            drop(st);
+                            let inline = inner.may_poll_inline();
+                            inner.start(active, inline);
+                            return Ok(Submitted::Started(ref_id));
+                        }
                         st.enqueue(&active);
                         let started = inner.admit(&mut st);
                         if started.is_empty() {

@@ -82,17 +82,23 @@ impl Inner {
                 st.sched.finished(&name);
                 continue;
             };
-            active.holds_slot.store(true, Ordering::Release);
-            // Waiters wait for a terminal status; this change is read by polls, without waking anyone.
-            active.info.send_if_modified(|info| {
-                info.status = TaskStatus::Processing;
-                info.started_at.get_or_insert_with(Timestamp::now);
-                info.queue_position = None;
-                false
-            });
+            Self::mark_started(&active);
             started.push(active);
         }
         started
+    }
+
+    /// Under the state lock, for a task the scheduler has just counted as running and moved from pending to
+    /// running: it holds its slot, and its record says `processing`.
+    pub(super) fn mark_started(active: &Active) {
+        active.holds_slot.store(true, Ordering::Release);
+        // Waiters wait for a terminal status; this change is read by polls, without waking anyone.
+        active.info.send_if_modified(|info| {
+            info.status = TaskStatus::Processing;
+            info.started_at.get_or_insert_with(Timestamp::now);
+            info.queue_position = None;
+            false
+        });
     }
 
     /// Whether a caller's new task may run its first poll in the caller now (see [`start`](Self::start)).
