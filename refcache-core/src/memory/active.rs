@@ -132,11 +132,12 @@ impl Active {
         error: Option<TaskError>,
         note: Option<&str>,
     ) {
+        let now = Timestamp::now();
         self.info.send_if_modified(|info| {
             info.status = status;
             info.error = error;
-            info.finished_at = Some(Timestamp::now());
-            info.updated_at = Timestamp::now();
+            info.finished_at = Some(now);
+            info.updated_at = now;
             info.queue_position = None;
             info.input_request = None;
             if let Some(note) = note {

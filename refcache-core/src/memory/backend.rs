@@ -186,7 +186,7 @@ impl TaskBackend for MemoryTaskBackend {
                             active.cas(PENDING, RUNNING);
                             Inner::mark_started(&active);
                             drop(st);
-                            let inline = inner.may_poll_inline();
+                            let inline = inner.may_poll_inline(&active.handle);
                             inner.start(active, inline);
                             return Ok(Submitted::Started(ref_id));
                         }
@@ -198,7 +198,7 @@ impl TaskBackend for MemoryTaskBackend {
                         drop(st);
                         // The caller's own task may run its first poll here (`Inner::start`); any other task
                         // this admitted (queued before it) is spawned.
-                        let inline = inner.may_poll_inline();
+                        let inline = inner.may_poll_inline(&active.handle);
                         for task in started {
                             let own = inline && Arc::ptr_eq(&task, &active);
                             inner.start(task, own);

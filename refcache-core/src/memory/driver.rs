@@ -101,10 +101,20 @@ impl Inner {
         });
     }
 
-    /// Whether a caller's new task may run its first poll in the caller now (see [`start`](Self::start)).
-    pub(super) fn may_poll_inline(&self) -> bool {
-        self.first_poll_inline
-            .unwrap_or_else(|| !crate::model::scope::any_scope())
+    /// Whether a caller's new task, to run on `handle`, may run its first poll in the caller now (see
+    /// [`start`](Self::start)): on a current-thread runtime, while no scope is in effect.
+    ///
+    /// Only on a current-thread runtime, where it changes nothing a caller can time: there a spawned driver runs
+    /// on the caller's one thread as soon as the caller waits, so a body that computes before its first `.await`
+    /// holds the caller up either way. On a multi-threaded runtime it would not: the caller answers with a
+    /// reference at `async_timeout` from another worker while the work holds its own (the suite's
+    /// `async_timeout::work_that_never_yields_still_answers_a_reference_at_the_timeout` pins this), and a first
+    /// poll in the caller's task would make the caller wait for the whole of such work.
+    pub(super) fn may_poll_inline(&self, handle: &tokio::runtime::Handle) -> bool {
+        self.first_poll_inline.unwrap_or_else(|| {
+            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+                && !crate::model::scope::any_scope()
+        })
     }
 
     pub(super) fn spawn_all(self: &Arc<Self>, started: Vec<Arc<Active>>) {
@@ -123,10 +133,10 @@ impl Inner {
     /// A driver still pending after that poll is spawned as it is: tokio polls a spawned task at once, with its
     /// own waker, so nothing the first poll waited on is missed (a future must heed the latest poll's waker only).
     ///
-    /// Only for the caller's own new task, and only while no scope is in effect in the process (`any_scope`):
-    /// the first poll runs in the caller's task, so a task-local of the caller (actor, session, call options, an
-    /// observer of submissions) would otherwise be seen by the function body and by the calls it makes, where a
-    /// spawned driver sees none.
+    /// Only for the caller's own new task, on a current-thread runtime ([`may_poll_inline`](Self::may_poll_inline)
+    /// says why), and only while no scope is in effect in the process (`any_scope`): the first poll runs in the
+    /// caller's task, so a task-local of the caller (actor, session, call options, an observer of submissions)
+    /// would otherwise be seen by the function body and by the calls it makes, where a spawned driver sees none.
     pub(super) fn start(self: &Arc<Self>, active: Arc<Active>, inline: bool) {
         self.counters.executions.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(ref_id = %active.spec.ref_id, task = %active.spec.task_name, "task started");
