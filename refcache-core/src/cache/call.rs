@@ -347,3 +347,165 @@ impl CallScope {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use crate::cache::RefCache;
+    use crate::cache::call::CallScope;
+    use crate::contract::backend::TaskBackend;
+    use crate::contract::context::LocalJob;
+    use crate::contract::registry::TaskMeta;
+    use crate::contract::spec::TaskOptions;
+    use crate::memory::backend::MemoryTaskBackend;
+    use crate::memory::config::MemoryBackendConfig;
+    use crate::model::format::AsyncResponseFormat;
+    use crate::model::json_text::JsonText;
+    use crate::model::key::CacheKey;
+    use crate::model::task::TaskError;
+
+    fn meta() -> &'static TaskMeta {
+        static META: OnceLock<TaskMeta> = OnceLock::new();
+        META.get_or_init(|| {
+            TaskMeta::new(
+                "tests::first_poll".to_owned(),
+                "public",
+                TaskOptions::default(),
+                Some(Duration::from_secs(30)),
+                AsyncResponseFormat::default(),
+                "serde_json::Value",
+                None,
+                || None,
+            )
+        })
+    }
+
+    /// Which tokio task each job ran in: the caller's own (its first poll ran in the caller) or another.
+    type Ran = Arc<Mutex<Vec<(&'static str, Option<tokio::task::Id>)>>>;
+
+    /// A job that reports progress, writes a line and then, as `how` says, returns at once, yields once first,
+    /// or fails.
+    fn job(how: &'static str, ran: Ran) -> LocalJob {
+        Arc::new(move |args: Value, ctx| {
+            let ran = ran.clone();
+            Box::pin(async move {
+                ran.lock().unwrap().push((how, tokio::task::try_id()));
+                let _ = ctx.progress(1.0, Some(2.0), "half way");
+                ctx.stdout("one line\n");
+                match how {
+                    "yields" => tokio::task::yield_now().await,
+                    "fails" => return Err(TaskError::new("it fails").permanent()),
+                    _ => {}
+                }
+                Ok(JsonText::from(json!({"args": args, "how": how})))
+            })
+        })
+    }
+
+    /// Everything a caller and a poller can see of each kind of call, made twice, with the ref ids and clock
+    /// readings taken out; and in which task each job ran.
+    async fn observe(inline: bool) -> (Value, Vec<(&'static str, bool)>) {
+        let backend = Arc::new(MemoryTaskBackend::with_first_poll_inline(
+            MemoryBackendConfig::default(),
+            inline,
+        ));
+        let cache = RefCache::builder()
+            .backend(backend.clone())
+            .expect("a cache");
+        let ran: Ran = Arc::default();
+        let mut seen = Vec::new();
+        for how in ["at once", "yields", "fails"] {
+            let args = json!({ "how": how });
+            let key = CacheKey::from_json(meta().name(), "public", &args).expect("a key");
+            let mut calls = Vec::new();
+            for _ in 0..2 {
+                let (args, job) = (args.clone(), job(how, ran.clone()));
+                let scope = CallScope::capture(meta()).expect("a scope");
+                let response = cache
+                    .call(meta(), key, scope, move || Ok((args, job)))
+                    .await
+                    .expect("a call");
+                let ref_id = response.ref_id().clone();
+                let info = cache.task_info(ref_id.as_str()).await.expect("a record");
+                let polled = cache
+                    .get_cached_result(ref_id.as_str())
+                    .await
+                    .expect("a poll");
+                let output = backend
+                    .read_output(&ref_id, 0, 1 << 20)
+                    .await
+                    .expect("output");
+                let seen = json!({
+                    "response": response.to_json(),
+                    "info": serde_json::to_value(&info).expect("JSON"),
+                    "polled": polled.to_json(),
+                    "output": serde_json::to_value(&output).expect("JSON"),
+                });
+                calls.push(without(seen, ref_id.as_str()));
+            }
+            seen.push(json!({ how: calls }));
+        }
+        let mut stats = cache.stats().await.expect("stats");
+        // The store weighs values with a hasher seeded per process; the bytes are compared apart.
+        stats.value_bytes = 0;
+        seen.push(serde_json::to_value(&stats).expect("JSON"));
+        let caller = tokio::task::try_id();
+        let ran = ran
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(how, task)| (*how, *task == caller))
+            .collect();
+        (Value::Array(seen), ran)
+    }
+
+    /// `value` with `ref_id` replaced and every clock reading (`*_at`, retry timestamps) nulled.
+    fn without(value: Value, ref_id: &str) -> Value {
+        match value {
+            Value::String(s) => Value::String(s.replace(ref_id, "<ref>")),
+            Value::Array(items) => items.into_iter().map(|v| without(v, ref_id)).collect(),
+            Value::Object(map) => map
+                .into_iter()
+                .map(|(k, v)| {
+                    if k.ends_with("_at") || k == "timestamp" {
+                        (k, Value::Null)
+                    } else {
+                        (k, without(v, ref_id))
+                    }
+                })
+                .collect(),
+            other => other,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_poll_in_the_caller_answers_as_a_spawned_driver() {
+        // Each in a task of its own, so that a job run in the caller's task is told apart from a spawned one.
+        let (fast, fast_ran) = tokio::spawn(observe(true)).await.expect("the fast run");
+        let (slow, slow_ran) = tokio::spawn(observe(false)).await.expect("the slow run");
+        assert_eq!(fast, slow, "the two paths answer differently");
+        // Both ran each job once per execution: a hit runs nothing; a failed call runs again.
+        let order = ["at once", "yields", "fails", "fails"];
+        assert_eq!(
+            fast_ran.iter().map(|(how, _)| *how).collect::<Vec<_>>(),
+            order
+        );
+        assert_eq!(
+            slow_ran.iter().map(|(how, _)| *how).collect::<Vec<_>>(),
+            order
+        );
+        // The fast path ran every first poll in the caller's task; the slow path none.
+        assert!(
+            fast_ran.iter().all(|(_, in_caller)| *in_caller),
+            "{fast_ran:?}"
+        );
+        assert!(
+            slow_ran.iter().all(|(_, in_caller)| !in_caller),
+            "{slow_ran:?}"
+        );
+    }
+}

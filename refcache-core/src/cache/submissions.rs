@@ -23,11 +23,14 @@ impl RefCache {
         .boxed()
     }
 
-    /// Wakes every follower of [`follow_submissions`](Self::follow_submissions). Costs one atomic step when
-    /// nobody follows.
+    /// Wakes every follower of [`follow_submissions`](Self::follow_submissions). Costs one atomic load when
+    /// nobody follows: a follower that subscribes later waits for the submissions after it, so there is nothing
+    /// to count (and tokio's `send_modify` would lock its eight `Notify` lists all the same).
     pub(crate) fn note_submission(&self) {
-        self.inner
-            .submissions
-            .send_modify(|n| *n = n.wrapping_add(1));
+        if self.inner.submissions.receiver_count() > 0 {
+            self.inner
+                .submissions
+                .send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 }

@@ -186,6 +186,25 @@ impl TaskContext {
         }
     }
 
+    /// A context wired to a backend's record, for a task run as `actor`: [`new`](Self::new) then
+    /// [`with_actor`](Self::with_actor), built once instead of twice (every attempt of every task makes one).
+    pub(crate) fn for_task(
+        ref_id: RefId,
+        hooks: Arc<dyn TaskHooks>,
+        cancel: CancellationToken,
+        actor: Option<Actor>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(ContextInner {
+                ref_id: Some(ref_id),
+                hooks: Some(hooks),
+                cancel,
+                actor,
+                asked: Arc::default(),
+            }),
+        }
+    }
+
     /// A context attached to nothing: reports go nowhere and it is never cancelled. For calling a function's body
     /// directly, such as in a unit test.
     pub fn detached() -> Self {

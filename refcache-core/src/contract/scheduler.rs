@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::contract::metrics;
-use crate::model::key::KeyMap;
+use crate::model::key::{KeyHasher, KeyMap};
 use crate::model::ref_id::RefId;
 
 type QueueKey = (Reverse<i32>, u64);
@@ -27,7 +27,9 @@ pub struct Scheduler {
     queue: BTreeMap<QueueKey, Entry>,
     queued: KeyMap<RefId, QueueKey>,
     running: usize,
-    running_by_name: HashMap<Arc<str>, u32>,
+    /// Running tasks by name, hashed with the seeded [`KeyHasher`] rather than SipHash: every start and end of a
+    /// task counts here (three hashes of its name per task), and the names are the process's own task names.
+    running_by_name: HashMap<Arc<str>, u32, KeyHasher>,
     seq: u64,
     /// The `backend` label of the `refcache_tasks_queued` gauge.
     backend: &'static str,
@@ -60,7 +62,7 @@ impl Scheduler {
             queue: BTreeMap::new(),
             queued: KeyMap::default(),
             running: 0,
-            running_by_name: HashMap::new(),
+            running_by_name: HashMap::default(),
             seq: 0,
             backend: "memory",
         }
@@ -135,6 +137,23 @@ impl Scheduler {
         self.running >= self.max_workers
     }
 
+    /// Counts a new task of `name` as running at once, without queueing it, when it would start first anyway:
+    /// a slot is free, nothing waits in the queue, and the task has no `max_concurrent` (so no limit of its name
+    /// can hold it back). Answers whether it did; if not, the caller [`enqueue`](Self::enqueue)s it as usual. The
+    /// caller must call [`finished`](Self::finished) with `name` when it ends, as for
+    /// [`start_next`](Self::start_next).
+    ///
+    /// The order is the queue's: a task started here is one that `enqueue` then `start_next` would have handed
+    /// out at once, with the same count of running tasks by name.
+    pub fn start_now(&mut self, name: &Arc<str>, max_concurrent: Option<u32>) -> bool {
+        if self.is_full() || !self.queue.is_empty() || max_concurrent.is_some() {
+            return false;
+        }
+        self.running += 1;
+        *self.running_by_name.entry(name.clone()).or_default() += 1;
+        true
+    }
+
     /// The next task that may start now, taken out of the queue and counted as running; `None` when every slot is
     /// taken or every queued task's name is at its `max_concurrent`. Tasks start in queue order, except that a task
     /// whose name is at its limit waits and the tasks behind it may pass it.
@@ -196,6 +215,38 @@ mod tests {
         assert_eq!(s.start_next().unwrap().0, a);
         assert!(s.remove(&b));
         assert_eq!(s.queued(), 0);
+    }
+
+    #[test]
+    fn start_now_only_when_enqueue_then_start_next_would_start_it() {
+        // Free slot, empty queue, no limit: started, and counted as start_next counts.
+        let mut s = Scheduler::new(2);
+        let name: Arc<str> = "x".into();
+        assert!(s.start_now(&name, None));
+        assert_eq!((s.running(), s.queued()), (1, 0));
+        // A limit of its name: queued as usual, even with a slot free.
+        assert!(!s.start_now(&name, Some(5)));
+        let a = id();
+        s.enqueue(a.clone(), name.clone(), 0, Some(5));
+        // Something queued: a new task goes behind it.
+        assert!(!s.start_now(&name, None));
+        assert_eq!(s.start_next().unwrap().0, a);
+        // Every slot taken.
+        assert!(s.is_full());
+        assert!(!s.start_now(&name, None));
+        // A task started at once is counted by name: the limit of its name sees it.
+        s.finished("x");
+        s.finished("x");
+        let mut s = Scheduler::new(4);
+        assert!(s.start_now(&name, None));
+        let b = id();
+        s.enqueue(b.clone(), name.clone(), 0, Some(1));
+        assert!(
+            s.start_next().is_none(),
+            "one of `x` runs, and b allows one"
+        );
+        s.finished("x");
+        assert_eq!(s.start_next().unwrap().0, b);
     }
 
     #[test]

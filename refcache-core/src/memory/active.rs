@@ -132,11 +132,12 @@ impl Active {
         error: Option<TaskError>,
         note: Option<&str>,
     ) {
+        let now = Timestamp::now();
         self.info.send_if_modified(|info| {
             info.status = status;
             info.error = error;
-            info.finished_at = Some(Timestamp::now());
-            info.updated_at = Timestamp::now();
+            info.finished_at = Some(now);
+            info.updated_at = now;
             info.queue_position = None;
             info.input_request = None;
             if let Some(note) = note {
@@ -147,9 +148,15 @@ impl Active {
         tracing::debug!(ref_id = %self.spec.ref_id, task = %self.spec.task_name, %status, "task finished");
     }
 
-    /// Wakes the waiters.
+    /// Wakes the waiters, if any follow the record. With none (a caller whose task finished in its first poll,
+    /// [`Inner::start`](super::driver::Inner::start)), there is nobody to wake: a receiver subscribed from now on
+    /// starts at the current value, which the caller has already made terminal, so skipping the wake-up (eight
+    /// locked `Notify` lists in tokio's `watch`) loses nothing. (A `subscribe` that races this check either counts
+    /// before it, through the value's lock, or reads the value after it was made terminal.)
     pub(super) fn wake(&self) {
-        self.info.send_if_modified(|_| true);
+        if self.info.receiver_count() > 0 {
+            self.info.send_if_modified(|_| true);
+        }
     }
 
     /// Hands `answer` to the task if it waits on question `key`; the record goes back to `processing`.

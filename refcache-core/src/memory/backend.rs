@@ -80,11 +80,23 @@ impl MemoryTaskBackend {
             state: Mutex::new(state),
             idle: Notify::new(),
             counters: Counters::default(),
+            first_poll_inline: None,
             config,
         };
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// A backend whose callers' new tasks always (`true`) or never (`false`) run their first poll in the caller,
+    /// whatever scopes are in effect: for tests that pin that both paths answer the same.
+    #[cfg(test)]
+    pub(crate) fn with_first_poll_inline(config: MemoryBackendConfig, inline: bool) -> Self {
+        let mut backend = Self::new(config);
+        Arc::get_mut(&mut backend.inner)
+            .expect("a new backend is not shared")
+            .first_poll_inline = Some(inline);
+        backend
     }
 
     /// The settings.
@@ -165,13 +177,32 @@ impl TaskBackend for MemoryTaskBackend {
                         let active = Active::new(spec, job, handle, info, &self.inner);
                         st.index.insert(key, ref_id.clone());
                         st.active.insert(ref_id.clone(), active.clone());
+                        // A slot free and nothing queued: it starts now, as the queue would start it.
+                        if st
+                            .sched
+                            .start_now(&active.spec.task_name, active.spec.options.max_concurrent)
+                        {
+                            // Only just made, under the lock: nothing can have cancelled it, so this succeeds.
+                            active.cas(PENDING, RUNNING);
+                            Inner::mark_started(&active);
+                            drop(st);
+                            let inline = inner.may_poll_inline(&active.handle);
+                            inner.start(active, inline);
+                            return Ok(Submitted::Started(ref_id));
+                        }
                         st.enqueue(&active);
                         let started = inner.admit(&mut st);
                         if started.is_empty() {
                             tracing::debug!(%ref_id, task = %active.spec.task_name, "task queued");
                         }
                         drop(st);
-                        inner.spawn_all(started);
+                        // The caller's own task may run its first poll here (`Inner::start`); any other task
+                        // this admitted (queued before it) is spawned.
+                        let inline = inner.may_poll_inline(&active.handle);
+                        for task in started {
+                            let own = inline && Arc::ptr_eq(&task, &active);
+                            inner.start(task, own);
+                        }
                         return Ok(Submitted::Started(ref_id));
                     }
                 }

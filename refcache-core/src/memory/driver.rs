@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Waker};
 
 use crate::model::json_text::JsonText;
 use tokio::sync::Notify;
@@ -26,6 +27,9 @@ pub(super) struct Inner {
     pub(super) state: Mutex<State>,
     pub(super) idle: Notify,
     pub(super) counters: Counters,
+    /// Whether a caller's new task may run its first poll in the caller ([`Inner::start`]): `None`, whenever no
+    /// scope is in effect; `Some`, always or never (tests that compare the two paths).
+    pub(super) first_poll_inline: Option<bool>,
 }
 
 impl State {
@@ -78,28 +82,77 @@ impl Inner {
                 st.sched.finished(&name);
                 continue;
             };
-            active.holds_slot.store(true, Ordering::Release);
-            // Waiters wait for a terminal status; this change is read by polls, without waking anyone.
-            active.info.send_if_modified(|info| {
-                info.status = TaskStatus::Processing;
-                info.started_at.get_or_insert_with(Timestamp::now);
-                info.queue_position = None;
-                false
-            });
+            Self::mark_started(&active);
             started.push(active);
         }
         started
     }
 
+    /// Under the state lock, for a task the scheduler has just counted as running and moved from pending to
+    /// running: it holds its slot, and its record says `processing`.
+    pub(super) fn mark_started(active: &Active) {
+        active.holds_slot.store(true, Ordering::Release);
+        // Waiters wait for a terminal status; this change is read by polls, without waking anyone.
+        active.info.send_if_modified(|info| {
+            info.status = TaskStatus::Processing;
+            info.started_at.get_or_insert_with(Timestamp::now);
+            info.queue_position = None;
+            false
+        });
+    }
+
+    /// Whether a caller's new task, to run on `handle`, may run its first poll in the caller now (see
+    /// [`start`](Self::start)): on a current-thread runtime, while no scope is in effect.
+    ///
+    /// Only on a current-thread runtime, where it changes nothing a caller can time: there a spawned driver runs
+    /// on the caller's one thread as soon as the caller waits, so a body that computes before its first `.await`
+    /// holds the caller up either way. On a multi-threaded runtime it would not: the caller answers with a
+    /// reference at `async_timeout` from another worker while the work holds its own (the suite's
+    /// `async_timeout::work_that_never_yields_still_answers_a_reference_at_the_timeout` pins this), and a first
+    /// poll in the caller's task would make the caller wait for the whole of such work.
+    pub(super) fn may_poll_inline(&self, handle: &tokio::runtime::Handle) -> bool {
+        self.first_poll_inline.unwrap_or_else(|| {
+            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+                && !crate::model::scope::any_scope()
+        })
+    }
+
     pub(super) fn spawn_all(self: &Arc<Self>, started: Vec<Arc<Active>>) {
         for active in started {
-            self.counters.executions.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(ref_id = %active.spec.ref_id, task = %active.spec.task_name, "task started");
-            let span = tracing::debug_span!("refcache.task", task = %active.spec.task_name, ref_id = %active.spec.ref_id);
-            let handle = active.handle.clone();
-            let join = handle.spawn(drive(self.clone(), active.clone()).instrument(span));
-            *lock(&active.abort) = Some(join.abort_handle());
+            self.start(active, false);
         }
+    }
+
+    /// Starts one admitted task's driver: spawned on the task's runtime, or, with `inline`, first polled once
+    /// here, in the caller, and spawned only if it is still pending.
+    ///
+    /// A function that returns at once then finishes inside this poll: its value is stored, `complete` published
+    /// and the task retired before the caller goes on, without a spawn, a wake-up or the caller's `async_timeout`
+    /// timer. The driver is the same future either way, so every step of the slow path (single-flight through the
+    /// index, the store before `complete`, bounds, TTLs, counters, hooks, the span) happens in the same order.
+    /// A driver still pending after that poll is spawned as it is: tokio polls a spawned task at once, with its
+    /// own waker, so nothing the first poll waited on is missed (a future must heed the latest poll's waker only).
+    ///
+    /// Only for the caller's own new task, on a current-thread runtime ([`may_poll_inline`](Self::may_poll_inline)
+    /// says why), and only while no scope is in effect in the process (`any_scope`): the first poll runs in the
+    /// caller's task, so a task-local of the caller (actor, session, call options, an observer of submissions)
+    /// would otherwise be seen by the function body and by the calls it makes, where a spawned driver sees none.
+    pub(super) fn start(self: &Arc<Self>, active: Arc<Active>, inline: bool) {
+        self.counters.executions.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(ref_id = %active.spec.ref_id, task = %active.spec.task_name, "task started");
+        let span = tracing::debug_span!("refcache.task", task = %active.spec.task_name, ref_id = %active.spec.ref_id);
+        let driver = drive(self.clone(), active.clone()).instrument(span);
+        let join = if inline {
+            let mut driver = Box::pin(driver);
+            let mut cx = Context::from_waker(Waker::noop());
+            if driver.as_mut().poll(&mut cx).is_ready() {
+                return;
+            }
+            active.handle.spawn(driver)
+        } else {
+            active.handle.spawn(driver)
+        };
+        *lock(&active.abort) = Some(join.abort_handle());
     }
 
     /// Moves a task out of the active set, in one step: its record into the history, its slot back to the pool.
