@@ -583,14 +583,22 @@ end
 return {records, values, #refs, redis.call('ZCARD', p..':finished')}
 ";
 
-/// `trim(prefix, max_bytes, limit)`: keeps the finished records among the newest `limit` of `P:finished` within
+/// `trim(prefix, max_bytes, limit, period_ms)`: keeps the finished records among the newest `limit` of `P:finished` within
 /// `max_bytes`, weighed as `weigh` weighs them, newest first; the older ones past the bound are dropped as
-/// `cleanup` drops them (their value and output log with them: one lifetime) and every process is told. →
-/// `{ref1, key1, ref2, key2, ...}` of the records dropped.
+/// `cleanup` drops them (their value and output log with them: one lifetime) and every process is told. Every
+/// process calls it every `period_ms`, but one scan per period is enough for the whole prefix: it scans only when
+/// no process has in the last half period (by the server's clock, the time in `P:workers`' field `trim`, which no
+/// gauge is named), so that N processes cost at most two scans per period, not N. → `{ref1, key1, ref2, key2,
+/// ...}` of the records dropped.
 const TRIM: &str = r"
 local p = ARGV[1]
-local bad = foreign({p..':index', 'zset', p..':finished', 'zset'})
+local bad = foreign({p..':index', 'zset', p..':finished', 'zset', p..':workers', 'hash'})
 if bad then return bad end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local last = tonumber(redis.call('HGET', p..':workers', 'trim') or '0') or 0
+if now - last < tonumber(ARGV[4]) / 2 then return {} end
+redis.call('HSET', p..':workers', 'trim', now)
 local max = tonumber(ARGV[2])
 local refs = redis.call('ZREVRANGE', p..':finished', 0, tonumber(ARGV[3]) - 1)
 local total = 0

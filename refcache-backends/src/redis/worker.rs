@@ -380,6 +380,7 @@ impl Inner {
             .arg(self.keys.prefix())
             .arg(self.config.max_record_bytes)
             .arg(LIST_SCAN)
+            .arg(ms(self.config.lease / 3))
             .invoke_async(conn)
             .await?;
         for pair in dropped.chunks_exact(2) {
