@@ -766,9 +766,8 @@ fn classify(line: &str, prefix: &str) -> Option<String> {
     let argv = &args[3.min(args.len())..];
     let script = match argv.len() {
         11 => "submit",
-        // 13 since a worker's end acks its stream entry in the same script.
-        12 | 13 => "transition",
-        7 => "claim",
+        12 => "transition",
+        6 => "claim",
         2 if argv[1].contains(':') => "get",
         2 => "ack",
         _ => "other",

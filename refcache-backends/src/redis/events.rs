@@ -19,19 +19,19 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use redis::AsyncCommands;
-use refcache_core::{CacheKey, RefId, TaskInfo};
+use refcache_core::{CacheKey, RefId, TaskInfo, TaskStatus};
 
 use super::state::Inner;
 
-/// What a script announces, as the text `<ref> <status> <record JSON>` or `<ref> drop <key>`: the ref id and the
-/// status come first, so that a process decodes the record only when somebody here follows that task (every
-/// process receives every event).
+/// What a script announces, as the text `<ref> <status>`, `<ref> output -` or `<ref> drop <key>`. No record rides
+/// in it: an event is a hint (what a follower shows or returns comes from the record), so its status is all a
+/// process needs to decide whether to read, and every process receives every event without decoding anything.
 pub(crate) struct Event;
 
 impl Event {
-    /// The task's record changed (status or progress).
-    pub(crate) fn info(info: &TaskInfo, json: &str) -> String {
-        format!("{} {} {json}", info.ref_id, info.status.as_str())
+    /// The task's record changed (status or progress). (`transition` and `claim` make theirs in the script.)
+    pub(crate) fn info(info: &TaskInfo) -> String {
+        format!("{} {}", info.ref_id, info.status.as_str())
     }
 
     /// The task wrote output. Followers of its output read the log.
@@ -55,13 +55,26 @@ struct Raw<'a> {
 impl<'a> Raw<'a> {
     fn parse(payload: &'a str) -> Option<Self> {
         let (ref_id, rest) = payload.split_once(' ')?;
-        let (kind, rest) = rest.split_once(' ')?;
+        let (kind, rest) = rest.split_once(' ').unwrap_or((rest, ""));
         Some(Self {
             ref_id: RefId::parse(ref_id).ok()?,
             kind,
             rest,
         })
     }
+}
+
+/// The status an event names, if its kind is one.
+fn status_of(kind: &str) -> Option<TaskStatus> {
+    Some(match kind {
+        "pending" => TaskStatus::Pending,
+        "processing" => TaskStatus::Processing,
+        "input_required" => TaskStatus::InputRequired,
+        "complete" => TaskStatus::Complete,
+        "failed" => TaskStatus::Failed,
+        "cancelled" => TaskStatus::Cancelled,
+        _ => return None,
+    })
 }
 
 /// The subscriber: connects, subscribes, fans events out; on any loss, reconnects with backoff and resyncs.
@@ -133,6 +146,7 @@ impl Inner {
         if event.kind == "drop" {
             // Followers read the record themselves (`None`); a forged drop finds it still there.
             self.hub.deliver(ref_id, None);
+            drop(self.hub.take_kept(ref_id));
             self.verify_held(ref_id);
             if let Some(key) = CacheKey::from_hex(event.rest)
                 && self
@@ -150,16 +164,13 @@ impl Inner {
             self.output_hub.deliver(ref_id, None);
             return;
         }
-        if self.hub.follows(ref_id) {
-            match serde_json::from_str::<TaskInfo>(event.rest) {
-                // A record's claim is only passed on when it names the same task; a waiter reads the record
-                // itself before it believes a terminal status, and a watcher before it passes any on.
-                Ok(info) if info.ref_id == *ref_id => self.hub.deliver(ref_id, Some(info)),
-                _ => self.hub.deliver(ref_id, None),
-            }
-        }
+        // The status it claims is passed on as a hint: a waiter reads the record itself before it believes a
+        // terminal status, and a watcher before it passes any on; a kind that is no status is "read again".
+        self.hub.deliver(ref_id, status_of(event.kind));
         if matches!(event.kind, "complete" | "failed" | "cancelled") {
             self.verify_held(ref_id);
+            // A `wait` that comes after this reads the record anyway; a follower kept for it would only cost.
+            drop(self.hub.take_kept(ref_id));
         }
     }
 

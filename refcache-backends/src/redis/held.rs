@@ -24,8 +24,9 @@ pub(super) struct Held {
     pub(super) redelivered: bool,
     pub(super) cancel: CancellationToken,
     pub(super) running: bool,
-    /// The record as this process submitted it (`local` mode): a pending record is written by nobody else until it
-    /// is claimed (a cancel or a delete makes the claim fail), so the runner claims from it without reading it.
+    /// The record as submitted (by this process in `local` mode, or as a first delivery's stream entry carries it
+    /// in `workers` mode): a pending record is written by nobody else until it is claimed (a cancel or a delete
+    /// makes the claim fail), so the runner claims from it without reading it.
     pub(super) record: Option<TaskInfo>,
     /// Its terminal script is on its way: a `complete` event for it is this process's own.
     pub(super) ending: bool,

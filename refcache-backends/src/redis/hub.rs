@@ -1,20 +1,20 @@
 //! The in-process followers of tasks: one channel per ref id that somebody here waits on or watches, fed by the
 //! event listener (`events.rs`) and followed by `wait`, `watch` and `follow_output`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use refcache_core::{RefId, TaskInfo, TaskSnapshot};
+use refcache_core::{RefId, TaskSnapshot, TaskStatus};
 use tokio::sync::watch;
 
 /// What a follower is told.
 #[derive(Clone)]
 pub(crate) enum Signal {
-    /// A record an event carried: a hint (anyone who can write to the Redis can publish one).
-    Event(TaskInfo),
+    /// The status an event named: a hint (anyone who can write to the Redis can publish one).
+    Event(TaskStatus),
     /// The task ended in this process, and this is what its terminal script wrote (it answered `ok`): not a
     /// hint. Once a channel holds it, it stays; later signals only wake the followers.
-    Settled(TaskSnapshot),
+    Settled(Box<TaskSnapshot>),
 }
 
 type Channels = HashMap<RefId, watch::Sender<Option<Signal>>>;
@@ -25,7 +25,19 @@ type Channels = HashMap<RefId, watch::Sender<Option<Signal>>>;
 #[derive(Default)]
 pub(crate) struct Hub {
     channels: Arc<Mutex<Channels>>,
+    kept: Mutex<Kept>,
 }
+
+/// Followers made before their task was submitted here, kept for the caller's `wait` (see [`Hub::keep`]).
+#[derive(Default)]
+struct Kept {
+    followers: HashMap<RefId, Follower>,
+    /// Oldest first; may name followers taken since.
+    order: VecDeque<RefId>,
+}
+
+/// At most this many kept followers: past it the oldest goes (its `wait`, if one comes, reads the record).
+const KEPT: usize = 10_000;
 
 /// A follower's end of a hub channel; the channel goes when its last follower does.
 pub(crate) struct Follower {
@@ -37,6 +49,20 @@ pub(crate) struct Follower {
 impl Follower {
     pub(crate) fn rx(&mut self) -> &mut watch::Receiver<Option<Signal>> {
         self.rx.as_mut().expect("present until drop")
+    }
+
+    /// For a follower made before its task existed ([`Hub::keep`]): nothing it was told calls for a read of the
+    /// record. Either it was told nothing (no event, no resync, no deletion), or the latest event names a status
+    /// that is not terminal (a hint, but a hint that a read could only confirm: a `wait` goes on waiting either
+    /// way). A terminal event, a settled end, or "read again" (a resync, a deletion) is not quiet.
+    pub(crate) fn quiet(&mut self) -> bool {
+        let rx = self.rx();
+        let changed = rx.has_changed().unwrap_or(true);
+        match &*rx.borrow() {
+            None => !changed,
+            Some(Signal::Event(status)) => !status.is_terminal(),
+            Some(Signal::Settled(_)) => false,
+        }
     }
 }
 
@@ -71,19 +97,11 @@ impl Hub {
         }
     }
 
-    /// Whether anybody here follows `ref_id`.
-    pub(super) fn follows(&self, ref_id: &RefId) -> bool {
-        self.channels
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(ref_id)
-    }
-
-    /// An event's record (`Some`), or "read it again" (`None`). Wakes the followers; a settled end stays.
-    pub(super) fn deliver(&self, ref_id: &RefId, info: Option<TaskInfo>) {
+    /// An event's status (`Some`), or "read it again" (`None`). Wakes the followers; a settled end stays.
+    pub(super) fn deliver(&self, ref_id: &RefId, status: Option<TaskStatus>) {
         let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = map.get(ref_id) {
-            replace_unless_settled(tx, info.map(Signal::Event));
+            replace_unless_settled(tx, status.map(Signal::Event));
         }
     }
 
@@ -91,8 +109,42 @@ impl Hub {
     pub(super) fn settle(&self, ref_id: &RefId, snapshot: TaskSnapshot) {
         let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = map.get(ref_id) {
-            tx.send_replace(Some(Signal::Settled(snapshot)));
+            tx.send_replace(Some(Signal::Settled(Box::new(snapshot))));
         }
+    }
+
+    /// Keeps `follower`, made before its task was submitted here, for the `wait` that usually follows: having
+    /// followed since before the task existed, it has every event about it, so that `wait` need not read a record
+    /// that nothing has changed (see [`Follower::quiet`]).
+    pub(crate) fn keep(&self, ref_id: RefId, follower: Follower) {
+        let evicted = {
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut evicted = Vec::new();
+            while kept.followers.len() >= KEPT {
+                let Some(old) = kept.order.pop_front() else {
+                    break;
+                };
+                evicted.extend(kept.followers.remove(&old));
+            }
+            if kept.order.len() > 2 * KEPT {
+                let Kept { followers, order } = &mut *kept;
+                order.retain(|r| followers.contains_key(r));
+            }
+            kept.order.push_back(ref_id.clone());
+            evicted.extend(kept.followers.insert(ref_id, follower));
+            evicted
+        };
+        // Dropped outside the lock: a follower's drop takes the channels' lock.
+        drop(evicted);
+    }
+
+    /// The kept follower of `ref_id`, if any (it is no longer kept).
+    pub(crate) fn take_kept(&self, ref_id: &RefId) -> Option<Follower> {
+        self.kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .followers
+            .remove(ref_id)
     }
 
     /// Every follower reads its record again.

@@ -36,7 +36,7 @@ impl Inner {
             .arg(&self.consumer)
             .arg(key)
             .arg(&info_json)
-            .arg(Event::info(info, &info_json))
+            .arg(Event::info(info))
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.unavailable(&e))
@@ -118,7 +118,7 @@ impl RedisTaskBackend {
                 .arg(&seen)
                 .arg(&info_json)
                 .arg(&answer)
-                .arg(Event::info(&info, &info_json))
+                .arg(Event::info(&info))
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| inner.unavailable(&e))?;

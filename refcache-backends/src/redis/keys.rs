@@ -2,7 +2,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `P:task:<ref>` | hash | `info` (TaskInfo JSON), `spec` (TaskSpec JSON), `status`, `key`, `qm` (queue member), `owner`, `deliveries`, `msg` (stream id), `session`, `obase`/`ocap` (the output log's first offset and cap), `ask` (the key of the question it waits on), `answer`/`answered` (an answer taken, and its key, until the worker reads it) |
+//! | `P:task:<ref>` | hash | `info` (TaskInfo JSON), `spec` (TaskSpec JSON), `status`, `key`, `qm` (queue member), `owner`, `deliveries`, `msg` (stream id), `session`, `obase`/`ocap` (the output log's first offset and cap), `ask` (the key of the question it waits on), `answer`/`answered` (an answer taken, and its key, until the worker reads it), `leased` (run by a replica, which keeps a lease in `P:leases`) |
 //! | `P:out:<ref>` | string | the task's output log, its newest bytes (`obase`, `ocap` on the record); expires and goes with the record |
 //! | `P:inflight:<key>` | string | the ref id in flight for a cache key (single-flight) |
 //! | `P:value:<key>` | hash | `ref`, `v` (StoredValue JSON); expires with the value's TTL |
@@ -11,7 +11,7 @@
 //! | `P:pending` | zset | queue members `<priority><seq>:<ref>`, in start order (queue positions) |
 //! | `P:leases` | zset | `local` mode: ref ids held by a live process, by lease expiry |
 //! | `P:session:<id>` | set | ref ids of a session |
-//! | `P:queue` | stream | `workers` mode: one entry (`ref`, `spec`) per delivery; consumer group `workers` |
+//! | `P:queue` | stream | `workers` mode: one entry (`ref`, `spec`, and `info`: the record as submitted or retried) per delivery; consumer group `workers` |
 //! | `P:dead` | list | ref ids that failed `worker lost` |
 //! | `P:stats` | hash | cluster-wide counters |
 //! | `P:workers` | hash | live processes' gauges (running, capacity), by consumer name |

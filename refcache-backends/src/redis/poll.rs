@@ -93,14 +93,23 @@ impl RedisTaskBackend {
     ) -> Result<Option<TaskSnapshot>, BackendError> {
         let inner = &self.inner;
         inner.ensure_started();
-        // Follow first, then read: a change in between arrives as an event.
-        let mut follower = inner.hub.follow(ref_id);
+        // Follow first, then read: a change in between arrives as an event. A task submitted here onto the stream
+        // has been followed since before it existed (`Hub::keep`): unless an event since calls for a read, it is
+        // not finished, and the first read is skipped.
+        let (mut follower, quiet) = match inner.hub.take_kept(ref_id) {
+            Some(mut kept) => {
+                let quiet = kept.quiet();
+                (kept, quiet)
+            }
+            None => (inner.hub.follow(ref_id), false),
+        };
         // A task held here (`local` mode) ends here: its terminal script's answer settles the channel, and its
         // release wakes it in any case, so there is nothing to read until then. Only a `complete` event is
         // this process's own to write; any other wakes the waiter to read, as for a task held elsewhere.
         let mut here = inner.holds(ref_id);
+        let mut skip = here || quiet;
         loop {
-            if !here {
+            if !skip {
                 let snapshot = inner.get(ref_id).await?;
                 match &snapshot {
                     Some(s) if !s.info.status.is_terminal() => {}
@@ -117,15 +126,14 @@ impl RedisTaskBackend {
                     Ok(Ok(())) => {
                         let latest = follower.rx().borrow_and_update().clone();
                         match latest {
-                            Some(Signal::Settled(snapshot)) => return Ok(Some(snapshot)),
-                            Some(Signal::Event(info)) if !info.status.is_terminal() => {}
-                            Some(Signal::Event(info))
-                                if here
-                                    && info.status == TaskStatus::Complete
-                                    && inner.holds(ref_id) => {}
+                            Some(Signal::Settled(snapshot)) => return Ok(Some(*snapshot)),
+                            Some(Signal::Event(status)) if !status.is_terminal() => {}
+                            Some(Signal::Event(TaskStatus::Complete))
+                                if here && inner.holds(ref_id) => {}
                             // Terminal, deleted, released, or a resync: read the record.
                             _ => {
                                 here = false;
+                                skip = false;
                                 break;
                             }
                         }

@@ -22,7 +22,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::events::Event;
 use super::held::{Held, RunState};
 use super::state::{Inner, lock};
 
@@ -363,7 +362,6 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) -> bool {
         .arg(ref_id.as_str())
         .arg(&inner.consumer)
         .arg(&info_json)
-        .arg(Event::info(&info, &info_json))
         .arg(if start.redelivered { "1" } else { "0" })
         .arg(inner.config.max_deliveries)
         .invoke_async(&mut conn)
@@ -478,8 +476,19 @@ struct Hooks {
     output_cap: usize,
     state: Mutex<HookState>,
     wake: Notify,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    writer: Mutex<Writer>,
+    /// Where the writer runs (a hook may be called from a thread outside the runtime).
+    runtime: tokio::runtime::Handle,
     timeout_write: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The task that writes a running task's changes: started by the first change, so that a task that reports
+/// nothing while it runs (most) costs no writer.
+enum Writer {
+    Idle,
+    Running(JoinHandle<()>),
+    /// Flushed: later changes are not written.
+    Done,
 }
 
 struct HookState {
@@ -501,7 +510,7 @@ struct HookState {
 
 impl Hooks {
     fn start(inner: Arc<Inner>, ref_id: RefId, info: TaskInfo, output_cap: usize) -> Arc<Self> {
-        let hooks = Arc::new_cyclic(|me| Self {
+        Arc::new_cyclic(|me| Self {
             inner,
             ref_id,
             me: me.clone(),
@@ -517,12 +526,10 @@ impl Hooks {
                 stop: false,
             }),
             wake: Notify::new(),
-            writer: Mutex::new(None),
+            writer: Mutex::new(Writer::Idle),
+            runtime: tokio::runtime::Handle::current(),
             timeout_write: Mutex::new(None),
-        });
-        let writer = tokio::spawn(write_changes(hooks.clone()));
-        *lock(&hooks.writer) = Some(writer);
-        hooks
+        })
     }
 
     fn info(&self) -> TaskInfo {
@@ -532,14 +539,30 @@ impl Hooks {
     fn change(&self, f: impl FnOnce(&mut HookState)) {
         f(&mut lock(&self.state));
         self.wake.notify_one();
+        let mut writer = lock(&self.writer);
+        if matches!(*writer, Writer::Idle)
+            && let Some(me) = self.me.upgrade()
+        {
+            *writer = Writer::Running(self.runtime.spawn(write_changes(me)));
+        }
     }
 
     /// Writes what is left and stops the writer.
     async fn flush(&self) {
-        self.change(|s| s.stop = true);
-        let writer = lock(&self.writer).take();
-        if let Some(writer) = writer {
-            let _ = writer.await;
+        lock(&self.state).stop = true;
+        self.wake.notify_one();
+        let writer = std::mem::replace(&mut *lock(&self.writer), Writer::Done);
+        match writer {
+            Writer::Running(writer) => {
+                let _ = writer.await;
+            }
+            // Nothing changed while it ran, unless a change came just now: one pass here writes it.
+            Writer::Idle => {
+                if let Some(me) = self.me.upgrade() {
+                    write_changes(me).await;
+                }
+            }
+            Writer::Done => {}
         }
     }
 

@@ -10,18 +10,32 @@
 
 use redis::Script;
 
-/// Prepended to every script that writes: `foreign({key, type, ...})` answers a `WRONGTYPE` error naming the first
-/// key that exists with another type than the one the script writes it as, and the script returns it before its
-/// first write, so a key that is not refcache's (`P:stats` a string) leaves nothing half-written.
+/// Prepended to every script that writes. A script never writes a key that is not refcache's (another app's, or a
+/// careless write under the prefix): it answers a `WRONGTYPE` error naming the key before its first write, so that
+/// nothing is left half-written. Two ways, chosen per key so that a task costs few checks:
+/// - `foreign({key, type, ...})` asks `TYPE` of each key that the script writes without reading it first, and only
+///   when this call writes it (the queue in `workers` mode only, a session's set only with a session);
+/// - `touch(key, type, command...)` runs the script's first command on a key, when it is a read (or the script's
+///   very first write), and turns its `WRONGTYPE` error into the same answer: the check costs nothing more.
 const GUARD: &str = r"
+local function wrong(key, want)
+  local ty = redis.call('TYPE', key)['ok']
+  return redis.error_reply('WRONGTYPE refcache: the key '..key..' is a '..ty..', not the '..want..' refcache keeps there')
+end
 local function foreign(keys)
   for i = 1, #keys, 2 do
     local ty = redis.call('TYPE', keys[i])['ok']
-    if ty ~= 'none' and ty ~= keys[i + 1] then
-      return redis.error_reply('WRONGTYPE refcache: the key '..keys[i]..' is a '..ty..', not the '..keys[i + 1]..' refcache keeps there')
-    end
+    if ty ~= 'none' and ty ~= keys[i + 1] then return wrong(keys[i], keys[i + 1]) end
   end
   return false
+end
+local function touch(key, want, ...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then
+    if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return nil, wrong(key, want) end
+    return nil, r
+  end
+  return r, false
 end
 ";
 
@@ -31,31 +45,63 @@ const SUBMIT: &str = r"
 local p = ARGV[1]
 local ref = ARGV[2]
 local vkey = p..':value:'..ARGV[3]
-local bad = foreign({vkey, 'hash', p..':inflight:'..ARGV[3], 'string', p..':task:'..ref, 'hash', p..':stats', 'hash',
-  p..':seq', 'string', p..':pending', 'zset', p..':index', 'zset', p..':queue', 'stream', p..':leases', 'zset',
-  p..':session:'..ARGV[8], 'set'})
+local ikey = p..':inflight:'..ARGV[3]
+local t = p..':task:'..ref
+local workers = ARGV[9] == '1'
+local checks = {t, 'hash', p..':stats', 'hash', p..':index', 'zset'}
+if workers then table.insert(checks, p..':queue'); table.insert(checks, 'stream') end
+if ARGV[11] ~= '' then table.insert(checks, p..':leases'); table.insert(checks, 'zset') end
+if ARGV[8] ~= '' then table.insert(checks, p..':session:'..ARGV[8]); table.insert(checks, 'set') end
+local bad = foreign(checks)
 if bad then return bad end
-local h = redis.call('HMGET', vkey, 'ref', 'v')
+local h
+h, bad = touch(vkey, 'hash', 'HMGET', vkey, 'ref', 'v')
+if bad then return bad end
+local cur
+cur, bad = touch(ikey, 'string', 'GET', ikey)
+if bad then return bad end
+local queued
+queued, bad = touch(p..':pending', 'zset', 'ZCARD', p..':pending')
+if bad then return bad end
+local stale = false
 if h[2] then
   if h[1] and redis.call('HGET', p..':task:'..h[1], 'status') == 'complete' then return {'hit', h[2]} end
-  -- One lifetime: a value whose record is gone is never handed out, and goes too.
-  redis.call('DEL', vkey)
+  -- One lifetime: a value whose record is gone is never handed out, and goes too (below: not before the first
+  -- write that can refuse).
+  stale = true
 end
-local ikey = p..':inflight:'..ARGV[3]
-local cur = redis.call('GET', ikey)
 if cur then
   local st = redis.call('HGET', p..':task:'..cur, 'status')
   if st == 'pending' or st == 'processing' or st == 'input_required' then
     redis.call('HINCRBY', p..':stats', 'coalesced', 1)
+    if stale then redis.call('DEL', vkey) end
     return {'joined', cur}
   end
 end
-if redis.call('ZCARD', p..':pending') >= tonumber(ARGV[10]) then return {'full'} end
-local seq = redis.call('INCR', p..':seq')
+if queued >= tonumber(ARGV[10]) then
+  if stale then redis.call('DEL', vkey) end
+  return {'full'}
+end
+-- The first write.
+local seq
+seq, bad = touch(p..':seq', 'string', 'INCR', p..':seq')
+if bad then return bad end
+if stale then redis.call('DEL', vkey) end
 local qm = ARGV[7]..string.format('%016x', seq)..':'..ref
-local t = p..':task:'..ref
-redis.call('HSET', t, 'info', ARGV[4], 'spec', ARGV[5], 'status', 'pending', 'key', ARGV[3], 'qm', qm,
-  'deliveries', 0, 'session', ARGV[8])
+local fields = {'info', ARGV[4], 'spec', ARGV[5], 'status', 'pending', 'key', ARGV[3], 'qm', qm, 'deliveries', 0,
+  'session', ARGV[8]}
+if workers then
+  -- The entry carries the record as submitted: the worker claims from it without reading it back (nobody else
+  -- writes a pending record before its claim; a cancel or a deletion makes the claim fail).
+  table.insert(fields, 'msg')
+  table.insert(fields, redis.call('XADD', p..':queue', '*', 'ref', ref, 'spec', ARGV[5], 'info', ARGV[4]))
+end
+if ARGV[11] ~= '' then
+  redis.call('ZADD', p..':leases', ARGV[11], ref)
+  table.insert(fields, 'leased')
+  table.insert(fields, 1)
+end
+redis.call('HSET', t, unpack(fields))
 redis.call('SET', ikey, ref)
 redis.call('ZADD', p..':index', ARGV[6], ref)
 redis.call('ZADD', p..':pending', 0, qm)
@@ -63,90 +109,103 @@ if ARGV[8] ~= '' then
   redis.call('SADD', p..':session:'..ARGV[8], ref)
   redis.call('PERSIST', p..':session:'..ARGV[8])
 end
-if ARGV[9] == '1' then
-  local id = redis.call('XADD', p..':queue', '*', 'ref', ref, 'spec', ARGV[5])
-  redis.call('HSET', t, 'msg', id)
-end
-if ARGV[11] ~= '' then redis.call('ZADD', p..':leases', ARGV[11], ref) end
 return {'started'}
 ";
 
-/// `transition(prefix, ref, from, to, info, event, record_ttl_ms, now_ms, counter, owner, value, value_ttl_ms,
-/// ack)`: when the status is one of `from` (`,a,b,`) and, if `owner` is given, the task is still that worker's:
-/// stores `value` (if any), sets the status and record, and on a terminal status ends single-flight for the key and
-/// lets the record expire; `ack` (a stream entry, or `''`): acknowledges and deletes it in the same step, as `ack`
-/// does (a worker's end and its ack in one round trip). → `ok` | `missing` | `stolen` | the status it found.
+/// `transition(prefix, ref, from, to, info, record_ttl_ms, now_ms, counter, owner, value, value_ttl_ms, ack)`: when
+/// the status is one of `from` (`,a,b,`) and, if `owner` is given, the task is still that worker's: stores `value`
+/// (if any), sets the status and record, and on a terminal status ends single-flight for the key and lets the
+/// record expire; `ack` (a stream entry, or `''`): acknowledges and deletes it in the same step, as `ack` does (a
+/// worker's end and its ack in one round trip). The event (`<ref> <to>`) is made here. → `ok` | `missing` |
+/// `stolen` | the status it found.
 const TRANSITION: &str = r"
 local p = ARGV[1]
 local ref = ARGV[2]
 local t = p..':task:'..ref
-local bad = foreign({t, 'hash'})
+local f, bad = touch(t, 'hash', 'HMGET', t, 'status', 'key', 'qm', 'owner', 'session', 'leased')
 if bad then return bad end
-local f = redis.call('HMGET', t, 'status', 'key', 'qm', 'owner', 'session')
-bad = foreign({p..':value:'..(f[2] or ''), 'hash', p..':inflight:'..(f[2] or ''), 'string', p..':pending', 'zset',
-  p..':finished', 'zset', p..':leases', 'zset', p..':stats', 'hash', p..':session:'..(f[5] or ''), 'set'})
-if bad then return bad end
-if ARGV[13] ~= '' then
-  bad = foreign({p..':queue', 'stream'})
-  if bad then return bad end
-end
 local st = f[1]
 if not st then return 'missing' end
 if not string.find(ARGV[3], ','..st..',', 1, true) then return st end
-if ARGV[10] ~= '' and f[4] ~= ARGV[10] then return 'stolen' end
+if ARGV[9] ~= '' and f[4] ~= ARGV[9] then return 'stolen' end
 local to = ARGV[4]
-if ARGV[11] ~= '' then
-  local vkey = p..':value:'..f[2]
-  redis.call('DEL', vkey)
-  redis.call('HSET', vkey, 'ref', ref, 'v', ARGV[11])
-  redis.call('PEXPIRE', vkey, ARGV[12])
+local terminal = to == 'complete' or to == 'failed' or to == 'cancelled'
+local key = f[2] or ''
+local session = f[5] or ''
+-- Only the keys this call writes: a claimed task is out of the queue's index already, a worker's has no lease.
+local dequeue = st == 'pending' and to ~= 'pending'
+local checks = {}
+if ARGV[10] ~= '' then table.insert(checks, p..':value:'..key); table.insert(checks, 'hash') end
+if dequeue then table.insert(checks, p..':pending'); table.insert(checks, 'zset') end
+if terminal and f[6] then table.insert(checks, p..':leases'); table.insert(checks, 'zset') end
+if terminal and session ~= '' then table.insert(checks, p..':session:'..session); table.insert(checks, 'set') end
+if ARGV[8] ~= '' then table.insert(checks, p..':stats'); table.insert(checks, 'hash') end
+if ARGV[12] ~= '' then table.insert(checks, p..':queue'); table.insert(checks, 'stream') end
+bad = foreign(checks)
+if bad then return bad end
+local ikey = p..':inflight:'..key
+if terminal then
+  local cur
+  cur, bad = touch(ikey, 'string', 'GET', ikey)
+  if bad then return bad end
+  -- The first write.
+  local _
+  _, bad = touch(p..':finished', 'zset', 'ZADD', p..':finished', ARGV[7], ref)
+  if bad then return bad end
+  if cur == ref then redis.call('DEL', ikey) end
+end
+if ARGV[10] ~= '' then
+  local vkey = p..':value:'..key
+  redis.call('HSET', vkey, 'ref', ref, 'v', ARGV[10])
+  redis.call('PEXPIRE', vkey, ARGV[11])
 end
 redis.call('HSET', t, 'status', to, 'info', ARGV[5])
-if to ~= 'pending' then redis.call('ZREM', p..':pending', f[3]) end
-if to == 'complete' or to == 'failed' or to == 'cancelled' then
-  local ikey = p..':inflight:'..f[2]
-  if redis.call('GET', ikey) == ref then redis.call('DEL', ikey) end
-  redis.call('PEXPIRE', t, ARGV[7])
+if dequeue then redis.call('ZREM', p..':pending', f[3] or '') end
+if terminal then
+  redis.call('PEXPIRE', t, ARGV[6])
   -- The output log lives and dies with its record.
-  redis.call('PEXPIRE', p..':out:'..ref, ARGV[7])
-  redis.call('ZADD', p..':finished', ARGV[8], ref)
-  redis.call('ZREM', p..':leases', ref)
+  redis.call('PEXPIRE', p..':out:'..ref, ARGV[6])
+  if f[6] then redis.call('ZREM', p..':leases', ref) end
   redis.call('HDEL', t, 'ask', 'answer', 'answered')
-  if f[5] and f[5] ~= '' then
+  if session ~= '' then
     -- The session's set lasts as long as its longest-lived record.
-    local skey = p..':session:'..f[5]
-    if redis.call('PTTL', skey) < tonumber(ARGV[7]) then redis.call('PEXPIRE', skey, ARGV[7]) end
+    local skey = p..':session:'..session
+    if redis.call('PTTL', skey) < tonumber(ARGV[6]) then redis.call('PEXPIRE', skey, ARGV[6]) end
   end
 end
-if ARGV[9] ~= '' then redis.call('HINCRBY', p..':stats', ARGV[9], 1) end
-if ARGV[13] ~= '' then
-  redis.call('XACK', p..':queue', 'workers', ARGV[13])
-  redis.call('XDEL', p..':queue', ARGV[13])
+if ARGV[8] ~= '' then redis.call('HINCRBY', p..':stats', ARGV[8], 1) end
+if ARGV[12] ~= '' then
+  redis.call('XACK', p..':queue', 'workers', ARGV[12])
+  redis.call('XDEL', p..':queue', ARGV[12])
 end
-redis.call('PUBLISH', p..':events', ARGV[6])
+redis.call('PUBLISH', p..':events', ref..' '..to)
 return 'ok'
 ";
 
-/// `claim(prefix, ref, owner, info, event, redelivered, max_deliveries)`: a pending task (or, on redelivery, one
-/// whose worker was lost) becomes this worker's and `processing`. → `{'ok', n}` | `{'dead', n}` (delivered `n`
-/// times already: fail it) | `{status}`.
+/// `claim(prefix, ref, owner, info, redelivered, max_deliveries)`: a pending task (or, on redelivery, one whose
+/// worker was lost) becomes this worker's and `processing` with record `info` (its event made here). →
+/// `{'ok', n}` | `{'dead', n}` (delivered `n` times already: fail it) | `{status}`.
 const CLAIM: &str = r"
 local p = ARGV[1]
 local t = p..':task:'..ARGV[2]
-local bad = foreign({t, 'hash', p..':pending', 'zset', p..':stats', 'hash'})
+local f, bad = touch(t, 'hash', 'HMGET', t, 'status', 'deliveries', 'qm')
 if bad then return bad end
-local f = redis.call('HMGET', t, 'status', 'deliveries', 'qm')
 local st = f[1]
 if not st then return {'missing'} end
-if st ~= 'pending' and not ((st == 'processing' or st == 'input_required') and ARGV[6] == '1') then return {st} end
+if st ~= 'pending' and not ((st == 'processing' or st == 'input_required') and ARGV[5] == '1') then return {st} end
 local n = tonumber(f[2] or '0') + 1
-if n > tonumber(ARGV[7]) then return {'dead', n - 1} end
+if n > tonumber(ARGV[6]) then return {'dead', n - 1} end
+bad = foreign({p..':stats', 'hash'})
+if bad then return bad end
+-- The first write.
+local _
+_, bad = touch(p..':pending', 'zset', 'ZREM', p..':pending', f[3] or '')
+if bad then return bad end
 redis.call('HSET', t, 'status', 'processing', 'info', ARGV[4], 'owner', ARGV[3], 'deliveries', n)
 -- A question a lost worker asked went with it: the task runs again from the start.
 redis.call('HDEL', t, 'ask', 'answer', 'answered')
-redis.call('ZREM', p..':pending', f[3])
 redis.call('HINCRBY', p..':stats', 'executions', 1)
-redis.call('PUBLISH', p..':events', ARGV[5])
+redis.call('PUBLISH', p..':events', ARGV[2]..' processing')
 return {'ok', n}
 ";
 
@@ -260,6 +319,8 @@ local seq = redis.call('INCR', p..':seq')
 local qm = ARGV[6]..string.format('%016x', seq)..':'..ref
 redis.call('HSET', t, 'status', 'pending', 'info', ARGV[3], 'qm', qm, 'deliveries', 0)
 redis.call('HDEL', t, 'owner')
+-- Run here (`local`): the maintenance loop gives it a lease, which its end takes back.
+if ARGV[5] ~= '1' then redis.call('HSET', t, 'leased', 1) end
 redis.call('PERSIST', t)
 redis.call('PERSIST', p..':out:'..ref)
 redis.call('SET', ikey, ref)
@@ -267,7 +328,7 @@ redis.call('ZADD', p..':pending', 0, qm)
 redis.call('ZREM', p..':finished', ref)
 redis.call('HINCRBY', p..':stats', 'retries', 1)
 if ARGV[5] == '1' then
-  local id = redis.call('XADD', p..':queue', '*', 'ref', ref, 'spec', ARGV[7])
+  local id = redis.call('XADD', p..':queue', '*', 'ref', ref, 'spec', ARGV[7], 'info', ARGV[3])
   redis.call('HSET', t, 'msg', id)
 end
 redis.call('PUBLISH', p..':events', ARGV[4])
@@ -522,14 +583,22 @@ end
 return {records, values, #refs, redis.call('ZCARD', p..':finished')}
 ";
 
-/// `trim(prefix, max_bytes, limit)`: keeps the finished records among the newest `limit` of `P:finished` within
+/// `trim(prefix, max_bytes, limit, period_ms)`: keeps the finished records among the newest `limit` of `P:finished` within
 /// `max_bytes`, weighed as `weigh` weighs them, newest first; the older ones past the bound are dropped as
-/// `cleanup` drops them (their value and output log with them: one lifetime) and every process is told. →
-/// `{ref1, key1, ref2, key2, ...}` of the records dropped.
+/// `cleanup` drops them (their value and output log with them: one lifetime) and every process is told. Every
+/// process calls it every `period_ms`, but one scan per period is enough for the whole prefix: it scans only when
+/// no process has in the last half period (by the server's clock, the time in `P:workers`' field `trim`, which no
+/// gauge is named), so that N processes cost at most two scans per period, not N. → `{ref1, key1, ref2, key2,
+/// ...}` of the records dropped.
 const TRIM: &str = r"
 local p = ARGV[1]
-local bad = foreign({p..':index', 'zset', p..':finished', 'zset'})
+local bad = foreign({p..':index', 'zset', p..':finished', 'zset', p..':workers', 'hash'})
 if bad then return bad end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local last = tonumber(redis.call('HGET', p..':workers', 'trim') or '0') or 0
+if now - last < tonumber(ARGV[4]) / 2 then return {} end
+redis.call('HSET', p..':workers', 'trim', now)
 local max = tonumber(ARGV[2])
 local refs = redis.call('ZREVRANGE', p..':finished', 0, tonumber(ARGV[3]) - 1)
 local total = 0

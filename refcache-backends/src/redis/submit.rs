@@ -63,6 +63,9 @@ impl RedisTaskBackend {
         } else {
             (created + ms(inner.config.lease)).to_string()
         };
+        // Followed before it exists: a `wait` for it from here then has every event about it, and need not read
+        // its record first (in `local` mode the runner here tells its waiters instead).
+        let follower = workers.then(|| inner.hub.follow(&spec.ref_id));
         let mut conn = inner.conn();
         let reply: Vec<String> = inner
             .scripts
@@ -91,7 +94,9 @@ impl RedisTaskBackend {
             }),
             Some("started") => {
                 let ref_id = spec.ref_id.clone();
-                if !workers {
+                if let Some(follower) = follower {
+                    inner.hub.keep(ref_id.clone(), follower);
+                } else {
                     // The record as submitted: the runner claims from it without reading it back.
                     info.queue_position = None;
                     self.inner

@@ -20,7 +20,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
-use refcache_core::{BackendError, CacheKey, RefId, TaskBackend, TaskSpec};
+use refcache_core::{BackendError, CacheKey, RefId, TaskBackend, TaskInfo, TaskSpec, TaskStatus};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -240,13 +240,19 @@ impl Inner {
             return;
         };
         // The entry carries the spec: the task is held at once, and the `claim` script checks its status when it
-        // starts (a cancelled, deleted or finished task is dropped then, and its entry acknowledged).
+        // starts (a cancelled, deleted or finished task is dropped then, and its entry acknowledged). A first
+        // delivery's entry also carries the record as submitted, which the claim starts from (a pending record is
+        // written by nobody else before its claim); without it, or on a redelivery, the runner reads the record.
         if let Some(spec) = entry
             .get::<String>("spec")
             .and_then(|s| serde_json::from_str::<TaskSpec>(&s).ok())
             .filter(|s| s.ref_id == ref_id)
         {
-            self.hold(Arc::new(spec), None, Some(entry.id), redelivered, None);
+            let record = entry
+                .get::<String>("info")
+                .and_then(|i| serde_json::from_str::<TaskInfo>(&i).ok())
+                .filter(|i| i.ref_id == ref_id && i.status == TaskStatus::Pending);
+            self.hold(Arc::new(spec), None, Some(entry.id), redelivered, record);
             return;
         }
         let mut conn = self.conn();
@@ -374,6 +380,7 @@ impl Inner {
             .arg(self.keys.prefix())
             .arg(self.config.max_record_bytes)
             .arg(LIST_SCAN)
+            .arg(ms(self.config.lease / 3))
             .invoke_async(conn)
             .await?;
         for pair in dropped.chunks_exact(2) {

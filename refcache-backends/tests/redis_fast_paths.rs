@@ -1,0 +1,257 @@
+//! The Redis backend's shortcuts (issue 17 §3) answer what the long way answers. In `workers` mode:
+//! - a `wait` on the replica that submitted the task skips its first read (it has followed the task since before it
+//!   existed); a `wait` on another replica reads. Both must answer the same, whether the task is still running,
+//!   finished before the wait began, or was cancelled elsewhere;
+//! - a worker claims a task from the record its stream entry carries instead of reading it; the record it ends
+//!   with keeps what the submission wrote (creation time, session, priority), as one read back would.
+//!
+//! Each test starts its own `redis-server`; the replicas and the worker are backends of one process.
+#![cfg(feature = "redis")]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use refcache_backends::redis::{Mode, RedisConfig, RedisServer, RedisTaskBackend};
+use refcache_core::registry::TaskRegistration;
+use refcache_core::{
+    CacheKey, CancelOutcome, JsonText, RefId, Submission, Submitted, TaskBackend, TaskContext,
+    TaskError, TaskOptions, TaskSnapshot, TaskSpec, TaskStatus,
+};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+const GATED: &str = "it.fast.gated";
+
+struct Gate {
+    open: watch::Sender<bool>,
+    runs: AtomicU32,
+}
+
+fn gate(id: &str) -> Arc<Gate> {
+    static GATES: OnceLock<Mutex<HashMap<String, Arc<Gate>>>> = OnceLock::new();
+    GATES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(id.to_owned())
+        .or_insert_with(|| {
+            Arc::new(Gate {
+                open: watch::channel(false).0,
+                runs: AtomicU32::new(0),
+            })
+        })
+        .clone()
+}
+
+/// Counts a run, then waits for its gate (answering `value`) or its cancellation.
+fn gated(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<JsonText, TaskError>> {
+    Box::pin(async move {
+        let g = gate(args["gate"].as_str().unwrap_or_default());
+        g.runs.fetch_add(1, Ordering::SeqCst);
+        let mut open = g.open.subscribe();
+        tokio::select! {
+            _ = open.wait_for(|o| *o) => Ok(JsonText::from(&args["value"])),
+            () = ctx.cancelled() => Err(TaskError::new("stopped on cancel")),
+        }
+    })
+}
+
+inventory::submit!(TaskRegistration::new(|| GATED, gated));
+
+fn new_gate() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "f{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A submission of the gated task; a job is given, as the facade gives one, and the worker runs it by name.
+fn submission(args: Value, options: TaskOptions) -> (Submission, RefId) {
+    let key = CacheKey::from_json(GATED, "it", &args).unwrap();
+    let ref_id = RefId::generate("it");
+    let spec = TaskSpec::new(ref_id.clone(), key, GATED, "it", args).with_options(options);
+    let job = refcache_core::registry::find(GATED).map(TaskRegistration::job);
+    (Submission::new(spec, job), ref_id)
+}
+
+fn options() -> TaskOptions {
+    TaskOptions::default().ttl(Some(Duration::from_secs(600)))
+}
+
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait(b: &RedisTaskBackend, ref_id: &RefId, within: Duration) -> TaskSnapshot {
+    b.wait(ref_id, Some(tokio::time::Instant::now() + within))
+        .await
+        .expect("wait")
+        .expect("known")
+}
+
+/// What two answers must share: the record as JSON (every field) and the value.
+fn same(a: &TaskSnapshot, b: &TaskSnapshot) {
+    assert_eq!(
+        serde_json::to_value(&a.info).unwrap(),
+        serde_json::to_value(&b.info).unwrap(),
+        "the same record"
+    );
+    assert_eq!(
+        a.value.as_ref().map(|v| v.value.clone()),
+        b.value.as_ref().map(|v| v.value.clone()),
+        "the same value"
+    );
+}
+
+struct Cluster {
+    /// Submits (`workers` mode): its waits take the short way.
+    a: RedisTaskBackend,
+    /// Another replica: its waits read.
+    b: RedisTaskBackend,
+    _worker: RedisTaskBackend,
+    _server: RedisServer,
+}
+
+async fn cluster() -> Cluster {
+    let server = RedisServer::start().expect("redis-server must be installed");
+    let config = || RedisConfig::from_url(&server.url()).unwrap();
+    let a = RedisTaskBackend::new(config().mode(Mode::Workers)).unwrap();
+    let b = RedisTaskBackend::new(config().mode(Mode::Workers)).unwrap();
+    let worker = RedisTaskBackend::worker(config()).unwrap();
+    for backend in [&a, &b, &worker] {
+        backend.start().await.expect("Redis answers");
+    }
+    Cluster {
+        a,
+        b,
+        _worker: worker,
+        _server: server,
+    }
+}
+
+async fn started(backend: &RedisTaskBackend, submission: Submission) {
+    assert!(matches!(
+        backend.submit(submission).await.unwrap(),
+        Submitted::Started(_)
+    ));
+}
+
+/// A task still running: the submitter's wait, which has read nothing, answers at its deadline with the record
+/// another replica's wait reads; once the task ends, both answer its end and value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_on_the_submitting_replica_answers_as_one_elsewhere() {
+    let c = cluster().await;
+    let id = new_gate();
+    let (sub, ref_id) = submission(json!({"gate": id, "value": 7}), options());
+    started(&c.a, sub).await;
+    until("the worker runs it", async || {
+        gate(&id).runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let here = wait(&c.a, &ref_id, Duration::from_millis(300)).await;
+    let there = wait(&c.b, &ref_id, Duration::from_millis(300)).await;
+    assert_eq!(here.info.status, TaskStatus::Processing);
+    same(&here, &there);
+
+    let id = new_gate();
+    let (sub, ref_id) = submission(json!({"gate": id, "value": 8}), options());
+    started(&c.a, sub).await;
+    let (a, b, r) = (c.a.clone(), c.b.clone(), ref_id.clone());
+    let here = tokio::spawn(async move { wait(&a, &r, PATIENCE).await });
+    let r = ref_id.clone();
+    let there = tokio::spawn(async move { wait(&b, &r, PATIENCE).await });
+    until("the worker runs it", async || {
+        gate(&id).runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    gate(&id).open.send_replace(true);
+    let (here, there) = (here.await.unwrap(), there.await.unwrap());
+    assert_eq!(here.info.status, TaskStatus::Complete);
+    assert_eq!(here.value.as_ref().expect("a value").value, json!(8));
+    same(&here, &there);
+}
+
+/// A task that finished, or was cancelled on another replica, before the submitter waited: the submitter's wait
+/// answers the end, as a wait elsewhere does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_that_comes_after_the_end_answers_the_end() {
+    let c = cluster().await;
+    let id = new_gate();
+    let (sub, ref_id) = submission(json!({"gate": id, "value": "done"}), options());
+    started(&c.a, sub).await;
+    gate(&id).open.send_replace(true);
+    until("the task completes", async || {
+        c.b.get(&ref_id)
+            .await
+            .unwrap()
+            .is_some_and(|s| s.info.status == TaskStatus::Complete)
+    })
+    .await;
+    let here = wait(&c.a, &ref_id, PATIENCE).await;
+    let there = wait(&c.b, &ref_id, PATIENCE).await;
+    assert_eq!(here.info.status, TaskStatus::Complete);
+    same(&here, &there);
+
+    let id = new_gate();
+    let (sub, ref_id) = submission(json!({"gate": id, "value": "never"}), options());
+    started(&c.a, sub).await;
+    until("the worker runs it", async || {
+        gate(&id).runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(c.b.cancel(&ref_id).await.unwrap(), CancelOutcome::Cancelled);
+    let here = wait(&c.a, &ref_id, PATIENCE).await;
+    let there = wait(&c.b, &ref_id, PATIENCE).await;
+    assert_eq!(here.info.status, TaskStatus::Cancelled);
+    same(&here, &there);
+}
+
+/// The worker claims from the record its stream entry carries: what the submission wrote (creation time, session,
+/// queue order) is in the record the task ends with, as after a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_from_the_stream_entry_keeps_the_submitted_record() {
+    let c = cluster().await;
+    let id = new_gate();
+    let (sub, ref_id) = submission(
+        json!({"gate": id, "value": 1}),
+        options().session_id(Some("s-1".to_owned())).priority(3),
+    );
+    started(&c.a, sub).await;
+    let submitted = c.b.get(&ref_id).await.unwrap().expect("known").info;
+    until("the worker runs it", async || {
+        gate(&id).runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let running = c.b.get(&ref_id).await.unwrap().expect("known").info;
+    assert_eq!(running.status, TaskStatus::Processing);
+    assert!(running.started_at.is_some());
+    gate(&id).open.send_replace(true);
+    let done = wait(&c.b, &ref_id, PATIENCE).await.info;
+    assert_eq!(done.status, TaskStatus::Complete);
+    for info in [&running, &done] {
+        assert_eq!(info.ref_id, submitted.ref_id);
+        assert_eq!(info.created_at, submitted.created_at);
+        assert_eq!(info.session_id.as_deref(), Some("s-1"));
+        assert_eq!(info.task_name, submitted.task_name);
+        assert_eq!(info.namespace, submitted.namespace);
+        assert_eq!(info.max_retries, submitted.max_retries);
+        assert_eq!(
+            serde_json::to_value(&info.policy).unwrap(),
+            serde_json::to_value(&submitted.policy).unwrap()
+        );
+    }
+    assert_eq!(done.started_at, running.started_at);
+}
