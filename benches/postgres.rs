@@ -582,7 +582,7 @@ async fn sample_waits(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let mut each: Vec<_> = counts.into_iter().collect();
-    each.sort_by(|a, b| b.1.cmp(&a.1));
+    each.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     let top: Vec<String> = each
         .iter()
         .take(8)
