@@ -488,11 +488,22 @@ fn throughput(rt: &Runtime, setup: &Setup) {
     for (name, backend, schema) in configs {
         rt.block_on(setup.sql.batch_execute("SELECT pg_stat_statements_reset()"))
             .expect("reset pg_stat_statements");
+        let commits_before = rt.block_on(commits_and_flushes(&setup.sql));
         let (cpu, server) = (process_cpu(), server_cpu(&setup.server));
+        let sampling = (!schema.is_empty()).then(|| {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let sampler = rt.spawn(sample_waits(setup.sql.clone(), stop.clone()));
+            (stop, sampler)
+        });
         let mut per_s: Vec<f64> = (0..BATCHES)
             .map(|_| BATCH as f64 / time_batch(rt, backend).as_secs_f64())
             .collect();
+        let waits = sampling.map(|(stop, sampler)| {
+            stop.store(true, Ordering::Relaxed);
+            rt.block_on(sampler).expect("the sampler")
+        });
         let tasks = f64::from(BATCHES) * BATCH as f64;
+        let commits_after = rt.block_on(commits_and_flushes(&setup.sql));
         let cost = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
             (Some(b), Some(a)) => format!("{:.0} µs", (a - b).as_secs_f64() * 1e6 / tasks),
             _ => "n/a".to_owned(),
@@ -510,6 +521,16 @@ fn throughput(rt: &Runtime, setup: &Setup) {
         if !schema.is_empty() {
             println!("    {}", statements(rt, &setup.sql, schema, tasks));
         }
+        if let (Some(before), Some(after)) = (commits_before, commits_after) {
+            println!(
+                "    per task (whole server): {:.2} commits, {:.2} WAL flushes",
+                (after.0 - before.0) as f64 / tasks,
+                (after.1 - before.1) as f64 / tasks
+            );
+        }
+        if let Some(waits) = waits {
+            println!("    {waits}");
+        }
         medians.push(median);
     }
     println!(
@@ -519,11 +540,95 @@ fn throughput(rt: &Runtime, setup: &Setup) {
     );
 }
 
+/// The server's commits (`pg_stat_database`, every database) and WAL flushes (`pg_stat_wal.wal_sync`) so far.
+async fn commits_and_flushes(sql: &tokio_postgres::Client) -> Option<(i64, i64)> {
+    let row = sql
+        .query_one(
+            "SELECT (SELECT sum(xact_commit)::bigint FROM pg_stat_database), (SELECT wal_sync FROM pg_stat_wal)",
+            &[],
+        )
+        .await
+        .ok()?;
+    Some((row.get(0), row.get(1)))
+}
+
+/// What the server's active client backends are doing, sampled every 2 ms until `stop`: the share of samples per
+/// wait event (`CPU`: none, running or runnable) and statement.
+async fn sample_waits(
+    sql: Arc<tokio_postgres::Client>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> String {
+    let statement = sql
+        .prepare(
+            "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU'), query FROM pg_stat_activity
+             WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        )
+        .await
+        .expect("prepare the sampler");
+    let mut counts: std::collections::HashMap<(String, &'static str), u64> = Default::default();
+    let mut samples = 0u64;
+    let mut busy = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(rows) = sql.query(&statement, &[]).await else {
+            break;
+        };
+        samples += 1;
+        for row in &rows {
+            busy += 1;
+            let wait: String = row.get(0);
+            let label = label(row.get::<_, Option<&str>>(1).unwrap_or(""));
+            *counts.entry((wait, label)).or_default() += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut each: Vec<_> = counts.into_iter().collect();
+    each.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let top: Vec<String> = each
+        .iter()
+        .take(8)
+        .map(|((wait, label), n)| {
+            format!(
+                "{label} {wait} {:.0}%",
+                *n as f64 * 100.0 / busy.max(1) as f64
+            )
+        })
+        .collect();
+    format!(
+        "server backends active: {:.1} on average over {samples} samples; by statement and wait event: {}",
+        busy as f64 / samples.max(1) as f64,
+        top.join(", ")
+    )
+}
+
+/// A short name for one of the backend's statements (the first pattern it contains).
+fn label(query: &str) -> &'static str {
+    let q: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+    [
+        ("AS b (ref_id, status, info", "end_batch"),
+        ("tasks (ref_id, cache_key, status", "insert"),
+        ("pg_notify($1, p)", "hints"),
+        ("SELECT pg_notify($1, $2)", "hint"),
+        ("SET status = 'processing', info", "start"),
+        ("FOR UPDATE SKIP LOCKED", "fetch"),
+        ("$16", "transition"),
+        ("SELECT status FROM", "status"),
+        ("SELECT t.status, t.info, t.cache_key", "record"),
+        ("SELECT value, meta FROM", "value_by_ref"),
+        ("SELECT min(seq)", "oldest_pending"),
+        ("UPDATE", "update"),
+        ("SELECT", "select"),
+    ]
+    .iter()
+    .find(|(needle, _)| q.contains(needle))
+    .map_or("other", |(_, name)| *name)
+}
+
 /// What the server ran for the tasks of `schema` since the last reset (`pg_stat_statements`), per task.
 fn statements(rt: &Runtime, sql: &tokio_postgres::Client, schema: &str, tasks: f64) -> String {
     let rows = rt.block_on(sql.query(
         "SELECT calls::float8, total_exec_time, query FROM pg_stat_statements
-         WHERE query LIKE '%' || $1 || '%' OR query IN ('BEGIN', 'COMMIT', 'ROLLBACK')",
+         WHERE query LIKE '%' || $1 || '%' OR query IN ('BEGIN', 'COMMIT', 'ROLLBACK')
+            OR query LIKE 'SELECT %pg_notify($1, %'",
         &[&format!("\"{schema}\"")],
     ));
     let Ok(rows) = rows else {
@@ -546,7 +651,8 @@ fn statements(rt: &Runtime, sql: &tokio_postgres::Client, schema: &str, tasks: f
         .map(|(c, t, q)| format!("`{q}` {:.2} calls {:.0} µs", c / tasks, t * 1e3 / tasks))
         .collect();
     format!(
-        "server statements per task: {:.1} ({:.0} µs executing; the BEGIN/COMMIT counts are the whole server's); \
+        "server statements per task: {:.1} ({:.0} µs executing; the BEGIN/COMMIT and hint counts are the whole \
+         server's); \
          costliest: {}",
         calls / tasks,
         ms * 1e3 / tasks,

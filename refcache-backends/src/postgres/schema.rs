@@ -308,7 +308,10 @@ impl Sql {
                     SELECT u.ref_id, u.cache_key, b.value, b.meta, now() + b.value_ttl * interval '1 millisecond'
                     FROM u JOIN b ON b.ref_id = u.ref_id WHERE b.value IS NOT NULL)
                 SELECT ref_id FROM u"),
-            // $1 ref, $2 owner, $3 info, $4 lease ms, $5 max deliveries, $6 shard, $7 channel.
+            // $1 ref, $2 owner, $3 info, $4 lease ms, $5 max deliveries, $6 shard. No `NOTIFY` here: a transaction
+            // that notifies takes the database's notification lock at its commit, and concurrent starts queued on
+            // it (and on the counter row held meanwhile); the `start` hint is sent after the commit instead (see
+            // `notify_after`).
             start: sub("WITH u AS (
                     UPDATE {s}.tasks SET status = 'processing', info = $3, deliveries = deliveries + 1,
                         input_key = NULL, input_request = NULL, input_response = NULL,
@@ -318,7 +321,7 @@ impl Sql {
                 c AS (
                     INSERT INTO {s}.counters (name, shard, n) SELECT 'executions', $6, 1 FROM u
                     ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1)
-                SELECT deliveries, pg_notify($7, ref_id || ' start')::text FROM u"),
+                SELECT deliveries FROM u"),
             start_refused: sub("SELECT status, owner, deliveries FROM {s}.tasks WHERE ref_id = $1"),
             // $1 owner, $2 lease ms, $3 refs.
             // The rows are locked in ref order, as `end_batch` locks them.

@@ -8,7 +8,7 @@ use refcache_core::{BackendError, CacheKey, RefId, TaskError, TaskInfo, TaskStat
 use tokio_postgres::types::ToSql;
 
 use super::codec::{info_text, parse_status};
-use super::inner::{Inner, ms_i64};
+use super::inner::{Inner, ms_i64, random_byte};
 
 /// What [`Inner::transition`] changes and when.
 pub(crate) struct Transition<'a> {
@@ -103,8 +103,8 @@ impl Inner {
                     &info_json,
                     &ms_i64(self.config.lease),
                     &max,
-                    &self.shard,
-                    &self.sql.channel,
+                    // A shard per start, not per process: the starts of one process's tasks run concurrently.
+                    &i32::from(random_byte() % 16),
                 ],
             )
             .await?;
@@ -112,6 +112,7 @@ impl Inner {
             return Ok(None);
         }
         self.start_hub.poke(ref_id);
+        self.notify_after(ref_id, "start");
         Ok(Some(rows[0].get(0)))
     }
 
