@@ -76,7 +76,8 @@ impl<T> Batcher<T> {
     }
 
     /// Queues `item` and waits for `rx`, its answer, writing batches (with `write`) whenever a slot is free and
-    /// rows are queued.
+    /// rows are queued. `write` must answer every row of its batch even if this caller is dropped meanwhile
+    /// (`Inner::detached`).
     async fn run<R, F, Fut>(
         &self,
         item: T,
@@ -170,7 +171,9 @@ impl Inner {
         };
         self.batches
             .ends
-            .run(end, rx, |batch| self.write_ends(batch))
+            .run(end, rx, |batch| {
+                self.detached(move |inner| async move { inner.write_ends(batch).await })
+            })
             .await
     }
 
@@ -179,8 +182,26 @@ impl Inner {
         let (tx, rx) = oneshot::channel();
         self.batches
             .inserts
-            .run((row, tx), rx, |batch| self.write_inserts(batch))
+            .run((row, tx), rx, |batch| {
+                self.detached(move |inner| async move { inner.write_inserts(batch).await })
+            })
             .await
+    }
+
+    /// Runs a batch's write on a task of its own and waits for it. The batch holds other callers' rows: written
+    /// inside the caller that took it, a caller dropped while the statement is in flight (a cancelled request)
+    /// would drop their answers with it, and they would be told their write failed whether or not it committed.
+    /// On a task of its own, the statement runs to its end and answers every row whatever becomes of the caller.
+    async fn detached<F, Fut>(&self, write: F)
+    where
+        F: FnOnce(Arc<Inner>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        // No `Inner` any more: the backend is going away, and the rows' callers are told their write was dropped.
+        let Some(inner) = self.me.upgrade() else {
+            return;
+        };
+        let _ = tokio::spawn(write(inner)).await;
     }
 
     /// Inserts `batch` in one statement and answers each row.
