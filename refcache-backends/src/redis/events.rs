@@ -64,19 +64,6 @@ impl<'a> Raw<'a> {
     }
 }
 
-/// The status an event names, if its kind is one.
-fn status_of(kind: &str) -> Option<TaskStatus> {
-    Some(match kind {
-        "pending" => TaskStatus::Pending,
-        "processing" => TaskStatus::Processing,
-        "input_required" => TaskStatus::InputRequired,
-        "complete" => TaskStatus::Complete,
-        "failed" => TaskStatus::Failed,
-        "cancelled" => TaskStatus::Cancelled,
-        _ => return None,
-    })
-}
-
 /// The subscriber: connects, subscribes, fans events out; on any loss, reconnects with backoff and resyncs.
 /// Ends when the backend is dropped.
 pub(crate) async fn listen(
@@ -166,7 +153,7 @@ impl Inner {
         }
         // The status it claims is passed on as a hint: a waiter reads the record itself before it believes a
         // terminal status, and a watcher before it passes any on; a kind that is no status is "read again".
-        self.hub.deliver(ref_id, status_of(event.kind));
+        self.hub.deliver(ref_id, TaskStatus::from_name(event.kind));
         if matches!(event.kind, "complete" | "failed" | "cancelled") {
             self.verify_held(ref_id);
             // A `wait` that comes after this reads the record anyway; a follower kept for it would only cost.

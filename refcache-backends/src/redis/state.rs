@@ -182,14 +182,7 @@ impl Inner {
 }
 
 pub(crate) fn parse_status(s: &str) -> TaskStatus {
-    match s {
-        "pending" => TaskStatus::Pending,
-        "processing" => TaskStatus::Processing,
-        "input_required" => TaskStatus::InputRequired,
-        "complete" => TaskStatus::Complete,
-        "cancelled" => TaskStatus::Cancelled,
-        _ => TaskStatus::Failed,
-    }
+    TaskStatus::from_name(s).unwrap_or(TaskStatus::Failed)
 }
 
 #[cfg(test)]
