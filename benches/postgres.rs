@@ -607,7 +607,6 @@ fn label(query: &str) -> &'static str {
         ("AS b (ref_id, status, info", "end_batch"),
         ("tasks (ref_id, cache_key, status", "insert"),
         ("pg_notify($1, p)", "hints"),
-        ("SELECT pg_notify($1, $2)", "hint"),
         ("SET status = 'processing', info", "start"),
         ("FOR UPDATE SKIP LOCKED", "fetch"),
         ("$16", "transition"),

@@ -164,7 +164,6 @@ impl Inner {
             &all.sweep_values,
             &all.sweep_records,
             &all.forget_processes,
-            &all.notify,
             &all.notify_many,
             // Output: a task's end is a durable commit, which flushes the output written before it.
             &all.output_append,

@@ -153,7 +153,6 @@ pub(crate) struct Sql {
     pub(crate) cleanup: String,
     pub(crate) retry: String,
     pub(crate) count: String,
-    pub(crate) notify: String,
     /// Several hints in one statement.
     pub(crate) notify_many: String,
     pub(crate) list: String,
@@ -382,8 +381,6 @@ impl Sql {
                     INSERT INTO {s}.counters (name, shard, n) SELECT 'retries', $6, 1 FROM u
                     ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1)
                 SELECT pg_notify($7, ref_id || CASE WHEN queued THEN ' queued' ELSE ' change' END)::text FROM u"),
-            // $1 channel, $2 payload.
-            notify: "SELECT pg_notify($1, $2)".to_owned(),
             // $1 channel, $2 payloads.
             notify_many: "SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) p".to_owned(),
             // $1 name, $2 shard.
