@@ -1,7 +1,7 @@
 //! The hit path and the miss overhead, each against its nearest alternative in the same run.
 //!
 //! ```text
-//! cargo bench --bench hit_path
+//! cargo bench -p refcache-benches --bench hit_path
 //! ```
 //!
 //! - `hit/cached`: a `#[cached]` call whose value is cached, against `hit/moka_get` (a raw

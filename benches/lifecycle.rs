@@ -1,7 +1,7 @@
 //! Task lifecycle benchmarks (issue #3), each against its nearest alternative in the same run.
 //!
 //! ```text
-//! cargo bench --bench lifecycle
+//! cargo bench -p refcache-benches --bench lifecycle
 //! ```
 //!
 //! - `throughput/memory_backend`: 1,000 no-op tasks submitted to a `MemoryTaskBackend` and awaited, against

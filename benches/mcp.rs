@@ -2,7 +2,7 @@
 //! in-process pipe in the same run, so the transport and JSON-RPC costs are common to both.
 //!
 //! ```text
-//! cargo bench --bench mcp
+//! cargo bench -p refcache-benches --bench mcp
 //! ```
 //!
 //! - `mcp/plain_tool`: a `#[tool]` that builds a small JSON object (the baseline);

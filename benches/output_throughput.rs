@@ -8,7 +8,7 @@
 //! both ways (10 samples each).
 //!
 //! ```text
-//! cargo bench -p refcache --all-features --bench output_throughput
+//! cargo bench -p refcache-benches --all-features --bench output_throughput
 //! ```
 //!
 //! It prints both rates and the RSS growth, and fails (exit 1) when refcache streams under 100 MB/s or grows RSS

@@ -3,7 +3,7 @@
 //! end).
 //!
 //! ```text
-//! cargo bench --features postgres --bench postgres
+//! cargo bench -p refcache-benches --features postgres --bench postgres
 //! ```
 //!
 //! - `postgres/select_1`: a raw prepared `SELECT 1` over a `tokio-postgres` connection (the backend's driver): the

@@ -2,7 +2,7 @@
 //! `redis-server` (started on a free loopback port, killed at the end).
 //!
 //! ```text
-//! cargo bench --features redis --bench redis
+//! cargo bench -p refcache-benches --features redis --bench redis
 //! ```
 //!
 //! - `redis/ping`: a raw `PING` over a `ConnectionManager` (the connection type the backend uses): the baseline.

@@ -7,9 +7,9 @@
 //! time the parent asks on the child's stdin, and the child answers `sent` with nothing else in between.
 //!
 //! ```text
-//! cargo bench -p refcache --all-features --bench web_fanout            # 1,000 subscribers, 100 chunks
-//! WEB_FANOUT_SUBSCRIBERS=10 cargo bench -p refcache --all-features --bench web_fanout
-//! WEB_FANOUT_READERS=1 cargo bench -p refcache --all-features --bench web_fanout   # 1,000 subscribed, 1 read
+//! cargo bench -p refcache-benches --all-features --bench web_fanout            # 1,000 subscribers, 100 chunks
+//! WEB_FANOUT_SUBSCRIBERS=10 cargo bench -p refcache-benches --all-features --bench web_fanout
+//! WEB_FANOUT_READERS=1 cargo bench -p refcache-benches --all-features --bench web_fanout   # 1,000 subscribed, 1 read
 //! ```
 //!
 //! The readers share the 2 cores with the server, so the run also prints the CPU time each side used per chunk

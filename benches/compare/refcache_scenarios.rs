@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! bash benches/compare/run.sh     # both sides, then one table
-//! cargo bench --bench compare     # this side alone: one JSON line per scenario on stdout
+//! cargo bench -p refcache-benches --bench compare     # this side alone: one JSON line per scenario on stdout
 //! ```
 //!
 //! The same scenarios, with the same parameters, as `benches/compare/mcp_refcache_scenarios.py`, through the

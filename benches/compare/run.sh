@@ -6,7 +6,7 @@
 #
 # 1. creates a throwaway virtualenv in a temporary directory (removed on exit) and installs mcp-refcache==0.2.1
 #    from PyPI into it (a failed install stops the run);
-# 2. builds the Rust side (`cargo bench --bench compare`, release profile) before anything is timed;
+# 2. builds the Rust side (`cargo bench -p refcache-benches --bench compare`, release profile) before anything is timed;
 # 3. runs the Python scenarios (mcp_refcache_scenarios.py), then the Rust ones (refcache_scenarios.rs), one after
 #    the other, each printing one JSON line per scenario;
 # 4. merges the two into one table (format_table.py, run with the system python3).
@@ -32,13 +32,13 @@ if ! "$work/venv/bin/python" -m pip install --quiet --disable-pip-version-check 
 fi
 
 echo "== building the Rust side (release)" >&2
-(cd "$root" && cargo bench --bench compare --no-run)
+(cd "$root" && cargo bench -p refcache-benches --bench compare --no-run)
 
 echo "== mcp-refcache scenarios" >&2
 "$work/venv/bin/python" "$here/mcp_refcache_scenarios.py" >"$work/mcp-refcache.jsonl"
 
 echo "== refcache scenarios" >&2
-(cd "$root" && cargo bench --bench compare) >"$work/refcache.jsonl"
+(cd "$root" && cargo bench -p refcache-benches --bench compare) >"$work/refcache.jsonl"
 
 "$python" "$here/format_table.py" "$work/mcp-refcache.jsonl" "$work/refcache.jsonl"
 echo "run.sh wall time: $((SECONDS - start)) s"

@@ -13,7 +13,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export REFCACHE_BENCH_OPS="${REFCACHE_BENCH_OPS:-1000}"
+# Where gungraun writes its results (as gungraun and gate.py find it): GUNGRAUN_HOME, else $CARGO_TARGET_DIR/gungraun.
+results="${GUNGRAUN_HOME:-${CARGO_TARGET_DIR:-target}/gungraun}"
 # Stale summaries must not stand in for a case that did not run this time.
-rm -f target/gungraun/refcache/instructions/five_cases/*/summary.json
-cargo bench --bench instructions -- --save-summary=json "$@"
+rm -f "$results"/refcache-benches/instructions/five_cases/*/summary.json
+cargo bench -p refcache-benches --bench instructions -- --save-summary=json "$@"
 python3 benches/instructions/gate.py check

@@ -39,8 +39,12 @@ CASES = ["empty"] + [name for pair in PAIRS for name in pair]
 
 
 def results_dir():
-    home = os.environ.get("GUNGRAUN_HOME", os.path.join(ROOT, "target", "gungraun"))
-    return os.path.join(home, "refcache", "instructions", "five_cases")
+    # As gungraun finds its home: GUNGRAUN_HOME, else $CARGO_TARGET_DIR/gungraun, else target/gungraun. The package
+    # is refcache-benches (benches/Cargo.toml).
+    home = os.environ.get("GUNGRAUN_HOME")
+    if not home:
+        home = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "gungraun")
+    return os.path.join(home, "refcache-benches", "instructions", "five_cases")
 
 
 def ops_of_run():

@@ -4,7 +4,7 @@
     python3 benches/instructions/profile.py miss        # after a run of benches/instructions.rs (check.sh)
     python3 benches/instructions/profile.py task --top 40
 
-Reads target/gungraun/refcache/instructions/five_cases/ops.<case>/callgrind.ops.<case>.out (valgrind's callgrind
+Reads target/gungraun/refcache-benches/instructions/five_cases/ops.<case>/callgrind.ops.<case>.out (valgrind's callgrind
 on the bench binary, counting only the OPS operations), and prints per operation:
 - the self cost of every function, summed by group (allocator, memory moves, hashing, JSON, moka, tracing, tokio,
   refcache's own code, std collections, other): the groups add up to the whole;
@@ -78,8 +78,10 @@ ENTRY_POINTS = [
 
 
 def profile_path(case):
-    home = os.environ.get("GUNGRAUN_HOME", os.path.join(ROOT, "target", "gungraun"))
-    return os.path.join(home, "refcache", "instructions", "five_cases", f"ops.{case}", f"callgrind.ops.{case}.out")
+    home = os.environ.get("GUNGRAUN_HOME")
+    if not home:
+        home = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "gungraun")
+    return os.path.join(home, "refcache-benches", "instructions", "five_cases", f"ops.{case}", f"callgrind.ops.{case}.out")
 
 
 def annotate(path, inclusive):

@@ -4,10 +4,12 @@
 #
 #   bash benches/instructions/spread.sh
 #
-# About 3 to 4 min. The figures of each run are kept in target/gungraun/spread-{1,2,3}.json.
+# About 3 to 4 min. The figures of each run are kept in target/gungraun/spread-{1,2,3}.json (or GUNGRAUN_HOME).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export REFCACHE_BENCH_OPS="${REFCACHE_BENCH_OPS:-1000}"
+# Where gungraun writes its results (as gungraun and gate.py find it): GUNGRAUN_HOME, else $CARGO_TARGET_DIR/gungraun.
+results="${GUNGRAUN_HOME:-${CARGO_TARGET_DIR:-target}/gungraun}"
 runs=()
 busy=""
 trap '[ -n "$busy" ] && kill "$busy" 2>/dev/null || true' EXIT
@@ -19,10 +21,10 @@ for run in 1 2 3; do
     else
         echo "== run $run; load: $(cut -d' ' -f1-3 /proc/loadavg)"
     fi
-    rm -f target/gungraun/refcache/instructions/five_cases/*/summary.json
-    cargo bench --quiet --bench instructions -- --save-summary=json >/dev/null
-    python3 benches/instructions/gate.py report --json "target/gungraun/spread-$run.json" >/dev/null
-    runs+=("target/gungraun/spread-$run.json")
+    rm -f "$results"/refcache-benches/instructions/five_cases/*/summary.json
+    cargo bench --quiet -p refcache-benches --bench instructions -- --save-summary=json >/dev/null
+    python3 benches/instructions/gate.py report --json "$results/spread-$run.json" >/dev/null
+    runs+=("$results/spread-$run.json")
 done
 if [ -n "$busy" ]; then
     kill "$busy"

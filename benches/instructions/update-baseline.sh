@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export REFCACHE_BENCH_OPS="${REFCACHE_BENCH_OPS:-1000}"
-rm -f target/gungraun/refcache/instructions/five_cases/*/summary.json
-cargo bench --bench instructions -- --save-summary=json
+# Where gungraun writes its results (as gungraun and gate.py find it): GUNGRAUN_HOME, else $CARGO_TARGET_DIR/gungraun.
+results="${GUNGRAUN_HOME:-${CARGO_TARGET_DIR:-target}/gungraun}"
+rm -f "$results"/refcache-benches/instructions/five_cases/*/summary.json
+cargo bench -p refcache-benches --bench instructions -- --save-summary=json
 python3 benches/instructions/gate.py update
 git --no-pager diff --stat -- benches/instructions/baseline.json || true
