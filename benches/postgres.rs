@@ -22,8 +22,16 @@
 //! - the p50/p99 of 1,000 individually timed round trips of each kind, interleaved with as many `SELECT 1`s, with
 //!   the ratio of each median to `SELECT 1`'s and the median of each step (submit, wait until complete, poll);
 //! - tasks/s over a few timed batches with 4 workers, 1 worker, in `local` mode and in memory, with the CPU each task
-//!   cost this process (`/proc/self/stat`) and the server (`/proc/<pid>/stat` of the postmaster and its backends);
-//! - the statements one task costs and the server's execution time per task, from `pg_stat_statements`.
+//!   cost this process (`/proc/self/stat`) and the server (`/proc/<pid>/stat` of the postmaster and its backends,
+//!   also by kind of server process);
+//! - the statements one task costs and the server's planning and execution time per task, from
+//!   `pg_stat_statements`; the commits, WAL flushes, WAL bytes and full-page images per task (`pg_stat_wal`);
+//! - then one more batch, not counted, with a sampler of `pg_stat_activity` every 2 ms: the share of active backends
+//!   per statement and wait event (the sampler costs the server CPU of its own, so it stays out of the figures).
+//!
+//! `REFCACHE_PG_BENCH_QUICK=1` runs the batches with 4 workers alone (no criterion, no round trips), for profiling
+//! the server; `REFCACHE_PG_BENCH_FSYNC=on|off` runs one of the two servers; `REFCACHE_PG_BENCH_BATCHES=n` times `n`
+//! batches (5 by default).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -223,10 +231,21 @@ impl Setup {
                 .await
                 .expect("a connection");
             tokio::spawn(connection);
+            // Planning time too: a statement planned again on every call costs the server CPU that its
+            // execution time does not show.
             client
                 .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
                 .await
                 .expect("pg_stat_statements");
+            for statement in [
+                "ALTER SYSTEM SET pg_stat_statements.track_planning = on",
+                "SELECT pg_reload_conf()",
+            ] {
+                client
+                    .batch_execute(statement)
+                    .await
+                    .expect("pg_stat_statements.track_planning");
+            }
             let statement = client.prepare("SELECT 1").await.expect("prepare");
             let sql = Arc::new(client);
             let local = PostgresTaskBackend::new(config("bench_local")).expect("the local backend");
@@ -289,11 +308,25 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("a runtime");
+    // `REFCACHE_PG_BENCH_QUICK=1`: the timed batches with 4 workers alone (no criterion, no round trips), for
+    // profiling the server; `REFCACHE_PG_BENCH_FSYNC=on|off`: one of the two servers only.
+    let quick = std::env::var("REFCACHE_PG_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let only = std::env::var("REFCACHE_PG_BENCH_FSYNC").ok();
     println!("{}", machine_load("at the start"));
     println!("{}", fsync_latency());
     // fsync on is the server's default and what production runs; off shows what the disk's flushes cost.
     for (fsync, suffix) in [(true, ""), (false, "_fsync_off")] {
+        if only.as_deref().is_some_and(|o| (o == "on") != fsync) {
+            continue;
+        }
         let setup = Setup::start(&rt, fsync);
+        if quick {
+            println!("\n== fsync {}", if fsync { "on" } else { "off" });
+            throughput(&rt, &setup, true);
+            println!("{}", machine_load("after this server's figures"));
+            setup.stop(&rt);
+            continue;
+        }
         let select1 = setup.select1.clone();
         let local = Op::RoundTrip(setup.local.clone());
         let workers = Op::RoundTrip(setup.replica.clone());
@@ -340,7 +373,7 @@ fn bench(c: &mut Criterion) {
                 ("submit_complete_poll/workers", &workers),
             ],
         );
-        throughput(&rt, &setup);
+        throughput(&rt, &setup, false);
         println!("{}", machine_load("after this server's figures"));
         setup.stop(&rt);
     }
@@ -450,10 +483,15 @@ fn process_cpu() -> Option<Duration> {
     stat_cpu("/proc/self/stat", false)
 }
 
-/// CPU time used so far by the server: the postmaster (with the backends it has reaped) and its live backends.
-fn server_cpu(server: &PostgresServer) -> Option<Duration> {
+/// The server's CPU time so far by kind of process: `client backend` (the statements), `autovacuum`, `walwriter`,
+/// `checkpointer`, `background writer`, `other` (the rest of the live ones), and `exited` (the postmaster itself
+/// and the children it has reaped: autovacuum workers, closed connections).
+fn server_cpu_by_kind(
+    server: &PostgresServer,
+) -> Option<std::collections::BTreeMap<&'static str, Duration>> {
     let main = server.pid()?;
-    let mut total = stat_cpu(&format!("/proc/{main}/stat"), true)?;
+    let mut kinds = std::collections::BTreeMap::new();
+    kinds.insert("exited", stat_cpu(&format!("/proc/{main}/stat"), true)?);
     for entry in std::fs::read_dir("/proc").ok()?.filter_map(Result::ok) {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
@@ -466,90 +504,130 @@ fn server_cpu(server: &PostgresServer) -> Option<Duration> {
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().nth(1))
             .and_then(|p| p.parse::<u32>().ok());
-        if parent == Some(main) {
-            total += stat_cpu(&format!("/proc/{pid}/stat"), false).unwrap_or_default();
+        if parent != Some(main) {
+            continue;
         }
+        let title = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let kind = [
+            ("autovacuum", "autovacuum"),
+            ("walwriter", "walwriter"),
+            ("checkpointer", "checkpointer"),
+            ("background writer", "background writer"),
+            ("127.0.0.1", "client backend"),
+        ]
+        .iter()
+        .find(|(needle, _)| title.contains(needle))
+        .map_or("other", |(_, kind)| *kind);
+        *kinds.entry(kind).or_default() +=
+            stat_cpu(&format!("/proc/{pid}/stat"), false).unwrap_or_default();
     }
-    Some(total)
+    Some(kinds)
 }
 
 /// Tasks/s over a few timed batches of each configuration, with the CPU each task cost this process (every role
-/// runs in it) and the server, and the statements per task.
-fn throughput(rt: &Runtime, setup: &Setup) {
+/// runs in it) and the server (by kind of server process), the statements per task, and then one more batch,
+/// not counted, with the wait-event sampler on (it costs the server CPU of its own).
+fn throughput(rt: &Runtime, setup: &Setup, quick: bool) {
     println!();
-    const BATCHES: u32 = 5;
-    let configs: [(&str, &Arc<dyn TaskBackend>, &str); 4] = [
+    let batches: u32 = std::env::var("REFCACHE_PG_BENCH_BATCHES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5);
+    let mut configs: Vec<(&str, &Arc<dyn TaskBackend>, &str)> = vec![
         ("throughput_4_workers", &setup.tp_replica, "bench_tp"),
         ("throughput_1_worker", &setup.replica, "bench_workers"),
         ("throughput_local", &setup.local, "bench_local"),
         ("throughput_memory_backend", &setup.memory, ""),
     ];
+    if quick {
+        configs.truncate(1);
+    }
     let mut medians = Vec::new();
     for (name, backend, schema) in configs {
         rt.block_on(setup.sql.batch_execute("SELECT pg_stat_statements_reset()"))
             .expect("reset pg_stat_statements");
         let commits_before = rt.block_on(commits_and_flushes(&setup.sql));
-        let (cpu, server) = (process_cpu(), server_cpu(&setup.server));
-        let sampling = (!schema.is_empty()).then(|| {
-            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let sampler = rt.spawn(sample_waits(setup.sql.clone(), stop.clone()));
-            (stop, sampler)
-        });
-        let mut per_s: Vec<f64> = (0..BATCHES)
+        let (cpu, server) = (process_cpu(), server_cpu_by_kind(&setup.server));
+        let mut per_s: Vec<f64> = (0..batches)
             .map(|_| BATCH as f64 / time_batch(rt, backend).as_secs_f64())
             .collect();
-        let waits = sampling.map(|(stop, sampler)| {
-            stop.store(true, Ordering::Relaxed);
-            rt.block_on(sampler).expect("the sampler")
-        });
-        let tasks = f64::from(BATCHES) * BATCH as f64;
+        let tasks = f64::from(batches) * BATCH as f64;
         let commits_after = rt.block_on(commits_and_flushes(&setup.sql));
+        let (cpu_after, server_after) = (process_cpu(), server_cpu_by_kind(&setup.server));
+        let per_task = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6 / tasks);
         let cost = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
-            (Some(b), Some(a)) => format!("{:.0} µs", (a - b).as_secs_f64() * 1e6 / tasks),
+            (Some(b), Some(a)) => per_task(a.saturating_sub(b)),
             _ => "n/a".to_owned(),
+        };
+        let sum = |kinds: &Option<std::collections::BTreeMap<&str, Duration>>| {
+            kinds.as_ref().map(|k| k.values().sum::<Duration>())
         };
         per_s.sort_by(f64::total_cmp);
         let median = per_s[per_s.len() / 2];
         println!(
-            "postgres/{name:<26} {BATCH} at once, {BATCHES} batches: median {median:>6.0} tasks/s (min {:.0}, max \
+            "postgres/{name:<26} {BATCH} at once, {batches} batches: median {median:>6.0} tasks/s (min {:.0}, max \
              {:.0}); CPU per task: this process {}, server {}",
             per_s[0],
             per_s[per_s.len() - 1],
-            cost(cpu, process_cpu()),
-            cost(server, server_cpu(&setup.server)),
+            cost(cpu, cpu_after),
+            cost(sum(&server), sum(&server_after)),
         );
+        if let (Some(before), Some(after)) = (&server, &server_after) {
+            let kinds: Vec<String> = after
+                .iter()
+                .map(|(kind, a)| {
+                    let b = before.get(kind).copied().unwrap_or_default();
+                    format!("{kind} {}", per_task(a.saturating_sub(b)))
+                })
+                .collect();
+            println!("    server CPU per task by process: {}", kinds.join(", "));
+        }
         if !schema.is_empty() {
             println!("    {}", statements(rt, &setup.sql, schema, tasks));
         }
         if let (Some(before), Some(after)) = (commits_before, commits_after) {
             println!(
-                "    per task (whole server): {:.2} commits, {:.2} WAL flushes",
+                "    per task (whole server): {:.2} commits, {:.2} WAL flushes, {:.0} bytes of WAL, {:.2} full-page \
+                 images",
                 (after.0 - before.0) as f64 / tasks,
-                (after.1 - before.1) as f64 / tasks
+                (after.1 - before.1) as f64 / tasks,
+                (after.2 - before.2) as f64 / tasks,
+                (after.3 - before.3) as f64 / tasks
             );
         }
-        if let Some(waits) = waits {
-            println!("    {waits}");
+        if !schema.is_empty() {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let sampler = rt.spawn(sample_waits(setup.sql.clone(), stop.clone()));
+            let sampled = BATCH as f64 / time_batch(rt, backend).as_secs_f64();
+            stop.store(true, Ordering::Relaxed);
+            let waits = rt.block_on(sampler).expect("the sampler");
+            println!(
+                "    one more batch, sampled ({sampled:.0} tasks/s, not counted above): {waits}"
+            );
         }
         medians.push(median);
     }
-    println!(
-        "postgres with {WORKERS} workers: {:.1}x the tasks/s of 1 worker, {:.3}x the in-process memory backend's",
-        medians[0] / medians[1],
-        medians[0] / medians[3]
-    );
+    if medians.len() == 4 {
+        println!(
+            "postgres with {WORKERS} workers: {:.1}x the tasks/s of 1 worker, {:.3}x the in-process memory backend's",
+            medians[0] / medians[1],
+            medians[0] / medians[3]
+        );
+    }
 }
 
-/// The server's commits (`pg_stat_database`, every database) and WAL flushes (`pg_stat_wal.wal_sync`) so far.
-async fn commits_and_flushes(sql: &tokio_postgres::Client) -> Option<(i64, i64)> {
+/// The server's commits (`pg_stat_database`, every database), WAL flushes (`pg_stat_wal.wal_sync`), WAL bytes and
+/// full-page images so far.
+async fn commits_and_flushes(sql: &tokio_postgres::Client) -> Option<(i64, i64, i64, i64)> {
     let row = sql
         .query_one(
-            "SELECT (SELECT sum(xact_commit)::bigint FROM pg_stat_database), (SELECT wal_sync FROM pg_stat_wal)",
+            "SELECT (SELECT sum(xact_commit)::bigint FROM pg_stat_database), wal_sync, wal_bytes::bigint, wal_fpi
+             FROM pg_stat_wal",
             &[],
         )
         .await
         .ok()?;
-    Some((row.get(0), row.get(1)))
+    Some((row.get(0), row.get(1), row.get(2), row.get(3)))
 }
 
 /// What the server's active client backends are doing, sampled every 2 ms until `stop`: the share of samples per
@@ -600,16 +678,20 @@ async fn sample_waits(
     )
 }
 
-/// A short name for one of the backend's statements (the first pattern it contains).
+/// A short name for one of the backend's statements (the first pattern it contains). The patterns hold no
+/// literal: `pg_stat_statements` shows constants as `$n`.
 fn label(query: &str) -> &'static str {
     let q: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
     [
-        ("AS b (ref_id, status, info", "end_batch"),
+        ("AS b (ref_id, status, info, record_ttl", "end_batch"),
         ("tasks (ref_id, cache_key, status", "insert"),
         ("pg_notify($1, p)", "hints"),
-        ("SET status = 'processing', info", "start"),
+        ("deliveries = t.deliveries +", "start_batch"),
+        ("deliveries = deliveries +", "start"),
+        ("octet_length(v.value)", "read_batch"),
         ("FOR UPDATE SKIP LOCKED", "fetch"),
-        ("$16", "transition"),
+        ("SET lease_until", "renew"),
+        ("dead_at = CASE WHEN $8", "transition"),
         ("SELECT status FROM", "status"),
         ("SELECT t.status, t.info, t.cache_key", "record"),
         ("SELECT value, meta FROM", "value_by_ref"),
@@ -625,7 +707,7 @@ fn label(query: &str) -> &'static str {
 /// What the server ran for the tasks of `schema` since the last reset (`pg_stat_statements`), per task.
 fn statements(rt: &Runtime, sql: &tokio_postgres::Client, schema: &str, tasks: f64) -> String {
     let rows = rt.block_on(sql.query(
-        "SELECT calls::float8, total_exec_time, query FROM pg_stat_statements
+        "SELECT calls::float8, total_exec_time + total_plan_time, query FROM pg_stat_statements
          WHERE query LIKE '%' || $1 || '%' OR query IN ('BEGIN', 'COMMIT', 'ROLLBACK')
             OR query LIKE 'SELECT %pg_notify($1, %'",
         &[&format!("\"{schema}\"")],
@@ -640,18 +722,23 @@ fn statements(rt: &Runtime, sql: &tokio_postgres::Client, schema: &str, tasks: f
         let (c, t, q): (f64, f64, String) = (row.get(0), row.get(1), row.get(2));
         calls += c;
         ms += t;
-        let short: String = q.split_whitespace().take(6).collect::<Vec<_>>().join(" ");
+        let short = match label(&q) {
+            "select" | "update" | "other" => {
+                q.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
+            }
+            name => name.to_owned(),
+        };
         each.push((c, t, short));
     }
     each.sort_by(|a, b| b.1.total_cmp(&a.1));
     let top: Vec<String> = each
         .iter()
-        .take(6)
+        .take(8)
         .map(|(c, t, q)| format!("`{q}` {:.2} calls {:.0} µs", c / tasks, t * 1e3 / tasks))
         .collect();
     format!(
-        "server statements per task: {:.1} ({:.0} µs executing; the BEGIN/COMMIT and hint counts are the whole \
-         server's); \
+        "server statements per task: {:.1} ({:.0} µs planning and executing; the BEGIN/COMMIT and hint counts \
+         are the whole server's); \
          costliest: {}",
         calls / tasks,
         ms * 1e3 / tasks,

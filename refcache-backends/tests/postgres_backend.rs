@@ -1122,3 +1122,379 @@ async fn task_records_are_bounded_by_count() {
     let newest = b.get(refs.last().unwrap()).await.unwrap().unwrap();
     assert_eq!(newest.value.unwrap().value, json!(7));
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Batching (issue 20): concurrent submissions share a statement and its commit. A statement is held open by a
+// conflicting uncommitted row from a connection of the test's own (the in-flight index makes the insert wait for
+// that transaction), so that what queues behind it, and when it is written, is decided by the test, not by timing.
+
+/// A `workers`-mode replica with no worker (its tasks stay pending, queued) and one statement of each kind in
+/// flight at a time (`pool_size` 1), so that whatever arrives while one is in flight shares the next.
+async fn one_slot_replica(what: &str) -> (PostgresTaskBackend, String, String) {
+    let schema = fresh_schema(what);
+    let mut config = shared_config(&schema)
+        .await
+        .mode(Mode::Workers)
+        .command_timeout(PATIENCE);
+    config.pool_size = 1;
+    let url = config.url.clone();
+    let b = PostgresTaskBackend::new(config).unwrap();
+    b.start().await.unwrap();
+    (b, schema, url)
+}
+
+/// Inserts, uncommitted, a pending row for `key` in `tx`: a submission of the same key waits for `tx` to end.
+async fn hold_key(tx: &tokio_postgres::Transaction<'_>, schema: &str, key: &CacheKey) {
+    tx.execute(
+        &format!(
+            "INSERT INTO \"{schema}\".tasks (ref_id, cache_key, status, info, spec, task_name, namespace,
+                                             created_ms, queued)
+             VALUES ($1, $2, 'pending', '{{}}', '{{}}', 'blocker', 'test', 0, false)"
+        ),
+        &[&format!("blocker-{}", uuid::Uuid::new_v4()), &key.to_hex()],
+    )
+    .await
+    .unwrap();
+}
+
+/// How many statements of the backend inserting into `schema`'s tasks wait on a lock now.
+async fn inserts_waiting(db: &tokio_postgres::Client, schema: &str) -> i64 {
+    db.query_one(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO ' || $1 || '.tasks%'",
+        &[&format!("\"{schema}\"")],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// The transaction that wrote each of `refs`' rows (`xmin`), `None` for a ref with no row: rows written by one
+/// statement of the backend share one.
+async fn writers(
+    db: &tokio_postgres::Client,
+    schema: &str,
+    refs: &[&RefId],
+) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for ref_id in refs {
+        let rows = db
+            .query(
+                &format!("SELECT xmin::text FROM \"{schema}\".tasks WHERE ref_id = $1"),
+                &[&ref_id.as_str()],
+            )
+            .await
+            .unwrap();
+        out.push(rows.first().map(|r| r.get(0)));
+    }
+    out
+}
+
+fn spawn_submit(
+    b: &PostgresTaskBackend,
+    sub: Submission,
+) -> tokio::task::JoinHandle<Result<Submitted, BackendError>> {
+    let b = b.clone();
+    tokio::spawn(async move { b.submit(sub).await })
+}
+
+/// Issue 20: the caller that takes a batch of submissions and writes it may be dropped while the statement runs
+/// (a cancelled request). The other rows of its batch are still written and answered: the statement runs to its
+/// end on a task of its own.
+///
+/// A current-thread runtime, so that the callers queue in the order they are spawned (the first queued takes the
+/// next batch).
+#[tokio::test(flavor = "current_thread")]
+async fn a_caller_dropped_mid_statement_does_not_fail_its_batch() {
+    let (b, schema, url) = one_slot_replica("dropped_taker").await;
+    let db = sql(&url).await;
+    let ttl = Duration::from_secs(600);
+    let (z_sub, z_ref, z_key) = submission(json!({"gate": "batch-z"}), ttl);
+    let (a_sub, a_ref, a_key) = submission(json!({"gate": "batch-a"}), ttl);
+    let (b_sub, b_ref, _) = submission(json!({"gate": "batch-b"}), ttl);
+
+    // Two blockers: one for Z's key (Z's statement holds the one slot while A and B queue), one for A's key (the
+    // statement A takes, with B's row in it, waits while A is dropped).
+    let mut hold_z = sql(&url).await;
+    let hold_z = hold_z.transaction().await.unwrap();
+    hold_key(&hold_z, &schema, &z_key).await;
+    let mut hold_a = sql(&url).await;
+    let hold_a = hold_a.transaction().await.unwrap();
+    hold_key(&hold_a, &schema, &a_key).await;
+
+    let z = spawn_submit(&b, z_sub);
+    until("Z's statement to wait on its key", async || {
+        inserts_waiting(&db, &schema).await == 1
+    })
+    .await;
+    // A queues first (a round trip of the test's own lets it run), then B.
+    let a = spawn_submit(&b, a_sub);
+    inserts_waiting(&db, &schema).await;
+    let bh = spawn_submit(&b, b_sub);
+    inserts_waiting(&db, &schema).await;
+    assert!(!a.is_finished() && !bh.is_finished());
+
+    // Z's statement ends; A takes the queue (A and B) into the next one, which waits on A's key.
+    hold_z.rollback().await.unwrap();
+    assert!(matches!(z.await.unwrap(), Ok(Submitted::Started(r)) if r == z_ref));
+    until("the batch of A and B to wait on A's key", async || {
+        inserts_waiting(&db, &schema).await == 1
+    })
+    .await;
+    // B's row is in A's statement: B has no answer while that statement waits.
+    assert!(
+        !bh.is_finished(),
+        "B was answered before A's statement ended"
+    );
+
+    // A is dropped mid-statement; then its statement may go on.
+    a.abort();
+    assert!(a.await.unwrap_err().is_cancelled());
+    assert!(
+        !bh.is_finished(),
+        "B was answered before A's statement ended"
+    );
+    hold_a.rollback().await.unwrap();
+
+    let answer = tokio::time::timeout(PATIENCE, bh)
+        .await
+        .expect("B is answered")
+        .unwrap();
+    assert!(
+        matches!(&answer, Ok(Submitted::Started(r)) if *r == b_ref),
+        "B's row must not fail with its taker: {answer:?}"
+    );
+    // Both rows of the dropped caller's statement landed, in one commit (A's, though nobody heard its answer);
+    // the blockers are gone.
+    let written = writers(&db, &schema, &[&z_ref, &a_ref, &b_ref]).await;
+    assert!(written.iter().all(Option::is_some), "{written:?}");
+    assert_eq!(written[1], written[2], "A's and B's rows share a statement");
+    assert_ne!(written[0], written[1]);
+    let rows: i64 = db
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".tasks WHERE status = 'pending'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 3, "Z, A and B pending; no blocker left");
+    for ref_id in [&z_ref, &a_ref, &b_ref] {
+        let snapshot = b.get(ref_id).await.unwrap().expect("the row is there");
+        assert_eq!(snapshot.info.status, TaskStatus::Pending);
+    }
+}
+
+/// Issue 20: submissions that arrive while a statement is in flight share the next one (one statement, one commit
+/// for all their rows), and each row is still decided alone: a row whose key is in flight already is refused and
+/// joins that task, two rows of one key in the batch run once (one inserted, the other joins it), and neither
+/// stops the others.
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_submissions_share_a_statement_and_each_row_is_decided_alone() {
+    let (b, schema, url) = one_slot_replica("shared_statement").await;
+    let db = sql(&url).await;
+    let ttl = Duration::from_secs(600);
+
+    // X is in flight before the batch.
+    let (x_sub, x_ref, _) = submission(json!({"gate": "share-x"}), ttl);
+    assert!(matches!(b.submit(x_sub).await.unwrap(), Submitted::Started(r) if r == x_ref));
+
+    let (z_sub, z_ref, z_key) = submission(json!({"gate": "share-z"}), ttl);
+    let mut hold = sql(&url).await;
+    let hold = hold.transaction().await.unwrap();
+    hold_key(&hold, &schema, &z_key).await;
+    let z = spawn_submit(&b, z_sub);
+    until("Z's statement to wait on its key", async || {
+        inserts_waiting(&db, &schema).await == 1
+    })
+    .await;
+
+    // While Z's statement holds the slot: eight new calls, X again, and a new call Y twice.
+    let fresh: Vec<(Submission, RefId, CacheKey)> = (0..8)
+        .map(|i| submission(json!({"gate": format!("share-{i}")}), ttl))
+        .collect();
+    let fresh_refs: Vec<RefId> = fresh.iter().map(|(_, r, _)| r.clone()).collect();
+    let mut handles: Vec<_> = fresh
+        .into_iter()
+        .map(|(sub, _, _)| spawn_submit(&b, sub))
+        .collect();
+    let (x_again, x_again_ref, _) = submission(json!({"gate": "share-x"}), ttl);
+    handles.push(spawn_submit(&b, x_again));
+    let (y1, y1_ref, y_key) = submission(json!({"gate": "share-y"}), ttl);
+    let (y2, y2_ref, _) = submission(json!({"gate": "share-y"}), ttl);
+    handles.push(spawn_submit(&b, y1));
+    handles.push(spawn_submit(&b, y2));
+    inserts_waiting(&db, &schema).await;
+    assert!(handles.iter().all(|h| !h.is_finished()));
+
+    hold.rollback().await.unwrap();
+    assert!(matches!(z.await.unwrap(), Ok(Submitted::Started(r)) if r == z_ref));
+    let mut answers = Vec::new();
+    for h in handles {
+        answers.push(
+            tokio::time::timeout(PATIENCE, h)
+                .await
+                .expect("answered")
+                .unwrap()
+                .unwrap(),
+        );
+    }
+
+    // Each new call started its own task.
+    for (answer, ref_id) in answers.iter().zip(&fresh_refs) {
+        assert!(
+            matches!(answer, Submitted::Started(r) if r == ref_id),
+            "{answer:?}"
+        );
+    }
+    // X again joined X, and left no row.
+    assert!(
+        matches!(&answers[8], Submitted::Joined(r) if *r == x_ref),
+        "{:?}",
+        answers[8]
+    );
+    // Y ran once: one of the two rows was inserted, the other joined it.
+    let y = match (&answers[9], &answers[10]) {
+        (Submitted::Started(a), Submitted::Joined(b)) if a == b && *a == y1_ref => &y1_ref,
+        (Submitted::Joined(a), Submitted::Started(b)) if a == b && *b == y2_ref => &y2_ref,
+        other => panic!("two rows of one key must run once: {other:?}"),
+    };
+    let y_rows: i64 = db
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".tasks WHERE cache_key = $1"),
+            &[&y_key.to_hex()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(y_rows, 1, "one row for Y's key");
+
+    // The applied rows of the batch share one statement (one writing transaction), Z's was its own, and the
+    // refused rows have none.
+    let mut batch: Vec<&RefId> = fresh_refs.iter().collect();
+    batch.push(y);
+    let written = writers(&db, &schema, &batch).await;
+    assert!(written.iter().all(Option::is_some), "{written:?}");
+    assert!(
+        written.iter().all(|w| *w == written[0]),
+        "11 concurrent submissions share one statement: {written:?}"
+    );
+    let others = writers(&db, &schema, &[&z_ref, &x_ref, &x_again_ref]).await;
+    assert!(others[0].is_some() && others[0] != written[0], "{others:?}");
+    assert!(others[1].is_some() && others[1] != written[0], "{others:?}");
+    assert_eq!(others[2], None, "a refused row leaves nothing");
+    let pending: i64 = db
+        .query_one(&format!("SELECT count(*) FROM \"{schema}\".tasks"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 11, "X, Z, the eight new calls and Y");
+}
+
+const FAILS: &str = "refcache.postgres-test.fails";
+
+fn fails(
+    _: Value,
+    _: TaskContext,
+) -> BoxFuture<'static, Result<refcache_core::JsonText, TaskError>> {
+    Box::pin(async { Err(TaskError::new("failed on purpose").permanent()) })
+}
+
+inventory::submit!(TaskRegistration::new(|| FAILS, fails));
+
+/// A snapshot as JSON (the record and the value), for comparing two reads of one task.
+fn snapshot_json(snapshot: Option<&TaskSnapshot>) -> Value {
+    snapshot.map_or(Value::Null, |s| {
+        json!({
+            "info": serde_json::to_value(&s.info).unwrap(),
+            "value": s.value.as_ref().map(|v| serde_json::to_value(&**v).unwrap()),
+        })
+    })
+}
+
+/// Issue 20: a waiter reads a finished task's record and its value in one statement, shared with the other
+/// waiters' reads (the fast path), where `get` reads the record, then the value (the slow path). Both answer the
+/// same: a complete task with a small value, one whose value is too large to come along (read on its own, or
+/// taken from the near cache), a failed task, a cancelled one, and a complete record whose value has gone
+/// (nothing) — on the process that ran the task and on another one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiters_read_answers_what_get_answers() {
+    let schema = fresh_schema("wait_read");
+    let config = shared_config(&schema).await;
+    let b = PostgresTaskBackend::new(config.clone()).unwrap();
+    let other = PostgresTaskBackend::new(config).unwrap();
+    let ttl = Duration::from_secs(600);
+
+    let small = uuid::Uuid::new_v4().to_string();
+    open(&small);
+    let (small_ref, _) =
+        run_to_end(&b, json!({"gate": small, "value": {"b": 2, "a": 1}}), ttl).await;
+    let large = uuid::Uuid::new_v4().to_string();
+    open(&large);
+    let (large_ref, _) = run_to_end(
+        &b,
+        json!({"gate": large, "value": "x".repeat(100_000)}),
+        ttl,
+    )
+    .await;
+    let key = CacheKey::from_json(FAILS, "test", &json!({})).unwrap();
+    let failed_ref = RefId::generate("test");
+    let spec = TaskSpec::new(failed_ref.clone(), key, FAILS, "test", json!({}));
+    b.submit(Submission::new(
+        spec,
+        registry::find(FAILS).map(TaskRegistration::job),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        wait_end(&b, &failed_ref).await.info.status,
+        TaskStatus::Failed
+    );
+    let (sub, cancelled_ref, _) =
+        submission(json!({"gate": uuid::Uuid::new_v4().to_string()}), ttl);
+    b.submit(sub).await.unwrap();
+    b.cancel(&cancelled_ref).await.unwrap();
+    assert_eq!(
+        wait_end(&b, &cancelled_ref).await.info.status,
+        TaskStatus::Cancelled
+    );
+    let short = uuid::Uuid::new_v4().to_string();
+    open(&short);
+    let (gone_ref, _) = run_to_end(
+        &b,
+        json!({"gate": short, "value": 3}),
+        Duration::from_secs(1),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    for backend in [&b, &other] {
+        for ref_id in [
+            &small_ref,
+            &large_ref,
+            &failed_ref,
+            &cancelled_ref,
+            &gone_ref,
+        ] {
+            let waited = backend
+                .wait(ref_id, Some(tokio::time::Instant::now() + PATIENCE))
+                .await
+                .unwrap();
+            let got = backend.get(ref_id).await.unwrap();
+            assert_eq!(
+                snapshot_json(waited.as_ref()),
+                snapshot_json(got.as_ref()),
+                "{ref_id}: wait and get disagree"
+            );
+            assert_eq!(waited.is_none(), *ref_id == gone_ref, "{ref_id}");
+        }
+        let large = backend
+            .wait(&large_ref, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .unwrap();
+        assert_eq!(large.value, json!("x".repeat(100_000)));
+    }
+}

@@ -96,16 +96,17 @@ impl PostgresTaskBackend {
         let pool = Pool::new(pg_config.clone(), tls.clone(), config.pool_size);
         let mut fast_config = pg_config.clone();
         fast_config.options(format!("{} -c synchronous_commit=off", options.trim()));
-        let fast = Pool::new(fast_config, tls.clone(), config.pool_size.div_ceil(2));
+        let fast_size = config.pool_size.div_ceil(2);
+        let fast = Pool::new(fast_config, tls.clone(), fast_size);
         let consumer = format!(
             "{}-{}",
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let slots = config.pool_size;
+        let durable_size = config.pool_size;
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
-            batches: Batches::new(slots),
+            batches: Batches::new(durable_size, fast_size),
             oldest_pending: AtomicI64::new(0),
             sql: Sql::new(&config.schema),
             near: ValueStore::new(config.near_cache_bytes.max(1)),

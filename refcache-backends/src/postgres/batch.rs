@@ -1,13 +1,17 @@
-//! Work that concurrent tasks share a statement (and a commit) for: submissions, the ends of tasks held here, and
-//! the hints sent after a commit.
+//! Work that concurrent tasks share a statement (and a commit) for: submissions, the starts and ends of tasks held
+//! here, the reads of waiters, and the hints sent after a commit.
 //!
-//! - **Submissions and ends.** Each is a durable commit, one WAL flush. Each joins a queue; whoever holds one of
-//!   `pool_size` slots takes everything queued (up to [`MAX_BATCH`]) and writes it in one statement
-//!   ([`Sql::insert_batch`](super::schema::Sql), [`Sql::end_batch`](super::schema::Sql)), so that when the slots
-//!   are busy, what arrives meanwhile shares the next flush. Alone, a submission or an end is written at once, by
-//!   its own caller: nothing waits for a batch to fill. Each row is still decided on its own: a submission is
-//!   refused by the in-flight index alone (and joins the running task), an end applies only from `processing` or
-//!   `input_required` while this process owns the task; one row that does not apply does not stop the others.
+//! - **Submissions, starts, ends and waiters' reads.** A submission and an end are each a durable commit, one WAL
+//!   flush; every statement costs the server a round trip, a transaction and its executor's setup, which with
+//!   thousands of tasks at once cost it more than the rows themselves. Each joins a queue; whoever holds one of the
+//!   slots of its kind (as many as the connections of its pool) takes everything queued (up to [`MAX_BATCH`]) and
+//!   writes it in one statement (`insert_batch`, `start_batch`, `end_batch`, `read_batch` of
+//!   [`Sql`](super::schema::Sql)), so that when the slots are busy, what arrives meanwhile shares the
+//!   next statement (and flush). Alone, each is written at once, by its own caller: nothing waits for a batch to
+//!   fill. Each row is still decided on its own: a submission is refused by the in-flight index alone (and joins
+//!   the running task), a start applies only while this process owns the task and it has deliveries left, an end
+//!   only from `processing` or `input_required` while this process owns the task; one row that does not apply
+//!   does not stop the others.
 //! - **Hints.** A hint is sent after the commit it announces (see [`Inner::notify_after`]), without the caller
 //!   waiting for it: one sender at a time per process sends every hint queued so far in one statement, and a burst
 //!   of submissions sends one `queued` hint (a worker woken by it claims until the queue is empty; the payload's id
@@ -21,7 +25,7 @@ use refcache_core::{BackendError, RefId, TaskInfo};
 use tokio::sync::oneshot;
 
 use super::codec::info_text;
-use super::inner::{Inner, lock, ms_i64};
+use super::inner::{Inner, lock, ms_i64, random_byte};
 
 /// At most this many submissions or ends in one statement.
 pub(super) const MAX_BATCH: usize = 256;
@@ -56,6 +60,33 @@ pub(super) struct PendingInsert {
     pub(super) queued: bool,
     pub(super) owner: Option<String>,
 }
+
+/// A held task's start waiting for its statement.
+pub(super) struct PendingStart {
+    ref_id: String,
+    info: String,
+    /// Its deliveries once started, `None` when its row refused.
+    done: Done<Option<i32>>,
+}
+
+/// A record as a waiter reads it ([`Sql::read_batch`](super::schema::Sql)).
+pub(super) struct ReadRow {
+    pub(super) status: String,
+    pub(super) info: String,
+    pub(super) key: String,
+    pub(super) question: Option<String>,
+    /// A complete task's live value is there.
+    pub(super) has_value: bool,
+    /// That value (JSON text, the rest) when it was small enough to come along.
+    pub(super) value: Option<(String, String)>,
+}
+
+/// A waiter's read: the record, `None` when there is none (unknown or expired).
+type Read = Option<Arc<ReadRow>>;
+
+/// The largest value (JSON text and the rest) that comes along with a waiter's read; a larger one is taken from
+/// the near cache or read on its own, so that a process that ran the task does not read its large value back.
+pub(super) const READ_VALUE_BYTES: i64 = 64 * 1024;
 
 /// What became of a submission's row: inserted (its sequence number, and a live value of the call from another
 /// execution: see `Sql::insert_batch`), or refused (the key is in flight).
@@ -129,15 +160,20 @@ pub(super) struct PendingHints {
 pub(super) struct Batches {
     ends: Batcher<PendingEnd>,
     inserts: Batcher<(PendingInsert, Done<Inserted>)>,
+    starts: Batcher<PendingStart>,
+    reads: Batcher<(String, Done<Read>)>,
     hints: std::sync::Mutex<PendingHints>,
 }
 
 impl Batches {
-    /// `slots` statements of each kind in flight at once (the durable pool's size).
-    pub(super) fn new(slots: usize) -> Self {
+    /// `durable` statements of each durable kind in flight at once (submissions, ends: the durable pool's size),
+    /// `fast` of the others (starts, reads: the fast pool's).
+    pub(super) fn new(durable: usize, fast: usize) -> Self {
         Self {
-            ends: Batcher::new(slots),
-            inserts: Batcher::new(slots),
+            ends: Batcher::new(durable),
+            inserts: Batcher::new(durable),
+            starts: Batcher::new(fast),
+            reads: Batcher::new(fast),
             hints: std::sync::Mutex::new(PendingHints::default()),
         }
     }
@@ -184,6 +220,39 @@ impl Inner {
             .inserts
             .run((row, tx), rx, |batch| {
                 self.detached(move |inner| async move { inner.write_inserts(batch).await })
+            })
+            .await
+    }
+
+    /// A held task's start (pending → processing, one more delivery, with `info` as its record) while this
+    /// process owns it and it has deliveries left, with the other starts queued meanwhile. Answers its deliveries,
+    /// or `None` when its row refused.
+    pub(super) async fn start_row(
+        &self,
+        ref_id: &RefId,
+        info: String,
+    ) -> Result<Option<i32>, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        let start = PendingStart {
+            ref_id: ref_id.as_str().to_owned(),
+            info,
+            done: tx,
+        };
+        self.batches
+            .starts
+            .run(start, rx, |batch| {
+                self.detached(move |inner| async move { inner.write_starts(batch).await })
+            })
+            .await
+    }
+
+    /// A waiter's read of a record (and its small live value), with the other waiters' reads queued meanwhile.
+    pub(super) async fn read_row(&self, ref_id: &RefId) -> Result<Read, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        self.batches
+            .reads
+            .run((ref_id.as_str().to_owned(), tx), rx, |batch| {
+                self.detached(move |inner| async move { inner.write_reads(batch).await })
             })
             .await
     }
@@ -249,6 +318,81 @@ impl Inner {
                     .collect();
                 for (row, done) in batch {
                     let _ = done.send(Ok(inserted.remove(row.ref_id.as_str())));
+                }
+            }
+            Err(fail) => {
+                let err = self.failed(fail);
+                for (_, done) in batch {
+                    let _ = done.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Starts `batch` in one statement and answers each start.
+    async fn write_starts(&self, batch: Vec<PendingStart>) {
+        let refs: Vec<&str> = batch.iter().map(|e| e.ref_id.as_str()).collect();
+        let infos: Vec<&str> = batch.iter().map(|e| e.info.as_str()).collect();
+        let max = i32::try_from(self.config.max_deliveries).unwrap_or(i32::MAX);
+        let lease = ms_i64(self.config.lease);
+        // A random shard per statement: the starts of one process run concurrently.
+        let shard = i32::from(random_byte() % 16);
+        let rows = self
+            .try_query_on(
+                &self.fast,
+                &self.sql.start_batch,
+                &[&refs, &infos, &self.consumer, &lease, &max, &shard],
+            )
+            .await;
+        match rows {
+            Ok(rows) => {
+                let mut started: std::collections::HashMap<&str, i32> = rows
+                    .iter()
+                    .map(|r| (r.get::<_, &str>(0), r.get(1)))
+                    .collect();
+                for start in batch {
+                    let _ = start.done.send(Ok(started.remove(start.ref_id.as_str())));
+                }
+            }
+            Err(fail) => {
+                let err = self.failed(fail);
+                for start in batch {
+                    let _ = start.done.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Reads `batch`'s records in one statement and answers each reader.
+    async fn write_reads(&self, batch: Vec<(String, Done<Read>)>) {
+        let refs: Vec<&str> = batch.iter().map(|(r, _)| r.as_str()).collect();
+        let rows = self
+            .try_query_on(
+                &self.fast,
+                &self.sql.read_batch,
+                &[&refs, &READ_VALUE_BYTES],
+            )
+            .await;
+        match rows {
+            Ok(rows) => {
+                let found: std::collections::HashMap<&str, Arc<ReadRow>> = rows
+                    .iter()
+                    .map(|r| {
+                        let value: Option<String> = r.get(6);
+                        let meta: Option<String> = r.get(7);
+                        let row = ReadRow {
+                            status: r.get(1),
+                            info: r.get(2),
+                            key: r.get(3),
+                            question: r.get(4),
+                            has_value: r.get(5),
+                            value: value.zip(meta),
+                        };
+                        (r.get::<_, &str>(0), Arc::new(row))
+                    })
+                    .collect();
+                for (ref_id, done) in batch {
+                    let _ = done.send(Ok(found.get(ref_id.as_str()).cloned()));
                 }
             }
             Err(fail) => {
@@ -368,7 +512,7 @@ impl Inner {
 
 fn dropped() -> BackendError {
     BackendError::Other(
-        "the write of a task's end was dropped before it answered (the runtime is shutting down?)"
+        "a batched statement was dropped before it answered (the runtime is shutting down?)"
             .to_owned(),
     )
 }

@@ -8,6 +8,7 @@ use refcache_core::{
 };
 use tokio::sync::watch;
 
+use super::batch::ReadRow;
 use super::codec::{decode_value, parse_status, with_question};
 use super::inner::Inner;
 
@@ -121,6 +122,43 @@ impl Inner {
         stored
     }
 
+    /// A finished task's snapshot from a waiter's read, as [`Inner::get`] answers it: the record, and a complete
+    /// one with its live value (the one read along, else the near cache's copy or a read of its own), or `None`
+    /// when that value has gone. `None` too for a task still in flight.
+    async fn finished_snapshot(
+        &self,
+        ref_id: &RefId,
+        row: &ReadRow,
+    ) -> Result<Option<TaskSnapshot>, BackendError> {
+        let status =
+            parse_status(&row.status).ok_or_else(|| self.corrupt("task status", &row.status))?;
+        if !status.is_terminal() {
+            return Ok(None);
+        }
+        let mut info: TaskInfo =
+            serde_json::from_str(&row.info).map_err(|e| self.corrupt("task record", e))?;
+        info.status = status;
+        with_question(&mut info, row.question.as_deref());
+        info.queue_position = None;
+        if status != TaskStatus::Complete {
+            return Ok(Some(TaskSnapshot::new(info, None)));
+        }
+        if !row.has_value {
+            return Ok(None);
+        }
+        let value = match &row.value {
+            Some((value, meta)) => {
+                let stored = decode_value(value, meta).map_err(|e| self.corrupt("value", e))?;
+                Some(self.keep_near(stored).await)
+            }
+            None => {
+                self.value_of(ref_id, CacheKey::from_hex(&row.key).as_ref())
+                    .await?
+            }
+        };
+        Ok(value.map(|value| TaskSnapshot::new(info, Some(value))))
+    }
+
     /// The body of `TaskBackend::wait`.
     pub(super) async fn wait(
         &self,
@@ -128,14 +166,18 @@ impl Inner {
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Option<TaskSnapshot>, BackendError> {
         let inner = self;
-        // Follow first, then read: a change in between wakes the follower. Each wake reads only the status
-        // (not the record with its queue position, which costs a count of the tasks ahead); the whole
-        // snapshot is read once, at the end.
+        // Follow first, then read: a change in between wakes the follower. Each wake reads the record (without
+        // its queue position, which costs a count of the tasks ahead) with the reads of the other waiters of this
+        // process, in one statement, and a finished task's small value with it: a waiter's end costs no read of
+        // its own. A waiter that gives up (its deadline) reads the whole snapshot.
         let mut follower = inner.hub.follow(ref_id);
         loop {
-            match inner.status(ref_id).await? {
-                Some(status) if !status.is_terminal() => {}
-                _ => return inner.get(ref_id).await,
+            let Some(row) = inner.read_row(ref_id).await? else {
+                // Unknown, or expired.
+                return Ok(None);
+            };
+            if parse_status(&row.status).is_none_or(|s| s.is_terminal()) {
+                return inner.finished_snapshot(ref_id, &row).await;
             }
             // A hint can be lost (a process killed between its commit and its hint): the record is read again
             // once per lease even without one.

@@ -8,7 +8,7 @@ use refcache_core::{BackendError, CacheKey, RefId, TaskError, TaskInfo, TaskStat
 use tokio_postgres::types::ToSql;
 
 use super::codec::{info_text, parse_status};
-use super::inner::{Inner, ms_i64, random_byte};
+use super::inner::{Inner, ms_i64};
 
 /// What [`Inner::transition`] changes and when.
 pub(crate) struct Transition<'a> {
@@ -93,27 +93,12 @@ impl Inner {
         info: &TaskInfo,
     ) -> Result<Option<i32>, BackendError> {
         let info_json = serde_json::to_string(info).expect("a TaskInfo serializes");
-        let max = i32::try_from(self.config.max_deliveries).unwrap_or(i32::MAX);
-        let rows = self
-            .query(
-                &self.sql.start,
-                &[
-                    &ref_id.as_str(),
-                    &self.consumer,
-                    &info_json,
-                    &ms_i64(self.config.lease),
-                    &max,
-                    // A shard per start, not per process: the starts of one process's tasks run concurrently.
-                    &i32::from(random_byte() % 16),
-                ],
-            )
-            .await?;
-        if rows.is_empty() {
+        let Some(deliveries) = self.start_row(ref_id, info_json).await? else {
             return Ok(None);
-        }
+        };
         self.start_hub.poke(ref_id);
         self.notify_after(ref_id, "start");
-        Ok(Some(rows[0].get(0)))
+        Ok(Some(deliveries))
     }
 
     /// When a held task could not start because it was delivered `max_deliveries` times already: how many.
