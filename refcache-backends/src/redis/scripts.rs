@@ -39,8 +39,11 @@ local function touch(key, want, ...)
 end
 ";
 
-/// `submit(prefix, ref, key, info, spec, created_ms, priority_hex, session, workers, max_queued, lease_expiry_ms)`
-/// → `{'hit', value}` | `{'joined', ref}` | `{'full'}` | `{'started'}`.
+/// `submit(prefix, ref, key, info, spec, created_ms, priority_hex, session, workers, max_queued, lease_expiry_ms,
+/// owner)` → `{'hit', value}` | `{'joined', ref}` | `{'full'}` | `{'started'}`. `owner` (`local` mode, a slot
+/// already taken for it in that process): the task starts at once, claimed by `owner` in the same step, as `claim`
+/// would claim it (`info` is then the `processing` record; it never enters `P:pending`, and no event is made: a
+/// ref that did not exist until now has no follower anywhere).
 const SUBMIT: &str = r"
 local p = ARGV[1]
 local ref = ARGV[2]
@@ -88,8 +91,15 @@ seq, bad = touch(p..':seq', 'string', 'INCR', p..':seq')
 if bad then return bad end
 if stale then redis.call('DEL', vkey) end
 local qm = ARGV[7]..string.format('%016x', seq)..':'..ref
+local owner = ARGV[12]
 local fields = {'info', ARGV[4], 'spec', ARGV[5], 'status', 'pending', 'key', ARGV[3], 'qm', qm, 'deliveries', 0,
   'session', ARGV[8]}
+if owner ~= '' then
+  fields[6] = 'processing'
+  fields[12] = 1
+  table.insert(fields, 'owner')
+  table.insert(fields, owner)
+end
 if workers then
   -- The entry carries the record as submitted: the worker claims from it without reading it back (nobody else
   -- writes a pending record before its claim; a cancel or a deletion makes the claim fail).
@@ -104,7 +114,11 @@ end
 redis.call('HSET', t, unpack(fields))
 redis.call('SET', ikey, ref)
 redis.call('ZADD', p..':index', ARGV[6], ref)
-redis.call('ZADD', p..':pending', 0, qm)
+if owner == '' then
+  redis.call('ZADD', p..':pending', 0, qm)
+else
+  redis.call('HINCRBY', p..':stats', 'executions', 1)
+end
 if ARGV[8] ~= '' then
   redis.call('SADD', p..':session:'..ARGV[8], ref)
   redis.call('PERSIST', p..':session:'..ARGV[8])
