@@ -365,3 +365,33 @@ async fn a_task_claimed_by_its_submission_is_as_one_claimed_from_the_queue() {
     let stats = b.stats().await.unwrap();
     assert_eq!(stats.executions, 2, "each claim counts once");
 }
+
+/// The scripts are sent by their SHA with the arguments written straight into the command (not `redis::Script`):
+/// one that Redis no longer has (`SCRIPT FLUSH`, as after a restart) is loaded again, and the call answers as
+/// before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_flushed_from_redis_is_loaded_again() {
+    let server = RedisServer::start().expect("redis-server must be installed");
+    let a = RedisTaskBackend::new(RedisConfig::from_url(&server.url()).unwrap()).unwrap();
+    a.start().await.unwrap();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for value in [1, 2] {
+        let id = new_gate();
+        gate(&id).open.send_replace(true);
+        let (sub, ref_id) = submission(json!({"gate": id, "value": value}), options());
+        started(&a, sub).await;
+        let done = wait(&a, &ref_id, PATIENCE).await;
+        assert_eq!(done.info.status, TaskStatus::Complete);
+        let polled = a.get(&ref_id).await.unwrap().expect("known");
+        assert_eq!(polled.value.expect("a value").value, json!(value));
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}

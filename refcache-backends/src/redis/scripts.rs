@@ -8,7 +8,7 @@
 //! - a value is stored in the same step that makes its task `complete`;
 //! - a result for a task that was cancelled, deleted, or taken over by another worker is dropped.
 
-use redis::Script;
+use redis::{Cmd, FromRedisValue, ToRedisArgs};
 
 /// Prepended to every script that writes. A script never writes a key that is not refcache's (another app's, or a
 /// careless write under the prefix): it answers a `WRONGTYPE` error naming the key before its first write, so that
@@ -648,6 +648,72 @@ for _, ref in ipairs(refs) do
 end
 return out
 ";
+
+/// One script, sent as `EVALSHA <sha> 0 <args>` (and loaded with `SCRIPT LOAD` when Redis answers `NOSCRIPT`: the
+/// first call, and after a restart or a `SCRIPT FLUSH`). `redis::Script` does the same, but each of its arguments is
+/// a buffer of its own, copied again into the command it sends: a script call of a task's path carries the record
+/// JSON and up to a dozen arguments, and an invocation here writes them once, into the command itself.
+pub(crate) struct Script {
+    code: String,
+    hash: String,
+}
+
+impl Script {
+    fn new(code: &str) -> Self {
+        let hash = redis::Script::new(code).get_hash().to_owned();
+        Self {
+            code: code.to_owned(),
+            hash,
+        }
+    }
+
+    /// A call of the script with no arguments yet.
+    pub(crate) fn prepare_invoke(&self) -> Invocation<'_> {
+        // Room for a task path's arguments (a record, a spec) without growing.
+        let mut cmd = Cmd::with_capacity(16, 1024);
+        cmd.arg("EVALSHA").arg(&self.hash).arg(0);
+        Invocation { script: self, cmd }
+    }
+
+    /// A call of the script with its first argument.
+    pub(crate) fn arg<T: ToRedisArgs>(&self, arg: T) -> Invocation<'_> {
+        let mut invocation = self.prepare_invoke();
+        invocation.arg(arg);
+        invocation
+    }
+}
+
+/// A call of a [`Script`], its arguments written into the `EVALSHA` command as they are added.
+pub(crate) struct Invocation<'a> {
+    script: &'a Script,
+    cmd: Cmd,
+}
+
+impl Invocation<'_> {
+    /// Adds an argument (`ARGV[i]`).
+    pub(crate) fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    /// Runs the script, loading it first if Redis does not have it.
+    pub(crate) async fn invoke_async<T: FromRedisValue>(
+        &self,
+        con: &mut impl redis::aio::ConnectionLike,
+    ) -> redis::RedisResult<T> {
+        match self.cmd.query_async(con).await {
+            Err(err) if err.code() == Some("NOSCRIPT") => {
+                let _: String = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(&self.script.code)
+                    .query_async(con)
+                    .await?;
+                self.cmd.query_async(con).await
+            }
+            answer => answer,
+        }
+    }
+}
 
 /// The loaded scripts (each is sent by its SHA, and loaded again after a Redis restart).
 pub(crate) struct Scripts {
