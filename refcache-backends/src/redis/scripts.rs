@@ -155,6 +155,7 @@ if terminal and f[6] then table.insert(checks, p..':leases'); table.insert(check
 if terminal and session ~= '' then table.insert(checks, p..':session:'..session); table.insert(checks, 'set') end
 if ARGV[8] ~= '' then table.insert(checks, p..':stats'); table.insert(checks, 'hash') end
 if ARGV[12] ~= '' then table.insert(checks, p..':queue'); table.insert(checks, 'stream') end
+if terminal then table.insert(checks, p..':workers'); table.insert(checks, 'hash') end
 bad = foreign(checks)
 if bad then return bad end
 local ikey = p..':inflight:'..key
@@ -181,6 +182,10 @@ if terminal then
   redis.call('PEXPIRE', p..':out:'..ref, ARGV[6])
   if f[6] then redis.call('ZREM', p..':leases', ref) end
   redis.call('HDEL', t, 'ask', 'answer', 'answered')
+  -- What the record now weighs as `trim` weighs it (its output log was counted as it was written): the bound
+  -- that lets `trim` skip its scan.
+  local w = 512 + string.len(ARGV[5]) + redis.call('HSTRLEN', t, 'spec')
+  redis.call('HINCRBY', p..':workers', 'trim_added', w)
   if session ~= '' then
     -- The session's set lasts as long as its longest-lived record.
     local skey = p..':session:'..session
@@ -433,9 +438,11 @@ local p = ARGV[1]
 local ref = ARGV[2]
 local t = p..':task:'..ref
 local o = p..':out:'..ref
-local bad = foreign({t, 'hash', o, 'string'})
+local bad = foreign({t, 'hash', o, 'string', p..':workers', 'hash'})
 if bad then return bad end
 if redis.call('EXISTS', t) == 0 then return -1 end
+-- Counted towards `trim`'s bound as written (a log cut back later weighs less, never more).
+redis.call('HINCRBY', p..':workers', 'trim_added', string.len(ARGV[3]))
 local cap = tonumber(ARGV[5])
 local skipped = tonumber(ARGV[4])
 local base = tonumber(redis.call('HGET', t, 'obase') or '0')
@@ -602,20 +609,31 @@ return {records, values, #refs, redis.call('ZCARD', p..':finished')}
 /// `cleanup` drops them (their value and output log with them: one lifetime) and every process is told. Every
 /// process calls it every `period_ms`, but one scan per period is enough for the whole prefix: it scans only when
 /// no process has in the last half period (by the server's clock, the time in `P:workers`' field `trim`, which no
-/// gauge is named), so that N processes cost at most two scans per period, not N. → `{ref1, key1, ref2, key2,
+/// gauge is named), so that N processes cost at most two scans per period, not N. And it scans only when the
+/// records could be over the bound: `P:workers`' `trim_base` (what the last scan kept) plus `trim_added` (what the
+/// terminal `transition` and `output_append` add as they write: each record's weight as this scan weighs it, and
+/// each batch of output) is never less than what a scan would weigh, so while it is within `max_bytes` a scan
+/// would drop nothing and is skipped (an O(1) check, not up to `limit` records read). → `{ref1, key1, ref2, key2,
 /// ...}` of the records dropped.
 const TRIM: &str = r"
 local p = ARGV[1]
 local bad = foreign({p..':index', 'zset', p..':finished', 'zset', p..':workers', 'hash'})
 if bad then return bad end
+local max = tonumber(ARGV[2])
+local g = redis.call('HMGET', p..':workers', 'trim', 'trim_base', 'trim_added')
+local base = tonumber(g[2] or '')
+local added = tonumber(g[3] or '0') or 0
+-- What the last scan kept plus what every record that finished since, and every output written since, weighs:
+-- no less than what a scan would weigh now (a record that expired or was deleted since only weighs less). Within
+-- the bound, a scan would drop nothing.
+if base and base + added <= max then return {} end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local last = tonumber(redis.call('HGET', p..':workers', 'trim') or '0') or 0
+local last = tonumber(g[1] or '0') or 0
 if now - last < tonumber(ARGV[4]) / 2 then return {} end
-redis.call('HSET', p..':workers', 'trim', now)
-local max = tonumber(ARGV[2])
 local refs = redis.call('ZREVRANGE', p..':finished', 0, tonumber(ARGV[3]) - 1)
 local total = 0
+local kept = 0
 local out = {}
 for _, ref in ipairs(refs) do
   local t = p..':task:'..ref
@@ -626,6 +644,7 @@ for _, ref in ipairs(refs) do
       local w = 512 + redis.call('HSTRLEN', t, 'info') + redis.call('HSTRLEN', t, 'spec')
       if redis.call('TYPE', o)['ok'] == 'string' then w = w + redis.call('STRLEN', o) end
       total = total + w
+      if total <= max then kept = kept + w end
       if total > max then
         redis.call('DEL', t, o)
         if f[2] then
@@ -646,6 +665,7 @@ for _, ref in ipairs(refs) do
     end
   end
 end
+redis.call('HSET', p..':workers', 'trim', now, 'trim_base', kept, 'trim_added', 0)
 return out
 ";
 
