@@ -765,8 +765,9 @@ fn classify(line: &str, prefix: &str) -> Option<String> {
     // EVALSHA sha numkeys argv…: the scripts differ in their number of arguments.
     let argv = &args[3.min(args.len())..];
     let script = match argv.len() {
-        11 => "submit",
-        12 => "transition",
+        // `transition`'s third argument is its list of statuses, `,a,b,`; `submit`'s a cache key.
+        12 if argv[2].starts_with(',') => "transition",
+        12 => "submit",
         6 => "claim",
         2 if argv[1].contains(':') => "get",
         2 => "ack",

@@ -255,3 +255,143 @@ async fn a_claim_from_the_stream_entry_keeps_the_submitted_record() {
     }
     assert_eq!(done.started_at, running.started_at);
 }
+
+/// What two running (or finished) records share when only their ref ids, arguments and times differ: every other
+/// field of the record as JSON.
+fn shape(info: &refcache_core::TaskInfo) -> Value {
+    let mut v = serde_json::to_value(info).unwrap();
+    let o = v.as_object_mut().unwrap();
+    for field in [
+        "ref_id",
+        "created_at",
+        "updated_at",
+        "started_at",
+        "finished_at",
+    ] {
+        o.remove(field);
+    }
+    v
+}
+
+/// The raw task hash in Redis, without the fields that name the task itself (its record, spec, key, queue member).
+async fn raw_fields(server: &RedisServer, prefix: &str, ref_id: &RefId) -> HashMap<String, String> {
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut fields: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("{prefix}:task:{ref_id}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let qm = fields
+        .get("qm")
+        .cloned()
+        .expect("the record has a queue member");
+    let pending: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("{prefix}:pending"))
+        .arg(qm)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(pending, None, "a running task is out of the queue");
+    for name in ["info", "spec", "key", "qm"] {
+        assert!(fields.remove(name).is_some(), "the record has `{name}`");
+    }
+    fields
+}
+
+/// `local` mode: a task submitted with a slot free is claimed by its submit script (no `claim` round trip); one
+/// submitted while every slot is taken is queued and claimed when a slot frees up (the long way). Both run once, and
+/// their records (while running and after the end), their fields in Redis and the counters are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_claimed_by_its_submission_is_as_one_claimed_from_the_queue() {
+    let server = RedisServer::start().expect("redis-server must be installed");
+    let mut config = RedisConfig::from_url(&server.url()).unwrap();
+    config.max_workers = 1;
+    let prefix = config.key_prefix.clone();
+    let a = RedisTaskBackend::new(config.clone()).unwrap();
+    let b = RedisTaskBackend::new(config).unwrap();
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+
+    let (fast_gate, slow_gate) = (new_gate(), new_gate());
+    let opts = || options().session_id(Some("s-2".to_owned())).priority(2);
+    let (sub, fast) = submission(json!({"gate": fast_gate, "value": "a"}), opts());
+    started(&a, sub).await;
+    let fast_running = b.get(&fast).await.unwrap().expect("known").info;
+    assert_eq!(
+        fast_running.status,
+        TaskStatus::Processing,
+        "claimed at once"
+    );
+    assert!(fast_running.started_at.is_some());
+    let (sub, slow) = submission(json!({"gate": slow_gate, "value": "a"}), opts());
+    started(&a, sub).await;
+    let queued = b.get(&slow).await.unwrap().expect("known").info;
+    assert_eq!(queued.status, TaskStatus::Pending, "the one slot is taken");
+    assert_eq!(queued.queue_position, Some(1));
+    until("the first runs", async || {
+        gate(&fast_gate).runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let fast_fields = raw_fields(&server, &prefix, &fast).await;
+
+    gate(&fast_gate).open.send_replace(true);
+    until("the second runs", async || {
+        gate(&slow_gate).runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let slow_running = b.get(&slow).await.unwrap().expect("known").info;
+    assert_eq!(slow_running.status, TaskStatus::Processing);
+    assert_eq!(slow_running.created_at, queued.created_at);
+    assert!(slow_running.started_at.is_some());
+    assert_eq!(shape(&fast_running), shape(&slow_running));
+    assert_eq!(fast_fields, raw_fields(&server, &prefix, &slow).await);
+
+    gate(&slow_gate).open.send_replace(true);
+    let fast_done = wait(&b, &fast, PATIENCE).await;
+    let slow_done = wait(&b, &slow, PATIENCE).await;
+    for done in [&fast_done, &slow_done] {
+        assert_eq!(done.info.status, TaskStatus::Complete);
+        assert_eq!(done.value.as_ref().expect("a value").value, json!("a"));
+    }
+    assert_eq!(shape(&fast_done.info), shape(&slow_done.info));
+    assert_eq!(fast_done.info.started_at, fast_running.started_at);
+    assert_eq!(slow_done.info.started_at, slow_running.started_at);
+    assert_eq!(gate(&fast_gate).runs.load(Ordering::SeqCst), 1);
+    assert_eq!(gate(&slow_gate).runs.load(Ordering::SeqCst), 1);
+    let stats = b.stats().await.unwrap();
+    assert_eq!(stats.executions, 2, "each claim counts once");
+}
+
+/// The scripts are sent by their SHA with the arguments written straight into the command (not `redis::Script`):
+/// one that Redis no longer has (`SCRIPT FLUSH`, as after a restart) is loaded again, and the call answers as
+/// before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_flushed_from_redis_is_loaded_again() {
+    let server = RedisServer::start().expect("redis-server must be installed");
+    let a = RedisTaskBackend::new(RedisConfig::from_url(&server.url()).unwrap()).unwrap();
+    a.start().await.unwrap();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for value in [1, 2] {
+        let id = new_gate();
+        gate(&id).open.send_replace(true);
+        let (sub, ref_id) = submission(json!({"gate": id, "value": value}), options());
+        started(&a, sub).await;
+        let done = wait(&a, &ref_id, PATIENCE).await;
+        assert_eq!(done.info.status, TaskStatus::Complete);
+        let polled = a.get(&ref_id).await.unwrap().expect("known");
+        assert_eq!(polled.value.expect("a value").value, json!(value));
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}

@@ -152,3 +152,78 @@ async fn max_record_bytes_drops_the_oldest_finished_records() {
         assert_eq!(kept.info.status, TaskStatus::Failed);
     }
 }
+
+/// `HSTRLEN` calls the server has run so far (the `trim` scan weighs each record with two; a task's own path runs
+/// one, in its terminal transition).
+async fn weighed(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_hstrlen:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The `trim` scan is skipped while what the last scan kept plus what finished since is within
+/// `max_record_bytes` (the short way: nothing read, nothing dropped), and runs as soon as that could be over it,
+/// dropping what the long way drops: the oldest past the bound, the newest kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trim_scan_is_skipped_only_while_nothing_could_be_over_the_bound() {
+    let server = RedisServer::start()
+        .expect("redis-server must be installed (Debian: apt-get install redis-server)");
+    let bound = 1 << 20;
+    let lease = Duration::from_secs(1);
+    let b = RedisTaskBackend::new(
+        RedisConfig::from_url(&server.url())
+            .unwrap()
+            .lease(lease)
+            .max_record_bytes(bound),
+    )
+    .unwrap();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let blob = |i: usize| format!("{i:04}{}", "a".repeat(100 * KIB as usize - 4));
+    let mut failed = Vec::new();
+    for i in 0..5 {
+        failed.push(run(&b, REJECT, json!({ "blob": blob(i) })).await);
+    }
+    // Two periods (`lease / 3`) or more: a scan has run and kept all five.
+    tokio::time::sleep(lease).await;
+    let before = weighed(&mut conn).await;
+    tokio::time::sleep(lease).await;
+    assert_eq!(
+        weighed(&mut conn).await,
+        before,
+        "within the bound, no scan reads a record"
+    );
+    for ref_id in &failed {
+        assert!(b.get(ref_id).await.unwrap().is_some(), "within the bound");
+    }
+    for i in 5..20 {
+        failed.push(run(&b, REJECT, json!({ "blob": blob(i) })).await);
+    }
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    while b.get(&failed[0]).await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "the oldest record is still there, 20 records of 100 KiB past a bound of 1 MiB"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = b.stats().await.unwrap();
+    assert!(
+        stats.record_bytes <= bound && stats.record_bytes > bound - 2 * 108 * KIB,
+        "{} bytes kept",
+        stats.record_bytes
+    );
+    for ref_id in &failed[failed.len() - 5..] {
+        assert!(b.get(ref_id).await.unwrap().is_some(), "the newest stay");
+    }
+}

@@ -33,6 +33,8 @@ struct Start {
     redelivered: bool,
     cancel: CancellationToken,
     record: Option<TaskInfo>,
+    /// Claimed by its submission (`record` is the `processing` record the submit script wrote): no claim.
+    claimed: bool,
 }
 
 impl Inner {
@@ -74,6 +76,64 @@ impl Inner {
             admit(&mut st)
         };
         self.spawn_all(started);
+    }
+
+    /// A slot for a task submitted here, taken before its submission so that the submit script can claim it in
+    /// the same step (`local` mode, [`Scheduler::start_now`](refcache_core::Scheduler::start_now): a slot free,
+    /// nothing queued, no `max_concurrent`). `false`: none, submit it as pending. A slot taken is given back by
+    /// [`run_claimed`](Self::run_claimed) or [`unreserve`](Self::unreserve).
+    pub(crate) fn reserve(&self, spec: &TaskSpec) -> bool {
+        let mut st = lock(&self.run);
+        !st.draining
+            && st
+                .sched
+                .start_now(&spec.task_name, spec.options.max_concurrent)
+    }
+
+    /// The submission that a slot was [`reserve`](Self::reserve)d for did not start a task (a hit, a join, a full
+    /// queue, an error): the slot is free again, and a task queued meanwhile may take it.
+    pub(crate) fn unreserve(self: &Arc<Self>, spec: &TaskSpec) {
+        let started = {
+            let mut st = lock(&self.run);
+            st.sched.finished(&spec.task_name);
+            admit(&mut st)
+        };
+        self.spawn_all(started);
+    }
+
+    /// Runs a task that its submission claimed in the slot [`reserve`](Self::reserve)d for it: `record` is the
+    /// `processing` record the submit script wrote.
+    pub(crate) fn run_claimed(
+        self: &Arc<Self>,
+        spec: Arc<TaskSpec>,
+        job: Option<LocalJob>,
+        record: TaskInfo,
+    ) {
+        let ref_id = spec.ref_id.clone();
+        let cancel = CancellationToken::new();
+        lock(&self.run).held.insert(
+            ref_id.clone(),
+            Held {
+                spec: spec.clone(),
+                job: job.clone(),
+                msg: None,
+                redelivered: false,
+                cancel: cancel.clone(),
+                running: true,
+                record: None,
+                ending: false,
+            },
+        );
+        self.spawn_all(vec![Start {
+            ref_id,
+            spec,
+            job,
+            msg: None,
+            redelivered: false,
+            cancel,
+            record: Some(record),
+            claimed: true,
+        }]);
     }
 
     fn spawn_all(self: &Arc<Self>, started: Vec<Start>) {
@@ -308,6 +368,7 @@ fn admit(st: &mut RunState) -> Vec<Start> {
             redelivered: held.redelivered,
             cancel: held.cancel.clone(),
             record: held.record.take(),
+            claimed: false,
         });
     }
     started
@@ -343,52 +404,13 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) -> bool {
     let Start {
         ref_id, spec, job, ..
     } = start;
-    let mut info = match &start.record {
-        Some(info) if !start.redelivered => info.clone(),
-        _ => match inner.read(ref_id).await {
-            Ok(Some(info)) => info,
-            _ => return false,
+    let info = match (&start.record, start.claimed) {
+        (Some(info), true) => info.clone(),
+        _ => match claim(inner, start).await {
+            Some(info) => info,
+            None => return false,
         },
     };
-    info.status = TaskStatus::Processing;
-    info.started_at.get_or_insert_with(Timestamp::now);
-    info.queue_position = None;
-    let info_json = serde_json::to_string(&info).expect("a TaskInfo serializes");
-    let mut conn = inner.conn();
-    let claim: Result<Vec<String>, _> = inner
-        .scripts
-        .claim
-        .arg(inner.keys.prefix())
-        .arg(ref_id.as_str())
-        .arg(&inner.consumer)
-        .arg(&info_json)
-        .arg(if start.redelivered { "1" } else { "0" })
-        .arg(inner.config.max_deliveries)
-        .invoke_async(&mut conn)
-        .await;
-    match claim.as_deref().map(|c| c.first().map(String::as_str)) {
-        Ok(Some("ok")) => {}
-        Ok(Some("dead")) => {
-            let n = claim
-                .as_ref()
-                .ok()
-                .and_then(|c| c.get(1).cloned())
-                .unwrap_or_default();
-            inner
-                .fail_lost(
-                    ref_id,
-                    format!(
-                        "worker lost: the task was delivered {n} times and every worker running it stopped \
-                         before it finished (max_deliveries = {})",
-                        inner.config.max_deliveries
-                    ),
-                )
-                .await;
-            return false;
-        }
-        // Cancelled, deleted or finished meanwhile (or Redis is down: the lease runs out and it comes back).
-        _ => return false,
-    }
     tracing::debug!(%ref_id, task = %spec.task_name, "task started");
     let hooks = Hooks::start(
         inner.clone(),
@@ -460,6 +482,59 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) -> bool {
             false
         }
         _ => false,
+    }
+}
+
+/// Claims a task held here (`pending` → `processing`, this process its owner) from the record it was held with,
+/// or from a read of it; `None`: it does not run here (cancelled, deleted, finished, another's, or Redis is down:
+/// then the lease brings it back).
+async fn claim(inner: &Arc<Inner>, start: &Start) -> Option<TaskInfo> {
+    let ref_id = &start.ref_id;
+    let mut info = match &start.record {
+        Some(info) if !start.redelivered => info.clone(),
+        _ => match inner.read(ref_id).await {
+            Ok(Some(info)) => info,
+            _ => return None,
+        },
+    };
+    info.status = TaskStatus::Processing;
+    info.started_at.get_or_insert_with(Timestamp::now);
+    info.queue_position = None;
+    let info_json = serde_json::to_string(&info).expect("a TaskInfo serializes");
+    let mut conn = inner.conn();
+    let claim: Result<Vec<String>, _> = inner
+        .scripts
+        .claim
+        .arg(inner.keys.prefix())
+        .arg(ref_id.as_str())
+        .arg(&inner.consumer)
+        .arg(&info_json)
+        .arg(if start.redelivered { "1" } else { "0" })
+        .arg(inner.config.max_deliveries)
+        .invoke_async(&mut conn)
+        .await;
+    match claim.as_deref().map(|c| c.first().map(String::as_str)) {
+        Ok(Some("ok")) => Some(info),
+        Ok(Some("dead")) => {
+            let n = claim
+                .as_ref()
+                .ok()
+                .and_then(|c| c.get(1).cloned())
+                .unwrap_or_default();
+            inner
+                .fail_lost(
+                    ref_id,
+                    format!(
+                        "worker lost: the task was delivered {n} times and every worker running it stopped \
+                         before it finished (max_deliveries = {})",
+                        inner.config.max_deliveries
+                    ),
+                )
+                .await;
+            None
+        }
+        // Cancelled, deleted or finished meanwhile (or Redis is down: the lease runs out and it comes back).
+        _ => None,
     }
 }
 

@@ -8,7 +8,7 @@
 //! - a value is stored in the same step that makes its task `complete`;
 //! - a result for a task that was cancelled, deleted, or taken over by another worker is dropped.
 
-use redis::Script;
+use redis::{Cmd, FromRedisValue, ToRedisArgs};
 
 /// Prepended to every script that writes. A script never writes a key that is not refcache's (another app's, or a
 /// careless write under the prefix): it answers a `WRONGTYPE` error naming the key before its first write, so that
@@ -39,8 +39,11 @@ local function touch(key, want, ...)
 end
 ";
 
-/// `submit(prefix, ref, key, info, spec, created_ms, priority_hex, session, workers, max_queued, lease_expiry_ms)`
-/// → `{'hit', value}` | `{'joined', ref}` | `{'full'}` | `{'started'}`.
+/// `submit(prefix, ref, key, info, spec, created_ms, priority_hex, session, workers, max_queued, lease_expiry_ms,
+/// owner)` → `{'hit', value}` | `{'joined', ref}` | `{'full'}` | `{'started'}`. `owner` (`local` mode, a slot
+/// already taken for it in that process): the task starts at once, claimed by `owner` in the same step, as `claim`
+/// would claim it (`info` is then the `processing` record; it never enters `P:pending`, and no event is made: a
+/// ref that did not exist until now has no follower anywhere).
 const SUBMIT: &str = r"
 local p = ARGV[1]
 local ref = ARGV[2]
@@ -88,8 +91,15 @@ seq, bad = touch(p..':seq', 'string', 'INCR', p..':seq')
 if bad then return bad end
 if stale then redis.call('DEL', vkey) end
 local qm = ARGV[7]..string.format('%016x', seq)..':'..ref
+local owner = ARGV[12]
 local fields = {'info', ARGV[4], 'spec', ARGV[5], 'status', 'pending', 'key', ARGV[3], 'qm', qm, 'deliveries', 0,
   'session', ARGV[8]}
+if owner ~= '' then
+  fields[6] = 'processing'
+  fields[12] = 1
+  table.insert(fields, 'owner')
+  table.insert(fields, owner)
+end
 if workers then
   -- The entry carries the record as submitted: the worker claims from it without reading it back (nobody else
   -- writes a pending record before its claim; a cancel or a deletion makes the claim fail).
@@ -104,7 +114,11 @@ end
 redis.call('HSET', t, unpack(fields))
 redis.call('SET', ikey, ref)
 redis.call('ZADD', p..':index', ARGV[6], ref)
-redis.call('ZADD', p..':pending', 0, qm)
+if owner == '' then
+  redis.call('ZADD', p..':pending', 0, qm)
+else
+  redis.call('HINCRBY', p..':stats', 'executions', 1)
+end
 if ARGV[8] ~= '' then
   redis.call('SADD', p..':session:'..ARGV[8], ref)
   redis.call('PERSIST', p..':session:'..ARGV[8])
@@ -141,6 +155,7 @@ if terminal and f[6] then table.insert(checks, p..':leases'); table.insert(check
 if terminal and session ~= '' then table.insert(checks, p..':session:'..session); table.insert(checks, 'set') end
 if ARGV[8] ~= '' then table.insert(checks, p..':stats'); table.insert(checks, 'hash') end
 if ARGV[12] ~= '' then table.insert(checks, p..':queue'); table.insert(checks, 'stream') end
+if terminal then table.insert(checks, p..':workers'); table.insert(checks, 'hash') end
 bad = foreign(checks)
 if bad then return bad end
 local ikey = p..':inflight:'..key
@@ -167,6 +182,10 @@ if terminal then
   redis.call('PEXPIRE', p..':out:'..ref, ARGV[6])
   if f[6] then redis.call('ZREM', p..':leases', ref) end
   redis.call('HDEL', t, 'ask', 'answer', 'answered')
+  -- What the record now weighs as `trim` weighs it (its output log was counted as it was written): the bound
+  -- that lets `trim` skip its scan.
+  local w = 512 + string.len(ARGV[5]) + redis.call('HSTRLEN', t, 'spec')
+  redis.call('HINCRBY', p..':workers', 'trim_added', w)
   if session ~= '' then
     -- The session's set lasts as long as its longest-lived record.
     local skey = p..':session:'..session
@@ -419,9 +438,11 @@ local p = ARGV[1]
 local ref = ARGV[2]
 local t = p..':task:'..ref
 local o = p..':out:'..ref
-local bad = foreign({t, 'hash', o, 'string'})
+local bad = foreign({t, 'hash', o, 'string', p..':workers', 'hash'})
 if bad then return bad end
 if redis.call('EXISTS', t) == 0 then return -1 end
+-- Counted towards `trim`'s bound as written (a log cut back later weighs less, never more).
+redis.call('HINCRBY', p..':workers', 'trim_added', string.len(ARGV[3]))
 local cap = tonumber(ARGV[5])
 local skipped = tonumber(ARGV[4])
 local base = tonumber(redis.call('HGET', t, 'obase') or '0')
@@ -588,20 +609,31 @@ return {records, values, #refs, redis.call('ZCARD', p..':finished')}
 /// `cleanup` drops them (their value and output log with them: one lifetime) and every process is told. Every
 /// process calls it every `period_ms`, but one scan per period is enough for the whole prefix: it scans only when
 /// no process has in the last half period (by the server's clock, the time in `P:workers`' field `trim`, which no
-/// gauge is named), so that N processes cost at most two scans per period, not N. → `{ref1, key1, ref2, key2,
+/// gauge is named), so that N processes cost at most two scans per period, not N. And it scans only when the
+/// records could be over the bound: `P:workers`' `trim_base` (what the last scan kept) plus `trim_added` (what the
+/// terminal `transition` and `output_append` add as they write: each record's weight as this scan weighs it, and
+/// each batch of output) is never less than what a scan would weigh, so while it is within `max_bytes` a scan
+/// would drop nothing and is skipped (an O(1) check, not up to `limit` records read). → `{ref1, key1, ref2, key2,
 /// ...}` of the records dropped.
 const TRIM: &str = r"
 local p = ARGV[1]
 local bad = foreign({p..':index', 'zset', p..':finished', 'zset', p..':workers', 'hash'})
 if bad then return bad end
+local max = tonumber(ARGV[2])
+local g = redis.call('HMGET', p..':workers', 'trim', 'trim_base', 'trim_added')
+local base = tonumber(g[2] or '')
+local added = tonumber(g[3] or '0') or 0
+-- What the last scan kept plus what every record that finished since, and every output written since, weighs:
+-- no less than what a scan would weigh now (a record that expired or was deleted since only weighs less). Within
+-- the bound, a scan would drop nothing.
+if base and base + added <= max then return {} end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local last = tonumber(redis.call('HGET', p..':workers', 'trim') or '0') or 0
+local last = tonumber(g[1] or '0') or 0
 if now - last < tonumber(ARGV[4]) / 2 then return {} end
-redis.call('HSET', p..':workers', 'trim', now)
-local max = tonumber(ARGV[2])
 local refs = redis.call('ZREVRANGE', p..':finished', 0, tonumber(ARGV[3]) - 1)
 local total = 0
+local kept = 0
 local out = {}
 for _, ref in ipairs(refs) do
   local t = p..':task:'..ref
@@ -612,6 +644,7 @@ for _, ref in ipairs(refs) do
       local w = 512 + redis.call('HSTRLEN', t, 'info') + redis.call('HSTRLEN', t, 'spec')
       if redis.call('TYPE', o)['ok'] == 'string' then w = w + redis.call('STRLEN', o) end
       total = total + w
+      if total <= max then kept = kept + w end
       if total > max then
         redis.call('DEL', t, o)
         if f[2] then
@@ -632,8 +665,75 @@ for _, ref in ipairs(refs) do
     end
   end
 end
+redis.call('HSET', p..':workers', 'trim', now, 'trim_base', kept, 'trim_added', 0)
 return out
 ";
+
+/// One script, sent as `EVALSHA <sha> 0 <args>` (and loaded with `SCRIPT LOAD` when Redis answers `NOSCRIPT`: the
+/// first call, and after a restart or a `SCRIPT FLUSH`). `redis::Script` does the same, but each of its arguments is
+/// a buffer of its own, copied again into the command it sends: a script call of a task's path carries the record
+/// JSON and up to a dozen arguments, and an invocation here writes them once, into the command itself.
+pub(crate) struct Script {
+    code: String,
+    hash: String,
+}
+
+impl Script {
+    fn new(code: &str) -> Self {
+        let hash = redis::Script::new(code).get_hash().to_owned();
+        Self {
+            code: code.to_owned(),
+            hash,
+        }
+    }
+
+    /// A call of the script with no arguments yet.
+    pub(crate) fn prepare_invoke(&self) -> Invocation<'_> {
+        // Room for a task path's arguments (a record, a spec) without growing.
+        let mut cmd = Cmd::with_capacity(16, 1024);
+        cmd.arg("EVALSHA").arg(&self.hash).arg(0);
+        Invocation { script: self, cmd }
+    }
+
+    /// A call of the script with its first argument.
+    pub(crate) fn arg<T: ToRedisArgs>(&self, arg: T) -> Invocation<'_> {
+        let mut invocation = self.prepare_invoke();
+        invocation.arg(arg);
+        invocation
+    }
+}
+
+/// A call of a [`Script`], its arguments written into the `EVALSHA` command as they are added.
+pub(crate) struct Invocation<'a> {
+    script: &'a Script,
+    cmd: Cmd,
+}
+
+impl Invocation<'_> {
+    /// Adds an argument (`ARGV[i]`).
+    pub(crate) fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    /// Runs the script, loading it first if Redis does not have it.
+    pub(crate) async fn invoke_async<T: FromRedisValue>(
+        &self,
+        con: &mut impl redis::aio::ConnectionLike,
+    ) -> redis::RedisResult<T> {
+        match self.cmd.query_async(con).await {
+            Err(err) if err.code() == Some("NOSCRIPT") => {
+                let _: String = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(&self.script.code)
+                    .query_async(con)
+                    .await?;
+                self.cmd.query_async(con).await
+            }
+            answer => answer,
+        }
+    }
+}
 
 /// The loaded scripts (each is sent by its SHA, and loaded again after a Redis restart).
 pub(crate) struct Scripts {

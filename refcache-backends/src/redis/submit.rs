@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use refcache_core::{
-    BackendError, CacheKey, RefId, StoredValue, Submission, Submitted, TaskInfo, Timestamp,
+    BackendError, CacheKey, RefId, StoredValue, Submission, Submitted, TaskInfo, TaskStatus,
+    Timestamp,
 };
 
 use super::config::Mode;
@@ -66,8 +67,16 @@ impl RedisTaskBackend {
         // Followed before it exists: a `wait` for it from here then has every event about it, and need not read
         // its record first (in `local` mode the runner here tells its waiters instead).
         let follower = workers.then(|| inner.hub.follow(&spec.ref_id));
+        // `local` mode with a slot free now (and nothing queued here): the task is claimed in the submit script,
+        // one round trip fewer than a pending record and its `claim`. It is written `processing`, as the claim
+        // would have written it.
+        let claimed = !workers && inner.reserve(&spec);
+        if claimed {
+            info.status = TaskStatus::Processing;
+            info.started_at = Some(info.created_at);
+        }
         let mut conn = inner.conn();
-        let reply: Vec<String> = inner
+        let reply: Result<Vec<String>, _> = inner
             .scripts
             .submit
             .arg(inner.keys.prefix())
@@ -81,9 +90,14 @@ impl RedisTaskBackend {
             .arg(if workers { "1" } else { "0" })
             .arg(inner.config.max_queued)
             .arg(lease_expiry)
+            .arg(if claimed { inner.consumer.as_str() } else { "" })
             .invoke_async(&mut conn)
-            .await
-            .map_err(|e| inner.unavailable(&e))?;
+            .await;
+        let started = matches!(&reply, Ok(r) if r.first().map(String::as_str) == Some("started"));
+        if claimed && !started {
+            inner.unreserve(&spec);
+        }
+        let reply = reply.map_err(|e| inner.unavailable(&e))?;
         match reply.first().map(String::as_str) {
             Some("hit") => Ok(Submitted::Hit(inner.stored(&reply[1]).await?)),
             Some("joined") => RefId::parse(&reply[1])
@@ -96,6 +110,8 @@ impl RedisTaskBackend {
                 let ref_id = spec.ref_id.clone();
                 if let Some(follower) = follower {
                     inner.hub.keep(ref_id.clone(), follower);
+                } else if claimed {
+                    self.inner.run_claimed(Arc::new(spec), job, info);
                 } else {
                     // The record as submitted: the runner claims from it without reading it back.
                     info.queue_position = None;
