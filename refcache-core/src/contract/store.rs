@@ -41,7 +41,7 @@ pub struct StoredValue {
     #[serde(with = "secs")]
     pub ttl: Duration,
     /// Who may do what with it.
-    #[serde(default)]
+    #[serde(default = "AccessPolicy::shared_default")]
     pub policy: Arc<AccessPolicy>,
     /// The session of the task that made it, which it is bound to.
     #[serde(default)]
@@ -140,7 +140,7 @@ impl StoredValue {
             total_items,
             created_at: Timestamp::now(),
             ttl,
-            policy: Arc::default(),
+            policy: AccessPolicy::shared_default(),
             session_id: None,
             max_size: None,
             preview_strategy: None,

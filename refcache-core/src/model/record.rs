@@ -51,7 +51,7 @@ pub struct TaskInfo {
     /// 1-based place in the queue while pending.
     pub queue_position: Option<usize>,
     /// Who may do what with the reference.
-    #[serde(default)]
+    #[serde(default = "AccessPolicy::shared_default")]
     pub policy: Arc<AccessPolicy>,
     /// The latest line the task wrote to its output log: its status message while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,7 +85,7 @@ impl TaskInfo {
             retry_history: Vec::new(),
             session_id: None,
             queue_position: None,
-            policy: Arc::default(),
+            policy: AccessPolicy::shared_default(),
             output_line: None,
             input_request: None,
         }
