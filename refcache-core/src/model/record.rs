@@ -68,6 +68,7 @@ impl TaskInfo {
         task_name: impl Into<Arc<str>>,
         namespace: impl Into<Arc<str>>,
     ) -> Self {
+        let now = Timestamp::now();
         Self {
             ref_id,
             task_name: task_name.into(),
@@ -75,8 +76,8 @@ impl TaskInfo {
             status: TaskStatus::Pending,
             progress: None,
             status_message: None,
-            created_at: Timestamp::now(),
-            updated_at: Timestamp::now(),
+            created_at: now,
+            updated_at: now,
             started_at: None,
             finished_at: None,
             error: None,
