@@ -486,7 +486,9 @@ mod tests {
     /// spec does not carry, unlike the actor); answers whether it ran in the caller's task, and those options'
     /// `async_timeout`.
     async fn call_noting_where(cache: &RefCache, n: u64) -> (bool, Option<Duration>) {
-        let seen: Arc<Mutex<Option<(Option<tokio::task::Id>, Option<Duration>)>>> = Arc::default();
+        /// The task a job ran in and the `async_timeout` of the options it saw.
+        type Seen = Arc<Mutex<Option<(Option<tokio::task::Id>, Option<Duration>)>>>;
+        let seen: Seen = Arc::default();
         let noted = seen.clone();
         let job: LocalJob = Arc::new(move |_args: Value, _ctx| {
             let noted = noted.clone();
