@@ -12,8 +12,17 @@
 //!
 //! `empty` is the loop alone (the floor every count includes).
 //!
-//! Every case runs on a current-thread tokio runtime built in its setup, so the work of one operation happens on
-//! the measuring thread and its instruction count does not depend on the scheduler. Each setup also warms the case
+//! Reported beside them, not gated (the `*_mt` cases, [`ALL_MT`]): the miss and the task as a `#[tokio::main]`
+//! server makes them, from a worker task of a 2-worker multi-threaded runtime (the loop runs in a spawned task):
+//! `miss_mt` beside `miss_mt_direct_call`, `task_mt` beside `task_mt_spawn_oneshot`, and `empty_mt`, the loop alone
+//! there (it also holds what the runtime's start and shutdown cost, divided by the operations). There the
+//! in-process backend spawns every task (no first poll in the caller), so the spawn, the wake-up across threads and
+//! the caller's timer are counted. They warm up on a current-thread runtime of their own, so that the counted
+//! run's runtime has done nothing before it (`benches/instructions.rs` counts its worker threads whole). Their
+//! counts include the other worker's parking and stealing, so they move a little from run to run.
+//!
+//! Every other case runs on a current-thread tokio runtime built in its setup, so the work of one operation happens
+//! on the measuring thread and its instruction count does not depend on the scheduler. Each setup also warms the case
 //! up into its steady state: the miss and the task run with small bounds (1,000 task records, and 256 KiB of values,
 //! about 900 of them at the 256 bytes of overhead the store weighs each with) and a warm-up of 3,000 operations, so
 //! that every measured operation also evicts the oldest record and value, as a long-running server does, and the
@@ -67,12 +76,65 @@ pub(crate) const ALL: &[(&str, MakeCase)] = &[
     ("poll_moka_get", poll_moka_get),
 ];
 
+/// The multi-threaded cases, reported and not gated (see the module's text).
+pub(crate) const ALL_MT: &[(&str, MakeCase)] = &[
+    ("empty_mt", empty_mt),
+    ("miss_mt", miss_mt),
+    ("miss_mt_direct_call", miss_mt_direct_call),
+    ("task_mt", task_mt),
+    ("task_mt_spawn_oneshot", task_mt_spawn_oneshot),
+];
+
 /// The runtime every case runs on: one thread, a timer (`async_timeout` needs it), no I/O driver.
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("a current-thread runtime")
+}
+
+/// The runtime of the `*_mt` cases: two workers (the machine's cores), a timer, no I/O driver.
+fn multi_thread_runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .expect("a multi-threaded runtime")
+}
+
+/// A multi-threaded case: the runtime it counts on, and the current-thread one it warms up on.
+struct Threads {
+    rt: Runtime,
+    warm_up: Option<Runtime>,
+}
+
+impl Threads {
+    fn new() -> Self {
+        Self {
+            rt: multi_thread_runtime(),
+            warm_up: Some(runtime()),
+        }
+    }
+
+    /// Runs `work` on the warm-up runtime while there is one, else in a task spawned on the multi-threaded runtime
+    /// (a worker task, as a server's request handler is), and waits for it.
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        match &self.warm_up {
+            Some(warm_up) => warm_up.block_on(work),
+            None => self
+                .rt
+                .block_on(self.rt.spawn(work))
+                .expect("the worker task"),
+        }
+    }
+
+    /// Done warming up: from now on every operation runs on the multi-threaded runtime.
+    fn warmed(&mut self) {
+        self.warm_up = None;
+    }
 }
 
 /// Executions of [`lookup_user`]'s body: a hit must not move it, a miss moves it once.
@@ -108,6 +170,13 @@ fn small_backend() -> Arc<MemoryTaskBackend> {
     Arc::new(MemoryTaskBackend::new(config))
 }
 
+/// The backend of the `miss_mt` case: the same small bounds as the miss case's, a cache of its own.
+static MISS_MT_CACHE: LazyLock<RefCache> = LazyLock::new(|| {
+    RefCache::builder()
+        .backend(small_backend())
+        .expect("the multi-threaded miss case's cache")
+});
+
 #[cached(async_timeout = 5.0, cache = HIT_CACHE)]
 async fn cached_hit(id: u64) -> Value {
     lookup_user(id).await
@@ -115,6 +184,11 @@ async fn cached_hit(id: u64) -> Value {
 
 #[cached(async_timeout = 5.0, cache = MISS_CACHE)]
 async fn cached_miss(id: u64) -> Value {
+    lookup_user(id).await
+}
+
+#[cached(async_timeout = 5.0, cache = MISS_MT_CACHE)]
+async fn cached_miss_mt(id: u64) -> Value {
     lookup_user(id).await
 }
 
@@ -580,5 +654,185 @@ impl Case for Poll {
 
     fn check(&self) {
         self.tally.check("poll");
+    }
+}
+
+/// `empty_mt`: the loop alone, in a worker task of the multi-threaded runtime.
+struct EmptyMt {
+    threads: Threads,
+    ops: u64,
+}
+
+fn empty_mt() -> Box<dyn Case> {
+    let mut threads = Threads::new();
+    threads.warmed();
+    Box::new(EmptyMt { threads, ops: 0 })
+}
+
+impl Case for EmptyMt {
+    fn run(&mut self, n: u64) {
+        self.threads.run(async move {
+            for i in 0..n {
+                black_box(i);
+            }
+        });
+        self.ops += n;
+    }
+
+    fn check(&self) {
+        assert!(self.ops > 0, "empty_mt: no operation ran");
+    }
+}
+
+/// `miss_mt` and `miss_mt_direct_call`: the miss cases, from a worker task of a multi-threaded runtime.
+struct MissMt {
+    threads: Threads,
+    cached: bool,
+    next: u64,
+    executions: u64,
+    tally: Tally,
+}
+
+/// The first argument of the multi-threaded miss cases, far from the others'.
+const MISS_MT_FIRST: u64 = 2_000_000_000;
+
+fn miss_mt() -> Box<dyn Case> {
+    MissMt::warmed(true)
+}
+
+fn miss_mt_direct_call() -> Box<dyn Case> {
+    MissMt::warmed(false)
+}
+
+impl MissMt {
+    fn warmed(cached: bool) -> Box<dyn Case> {
+        let mut case = Self {
+            threads: Threads::new(),
+            cached,
+            next: MISS_MT_FIRST,
+            executions: EXECUTIONS.load(Ordering::Relaxed),
+            tally: Tally::default(),
+        };
+        case.run(WARM_UP);
+        case.check();
+        case.threads.warmed();
+        Box::new(case)
+    }
+}
+
+impl Case for MissMt {
+    fn run(&mut self, n: u64) {
+        let first = self.next;
+        let cached = self.cached;
+        let ok = self.threads.run(async move {
+            let mut ok = 0;
+            for id in first..first + n {
+                if cached {
+                    let response = cached_miss_mt(black_box(id)).await.expect("a miss");
+                    ok += u64::from(response.is_complete());
+                    black_box(response);
+                } else {
+                    let value = lookup_user(black_box(id)).await;
+                    ok += u64::from(value.is_object());
+                    black_box(value);
+                }
+            }
+            ok
+        });
+        self.next += n;
+        self.tally.ops += n;
+        self.tally.ok += ok;
+    }
+
+    fn check(&self) {
+        self.tally.check("miss_mt");
+        assert_eq!(
+            EXECUTIONS.load(Ordering::Relaxed) - self.executions,
+            self.tally.ops,
+            "miss_mt: the function body did not run once per call, so some call was not a miss"
+        );
+    }
+}
+
+/// `task_mt`: the task case, from a worker task of a multi-threaded runtime.
+struct TaskMt {
+    threads: Threads,
+    backend: Arc<MemoryTaskBackend>,
+    next: u64,
+    tally: Tally,
+}
+
+fn task_mt() -> Box<dyn Case> {
+    let mut case = TaskMt {
+        threads: Threads::new(),
+        backend: small_backend(),
+        next: 0,
+        tally: Tally::default(),
+    };
+    case.run(WARM_UP);
+    case.check();
+    case.threads.warmed();
+    Box::new(case)
+}
+
+impl Case for TaskMt {
+    fn run(&mut self, n: u64) {
+        let first = self.next;
+        let backend = self.backend.clone();
+        let ok = self.threads.run(async move {
+            let mut ok = 0;
+            for i in first..first + n {
+                let (complete, ref_id) = one_task(&backend, black_box(i)).await;
+                ok += u64::from(complete);
+                black_box(ref_id);
+            }
+            ok
+        });
+        self.next += n;
+        self.tally.ops += n;
+        self.tally.ok += ok;
+    }
+
+    fn check(&self) {
+        self.tally.check("task_mt");
+    }
+}
+
+/// `task_mt_spawn_oneshot`: `tokio::spawn` + oneshot, from a worker task of a multi-threaded runtime.
+struct SpawnOneshotMt {
+    threads: Threads,
+    tally: Tally,
+}
+
+fn task_mt_spawn_oneshot() -> Box<dyn Case> {
+    let mut case = SpawnOneshotMt {
+        threads: Threads::new(),
+        tally: Tally::default(),
+    };
+    case.run(WARM_UP);
+    case.check();
+    case.threads.warmed();
+    Box::new(case)
+}
+
+impl Case for SpawnOneshotMt {
+    fn run(&mut self, n: u64) {
+        let ok = self.threads.run(async move {
+            let mut ok = 0;
+            for i in 0..n {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    let _ = tx.send(black_box(i));
+                });
+                ok += u64::from(rx.await == Ok(i));
+            }
+            ok
+        });
+        self.tally.ops += n;
+        self.tally.ok += ok;
+    }
+
+    fn check(&self) {
+        self.tally.check("spawn + oneshot (multi-threaded)");
     }
 }

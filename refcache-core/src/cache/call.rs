@@ -482,6 +482,84 @@ mod tests {
         }
     }
 
+    /// Makes one call of a job that notes the task it ran in and the call options it saw (a task-local the task's
+    /// spec does not carry, unlike the actor); answers whether it ran in the caller's task, and those options'
+    /// `async_timeout`.
+    async fn call_noting_where(cache: &RefCache, n: u64) -> (bool, Option<Duration>) {
+        /// The task a job ran in and the `async_timeout` of the options it saw.
+        type Seen = Arc<Mutex<Option<(Option<tokio::task::Id>, Option<Duration>)>>>;
+        let seen: Seen = Arc::default();
+        let noted = seen.clone();
+        let job: LocalJob = Arc::new(move |_args: Value, _ctx| {
+            let noted = noted.clone();
+            Box::pin(async move {
+                *noted.lock().unwrap() = Some((
+                    tokio::task::try_id(),
+                    crate::cache::call_options::CallOptions::current().async_timeout,
+                ));
+                Ok(JsonText::from(json!("done")))
+            })
+        });
+        let args = json!({ "n": n });
+        let key = CacheKey::from_json(meta().name(), "public", &args).expect("a key");
+        let scope = CallScope::capture(meta()).expect("a scope");
+        let response = cache
+            .call(meta(), key, scope, move || Ok((args, job)))
+            .await
+            .expect("a call");
+        assert!(response.is_complete(), "{}", response.to_json());
+        let (task, options) = seen.lock().unwrap().take().expect("the job ran");
+        (task == tokio::task::try_id(), options)
+    }
+
+    #[tokio::test]
+    async fn a_scope_in_another_task_leaves_the_first_poll_in_the_caller_one_in_the_caller_does_not()
+     {
+        use crate::model::actor::Actor;
+        use crate::model::scope::{any_scope, scope_here};
+        // Another request's scope, open for the whole test (as an MCP server scopes each request).
+        let (entered, is_entered) = tokio::sync::oneshot::channel();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let elsewhere = tokio::spawn(Actor::user("elsewhere").scope(async move {
+            let _ = entered.send(scope_here());
+            let _ = released.await;
+        }));
+        assert!(is_entered.await.expect("entered"), "inside its own scope");
+        assert!(any_scope() && !scope_here());
+        // The default backend: it decides by itself where the first poll runs.
+        let cache = RefCache::builder()
+            .backend(Arc::new(MemoryTaskBackend::new(
+                MemoryBackendConfig::default(),
+            )))
+            .expect("a cache");
+        // Outside any scope here: in the caller, as with no scope anywhere.
+        assert_eq!(
+            tokio::spawn(async move {
+                let outside = call_noting_where(&cache, 1).await;
+                // Inside a scope of the caller's: spawned, so the body does not see the caller's options.
+                let scoped = crate::cache::call_options::CallOptions::new()
+                    .async_timeout(Duration::from_secs(30))
+                    .scope(async {
+                        assert!(scope_here());
+                        call_noting_where(&cache, 2).await
+                    })
+                    .await;
+                (outside, scoped)
+            })
+            .await
+            .expect("the calls"),
+            ((true, None), (false, None))
+        );
+        // A sync scope counts on its own thread only.
+        Actor::user("bob").sync_scope(|| assert!(scope_here()));
+        std::thread::scope(|threads| {
+            threads.spawn(|| Actor::user("carol").sync_scope(|| assert!(scope_here())));
+        });
+        assert!(!scope_here());
+        let _ = release.send(());
+        elsewhere.await.expect("the other request");
+    }
+
     #[tokio::test]
     async fn a_first_poll_in_the_caller_answers_as_a_spawned_driver() {
         // Each in a task of its own, so that a job run in the caller's task is told apart from a spawned one.

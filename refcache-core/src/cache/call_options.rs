@@ -79,7 +79,9 @@ impl CallOptions {
     pub async fn scope<F: Future>(self, fut: F) -> F::Output {
         let merged = self.over(Self::current());
         let _active = ScopeGuard::enter();
-        OPTIONS.scope(merged, fut).await
+        OPTIONS
+            .scope(merged, crate::model::scope::marked(fut))
+            .await
     }
 
     /// The synchronous twin of [`scope`](Self::scope), for this thread.
@@ -91,7 +93,7 @@ impl CallOptions {
             }
         }
         let merged = self.over(Self::current());
-        let _active = ScopeGuard::enter();
+        let _active = ScopeGuard::enter_sync();
         let _restore = Restore(SYNC_OPTIONS.with(|cell| cell.replace(Some(merged))));
         f()
     }

@@ -18,10 +18,12 @@ tokio::task_local! {
 /// nothing).
 #[cfg_attr(not(feature = "mcp"), allow(dead_code))]
 pub(crate) async fn observe<F: Future>(on_submit: OnSubmit, fut: F) -> F::Output {
-    // Counted as a scope: the in-process backend then runs no task's first poll in the caller (a call the task
-    // makes would be told to this observer, before the caller's own).
+    // A scope like the others: the in-process backend then runs no first poll of a task in a caller inside it (a
+    // call the task makes would be told to this observer, before the caller's own).
     let _active = crate::model::scope::ScopeGuard::enter();
-    ON_SUBMIT.scope(on_submit, fut).await
+    ON_SUBMIT
+        .scope(on_submit, crate::model::scope::marked(fut))
+        .await
 }
 
 /// Tells the observer in scope, if any, that the call was submitted under `ref_id`.

@@ -7,7 +7,9 @@
 //! served; elsewhere (a blocking thread, no runtime) the step just runs. A current-thread runtime cannot hand its
 //! tasks anywhere: there the step runs inline, as before.
 
-use serde::Serialize;
+use std::cell::Cell;
+
+use serde::ser::{self, Serialize, Serializer};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use crate::model::json_text::JsonText;
@@ -28,13 +30,20 @@ pub(crate) fn off_runtime<R>(step: impl FnOnce() -> R) -> R {
 }
 
 /// `value`'s compact JSON text, serialized once; a value longer than [`OFFLOAD_BYTES`] off the runtime, where it
-/// is dropped too (freeing a big tree is work as well). A first pass counts up to [`OFFLOAD_BYTES`] without
-/// allocating, and stops there: a small value is then serialized in place, a big one whole in [`off_runtime`].
+/// is dropped too (freeing a big tree is work as well).
+///
+/// One pass for a small value: it is serialized in place through [`Budgeted`], which counts what the text will
+/// take as it goes and stops the serialization once that passes [`OFFLOAD_BYTES`]; only a value that big is then
+/// serialized again, whole, in [`off_runtime`]. (An earlier version counted every value in a first pass over a
+/// counting writer, then serialized it: two passes for every value.)
 pub(crate) fn serialize<T: Serialize>(value: T) -> Result<JsonText, serde_json::Error> {
-    let mut probe = Capped { len: 0 };
-    match serde_json::to_writer(&mut probe, &value) {
-        Ok(()) => JsonText::of(&value),
-        Err(e) if e.is_io() && probe.len > OFFLOAD_BYTES => off_runtime(move || {
+    let budget = Budget::new(OFFLOAD_BYTES);
+    match JsonText::of(&Budgeted {
+        value: &value,
+        budget: &budget,
+    }) {
+        Ok(text) => Ok(text),
+        Err(_) if budget.exceeded() => off_runtime(move || {
             let text = JsonText::of(&value);
             drop(value);
             text
@@ -61,27 +70,439 @@ pub(crate) fn to_value(text: &JsonText) -> serde_json::Value {
     }
 }
 
-/// A writer that counts bytes and fails once past [`OFFLOAD_BYTES`].
-struct Capped {
-    len: usize,
+/// What a serialization in place may still write: an estimate of the text's length, counted as the value is
+/// serialized ([`Budgeted`]); once spent, the serialization fails and [`exceeded`](Self::exceeded) says why.
+struct Budget {
+    left: Cell<usize>,
+    exceeded: Cell<bool>,
 }
 
-impl std::io::Write for Capped {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.len += buf.len();
-        if self.len > OFFLOAD_BYTES {
-            return Err(std::io::Error::other("past the offload threshold"));
+impl Budget {
+    fn new(bytes: usize) -> Self {
+        Self {
+            left: Cell::new(bytes),
+            exceeded: Cell::new(false),
         }
-        Ok(buf.len())
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
+    /// Takes `bytes` from what is left; an error for the serializer once nothing is.
+    fn spend<E: ser::Error>(&self, bytes: usize) -> Result<(), E> {
+        match self.left.get().checked_sub(bytes) {
+            Some(left) => {
+                self.left.set(left);
+                Ok(())
+            }
+            None => {
+                self.exceeded.set(true);
+                Err(E::custom("past the offload threshold"))
+            }
+        }
+    }
+
+    fn exceeded(&self) -> bool {
+        self.exceeded.get()
+    }
+}
+
+/// `value`, serialized through a serializer that spends `budget` on each piece of text it writes (see [`Counting`]).
+struct Budgeted<'a, T: ?Sized> {
+    value: &'a T,
+    budget: &'a Budget,
+}
+
+impl<T: Serialize + ?Sized> Serialize for Budgeted<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(Counting {
+            inner: serializer,
+            budget: self.budget,
+        })
+    }
+}
+
+/// A serializer that forwards everything to `inner` and spends on its budget, for each piece, at least the bytes
+/// compact JSON writes for it (a number's longest text, a string's length and quotes; escapes aside). Only an
+/// estimate: it decides where a value is serialized, never what it becomes.
+struct Counting<'a, S> {
+    inner: S,
+    budget: &'a Budget,
+}
+
+impl<'a, S> Counting<'a, S> {
+    fn value<'v, T: ?Sized>(&self, value: &'v T) -> Budgeted<'v, T>
+    where
+        'a: 'v,
+    {
+        Budgeted {
+            value,
+            budget: self.budget,
+        }
+    }
+}
+
+/// The longest text of a number (`-9223372036854775808`, or a float such as `-1.7976931348623157e308`).
+const NUMBER: usize = 24;
+
+/// Serializer methods for numbers of at most 64 bits: [`NUMBER`] bytes each, then forwarded as they are.
+macro_rules! number {
+    ($($method:ident: $ty:ty),*) => {
+        $(
+            fn $method(self, v: $ty) -> Result<S::Ok, S::Error> {
+                self.budget.spend(NUMBER)?;
+                self.inner.$method(v)
+            }
+        )*
+    };
+}
+
+impl<'a, S: Serializer> Serializer for Counting<'a, S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+    type SerializeSeq = Counting<'a, S::SerializeSeq>;
+    type SerializeTuple = Counting<'a, S::SerializeTuple>;
+    type SerializeTupleStruct = Counting<'a, S::SerializeTupleStruct>;
+    type SerializeTupleVariant = Counting<'a, S::SerializeTupleVariant>;
+    type SerializeMap = Counting<'a, S::SerializeMap>;
+    type SerializeStruct = Counting<'a, S::SerializeStruct>;
+    type SerializeStructVariant = Counting<'a, S::SerializeStructVariant>;
+
+    fn serialize_bool(self, v: bool) -> Result<S::Ok, S::Error> {
+        self.budget.spend(5)?;
+        self.inner.serialize_bool(v)
+    }
+
+    number!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64);
+    number!(serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64);
+    number!(serialize_f32: f32, serialize_f64: f64);
+
+    fn serialize_i128(self, v: i128) -> Result<S::Ok, S::Error> {
+        self.budget.spend(2 * NUMBER)?;
+        self.inner.serialize_i128(v)
+    }
+
+    fn serialize_u128(self, v: u128) -> Result<S::Ok, S::Error> {
+        self.budget.spend(2 * NUMBER)?;
+        self.inner.serialize_u128(v)
+    }
+
+    fn serialize_char(self, v: char) -> Result<S::Ok, S::Error> {
+        self.budget.spend(8)?;
+        self.inner.serialize_char(v)
+    }
+
+    fn serialize_str(self, v: &str) -> Result<S::Ok, S::Error> {
+        self.budget.spend(v.len() + 2)?;
+        self.inner.serialize_str(v)
+    }
+
+    fn serialize_bytes(self, v: &[u8]) -> Result<S::Ok, S::Error> {
+        // An array of numbers: up to "255," each.
+        self.budget.spend(4 * v.len() + 2)?;
+        self.inner.serialize_bytes(v)
+    }
+
+    fn serialize_none(self) -> Result<S::Ok, S::Error> {
+        self.budget.spend(4)?;
+        self.inner.serialize_none()
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<S::Ok, S::Error> {
+        let value = self.value(value);
+        self.inner.serialize_some(&value)
+    }
+
+    fn serialize_unit(self) -> Result<S::Ok, S::Error> {
+        self.budget.spend(4)?;
+        self.inner.serialize_unit()
+    }
+
+    fn serialize_unit_struct(self, name: &'static str) -> Result<S::Ok, S::Error> {
+        self.budget.spend(4)?;
+        self.inner.serialize_unit_struct(name)
+    }
+
+    fn serialize_unit_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+    ) -> Result<S::Ok, S::Error> {
+        self.budget.spend(variant.len() + 2)?;
+        self.inner.serialize_unit_variant(name, index, variant)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<S::Ok, S::Error> {
+        let value = self.value(value);
+        self.inner.serialize_newtype_struct(name, &value)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<S::Ok, S::Error> {
+        self.budget.spend(variant.len() + 5)?;
+        let value = self.value(value);
+        self.inner
+            .serialize_newtype_variant(name, index, variant, &value)
+    }
+
+    fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
+        self.budget.spend(2)?;
+        let seq = self.inner.serialize_seq(len)?;
+        Ok(Counting {
+            inner: seq,
+            budget: self.budget,
+        })
+    }
+
+    fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
+        self.budget.spend(2)?;
+        let tuple = self.inner.serialize_tuple(len)?;
+        Ok(Counting {
+            inner: tuple,
+            budget: self.budget,
+        })
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeTupleStruct, S::Error> {
+        self.budget.spend(2)?;
+        let tuple = self.inner.serialize_tuple_struct(name, len)?;
+        Ok(Counting {
+            inner: tuple,
+            budget: self.budget,
+        })
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeTupleVariant, S::Error> {
+        self.budget.spend(variant.len() + 7)?;
+        let tuple = self
+            .inner
+            .serialize_tuple_variant(name, index, variant, len)?;
+        Ok(Counting {
+            inner: tuple,
+            budget: self.budget,
+        })
+    }
+
+    fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
+        self.budget.spend(2)?;
+        let map = self.inner.serialize_map(len)?;
+        Ok(Counting {
+            inner: map,
+            budget: self.budget,
+        })
+    }
+
+    fn serialize_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeStruct, S::Error> {
+        self.budget.spend(2)?;
+        let fields = self.inner.serialize_struct(name, len)?;
+        Ok(Counting {
+            inner: fields,
+            budget: self.budget,
+        })
+    }
+
+    fn serialize_struct_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeStructVariant, S::Error> {
+        self.budget.spend(variant.len() + 7)?;
+        let fields = self
+            .inner
+            .serialize_struct_variant(name, index, variant, len)?;
+        Ok(Counting {
+            inner: fields,
+            budget: self.budget,
+        })
+    }
+
+    fn collect_str<T: std::fmt::Display + ?Sized>(self, value: &T) -> Result<S::Ok, S::Error> {
+        // Counted without building the text; `inner` then writes it as it does.
+        let mut counter = DisplayLen(0);
+        let _ = std::fmt::Write::write_fmt(&mut counter, format_args!("{value}"));
+        self.budget.spend(counter.0 + 2)?;
+        self.inner.collect_str(value)
+    }
+
+    fn is_human_readable(&self) -> bool {
+        self.inner.is_human_readable()
+    }
+}
+
+/// Counts the bytes of a `Display` text.
+struct DisplayLen(usize);
+
+impl std::fmt::Write for DisplayLen {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 += s.len();
         Ok(())
+    }
+}
+
+impl<S: ser::SerializeSeq> ser::SerializeSeq for Counting<'_, S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
+        self.budget.spend(1)?;
+        let value = self.value(value);
+        self.inner.serialize_element(&value)
+    }
+
+    fn end(self) -> Result<S::Ok, S::Error> {
+        self.inner.end()
+    }
+}
+
+impl<S: ser::SerializeTuple> ser::SerializeTuple for Counting<'_, S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
+        self.budget.spend(1)?;
+        let value = self.value(value);
+        self.inner.serialize_element(&value)
+    }
+
+    fn end(self) -> Result<S::Ok, S::Error> {
+        self.inner.end()
+    }
+}
+
+impl<S: ser::SerializeTupleStruct> ser::SerializeTupleStruct for Counting<'_, S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
+        self.budget.spend(1)?;
+        let value = self.value(value);
+        self.inner.serialize_field(&value)
+    }
+
+    fn end(self) -> Result<S::Ok, S::Error> {
+        self.inner.end()
+    }
+}
+
+impl<S: ser::SerializeTupleVariant> ser::SerializeTupleVariant for Counting<'_, S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
+        self.budget.spend(1)?;
+        let value = self.value(value);
+        self.inner.serialize_field(&value)
+    }
+
+    fn end(self) -> Result<S::Ok, S::Error> {
+        self.inner.end()
+    }
+}
+
+impl<S: ser::SerializeMap> ser::SerializeMap for Counting<'_, S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), S::Error> {
+        // The comma and the colon; a key that is not a string (a number) gets its quotes here too.
+        self.budget.spend(4)?;
+        let key = self.value(key);
+        self.inner.serialize_key(&key)
+    }
+
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
+        let value = self.value(value);
+        self.inner.serialize_value(&value)
+    }
+
+    fn serialize_entry<K: Serialize + ?Sized, V: Serialize + ?Sized>(
+        &mut self,
+        key: &K,
+        value: &V,
+    ) -> Result<(), S::Error> {
+        self.budget.spend(4)?;
+        let (key, value) = (self.value(key), self.value(value));
+        self.inner.serialize_entry(&key, &value)
+    }
+
+    fn end(self) -> Result<S::Ok, S::Error> {
+        self.inner.end()
+    }
+}
+
+impl<S: ser::SerializeStruct> ser::SerializeStruct for Counting<'_, S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), S::Error> {
+        self.budget.spend(key.len() + 4)?;
+        let value = self.value(value);
+        self.inner.serialize_field(key, &value)
+    }
+
+    fn skip_field(&mut self, key: &'static str) -> Result<(), S::Error> {
+        self.inner.skip_field(key)
+    }
+
+    fn end(self) -> Result<S::Ok, S::Error> {
+        self.inner.end()
+    }
+}
+
+impl<S: ser::SerializeStructVariant> ser::SerializeStructVariant for Counting<'_, S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), S::Error> {
+        self.budget.spend(key.len() + 4)?;
+        let value = self.value(value);
+        self.inner.serialize_field(key, &value)
+    }
+
+    fn skip_field(&mut self, key: &'static str) -> Result<(), S::Error> {
+        self.inner.skip_field(key)
+    }
+
+    fn end(self) -> Result<S::Ok, S::Error> {
+        self.inner.end()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde::Serialize;
+
     use super::*;
 
     #[test]
@@ -107,6 +528,137 @@ mod tests {
     async fn a_current_thread_runtime_runs_the_step_inline() {
         let big: Vec<u64> = (0..50_000).collect();
         assert_eq!(serialize(&big).unwrap().total_items(), Some(50_000));
+    }
+
+    /// Serializes `value` in one pass with an unbounded budget: the text must be a plain serialization's, and the
+    /// bytes counted at least its length.
+    fn check<T: Serialize + ?Sized>(value: &T) {
+        let budget = Budget::new(usize::MAX);
+        let text = JsonText::of(&Budgeted {
+            value,
+            budget: &budget,
+        })
+        .unwrap();
+        assert_eq!(text, JsonText::of(value).unwrap());
+        assert_eq!(serialize(value).unwrap(), text);
+        let counted = usize::MAX - budget.left.get();
+        assert!(
+            counted >= text.len(),
+            "counted {counted} bytes of {}: {text}",
+            text.len()
+        );
+        assert!(!budget.exceeded());
+    }
+
+    #[test]
+    fn one_pass_writes_the_text_a_plain_serialization_writes_and_counts_at_least_its_length() {
+        use std::collections::{BTreeMap, HashMap};
+
+        #[derive(Serialize)]
+        struct Unit;
+        #[derive(Serialize)]
+        struct Newtype(u8);
+        #[derive(Serialize)]
+        struct Pair(i32, &'static str);
+        #[derive(Serialize)]
+        enum Kind {
+            Plain,
+            Wrapped(f64),
+            Tuple(u8, char),
+            Fields { a: bool, b: Option<u8> },
+        }
+        #[derive(Serialize)]
+        struct Inner {
+            z: u128,
+            y: i128,
+        }
+        #[derive(Serialize)]
+        struct Shaped {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            skipped: Option<u8>,
+            kept: Option<u8>,
+            unit: Unit,
+            unit_value: (),
+            newtype: Newtype,
+            pair: Pair,
+            kinds: Vec<Kind>,
+            #[serde(flatten)]
+            inner: Inner,
+            #[serde(with = "serde_bytes_like")]
+            bytes: Vec<u8>,
+            raw: JsonText,
+            displayed: Displayed,
+            by_number: BTreeMap<u32, &'static str>,
+            by_name: HashMap<String, Vec<f32>>,
+            escaped: &'static str,
+        }
+        /// Serialized through `collect_str`.
+        struct Displayed;
+        impl Serialize for Displayed {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(&format_args!("{}-{}", "shown", 42))
+            }
+        }
+        mod serde_bytes_like {
+            pub(super) fn serialize<S: serde::Serializer>(
+                v: &[u8],
+                s: S,
+            ) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(v)
+            }
+        }
+        let shaped = Shaped {
+            skipped: None,
+            kept: None,
+            unit: Unit,
+            unit_value: (),
+            newtype: Newtype(7),
+            pair: Pair(-3, "two"),
+            kinds: vec![
+                Kind::Plain,
+                Kind::Wrapped(-1.5e300),
+                Kind::Tuple(255, '\u{1F600}'),
+                Kind::Fields {
+                    a: true,
+                    b: Some(1),
+                },
+            ],
+            inner: Inner {
+                z: u128::MAX,
+                y: i128::MIN,
+            },
+            bytes: vec![0, 1, 255],
+            raw: JsonText::from(serde_json::json!({"already": ["text", 1]})),
+            displayed: Displayed,
+            by_number: BTreeMap::from([(1, "one"), (20, "twenty")]),
+            by_name: HashMap::from([("a".to_owned(), vec![0.5, -2.0])]),
+            escaped: "quote \" and tab \t",
+        };
+        check(&shaped);
+        // The same as a tree (a `Value`, what most cached functions return).
+        check(&JsonText::of(&shaped).unwrap().to_value());
+        check(&(vec![Some(1u64), None], "x", -0.0f64));
+        check("just a string");
+        check(&u64::MAX);
+        check(&());
+        check(&JsonText::default());
+    }
+
+    #[test]
+    fn a_spent_budget_stops_the_serialization_and_says_so() {
+        let big: Vec<String> = (0..100).map(|i| format!("item-{i}")).collect();
+        let budget = Budget::new(64);
+        let error = JsonText::of(&Budgeted {
+            value: &big,
+            budget: &budget,
+        })
+        .unwrap_err();
+        assert!(budget.exceeded(), "{error}");
+        // A value past OFFLOAD_BYTES in one string: stopped in place, serialized whole off the runtime.
+        let one_string = "x".repeat(OFFLOAD_BYTES + 1);
+        let text = serialize(&one_string).unwrap();
+        assert_eq!(text.len(), OFFLOAD_BYTES + 3);
+        assert_eq!(text, JsonText::of(&one_string).unwrap());
     }
 
     #[test]

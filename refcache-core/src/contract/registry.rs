@@ -70,7 +70,7 @@ impl TaskMeta {
             schema,
             expected: OnceLock::new(),
             template,
-            policy: Ok(Arc::default()),
+            policy: Ok(AccessPolicy::shared_default()),
             resolve_refs: true,
             max_argument_bytes: None,
             anonymous: OnceLock::new(),

@@ -33,7 +33,7 @@ pub struct TaskSpec {
     /// How it runs.
     pub options: TaskOptions,
     /// Who may do what with its reference and value.
-    #[serde(default)]
+    #[serde(default = "AccessPolicy::shared_default")]
     pub policy: Arc<AccessPolicy>,
     /// The actor whose call started it (`None`: an anonymous user). The work runs as this actor, so that what it
     /// reads through the cache (references it resolves itself, nested calls) is what its caller may read.
@@ -61,7 +61,7 @@ impl TaskSpec {
             namespace: namespace.into(),
             args,
             options: TaskOptions::default(),
-            policy: Arc::default(),
+            policy: AccessPolicy::shared_default(),
             actor: None,
             submitted_at: Some(crate::model::task::Timestamp::now()),
         }

@@ -41,7 +41,7 @@ pub struct StoredValue {
     #[serde(with = "secs")]
     pub ttl: Duration,
     /// Who may do what with it.
-    #[serde(default)]
+    #[serde(default = "AccessPolicy::shared_default")]
     pub policy: Arc<AccessPolicy>,
     /// The session of the task that made it, which it is bound to.
     #[serde(default)]
@@ -140,7 +140,7 @@ impl StoredValue {
             total_items,
             created_at: Timestamp::now(),
             ttl,
-            policy: Arc::default(),
+            policy: AccessPolicy::shared_default(),
             session_id: None,
             max_size: None,
             preview_strategy: None,
@@ -352,8 +352,15 @@ impl std::fmt::Debug for ValueStore {
 
 impl ValueStore {
     /// A store holding at most `max_bytes` of values (JSON length plus a fixed per-entry overhead).
+    ///
+    /// Evicted least recently used first. moka's default (TinyLFU) admits a new entry into a full cache only when
+    /// its key is read more often than the entries it would push out, so in a full store a value just computed
+    /// (its key never read yet) was dropped at moka's next maintenance, often within the task's own completion:
+    /// the caller that had waited for it, or the first poll of its reference, then found it gone. With LRU the
+    /// newest value is the last to go.
     pub fn new(max_bytes: u64) -> Self {
         let cache = moka::sync::Cache::builder()
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .max_capacity(max_bytes)
             .weigher(|_: &CacheKey, v: &Arc<StoredValue>| {
                 Self::weight(v).try_into().unwrap_or(u32::MAX)
@@ -420,5 +427,48 @@ impl ValueStore {
     pub async fn usage(&self) -> (u64, u64) {
         self.cache.run_pending_tasks();
         (self.cache.entry_count(), self.cache.weighted_size())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(i: u64) -> Arc<StoredValue> {
+        let value = JsonText::from(serde_json::json!({ "i": i }));
+        let key =
+            CacheKey::from_json("tests.store", "public", &serde_json::json!(i)).expect("a key");
+        Arc::new(StoredValue::new(
+            RefId::generate("t"),
+            key,
+            "tests.store",
+            "public",
+            value,
+            Duration::from_secs(600),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_value_just_stored_in_a_full_store_stays_there_and_the_oldest_goes() {
+        // Room for ten values (of the longest).
+        let weight = ValueStore::weight(&stored(99));
+        let store = ValueStore::new(10 * weight);
+        let values: Vec<Arc<StoredValue>> = (0..100).map(stored).collect();
+        for (i, value) in values.iter().enumerate() {
+            store.insert(value.clone()).await;
+            // moka's maintenance (admission and eviction) runs here at the latest.
+            let (entries, bytes) = store.usage().await;
+            assert!(bytes <= 10 * weight, "{bytes} bytes held");
+            assert!(entries <= 10);
+            let read = store.get_now(&value.key);
+            assert!(
+                read.is_some_and(|read| read.ref_id == value.ref_id),
+                "value {i} was dropped as soon as it was stored"
+            );
+        }
+        // The ten newest stay; every older one went.
+        for (i, value) in values.iter().enumerate() {
+            assert_eq!(store.get_now(&value.key).is_some(), i >= 90, "value {i}");
+        }
     }
 }

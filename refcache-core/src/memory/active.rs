@@ -58,6 +58,50 @@ pub(super) struct Active {
     pub(super) output: OnceLock<Arc<OutputLog>>,
     /// The question the task waits on: its key and where its answer goes.
     pub(super) question: Mutex<Option<(String, oneshot::Sender<Value>)>>,
+    /// The first waiter's way to learn that the task ended, lighter than the record's `watch`.
+    pub(super) ended: Ended,
+}
+
+/// How the first waiter of a task learns that it ended: a flag and one waker, set by [`Active::wake`]. Every other
+/// waiter (a second caller joining the same execution, a poll that waits) follows the record's `watch`, whose
+/// sender then wakes them too. The slot spares the first waiter (most often the only one: the caller that started
+/// the task) tokio's `watch` machinery: a subscription, a registration in one of its eight `Notify` lists, and the
+/// wake-up that locks all eight.
+#[derive(Default)]
+pub(super) struct Ended {
+    /// Set by [`Active::wake`]: the task's status is terminal, and a finished task is retired.
+    set: AtomicBool,
+    /// Whether a waiter took the slot (it is taken once; it is not handed back).
+    taken: AtomicBool,
+    waker: futures::task::AtomicWaker,
+}
+
+impl Ended {
+    /// Takes the slot: `true` for the first caller only.
+    pub(super) fn take(&self) -> bool {
+        !self.taken.swap(true, Ordering::AcqRel)
+    }
+
+    /// Resolves once [`Active::wake`] has run (at once, if it has).
+    pub(super) fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.set.load(Ordering::Acquire) {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // Set between the check and the registration: the wake may have found no waker.
+            if self.set.load(Ordering::Acquire) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+    }
+
+    fn set(&self) {
+        self.set.store(true, Ordering::Release);
+        self.waker.wake();
+    }
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,6 +133,7 @@ impl Active {
             value: OnceLock::new(),
             output: OnceLock::new(),
             question: Mutex::new(None),
+            ended: Ended::default(),
         })
     }
 
@@ -148,12 +193,14 @@ impl Active {
         tracing::debug!(ref_id = %self.spec.ref_id, task = %self.spec.task_name, %status, "task finished");
     }
 
-    /// Wakes the waiters, if any follow the record. With none (a caller whose task finished in its first poll,
-    /// [`Inner::start`](super::driver::Inner::start)), there is nobody to wake: a receiver subscribed from now on
-    /// starts at the current value, which the caller has already made terminal, so skipping the wake-up (eight
-    /// locked `Notify` lists in tokio's `watch`) loses nothing. (A `subscribe` that races this check either counts
-    /// before it, through the value's lock, or reads the value after it was made terminal.)
+    /// Wakes the waiters: the first one through its slot ([`Ended`]), the others if any follow the record. With
+    /// none (a caller whose task finished in its first poll, [`Inner::start`](super::driver::Inner::start)), there
+    /// is nobody to wake: a receiver subscribed from now on starts at the current value, which the caller has
+    /// already made terminal, so skipping the wake-up (eight locked `Notify` lists in tokio's `watch`) loses
+    /// nothing. (A `subscribe` that races this check either counts before it, through the value's lock, or reads
+    /// the value after it was made terminal.) Called on every way to a terminal status.
     pub(super) fn wake(&self) {
+        self.ended.set();
         if self.info.receiver_count() > 0 {
             self.info.send_if_modified(|_| true);
         }

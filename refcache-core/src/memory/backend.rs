@@ -273,8 +273,18 @@ impl TaskBackend for MemoryTaskBackend {
         Box::pin(async move {
             let active = lock(&self.inner.state).active.get(ref_id).cloned();
             if let Some(active) = active {
-                let mut rx = active.info.subscribe();
-                let done = rx.wait_for(|info| info.status.is_terminal());
+                // The first waiter takes the task's own slot; any other follows the record's `watch`. Either way
+                // it is done once the status is terminal (`Active::wake` runs on every way there).
+                let done = async {
+                    if active.ended.take() {
+                        if !active.info.borrow().status.is_terminal() {
+                            active.ended.wait().await;
+                        }
+                    } else {
+                        let mut rx = active.info.subscribe();
+                        let _ = rx.wait_for(|info| info.status.is_terminal()).await;
+                    }
+                };
                 match deadline {
                     Some(deadline) => {
                         let _ = tokio::time::timeout_at(deadline, done).await;
@@ -680,4 +690,98 @@ fn changes<T: Send + Sync + 'static>(rx: watch::Receiver<T>) -> impl futures::St
     futures::stream::unfold(rx, |mut rx| async move {
         rx.changed().await.ok().map(|()| ((), rx))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{Value, json};
+
+    use crate::contract::backend::{Submission, TaskBackend};
+    use crate::contract::context::LocalJob;
+    use crate::contract::spec::TaskSpec;
+    use crate::memory::backend::MemoryTaskBackend;
+    use crate::memory::config::MemoryBackendConfig;
+    use crate::model::json_text::JsonText;
+    use crate::model::key::CacheKey;
+    use crate::model::ref_id::RefId;
+
+    fn key_of(args: &Value) -> CacheKey {
+        CacheKey::from_json("tests.wait", "public", args).expect("a key")
+    }
+
+    /// Submits a job that answers its arguments once `gate` opens: its reference.
+    async fn gated(
+        backend: &MemoryTaskBackend,
+        args: Value,
+        gate: tokio::sync::oneshot::Receiver<()>,
+    ) -> RefId {
+        let gate = Arc::new(std::sync::Mutex::new(Some(gate)));
+        let spec = TaskSpec::new(
+            RefId::generate("t"),
+            key_of(&args),
+            "tests.wait",
+            "public",
+            args,
+        );
+        let job: LocalJob = Arc::new(move |args: Value, _ctx| {
+            let gate = gate.lock().unwrap().take();
+            Box::pin(async move {
+                if let Some(gate) = gate {
+                    let _ = gate.await;
+                }
+                Ok(JsonText::from(args))
+            })
+        });
+        let submitted = backend
+            .submit(Submission::new(spec, Some(job)))
+            .await
+            .expect("submit");
+        submitted.ref_id().clone()
+    }
+
+    /// What a waiter saw, comparable: the record as JSON and the value.
+    fn seen(snapshot: Option<crate::contract::backend::TaskSnapshot>) -> (Value, Option<JsonText>) {
+        let snapshot = snapshot.expect("a record");
+        (
+            serde_json::to_value(&snapshot.info).expect("JSON"),
+            snapshot.value.map(|v| v.value.clone()),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_waiter_wakes_with_the_same_answer_whether_it_holds_the_slot_or_follows_the_record()
+     {
+        let backend = MemoryTaskBackend::new(MemoryBackendConfig::default());
+        // The first waiter takes the slot, the second follows the `watch`: both wake when the task ends.
+        let (open, gate) = tokio::sync::oneshot::channel();
+        let ref_id = gated(&backend, json!("both"), gate).await;
+        let (first, second, ()) = tokio::join!(
+            backend.wait(&ref_id, None),
+            backend.wait(&ref_id, None),
+            async {
+                tokio::task::yield_now().await;
+                let _ = open.send(());
+            }
+        );
+        let (first, second) = (seen(first.expect("wait")), seen(second.expect("wait")));
+        assert_eq!(first, second);
+        assert_eq!(first.0["status"], "complete");
+        assert_eq!(first.1, Some(JsonText::from(json!("both"))));
+        assert_eq!(first, seen(backend.get(&ref_id).await.expect("get")));
+        // A waiter that gives up keeps the slot: the next one follows the `watch`, and still wakes.
+        let (open, gate) = tokio::sync::oneshot::channel();
+        let ref_id = gated(&backend, json!("later"), gate).await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let gave_up = seen(backend.wait(&ref_id, Some(deadline)).await.expect("wait"));
+        assert_eq!(gave_up.0["status"], "processing");
+        let (later, ()) = tokio::join!(backend.wait(&ref_id, None), async {
+            tokio::task::yield_now().await;
+            let _ = open.send(());
+        });
+        let later = seen(later.expect("wait"));
+        assert_eq!(later.0["status"], "complete");
+        assert_eq!(later.1, Some(JsonText::from(json!("later"))));
+    }
 }

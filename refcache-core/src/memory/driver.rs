@@ -28,7 +28,7 @@ pub(super) struct Inner {
     pub(super) idle: Notify,
     pub(super) counters: Counters,
     /// Whether a caller's new task may run its first poll in the caller ([`Inner::start`]): `None`, whenever no
-    /// scope is in effect; `Some`, always or never (tests that compare the two paths).
+    /// scope is in effect in the caller; `Some`, always or never (tests that compare the two paths).
     pub(super) first_poll_inline: Option<bool>,
 }
 
@@ -102,7 +102,7 @@ impl Inner {
     }
 
     /// Whether a caller's new task, to run on `handle`, may run its first poll in the caller now (see
-    /// [`start`](Self::start)): on a current-thread runtime, while no scope is in effect.
+    /// [`start`](Self::start)): on a current-thread runtime, while no scope is in effect in the caller.
     ///
     /// Only on a current-thread runtime, where it changes nothing a caller can time: there a spawned driver runs
     /// on the caller's one thread as soon as the caller waits, so a body that computes before its first `.await`
@@ -113,7 +113,7 @@ impl Inner {
     pub(super) fn may_poll_inline(&self, handle: &tokio::runtime::Handle) -> bool {
         self.first_poll_inline.unwrap_or_else(|| {
             handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
-                && !crate::model::scope::any_scope()
+                && !crate::model::scope::scope_here()
         })
     }
 
@@ -134,9 +134,11 @@ impl Inner {
     /// own waker, so nothing the first poll waited on is missed (a future must heed the latest poll's waker only).
     ///
     /// Only for the caller's own new task, on a current-thread runtime ([`may_poll_inline`](Self::may_poll_inline)
-    /// says why), and only while no scope is in effect in the process (`any_scope`): the first poll runs in the
-    /// caller's task, so a task-local of the caller (actor, session, call options, an observer of submissions)
-    /// would otherwise be seen by the function body and by the calls it makes, where a spawned driver sees none.
+    /// says why), and only while no scope is in effect in the caller (`scope_here`: an async scope of the caller's
+    /// task, or a sync scope of this thread; a scope of another request elsewhere in the process does not count):
+    /// the first poll runs in the caller's task, so a task-local of the caller (actor, session, call options, an
+    /// observer of submissions) would otherwise be seen by the function body and by the calls it makes, where a
+    /// spawned driver sees none.
     pub(super) fn start(self: &Arc<Self>, active: Arc<Active>, inline: bool) {
         self.counters.executions.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(ref_id = %active.spec.ref_id, task = %active.spec.task_name, "task started");

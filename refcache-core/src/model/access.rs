@@ -115,6 +115,15 @@ impl Default for AccessPolicy {
 }
 
 impl AccessPolicy {
+    /// The default policy ([`public`](Self::public)) behind an `Arc` shared by every record, spec and value that
+    /// carries it: a clone is a reference-count increment, where `Arc::default()` allocates a new one (a task
+    /// took two such allocations, then replaced them with its function's policy).
+    pub(crate) fn shared_default() -> std::sync::Arc<Self> {
+        static DEFAULT: std::sync::LazyLock<std::sync::Arc<AccessPolicy>> =
+            std::sync::LazyLock::new(|| std::sync::Arc::new(AccessPolicy::public()));
+        DEFAULT.clone()
+    }
+
     /// Users may do everything; agents may read and execute. The default.
     pub fn public() -> Self {
         Self {

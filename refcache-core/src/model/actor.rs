@@ -16,7 +16,7 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::scope::{ScopeGuard, any_scope};
+use crate::model::scope::{ScopeGuard, any_scope, marked};
 use crate::model::session::Session;
 
 /// What kind of actor.
@@ -158,7 +158,7 @@ impl Actor {
     /// Task-local: it follows `fut` across threads and does not leak to other tasks.
     pub async fn scope<F: Future>(self, fut: F) -> F::Output {
         let _active = ScopeGuard::enter();
-        ACTOR.scope(self, fut).await
+        ACTOR.scope(self, marked(fut)).await
     }
 
     /// The synchronous twin of [`scope`](Self::scope), for this thread.
@@ -169,7 +169,7 @@ impl Actor {
                 SYNC_ACTOR.with(|cell| *cell.borrow_mut() = self.0.take());
             }
         }
-        let _active = ScopeGuard::enter();
+        let _active = ScopeGuard::enter_sync();
         let _restore = Restore(SYNC_ACTOR.with(|cell| cell.borrow_mut().replace(self)));
         f()
     }

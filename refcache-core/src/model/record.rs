@@ -51,7 +51,7 @@ pub struct TaskInfo {
     /// 1-based place in the queue while pending.
     pub queue_position: Option<usize>,
     /// Who may do what with the reference.
-    #[serde(default)]
+    #[serde(default = "AccessPolicy::shared_default")]
     pub policy: Arc<AccessPolicy>,
     /// The latest line the task wrote to its output log: its status message while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +68,7 @@ impl TaskInfo {
         task_name: impl Into<Arc<str>>,
         namespace: impl Into<Arc<str>>,
     ) -> Self {
+        let now = Timestamp::now();
         Self {
             ref_id,
             task_name: task_name.into(),
@@ -75,8 +76,8 @@ impl TaskInfo {
             status: TaskStatus::Pending,
             progress: None,
             status_message: None,
-            created_at: Timestamp::now(),
-            updated_at: Timestamp::now(),
+            created_at: now,
+            updated_at: now,
             started_at: None,
             finished_at: None,
             error: None,
@@ -85,7 +86,7 @@ impl TaskInfo {
             retry_history: Vec::new(),
             session_id: None,
             queue_position: None,
-            policy: Arc::default(),
+            policy: AccessPolicy::shared_default(),
             output_line: None,
             input_request: None,
         }

@@ -30,11 +30,20 @@ impl RefId {
         let id = uuid::Uuid::new_v4();
         let mut buf = uuid::Uuid::encode_buffer();
         let hex = id.simple().encode_lower(&mut buf);
-        let mut text = String::with_capacity(cache_name.len() + 1 + 32);
-        text.push_str(cache_name);
-        text.push(':');
-        text.push_str(hex);
-        Self(text.into())
+        // Put together on the stack when it fits, so that the id takes one allocation (the `Arc`'s), not two.
+        let mut text = [0u8; 128];
+        let len = cache_name.len() + 1 + hex.len();
+        if let Some(text) = text.get_mut(..len) {
+            let (name, rest) = text.split_at_mut(cache_name.len());
+            name.copy_from_slice(cache_name.as_bytes());
+            rest[0] = b':';
+            rest[1..].copy_from_slice(hex.as_bytes());
+            // A `str` and ASCII put together: always UTF-8.
+            if let Ok(text) = std::str::from_utf8(text) {
+                return Self(Arc::from(text));
+            }
+        }
+        Self(format!("{cache_name}:{hex}").into())
     }
 
     /// Parses and validates a ref id.
@@ -147,6 +156,14 @@ mod tests {
         );
         assert_eq!(RefId::parse(id.as_str()).unwrap(), id);
         assert_ne!(RefId::generate("refcache"), id, "two ids must differ");
+        // A cache name too long for the stack buffer takes the other way to the same form.
+        for name in ["n".repeat(64), "n".repeat(200)] {
+            let id = RefId::generate(&name);
+            assert_eq!(id.cache_name(), name);
+            assert_eq!(id.as_str().len(), name.len() + 33);
+        }
+        let longest = RefId::generate(&"n".repeat(64));
+        assert_eq!(RefId::parse(longest.as_str()).unwrap(), longest);
     }
 
     #[test]

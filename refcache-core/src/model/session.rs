@@ -10,7 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::model::scope::ScopeGuard;
+use crate::model::scope::{ScopeGuard, marked};
 
 /// A session id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,7 +39,7 @@ impl Session {
     /// follows `fut` across threads and does not leak to other tasks.
     pub async fn scope<F: Future>(self, fut: F) -> F::Output {
         let _active = ScopeGuard::enter();
-        SESSION.scope(self, fut).await
+        SESSION.scope(self, marked(fut)).await
     }
 
     /// The synchronous twin of [`scope`](Self::scope), for this thread.
@@ -50,7 +50,7 @@ impl Session {
                 SYNC_SESSION.with(|cell| *cell.borrow_mut() = self.0.take());
             }
         }
-        let _active = ScopeGuard::enter();
+        let _active = ScopeGuard::enter_sync();
         let _restore = Restore(SYNC_SESSION.with(|cell| cell.borrow_mut().replace(self)));
         f()
     }
