@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bash benches/instructions/check.sh             # run, print instructions per operation, compare to the baseline
-//! cargo bench --bench instructions               # gungraun's own report (totals for OPS operations)
+//! cargo bench -p refcache-benches --bench instructions  # gungraun's own report (totals for OPS operations)
 //! ```
 //!
 //! Each benchmark is one case of `instructions/cases.rs`: its setup (not counted) builds the case's current-thread

@@ -3,8 +3,8 @@
 //! operation beside its instruction count.
 //!
 //! ```text
-//! cargo bench --bench timed_cases
-//! cargo bench --bench timed_cases -- miss     # one case and its baseline
+//! cargo bench -p refcache-benches --bench timed_cases
+//! cargo bench -p refcache-benches --bench timed_cases -- miss     # one case and its baseline
 //! ```
 //!
 //! Every benchmark is named `cases/<case>` (`cases/hit`, `cases/hit_moka_get`, ...; the table is in
