@@ -33,23 +33,25 @@ pub(crate) fn off_runtime<R>(step: impl FnOnce() -> R) -> R {
 /// is dropped too (freeing a big tree is work as well).
 ///
 /// One pass for a small value: it is serialized in place through [`Budgeted`], which counts what the text will
-/// take as it goes and stops the serialization once that passes [`OFFLOAD_BYTES`]; only a value that big is then
-/// serialized again, whole, in [`off_runtime`]. (An earlier version counted every value in a first pass over a
+/// take as it goes and stops the serialization once that passes [`OFFLOAD_BYTES`]; only a value estimated that big
+/// is then serialized again, whole, in [`off_runtime`]. (An earlier version counted every value in a first pass over a
 /// counting writer, then serialized it: two passes for every value.)
 pub(crate) fn serialize<T: Serialize>(value: T) -> Result<JsonText, serde_json::Error> {
     let budget = Budget::new(OFFLOAD_BYTES);
-    match JsonText::of(&Budgeted {
+    let in_place = JsonText::of(&Budgeted {
         value: &value,
         budget: &budget,
-    }) {
-        Ok(text) => Ok(text),
-        Err(_) if budget.exceeded() => off_runtime(move || {
+    });
+    // A `Serialize` impl that swallows an element's error and goes on would leave the text in place cut short (or
+    // `[..,]`, not JSON at all): once the budget ran out, that text is never used, whatever the result says.
+    if budget.exceeded() {
+        return off_runtime(move || {
             let text = JsonText::of(&value);
             drop(value);
             text
-        }),
-        Err(e) => Err(e),
+        });
     }
+    in_place
 }
 
 /// The number of items of an array or object `text` holds, counted off the runtime when it is big.
@@ -93,6 +95,8 @@ impl Budget {
                 Ok(())
             }
             None => {
+                // Spent for good: a smaller piece after this one must not fit.
+                self.left.set(0);
                 self.exceeded.set(true);
                 Err(E::custom("past the offload threshold"))
             }
@@ -515,6 +519,26 @@ mod tests {
         assert_eq!(text, JsonText::of(&big).unwrap());
         assert_eq!(to_value(&text), serde_json::to_value(&big).unwrap());
         assert_eq!(total_items(&text), Some(20_000));
+    }
+
+    #[test]
+    fn a_value_that_swallows_the_budget_error_is_still_serialized_whole() {
+        /// A list that ignores its elements' errors and goes on, as a "best effort" impl might: the text in place
+        /// stops at the budget while the serialization itself succeeds.
+        struct Forgiving(Vec<String>);
+        impl Serialize for Forgiving {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeSeq;
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for item in &self.0 {
+                    let _ = seq.serialize_element(item);
+                }
+                seq.end()
+            }
+        }
+        let items: Vec<String> = (0..20_000).map(|i| format!("item-{i}")).collect();
+        let text = serialize(&Forgiving(items.clone())).unwrap();
+        assert_eq!(text, JsonText::of(&items).unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
