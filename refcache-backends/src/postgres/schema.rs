@@ -354,15 +354,16 @@ impl Sql {
                 SELECT ref_id, deliveries FROM u"),
             start_refused: sub("SELECT status, owner, deliveries FROM {s}.tasks WHERE ref_id = $1"),
             // $1 owner, $2 lease ms, $3 refs.
-            // The rows are locked in ref order, as `start_batch` and `end_batch` lock them; a row locked by another
-            // statement (its start or end under way, an answer) is skipped, not waited for: this statement held
-            // every row it had locked meanwhile, and the starts and ends of all the tasks a process holds queued
-            // behind it (`Lock:transactionid`). A skipped row's start or end writes its lease anyway, or it is
-            // renewed next period (a lease is renewed three times per lease).
+            // The rows are locked in ref order, as `start_batch` and `end_batch` lock them, and waited for, never
+            // skipped: a task that reports progress or writes output all the time has its row locked most of the
+            // time (a progress `transition` until its flush; the output insert's foreign-key check), and skipping
+            // it period after period let its lease run out, so it was taken over (workers) or failed as lost
+            // (local) while it ran. `FOR NO KEY UPDATE`, the lock an UPDATE of no key column takes anyway, does not
+            // wait for the output insert's `FOR KEY SHARE`.
             renew: sub("WITH l AS (
                     SELECT ref_id FROM {s}.tasks
                     WHERE owner = $1 AND ref_id = ANY($3::text[])
-                    ORDER BY ref_id FOR UPDATE SKIP LOCKED)
+                    ORDER BY ref_id FOR NO KEY UPDATE)
                 UPDATE {s}.tasks t SET lease_until = now() + $2::bigint * interval '1 millisecond'
                 FROM l WHERE t.ref_id = l.ref_id AND t.owner = $1 AND t.status IN {in_flight}"),
             // $1 owner, $2 how many, $3 lease ms.
