@@ -395,3 +395,56 @@ async fn a_script_flushed_from_redis_is_loaded_again() {
             .unwrap();
     }
 }
+
+/// A submission that reserved the one slot and is dropped while its script is on the way (a cancelled request)
+/// gives the slot back: the next task still starts. Redis is paused for 3 s (`CLIENT PAUSE`) so that the script
+/// waits there while the caller goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_dropped_mid_round_trip_gives_its_slot_back() {
+    let server = RedisServer::start().expect("redis-server must be installed");
+    let mut config = RedisConfig::from_url(&server.url()).unwrap();
+    config.max_workers = 1;
+    let a = RedisTaskBackend::new(config).unwrap();
+    a.start().await.unwrap();
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3_000)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let (sub, dropped) = submission(json!({"gate": new_gate(), "value": "a"}), options());
+    let submitting = {
+        let a = a.clone();
+        tokio::spawn(async move { a.submit(sub).await })
+    };
+    // Wide: the submission reserves its slot and sends its script at its first poll.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!submitting.is_finished(), "Redis is paused");
+    submitting.abort();
+    assert!(submitting.await.unwrap_err().is_cancelled());
+    // (Redis pauses `CLIENT UNPAUSE` too: the pause ends by itself.) The client may or may not have sent the
+    // dropped script: either no record, or the task it claimed.
+    if let Some(record) = a.get(&dropped).await.unwrap() {
+        assert_eq!(record.info.status, TaskStatus::Processing);
+    }
+
+    let next_gate = new_gate();
+    gate(&next_gate).open.send_replace(true);
+    let (sub, next) = submission(json!({"gate": next_gate, "value": "b"}), options());
+    started(&a, sub).await;
+    let done = wait(&a, &next, PATIENCE).await;
+    assert_eq!(
+        done.info.status,
+        TaskStatus::Complete,
+        "the slot came back: {:?}",
+        done.info
+    );
+    assert_eq!(gate(&next_gate).runs.load(Ordering::SeqCst), 1);
+}

@@ -92,10 +92,10 @@ impl Inner {
 
     /// The submission that a slot was [`reserve`](Self::reserve)d for did not start a task (a hit, a join, a full
     /// queue, an error): the slot is free again, and a task queued meanwhile may take it.
-    pub(crate) fn unreserve(self: &Arc<Self>, spec: &TaskSpec) {
+    pub(crate) fn unreserve(self: &Arc<Self>, task_name: &str) {
         let started = {
             let mut st = lock(&self.run);
-            st.sched.finished(&spec.task_name);
+            st.sched.finished(task_name);
             admit(&mut st)
         };
         self.spawn_all(started);

@@ -71,6 +71,13 @@ impl RedisTaskBackend {
         // one round trip fewer than a pending record and its `claim`. It is written `processing`, as the claim
         // would have written it.
         let claimed = !workers && inner.reserve(&spec);
+        // The slot goes back if this future is dropped before the task has it (a cancelled request): without it,
+        // `max_workers` such drops would leave no slot and every task here pending for good.
+        let mut reservation = claimed.then(|| Reservation {
+            inner: inner.clone(),
+            task_name: spec.task_name.clone(),
+            armed: true,
+        });
         if claimed {
             info.status = TaskStatus::Processing;
             info.started_at = Some(info.created_at);
@@ -94,9 +101,13 @@ impl RedisTaskBackend {
             .invoke_async(&mut conn)
             .await;
         let started = matches!(&reply, Ok(r) if r.first().map(String::as_str) == Some("started"));
-        if claimed && !started {
-            inner.unreserve(&spec);
+        if started {
+            // From here the slot is the task's (`run_claimed` below, with no await before it).
+            if let Some(reservation) = reservation.as_mut() {
+                reservation.armed = false;
+            }
         }
+        drop(reservation);
         let reply = reply.map_err(|e| inner.unavailable(&e))?;
         match reply.first().map(String::as_str) {
             Some("hit") => Ok(Submitted::Hit(inner.stored(&reply[1]).await?)),
@@ -131,4 +142,20 @@ impl RedisTaskBackend {
 pub(super) fn priority_hex(priority: i32) -> String {
     let inverted = i64::from(i32::MAX) - i64::from(priority);
     format!("{inverted:08x}")
+}
+
+/// A slot reserved (`Inner::reserve`) for a submission that has not started its task yet: dropped, it gives the
+/// slot back (the submission was refused, failed, or its caller went away mid-round-trip).
+struct Reservation {
+    inner: Arc<super::state::Inner>,
+    task_name: Arc<str>,
+    armed: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inner.unreserve(&self.task_name);
+        }
+    }
 }
