@@ -1498,3 +1498,55 @@ async fn a_waiters_read_answers_what_get_answers() {
         assert_eq!(large.value, json!("x".repeat(100_000)));
     }
 }
+
+/// A running task's lease is renewed while another transaction share-locks its row, as the foreign-key check of
+/// an output insert does (`FOR KEY SHARE`). Renewal neither skips the row (a task that writes output all the time
+/// would lose its lease to its own writes, and be taken over while it runs) nor waits for the lock (the lease would
+/// run out meanwhile). Held here for two and a half leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_renewed_while_the_row_is_share_locked() {
+    let schema = fresh_schema("renew_locked");
+    let config = shared_config(&schema).await;
+    let url = config.url.clone();
+    let replica = PostgresTaskBackend::new(config.clone().mode(Mode::Workers)).unwrap();
+    replica.start().await.unwrap();
+    let worker = PostgresTaskBackend::worker(config).unwrap();
+    worker.start().await.unwrap();
+    let id = format!("renew-{}", uuid::Uuid::new_v4());
+    let (sub, ref_id, _) = submission(json!({"gate": id, "value": 1}), Duration::from_secs(600));
+    replica.submit(sub).await.unwrap();
+    let db = sql(&url).await;
+    let row = format!(
+        "SELECT status, lease_until > now(), deliveries FROM \"{schema}\".tasks WHERE ref_id = $1"
+    );
+    until("the worker runs it", async || {
+        let r = db.query_one(&row, &[&ref_id.as_str()]).await.unwrap();
+        r.get::<_, String>(0) == "processing"
+    })
+    .await;
+
+    let mut locker = sql(&url).await;
+    let tx = locker.transaction().await.unwrap();
+    tx.execute(
+        &format!("SELECT 1 FROM \"{schema}\".tasks WHERE ref_id = $1 FOR KEY SHARE"),
+        &[&ref_id.as_str()],
+    )
+    .await
+    .unwrap();
+    // The test lease is 3 s, renewed every second.
+    tokio::time::sleep(Duration::from_millis(7_500)).await;
+    let r = db.query_one(&row, &[&ref_id.as_str()]).await.unwrap();
+    assert_eq!(r.get::<_, String>(0), "processing");
+    assert!(
+        r.get::<_, bool>(1),
+        "the lease ran out while the row was share-locked"
+    );
+    assert_eq!(r.get::<_, i32>(2), 1, "delivered once");
+    tx.rollback().await.unwrap();
+
+    open(&id);
+    let done = wait_end(&replica, &ref_id).await;
+    assert_eq!(done.info.status, TaskStatus::Complete, "{:?}", done.info);
+    let r = db.query_one(&row, &[&ref_id.as_str()]).await.unwrap();
+    assert_eq!(r.get::<_, i32>(2), 1, "it ran once");
+}
