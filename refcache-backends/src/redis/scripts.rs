@@ -182,9 +182,13 @@ if terminal then
   redis.call('PEXPIRE', p..':out:'..ref, ARGV[6])
   if f[6] then redis.call('ZREM', p..':leases', ref) end
   redis.call('HDEL', t, 'ask', 'answer', 'answered')
-  -- What the record now weighs as `trim` weighs it (its output log was counted as it was written): the bound
-  -- that lets `trim` skip its scan.
+  -- What the record now weighs as `trim` weighs it, its output log included: the bound that lets `trim` skip its
+  -- scan. The log was counted as it was written too, but a scan since then reset that count and weighed finished
+  -- records only, so it is counted again here (twice at most, which only brings a scan sooner). `pcall`: a key
+  -- of another type there is no reason to stop half-way.
   local w = 512 + string.len(ARGV[5]) + redis.call('HSTRLEN', t, 'spec')
+  local olen = redis.pcall('STRLEN', p..':out:'..ref)
+  if type(olen) == 'number' then w = w + olen end
   redis.call('HINCRBY', p..':workers', 'trim_added', w)
   if session ~= '' then
     -- The session's set lasts as long as its longest-lived record.
