@@ -153,6 +153,20 @@ async fn max_record_bytes_drops_the_oldest_finished_records() {
     }
 }
 
+/// A connection of the test's own to `server`.
+async fn admin(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// A 100 KiB argument, its own for each `i`.
+fn blob(i: usize) -> String {
+    format!("{i:04}{}", "a".repeat(100 * KIB as usize - 4))
+}
+
 /// `HSTRLEN` calls the server has run so far (the `trim` scan weighs each record with two; a task's own path runs
 /// one, in its terminal transition).
 async fn weighed(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
@@ -184,12 +198,7 @@ async fn the_trim_scan_is_skipped_only_while_nothing_could_be_over_the_bound() {
             .max_record_bytes(bound),
     )
     .unwrap();
-    let mut conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let blob = |i: usize| format!("{i:04}{}", "a".repeat(100 * KIB as usize - 4));
+    let mut conn = admin(&server).await;
     let mut failed = Vec::new();
     for i in 0..5 {
         failed.push(run(&b, REJECT, json!({ "blob": blob(i) })).await);
@@ -267,12 +276,7 @@ async fn a_log_written_before_a_scan_still_counts_when_its_task_ends() {
         .max_record_bytes(bound);
     let prefix = config.key_prefix.clone();
     let b = RedisTaskBackend::new(config).unwrap();
-    let mut conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let blob = |i: usize| format!("{i:04}{}", "a".repeat(100 * KIB as usize - 4));
+    let mut conn = admin(&server).await;
     let mut failed = Vec::new();
     for i in 0..5 {
         failed.push(run(&b, REJECT, json!({ "blob": blob(i) })).await);
