@@ -587,3 +587,83 @@ async fn a_worker_shutting_down_hands_its_tasks_to_another() {
     );
     staying.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// A worker that shuts down while its stream read waits in Redis: a task submitted before the read ends is
+/// delivered to that read by the server. It must not stay in the stopped worker's pending list (where only a
+/// lease reaping, 30 s by default, would find it): the next worker runs it at once. Deterministic: the stopping
+/// worker's runtime is kept busy, so that it cannot drop its read before the submission reaches Redis.
+#[test]
+fn a_task_submitted_while_a_worker_shuts_down_is_not_stranded_with_it() {
+    let server = RedisServer::start().expect("redis-server");
+    // A takeover by lease would come long after the wait below.
+    let long = config(&server).lease(Duration::from_secs(300));
+    let leaving = RedisTaskBackend::worker(long.clone()).unwrap();
+    let leaving_runtime = own_runtime({
+        let leaving = leaving.clone();
+        async move { leaving.start().await.unwrap() }
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let replica = RedisTaskBackend::new(long.clone().mode(Mode::Workers)).unwrap();
+        let mut raw = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        until("the leaving worker's read waits in Redis", async || {
+            let clients: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            clients
+                .lines()
+                .any(|c| c.contains("cmd=xreadgroup") && c.contains("flags=b "))
+        })
+        .await;
+        // The leaving worker's only thread is taken: it sees its stop only once released.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (busy, is_busy) = tokio::sync::oneshot::channel();
+        leaving_runtime.spawn(async move {
+            let _ = busy.send(());
+            let _ = released.recv_timeout(Duration::from_secs(60));
+        });
+        is_busy.await.unwrap();
+        let shutdown = tokio::spawn({
+            let leaving = leaving.clone();
+            async move { leaving.shutdown(Duration::from_secs(5)).await }
+        });
+        let id = new_gate();
+        gate(&id).open.send_replace(true);
+        let (sub, ref_id, _) = submission(json!({"gate": id, "value": "not stranded"}));
+        replica.submit(sub).await.unwrap();
+        drop(release);
+        shutdown.await.unwrap().unwrap();
+
+        let next = RedisTaskBackend::worker(long).unwrap();
+        next.start().await.unwrap();
+        let done = replica
+            .wait(
+                &ref_id,
+                Some(tokio::time::Instant::now() + Duration::from_secs(20)),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            done.info.status,
+            TaskStatus::Complete,
+            "the next worker ran it, without waiting for a lease: {:?}",
+            done.info
+        );
+        assert_eq!(done.value.unwrap().value, json!("not stranded"));
+        assert_eq!(gate(&id).runs.load(Ordering::SeqCst), 1);
+        next.shutdown(Duration::from_secs(5)).await.unwrap();
+    });
+    drop(leaving);
+    leaving_runtime.shutdown_background();
+}

@@ -201,7 +201,8 @@ impl Inner {
             Some("ok") => {
                 tracing::debug!(%ref_id, task = %spec.task_name, "failed task retried");
                 if !workers {
-                    self.hold(Arc::new(spec), job, None, false, None);
+                    // Always taken: only a stream entry is refused at shutdown.
+                    let _ = self.hold(Arc::new(spec), job, None, false, None);
                 }
                 Ok(RetryOutcome::Restarted)
             }
@@ -307,6 +308,19 @@ impl Inner {
                 self.hand_back(&ref_id, &msg).await;
             }
         }
+        // The stream consumer finishes the read it had in the server (which may bring entries; it gives them
+        // back) before this returns: once shut down, this worker is handed no more entries. The read ends within
+        // its block time, or its response timeout if Redis is unreachable.
+        let consumer = {
+            let mut loops = lock(&self.loops);
+            if loops.len() > 2 { loops.pop() } else { None }
+        };
+        if let Some(consumer) = consumer {
+            let bound = self.config.command_timeout + Duration::from_secs(3);
+            if tokio::time::timeout(bound, consumer).await.is_err() {
+                tracing::warn!(consumer = %self.consumer, "the stream consumer did not stop in time");
+            }
+        }
         if self.wait_idle(until).await {
             return;
         }
@@ -334,7 +348,7 @@ impl Inner {
     /// Gives a task held here back to the stream (`hand_back`), then stops it here: its record no longer names
     /// this worker, so nothing it does from now on lands. If Redis cannot be told, the task is left as it is: its
     /// lease runs out when this process is gone, and another worker takes it over then.
-    async fn hand_back(self: &Arc<Self>, ref_id: &RefId, msg: &str) {
+    pub(super) async fn hand_back(self: &Arc<Self>, ref_id: &RefId, msg: &str) {
         let info = match self.read(ref_id).await {
             Ok(Some(mut info)) => {
                 info.status = TaskStatus::Pending;

@@ -46,13 +46,16 @@ impl Inner {
         msg: Option<String>,
         redelivered: bool,
         record: Option<TaskInfo>,
-    ) {
+    ) -> bool {
         let started = {
             let mut st = lock(&self.run);
             let ref_id = spec.ref_id.clone();
             if st.held.contains_key(&ref_id) {
                 // Delivered twice (a lease renewal raced a takeover): it is already here.
-                return;
+                return true;
+            }
+            if st.draining && msg.is_some() {
+                return false;
             }
             st.sched.enqueue(
                 ref_id.clone(),
@@ -76,6 +79,7 @@ impl Inner {
             admit(&mut st)
         };
         self.spawn_all(started);
+        true
     }
 
     /// A slot for a task submitted here, taken before its submission so that the submit script can claim it in

@@ -126,7 +126,9 @@ impl RedisTaskBackend {
                 } else {
                     // The record as submitted: the runner claims from it without reading it back.
                     info.queue_position = None;
-                    self.inner
+                    // Always taken: only a stream entry is refused at shutdown.
+                    let _ = self
+                        .inner
                         .hold(Arc::new(spec), job, None, false, Some(info));
                 }
                 Ok(Submitted::Started(ref_id))

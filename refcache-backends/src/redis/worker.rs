@@ -187,9 +187,15 @@ pub(crate) async fn consume(weak: Weak<Inner>, stop: CancellationToken) {
             .count(room)
             .block(1000);
         let keys = [queue.as_str()];
+        let read = conn.xread_options::<_, _, Option<StreamReadReply>>(&keys, &[">"], &options);
+        tokio::pin!(read);
+        // A stop does not drop the read: it is in the server, which hands this consumer any entry added before
+        // the read ends (at most `block` later), whether or not anybody here reads the answer. Dropped, such an
+        // entry would sit in this consumer's pending list until another worker's lease reaping (30 s by
+        // default). So the read is finished, and `receive` gives back what it brought (the stop is seen there).
         let read = tokio::select! {
-            read = conn.xread_options::<_, _, Option<StreamReadReply>>(&keys, &[">"], &options) => read,
-            () = stop.cancelled() => return,
+            read = &mut read => read,
+            () = stop.cancelled() => read.await,
         };
         match read {
             Ok(reply) => {
@@ -239,6 +245,12 @@ impl Inner {
             self.ack(&entry.id).await;
             return;
         };
+        // Shutting down: an entry that reaches this worker now (a read or a takeover in flight at the stop) goes
+        // back to the stream for another worker, instead of waiting in this consumer's pending list for a lease.
+        if self.consuming.is_cancelled() {
+            self.hand_back(&ref_id, &entry.id).await;
+            return;
+        }
         // The entry carries the spec: the task is held at once, and the `claim` script checks its status when it
         // starts (a cancelled, deleted or finished task is dropped then, and its entry acknowledged). A first
         // delivery's entry also carries the record as submitted, which the claim starts from (a pending record is
@@ -252,7 +264,15 @@ impl Inner {
                 .get::<String>("info")
                 .and_then(|i| serde_json::from_str::<TaskInfo>(&i).ok())
                 .filter(|i| i.ref_id == ref_id && i.status == TaskStatus::Pending);
-            self.hold(Arc::new(spec), None, Some(entry.id), redelivered, record);
+            if !self.hold(
+                Arc::new(spec),
+                None,
+                Some(entry.id.clone()),
+                redelivered,
+                record,
+            ) {
+                self.hand_back(&ref_id, &entry.id).await;
+            }
             return;
         }
         let mut conn = self.conn();
@@ -264,7 +284,17 @@ impl Inner {
                 if matches!(status.as_str(), "pending" | "processing" | "input_required") =>
             {
                 match serde_json::from_str::<TaskSpec>(&spec) {
-                    Ok(spec) => self.hold(Arc::new(spec), None, Some(entry.id), redelivered, None),
+                    Ok(spec) => {
+                        if !self.hold(
+                            Arc::new(spec),
+                            None,
+                            Some(entry.id.clone()),
+                            redelivered,
+                            None,
+                        ) {
+                            self.hand_back(&ref_id, &entry.id).await;
+                        }
+                    }
                     Err(err) => {
                         tracing::error!(%ref_id, %err, "refcache worker: unreadable task spec; dropping the entry");
                         self.ack(&entry.id).await;
