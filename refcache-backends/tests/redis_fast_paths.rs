@@ -9,7 +9,8 @@
 #![cfg(feature = "redis")]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -447,4 +448,182 @@ async fn a_submission_dropped_mid_round_trip_gives_its_slot_back() {
         done.info
     );
     assert_eq!(gate(&next_gate).runs.load(Ordering::SeqCst), 1);
+}
+
+/// A TCP proxy in front of Redis that can hold back what the server sends, on every connection but event
+/// subscriptions (which it records): a test can let a script run in Redis and keep its answer from the caller.
+struct HoldingProxy {
+    port: u16,
+    hold: Arc<AtomicBool>,
+    /// Everything the server sent on subscriber connections.
+    events: Arc<Mutex<Vec<u8>>>,
+}
+
+impl HoldingProxy {
+    fn start(upstream: u16) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = Arc::new(AtomicBool::new(false));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let (hold_all, events_all) = (hold.clone(), events.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let subscriber = Arc::new(AtomicBool::new(false));
+                let (mut from_client, mut to_server) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let subscribes = subscriber.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf) {
+                        if buf[..n]
+                            .windows(9)
+                            .any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE"))
+                        {
+                            subscribes.store(true, Ordering::SeqCst);
+                        }
+                        if to_server.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_server.shutdown(std::net::Shutdown::Both);
+                });
+                let (mut from_server, mut to_client) = (server, client);
+                let (hold, events) = (hold_all.clone(), events_all.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = from_server.read(&mut buf) {
+                        if subscriber.load(Ordering::SeqCst) {
+                            lock(&events).extend_from_slice(&buf[..n]);
+                        } else {
+                            while hold.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        }
+                        if to_client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Self { port, hold, events }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn sent_event(&self, event: &str) -> bool {
+        let events = lock(&self.events);
+        events.windows(event.len()).any(|w| w == event.as_bytes())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Review finding (#17): in `local` mode a task claimed by its own submission can be cancelled from another
+/// replica after the submit script ran and before the submitting process holds the task (the cancel's event
+/// arrives first, when nothing here holds it yet). It must not run then: its slot is free again at once.
+///
+/// Deterministic: a proxy holds the submit script's answer until the cancel's event has reached the submitting
+/// process. `max_workers = 1`: a second task runs only once the slot is free (were the first run, it would wait
+/// for a gate that never opens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_cancelled_before_its_submitter_holds_it_does_not_run() {
+    let server = RedisServer::start().expect("redis-server must be installed");
+    let proxy = HoldingProxy::start(server.port());
+    let mut through_proxy = RedisConfig::from_url(&proxy.url()).unwrap();
+    through_proxy.max_workers = 1;
+    // The held answer must not time out.
+    through_proxy.command_timeout = Duration::from_secs(60);
+    let prefix = through_proxy.key_prefix.clone();
+    let a = RedisTaskBackend::new(through_proxy).unwrap();
+    let b = RedisTaskBackend::new(RedisConfig::from_url(&server.url()).unwrap()).unwrap();
+    a.start().await.unwrap();
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    until("the submitter follows the events", async || {
+        let (_, subscribers): (String, u32) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(format!("{prefix}:events"))
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        subscribers >= 1
+    })
+    .await;
+
+    // Its scripts loaded first: a `NOSCRIPT` answer held back would hold the submission before its script runs.
+    let warm = new_gate();
+    gate(&warm).open.send_replace(true);
+    let (sub, warmed) = submission(json!({"gate": warm, "value": "w"}), options());
+    started(&a, sub).await;
+    assert_eq!(
+        wait(&a, &warmed, PATIENCE).await.info.status,
+        TaskStatus::Complete
+    );
+
+    let never = new_gate();
+    let (sub, cancelled) = submission(json!({"gate": never, "value": "a"}), options());
+    proxy.hold.store(true, Ordering::SeqCst);
+    let submitting = {
+        let a = a.clone();
+        tokio::spawn(async move { a.submit(sub).await })
+    };
+    let task = format!("{prefix}:task:{cancelled}");
+    until("the submit script claimed the task", async || {
+        let status: Option<String> = redis::cmd("HGET")
+            .arg(&task)
+            .arg("status")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        status.as_deref() == Some("processing")
+    })
+    .await;
+    assert_eq!(
+        b.cancel(&cancelled).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let event = format!("{cancelled} cancelled");
+    until("the cancel's event reached the submitter", async || {
+        proxy.sent_event(&event)
+    })
+    .await;
+    // Wide: the submitter's listener takes the event off its socket (nothing else runs on this runtime).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.hold.store(false, Ordering::SeqCst);
+    assert!(matches!(
+        submitting.await.unwrap().unwrap(),
+        Submitted::Started(_)
+    ));
+
+    let next_gate = new_gate();
+    gate(&next_gate).open.send_replace(true);
+    let (sub, next) = submission(json!({"gate": next_gate, "value": "b"}), options());
+    started(&a, sub).await;
+    let done = wait(&a, &next, PATIENCE).await;
+    assert_eq!(
+        done.info.status,
+        TaskStatus::Complete,
+        "the cancelled task gave its slot back: {:?}",
+        done.info
+    );
+    assert_eq!(
+        gate(&never).runs.load(Ordering::SeqCst),
+        0,
+        "the cancelled task did not run"
+    );
+    let record = b.get(&cancelled).await.unwrap().expect("known").info;
+    assert_eq!(record.status, TaskStatus::Cancelled);
 }

@@ -13,6 +13,12 @@ pub(crate) struct RunState {
     pub(super) held: HashMap<RefId, Held>,
     /// Shutting down: no queued task starts here any more (it is handed back to the stream).
     pub(super) draining: bool,
+    /// Tasks whose submission from here is claiming them (`local` mode, a slot [`reserve`]d), not held yet:
+    /// `true` once an event said one ended or was deleted meanwhile (a cancel from another replica can land
+    /// between the submit script and the hold), so that its record is read before it runs.
+    ///
+    /// [`reserve`]: super::state::Inner::reserve
+    pub(super) arriving: HashMap<RefId, bool>,
 }
 
 pub(super) struct Held {
@@ -38,6 +44,7 @@ impl RunState {
             sched: Scheduler::new(max_workers).with_backend("redis"),
             held: HashMap::new(),
             draining: false,
+            arriving: HashMap::new(),
         }
     }
 

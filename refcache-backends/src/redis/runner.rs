@@ -35,10 +35,16 @@ struct Start {
     record: Option<TaskInfo>,
     /// Claimed by its submission (`record` is the `processing` record the submit script wrote): no claim.
     claimed: bool,
+    /// Claimed by its submission, and an event said it ended or was deleted before it was held here: its record
+    /// is read first, and it runs only if still live.
+    recheck: bool,
 }
 
 impl Inner {
-    /// Takes a task to run here; it starts when the scheduler lets it.
+    /// Takes a task to run here; it starts when the scheduler lets it. `false`: a stream entry (`msg`) that came
+    /// in after the shutdown began, not taken (the caller hands it back: the shutdown has already handed back
+    /// what it held, under the same lock).
+    #[must_use]
     pub(crate) fn hold(
         self: &Arc<Self>,
         spec: Arc<TaskSpec>,
@@ -88,17 +94,22 @@ impl Inner {
     /// [`run_claimed`](Self::run_claimed) or [`unreserve`](Self::unreserve).
     pub(crate) fn reserve(&self, spec: &TaskSpec) -> bool {
         let mut st = lock(&self.run);
-        !st.draining
+        let reserved = !st.draining
             && st
                 .sched
-                .start_now(&spec.task_name, spec.options.max_concurrent)
+                .start_now(&spec.task_name, spec.options.max_concurrent);
+        if reserved {
+            st.arriving.insert(spec.ref_id.clone(), false);
+        }
+        reserved
     }
 
     /// The submission that a slot was [`reserve`](Self::reserve)d for did not start a task (a hit, a join, a full
     /// queue, an error): the slot is free again, and a task queued meanwhile may take it.
-    pub(crate) fn unreserve(self: &Arc<Self>, task_name: &str) {
+    pub(crate) fn unreserve(self: &Arc<Self>, ref_id: &RefId, task_name: &str) {
         let started = {
             let mut st = lock(&self.run);
+            st.arriving.remove(ref_id);
             st.sched.finished(task_name);
             admit(&mut st)
         };
@@ -115,19 +126,24 @@ impl Inner {
     ) {
         let ref_id = spec.ref_id.clone();
         let cancel = CancellationToken::new();
-        lock(&self.run).held.insert(
-            ref_id.clone(),
-            Held {
-                spec: spec.clone(),
-                job: job.clone(),
-                msg: None,
-                redelivered: false,
-                cancel: cancel.clone(),
-                running: true,
-                record: None,
-                ending: false,
-            },
-        );
+        let recheck = {
+            // One lock with `verify_held`: an event before this is flagged in `arriving`, one after finds it held.
+            let mut st = lock(&self.run);
+            st.held.insert(
+                ref_id.clone(),
+                Held {
+                    spec: spec.clone(),
+                    job: job.clone(),
+                    msg: None,
+                    redelivered: false,
+                    cancel: cancel.clone(),
+                    running: true,
+                    record: None,
+                    ending: false,
+                },
+            );
+            st.arriving.remove(&ref_id).unwrap_or(false)
+        };
         self.spawn_all(vec![Start {
             ref_id,
             spec,
@@ -137,6 +153,7 @@ impl Inner {
             cancel,
             record: Some(record),
             claimed: true,
+            recheck,
         }]);
     }
 
@@ -211,10 +228,20 @@ impl Inner {
     /// An event said a task held here ended or was deleted: reads its record, and stops it only if the record
     /// says so (gone, or terminal). A forged event (anyone with access to the Redis can publish) changes nothing.
     pub(crate) fn verify_held(self: &Arc<Self>, ref_id: &RefId) {
-        match lock(&self.run).held.get(ref_id) {
-            // Its end is being written from here: the task stops anyway, and the script's answer says how.
-            Some(held) if !held.ending => {}
-            _ => return,
+        {
+            let mut st = lock(&self.run);
+            match st.held.get(ref_id) {
+                Some(held) if !held.ending => {}
+                // Its end is being written from here: the task stops anyway, and the script's answer says how.
+                Some(_) => return,
+                None => {
+                    // Claimed by a submission from here that is not held yet: it reads its record first.
+                    if let Some(flag) = st.arriving.get_mut(ref_id) {
+                        *flag = true;
+                    }
+                    return;
+                }
+            }
         }
         let inner = self.clone();
         let ref_id = ref_id.clone();
@@ -373,6 +400,7 @@ fn admit(st: &mut RunState) -> Vec<Start> {
             cancel: held.cancel.clone(),
             record: held.record.take(),
             claimed: false,
+            recheck: false,
         });
     }
     started
@@ -403,12 +431,27 @@ async fn drive(inner: Arc<Inner>, start: Start) {
     }
 }
 
+/// Whether the task's record is still pending or running (unreadable: yes, as `verify_held` takes it).
+async fn still_live(inner: &Inner, ref_id: &RefId) -> bool {
+    let mut conn = inner.conn();
+    let status: Result<Option<String>, _> = conn.hget(inner.keys.task(ref_id), "status").await;
+    match status {
+        Ok(Some(s)) => matches!(s.as_str(), "pending" | "processing" | "input_required"),
+        Ok(None) => false,
+        Err(_) => true,
+    }
+}
+
 /// Runs the task; answers whether its stream entry was acknowledged with its end.
 async fn run_one(inner: &Arc<Inner>, start: &Start) -> bool {
     let Start {
         ref_id, spec, job, ..
     } = start;
     let info = match (&start.record, start.claimed) {
+        (Some(_), true) if start.recheck && !still_live(inner, ref_id).await => {
+            tracing::debug!(%ref_id, "a task cancelled or deleted before it started here does not run");
+            return false;
+        }
         (Some(info), true) => info.clone(),
         _ => match claim(inner, start).await {
             Some(info) => info,

@@ -75,6 +75,7 @@ impl RedisTaskBackend {
         // `max_workers` such drops would leave no slot and every task here pending for good.
         let mut reservation = claimed.then(|| Reservation {
             inner: inner.clone(),
+            ref_id: spec.ref_id.clone(),
             task_name: spec.task_name.clone(),
             armed: true,
         });
@@ -150,6 +151,7 @@ pub(super) fn priority_hex(priority: i32) -> String {
 /// slot back (the submission was refused, failed, or its caller went away mid-round-trip).
 struct Reservation {
     inner: Arc<super::state::Inner>,
+    ref_id: RefId,
     task_name: Arc<str>,
     armed: bool,
 }
@@ -157,7 +159,7 @@ struct Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.armed {
-            self.inner.unreserve(&self.task_name);
+            self.inner.unreserve(&self.ref_id, &self.task_name);
         }
     }
 }
