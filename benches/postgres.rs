@@ -31,7 +31,9 @@
 //!
 //! `REFCACHE_PG_BENCH_QUICK=1` runs the batches with 4 workers alone (no criterion, no round trips), for profiling
 //! the server; `REFCACHE_PG_BENCH_FSYNC=on|off` runs one of the two servers; `REFCACHE_PG_BENCH_BATCHES=n` times `n`
-//! batches (5 by default).
+//! batches (5 by default); `REFCACHE_PG_BENCH_EACH=1` prints each timed batch on its own (tasks/s, the server's CPU
+//! per task, and each statement's shared buffers per call, which grow with dead rows and index entries and are not
+//! noise under load) and then the schema's table and index statistics.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -548,9 +550,44 @@ fn throughput(rt: &Runtime, setup: &Setup, quick: bool) {
             .expect("reset pg_stat_statements");
         let commits_before = rt.block_on(commits_and_flushes(&setup.sql));
         let (cpu, server) = (process_cpu(), server_cpu_by_kind(&setup.server));
+        let each = std::env::var("REFCACHE_PG_BENCH_EACH").is_ok_and(|v| v == "1");
         let mut per_s: Vec<f64> = (0..batches)
-            .map(|_| BATCH as f64 / time_batch(rt, backend).as_secs_f64())
+            .map(|i| {
+                if !each || schema.is_empty() {
+                    return BATCH as f64 / time_batch(rt, backend).as_secs_f64();
+                }
+                // One batch profiled alone: what each statement cost, in buffers (stable under load) and time.
+                rt.block_on(
+                    setup
+                        .sql
+                        .batch_execute("SELECT pg_stat_statements_reset()"),
+                )
+                .expect("reset pg_stat_statements");
+                let server_before = server_cpu_by_kind(&setup.server);
+                let rate = BATCH as f64 / time_batch(rt, backend).as_secs_f64();
+                let server_after = server_cpu_by_kind(&setup.server);
+                let cpu = match (&server_before, &server_after) {
+                    (Some(b), Some(a)) => {
+                        let busy = |k: &std::collections::BTreeMap<&str, Duration>| {
+                            k.get("client backend").copied().unwrap_or_default()
+                        };
+                        format!(
+                            "{:.0} µs",
+                            busy(a).saturating_sub(busy(b)).as_secs_f64() * 1e6 / BATCH as f64
+                        )
+                    }
+                    _ => "n/a".to_owned(),
+                };
+                println!(
+                    "    batch {i}: {rate:.0} tasks/s, server client-backend CPU {cpu} per task; {}",
+                    blocks(rt, &setup.sql, schema, BATCH as f64)
+                );
+                rate
+            })
             .collect();
+        if each && !schema.is_empty() {
+            println!("    {}", tables(rt, &setup.sql, schema));
+        }
         let tasks = f64::from(batches) * BATCH as f64;
         let commits_after = rt.block_on(commits_and_flushes(&setup.sql));
         let (cpu_after, server_after) = (process_cpu(), server_cpu_by_kind(&setup.server));
@@ -744,6 +781,98 @@ fn statements(rt: &Runtime, sql: &tokio_postgres::Client, schema: &str, tasks: f
         ms * 1e3 / tasks,
         top.join(", ")
     )
+}
+
+/// Per task, for each of the costliest statements of `schema` since the last reset: the shared buffers it touched
+/// (hit + read: what grows with a table's dead rows and index entries, and is not noise under load) and its time.
+fn blocks(rt: &Runtime, sql: &tokio_postgres::Client, schema: &str, tasks: f64) -> String {
+    let rows = rt.block_on(sql.query(
+        "SELECT calls::float8, (shared_blks_hit + shared_blks_read)::float8, total_exec_time, rows::float8, query
+         FROM pg_stat_statements WHERE query LIKE '%' || $1 || '%'",
+        &[&format!("\"{schema}\"")],
+    ));
+    let Ok(rows) = rows else {
+        return "no pg_stat_statements".to_owned();
+    };
+    let mut each: Vec<(f64, f64, f64, f64, String)> = rows
+        .iter()
+        .map(|r| {
+            let q: String = r.get(4);
+            let short = match label(&q) {
+                "select" | "update" | "other" => {
+                    q.split_whitespace().take(5).collect::<Vec<_>>().join(" ")
+                }
+                name => name.to_owned(),
+            };
+            (r.get(0), r.get(1), r.get(2), r.get(3), short)
+        })
+        .collect();
+    each.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = each.iter().map(|e| e.1).sum();
+    let top: Vec<String> = each
+        .iter()
+        .take(6)
+        .map(|(c, b, t, r, q)| {
+            format!(
+                "`{q}` {:.1} blocks/call {:.1} blocks {:.0} µs {:.2} calls {:.1} rows/call",
+                b / c.max(1.0),
+                b / tasks,
+                t * 1e3 / tasks,
+                c / tasks,
+                r / c.max(1.0)
+            )
+        })
+        .collect();
+    format!("buffers per task {:.1}: {}", total / tasks, top.join(", "))
+}
+
+/// The schema's tables and indexes: live and dead rows, updates and in-place ones, vacuums; each index's size
+/// and the entries its scans read.
+fn tables(rt: &Runtime, sql: &tokio_postgres::Client, schema: &str) -> String {
+    let tables = rt.block_on(sql.query(
+        "SELECT relname, n_live_tup, n_dead_tup, n_tup_upd, n_tup_hot_upd, autovacuum_count, autoanalyze_count,
+                pg_relation_size(relid)
+         FROM pg_stat_user_tables WHERE schemaname = $1 ORDER BY relname",
+        &[&schema],
+    ));
+    let indexes = rt.block_on(sql.query(
+        "SELECT indexrelname, idx_scan, idx_tup_read, idx_tup_fetch, pg_relation_size(indexrelid)
+         FROM pg_stat_user_indexes WHERE schemaname = $1 ORDER BY indexrelname",
+        &[&schema],
+    ));
+    let (Ok(tables), Ok(indexes)) = (tables, indexes) else {
+        return "no table statistics".to_owned();
+    };
+    let t: Vec<String> = tables
+        .iter()
+        .map(|r| {
+            format!(
+                "{} live {} dead {} upd {} hot {} autovacuum {} autoanalyze {} {} kB",
+                r.get::<_, &str>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, i64>(2),
+                r.get::<_, i64>(3),
+                r.get::<_, i64>(4),
+                r.get::<_, i64>(5),
+                r.get::<_, i64>(6),
+                r.get::<_, i64>(7) / 1024
+            )
+        })
+        .collect();
+    let i: Vec<String> = indexes
+        .iter()
+        .map(|r| {
+            format!(
+                "{} scans {} read {} fetched {} {} kB",
+                r.get::<_, &str>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, i64>(2),
+                r.get::<_, i64>(3),
+                r.get::<_, i64>(4) / 1024
+            )
+        })
+        .collect();
+    format!("tables: {}\n    indexes: {}", t.join("; "), i.join("; "))
 }
 
 criterion_group!(benches, bench);

@@ -1550,3 +1550,160 @@ async fn a_lease_is_renewed_while_the_row_is_share_locked() {
     let r = db.query_one(&row, &[&ref_id.as_str()]).await.unwrap();
     assert_eq!(r.get::<_, i32>(2), 1, "it ran once");
 }
+
+/// Review of issue 20: a migration applies over a schema where what it changes is already so (an index dropped by
+/// hand before it ran, say): version 4 drops two indexes, version 5 creates one, and each still applies when they
+/// are gone, or there, already. (The runner compares versions only, never a migration's text, so a migration
+/// already applied is never run again whatever its text.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_applies_over_what_is_already_there() {
+    let schema = fresh_schema("reapply");
+    let config = shared_config(&schema).await;
+    let url = config.url.clone();
+    PostgresTaskBackend::new(config.clone())
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+    let db = sql(&url).await;
+    // Back to version 3 on paper, with the indexes as version 5 left them.
+    db.execute(
+        &format!("DELETE FROM \"{schema}\".schema_version WHERE version >= 4"),
+        &[],
+    )
+    .await
+    .unwrap();
+    let b = PostgresTaskBackend::new(config).unwrap();
+    b.migrate()
+        .await
+        .expect("versions 4 and 5 apply again over their own result");
+    let versions: Vec<i32> = db
+        .query(
+            &format!("SELECT version FROM \"{schema}\".schema_version ORDER BY version"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        versions,
+        (1..=refcache_backends::postgres::SCHEMA_VERSION).collect::<Vec<_>>()
+    );
+    let (sub, ref_id, _) = submission(json!({"gate": "reapply"}), Duration::from_secs(60));
+    assert!(matches!(b.submit(sub).await.unwrap(), Submitted::Started(r) if r == ref_id));
+}
+
+/// Review of issue 20: `end_session` locks its rows in ref order, as the batched starts, ends and lease renewals
+/// lock theirs, so that it waits on them instead of deadlocking with them. The test's transaction plays a batch
+/// over two rows of the session: it locks the first by ref, then the second once `end_session` waits. A session
+/// deleted in scan order (here the second ref's row comes first) would hold the second row by then: a deadlock,
+/// which fails one of the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_a_session_locks_its_rows_in_ref_order() {
+    let schema = fresh_schema("session_order");
+    let config = shared_config(&schema).await.command_timeout(PATIENCE);
+    let url = config.url.clone();
+    let b = PostgresTaskBackend::new(config).unwrap();
+    b.start().await.unwrap();
+    let db = sql(&url).await;
+    let mut refs = [RefId::generate("test"), RefId::generate("test")];
+    refs.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    let [first, second] = refs;
+    // The second ref's row is written first: a scan (of the heap, or of the session index, in heap order) meets it
+    // first.
+    for (ref_id, key) in [(&second, "k2"), (&first, "k1")] {
+        db.execute(
+            &format!(
+                "INSERT INTO \"{schema}\".tasks (ref_id, cache_key, status, info, spec, task_name, namespace,
+                                                 session_id, created_ms, queued, finished_at)
+                 VALUES ($1, $2, 'failed', '{{}}', '{{}}', 'x', 'test', 'sess', 0, false, now())"
+            ),
+            &[&ref_id.as_str(), &key],
+        )
+        .await
+        .unwrap();
+    }
+    let mut batch = sql(&url).await;
+    let batch = batch.transaction().await.unwrap();
+    let lock = format!("SELECT 1 FROM \"{schema}\".tasks WHERE ref_id = $1 FOR UPDATE");
+    batch.execute(&lock, &[&first.as_str()]).await.unwrap();
+
+    let ender = {
+        let b = b.clone();
+        tokio::spawn(async move { b.end_session("sess").await })
+    };
+    until("end_session to wait on the first row", async || {
+        db.query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%session_id = $1%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            == 1
+    })
+    .await;
+    batch
+        .execute(&lock, &[&second.as_str()])
+        .await
+        .expect("the second row is not locked by end_session, which waits on the first");
+    batch.commit().await.unwrap();
+    let ended = tokio::time::timeout(PATIENCE, ender)
+        .await
+        .expect("end_session ends")
+        .unwrap();
+    assert_eq!(ended.expect("end_session, no deadlock"), 2);
+    let left: i64 = db
+        .query_one(&format!("SELECT count(*) FROM \"{schema}\".tasks"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+/// Review of issue 20: the upkeep's check for lost leases (every `lease / 3`, in every process) reads the tasks
+/// that hold a lease (the `tasks_leased` index), not the queue: with 5,000 tasks waiting, it reads none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_check_does_not_read_the_queue() {
+    let schema = fresh_schema("lease_scan");
+    let config = shared_config(&schema).await.mode(Mode::Workers);
+    let url = config.url.clone();
+    let b = PostgresTaskBackend::new(config).unwrap();
+    b.migrate().await.unwrap();
+    let db = sql(&url).await;
+    db.batch_execute(&format!(
+        "INSERT INTO \"{schema}\".tasks (ref_id, cache_key, status, info, spec, task_name, namespace, created_ms,
+                                         queued)
+         SELECT 'queued-' || i, 'key-' || i, 'pending', '{{}}', '{{}}', 'x', 'test', 0, true
+         FROM generate_series(1, 5000) i;
+         ANALYZE \"{schema}\".tasks"
+    ))
+    .await
+    .unwrap();
+    let index = format!(
+        "SELECT coalesce(sum(idx_scan) FILTER (WHERE indexrelname = 'tasks_leased'), 0)::bigint,
+                coalesce(sum(idx_tup_read) FILTER (WHERE indexrelname = 'tasks_in_flight'), 0)::bigint,
+                count(*) FILTER (WHERE indexrelname = 'tasks_leased')
+         FROM pg_stat_user_indexes WHERE schemaname = '{schema}'"
+    );
+    let read = async || {
+        let r = db.query_one(&index, &[]).await.unwrap();
+        (r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, i64>(2))
+    };
+    let (leased_before, in_flight_before, exists) = read().await;
+    assert_eq!(exists, 1, "the tasks_leased index is there");
+    // The upkeep runs every second (a 3 s lease); its scans reach the statistics within a second or so.
+    b.start().await.unwrap();
+    until("two lease checks through tasks_leased", async || {
+        read().await.0 >= leased_before + 2
+    })
+    .await;
+    let (_, in_flight_after, _) = read().await;
+    assert!(
+        in_flight_after - in_flight_before < 1_000,
+        "the lease checks read {} entries of the single-flight index",
+        in_flight_after - in_flight_before
+    );
+}

@@ -163,8 +163,7 @@ impl PostgresTaskBackend {
     /// The dead-letter view: ref ids of tasks that failed `worker lost`, newest first. (The view
     /// `<schema>.dead_letters` shows the same with the task name, deliveries and time, for SQL users.)
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<RefId>, BackendError> {
-        self.inner.ensure_started();
-        self.inner.ready().await?;
+        self.inner.begin().await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .inner
@@ -195,17 +194,15 @@ impl TaskBackend for PostgresTaskBackend {
         key: &'a CacheKey,
     ) -> BoxFuture<'a, Result<Option<Arc<StoredValue>>, BackendError>> {
         Box::pin(async move {
-            self.inner.ensure_started();
-            self.inner.ready().await?;
+            self.inner.begin().await?;
             self.inner.lookup(key).await
         })
     }
 
     fn submit(&self, submission: Submission) -> BoxFuture<'_, Result<Submitted, BackendError>> {
         Box::pin(async move {
-            self.inner.ensure_started();
             self.inner.check_accepting()?;
-            self.inner.ready().await?;
+            self.inner.begin().await?;
             self.inner.submit(submission).await
         })
     }
@@ -215,8 +212,7 @@ impl TaskBackend for PostgresTaskBackend {
         ref_id: &'a RefId,
     ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
         Box::pin(async move {
-            self.inner.ensure_started();
-            self.inner.ready().await?;
+            self.inner.begin().await?;
             self.inner.get(ref_id).await
         })
     }
@@ -226,8 +222,7 @@ impl TaskBackend for PostgresTaskBackend {
         ref_id: &'a RefId,
     ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
         Box::pin(async move {
-            self.inner.ensure_started();
-            self.inner.ready().await?;
+            self.inner.begin().await?;
             // The record alone (`false`: the value is not read): access is decided before any value is.
             Ok(self
                 .inner
@@ -243,8 +238,7 @@ impl TaskBackend for PostgresTaskBackend {
         deadline: Option<tokio::time::Instant>,
     ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
         Box::pin(async move {
-            self.inner.ensure_started();
-            self.inner.ready().await?;
+            self.inner.begin().await?;
             self.inner.wait(ref_id, deadline).await
         })
     }
@@ -254,8 +248,7 @@ impl TaskBackend for PostgresTaskBackend {
         ref_id: &'a RefId,
     ) -> BoxFuture<'a, Result<Option<watch::Receiver<TaskInfo>>, BackendError>> {
         Box::pin(async move {
-            self.inner.ensure_started();
-            self.inner.ready().await?;
+            self.inner.begin().await?;
             self.inner.watch(ref_id).await
         })
     }
@@ -267,8 +260,7 @@ impl TaskBackend for PostgresTaskBackend {
         max_bytes: usize,
     ) -> BoxFuture<'a, Result<Option<OutputChunk>, BackendError>> {
         Box::pin(async move {
-            self.inner.ensure_started();
-            self.inner.ready().await?;
+            self.inner.begin().await?;
             self.inner.read_output(ref_id, offset, max_bytes).await
         })
     }
@@ -278,8 +270,7 @@ impl TaskBackend for PostgresTaskBackend {
         ref_id: &'a RefId,
     ) -> BoxFuture<'a, Result<Option<BoxStream<'static, ()>>, BackendError>> {
         Box::pin(async move {
-            self.inner.ensure_started();
-            self.inner.ready().await?;
+            self.inner.begin().await?;
             self.inner.follow_output(ref_id).await
         })
     }
@@ -291,8 +282,7 @@ impl TaskBackend for PostgresTaskBackend {
         answer: serde_json::Value,
     ) -> BoxFuture<'a, Result<RespondOutcome, BackendError>> {
         Box::pin(async move {
-            self.inner.ensure_started();
-            self.inner.ready().await?;
+            self.inner.begin().await?;
             self.inner.respond(ref_id, key, &answer).await
         })
     }
@@ -302,33 +292,29 @@ impl TaskBackend for PostgresTaskBackend {
         ref_id: &'a RefId,
     ) -> BoxFuture<'a, Result<CancelOutcome, BackendError>> {
         Box::pin(async move {
-            self.inner.ensure_started();
-            self.inner.ready().await?;
+            self.inner.begin().await?;
             self.inner.cancel_with(ref_id, None).await
         })
     }
 
     fn delete<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<bool, BackendError>> {
         Box::pin(async move {
-            self.inner.ensure_started();
-            self.inner.ready().await?;
+            self.inner.begin().await?;
             self.inner.delete(ref_id).await
         })
     }
 
     fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<TaskPage, BackendError>> {
         Box::pin(async move {
-            self.inner.ensure_started();
-            self.inner.ready().await?;
+            self.inner.begin().await?;
             self.inner.list(filter).await
         })
     }
 
     fn retry<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<RetryOutcome, BackendError>> {
         Box::pin(async move {
-            self.inner.ensure_started();
             self.inner.check_accepting()?;
-            self.inner.ready().await?;
+            self.inner.begin().await?;
             self.inner.retry(ref_id).await
         })
     }
@@ -339,8 +325,7 @@ impl TaskBackend for PostgresTaskBackend {
     ) -> BoxFuture<'a, Result<usize, BackendError>> {
         Box::pin(async move {
             let inner = &self.inner;
-            inner.ensure_started();
-            inner.ready().await?;
+            inner.begin().await?;
             let rows = inner
                 .query(&inner.sql.end_session, &[&session_id, &inner.sql.channel])
                 .await?;
@@ -353,8 +338,7 @@ impl TaskBackend for PostgresTaskBackend {
     fn cleanup(&self, max_age: Duration) -> BoxFuture<'_, Result<usize, BackendError>> {
         Box::pin(async move {
             let inner = &self.inner;
-            inner.ensure_started();
-            inner.ready().await?;
+            inner.begin().await?;
             let age = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
             let rows = inner
                 .query(&inner.sql.cleanup, &[&age, &inner.sql.channel])
@@ -366,8 +350,7 @@ impl TaskBackend for PostgresTaskBackend {
 
     fn stats(&self) -> BoxFuture<'_, Result<BackendStats, BackendError>> {
         Box::pin(async move {
-            self.inner.ensure_started();
-            self.inner.ready().await?;
+            self.inner.begin().await?;
             self.inner.stats().await
         })
     }

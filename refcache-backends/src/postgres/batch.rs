@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use refcache_core::{BackendError, RefId, TaskInfo};
@@ -92,9 +93,11 @@ pub(super) const READ_VALUE_BYTES: i64 = 64 * 1024;
 /// execution: see `Sql::insert_batch`), or refused (the key is in flight).
 pub(super) type Inserted = Option<(i64, Option<String>)>;
 
-/// Rows waiting for a statement, and the slots for statements in flight.
+/// Rows waiting for a statement (each with the number its caller knows it by), and the slots for statements in
+/// flight.
 pub(super) struct Batcher<T> {
-    queue: std::sync::Mutex<VecDeque<T>>,
+    queue: std::sync::Mutex<VecDeque<(u64, T)>>,
+    next: AtomicU64,
     slots: tokio::sync::Semaphore,
 }
 
@@ -102,13 +105,15 @@ impl<T> Batcher<T> {
     fn new(slots: usize) -> Self {
         Self {
             queue: std::sync::Mutex::new(VecDeque::new()),
+            next: AtomicU64::new(0),
             slots: tokio::sync::Semaphore::new(slots.max(1)),
         }
     }
 
     /// Queues `item` and waits for `rx`, its answer, writing batches (with `write`) whenever a slot is free and
-    /// rows are queued. `write` must answer every row of its batch even if this caller is dropped meanwhile
-    /// (`Inner::detached`).
+    /// rows are queued. `write(batch, alone)`: `alone` when the batch holds this caller's row and no other, which
+    /// the caller may then write itself (only its own answer is at stake if it is dropped meanwhile); any other
+    /// batch must be answered, every row of it, even if this caller is dropped meanwhile (`Inner::written`).
     async fn run<R, F, Fut>(
         &self,
         item: T,
@@ -116,10 +121,11 @@ impl<T> Batcher<T> {
         write: F,
     ) -> Result<R, BackendError>
     where
-        F: Fn(Vec<T>) -> Fut,
+        F: Fn(Vec<T>, bool) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        lock(&self.queue).push_back(item);
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.queue).push_back((id, item));
         loop {
             let permit = tokio::select! {
                 biased;
@@ -129,7 +135,7 @@ impl<T> Batcher<T> {
             let Ok(permit) = permit else {
                 return Err(dropped());
             };
-            let batch: Vec<T> = {
+            let batch: Vec<(u64, T)> = {
                 let mut queue = lock(&self.queue);
                 let n = queue.len().min(MAX_BATCH);
                 queue.drain(..n).collect()
@@ -139,7 +145,8 @@ impl<T> Batcher<T> {
                 drop(permit);
                 return rx.await.unwrap_or_else(|_| Err(dropped()));
             }
-            write(batch).await;
+            let alone = matches!(batch.as_slice(), [(only, _)] if *only == id);
+            write(batch.into_iter().map(|(_, row)| row).collect(), alone).await;
             drop(permit);
             // This row was in that batch (answered now) or is still queued (the batch was full): look again.
         }
@@ -207,8 +214,11 @@ impl Inner {
         };
         self.batches
             .ends
-            .run(end, rx, |batch| {
-                self.detached(move |inner| async move { inner.write_ends(batch).await })
+            .run(end, rx, |batch, alone| {
+                self.written(
+                    alone,
+                    move |inner| async move { inner.write_ends(batch).await },
+                )
             })
             .await
     }
@@ -218,8 +228,10 @@ impl Inner {
         let (tx, rx) = oneshot::channel();
         self.batches
             .inserts
-            .run((row, tx), rx, |batch| {
-                self.detached(move |inner| async move { inner.write_inserts(batch).await })
+            .run((row, tx), rx, |batch, alone| {
+                self.written(alone, move |inner| async move {
+                    inner.write_inserts(batch).await
+                })
             })
             .await
     }
@@ -240,8 +252,10 @@ impl Inner {
         };
         self.batches
             .starts
-            .run(start, rx, |batch| {
-                self.detached(move |inner| async move { inner.write_starts(batch).await })
+            .run(start, rx, |batch, alone| {
+                self.written(alone, move |inner| async move {
+                    inner.write_starts(batch).await
+                })
             })
             .await
     }
@@ -251,17 +265,22 @@ impl Inner {
         let (tx, rx) = oneshot::channel();
         self.batches
             .reads
-            .run((ref_id.as_str().to_owned(), tx), rx, |batch| {
-                self.detached(move |inner| async move { inner.write_reads(batch).await })
+            .run((ref_id.as_str().to_owned(), tx), rx, |batch, alone| {
+                self.written(
+                    alone,
+                    move |inner| async move { inner.write_reads(batch).await },
+                )
             })
             .await
     }
 
-    /// Runs a batch's write on a task of its own and waits for it. The batch holds other callers' rows: written
-    /// inside the caller that took it, a caller dropped while the statement is in flight (a cancelled request)
-    /// would drop their answers with it, and they would be told their write failed whether or not it committed.
-    /// On a task of its own, the statement runs to its end and answers every row whatever becomes of the caller.
-    async fn detached<F, Fut>(&self, write: F)
+    /// Runs a batch's write and waits for it: `alone` (the batch is the caller's own row and nothing else) in the
+    /// caller, else on a task of its own. A batch that holds other callers' rows, written inside the caller that
+    /// took it, would drop their answers with a caller dropped while the statement is in flight (a cancelled
+    /// request), and they would be told their write failed whether or not it committed; on a task of its own, the
+    /// statement runs to its end and answers every row whatever becomes of the caller. A lone row has only its own
+    /// caller to answer, and is spared the hop to another task and back (one per step of a round trip).
+    async fn written<F, Fut>(&self, alone: bool, write: F)
     where
         F: FnOnce(Arc<Inner>) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -270,7 +289,11 @@ impl Inner {
         let Some(inner) = self.me.upgrade() else {
             return;
         };
-        let _ = tokio::spawn(write(inner)).await;
+        if alone {
+            write(inner).await;
+        } else {
+            let _ = tokio::spawn(write(inner)).await;
+        }
     }
 
     /// Inserts `batch` in one statement and answers each row.

@@ -22,13 +22,24 @@ impl Inner {
         let Some(row) = rows.first() else {
             return Ok(None);
         };
-        let status = parse_status(row.get(0))
-            .ok_or_else(|| self.corrupt("task status", row.get::<_, &str>(0)))?;
+        self.decode_record(row.get(0), row.get(1), row.get(4))
+            .map(Some)
+    }
+
+    /// A record from its columns: its status (authoritative), its JSON, and its question (shown only while the
+    /// task waits on it).
+    fn decode_record(
+        &self,
+        status: &str,
+        info: &str,
+        question: Option<&str>,
+    ) -> Result<(TaskStatus, TaskInfo), BackendError> {
+        let status = parse_status(status).ok_or_else(|| self.corrupt("task status", status))?;
         let mut info: TaskInfo =
-            serde_json::from_str(row.get(1)).map_err(|e| self.corrupt("task record", e))?;
+            serde_json::from_str(info).map_err(|e| self.corrupt("task record", e))?;
         info.status = status;
-        with_question(&mut info, row.get(4));
-        Ok(Some((status, info)))
+        with_question(&mut info, question);
+        Ok((status, info))
     }
 
     /// The task's status alone (`None`: unknown or expired).
@@ -66,12 +77,7 @@ impl Inner {
         let Some(row) = rows.first() else {
             return Ok(None);
         };
-        let status = parse_status(row.get(0))
-            .ok_or_else(|| self.corrupt("task status", row.get::<_, &str>(0)))?;
-        let mut info: TaskInfo =
-            serde_json::from_str(row.get(1)).map_err(|e| self.corrupt("task record", e))?;
-        info.status = status;
-        with_question(&mut info, row.get(4));
+        let (status, mut info) = self.decode_record(row.get(0), row.get(1), row.get(4))?;
         let position: Option<i64> = row.get(3);
         info.queue_position = position.and_then(|p| usize::try_from(p).ok());
         if status != TaskStatus::Complete {
@@ -130,15 +136,11 @@ impl Inner {
         ref_id: &RefId,
         row: &ReadRow,
     ) -> Result<Option<TaskSnapshot>, BackendError> {
-        let status =
-            parse_status(&row.status).ok_or_else(|| self.corrupt("task status", &row.status))?;
+        let (status, mut info) =
+            self.decode_record(&row.status, &row.info, row.question.as_deref())?;
         if !status.is_terminal() {
             return Ok(None);
         }
-        let mut info: TaskInfo =
-            serde_json::from_str(&row.info).map_err(|e| self.corrupt("task record", e))?;
-        info.status = status;
-        with_question(&mut info, row.question.as_deref());
         info.queue_position = None;
         if status != TaskStatus::Complete {
             return Ok(Some(TaskSnapshot::new(info, None)));

@@ -151,13 +151,11 @@ impl Inner {
     }
 
     /// The connections for `sql`: the fast ones (asynchronous commit) for what the leases recover after a server
-    /// crash (a start, a lease renewal, a claim, counters, gauges, sweeping) and for waiters' reads (so that they do
-    /// not queue on a connection behind statements waiting for their flush), the durable ones for everything else.
+    /// crash (a lease renewal, a claim, counters, gauges, sweeping), the durable ones for everything else. (The
+    /// batched starts and waiters' reads name the fast pool themselves: see `Inner::write_starts`.)
     pub(super) fn pool_for(&self, sql: &str) -> &Pool {
         let all = &self.sql;
         let recoverable = [
-            &all.start_batch,
-            &all.read_batch,
             &all.renew,
             &all.fetch,
             &all.reap,

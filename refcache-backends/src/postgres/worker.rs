@@ -118,8 +118,7 @@ impl PostgresTaskBackend {
     /// Starts the background loops now (they otherwise start on first use), applies the migrations, and checks
     /// that Postgres answers. The loops run whatever the answer: they keep retrying until Postgres is there.
     pub async fn start(&self) -> Result<(), BackendError> {
-        self.inner.ensure_started();
-        self.inner.ready().await?;
+        self.inner.begin().await?;
         self.ping().await
     }
 }
@@ -323,6 +322,13 @@ impl Inner {
 }
 
 impl Inner {
+    /// What every operation does first: the background loops running ([`Inner::ensure_started`]) and the
+    /// migrations applied ([`Inner::ready`]).
+    pub(super) async fn begin(self: &Arc<Self>) -> Result<(), BackendError> {
+        self.ensure_started();
+        self.ready().await
+    }
+
     /// Starts the background loops on the caller's runtime: on first use, and again if the runtime they ran on
     /// has shut down. Every operation calls it first; it is a lock and three flag reads.
     pub(super) fn ensure_started(self: &Arc<Self>) {

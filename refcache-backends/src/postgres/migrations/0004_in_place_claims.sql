@@ -6,6 +6,6 @@
 -- The lease index goes: the reaper and the check for tasks of a lost process scan the tasks in flight through the
 -- single-flight index (`tasks_in_flight`, whose predicate theirs implies). The `finished_at` index goes too: only
 -- `cleanup`, an occasional administrative call, selected by it.
-DROP INDEX {schema}.tasks_leases;
-DROP INDEX {schema}.tasks_finished;
+DROP INDEX IF EXISTS {schema}.tasks_leases;
+DROP INDEX IF EXISTS {schema}.tasks_finished;
 ALTER TABLE {schema}.tasks SET (fillfactor = 70);
