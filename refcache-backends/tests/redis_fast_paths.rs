@@ -572,6 +572,11 @@ async fn a_task_cancelled_before_its_submitter_holds_it_does_not_run() {
         wait(&a, &warmed, PATIENCE).await.info.status,
         TaskStatus::Complete
     );
+    // Its slot free again (the wait can answer before the runner lets go of it): the next submission claims.
+    until("the warm-up task's slot is free", async || {
+        a.stats().await.unwrap().running == 0
+    })
+    .await;
 
     let never = new_gate();
     let (sub, cancelled) = submission(json!({"gate": never, "value": "a"}), options());

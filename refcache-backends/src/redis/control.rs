@@ -47,6 +47,24 @@ impl Inner {
         value: Option<&StoredValue>,
         ack: Option<&str>,
     ) -> Result<String, BackendError> {
+        self.run_transition(ref_id, from, info, counter, owner, value, ack, false)
+            .await
+    }
+
+    /// The `transition` script; `dead`: a terminal change also puts the task on the dead-letter list, in the same
+    /// step.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn run_transition(
+        &self,
+        ref_id: &RefId,
+        from: &[TaskStatus],
+        info: &TaskInfo,
+        counter: &str,
+        owner: bool,
+        value: Option<&StoredValue>,
+        ack: Option<&str>,
+        dead: bool,
+    ) -> Result<String, BackendError> {
         let from = from.iter().fold(",".to_owned(), |mut s, st| {
             s.push_str(st.as_str());
             s.push(',');
@@ -77,6 +95,7 @@ impl Inner {
             .arg(value_json)
             .arg(value_ttl)
             .arg(ack.unwrap_or(""))
+            .arg(if dead { "1" } else { "" })
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.unavailable(&e))

@@ -365,16 +365,14 @@ impl Inner {
                 .with_remediation("call it again; if it keeps happening, look for what kills the process running it")
                 .permanent(),
         );
+        // The dead letter in the same step: whoever sees the task failed finds it on the list.
         if matches!(
-            self.transition(ref_id, &[from], &info, "", false, None)
+            self.run_transition(ref_id, &[from], &info, "", false, None, None, true)
                 .await
                 .as_deref(),
             Ok("ok")
         ) {
             tracing::warn!(%ref_id, task = %info.task_name, "task failed: worker lost");
-            let mut conn = self.conn();
-            let _: Result<(), _> = conn.lpush(self.keys.dead(), ref_id.as_str()).await;
-            let _: Result<(), _> = conn.ltrim(self.keys.dead(), 0, 9_999).await;
         }
     }
 }

@@ -126,12 +126,14 @@ end
 return {'started'}
 ";
 
-/// `transition(prefix, ref, from, to, info, record_ttl_ms, now_ms, counter, owner, value, value_ttl_ms, ack)`: when
+/// `transition(prefix, ref, from, to, info, record_ttl_ms, now_ms, counter, owner, value, value_ttl_ms, ack, dead)`:
+/// when
 /// the status is one of `from` (`,a,b,`) and, if `owner` is given, the task is still that worker's: stores `value`
 /// (if any), sets the status and record, and on a terminal status ends single-flight for the key and lets the
 /// record expire; `ack` (a stream entry, or `''`): acknowledges and deletes it in the same step, as `ack` does (a
-/// worker's end and its ack in one round trip). The event (`<ref> <to>`) is made here. → `ok` | `missing` |
-/// `stolen` | the status it found.
+/// worker's end and its ack in one round trip); `dead` (`1` or `''`): a terminal change also puts the ref id on the
+/// dead-letter list (capped at 10,000), so that whoever sees the task failed `worker lost` finds it there too. The
+/// event (`<ref> <to>`) is made here. → `ok` | `missing` | `stolen` | the status it found.
 const TRANSITION: &str = r"
 local p = ARGV[1]
 local ref = ARGV[2]
@@ -156,6 +158,8 @@ if terminal and session ~= '' then table.insert(checks, p..':session:'..session)
 if ARGV[8] ~= '' then table.insert(checks, p..':stats'); table.insert(checks, 'hash') end
 if ARGV[12] ~= '' then table.insert(checks, p..':queue'); table.insert(checks, 'stream') end
 if terminal then table.insert(checks, p..':workers'); table.insert(checks, 'hash') end
+local dead = terminal and ARGV[13] ~= ''
+if dead then table.insert(checks, p..':dead'); table.insert(checks, 'list') end
 bad = foreign(checks)
 if bad then return bad end
 local ikey = p..':inflight:'..key
@@ -197,6 +201,10 @@ if terminal then
   end
 end
 if ARGV[8] ~= '' then redis.call('HINCRBY', p..':stats', ARGV[8], 1) end
+if dead then
+  redis.call('LPUSH', p..':dead', ref)
+  redis.call('LTRIM', p..':dead', 0, 9999)
+end
 if ARGV[12] ~= '' then
   redis.call('XACK', p..':queue', 'workers', ARGV[12])
   redis.call('XDEL', p..':queue', ARGV[12])
