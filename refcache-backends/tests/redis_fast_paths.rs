@@ -632,3 +632,40 @@ async fn a_task_cancelled_before_its_submitter_holds_it_does_not_run() {
     let record = b.get(&cancelled).await.unwrap().expect("known").info;
     assert_eq!(record.status, TaskStatus::Cancelled);
 }
+
+/// A poll of a complete task takes the value from the near cache when it holds that ref's, reading only the
+/// value's names from Redis' text (#17 §3): it answers what a poll with a cold near cache answers, on the
+/// replica that ran the task, on another one (cold, then warm), in `local` mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_from_the_near_cache_answers_as_one_that_parses_the_value() {
+    let server = RedisServer::start().expect("redis-server must be installed");
+    let config = || RedisConfig::from_url(&server.url()).unwrap();
+    let (a, b) = (
+        RedisTaskBackend::new(config()).unwrap(),
+        RedisTaskBackend::new(config()).unwrap(),
+    );
+    let id = new_gate();
+    gate(&id).open.send_replace(true);
+    let (sub, ref_id) = submission(
+        json!({"gate": id, "value": {"nested": [1, "two", null]}}),
+        options().session_id(Some("s-near".to_owned())),
+    );
+    started(&a, sub).await;
+    let ran_here = wait(&a, &ref_id, PATIENCE).await;
+    assert_eq!(ran_here.info.status, TaskStatus::Complete);
+    let cold = b.get(&ref_id).await.unwrap().expect("known");
+    let warm = b.get(&ref_id).await.unwrap().expect("known");
+    let near = a.get(&ref_id).await.unwrap().expect("known");
+    assert_eq!(
+        cold.value.as_ref().expect("a value").value,
+        json!({"nested": [1, "two", null]})
+    );
+    for other in [&warm, &near] {
+        same(&cold, other);
+        assert_eq!(
+            serde_json::to_value(cold.value.as_deref().unwrap()).unwrap(),
+            serde_json::to_value(other.value.as_deref().unwrap()).unwrap(),
+            "the same stored value, every field"
+        );
+    }
+}
