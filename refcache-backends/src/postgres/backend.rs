@@ -97,6 +97,7 @@ impl PostgresTaskBackend {
         let mut fast_config = pg_config.clone();
         fast_config.options(format!("{} -c synchronous_commit=off", options.trim()));
         let fast_size = config.pool_size.div_ceil(2);
+        let submits = Pool::new(fast_config.clone(), tls.clone(), fast_size);
         let fast = Pool::new(fast_config, tls.clone(), fast_size);
         let consumer = format!(
             "{}-{}",
@@ -118,6 +119,7 @@ impl PostgresTaskBackend {
             pg_config,
             tls,
             pool,
+            submits,
             fast,
             migrated: AtomicBool::new(false),
             migrating: tokio::sync::Mutex::new(()),

@@ -169,18 +169,22 @@ pub(super) struct Batches {
     inserts: Batcher<(PendingInsert, Done<Inserted>)>,
     starts: Batcher<PendingStart>,
     reads: Batcher<(String, Done<Read>)>,
+    /// Submissions confirmed durable (`Sql::confirm`): whether each has its row.
+    confirms: Batcher<(String, Done<bool>)>,
     hints: std::sync::Mutex<PendingHints>,
 }
 
 impl Batches {
-    /// `durable` statements of each durable kind in flight at once (submissions, ends: the durable pool's size),
-    /// `fast` of the others (starts, reads: the fast pool's).
+    /// `durable` statements of each kind that waits for a flush or may wait on a lock in flight at once
+    /// (submissions, ends, confirmations: the durable pool's size), `fast` of the others (starts, reads: the fast
+    /// pool's).
     pub(super) fn new(durable: usize, fast: usize) -> Self {
         Self {
             ends: Batcher::new(durable),
             inserts: Batcher::new(durable),
             starts: Batcher::new(fast),
             reads: Batcher::new(fast),
+            confirms: Batcher::new(durable),
             hints: std::sync::Mutex::new(PendingHints::default()),
         }
     }
@@ -223,7 +227,8 @@ impl Inner {
             .await
     }
 
-    /// A submission's row, inserted with the other submissions queued meanwhile (durably, in one statement).
+    /// A submission's row, inserted with the other submissions queued meanwhile, in one statement, committed
+    /// asynchronously (`Inner::made_durable` makes it durable).
     pub(super) async fn insert(&self, row: PendingInsert) -> Result<Inserted, BackendError> {
         let (tx, rx) = oneshot::channel();
         self.batches
@@ -255,6 +260,20 @@ impl Inner {
             .run(start, rx, |batch, alone| {
                 self.written(alone, move |inner| async move {
                     inner.write_starts(batch).await
+                })
+            })
+            .await
+    }
+
+    /// Whether a task has a row, answered by a durable commit (with the other confirmations queued meanwhile):
+    /// once it answers `true`, the row survives a server crash.
+    pub(super) async fn confirm_row(&self, ref_id: &RefId) -> Result<bool, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        self.batches
+            .confirms
+            .run((ref_id.as_str().to_owned(), tx), rx, |batch, alone| {
+                self.written(alone, move |inner| async move {
+                    inner.write_confirms(batch).await
                 })
             })
             .await
@@ -315,7 +334,7 @@ impl Inner {
         let lease = ms_i64(self.config.lease);
         let rows = self
             .try_query_on(
-                &self.pool,
+                &self.submits,
                 &self.sql.insert_batch,
                 &[
                     &refs,
@@ -341,6 +360,30 @@ impl Inner {
                     .collect();
                 for (row, done) in batch {
                     let _ = done.send(Ok(inserted.remove(row.ref_id.as_str())));
+                }
+            }
+            Err(fail) => {
+                let err = self.failed(fail);
+                for (_, done) in batch {
+                    let _ = done.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Confirms `batch` in one durable statement and answers each ref: whether it has a row.
+    async fn write_confirms(&self, batch: Vec<(String, Done<bool>)>) {
+        let refs: Vec<&str> = batch.iter().map(|(r, _)| r.as_str()).collect();
+        let shard = i32::from(random_byte() % 16);
+        let rows = self
+            .try_query_on(&self.pool, &self.sql.confirm, &[&refs, &shard])
+            .await;
+        match rows {
+            Ok(rows) => {
+                let present: std::collections::HashSet<&str> =
+                    rows.iter().map(|r| r.get::<_, &str>(0)).collect();
+                for (ref_id, done) in batch {
+                    let _ = done.send(Ok(present.contains(ref_id.as_str())));
                 }
             }
             Err(fail) => {

@@ -27,8 +27,12 @@ pub(crate) struct Inner {
     pub(super) config: PostgresConfig,
     pub(super) pg_config: tokio_postgres::Config,
     pub(super) tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
-    /// Durable statements (the server's `synchronous_commit`): submissions, ends and values, cancels, deletes.
+    /// Durable statements (the server's `synchronous_commit`): ends and values, cancels, deletes, confirmations.
     pub(super) pool: Pool,
+    /// Submissions' inserts, with `synchronous_commit=off`: a submission is made durable before its reference is
+    /// returned, by its task's end or by a confirmation of its own (`Inner::made_durable`). Connections of their
+    /// own, so that an insert waiting on a key's lock never holds up the fast pool's starts and reads behind it.
+    pub(super) submits: Pool,
     /// The same settings with `synchronous_commit=off`, for what the leases recover after a server crash: starts,
     /// progress, lease renewals, claims, counters. (Any later durable commit flushes them too.)
     pub(super) fast: Pool,

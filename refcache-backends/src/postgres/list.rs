@@ -1,9 +1,11 @@
 //! `list`: the newest records first, from a cursor, filtered.
 
+use std::collections::HashSet;
+
 use refcache_core::{BackendError, TaskFilter, TaskInfo, TaskPage};
 
 use super::codec::{parse_status, with_question};
-use super::inner::Inner;
+use super::inner::{Inner, random_byte};
 
 /// At most this many records are read for a list (newest first, from the cursor on).
 pub(super) const LIST_SCAN: i64 = 10_000;
@@ -54,9 +56,26 @@ impl Inner {
             info.queue_position = position.and_then(|p| usize::try_from(p).ok());
             infos.push(info);
         }
-        TaskPage::paginate(
-            infos.into_iter().filter(|i| filter.matches(i)).collect(),
-            &filter,
-        )
+        let mut infos: Vec<TaskInfo> = infos.into_iter().filter(|i| filter.matches(i)).collect();
+        // A task in flight may have a submission not yet durable (its insert commits asynchronously): its ref goes
+        // to the caller only once a durable commit has seen its row (`Sql::confirm`); a row lost meanwhile (the
+        // server restarted) is left out. A finished one's end was a durable commit, which covers its submission.
+        let in_flight: Vec<&str> = infos
+            .iter()
+            .filter(|i| !i.status.is_terminal())
+            .map(|i| i.ref_id.as_str())
+            .collect();
+        if !in_flight.is_empty() {
+            let shard = i32::from(random_byte() % 16);
+            let present: HashSet<String> = self
+                .try_query_on(&self.pool, &self.sql.confirm, &[&in_flight, &shard])
+                .await
+                .map_err(|f| self.failed(f))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            infos.retain(|i| i.status.is_terminal() || present.contains(i.ref_id.as_str()));
+        }
+        TaskPage::paginate(infos, &filter)
     }
 }

@@ -126,6 +126,8 @@ pub(crate) struct Sql {
     /// The notification channel.
     pub(crate) channel: String,
     pub(crate) insert_batch: String,
+    /// Which of several tasks have a row, in a durable commit (see `Inner::made_durable`).
+    pub(crate) confirm: String,
     pub(crate) oldest_pending: String,
     pub(crate) count_pending: String,
     pub(crate) withdraw: String,
@@ -245,6 +247,15 @@ impl Sql {
                     ON CONFLICT (cache_key) WHERE status IN {in_flight} DO NOTHING
                     RETURNING ref_id, cache_key, seq)
                 SELECT ref_id, seq, {s}.landed_value(cache_key, ref_id) FROM ins"),
+            // $1 refs, $2 counter shard: the refs that have a row, answered by a durable commit. The rows it sees
+            // were committed before it, so its commit's WAL flush covers theirs: once it answers, each ref it names
+            // survives a server crash (a submission's insert commits asynchronously: see `Inner::made_durable`).
+            // The counter's write is what makes it a durable commit: a statement that writes nothing commits
+            // without a flush.
+            confirm: sub("WITH c AS (
+                    INSERT INTO {s}.counters (name, shard, n) VALUES ('confirmations', $2, 1)
+                    ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1)
+                SELECT ref_id FROM {s}.tasks WHERE ref_id = ANY($1::text[])"),
             // The oldest waiting task's sequence number (read only when a process's lower bound of it says the
             // queue may be full).
             oldest_pending: sub("SELECT min(seq) FROM {s}.tasks WHERE status = 'pending'"),

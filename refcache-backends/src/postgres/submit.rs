@@ -6,13 +6,20 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 use refcache_core::{
-    BackendError, CacheKey, RefId, StoredValue, Submission, Submitted, TaskInfo, Timestamp,
+    BackendError, CacheKey, RefId, StoredValue, Submission, Submitted, TaskInfo, TaskStatus,
+    Timestamp,
 };
 
 use super::batch::PendingInsert;
-use super::codec::decode_value;
+use super::codec::{decode_value, parse_status};
 use super::config::Mode;
+use super::hub::Follower;
 use super::inner::{Inner, now_ms};
+
+/// How long a submission waits for its task's end to make it durable (see `Inner::made_durable`) before it is
+/// confirmed on its own: a task that ends within it costs one WAL flush, its end's; a longer one costs a flush more,
+/// and its submission this much more time.
+pub(super) const DURABLE_GRACE: Duration = Duration::from_millis(20);
 
 impl Inner {
     pub(super) async fn submit(
@@ -112,16 +119,65 @@ impl Inner {
                 // A worker started it already: it runs, once, as a fresh execution of the call.
             }
             let ref_id = spec.ref_id.clone();
+            // Followed before the task can end (its end is what makes a fast task's submission durable).
+            let follower = self.hub.follow(&ref_id);
             if workers {
                 self.notify_after(&ref_id, "queued");
             } else {
                 self.hold(Arc::new(spec), job, Some(info));
             }
+            self.made_durable(&ref_id, follower).await?;
             return Ok(Submitted::Started(ref_id));
         }
         Err(BackendError::Other(format!(
             "could not submit {}: the call's state kept changing",
             spec.ref_id
+        )))
+    }
+
+    /// Returns once the submission of `ref_id` (its insert committed asynchronously, without waiting for a WAL
+    /// flush) survives a server crash, so that a reference handed to a caller never dangles:
+    ///
+    /// - when its task has ended within [`DURABLE_GRACE`] (a fast task): every terminal status is written by a
+    ///   durable commit, which PostgreSQL makes visible only once its WAL is flushed, and the submission's commit
+    ///   is older; the task's row read as finished proves both. One flush for the whole task, its end's.
+    /// - else by a confirmation of its own (`Sql::confirm`, shared with the others due meanwhile): a durable
+    ///   commit that sees the row. No row: the submission was lost (the server crashed or restarted before any
+    ///   flush covered it), or the task was deleted meanwhile; the caller is told so, and never gets the ref.
+    ///
+    /// Meanwhile the task runs (it is queued or held already), so a crash in this window can lose a submission
+    /// whose task had started: the caller got an error, and the task's end, refused by the missing row, is lost.
+    async fn made_durable(
+        &self,
+        ref_id: &RefId,
+        mut follower: Follower,
+    ) -> Result<(), BackendError> {
+        let grace = tokio::time::sleep(DURABLE_GRACE);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut grace => break,
+                changed = follower.rx().changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    follower.rx().borrow_and_update();
+                    // A hint is only a hint: the row decides.
+                    if let Some(row) = self.read_row(ref_id).await?
+                        && parse_status(&row.status).is_some_and(TaskStatus::is_terminal)
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if self.confirm_row(ref_id).await? {
+            return Ok(());
+        }
+        Err(BackendError::Unavailable(format!(
+            "the submission of {ref_id} was lost: Postgres at {} restarted before it was made durable, or the task              was deleted meanwhile; call again",
+            self.url()
         )))
     }
 
