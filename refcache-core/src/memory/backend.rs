@@ -220,49 +220,7 @@ impl TaskBackend for MemoryTaskBackend {
         &'a self,
         ref_id: &'a RefId,
     ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let (info, key) = {
-                let st = lock(&inner.state);
-                match st.active.get(ref_id) {
-                    // Its session ended: the record is gone, though the task may still be winding down.
-                    Some(active) if active.forget.load(Ordering::Acquire) => return Ok(None),
-                    Some(active) => {
-                        let mut info = active.info.borrow().clone();
-                        if let Some(position) = st.sched.position(ref_id) {
-                            info.queue_position = Some(position);
-                        }
-                        // Complete but not yet retired: the value is on the task.
-                        if info.status == TaskStatus::Complete
-                            && let Some(value) = active.value.get()
-                        {
-                            return Ok(Some(TaskSnapshot::new(info, Some(value.clone()))));
-                        }
-                        (info, active.spec.key)
-                    }
-                    None => match st.history.get(ref_id) {
-                        Some(f) => {
-                            if let Some(value) = f.live_value() {
-                                return Ok(Some(TaskSnapshot::new(f.info.clone(), Some(value))));
-                            }
-                            (f.info.clone(), f.key)
-                        }
-                        None => return Ok(None),
-                    },
-                }
-            };
-            if info.status != TaskStatus::Complete {
-                return Ok(Some(TaskSnapshot::new(info, None)));
-            }
-            // A complete task whose value has expired or been evicted is gone. The key's value now may be a later
-            // execution's: it is not this reference's.
-            Ok(inner
-                .store
-                .get(&key)
-                .await
-                .filter(|value| value.ref_id == *ref_id)
-                .map(|value| TaskSnapshot::new(info, Some(value))))
-        })
+        Box::pin(async move { Ok(self.inner.snapshot(ref_id)) })
     }
 
     fn wait<'a>(
@@ -303,7 +261,7 @@ impl TaskBackend for MemoryTaskBackend {
                     return Ok(Some(TaskSnapshot::new(info, Some(value.clone()))));
                 }
             }
-            self.get(ref_id).await
+            Ok(self.inner.snapshot(ref_id))
         })
     }
 
@@ -555,6 +513,51 @@ impl TaskBackend for MemoryTaskBackend {
             self.inner.shutdown(deadline).await;
             Ok(())
         })
+    }
+}
+
+impl Inner {
+    /// What [`get`](TaskBackend::get) answers, read now: the store is the near cache, a read that never waits, so
+    /// this needs no future (and `wait`, which ends in the same read, boxes none).
+    pub(super) fn snapshot(&self, ref_id: &RefId) -> Option<TaskSnapshot> {
+        let (info, key) = {
+            let st = lock(&self.state);
+            match st.active.get(ref_id) {
+                // Its session ended: the record is gone, though the task may still be winding down.
+                Some(active) if active.forget.load(Ordering::Acquire) => return None,
+                Some(active) => {
+                    let mut info = active.info.borrow().clone();
+                    if let Some(position) = st.sched.position(ref_id) {
+                        info.queue_position = Some(position);
+                    }
+                    // Complete but not yet retired: the value is on the task.
+                    if info.status == TaskStatus::Complete
+                        && let Some(value) = active.value.get()
+                    {
+                        return Some(TaskSnapshot::new(info, Some(value.clone())));
+                    }
+                    (info, active.spec.key)
+                }
+                None => match st.history.get(ref_id) {
+                    Some(f) => {
+                        if let Some(value) = f.live_value() {
+                            return Some(TaskSnapshot::new(f.info.clone(), Some(value)));
+                        }
+                        (f.info.clone(), f.key)
+                    }
+                    None => return None,
+                },
+            }
+        };
+        if info.status != TaskStatus::Complete {
+            return Some(TaskSnapshot::new(info, None));
+        }
+        // A complete task whose value has expired or been evicted is gone. The key's value now may be a later
+        // execution's: it is not this reference's.
+        self.store
+            .get_now(&key)
+            .filter(|value| value.ref_id == *ref_id)
+            .map(|value| TaskSnapshot::new(info, Some(value)))
     }
 }
 
