@@ -37,7 +37,9 @@ pub(super) const COMPLETING: u8 = 2;
 pub(super) const DONE: u8 = 3;
 
 pub(super) struct Active {
-    pub(super) spec: TaskSpec,
+    /// Boxed: inline, it made an `Active` too big for the allocator's fast path (its thread cache holds chunks of up
+    /// to 1 KiB), and every task makes one.
+    pub(super) spec: Box<TaskSpec>,
     pub(super) job: Option<LocalJob>,
     pub(super) handle: Handle,
     /// Its record. Followers subscribe to it ([`Record::subscribe`]); a task nobody follows never makes a `watch`.
@@ -174,7 +176,7 @@ impl Active {
         let backend: std::sync::Weak<_> = Arc::downgrade(backend);
         Arc::new(Self {
             info: Record::new(info),
-            spec,
+            spec: Box::new(spec),
             job,
             handle,
             cancel: CancellationToken::new(),

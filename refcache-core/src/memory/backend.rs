@@ -787,4 +787,36 @@ mod tests {
         assert_eq!(later.0["status"], "complete");
         assert_eq!(later.1, Some(JsonText::from(json!("later"))));
     }
+
+    /// glibc's thread cache serves chunks of up to 1,032 bytes (1,024 usable, less `Arc`'s two counts); a bigger
+    /// allocation takes `_int_malloc` and `_int_free`, several hundred instructions more each way. Every task makes
+    /// an `Active` and (when spawned, or polled first in the caller) boxes its driver: both must stay under it.
+    #[tokio::test]
+    async fn a_task_and_its_driver_fit_the_allocators_fast_path() {
+        const FAST: usize = 1_008;
+        let backend = MemoryTaskBackend::default();
+        let spec = TaskSpec::new(
+            RefId::generate("t"),
+            CacheKey::from_json("t", "public", &json!(1)).expect("a key"),
+            "t",
+            "public",
+            json!({}),
+        );
+        let info = crate::model::record::TaskInfo::new(spec.ref_id.clone(), "t", "public");
+        let active = super::super::active::Active::new(
+            spec,
+            None,
+            tokio::runtime::Handle::current(),
+            info,
+            &backend.inner,
+        );
+        let driver = tracing::Instrument::instrument(
+            super::super::driver::drive(backend.inner.clone(), active.clone()),
+            tracing::debug_span!("refcache.task"),
+        );
+        let active_size = std::mem::size_of::<super::super::active::Active>();
+        let driver_size = std::mem::size_of_val(&driver);
+        assert!(active_size <= FAST, "Active is {active_size} bytes");
+        assert!(driver_size <= FAST, "the driver is {driver_size} bytes");
+    }
 }
