@@ -3,8 +3,8 @@
 //! both use these types.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -90,8 +90,9 @@ struct ContextInner {
     hooks: Option<Arc<dyn TaskHooks>>,
     cancel: CancellationToken,
     actor: Option<Actor>,
-    /// Questions asked so far by this context, for keys unique over the task's life.
-    asked: Arc<AtomicU64>,
+    /// Questions asked so far by this context, for keys unique over the task's life. Made at the first question
+    /// (or when [`TaskContext::with_actor`] shares it): most tasks ask none, and every attempt makes a context.
+    asked: OnceLock<Arc<AtomicU64>>,
 }
 
 /// Why [`TaskContext::ask`] gave no answer.
@@ -181,7 +182,7 @@ impl TaskContext {
                 hooks: Some(hooks),
                 cancel,
                 actor: None,
-                asked: Arc::default(),
+                asked: OnceLock::new(),
             }),
         }
     }
@@ -200,7 +201,7 @@ impl TaskContext {
                 hooks: Some(hooks),
                 cancel,
                 actor,
-                asked: Arc::default(),
+                asked: OnceLock::new(),
             }),
         }
     }
@@ -214,7 +215,7 @@ impl TaskContext {
                 hooks: None,
                 cancel: CancellationToken::new(),
                 actor: None,
-                asked: Arc::default(),
+                asked: OnceLock::new(),
             }),
         }
     }
@@ -226,7 +227,7 @@ impl TaskContext {
             hooks: shared.hooks.clone(),
             cancel: shared.cancel.clone(),
             actor: shared.actor.clone(),
-            asked: shared.asked.clone(),
+            asked: OnceLock::from(shared.asked.get_or_init(Arc::default).clone()),
         });
         Self {
             inner: Arc::new(ContextInner { actor, ..inner }),
@@ -367,7 +368,12 @@ impl TaskContext {
         if self.is_cancelled() {
             return Err(AskError::Cancelled);
         }
-        let n = self.inner.asked.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self
+            .inner
+            .asked
+            .get_or_init(Arc::default)
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
         let key = format!("input-{n}");
         let deadline = timeout.map(|t| Timestamp(Timestamp::now().0 + t));
         let owner = self.actor().map(Actor::pattern_name);

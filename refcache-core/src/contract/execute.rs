@@ -114,7 +114,7 @@ pub async fn run_task(
     let _running = GaugeGuard::hold(metrics::TASKS_RUNNING, task, backend);
     #[cfg(feature = "metrics")]
     let started = std::time::Instant::now();
-    let ending = run_to_end(job, spec, hooks, cancel.clone(), limits).await;
+    let ending = run_to_end(job, spec, hooks, &cancel, limits).await;
     #[cfg(feature = "metrics")]
     metrics::seconds(metrics::TASK_RUN_SECONDS, task, backend, started.elapsed());
     let event = match &ending {
@@ -129,18 +129,24 @@ pub async fn run_task(
     ending
 }
 
+/// The token is borrowed down here (cloned only into each attempt's context): a clone or a drop of a
+/// `CancellationToken` locks its tree node.
+///
+/// The attempts are boxed, and so are the timers of the rare ways (the execution timeout, the grace after a cancel or
+/// a timeout, a retry's backoff): inline, they made this future, which every task's driver holds, over 1 KiB, and
+/// the in-process driver's box then took the allocator's slow path (its thread cache holds chunks of up to 1 KiB),
+/// which cost more than the two small boxes do together.
 async fn run_to_end(
     job: &LocalJob,
     spec: &TaskSpec,
     hooks: Arc<dyn TaskHooks>,
-    cancel: CancellationToken,
+    cancel: &CancellationToken,
     limits: RunLimits,
 ) -> Ending {
-    let attempts = attempts(job, spec, hooks.clone(), cancel.clone());
-    tokio::pin!(attempts);
+    let mut attempts = Box::pin(attempts(job, spec, hooks.clone(), cancel));
     let deadline = async {
         match limits.execution_timeout {
-            Some(timeout) => tokio::time::sleep(timeout).await,
+            Some(timeout) => Box::pin(tokio::time::sleep(timeout)).await,
             None => std::future::pending().await,
         }
     };
@@ -148,14 +154,14 @@ async fn run_to_end(
         biased;
         result = &mut attempts => Ending::Finished(result),
         () = cancel.cancelled() => {
-            let _ = tokio::time::timeout(limits.cancel_grace, &mut attempts).await;
+            let _ = Box::pin(tokio::time::timeout(limits.cancel_grace, &mut attempts)).await;
             Ending::Cancelled
         }
         () = deadline => {
             let timeout = limits.execution_timeout.unwrap_or_default();
             hooks.timed_out(timeout_error(timeout, hooks.partial_result()));
             cancel.cancel();
-            let _ = tokio::time::timeout(limits.cancel_grace, &mut attempts).await;
+            let _ = Box::pin(tokio::time::timeout(limits.cancel_grace, &mut attempts)).await;
             Ending::TimedOut
         }
     }
@@ -165,7 +171,7 @@ async fn attempts(
     job: &LocalJob,
     spec: &TaskSpec,
     hooks: Arc<dyn TaskHooks>,
-    cancel: CancellationToken,
+    cancel: &CancellationToken,
 ) -> Result<JsonText, TaskError> {
     let max_retries = spec.options.max_retries;
     let mut attempt = 1u32;
@@ -196,7 +202,7 @@ async fn attempts(
             attempt + 1,
             max_retries + 1
         ));
-        tokio::time::sleep(delay).await;
+        Box::pin(tokio::time::sleep(delay)).await;
         hooks.retry_started();
         metrics::count(Event::Retried, &spec.task_name, hooks.backend_name());
         attempt += 1;

@@ -15,6 +15,9 @@ use crate::model::ref_id::RefId;
 
 type QueueKey = (Reverse<i32>, u64);
 
+/// Task names whose running count stays in the map at zero ([`Scheduler::finished`]).
+const IDLE_NAMES_KEPT: usize = 64;
+
 struct Entry {
     ref_id: RefId,
     name: Arc<str>,
@@ -150,7 +153,7 @@ impl Scheduler {
             return false;
         }
         self.running += 1;
-        *self.running_by_name.entry(name.clone()).or_default() += 1;
+        self.count_running(name);
         true
     }
 
@@ -177,7 +180,7 @@ impl Scheduler {
         self.queued.remove(&entry.ref_id);
         metrics::gauge(metrics::TASKS_QUEUED, &entry.name, self.backend, -1.0);
         self.running += 1;
-        *self.running_by_name.entry(entry.name.clone()).or_default() += 1;
+        self.count_running(&entry.name);
         Some((entry.ref_id, entry.name))
     }
 
@@ -185,9 +188,22 @@ impl Scheduler {
     pub fn finished(&mut self, name: &str) {
         self.running = self.running.saturating_sub(1);
         if let Some(n) = self.running_by_name.get_mut(name) {
-            *n -= 1;
-            if *n == 0 {
+            *n = n.saturating_sub(1);
+            // A name that ran nothing for now keeps its entry, at zero, while there are few names: the next task of
+            // the same name (most often the next one) then counts itself in place, with no removal and insertion
+            // (a rehash of the table's slots) per task. Past that many names, the idle ones go.
+            if *n == 0 && self.running_by_name.len() > IDLE_NAMES_KEPT {
                 self.running_by_name.remove(name);
+            }
+        }
+    }
+
+    /// One more task of `name` running.
+    fn count_running(&mut self, name: &Arc<str>) {
+        match self.running_by_name.get_mut(&**name) {
+            Some(n) => *n += 1,
+            None => {
+                self.running_by_name.insert(name.clone(), 1);
             }
         }
     }
@@ -215,6 +231,33 @@ mod tests {
         assert_eq!(s.start_next().unwrap().0, a);
         assert!(s.remove(&b));
         assert_eq!(s.queued(), 0);
+    }
+
+    #[test]
+    fn a_name_at_zero_keeps_its_entry_only_while_names_are_few_and_limits_still_hold() {
+        let mut s = Scheduler::new(1000);
+        let x: Arc<str> = "x".into();
+        for _ in 0..3 {
+            assert!(s.start_now(&x, None));
+            s.finished("x");
+        }
+        assert_eq!(s.running_by_name.get("x"), Some(&0), "kept at zero");
+        // At zero, it counts as nothing running: a limit of one lets one start, and only one.
+        s.enqueue(id(), x.clone(), 0, Some(1));
+        s.enqueue(id(), x.clone(), 0, Some(1));
+        assert!(s.start_next().is_some());
+        assert!(s.start_next().is_none());
+        s.finished("x");
+        assert!(s.start_next().is_some());
+        s.finished("x");
+        // Many names: the idle ones go.
+        for i in 0..200 {
+            let name: Arc<str> = format!("n{i}").into();
+            assert!(s.start_now(&name, None));
+            s.finished(&name);
+        }
+        assert!(s.running_by_name.len() <= IDLE_NAMES_KEPT + 1);
+        assert_eq!(s.running(), 0);
     }
 
     #[test]

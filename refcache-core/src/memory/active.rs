@@ -37,10 +37,13 @@ pub(super) const COMPLETING: u8 = 2;
 pub(super) const DONE: u8 = 3;
 
 pub(super) struct Active {
-    pub(super) spec: TaskSpec,
+    /// Boxed: inline, it made an `Active` too big for the allocator's fast path (its thread cache holds chunks of up
+    /// to 1 KiB), and every task makes one.
+    pub(super) spec: Box<TaskSpec>,
     pub(super) job: Option<LocalJob>,
     pub(super) handle: Handle,
-    pub(super) info: watch::Sender<TaskInfo>,
+    /// Its record. Followers subscribe to it ([`Record::subscribe`]); a task nobody follows never makes a `watch`.
+    pub(super) info: Record,
     pub(super) cancel: CancellationToken,
     /// PENDING → RUNNING → COMPLETING → DONE, or straight to DONE on cancel/failure. Changed only by CAS, so the
     /// first terminal decision wins.
@@ -104,6 +107,59 @@ impl Ended {
     }
 }
 
+/// A running task's record, and the `watch` its followers subscribe to, made only when the first one does.
+///
+/// Most tasks (a miss whose caller waits through the [`Ended`] slot) are never followed, and tokio's `watch` costs an
+/// allocation with eight `Notify` lists to make, and a lock of each of them to drop. Until a follower comes, the
+/// record is a plain value under a mutex. From the first [`subscribe`](Self::subscribe) on, every change is also
+/// copied into the `watch`, under the same mutex, so that the copy never falls behind the record or reorders two
+/// changes: a subscriber starts at the record as it is, and sees every change after that.
+pub(super) struct Record {
+    info: Mutex<TaskInfo>,
+    watch: OnceLock<watch::Sender<TaskInfo>>,
+}
+
+impl Record {
+    fn new(info: TaskInfo) -> Self {
+        Self {
+            info: Mutex::new(info),
+            watch: OnceLock::new(),
+        }
+    }
+
+    /// The record now. Hold it only briefly, and never while changing it: it is the record's lock.
+    pub(super) fn borrow(&self) -> MutexGuard<'_, TaskInfo> {
+        lock(&self.info)
+    }
+
+    /// Changes the record with `modify`; answers (and, for followers, notifies) whether it says it changed
+    /// anything that should wake them, as `watch::Sender::send_if_modified` does.
+    pub(super) fn send_if_modified(&self, modify: impl FnOnce(&mut TaskInfo) -> bool) -> bool {
+        let mut info = lock(&self.info);
+        let modified = modify(&mut info);
+        if let Some(watch) = self.watch.get() {
+            watch.send_if_modified(|copy| {
+                copy.clone_from(&info);
+                modified
+            });
+        }
+        modified
+    }
+
+    /// A follower of the record: it starts at the record as it is now.
+    pub(super) fn subscribe(&self) -> watch::Receiver<TaskInfo> {
+        let info = lock(&self.info);
+        self.watch
+            .get_or_init(|| watch::channel(info.clone()).0)
+            .subscribe()
+    }
+
+    /// How many followers there are now.
+    pub(super) fn receiver_count(&self) -> usize {
+        self.watch.get().map_or(0, watch::Sender::receiver_count)
+    }
+}
+
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -119,8 +175,8 @@ impl Active {
     ) -> Arc<Self> {
         let backend: std::sync::Weak<_> = Arc::downgrade(backend);
         Arc::new(Self {
-            info: watch::channel(info).0,
-            spec,
+            info: Record::new(info),
+            spec: Box::new(spec),
             job,
             handle,
             cancel: CancellationToken::new(),

@@ -220,49 +220,7 @@ impl TaskBackend for MemoryTaskBackend {
         &'a self,
         ref_id: &'a RefId,
     ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let (info, key) = {
-                let st = lock(&inner.state);
-                match st.active.get(ref_id) {
-                    // Its session ended: the record is gone, though the task may still be winding down.
-                    Some(active) if active.forget.load(Ordering::Acquire) => return Ok(None),
-                    Some(active) => {
-                        let mut info = active.info.borrow().clone();
-                        if let Some(position) = st.sched.position(ref_id) {
-                            info.queue_position = Some(position);
-                        }
-                        // Complete but not yet retired: the value is on the task.
-                        if info.status == TaskStatus::Complete
-                            && let Some(value) = active.value.get()
-                        {
-                            return Ok(Some(TaskSnapshot::new(info, Some(value.clone()))));
-                        }
-                        (info, active.spec.key)
-                    }
-                    None => match st.history.get(ref_id) {
-                        Some(f) => {
-                            if let Some(value) = f.live_value() {
-                                return Ok(Some(TaskSnapshot::new(f.info.clone(), Some(value))));
-                            }
-                            (f.info.clone(), f.key)
-                        }
-                        None => return Ok(None),
-                    },
-                }
-            };
-            if info.status != TaskStatus::Complete {
-                return Ok(Some(TaskSnapshot::new(info, None)));
-            }
-            // A complete task whose value has expired or been evicted is gone. The key's value now may be a later
-            // execution's: it is not this reference's.
-            Ok(inner
-                .store
-                .get(&key)
-                .await
-                .filter(|value| value.ref_id == *ref_id)
-                .map(|value| TaskSnapshot::new(info, Some(value))))
-        })
+        Box::pin(async move { Ok(self.inner.snapshot(ref_id)) })
     }
 
     fn wait<'a>(
@@ -303,7 +261,7 @@ impl TaskBackend for MemoryTaskBackend {
                     return Ok(Some(TaskSnapshot::new(info, Some(value.clone()))));
                 }
             }
-            self.get(ref_id).await
+            Ok(self.inner.snapshot(ref_id))
         })
     }
 
@@ -559,6 +517,51 @@ impl TaskBackend for MemoryTaskBackend {
 }
 
 impl Inner {
+    /// What [`get`](TaskBackend::get) answers, read now: the store is the near cache, a read that never waits, so
+    /// this needs no future (and `wait`, which ends in the same read, boxes none).
+    pub(super) fn snapshot(&self, ref_id: &RefId) -> Option<TaskSnapshot> {
+        let (info, key) = {
+            let st = lock(&self.state);
+            match st.active.get(ref_id) {
+                // Its session ended: the record is gone, though the task may still be winding down.
+                Some(active) if active.forget.load(Ordering::Acquire) => return None,
+                Some(active) => {
+                    let mut info = active.info.borrow().clone();
+                    if let Some(position) = st.sched.position(ref_id) {
+                        info.queue_position = Some(position);
+                    }
+                    // Complete but not yet retired: the value is on the task.
+                    if info.status == TaskStatus::Complete
+                        && let Some(value) = active.value.get()
+                    {
+                        return Some(TaskSnapshot::new(info, Some(value.clone())));
+                    }
+                    (info, active.spec.key)
+                }
+                None => match st.history.get(ref_id) {
+                    Some(f) => {
+                        if let Some(value) = f.live_value() {
+                            return Some(TaskSnapshot::new(f.info.clone(), Some(value)));
+                        }
+                        (f.info.clone(), f.key)
+                    }
+                    None => return None,
+                },
+            }
+        };
+        if info.status != TaskStatus::Complete {
+            return Some(TaskSnapshot::new(info, None));
+        }
+        // A complete task whose value has expired or been evicted is gone. The key's value now may be a later
+        // execution's: it is not this reference's.
+        self.store
+            .get_now(&key)
+            .filter(|value| value.ref_id == *ref_id)
+            .map(|value| TaskSnapshot::new(info, Some(value)))
+    }
+}
+
+impl Inner {
     pub(super) fn cancel(self: &Arc<Self>, ref_id: &RefId, note: Option<&str>) -> CancelOutcome {
         let active = {
             let st = lock(&self.state);
@@ -783,5 +786,37 @@ mod tests {
         let later = seen(later.expect("wait"));
         assert_eq!(later.0["status"], "complete");
         assert_eq!(later.1, Some(JsonText::from(json!("later"))));
+    }
+
+    /// glibc's thread cache serves chunks of up to 1,032 bytes (1,024 usable, less `Arc`'s two counts); a bigger
+    /// allocation takes `_int_malloc` and `_int_free`, several hundred instructions more each way. Every task makes
+    /// an `Active` and (when spawned, or polled first in the caller) boxes its driver: both must stay under it.
+    #[tokio::test]
+    async fn a_task_and_its_driver_fit_the_allocators_fast_path() {
+        const FAST: usize = 1_008;
+        let backend = MemoryTaskBackend::default();
+        let spec = TaskSpec::new(
+            RefId::generate("t"),
+            CacheKey::from_json("t", "public", &json!(1)).expect("a key"),
+            "t",
+            "public",
+            json!({}),
+        );
+        let info = crate::model::record::TaskInfo::new(spec.ref_id.clone(), "t", "public");
+        let active = super::super::active::Active::new(
+            spec,
+            None,
+            tokio::runtime::Handle::current(),
+            info,
+            &backend.inner,
+        );
+        let driver = tracing::Instrument::instrument(
+            super::super::driver::drive(backend.inner.clone(), active.clone()),
+            tracing::debug_span!("refcache.task"),
+        );
+        let active_size = std::mem::size_of::<super::super::active::Active>();
+        let driver_size = std::mem::size_of_val(&driver);
+        assert!(active_size <= FAST, "Active is {active_size} bytes");
+        assert!(driver_size <= FAST, "the driver is {driver_size} bytes");
     }
 }

@@ -16,6 +16,7 @@ use super::history::{DroppedValue, History, Rerun, record_weight, unindex};
 use crate::contract::context::TaskHooks;
 use crate::contract::execute::{self, Ending, RunLimits};
 use crate::contract::scheduler::Scheduler;
+use crate::contract::spec::TaskSpec;
 use crate::contract::store::{StoredValue, ValueStore};
 use crate::model::key::{CacheKey, KeyMap};
 use crate::model::ref_id::RefId;
@@ -193,7 +194,7 @@ impl Inner {
             }
             if !active.forget.load(Ordering::Acquire) {
                 let rerun = (info.status == TaskStatus::Failed).then(|| Rerun {
-                    spec: active.spec.clone(),
+                    spec: TaskSpec::clone(&active.spec),
                     job: active.job.clone(),
                 });
                 let value = active.value.get().map(Arc::downgrade);

@@ -85,39 +85,36 @@ impl JsonText {
 }
 
 /// Items of the array or object `text` holds (`None` for a scalar). `text` is valid JSON: one pass over its bytes,
-/// counting the commas at depth one outside strings.
+/// counting the commas at depth one outside strings. A string is skipped by an inner loop that looks only for its
+/// closing quote and for escapes (most of a value's bytes are in strings), instead of carrying string and escape
+/// flags through the outer match byte by byte.
 fn top_level_items(text: &str) -> Option<usize> {
     let bytes = text.trim_start().as_bytes();
-    if !matches!(bytes.first()?, b'[' | b'{') {
+    let (&open, rest) = bytes.split_first()?;
+    if open != b'[' && open != b'{' {
         return None;
     }
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut depth = 1usize;
     let mut commas = 0usize;
     let mut any = false;
-    for &b in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = rest.get(i) {
+        i += 1;
         match b {
             b'"' => {
-                in_string = true;
-                if depth == 1 {
-                    any = true;
+                any |= depth == 1;
+                while let Some(&c) = rest.get(i) {
+                    i += 1;
+                    if c == b'"' {
+                        break;
+                    }
+                    if c == b'\\' {
+                        i += 1;
+                    }
                 }
             }
             b'[' | b'{' => {
-                if depth == 1 {
-                    any = true;
-                }
+                any |= depth == 1;
                 depth += 1;
             }
             b']' | b'}' => {
@@ -126,13 +123,9 @@ fn top_level_items(text: &str) -> Option<usize> {
                     break;
                 }
             }
-            b',' if depth == 1 => commas += 1,
-            b' ' | b'\n' | b'\t' | b'\r' | b':' | b',' => {}
-            _ => {
-                if depth == 1 {
-                    any = true;
-                }
-            }
+            b',' => commas += usize::from(depth == 1),
+            b' ' | b'\n' | b'\t' | b'\r' | b':' => {}
+            _ => any |= depth == 1,
         }
     }
     Some(if any { commas + 1 } else { 0 })
@@ -248,6 +241,42 @@ mod tests {
     }
 
     #[test]
+    fn the_string_skipping_scan_counts_as_the_byte_by_byte_one() {
+        let mut texts: Vec<String> = vec![
+            r#"["a\\",1]"#.to_owned(),
+            r#"{"k\"":[1,2],"x":"\\\""}"#.to_owned(),
+            r#"[ "", "\u0041,", [ ] , { } ]"#.to_owned(),
+            "[[[[1,2],3],4],5]".to_owned(),
+            r#"{"a":{"b":{"c":"]},"}}}"#.to_owned(),
+        ];
+        for n in 0..40u32 {
+            let items: Vec<Value> = (0..n % 7)
+                .map(|i| match (n + i) % 5 {
+                    0 => json!(format!("s{i},\"]{{\\")),
+                    1 => json!([i, {"k": [i, "x,y"]}]),
+                    2 => json!({"a\"": i, "b": [null, true]}),
+                    3 => json!(f64::from(i) / 3.0),
+                    _ => json!(null),
+                })
+                .collect();
+            texts.push(Value::Array(items.clone()).to_string());
+            let object: serde_json::Map<String, Value> = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (format!("k{i}\\"), v))
+                .collect();
+            texts.push(Value::Object(object).to_string());
+        }
+        for text in &texts {
+            assert_eq!(
+                top_level_items(text),
+                top_level_items_reference(text),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn serializes_as_the_json_it_holds() {
         let text = JsonText::from(json!({"b": 1, "a": [true, null]}));
         let wrapped = serde_json::to_string(&json!({"v": 0})).unwrap();
@@ -285,5 +314,59 @@ mod tests {
         assert!(JsonText::from_string("{".to_owned()).is_err());
         assert!(JsonText::from_string("1 2".to_owned()).is_err());
         assert_eq!(JsonText::default().as_str(), "null");
+    }
+
+    /// The scan [`top_level_items`] replaced (string and escape flags carried byte by byte): the reference it must agree
+    /// with.
+    fn top_level_items_reference(text: &str) -> Option<usize> {
+        let bytes = text.trim_start().as_bytes();
+        if !matches!(bytes.first()?, b'[' | b'{') {
+            return None;
+        }
+        let mut depth = 0usize;
+        let mut in_string = false;
+        let mut escaped = false;
+        let mut commas = 0usize;
+        let mut any = false;
+        for &b in bytes {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => {
+                    in_string = true;
+                    if depth == 1 {
+                        any = true;
+                    }
+                }
+                b'[' | b'{' => {
+                    if depth == 1 {
+                        any = true;
+                    }
+                    depth += 1;
+                }
+                b']' | b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                b',' if depth == 1 => commas += 1,
+                b' ' | b'\n' | b'\t' | b'\r' | b':' | b',' => {}
+                _ => {
+                    if depth == 1 {
+                        any = true;
+                    }
+                }
+            }
+        }
+        Some(if any { commas + 1 } else { 0 })
     }
 }
