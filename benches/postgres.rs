@@ -563,6 +563,14 @@ fn throughput(rt: &Runtime, setup: &Setup, quick: bool) {
                         .batch_execute("SELECT pg_stat_statements_reset()"),
                 )
                 .expect("reset pg_stat_statements");
+                if i == 1 && std::env::var("REFCACHE_PG_BENCH_ANALYZE").is_ok_and(|v| v == "1") {
+                    // What autovacuum's ANALYZE does during a long run (criterion's), at once.
+                    rt.block_on(setup.sql.batch_execute(&format!(
+                        "ANALYZE \"{schema}\".tasks; ANALYZE \"{schema}\".task_values; ANALYZE \"{schema}\".counters"
+                    )))
+                    .expect("ANALYZE");
+                    println!("    (ANALYZE of {schema}'s tables before this batch)");
+                }
                 let server_before = server_cpu_by_kind(&setup.server);
                 let rate = BATCH as f64 / time_batch(rt, backend).as_secs_f64();
                 let server_after = server_cpu_by_kind(&setup.server);
@@ -587,6 +595,7 @@ fn throughput(rt: &Runtime, setup: &Setup, quick: bool) {
             .collect();
         if each && !schema.is_empty() {
             println!("    {}", tables(rt, &setup.sql, schema));
+            println!("{}", plans(rt, &setup.sql, schema));
         }
         let tasks = f64::from(batches) * BATCH as f64;
         let commits_after = rt.block_on(commits_and_flushes(&setup.sql));
@@ -873,6 +882,73 @@ fn tables(rt: &Runtime, sql: &tokio_postgres::Client, schema: &str) -> String {
         })
         .collect();
     format!("tables: {}\n    indexes: {}", t.join("; "), i.join("; "))
+}
+
+/// The plans the server picks for the batched start and end of three tasks of `schema` (their text from
+/// `pg_stat_statements`, prepared here), custom and generic (`plan_cache_mode`): not run (`EXPLAIN` without
+/// `ANALYZE`), so nothing is changed.
+fn plans(rt: &Runtime, sql: &tokio_postgres::Client, schema: &str) -> String {
+    rt.block_on(async {
+        let mut out = String::new();
+        let refs: Vec<String> = match sql
+            .query(
+                &format!("SELECT ref_id FROM \"{schema}\".tasks ORDER BY seq DESC LIMIT 3"),
+                &[],
+            )
+            .await
+        {
+            Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+            Err(e) => return format!("no refs: {e}"),
+        };
+        for (name, needle) in [
+            ("start_batch", "deliveries = t.deliveries +"),
+            ("end_batch", "AS b (ref_id, status, info, record_ttl"),
+        ] {
+            let Ok(row) = sql
+                .query_one(
+                    "SELECT query FROM pg_stat_statements WHERE query LIKE '%' || $1 || '%' AND query LIKE '%' || $2 || '%' LIMIT 1",
+                    &[&needle, &format!("\"{schema}\"")],
+                )
+                .await
+            else {
+                out.push_str(&format!("    {name}: not in pg_stat_statements\n"));
+                continue;
+            };
+            let query: String = row.get(0);
+            let _ = sql.batch_execute("DEALLOCATE ALL").await;
+            if let Err(e) = sql.batch_execute(&format!("PREPARE p AS {query}")).await {
+                out.push_str(&format!("    {name}: cannot prepare: {e}\n"));
+                continue;
+            }
+            let arr = |v: &str| format!("ARRAY[{}]", refs.iter().map(|_| format!("'{v}'")).collect::<Vec<_>>().join(","));
+            let ids = format!("ARRAY[{}]", refs.iter().map(|r| format!("'{r}'")).collect::<Vec<_>>().join(","));
+            let args = if name == "start_batch" {
+                format!("{ids}, {}, 'nobody', 1000, 3, 0", arr("{}"))
+            } else {
+                format!(
+                    "{ids}, {}, {}, ARRAY[1000,1000,1000]::bigint[], {}, {}, ARRAY[1000,1000,1000]::bigint[], 'nobody'",
+                    arr("complete"),
+                    arr("{}"),
+                    arr("1"),
+                    arr("{}")
+                )
+            };
+            for mode in ["force_custom_plan", "force_generic_plan"] {
+                let _ = sql.batch_execute(&format!("SET plan_cache_mode = {mode}")).await;
+                match sql.query(&format!("EXPLAIN EXECUTE p({args})"), &[]).await {
+                    Ok(rows) => {
+                        out.push_str(&format!("    {name} ({mode}):\n"));
+                        for r in rows {
+                            out.push_str(&format!("      {}\n", r.get::<_, &str>(0)));
+                        }
+                    }
+                    Err(e) => out.push_str(&format!("    {name} ({mode}): {e}\n")),
+                }
+            }
+            let _ = sql.batch_execute("RESET plan_cache_mode; DEALLOCATE ALL").await;
+        }
+        out
+    })
 }
 
 criterion_group!(benches, bench);
