@@ -142,37 +142,30 @@ impl RefCache {
             .async_timeout
             .or(meta.async_timeout())
             .map(|t| tokio::time::Instant::now() + t);
-        // Over the owner's cap, refused before anything is submitted; a place taken is held while the task runs,
-        // and through the submission (which may start the task and still fail to answer).
+        // Over the owner's cap, refused before anything is submitted; a place taken is held while the task runs.
         let place = match &self.inner.owner_cap {
-            Some(cap) => Some(
-                cap.take(&scope.actor().to_string())?
-                    .submitting(backend.clone(), spec.ref_id.clone()),
-            ),
+            Some(cap) => Some(cap.take(&scope.actor().to_string())?),
             None => None,
         };
         let label = self.inner.backend_label;
-        let ref_id = match backend.submit(Submission::new(spec, Some(job))).await? {
+        let submission = Submission::new(spec, Some(job));
+        let submitted = match place {
+            None => backend.submit(submission).await?,
+            // The place decides on what the submission answers, even when this caller is gone by then.
+            Some(place) => place.submit(backend.clone(), submission).await?,
+        };
+        let ref_id = match submitted {
             Submitted::Hit(stored) => {
                 metrics::count(Event::Hit, meta.name_arc(), label);
-                if let Some(place) = place {
-                    place.started_nothing();
-                }
                 return Ok(self.answer(stored, &scope));
             }
             Submitted::Started(ref_id) => {
                 metrics::count(Event::Submitted, meta.name_arc(), label);
                 self.note_submission();
-                if let Some(place) = place {
-                    place.started(&ref_id);
-                }
                 ref_id
             }
             submitted @ Submitted::Joined(_) => {
                 metrics::count(Event::Joined, meta.name_arc(), label);
-                if let Some(place) = place {
-                    place.started_nothing();
-                }
                 submitted.ref_id().clone()
             }
         };

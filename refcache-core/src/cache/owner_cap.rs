@@ -6,17 +6,17 @@
 //! [`RefCacheError::TooManyTasks`]; a hit never counts. A started task's place is given back when the task ends
 //! (followed through [`TaskBackend::wait`]), when it is deleted, or should following it fail.
 //!
-//! A place is taken before the submission and held through it ([`Submitting`]). A submission that answers an error,
-//! or whose caller goes away before the answer, may have started its task all the same (a remote backend can start
-//! it and then fail to confirm it, or the answer can be lost), so the place then follows the submission's own ref
-//! id: given back at once when no such task exists, when it ends otherwise. Only a hit or a join gives it back at
-//! once.
+//! A place is taken before the submission, which then runs on a task of its own so that the place is decided by
+//! what the submission answers even when its caller has gone away meanwhile (a remote backend may be mid-write). An
+//! error may come from a submission that started its task all the same (a remote backend can start it and then fail
+//! to confirm it), so the place then follows the submission's own ref id: given back at once when no such task
+//! exists, when it ends otherwise. A hit or a join gives it back at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::contract::backend::TaskBackend;
-use crate::model::error::RefCacheError;
+use crate::contract::backend::{Submission, Submitted, TaskBackend};
+use crate::model::error::{BackendError, RefCacheError};
 use crate::model::ref_id::RefId;
 
 /// Tasks in flight by owner, at most `max` each.
@@ -64,20 +64,35 @@ impl OwnerCap {
     }
 }
 
-/// A place held through a submission of the task `ref_id`, until its answer says what became of it.
-pub(crate) struct Submitting {
-    place: Option<Place>,
-    backend: Arc<dyn TaskBackend>,
-    ref_id: RefId,
-}
-
 impl Place {
-    /// Holds the place through the submission of the task `ref_id` (the spec's own id).
-    pub(crate) fn submitting(self, backend: Arc<dyn TaskBackend>, ref_id: RefId) -> Submitting {
-        Submitting {
-            place: Some(self),
-            backend,
-            ref_id,
+    /// Submits `submission` from a task of its own, which keeps the place for what the submission answers, even
+    /// when the caller is gone by then (a remote backend may be mid-write): a start holds it until the task ends, a
+    /// hit or a join gives it back, and an error follows the spec's own ref id, since a backend can start a task and
+    /// then fail to answer (given back at once when no such task exists).
+    pub(crate) async fn submit(
+        self,
+        backend: Arc<dyn TaskBackend>,
+        submission: Submission,
+    ) -> Result<Submitted, BackendError> {
+        let ref_id = submission.spec.ref_id.clone();
+        let submit = async move {
+            let answer = backend.submit(submission).await;
+            match &answer {
+                Ok(Submitted::Started(started)) => self.hold_until_done(backend, started.clone()),
+                Ok(_) => drop(self),
+                Err(_) => self.hold_until_done(backend, ref_id),
+            }
+            answer
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return submit.await;
+        };
+        match runtime.spawn(submit).await {
+            Ok(answer) => answer,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => Err(BackendError::Runtime(format!(
+                "the submission's task was stopped before it answered ({error}); is the runtime shutting down?"
+            ))),
         }
     }
 
@@ -92,38 +107,6 @@ impl Place {
             let _ = backend.wait(&ref_id, None).await;
             drop(self);
         });
-    }
-}
-
-impl Submitting {
-    /// The submission started the task `ref_id`: the place is held until it ends.
-    pub(crate) fn started(mut self, ref_id: &RefId) {
-        if let Some(place) = self.place.take() {
-            place.hold_until_done(self.backend.clone(), ref_id.clone());
-        }
-    }
-
-    /// The submission started nothing (a hit or a join): the place is given back.
-    pub(crate) fn started_nothing(mut self) {
-        self.place.take();
-    }
-}
-
-impl Drop for Submitting {
-    /// No answer (an error, or the caller went away): the task may have started, so the place follows its id.
-    fn drop(&mut self) {
-        if let Some(place) = self.place.take() {
-            place.hold_until_done(self.backend.clone(), self.ref_id.clone());
-        }
-    }
-}
-
-impl std::fmt::Debug for Submitting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Submitting")
-            .field("place", &self.place)
-            .field("ref_id", &self.ref_id)
-            .finish_non_exhaustive()
     }
 }
 
@@ -170,25 +153,28 @@ mod tests {
     use crate::model::record::TaskInfo;
     use crate::model::ref_id::RefId;
 
-    /// What the submission does once the in-process backend has started the task.
+    /// How the submission answers.
     #[derive(Clone, Copy)]
-    enum AfterStart {
-        /// Answers an error, as a remote backend that started the task and then failed to confirm it.
-        Fails,
-        /// Never answers, so that its caller gives up (drops the call) mid-submission.
-        Hangs,
+    enum Answer {
+        /// Starts the task (in the in-process backend) and then answers an error, as a remote backend that started
+        /// it and then failed to confirm it.
+        FailsAfterStarting,
+        /// Starts the task only when `late` is notified, and then answers that it started: a remote backend still
+        /// mid-write when its caller gave up.
+        StartsLate,
     }
 
-    /// The in-process backend, whose `submit` starts the task and then does as `after` says.
-    struct StartsThenFails {
+    /// The in-process backend, whose `submit` answers as `answer` says.
+    struct Submits {
         inner: MemoryTaskBackend,
-        after: AfterStart,
+        answer: Answer,
+        late: Notify,
         submitted: Mutex<Vec<RefId>>,
     }
 
-    impl TaskBackend for StartsThenFails {
+    impl TaskBackend for Submits {
         fn name(&self) -> &str {
-            "starts-then-fails"
+            "submits"
         }
         fn near_cache(&self) -> Option<&ValueStore> {
             self.inner.near_cache()
@@ -201,16 +187,19 @@ mod tests {
         }
         fn submit(&self, submission: Submission) -> BoxFuture<'_, Result<Submitted, BackendError>> {
             Box::pin(async move {
+                if let Answer::StartsLate = self.answer {
+                    self.late.notified().await;
+                }
                 let submitted = self.inner.submit(submission).await?;
                 self.submitted
                     .lock()
                     .unwrap()
                     .push(submitted.ref_id().clone());
-                match self.after {
-                    AfterStart::Fails => {
+                match self.answer {
+                    Answer::FailsAfterStarting => {
                         Err(BackendError::Unavailable("the answer was lost".into()))
                     }
-                    AfterStart::Hangs => std::future::pending().await,
+                    Answer::StartsLate => Ok(submitted),
                 }
             })
         }
@@ -335,15 +324,17 @@ mod tests {
         }
     }
 
-    /// A submission that started its task and then failed to answer (an error, or its caller gone) keeps the
-    /// owner's place until that task ends: the cap still counts the running task.
+    /// A call whose submission starts its task but answers an error, or whose caller gives up before the
+    /// submission has even started the task, keeps the owner's place until that task ends: the cap still counts
+    /// the running task.
     #[tokio::test(start_paused = true)]
     async fn a_submission_that_started_its_task_but_did_not_answer_keeps_its_place_until_the_task_ends()
      {
-        for after in [AfterStart::Fails, AfterStart::Hangs] {
-            let backend = Arc::new(StartsThenFails {
+        for answer in [Answer::FailsAfterStarting, Answer::StartsLate] {
+            let backend = Arc::new(Submits {
                 inner: MemoryTaskBackend::new(MemoryBackendConfig::default()),
-                after,
+                answer,
+                late: Notify::new(),
                 submitted: Mutex::default(),
             });
             let cache = RefCache::builder()
@@ -360,34 +351,42 @@ mod tests {
                 ),
                 "the submission did not answer: {first:?}"
             );
-            let started = backend.submitted.lock().unwrap()[0].clone();
-            assert!(
-                !backend
-                    .inner
-                    .get(&started)
-                    .await
-                    .unwrap()
-                    .expect("the task")
-                    .info
-                    .status
-                    .is_terminal(),
-                "the first task runs on"
-            );
-            // The cap still counts the first task, which runs.
+            // The cap counts the first call's task: started, or about to be.
             match call(&cache, 2, &gate).await {
                 Err(RefCacheError::TooManyTasks { limit: 1, .. }) => {}
                 other => panic!("expected TooManyTasks while the first task runs, got {other:?}"),
             }
-            assert_eq!(
-                backend.submitted.lock().unwrap().len(),
-                1,
-                "nothing else was submitted"
+            if let Answer::StartsLate = answer {
+                // The caller is long gone when the submission starts the task.
+                backend.late.notify_one();
+                for _ in 0..1_000 {
+                    if !backend.submitted.lock().unwrap().is_empty() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                match call(&cache, 2, &gate).await {
+                    Err(RefCacheError::TooManyTasks { limit: 1, .. }) => {}
+                    other => panic!("expected TooManyTasks once the late task runs, got {other:?}"),
+                }
+            }
+            let started = backend.submitted.lock().unwrap().clone();
+            assert_eq!(started.len(), 1, "one task was started: {started:?}");
+            let snapshot = backend
+                .inner
+                .get(&started[0])
+                .await
+                .unwrap()
+                .expect("the task");
+            assert!(
+                !snapshot.info.status.is_terminal(),
+                "the first task runs on"
             );
             // Once it ends, the place is given back: the next call is submitted.
             gate.notify_one();
             let ended = backend
                 .inner
-                .wait(&started, None)
+                .wait(&started[0], None)
                 .await
                 .unwrap()
                 .expect("the task");
