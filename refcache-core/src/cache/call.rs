@@ -121,22 +121,21 @@ impl RefCache {
         let (args, job) = arguments.take()?;
         let backend = &self.inner.backend;
         let ref_id = RefId::generate(&self.inner.name);
-        let options = meta
-            .options()
-            .clone()
-            .ttl(Some(meta.ttl().unwrap_or(self.inner.default_ttl)))
-            .output_limit(meta.options().output_limit.or(self.inner.output_limit))
-            .session_id(scope.session().map(|s| s.id().to_owned()));
         let policy = meta.policy().map_err(|e| e.clone())?.clone();
         let namespace = scope
             .caller
             .as_ref()
             .and_then(|c| c.namespace.clone())
             .unwrap_or_else(|| meta.namespace_arc().clone());
-        let spec = TaskSpec::new(ref_id, key, meta.name_arc().clone(), namespace, args)
-            .with_options(options)
-            .with_policy(policy)
-            .with_actor(scope.caller.as_ref().map(|c| c.actor.clone()));
+        // Fields set in place, not through the by-value builders: each of those moved the whole spec (360 bytes)
+        // or options once more, on every miss.
+        let mut spec = TaskSpec::new(ref_id, key, meta.name_arc().clone(), namespace, args);
+        spec.options.clone_from(meta.options());
+        spec.options.ttl = Some(meta.ttl().unwrap_or(self.inner.default_ttl));
+        spec.options.output_limit = meta.options().output_limit.or(self.inner.output_limit);
+        spec.options.session_id = scope.session().map(|s| s.id().to_owned());
+        spec.policy = policy;
+        spec.actor = scope.caller.as_ref().map(|c| c.actor.clone());
         // The deadline is taken before submitting, so a slow submit cannot stretch the wait past `async_timeout`.
         let deadline = scope
             .async_timeout
