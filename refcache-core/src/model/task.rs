@@ -254,10 +254,34 @@ impl Serialize for Timestamp {
     }
 }
 
+/// Reads the text in place (no `String` per timestamp, #17 §3), accepting what `String` accepted (a string, or
+/// UTF-8 bytes), parsed by `humantime::parse_rfc3339_weak` as before.
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_rfc3339_weak(&text)
+        struct Text;
+
+        // The parse's own error is made outside the visitor, as it was (serde_json adds no position to it).
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Result<SystemTime, humantime::TimestampError>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(humantime::parse_rfc3339_weak(text))
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
+                match std::str::from_utf8(bytes) {
+                    Ok(text) => self.visit_str(text),
+                    Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(bytes), &self)),
+                }
+            }
+        }
+
+        deserializer
+            .deserialize_string(Text)?
             .map(Self)
             .map_err(serde::de::Error::custom)
     }
@@ -266,6 +290,57 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The deserializer before it read in place, the reference.
+    fn as_before(json: &str) -> Result<Timestamp, String> {
+        fn old<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {
+            let text = String::deserialize(deserializer)?;
+            humantime::parse_rfc3339_weak(&text)
+                .map(Timestamp)
+                .map_err(serde::de::Error::custom)
+        }
+        let mut deserializer = serde_json::Deserializer::from_str(json);
+        old(&mut deserializer)
+            .and_then(|t| deserializer.end().map(|()| t))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn timestamps_write_the_same_text_and_read_every_form_they_read() {
+        for (millis, text) in [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (1_000_000_000_000, "2001-09-09T01:46:40.000Z"),
+            (1_234_567_890_123, "2009-02-13T23:31:30.123Z"),
+        ] {
+            let at = Timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(millis));
+            assert_eq!(serde_json::to_string(&at).unwrap(), format!("\"{text}\""));
+            assert_eq!(
+                serde_json::from_str::<Timestamp>(&format!("\"{text}\"")).unwrap(),
+                at
+            );
+        }
+        for json in [
+            r#""2026-11-24T06:29:00.123Z""#,
+            r#""2026-11-24T06:29:00Z""#,
+            r#""2026-11-24 06:29:00Z""#,
+            r#""2026-11-24T06:29:00.123456789Z""#,
+            r#""2026-11-24T06:29:00""#,
+            r#""2026-11-24T06:29:00.1Z""#,
+            // Refused, with the same message:
+            r#""""#,
+            r#""yesterday""#,
+            r#""2026-13-24T06:29:00Z""#,
+            r#""2026-11-24T06:29:00+01:00""#,
+            r#""2026-11-24T06:29:00.123Zjunk""#,
+            r#"17"#,
+            r#"null"#,
+        ] {
+            let ours = serde_json::from_str::<Timestamp>(json).map_err(|e| e.to_string());
+            assert_eq!(ours, as_before(json), "{json}");
+        }
+        // Escaped text is read as its characters, as a `String` was.
+        assert!(serde_json::from_str::<Timestamp>(r#""2026-11-24T06:29:00\u002e123Z""#).is_ok());
+    }
 
     #[test]
     fn percentage_needs_a_positive_total() {
