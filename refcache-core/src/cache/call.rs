@@ -589,3 +589,290 @@ mod tests {
         );
     }
 }
+
+/// The owner cap through a call (here, not in `owner_cap.rs`, which `cache.rs` imports: a test there naming
+/// `RefCache` would make a circle).
+#[cfg(test)]
+mod owner_cap_tests {
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::Duration;
+
+    use futures::future::BoxFuture;
+    use futures::stream::BoxStream;
+    use serde_json::{Value, json};
+    use tokio::sync::Notify;
+
+    use crate::cache::RefCache;
+    use crate::cache::call::CallScope;
+    use crate::contract::backend::{
+        BackendStats, CancelOutcome, RespondOutcome, RetryOutcome, Submission, Submitted,
+        TaskBackend, TaskSnapshot,
+    };
+    use crate::contract::context::LocalJob;
+    use crate::contract::list::{TaskFilter, TaskPage};
+    use crate::contract::registry::TaskMeta;
+    use crate::contract::spec::TaskOptions;
+    use crate::contract::store::{StoredValue, ValueStore};
+    use crate::memory::backend::MemoryTaskBackend;
+    use crate::memory::config::MemoryBackendConfig;
+    use crate::model::error::{BackendError, RefCacheError};
+    use crate::model::format::AsyncResponseFormat;
+    use crate::model::json_text::JsonText;
+    use crate::model::key::CacheKey;
+    use crate::model::output::OutputChunk;
+    use crate::model::record::TaskInfo;
+    use crate::model::ref_id::RefId;
+
+    /// How the submission answers.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// Starts the task (in the in-process backend) and then answers an error, as a remote backend that started
+        /// it and then failed to confirm it.
+        FailsAfterStarting,
+        /// Starts the task only when `late` is notified, and then answers that it started: a remote backend still
+        /// mid-write when its caller gave up.
+        StartsLate,
+    }
+
+    /// The in-process backend, whose `submit` answers as `answer` says.
+    struct Submits {
+        inner: MemoryTaskBackend,
+        answer: Answer,
+        late: Notify,
+        submitted: Mutex<Vec<RefId>>,
+    }
+
+    impl TaskBackend for Submits {
+        fn name(&self) -> &str {
+            "submits"
+        }
+        fn near_cache(&self) -> Option<&ValueStore> {
+            self.inner.near_cache()
+        }
+        fn lookup<'a>(
+            &'a self,
+            key: &'a CacheKey,
+        ) -> BoxFuture<'a, Result<Option<Arc<StoredValue>>, BackendError>> {
+            self.inner.lookup(key)
+        }
+        fn submit(&self, submission: Submission) -> BoxFuture<'_, Result<Submitted, BackendError>> {
+            Box::pin(async move {
+                if let Answer::StartsLate = self.answer {
+                    self.late.notified().await;
+                }
+                let submitted = self.inner.submit(submission).await?;
+                self.submitted
+                    .lock()
+                    .unwrap()
+                    .push(submitted.ref_id().clone());
+                match self.answer {
+                    Answer::FailsAfterStarting => {
+                        Err(BackendError::Unavailable("the answer was lost".into()))
+                    }
+                    Answer::StartsLate => Ok(submitted),
+                }
+            })
+        }
+        fn get<'a>(
+            &'a self,
+            ref_id: &'a RefId,
+        ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
+            self.inner.get(ref_id)
+        }
+        fn wait<'a>(
+            &'a self,
+            ref_id: &'a RefId,
+            deadline: Option<tokio::time::Instant>,
+        ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
+            self.inner.wait(ref_id, deadline)
+        }
+        fn watch<'a>(
+            &'a self,
+            ref_id: &'a RefId,
+        ) -> BoxFuture<'a, Result<Option<tokio::sync::watch::Receiver<TaskInfo>>, BackendError>>
+        {
+            self.inner.watch(ref_id)
+        }
+        fn read_output<'a>(
+            &'a self,
+            ref_id: &'a RefId,
+            offset: u64,
+            max_bytes: usize,
+        ) -> BoxFuture<'a, Result<Option<OutputChunk>, BackendError>> {
+            self.inner.read_output(ref_id, offset, max_bytes)
+        }
+        fn follow_output<'a>(
+            &'a self,
+            ref_id: &'a RefId,
+        ) -> BoxFuture<'a, Result<Option<BoxStream<'static, ()>>, BackendError>> {
+            self.inner.follow_output(ref_id)
+        }
+        fn cancel<'a>(
+            &'a self,
+            ref_id: &'a RefId,
+        ) -> BoxFuture<'a, Result<CancelOutcome, BackendError>> {
+            self.inner.cancel(ref_id)
+        }
+        fn respond<'a>(
+            &'a self,
+            ref_id: &'a RefId,
+            key: &'a str,
+            answer: Value,
+        ) -> BoxFuture<'a, Result<RespondOutcome, BackendError>> {
+            self.inner.respond(ref_id, key, answer)
+        }
+        fn delete<'a>(&'a self, ref_id: &'a RefId) -> BoxFuture<'a, Result<bool, BackendError>> {
+            self.inner.delete(ref_id)
+        }
+        fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<TaskPage, BackendError>> {
+            self.inner.list(filter)
+        }
+        fn retry<'a>(
+            &'a self,
+            ref_id: &'a RefId,
+        ) -> BoxFuture<'a, Result<RetryOutcome, BackendError>> {
+            self.inner.retry(ref_id)
+        }
+        fn end_session<'a>(
+            &'a self,
+            session_id: &'a str,
+        ) -> BoxFuture<'a, Result<usize, BackendError>> {
+            self.inner.end_session(session_id)
+        }
+        fn cleanup(&self, max_age: Duration) -> BoxFuture<'_, Result<usize, BackendError>> {
+            self.inner.cleanup(max_age)
+        }
+        fn stats(&self) -> BoxFuture<'_, Result<BackendStats, BackendError>> {
+            self.inner.stats()
+        }
+        fn shutdown(&self, deadline: Duration) -> BoxFuture<'_, Result<(), BackendError>> {
+            self.inner.shutdown(deadline)
+        }
+    }
+
+    fn meta() -> &'static TaskMeta {
+        static META: OnceLock<TaskMeta> = OnceLock::new();
+        META.get_or_init(|| {
+            TaskMeta::new(
+                "tests::owner_cap".to_owned(),
+                "public",
+                TaskOptions::default(),
+                Some(Duration::from_secs(30)),
+                AsyncResponseFormat::default(),
+                "serde_json::Value",
+                None,
+                || None,
+            )
+        })
+    }
+
+    /// A job that runs until `gate` is notified.
+    fn gated(gate: Arc<Notify>) -> LocalJob {
+        Arc::new(move |args: Value, _ctx| {
+            let gate = gate.clone();
+            Box::pin(async move {
+                gate.notified().await;
+                Ok(JsonText::from(args))
+            })
+        })
+    }
+
+    /// One call of `n` through `cache`, given up after a minute of the (paused) clock.
+    async fn call(cache: &RefCache, n: u32, gate: &Arc<Notify>) -> Result<(), RefCacheError> {
+        let args = json!({ "n": n });
+        let key = CacheKey::from_json(meta().name(), "public", &args).expect("a key");
+        let job = gated(gate.clone());
+        let scope = CallScope::capture(meta()).expect("a scope");
+        match tokio::time::timeout(
+            Duration::from_secs(60),
+            cache.call(meta(), key, scope, move || Ok((args, job))),
+        )
+        .await
+        {
+            Ok(answer) => answer.map(drop),
+            Err(_) => Err(RefCacheError::NotFound),
+        }
+    }
+
+    /// A call whose submission starts its task but answers an error, or whose caller gives up before the
+    /// submission has even started the task, keeps the owner's place until that task ends: the cap still counts
+    /// the running task.
+    #[tokio::test(start_paused = true)]
+    async fn a_submission_that_started_its_task_but_did_not_answer_keeps_its_place_until_the_task_ends()
+     {
+        for answer in [Answer::FailsAfterStarting, Answer::StartsLate] {
+            let backend = Arc::new(Submits {
+                inner: MemoryTaskBackend::new(MemoryBackendConfig::default()),
+                answer,
+                late: Notify::new(),
+                submitted: Mutex::default(),
+            });
+            let cache = RefCache::builder()
+                .max_tasks_per_owner(Some(1))
+                .backend(backend.clone())
+                .expect("a cache");
+            let gate = Arc::new(Notify::new());
+            let first = call(&cache, 1, &gate).await;
+            assert!(
+                matches!(
+                    first,
+                    Err(RefCacheError::Backend(BackendError::Unavailable(_))
+                        | RefCacheError::NotFound)
+                ),
+                "the submission did not answer: {first:?}"
+            );
+            // The cap counts the first call's task: started, or about to be.
+            match call(&cache, 2, &gate).await {
+                Err(RefCacheError::TooManyTasks { limit: 1, .. }) => {}
+                other => panic!("expected TooManyTasks while the first task runs, got {other:?}"),
+            }
+            if let Answer::StartsLate = answer {
+                // The caller is long gone when the submission starts the task.
+                backend.late.notify_one();
+                for _ in 0..1_000 {
+                    if !backend.submitted.lock().unwrap().is_empty() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                match call(&cache, 2, &gate).await {
+                    Err(RefCacheError::TooManyTasks { limit: 1, .. }) => {}
+                    other => panic!("expected TooManyTasks once the late task runs, got {other:?}"),
+                }
+            }
+            let started = backend.submitted.lock().unwrap().clone();
+            assert_eq!(started.len(), 1, "one task was started: {started:?}");
+            let snapshot = backend
+                .inner
+                .get(&started[0])
+                .await
+                .unwrap()
+                .expect("the task");
+            assert!(
+                !snapshot.info.status.is_terminal(),
+                "the first task runs on"
+            );
+            // Once it ends, the place is given back: the next call is submitted.
+            gate.notify_one();
+            let ended = backend
+                .inner
+                .wait(&started[0], None)
+                .await
+                .unwrap()
+                .expect("the task");
+            assert!(ended.info.status.is_terminal());
+            let mut submitted = false;
+            for _ in 0..1_000 {
+                tokio::task::yield_now().await;
+                if !matches!(
+                    call(&cache, 3, &gate).await,
+                    Err(RefCacheError::TooManyTasks { .. })
+                ) {
+                    submitted = true;
+                    break;
+                }
+            }
+            assert!(submitted, "the place was given back once the task ended");
+        }
+    }
+}
