@@ -155,7 +155,10 @@ impl RefCacheBuilder {
     /// start one more is refused before it is submitted, with
     /// [`RefCacheError::TooManyTasks`](crate::RefCacheError::TooManyTasks), which names the cap; a hit, or a call
     /// that joins a task in flight, starts nothing, but is refused too while the owner is at the cap. Calls made
-    /// outside any actor scope count as the anonymous user's.
+    /// outside any actor scope count as the anonymous user's. A task counts from its submission until it ends,
+    /// also when the call's submission answers an error or the caller goes away before it answers (a remote
+    /// backend may have started the task all the same); with a cap set, the submission runs on a task of its own
+    /// for that reason.
     pub fn max_tasks_per_owner(mut self, cap: Option<usize>) -> Self {
         self.max_tasks_per_owner = cap;
         self
