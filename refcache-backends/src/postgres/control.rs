@@ -157,13 +157,23 @@ impl Inner {
                 let rows = self
                     .query(&self.sql.in_flight, &[&spec.key.to_hex()])
                     .await?;
-                match rows.first() {
+                let running = match rows.first() {
                     Some(row) => RefId::parse(row.get::<_, &str>(0))
-                        .map(RetryOutcome::AlreadyRunning)
-                        .map_err(|e| self.corrupt("in-flight task", e)),
-                    None => Err(BackendError::Other(format!(
-                        "could not retry {ref_id}: the same call was in flight and has just ended; retry again"
-                    ))),
+                        .map_err(|e| self.corrupt("in-flight task", e))?,
+                    None => {
+                        return Err(BackendError::Other(format!(
+                            "could not retry {ref_id}: the same call was in flight and has just ended; retry again"
+                        )));
+                    }
+                };
+                // Its submission may not be durable yet (an insert commits asynchronously until its `submit`
+                // answers): the ref goes to the caller only once a durable commit has seen its row.
+                if self.confirm_row(&running).await? {
+                    Ok(RetryOutcome::AlreadyRunning(running))
+                } else {
+                    Err(BackendError::Other(format!(
+                        "could not retry {ref_id}: the same call was in flight and is gone now; retry again"
+                    )))
                 }
             }
             Err(fail) => Err(self.failed(fail)),

@@ -163,11 +163,13 @@ impl Inner {
                         break;
                     }
                     follower.rx().borrow_and_update();
-                    // A hint is only a hint: the row decides.
-                    if let Some(row) = self.read_row(ref_id).await?
-                        && parse_status(&row.status).is_some_and(TaskStatus::is_terminal)
-                    {
-                        return Ok(());
+                    // A hint is only a hint: the row decides. A read that fails leaves it to the confirmation.
+                    match self.read_row(ref_id).await {
+                        Ok(Some(row)) if parse_status(&row.status).is_some_and(TaskStatus::is_terminal) => {
+                            return Ok(());
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
                     }
                 }
             }
@@ -176,7 +178,9 @@ impl Inner {
             return Ok(());
         }
         Err(BackendError::Unavailable(format!(
-            "the submission of {ref_id} was lost: Postgres at {} restarted before it was made durable, or the task              was deleted meanwhile; call again",
+            "the submission of {ref_id} is gone before it was confirmed durable: Postgres at {} restarted before \
+             any flush covered it (call again), or the task was deleted meanwhile (by `delete`, `end_session` or \
+             `cleanup`; then nothing is to be run again)",
             self.url()
         )))
     }
