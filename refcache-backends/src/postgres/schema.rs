@@ -391,7 +391,8 @@ impl Sql {
                     ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + EXCLUDED.n)
                 SELECT ref_id, deliveries FROM u"),
             start_refused: sub("SELECT status, owner, deliveries FROM {s}.tasks WHERE ref_id = $1"),
-            // $1 owner, $2 lease ms, $3 refs.
+            // $1 owner, $2 lease ms, $3 refs. Answers the refs renewed: a held task missing from them is finished,
+            // taken over, or gone (deleted, or its submission lost to a crash), and stops here.
             // The rows are locked in ref order, as `start_batch` and `end_batch` lock them, and waited for, never
             // skipped: a task that reports progress or writes output all the time has its row locked most of the
             // time (a progress `transition` until its flush; the output insert's foreign-key check), and skipping
@@ -403,7 +404,8 @@ impl Sql {
                     WHERE owner = $1 AND ref_id = ANY($3::text[])
                     ORDER BY ref_id FOR NO KEY UPDATE)
                 UPDATE {s}.tasks t SET lease_until = now() + $2::bigint * interval '1 millisecond'
-                FROM l WHERE t.ref_id = l.ref_id AND t.owner = $1 AND t.status NOT IN {finished}"),
+                FROM l WHERE t.ref_id = l.ref_id AND t.owner = $1 AND t.status NOT IN {finished}
+                RETURNING t.ref_id"),
             // $1 owner, $2 how many, $3 lease ms.
             fetch: sub("WITH picked AS (
                     SELECT ref_id FROM {s}.tasks

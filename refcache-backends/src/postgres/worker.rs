@@ -200,13 +200,22 @@ impl Inner {
         self.execute(&sql.gauge, &[&consumer, &running, &capacity])
             .await?;
         if held > 0 {
-            let refs: Vec<String> = self
-                .held_refs()
+            let held = self.held_refs();
+            let refs: Vec<&str> = held.iter().map(RefId::as_str).collect();
+            let renewed: std::collections::HashSet<String> = self
+                .query(&sql.renew, &[&consumer, &lease, &refs])
+                .await?
                 .iter()
-                .map(|r| r.as_str().to_owned())
+                .map(|r| r.get(0))
                 .collect();
-            self.execute(&sql.renew, &[&consumer, &lease, &refs])
-                .await?;
+            // Not renewed: its row is finished, owned by another process, or gone (deleted without a hint heard,
+            // or a submission lost to a crash): it stops here, so that it never runs beside a new execution for
+            // longer than this period.
+            for ref_id in &held {
+                if !renewed.contains(ref_id.as_str()) {
+                    self.stop_held(ref_id);
+                }
+            }
         }
         if self.config.mode == Mode::Workers && self.consumes && !self.consuming.is_cancelled() {
             let room = (self.config.max_workers + self.config.prefetch)
