@@ -605,8 +605,9 @@ async fn a_task_cancelled_before_its_submitter_holds_it_does_not_run() {
         proxy.sent_event(&event)
     })
     .await;
-    // Wide: the submitter's listener takes the event off its socket (nothing else runs on this runtime).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wide: the submitter's listener takes the event off its socket (nothing else runs on this runtime). Nothing
+    // shows that it has, so this is a margin: 3 s, for a loaded 2-core machine (the task must not be held first).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     proxy.hold.store(false, Ordering::SeqCst);
     assert!(matches!(
         submitting.await.unwrap().unwrap(),
