@@ -370,7 +370,8 @@ mod tests {
     use crate::model::key::CacheKey;
     use crate::model::task::TaskError;
 
-    fn meta() -> &'static TaskMeta {
+    /// A registered task's metadata for the tests here (the owner cap's too).
+    pub(super) fn meta() -> &'static TaskMeta {
         static META: OnceLock<TaskMeta> = OnceLock::new();
         META.get_or_init(|| {
             TaskMeta::new(
@@ -594,7 +595,7 @@ mod tests {
 /// `RefCache` would make a circle).
 #[cfg(test)]
 mod owner_cap_tests {
-    use std::sync::{Arc, Mutex, OnceLock};
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use futures::future::BoxFuture;
@@ -604,19 +605,17 @@ mod owner_cap_tests {
 
     use crate::cache::RefCache;
     use crate::cache::call::CallScope;
+    use crate::cache::call::tests::meta;
     use crate::contract::backend::{
         BackendStats, CancelOutcome, RespondOutcome, RetryOutcome, Submission, Submitted,
         TaskBackend, TaskSnapshot,
     };
     use crate::contract::context::LocalJob;
     use crate::contract::list::{TaskFilter, TaskPage};
-    use crate::contract::registry::TaskMeta;
-    use crate::contract::spec::TaskOptions;
     use crate::contract::store::{StoredValue, ValueStore};
     use crate::memory::backend::MemoryTaskBackend;
     use crate::memory::config::MemoryBackendConfig;
     use crate::model::error::{BackendError, RefCacheError};
-    use crate::model::format::AsyncResponseFormat;
     use crate::model::json_text::JsonText;
     use crate::model::key::CacheKey;
     use crate::model::output::OutputChunk;
@@ -748,22 +747,6 @@ mod owner_cap_tests {
         fn shutdown(&self, deadline: Duration) -> BoxFuture<'_, Result<(), BackendError>> {
             self.inner.shutdown(deadline)
         }
-    }
-
-    fn meta() -> &'static TaskMeta {
-        static META: OnceLock<TaskMeta> = OnceLock::new();
-        META.get_or_init(|| {
-            TaskMeta::new(
-                "tests::owner_cap".to_owned(),
-                "public",
-                TaskOptions::default(),
-                Some(Duration::from_secs(30)),
-                AsyncResponseFormat::default(),
-                "serde_json::Value",
-                None,
-                || None,
-            )
-        })
     }
 
     /// A job that runs until `gate` is notified.
