@@ -18,6 +18,7 @@ pub use crate::global::default_cache;
 pub use crate::model::key::KeyBuilder;
 
 use crate::cache::RefCache;
+use crate::cache::call::Prepare;
 use crate::cache::response::CachedResponse;
 use crate::contract::context::LocalJob;
 use crate::model::error::{BackendError, RefCacheError};
@@ -262,6 +263,17 @@ pub async fn call_outside_runtime<F>(
 where
     F: FnOnce() -> Result<(Value, LocalJob), RefCacheError> + Send + 'static,
 {
+    // Boxed, so that the spawned task below is one type for every `#[cached]` function.
+    outside_runtime(cache, meta, key, scope, Box::new(prepare)).await
+}
+
+async fn outside_runtime(
+    cache: &RefCache,
+    meta: &'static TaskMeta,
+    key: CacheKey,
+    scope: CallScope,
+    prepare: Prepare<'static>,
+) -> Result<CachedResponse, RefCacheError> {
     let handle = cache.runtime()?;
     let cache = cache.clone();
     handle
@@ -287,6 +299,16 @@ pub fn call_blocking<F>(
 where
     F: FnOnce() -> Result<(Value, LocalJob), RefCacheError> + Send + 'static,
 {
+    blocking(cache, meta, key, scope, Box::new(prepare))
+}
+
+fn blocking(
+    cache: &RefCache,
+    meta: &'static TaskMeta,
+    key: CacheKey,
+    scope: CallScope,
+    prepare: Prepare<'static>,
+) -> Result<CachedResponse, RefCacheError> {
     let handle = cache.runtime()?;
     let cache = cache.clone();
     let (tx, rx) = std::sync::mpsc::sync_channel(1);

@@ -31,7 +31,7 @@ impl RefCache {
     /// `prepare` builds the JSON arguments and the job; it runs only on a miss (or first, when the arguments may
     /// hold references to resolve).
     #[doc(hidden)]
-    pub async fn call<F>(
+    pub async fn call<'p, F>(
         &self,
         meta: &'static TaskMeta,
         key: CacheKey,
@@ -39,7 +39,7 @@ impl RefCache {
         prepare: F,
     ) -> Result<CachedResponse, RefCacheError>
     where
-        F: FnOnce() -> Result<(Value, LocalJob), RefCacheError>,
+        F: FnOnce() -> Result<(Value, LocalJob), RefCacheError> + Send + 'p,
     {
         if !scope.access.can_see() {
             return Err(self.call_denied(meta, &scope));
@@ -56,6 +56,10 @@ impl RefCache {
         // Everything else lives in its own boxed future, so that the hit path's future stays small.
         #[cfg(feature = "metrics")]
         let started = std::time::Instant::now();
+        // `prepare` is boxed here, past the hit path, so that the miss flow below is compiled once, not once per
+        // `#[cached]` function (each closure is a type of its own): a third of a test binary's functions were
+        // copies of it.
+        let prepare: Prepare<'p> = Box::new(prepare);
         let response = Box::pin(self.beyond_near_cache(meta, key, scope, prepare)).await;
         #[cfg(feature = "metrics")]
         metrics::seconds(
@@ -67,16 +71,13 @@ impl RefCache {
         response
     }
 
-    async fn beyond_near_cache<F>(
+    async fn beyond_near_cache(
         &self,
         meta: &'static TaskMeta,
         mut key: CacheKey,
         scope: CallScope,
-        prepare: F,
-    ) -> Result<CachedResponse, RefCacheError>
-    where
-        F: FnOnce() -> Result<(Value, LocalJob), RefCacheError>,
-    {
+        prepare: Prepare<'_>,
+    ) -> Result<CachedResponse, RefCacheError> {
         let mut arguments = Arguments::Lazy(prepare);
         if scope.refs {
             // The arguments may hold references: resolve them, and key the call by the resolved arguments.
@@ -150,8 +151,9 @@ impl RefCache {
         let submission = Submission::new(spec, Some(job));
         let submitted = match place {
             None => backend.submit(submission).await?,
-            // The place decides on what the submission answers, even when this caller is gone by then.
-            Some(place) => place.submit(backend.clone(), submission).await?,
+            // The place decides on what the submission answers, even when this caller is gone by then. Boxed:
+            // the cap's path must not grow every miss's future.
+            Some(place) => Box::pin(place.submit(backend.clone(), submission)).await?,
         };
         let ref_id = match submitted {
             Submitted::Hit(stored) => {
@@ -208,12 +210,16 @@ impl RefCache {
 }
 
 /// A call's JSON arguments and job: prepared on first need (a miss, or arguments that may hold references).
-enum Arguments<F> {
-    Lazy(F),
+/// What builds a call's JSON arguments and its job: the `prepare` closure of a `#[cached]` function, boxed.
+pub(crate) type Prepare<'a> =
+    Box<dyn FnOnce() -> Result<(Value, LocalJob), RefCacheError> + Send + 'a>;
+
+enum Arguments<'a> {
+    Lazy(Prepare<'a>),
     Ready(Value, LocalJob),
 }
 
-impl<F: FnOnce() -> Result<(Value, LocalJob), RefCacheError>> Arguments<F> {
+impl Arguments<'_> {
     fn take(self) -> Result<(Value, LocalJob), RefCacheError> {
         match self {
             Self::Lazy(prepare) => prepare(),
