@@ -158,7 +158,10 @@ impl RefCacheBuilder {
     /// outside any actor scope count as the anonymous user's. A task counts from its submission until it ends,
     /// also when the call's submission answers an error or the caller goes away before it answers (a remote
     /// backend may have started the task all the same); with a cap set, the submission runs on a task of its own
-    /// for that reason.
+    /// for that reason. After such an error the place is held only while the backend can say within 10 s that the
+    /// task is in flight (then until it ends): during an outage it is given back, so the owner's next call meets
+    /// the backend's error rather than the cap. An error that says nothing started (`QueueFull`, `ShuttingDown`)
+    /// gives it back at once.
     pub fn max_tasks_per_owner(mut self, cap: Option<usize>) -> Self {
         self.max_tasks_per_owner = cap;
         self

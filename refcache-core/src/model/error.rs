@@ -217,13 +217,14 @@ pub enum BackendError {
     /// The backend's server cannot be reached. Calls and polls fail with this until it returns.
     #[error("task backend unavailable: {0}")]
     Unavailable(String),
-    /// The queue is at `max_queued`; the submission was refused rather than grow memory.
+    /// The queue is at `max_queued`; the submission was refused rather than grow memory. A backend answers it only
+    /// when the submission started nothing (the owner cap relies on it).
     #[error("task queue is full ({max_queued} tasks waiting); retry later or raise `max_queued`")]
     QueueFull {
         /// The configured bound.
         max_queued: usize,
     },
-    /// The backend is shutting down and takes no new work.
+    /// The backend is shutting down and takes no new work. A submission answered this started nothing.
     #[error("task backend is shutting down and accepts no new work")]
     ShuttingDown,
     /// A list cursor that this backend did not hand out.
