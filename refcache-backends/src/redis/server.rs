@@ -106,12 +106,15 @@ impl RedisServerOptions {
 }
 
 /// A `redis-server` child process on a free loopback port, with its own data directory. Killed, and its directory
-/// removed, on drop.
+/// removed, on drop, and also when this process ends without dropping it (a `static` server is never dropped; a
+/// test binary may be killed): a watchdog process then kills it (see [`Watchdog`]).
 ///
 /// The binary is `REFCACHE_REDIS_SERVER`, else `redis-server` on the `PATH`.
 #[derive(Debug)]
 pub struct RedisServer {
     child: Option<Child>,
+    /// The running child's watchdog (one per child: a restart makes a new process).
+    watchdog: Option<Watchdog>,
     port: u16,
     tls_port: u16,
     dir: PathBuf,
@@ -135,6 +138,7 @@ impl RedisServer {
         std::fs::create_dir_all(&dir)?;
         let mut server = Self {
             child: None,
+            watchdog: None,
             port: 0,
             tls_port: 0,
             dir,
@@ -174,6 +178,11 @@ impl RedisServer {
             .map(|_| format!("rediss://127.0.0.1:{}/0", self.tls_port))
     }
 
+    /// The server's process id, while it runs (for measuring its CPU time, or checking that it is gone).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is running.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -184,7 +193,12 @@ impl RedisServer {
     /// Kills it with SIGKILL (a crash: nothing is flushed beyond what AOF already wrote), and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // Killed before the watchdog is disarmed, and reaped after: the pid stays this server's (a zombie) until
+            // the watchdog can no longer kill it, and an exit of this process in between still stops the server.
             let _ = child.kill();
+            if let Some(watchdog) = self.watchdog.take() {
+                watchdog.disarm();
+            }
             let _ = child.wait();
         }
     }
@@ -237,6 +251,15 @@ impl RedisServer {
         let child = command
             .spawn()
             .map_err(|source| RedisServerError::NotInstalled { binary, source })?;
+        match Watchdog::arm(child.id(), &self.dir) {
+            Ok(watchdog) => self.watchdog = Some(watchdog),
+            Err(e) => {
+                let mut child = child;
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(RedisServerError::Io(e));
+            }
+        }
         self.child = Some(child);
         let start = Instant::now();
         loop {
@@ -244,7 +267,7 @@ impl RedisServer {
                 return Ok(());
             }
             if !self.is_running() {
-                self.child = None;
+                self.kill();
                 return Err(RedisServerError::NotReady {
                     port: self.port,
                     timeout: START_TIMEOUT,
@@ -268,6 +291,55 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `sh` that reads its stdin, whose write end only this process holds: at end of input (this process has ended,
+/// however it ended, and the kernel closed the pipe) it kills the server and removes the server's directory; a line
+/// instead ([`Watchdog::disarm`], on a kill or restart by this process) makes it exit and do nothing.
+///
+/// Not `PR_SET_PDEATHSIG`: that signal follows the *thread* that spawned the child, and each test runs on a thread
+/// of its own that ends with the test, so a server shared in a `static` would be killed under the other tests. This
+/// is the Postgres test server's watchdog (`postgres/server.rs`), with a kill by pid instead of `pg_ctl stop`: the
+/// pid cannot name another process while this one lives, since this process reaps the server only after disarming.
+#[derive(Debug)]
+struct Watchdog {
+    process: Child,
+    stdin: std::process::ChildStdin,
+}
+
+impl Watchdog {
+    fn arm(pid: u32, dir: &std::path::Path) -> std::io::Result<Self> {
+        // `kill 0` would be the whole process group.
+        if pid == 0 {
+            return Err(std::io::Error::other("no process to watch (pid 0)"));
+        }
+        // The directory is quoted for `sh`; ours never holds a quote, but a TMPDIR could.
+        let dir = dir.display().to_string().replace('\'', r"'\''");
+        let script = format!("read -r line || {{ kill -KILL {pid}; rm -rf '{dir}'; }}");
+        let mut process = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let Some(stdin) = process.stdin.take() else {
+            let _ = process.kill();
+            let _ = process.wait();
+            return Err(std::io::Error::other("the watchdog has no stdin"));
+        };
+        Ok(Self { process, stdin })
+    }
+
+    /// Tells the watchdog to exit without touching the server, and reaps it.
+    fn disarm(self) {
+        let Self {
+            mut process,
+            mut stdin,
+        } = self;
+        let _ = stdin.write_all(b"disarm\n");
+        drop(stdin);
+        let _ = process.wait();
     }
 }
 
