@@ -416,17 +416,24 @@ mod tests {
     }
 
     /// Everything a caller and a poller can see of each kind of call, made twice, with the ref ids and clock
-    /// readings taken out; and in which task each job ran.
+    /// readings taken out; and in which task each job ran. Per call: the response, the record, a poll, the output,
+    /// a cancel (of a task that is over), whether the task can still be watched, and whether a follower of
+    /// submissions was told; then the list of records, the stats, and, after more calls than the history keeps,
+    /// which of the calls' references still answer and how many values the store holds (the eviction).
     async fn observe(inline: bool) -> (Value, Vec<(&'static str, bool)>) {
-        let backend = Arc::new(MemoryTaskBackend::with_first_poll_inline(
-            MemoryBackendConfig::default(),
-            inline,
-        ));
+        use futures::{FutureExt, StreamExt};
+        let config = MemoryBackendConfig {
+            max_task_records: RECORDS,
+            ..MemoryBackendConfig::default()
+        };
+        let backend = Arc::new(MemoryTaskBackend::with_first_poll_inline(config, inline));
         let cache = RefCache::builder()
             .backend(backend.clone())
             .expect("a cache");
+        let mut followed = cache.follow_submissions();
         let ran: Ran = Arc::default();
         let mut seen = Vec::new();
+        let mut refs = Vec::new();
         for how in ["at once", "yields", "fails"] {
             let args = json!({ "how": how });
             let key = CacheKey::from_json(meta().name(), "public", &args).expect("a key");
@@ -439,6 +446,7 @@ mod tests {
                     .await
                     .expect("a call");
                 let ref_id = response.ref_id().clone();
+                let told = followed.next().now_or_never().is_some();
                 let info = cache.task_info(ref_id.as_str()).await.expect("a record");
                 let polled = cache
                     .get_cached_result(ref_id.as_str())
@@ -448,20 +456,59 @@ mod tests {
                     .read_output(&ref_id, 0, 1 << 20)
                     .await
                     .expect("output");
+                let cancelled = cache.cancel_task(ref_id.as_str()).await.expect("a cancel");
+                let watched = backend.watch(&ref_id).await.expect("a watch").is_some();
                 let seen = json!({
                     "response": response.to_json(),
                     "info": serde_json::to_value(&info).expect("JSON"),
                     "polled": polled.to_json(),
                     "output": serde_json::to_value(&output).expect("JSON"),
+                    "cancelled": format!("{cancelled:?}"),
+                    "watched": watched,
+                    "told": told,
                 });
                 calls.push(without(seen, ref_id.as_str()));
+                refs.push(ref_id);
             }
             seen.push(json!({ how: calls }));
         }
+        let listed = cache
+            .list_tasks(crate::contract::list::TaskFilter::all())
+            .await
+            .expect("a list");
+        let mut listed: Vec<Value> = listed
+            .tasks
+            .iter()
+            .map(|info| {
+                let info = serde_json::to_value(info).expect("JSON");
+                refs.iter()
+                    .fold(info, |info, ref_id| without(info, ref_id.as_str()))
+            })
+            .collect();
+        listed.sort_by_key(Value::to_string);
+        seen.push(Value::Array(listed));
         let mut stats = cache.stats().await.expect("stats");
         // The store weighs values with a hasher seeded per process; the bytes are compared apart.
         stats.value_bytes = 0;
         seen.push(serde_json::to_value(&stats).expect("JSON"));
+        // More calls than the history keeps records: the oldest go, with their values.
+        for n in 0..RECORDS {
+            let args = json!({ "n": n });
+            let key = CacheKey::from_json(meta().name(), "public", &args).expect("a key");
+            let job = job("at once", ran.clone());
+            let scope = CallScope::capture(meta()).expect("a scope");
+            let response = cache
+                .call(meta(), key, scope, move || Ok((args, job)))
+                .await
+                .expect("a call");
+            refs.push(response.ref_id().clone());
+        }
+        let mut answered = Vec::new();
+        for ref_id in &refs {
+            answered.push(cache.task_info(ref_id.as_str()).await.is_ok());
+        }
+        let (values, _) = backend.store().usage().await;
+        seen.push(json!({ "answered": answered, "values": values }));
         let caller = tokio::task::try_id();
         let ran = ran
             .lock()
@@ -471,6 +518,9 @@ mod tests {
             .collect();
         (Value::Array(seen), ran)
     }
+
+    /// The records the backend of [`observe`] keeps.
+    const RECORDS: u64 = 4;
 
     /// `value` with `ref_id` replaced and every clock reading (`*_at`, retry timestamps) nulled.
     fn without(value: Value, ref_id: &str) -> Value {
@@ -576,7 +626,8 @@ mod tests {
         let (slow, slow_ran) = tokio::spawn(observe(false)).await.expect("the slow run");
         assert_eq!(fast, slow, "the two paths answer differently");
         // Both ran each job once per execution: a hit runs nothing; a failed call runs again.
-        let order = ["at once", "yields", "fails", "fails"];
+        let mut order = vec!["at once", "yields", "fails", "fails"];
+        order.extend(["at once"; RECORDS as usize]);
         assert_eq!(
             fast_ran.iter().map(|(how, _)| *how).collect::<Vec<_>>(),
             order

@@ -65,6 +65,21 @@ pub trait TaskHooks: Send + Sync {
     fn backend_name(&self) -> &'static str {
         "other"
     }
+    /// The task's cancellation token, made on first need (by a cancel, or by whoever waits for one), for a backend
+    /// that makes it lazily: most tasks are never cancelled, and a token is an allocation, with a lock of its tree
+    /// node for every clone and drop. `None` (the default): the backend hands each context its token.
+    fn cancellation(&self) -> Option<&OnceLock<CancellationToken>> {
+        None
+    }
+}
+
+/// Where a context's cancellation comes from.
+#[derive(Clone)]
+enum Cancel {
+    /// A token it was given.
+    Token(CancellationToken),
+    /// The task's own, made on first need by its hooks ([`TaskHooks::cancellation`]).
+    Lazy,
 }
 
 /// The handle a running task receives: progress, partial results and cancellation.
@@ -88,7 +103,7 @@ pub struct TaskContext {
 struct ContextInner {
     ref_id: Option<RefId>,
     hooks: Option<Arc<dyn TaskHooks>>,
-    cancel: CancellationToken,
+    cancel: Cancel,
     actor: Option<Actor>,
     /// Questions asked so far by this context, for keys unique over the task's life. Made at the first question
     /// (or when [`TaskContext::with_actor`] shares it): most tasks ask none, and every attempt makes a context.
@@ -180,7 +195,7 @@ impl TaskContext {
             inner: Arc::new(ContextInner {
                 ref_id: Some(ref_id),
                 hooks: Some(hooks),
-                cancel,
+                cancel: Cancel::Token(cancel),
                 actor: None,
                 asked: OnceLock::new(),
             }),
@@ -199,10 +214,42 @@ impl TaskContext {
             inner: Arc::new(ContextInner {
                 ref_id: Some(ref_id),
                 hooks: Some(hooks),
-                cancel,
+                cancel: Cancel::Token(cancel),
                 actor,
                 asked: OnceLock::new(),
             }),
+        }
+    }
+
+    /// [`for_task`](Self::for_task), cancelled through the task's own token, which `hooks` makes on first need
+    /// ([`TaskHooks::cancellation`]; hooks that keep none would never cancel it, so only for hooks that do).
+    pub(crate) fn for_task_lazily(
+        ref_id: RefId,
+        hooks: Arc<dyn TaskHooks>,
+        actor: Option<Actor>,
+    ) -> Self {
+        debug_assert!(hooks.cancellation().is_some(), "hooks without a token");
+        Self {
+            inner: Arc::new(ContextInner {
+                ref_id: Some(ref_id),
+                hooks: Some(hooks),
+                cancel: Cancel::Lazy,
+                actor,
+                asked: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The cancellation token, made now if it is the task's and nobody made it yet.
+    fn token(&self) -> Option<&CancellationToken> {
+        match &self.inner.cancel {
+            Cancel::Token(token) => Some(token),
+            Cancel::Lazy => self
+                .inner
+                .hooks
+                .as_ref()
+                .and_then(|hooks| hooks.cancellation())
+                .map(|lazy| lazy.get_or_init(CancellationToken::new)),
         }
     }
 
@@ -213,7 +260,7 @@ impl TaskContext {
             inner: Arc::new(ContextInner {
                 ref_id: None,
                 hooks: None,
-                cancel: CancellationToken::new(),
+                cancel: Cancel::Token(CancellationToken::new()),
                 actor: None,
                 asked: OnceLock::new(),
             }),
@@ -310,12 +357,25 @@ impl TaskContext {
 
     /// Whether the task has been cancelled.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.cancel.is_cancelled()
+        match &self.inner.cancel {
+            Cancel::Token(token) => token.is_cancelled(),
+            // Not made yet: nobody has cancelled it.
+            Cancel::Lazy => self
+                .inner
+                .hooks
+                .as_ref()
+                .and_then(|hooks| hooks.cancellation())
+                .and_then(OnceLock::get)
+                .is_some_and(CancellationToken::is_cancelled),
+        }
     }
 
     /// Resolves when the task is cancelled.
     pub async fn cancelled(&self) {
-        self.inner.cancel.cancelled().await;
+        match self.token() {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// Asks the caller for input and waits for the answer, a cancel, or `timeout` (`None`: no limit).
@@ -388,7 +448,7 @@ impl TaskContext {
         };
         tokio::select! {
             biased;
-            () = self.inner.cancel.cancelled() => {
+            () = self.cancelled() => {
                 hooks.input_closed(&key);
                 Err(AskError::Cancelled)
             }

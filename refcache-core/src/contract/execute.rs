@@ -9,6 +9,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -97,36 +98,118 @@ pub async fn run_task(
     cancel: CancellationToken,
     limits: RunLimits,
 ) -> Ending {
-    let backend = hooks.backend_name();
-    let task = &spec.task_name;
-    metrics::count(Event::Started, task, backend);
-    // The clock is read only for the metrics: without the feature, `seconds` records nothing, but its argument
-    // would still read the clock (three reads per task, as in `RefCache::call`).
-    #[cfg(feature = "metrics")]
-    if let Some(submitted) = spec.submitted_at {
-        metrics::seconds(
-            metrics::TASK_QUEUE_WAIT_SECONDS,
-            task,
-            backend,
-            submitted.elapsed(),
-        );
-    }
-    let _running = GaugeGuard::hold(metrics::TASKS_RUNNING, task, backend);
-    #[cfg(feature = "metrics")]
-    let started = std::time::Instant::now();
-    let ending = run_to_end(job, spec, hooks, &cancel, limits).await;
-    #[cfg(feature = "metrics")]
-    metrics::seconds(metrics::TASK_RUN_SECONDS, task, backend, started.elapsed());
-    let event = match &ending {
-        Ending::Finished(Ok(_)) => Event::Completed,
-        // A task that stops on its token with an error was cancelled, not failed (the record says `cancelled`).
-        Ending::Finished(Err(_)) if cancel.is_cancelled() => Event::Cancelled,
-        Ending::Finished(Err(_)) => Event::Failed,
-        Ending::Cancelled => Event::Cancelled,
-        Ending::TimedOut => Event::TimedOut,
-    };
-    metrics::count(event, task, backend);
+    let measured = Measured::begin(spec, hooks.backend_name());
+    let ending = run_to_end(job, spec, hooks, &cancel, limits, None).await;
+    measured.end(&ending, cancel.is_cancelled());
     ending
+}
+
+/// [`run_task`], for an execution whose first attempt was already started (and polled once) by the caller, with
+/// what [`Measured::begin`] counted then: the in-process backend's first poll in the caller
+/// (`memory/driver.rs`). The rest (retries, the timeout, cancellation, the counts at the end) is `run_task`'s.
+pub(crate) async fn run_task_from(
+    job: &LocalJob,
+    spec: &TaskSpec,
+    hooks: Arc<dyn TaskHooks>,
+    cancel: CancellationToken,
+    limits: RunLimits,
+    measured: Measured,
+    first: FirstAttempt,
+) -> Ending {
+    let ending = run_to_end(job, spec, hooks, &cancel, limits, Some(first)).await;
+    measured.end(&ending, cancel.is_cancelled());
+    ending
+}
+
+/// What the metrics count of one execution, from its start ([`begin`](Self::begin)) to its end
+/// ([`end`](Self::end)): the start, the wait in the queue, the running gauge, the run time and how it ended.
+/// Without the `metrics` feature it holds nothing.
+pub(crate) struct Measured {
+    #[cfg(feature = "metrics")]
+    task: Arc<str>,
+    #[cfg(feature = "metrics")]
+    backend: &'static str,
+    _running: GaugeGuard,
+    #[cfg(feature = "metrics")]
+    started: std::time::Instant,
+}
+
+impl Measured {
+    /// The execution of `spec` starts now.
+    pub(crate) fn begin(spec: &TaskSpec, backend: &'static str) -> Self {
+        let task = &spec.task_name;
+        metrics::count(Event::Started, task, backend);
+        // The clock is read only for the metrics: without the feature, `seconds` records nothing, but its argument
+        // would still read the clock (three reads per task, as in `RefCache::call`).
+        #[cfg(feature = "metrics")]
+        if let Some(submitted) = spec.submitted_at {
+            metrics::seconds(
+                metrics::TASK_QUEUE_WAIT_SECONDS,
+                task,
+                backend,
+                submitted.elapsed(),
+            );
+        }
+        Self {
+            _running: GaugeGuard::hold(metrics::TASKS_RUNNING, task, backend),
+            #[cfg(feature = "metrics")]
+            task: task.clone(),
+            #[cfg(feature = "metrics")]
+            backend,
+            #[cfg(feature = "metrics")]
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// The execution returned a value in its first attempt, as [`end`](Self::end) of `Ending::Finished(Ok(..))`
+    /// counts it, without the value in hand.
+    pub(crate) fn end_completed(self) {
+        #[cfg(feature = "metrics")]
+        self.finish(Event::Completed);
+    }
+
+    #[cfg(feature = "metrics")]
+    fn finish(self, event: Event) {
+        metrics::seconds(
+            metrics::TASK_RUN_SECONDS,
+            &self.task,
+            self.backend,
+            self.started.elapsed(),
+        );
+        metrics::count(event, &self.task, self.backend);
+    }
+
+    /// The execution ended as `ending` (`cancelled`: its token had fired by then).
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+    pub(crate) fn end(self, ending: &Ending, cancelled: bool) {
+        #[cfg(feature = "metrics")]
+        {
+            let event = match ending {
+                Ending::Finished(Ok(_)) => Event::Completed,
+                // A task that stops on its token with an error was cancelled, not failed (the record says
+                // `cancelled`).
+                Ending::Finished(Err(_)) if cancelled => Event::Cancelled,
+                Ending::Finished(Err(_)) => Event::Failed,
+                Ending::Cancelled => Event::Cancelled,
+                Ending::TimedOut => Event::TimedOut,
+            };
+            self.finish(event);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (ending, cancelled);
+    }
+}
+
+/// One attempt, as [`attempt`] starts it: boxed, so that it can be polled where it starts and then handed on.
+pub(crate) type Attempt = BoxFuture<'static, Result<JsonText, TaskError>>;
+
+/// A first attempt the caller already started: still running (polled once, pending), or already over with an
+/// error (for the retries to take over).
+pub(crate) enum FirstAttempt {
+    /// Polled once, pending.
+    Running(Attempt),
+    /// It failed in its first poll (boxed: a `TaskError` inline would grow every driver that holds one).
+    Failed(Box<TaskError>),
 }
 
 /// The token is borrowed down here (cloned only into each attempt's context): a clone or a drop of a
@@ -142,8 +225,9 @@ async fn run_to_end(
     hooks: Arc<dyn TaskHooks>,
     cancel: &CancellationToken,
     limits: RunLimits,
+    first: Option<FirstAttempt>,
 ) -> Ending {
-    let mut attempts = Box::pin(attempts(job, spec, hooks.clone(), cancel));
+    let mut attempts = Box::pin(attempts(job, spec, hooks.clone(), cancel, first));
     let deadline = async {
         match limits.execution_timeout {
             Some(timeout) => Box::pin(tokio::time::sleep(timeout)).await,
@@ -167,22 +251,49 @@ async fn run_to_end(
     }
 }
 
+/// The context of attempt of `spec`, wired to `hooks` and `cancel`, run as the spec's actor.
+pub(crate) fn context_for(
+    spec: &TaskSpec,
+    hooks: Arc<dyn TaskHooks>,
+    cancel: &CancellationToken,
+) -> TaskContext {
+    TaskContext::for_task(
+        spec.ref_id.clone(),
+        hooks,
+        cancel.clone(),
+        spec.actor.clone(),
+    )
+}
+
+/// [`context_for`], cancelled through the task's own token, made on first need by `hooks`
+/// ([`TaskHooks::cancellation`]).
+pub(crate) fn lazy_context_for(spec: &TaskSpec, hooks: Arc<dyn TaskHooks>) -> TaskContext {
+    TaskContext::for_task_lazily(spec.ref_id.clone(), hooks, spec.actor.clone())
+}
+
 async fn attempts(
     job: &LocalJob,
     spec: &TaskSpec,
     hooks: Arc<dyn TaskHooks>,
     cancel: &CancellationToken,
+    mut first: Option<FirstAttempt>,
 ) -> Result<JsonText, TaskError> {
     let max_retries = spec.options.max_retries;
     let mut attempt = 1u32;
     loop {
-        let ctx = TaskContext::for_task(
-            spec.ref_id.clone(),
-            hooks.clone(),
-            cancel.clone(),
-            spec.actor.clone(),
-        );
-        let error = match run(job, spec.args.clone(), ctx).await {
+        let outcome = match first.take() {
+            Some(FirstAttempt::Running(running)) => running.await,
+            Some(FirstAttempt::Failed(error)) => Err(*error),
+            None => {
+                run(
+                    job,
+                    spec.args.clone(),
+                    context_for(spec, hooks.clone(), cancel),
+                )
+                .await
+            }
+        };
+        let error = match outcome {
             Ok(value) => return Ok(value),
             Err(error) => error,
         };
@@ -213,15 +324,33 @@ async fn attempts(
 ///
 /// The attempt runs as the context's actor ([`TaskContext::actor`]): within it, [`Actor::current`] is the caller.
 pub async fn run(job: &LocalJob, args: Value, ctx: TaskContext) -> Result<JsonText, TaskError> {
+    started(job, args, ctx).await
+}
+
+/// [`run`], started now (the job called, its future not yet polled) and boxed: a future of its own, which the
+/// caller may poll once in place and then hand on ([`FirstAttempt::Running`]).
+pub(crate) fn attempt(job: &LocalJob, args: Value, ctx: TaskContext) -> Attempt {
+    Box::pin(started(job, args, ctx))
+}
+
+/// One attempt of `job`, started now: the job is called here (outside the actor's scope, as it always was), its
+/// future polled only when this one is.
+fn started(
+    job: &LocalJob,
+    args: Value,
+    ctx: TaskContext,
+) -> impl Future<Output = Result<JsonText, TaskError>> + Send + 'static {
     let actor = ctx.actor().cloned();
     let attempt = AssertUnwindSafe(job(args, ctx)).catch_unwind();
-    let outcome = match actor {
-        Some(actor) => actor.scope(attempt).await,
-        None => attempt.await,
-    };
-    match outcome {
-        Ok(result) => result,
-        Err(payload) => Err(TaskError::panicked(payload.as_ref())),
+    async move {
+        let outcome = match actor {
+            Some(actor) => actor.scope(attempt).await,
+            None => attempt.await,
+        };
+        match outcome {
+            Ok(result) => result,
+            Err(payload) => Err(TaskError::panicked(payload.as_ref())),
+        }
     }
 }
 

@@ -400,6 +400,11 @@ impl ValueStore {
 
     /// Stores `value` under its key.
     pub async fn insert(&self, value: Arc<StoredValue>) {
+        self.insert_now(value);
+    }
+
+    /// [`insert`](Self::insert), without the future (the store never waits): for a caller that cannot await.
+    pub fn insert_now(&self, value: Arc<StoredValue>) {
         self.cache.insert(value.key, value);
     }
 
@@ -409,6 +414,11 @@ impl ValueStore {
     /// not serialized with plain inserts either, and cost more: 10.9k instructions against 6.6k in the miss case,
     /// on every retire that evicts a record.)
     pub async fn invalidate_if_ref(&self, key: &CacheKey, ref_id: &RefId) {
+        self.invalidate_if_ref_now(key, ref_id);
+    }
+
+    /// [`invalidate_if_ref`](Self::invalidate_if_ref), without the future (the store never waits).
+    pub fn invalidate_if_ref_now(&self, key: &CacheKey, ref_id: &RefId) {
         let ours = self
             .cache
             .get(key)

@@ -44,7 +44,10 @@ pub(super) struct Active {
     pub(super) handle: Handle,
     /// Its record. Followers subscribe to it ([`Record::subscribe`]); a task nobody follows never makes a `watch`.
     pub(super) info: Record,
-    pub(super) cancel: CancellationToken,
+    /// Its cancellation token, made on first need ([`cancel_token`](Self::cancel_token)): by a cancel, a driver
+    /// (which waits for one), or an attempt that waits for one. A task that finishes in its first poll in the
+    /// caller never makes one.
+    pub(super) cancel: OnceLock<CancellationToken>,
     /// PENDING → RUNNING → COMPLETING → DONE, or straight to DONE on cancel/failure. Changed only by CAS, so the
     /// first terminal decision wins.
     pub(super) phase: AtomicU8,
@@ -179,7 +182,7 @@ impl Active {
             spec: Box::new(spec),
             job,
             handle,
-            cancel: CancellationToken::new(),
+            cancel: OnceLock::new(),
             phase: AtomicU8::new(PENDING),
             holds_slot: AtomicBool::new(false),
             partial: Mutex::new(None),
@@ -191,6 +194,11 @@ impl Active {
             question: Mutex::new(None),
             ended: Ended::default(),
         })
+    }
+
+    /// The cancellation token, made now if the task has none yet.
+    pub(super) fn cancel_token(&self) -> &CancellationToken {
+        self.cancel.get_or_init(CancellationToken::new)
     }
 
     /// The output log, made now if the task has none yet.
@@ -358,6 +366,10 @@ impl TaskHooks for Active {
     }
     fn backend_name(&self) -> &'static str {
         "memory"
+    }
+
+    fn cancellation(&self) -> Option<&OnceLock<CancellationToken>> {
+        Some(&self.cancel)
     }
 
     fn ask_input(&self, request: InputRequest) -> BoxFuture<'static, Result<Value, AskError>> {

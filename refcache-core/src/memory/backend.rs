@@ -581,7 +581,7 @@ impl Inner {
         if active.cas(PENDING, DONE) {
             self.counters.cancellations.fetch_add(1, Ordering::Relaxed);
             active.set_terminal(TaskStatus::Cancelled, None, note);
-            active.cancel.cancel();
+            active.cancel_token().cancel();
             self.retire(&active);
             return CancelOutcome::Cancelled;
         }
@@ -590,7 +590,7 @@ impl Inner {
             active.set_terminal(TaskStatus::Cancelled, None, note);
             // A new call for the same key starts afresh instead of joining a cancelled execution.
             self.unindex(&active);
-            active.cancel.cancel();
+            active.cancel_token().cancel();
             return CancelOutcome::Cancelled;
         }
         match active.info.borrow().status {
@@ -786,6 +786,59 @@ mod tests {
         let later = seen(later.expect("wait"));
         assert_eq!(later.0["status"], "complete");
         assert_eq!(later.1, Some(JsonText::from(json!("later"))));
+    }
+
+    /// A task's token is made on first need: a body that waits for a cancel in the attempt its caller started
+    /// (the first poll in the caller, then handed to a spawned driver) is cancelled through the same token as the
+    /// driver, and sees it.
+    #[tokio::test(start_paused = true)]
+    async fn a_first_attempt_started_in_the_caller_sees_a_later_cancel() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let backend = MemoryTaskBackend::new(MemoryBackendConfig::default());
+        let (before, after) = (
+            Arc::new(AtomicBool::new(true)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (seen_before, seen_after) = (before.clone(), after.clone());
+        let job: LocalJob = Arc::new(move |_args: Value, ctx| {
+            let (before, after) = (seen_before.clone(), seen_after.clone());
+            Box::pin(async move {
+                before.store(ctx.is_cancelled(), Ordering::SeqCst);
+                ctx.cancelled().await;
+                after.store(ctx.is_cancelled(), Ordering::SeqCst);
+                Ok(JsonText::from(json!("stopped")))
+            })
+        });
+        let args = json!("cancel me");
+        let spec = TaskSpec::new(
+            RefId::generate("t"),
+            key_of(&args),
+            "tests.wait",
+            "public",
+            args,
+        );
+        let submitted = backend
+            .submit(Submission::new(spec, Some(job)))
+            .await
+            .expect("submit");
+        let ref_id = submitted.ref_id().clone();
+        assert!(!before.load(Ordering::SeqCst), "not cancelled yet");
+        assert!(!after.load(Ordering::SeqCst));
+        backend.cancel(&ref_id).await.expect("cancel");
+        // Well within the grace after the cancel (the clock is paused): the body stops by itself.
+        for _ in 0..100 {
+            if after.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(after.load(Ordering::SeqCst), "the body saw the cancel");
+        let ended = backend
+            .wait(&ref_id, None)
+            .await
+            .expect("wait")
+            .expect("a record");
+        assert_eq!(ended.info.status, crate::model::task::TaskStatus::Cancelled);
     }
 
     /// glibc's thread cache serves chunks of up to 1,032 bytes (1,024 usable, less `Arc`'s two counts); a bigger

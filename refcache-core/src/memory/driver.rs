@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 
 use crate::model::json_text::JsonText;
 use tokio::sync::Notify;
@@ -13,8 +13,8 @@ use tracing::Instrument;
 use super::active::{Active, COMPLETING, DONE, PENDING, RUNNING, TaskOwner, lock};
 use super::config::MemoryBackendConfig;
 use super::history::{DroppedValue, History, Rerun, record_weight, unindex};
-use crate::contract::context::TaskHooks;
-use crate::contract::execute::{self, Ending, RunLimits};
+use crate::contract::context::{LocalJob, TaskHooks};
+use crate::contract::execute::{self, Ending, FirstAttempt, Measured, RunLimits};
 use crate::contract::scheduler::Scheduler;
 use crate::contract::spec::TaskSpec;
 use crate::contract::store::{StoredValue, ValueStore};
@@ -124,15 +124,19 @@ impl Inner {
         }
     }
 
-    /// Starts one admitted task's driver: spawned on the task's runtime, or, with `inline`, first polled once
-    /// here, in the caller, and spawned only if it is still pending.
+    /// Starts one admitted task: its driver spawned on the task's runtime, or, with `inline`, its first attempt
+    /// started and polled once here, in the caller ([`first_poll`](Self::first_poll)), and a driver made and
+    /// spawned only if that attempt is still pending (or failed, for the retries to take it on).
     ///
-    /// A function that returns at once then finishes inside this poll: its value is stored, `complete` published
-    /// and the task retired before the caller goes on, without a spawn, a wake-up or the caller's `async_timeout`
-    /// timer. The driver is the same future either way, so every step of the slow path (single-flight through the
-    /// index, the store before `complete`, bounds, TTLs, counters, hooks, the span) happens in the same order.
-    /// A driver still pending after that poll is spawned as it is: tokio polls a spawned task at once, with its
-    /// own waker, so nothing the first poll waited on is missed (a future must heed the latest poll's waker only).
+    /// A function that returns at once then finishes inside that poll, by a short road: its value is stored,
+    /// `complete` published and the task retired before the caller goes on, with no driver future, no spawn, no
+    /// wake-up, no timer and no `async_timeout` wait. The steps of the road are the driver's own, in its order
+    /// (the single-flight claim made by `submit` before the body runs, the metrics, the store before `complete`,
+    /// [`complete`](Self::complete) and the retire, the evicted values dropped), so the bounds, TTLs, counters,
+    /// hooks and the span do not depend on the road; `cache::call::tests::a_first_poll_in_the_caller_answers_as_a_spawned_driver`
+    /// pins that both answer the same. A first attempt still pending after its poll is handed to a spawned driver
+    /// as it is: tokio polls a spawned task at once, with its own waker, so nothing the first poll waited on is
+    /// missed (a future must heed the latest poll's waker only).
     ///
     /// Only for the caller's own new task, on a current-thread runtime ([`may_poll_inline`](Self::may_poll_inline)
     /// says why), and only while no scope is in effect in the caller (`scope_here`: an async scope of the caller's
@@ -144,18 +148,91 @@ impl Inner {
         self.counters.executions.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(ref_id = %active.spec.ref_id, task = %active.spec.task_name, "task started");
         let span = tracing::debug_span!("refcache.task", task = %active.spec.task_name, ref_id = %active.spec.ref_id);
-        let driver = drive(self.clone(), active.clone()).instrument(span);
-        let join = if inline {
-            let mut driver = Box::pin(driver);
-            let mut cx = Context::from_waker(Waker::noop());
-            if driver.as_mut().poll(&mut cx).is_ready() {
-                return;
+        if !inline {
+            let join = active
+                .handle
+                .spawn(drive(self.clone(), active.clone()).instrument(span));
+            *lock(&active.abort) = Some(join.abort_handle());
+            return;
+        }
+        let join = match span.in_scope(|| self.first_poll(&active)) {
+            Polled::Done => return,
+            // Still running: its own task from now on.
+            Polled::Running(first) => active
+                .handle
+                .spawn(drive_from(self.clone(), active.clone(), first).instrument(span)),
+            // It failed (or no job was found): the driver decides here, in the caller, as it would have in the
+            // first poll (a permanent failure ends the task now; a retry waits, spawned).
+            polled => {
+                let mut driver: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match polled {
+                    Polled::Failed(first) => {
+                        Box::pin(drive_from(self.clone(), active.clone(), first).instrument(span))
+                    }
+                    _ => Box::pin(drive(self.clone(), active.clone()).instrument(span)),
+                };
+                if driver
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                    .is_ready()
+                {
+                    return;
+                }
+                active.handle.spawn(driver)
             }
-            active.handle.spawn(driver)
-        } else {
-            active.handle.spawn(driver)
         };
         *lock(&active.abort) = Some(join.abort_handle());
+    }
+
+    /// The first poll in the caller ([`start`](Self::start)): the first attempt started and polled once. Done: it
+    /// returned a value, and the task is complete and retired (the short road). Otherwise what a driver takes on:
+    /// the attempt, pending or failed, with its job and the metrics begun; or nothing, when no job was found (the
+    /// driver fails the task as it always does).
+    fn first_poll(self: &Arc<Self>, active: &Arc<Active>) -> Polled {
+        let spec = &active.spec;
+        let Ok(job) = execute::job_for(spec, active.job.as_ref()) else {
+            return Polled::NoJob;
+        };
+        let hooks: Arc<dyn TaskHooks> = active.clone();
+        let measured = Measured::begin(spec, hooks.backend_name());
+        // A panic out of the job's call (the one step outside its `catch_unwind`) or out of the retire must not
+        // leave the task running: as the driver's own guard does when its future is dropped.
+        let mut guard = FirstPollGuard {
+            inner: self,
+            active,
+            armed: true,
+        };
+        let mut attempt = execute::attempt(
+            &job,
+            spec.args.clone(),
+            execute::lazy_context_for(spec, hooks),
+        );
+        let polled = attempt
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        let attempt = match polled {
+            Poll::Ready(Ok(value)) => {
+                drop(attempt);
+                measured.end_completed();
+                let dropped = self.complete(active, Some(Ok(value)));
+                guard.armed = false;
+                self.drop_values_now(dropped);
+                return Polled::Done;
+            }
+            Poll::Ready(Err(error)) => FirstAttempt::Failed(Box::new(error)),
+            Poll::Pending => FirstAttempt::Running(attempt),
+        };
+        guard.armed = false;
+        let failed = matches!(attempt, FirstAttempt::Failed(_));
+        let first = Box::new(First {
+            job,
+            measured,
+            attempt,
+        });
+        if failed {
+            Polled::Failed(first)
+        } else {
+            Polled::Running(first)
+        }
     }
 
     /// Moves a task out of the active set, in one step: its record into the history, its slot back to the pool.
@@ -238,8 +315,13 @@ impl Inner {
 
     /// Removes the (already revoked) values of dropped records from the store.
     pub(super) async fn drop_values(&self, dropped: Vec<DroppedValue>) {
+        self.drop_values_now(dropped);
+    }
+
+    /// [`drop_values`](Self::drop_values), without the future (the store never waits).
+    pub(super) fn drop_values_now(&self, dropped: Vec<DroppedValue>) {
         for (key, ref_id) in dropped {
-            self.store.invalidate_if_ref(&key, &ref_id).await;
+            self.store.invalidate_if_ref_now(&key, &ref_id);
         }
     }
 
@@ -255,7 +337,7 @@ impl Inner {
 
     /// Records the task's ending and retires it; answers the values of the records the retire evicted, for the
     /// driver to remove once it can no longer be retired twice (see [`drive`]).
-    pub(super) async fn complete(
+    pub(super) fn complete(
         self: &Arc<Self>,
         active: &Arc<Active>,
         result: Option<Result<JsonText, TaskError>>,
@@ -270,11 +352,11 @@ impl Inner {
                     // a poll, a lookup of the key) finds the value.
                     let stored = Arc::new(stored);
                     let _ = active.value.set(stored.clone());
-                    self.store.insert(stored).await;
+                    self.store.insert_now(stored);
                     // Deleted (or its session ended) meanwhile: the value must not outlive its reference. Checked
                     // after the insert, so that either this check or the delete's own invalidation removes it.
                     if active.forget.load(Ordering::SeqCst) {
-                        self.invalidate_own(&spec.key, &spec.ref_id).await;
+                        self.store.invalidate_if_ref_now(&spec.key, &spec.ref_id);
                     }
                     active.record_terminal(TaskStatus::Complete, None, None);
                     active.phase.store(DONE, Ordering::Release);
@@ -322,34 +404,126 @@ pub(super) struct DriverGuard {
 
 impl Drop for DriverGuard {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        if self.armed {
+            abandon(&self.inner, &self.active);
         }
-        if self.active.cas(RUNNING, DONE) || self.active.cas(COMPLETING, DONE) {
-            let error =
-                TaskError::new("the tokio runtime running this task shut down before it finished")
-                    .with_code("RUNTIME_SHUTDOWN");
-            self.active
-                .record_terminal(TaskStatus::Failed, Some(error), None);
-        }
-        self.inner.retire(&self.active);
-        self.active.wake();
     }
 }
 
+/// [`DriverGuard`] for the first poll in the caller, which holds the task by reference.
+struct FirstPollGuard<'a> {
+    inner: &'a Arc<Inner>,
+    active: &'a Arc<Active>,
+    armed: bool,
+}
+
+impl Drop for FirstPollGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            abandon(self.inner, self.active);
+        }
+    }
+}
+
+/// A task whose driver went before it finished: failed, unless it is already terminal, and retired.
+fn abandon(inner: &Arc<Inner>, active: &Arc<Active>) {
+    if active.cas(RUNNING, DONE) || active.cas(COMPLETING, DONE) {
+        let error =
+            TaskError::new("the tokio runtime running this task shut down before it finished")
+                .with_code("RUNTIME_SHUTDOWN");
+        active.record_terminal(TaskStatus::Failed, Some(error), None);
+    }
+    inner.retire(active);
+    active.wake();
+}
+
+/// How the first poll in the caller ([`Inner::first_poll`]) left a task.
+enum Polled {
+    /// Complete and retired.
+    Done,
+    /// Its first attempt is pending.
+    Running(Box<First>),
+    /// Its first attempt failed.
+    Failed(Box<First>),
+    /// No job runs it.
+    NoJob,
+}
+
+/// What a driver takes on from the first poll in the caller ([`Inner::start`]): the first attempt, its job, and
+/// the metrics begun for it.
+pub(super) struct First {
+    job: LocalJob,
+    measured: Measured,
+    attempt: FirstAttempt,
+}
+
+/// Drives a task to its end and retires it.
 pub(super) async fn drive(inner: Arc<Inner>, active: Arc<Active>) {
-    let mut guard = DriverGuard {
+    let guard = DriverGuard {
         inner: inner.clone(),
         active: active.clone(),
         armed: true,
     };
     let result = execute(&inner, &active).await;
-    let dropped = inner.complete(&active, result).await;
+    finish(guard, result);
+}
+
+/// [`drive`], from the first attempt the caller started ([`Inner::start`]). A future of its own (not `drive` with
+/// an option), so that what it carries does not grow every other task's driver.
+async fn drive_from(inner: Arc<Inner>, active: Arc<Active>, first: Box<First>) {
+    let guard = DriverGuard {
+        inner: inner.clone(),
+        active: active.clone(),
+        armed: true,
+    };
+    let First {
+        job,
+        measured,
+        attempt,
+    } = *first;
+    let limits = limits(&inner, &active);
+    let hooks: Arc<dyn TaskHooks> = active.clone();
+    let ending = execute::run_task_from(
+        &job,
+        &active.spec,
+        hooks,
+        active.cancel_token().clone(),
+        limits,
+        measured,
+        attempt,
+    )
+    .await;
+    finish(guard, finished(ending));
+}
+
+/// A driver's last step: the task completed (or failed) with `result`, retired, and the values its retire
+/// evicted removed.
+fn finish(mut guard: DriverGuard, result: Option<Result<JsonText, TaskError>>) {
+    let dropped = guard.inner.complete(&guard.active, result);
     // Retired: from here a drop of this future (its runtime shutting down) must not retire it again. The evicted
     // values are removed inline, not from a task of their own; should this future be dropped first, they stay
     // revoked (never handed out) until the store's TTL and byte bound drop them.
     guard.armed = false;
-    inner.drop_values(dropped).await;
+    guard.inner.drop_values_now(dropped);
+}
+
+/// The limits of one execution of `active`: its own execution timeout, else the backend's, and the grace after a
+/// cancel.
+fn limits(inner: &Inner, active: &Active) -> RunLimits {
+    let timeout = active
+        .spec
+        .options
+        .execution_timeout
+        .or(inner.config.default_execution_timeout);
+    RunLimits::new(timeout, inner.config.cancel_grace)
+}
+
+/// `None`: cancelled or timed out, its status already terminal.
+fn finished(ending: Ending) -> Option<Result<JsonText, TaskError>> {
+    match ending {
+        Ending::Finished(result) => Some(result),
+        _ => None,
+    }
 }
 
 /// Runs the task through the shared [`execute::run_task`]. `None`: it was cancelled or timed out, and its status
@@ -364,13 +538,6 @@ pub(super) async fn execute(
         Err(error) => return Some(Err(error)),
     };
     let hooks: Arc<dyn TaskHooks> = active.clone();
-    let timeout = spec
-        .options
-        .execution_timeout
-        .or(inner.config.default_execution_timeout);
-    let limits = RunLimits::new(timeout, inner.config.cancel_grace);
-    match execute::run_task(&job, spec, hooks, active.cancel.clone(), limits).await {
-        Ending::Finished(result) => Some(result),
-        _ => None,
-    }
+    let limits = limits(inner, active);
+    finished(execute::run_task(&job, spec, hooks, active.cancel_token().clone(), limits).await)
 }
