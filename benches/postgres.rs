@@ -315,7 +315,9 @@ fn bench(c: &mut Criterion) {
     let quick = std::env::var("REFCACHE_PG_BENCH_QUICK").is_ok_and(|v| v == "1");
     let only = std::env::var("REFCACHE_PG_BENCH_FSYNC").ok();
     println!("{}", machine_load("at the start"));
-    println!("{}", fsync_latency());
+    let flush_before = fsync_latency();
+    println!("{flush_before}");
+    let mut summaries = Vec::new();
     // fsync on is the server's default and what production runs; off shows what the disk's flushes cost.
     for (fsync, suffix) in [(true, ""), (false, "_fsync_off")] {
         if only.as_deref().is_some_and(|o| (o == "on") != fsync) {
@@ -324,8 +326,15 @@ fn bench(c: &mut Criterion) {
         let setup = Setup::start(&rt, fsync);
         if quick {
             println!("\n== fsync {}", if fsync { "on" } else { "off" });
-            throughput(&rt, &setup, true);
-            println!("{}", machine_load("after this server's figures"));
+            let four = throughput(&rt, &setup, true);
+            let load = machine_load("after this server's figures");
+            println!("{load}");
+            summaries.push(Summary {
+                fsync,
+                p50s: Vec::new(),
+                four,
+                load,
+            });
             setup.stop(&rt);
             continue;
         }
@@ -367,7 +376,7 @@ fn bench(c: &mut Criterion) {
         group.finish();
 
         println!("\n== fsync {}", if fsync { "on" } else { "off" });
-        latency(
+        let p50s = latency(
             &rt,
             &[
                 ("select_1", &select1),
@@ -375,11 +384,33 @@ fn bench(c: &mut Criterion) {
                 ("submit_complete_poll/workers", &workers),
             ],
         );
-        throughput(&rt, &setup, false);
-        println!("{}", machine_load("after this server's figures"));
+        let four = throughput(&rt, &setup, false);
+        let load = machine_load("after this server's figures");
+        println!("{load}");
+        summaries.push(Summary {
+            fsync,
+            p50s,
+            four,
+            load,
+        });
         setup.stop(&rt);
     }
-    println!("{}", fsync_latency());
+    let flush_after = fsync_latency();
+    println!("{flush_after}");
+    // Every figure issue #20 asks for, in one place (the criterion figures above are beside them).
+    println!(
+        "\n== issue #20's figures, {} (targets: round trip p50 <= 3 ms on loopback, {WORKERS} workers >= 2,000 \
+         tasks/s)",
+        if quick {
+            "quick run: the timed batches alone"
+        } else {
+            "timed after criterion"
+        }
+    );
+    for summary in &summaries {
+        println!("{summary}");
+    }
+    println!("at the start, {flush_before}\nat the end, {flush_after}");
 }
 
 /// What one flush of the disk costs now (`pg_test_fsync`, one 8 kB write then `fdatasync`, 1 s): with `fsync` on,
@@ -425,7 +456,7 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// `TIMED` rounds of every operation in turn (interleaved, so that all see the same machine), each timed alone.
-fn latency(rt: &Runtime, ops: &[(&str, &Op)]) {
+fn latency(rt: &Runtime, ops: &[(&str, &Op)]) -> Vec<Duration> {
     println!();
     let mut timed: Vec<Op> = ops.iter().map(|(_, op)| (*op).clone()).collect();
     let samples: Vec<Vec<Steps>> = rt
@@ -440,6 +471,7 @@ fn latency(rt: &Runtime, ops: &[(&str, &Op)]) {
         }))
         .expect("the timed task");
     let mut base = None;
+    let mut p50s = Vec::new();
     for ((name, _), steps) in ops.iter().zip(samples) {
         let sorted = |f: fn(&Steps) -> Duration| {
             let mut v: Vec<Duration> = steps.iter().map(f).collect();
@@ -448,6 +480,7 @@ fn latency(rt: &Runtime, ops: &[(&str, &Op)]) {
         };
         let total = sorted(Steps::total);
         let p50 = pct(&total, 0.5);
+        p50s.push(p50);
         let base = *base.get_or_insert(p50);
         println!(
             "postgres/{name:<29} {TIMED} timed alone: p50 {p50:>9.2?}  p99 {:>9.2?}  p99.9 {:>9.2?}  max {:>9.2?}  \
@@ -466,6 +499,7 @@ fn latency(rt: &Runtime, ops: &[(&str, &Op)]) {
             );
         }
     }
+    p50s
 }
 
 /// utime + stime of a `/proc/<pid>/stat` (clock ticks of 1/100 s), with the children it has waited for.
@@ -529,7 +563,7 @@ fn server_cpu_by_kind(
 /// Tasks/s over a few timed batches of each configuration, with the CPU each task cost this process (every role
 /// runs in it) and the server (by kind of server process), the statements per task, and then one more batch,
 /// not counted, with the wait-event sampler on (it costs the server CPU of its own).
-fn throughput(rt: &Runtime, setup: &Setup, quick: bool) {
+fn throughput(rt: &Runtime, setup: &Setup, quick: bool) -> Option<Throughput4> {
     println!();
     let batches: u32 = std::env::var("REFCACHE_PG_BENCH_BATCHES")
         .ok()
@@ -545,6 +579,7 @@ fn throughput(rt: &Runtime, setup: &Setup, quick: bool) {
         configs.truncate(1);
     }
     let mut medians = Vec::new();
+    let mut four = None;
     for (name, backend, schema) in configs {
         rt.block_on(setup.sql.batch_execute("SELECT pg_stat_statements_reset()"))
             .expect("reset pg_stat_statements");
@@ -610,6 +645,15 @@ fn throughput(rt: &Runtime, setup: &Setup, quick: bool) {
         };
         per_s.sort_by(f64::total_cmp);
         let median = per_s[per_s.len() / 2];
+        if four.is_none() {
+            four = Some(Throughput4 {
+                median,
+                min: per_s[0],
+                max: per_s[per_s.len() - 1],
+                client: cost(cpu, cpu_after),
+                server: cost(sum(&server), sum(&server_after)),
+            });
+        }
         println!(
             "postgres/{name:<26} {BATCH} at once, {batches} batches: median {median:>6.0} tasks/s (min {:.0}, max \
              {:.0}); CPU per task: this process {}, server {}",
@@ -659,6 +703,50 @@ fn throughput(rt: &Runtime, setup: &Setup, quick: bool) {
             medians[0] / medians[1],
             medians[0] / medians[3]
         );
+    }
+    four
+}
+
+/// The 4-worker figures of one server, for the summary.
+struct Throughput4 {
+    median: f64,
+    min: f64,
+    max: f64,
+    /// CPU per task of this process (every replica and worker), formatted.
+    client: String,
+    /// CPU per task of the server (every kind of server process), formatted.
+    server: String,
+}
+
+/// Issue #20's figures of one server, for the summary printed at the end of the run.
+struct Summary {
+    fsync: bool,
+    /// The timed p50s of `SELECT 1`, the `local` and the `workers` round trip (none in a quick run).
+    p50s: Vec<Duration>,
+    four: Option<Throughput4>,
+    load: String,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "fsync {:<3}:", if self.fsync { "on" } else { "off" })?;
+        if let [select1, local, workers] = self.p50s[..] {
+            let x = |d: Duration| d.as_secs_f64() / select1.as_secs_f64();
+            write!(
+                f,
+                " SELECT 1 p50 {select1:.2?}; round trip p50 local {local:.2?} ({:.0}x), workers {workers:.2?} ({:.0}x);",
+                x(local),
+                x(workers)
+            )?;
+        }
+        if let Some(t) = &self.four {
+            write!(
+                f,
+                " {WORKERS} workers {:.0} tasks/s (min {:.0}, max {:.0}), CPU per task client {}, server {};",
+                t.median, t.min, t.max, t.client, t.server
+            )?;
+        }
+        write!(f, " {}", self.load)
     }
 }
 

@@ -15,8 +15,8 @@ use refcache_backends::postgres::{
 };
 use refcache_core::registry::{self, TaskRegistration};
 use refcache_core::{
-    BackendError, CacheKey, RefId, Submission, Submitted, TaskBackend, TaskContext, TaskError,
-    TaskFilter, TaskOptions, TaskSnapshot, TaskSpec, TaskStatus,
+    BackendError, CacheKey, RefId, RetryOutcome, Submission, Submitted, TaskBackend, TaskContext,
+    TaskError, TaskFilter, TaskOptions, TaskSnapshot, TaskSpec, TaskStatus,
 };
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -1867,4 +1867,207 @@ async fn a_list_confirms_the_tasks_in_flight_it_answers() {
     b.list(TaskFilter::all()).await.unwrap();
     let finished: i64 = db.query_one(&confirmations, &[]).await.unwrap().get(0);
     assert_eq!(finished, after, "a finished task needs no confirmation");
+}
+
+/// The confirmations counted in `schema` so far (each a durable statement of `Sql::confirm`).
+async fn confirmations(db: &tokio_postgres::Client, schema: &str) -> i64 {
+    db.query_one(
+        &format!(
+            "SELECT coalesce(sum(n), 0)::bigint FROM \"{schema}\".counters WHERE name = 'confirmations'"
+        ),
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// Issue 20 (the fast path): a task that ends within the grace makes its submission durable by its end alone (a
+/// durable commit, whose WAL flush covers the older insert): no confirmation. Ten tasks that end at once, each
+/// `submit` answered, then at once an immediate stop (as a crash) and a restart: every ref returned has its row,
+/// complete, with its value, and not one was confirmed. (The grace is wide, so that on a loaded machine each task
+/// ends within it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_tasks_reference_survives_a_crash_without_a_confirmation() {
+    let mut server = tokio::task::spawn_blocking(PostgresServer::start)
+        .await
+        .unwrap()
+        .expect("a private PostgreSQL");
+    let url = server.url();
+    let schema = fresh_schema("fast_crash");
+    let config = config_on(url.clone(), &schema)
+        .await
+        .durable_grace(PATIENCE);
+    let b = PostgresTaskBackend::new(config).unwrap();
+    b.start().await.unwrap();
+    let id = format!("fast-{}", uuid::Uuid::new_v4());
+    open(&id);
+    let mut refs = Vec::new();
+    for i in 0..10 {
+        let (sub, ref_id, _) = submission(
+            json!({"gate": id, "i": i, "value": i}),
+            Duration::from_secs(600),
+        );
+        assert!(matches!(b.submit(sub).await.unwrap(), Submitted::Started(r) if r == ref_id));
+        refs.push(ref_id.as_str().to_owned());
+    }
+    tokio::task::block_in_place(|| server.restart()).expect("the server restarts");
+    let db = sql(&url).await;
+    let row = db
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM \"{schema}\".tasks WHERE ref_id = ANY($1) AND status = 'complete'),
+                        (SELECT count(*) FROM \"{schema}\".task_values WHERE ref_id = ANY($1))"
+            ),
+            &[&refs],
+        )
+        .await
+        .unwrap();
+    let (complete, values): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(
+        (complete, values),
+        (10, 10),
+        "every ref returned by submit is complete, with its value, after the crash"
+    );
+    assert_eq!(
+        confirmations(&db, &schema).await,
+        0,
+        "a task that ended within the grace needs no confirmation"
+    );
+    drop(b);
+}
+
+/// Issue 20: a submission whose confirmation fails (the server goes down while the confirmation waits) answers
+/// `Unavailable`, never a reference: the confirmation is held on a lock of the counters table (the test's own
+/// transaction), the server is stopped at once, and `submit` fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_that_fails_answers_unavailable_not_a_reference() {
+    let mut server = tokio::task::spawn_blocking(PostgresServer::start)
+        .await
+        .unwrap()
+        .expect("a private PostgreSQL");
+    let url = server.url();
+    let schema = fresh_schema("confirm_fails");
+    // The statement outlives the wait below: the server's stop, not the command timeout, ends it.
+    let config = config_on(url.clone(), &schema)
+        .await
+        .command_timeout(PATIENCE);
+    let b = PostgresTaskBackend::new(config).unwrap();
+    b.start().await.unwrap();
+    let mut db = sql(&url).await;
+    let tx = db.transaction().await.unwrap();
+    tx.batch_execute(&format!("LOCK TABLE \"{schema}\".counters IN SHARE MODE"))
+        .await
+        .unwrap();
+    let id = format!("confirm-{}", uuid::Uuid::new_v4());
+    let (sub, _, _) = submission(json!({"gate": id}), Duration::from_secs(600));
+    let submitter = b.clone();
+    let submit = tokio::spawn(async move { submitter.submit(sub).await });
+    let watcher = sql(&url).await;
+    until("the confirmation to wait on the lock", async || {
+        watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%''confirmations''%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            >= 1
+    })
+    .await;
+    tokio::task::block_in_place(|| server.kill());
+    let answer = tokio::time::timeout(PATIENCE, submit)
+        .await
+        .expect("submit answers once the server is gone")
+        .unwrap();
+    assert!(
+        matches!(answer, Err(BackendError::Unavailable(_))),
+        "expected Unavailable, got {answer:?}"
+    );
+    drop(tx);
+    open(&id);
+}
+
+const FAILS_ONCE: &str = "refcache.postgres-test.fails-once";
+
+/// Fails on its first run for a gate id, then runs as `gated`.
+fn fails_once(
+    args: Value,
+    ctx: TaskContext,
+) -> BoxFuture<'static, Result<refcache_core::JsonText, TaskError>> {
+    static FAILED: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    let id = args["gate"].as_str().unwrap_or_default().to_owned();
+    let first = FAILED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(id);
+    if first {
+        Box::pin(async { Err(TaskError::new("failed on purpose").permanent()) })
+    } else {
+        gated(args, ctx)
+    }
+}
+
+inventory::submit!(TaskRegistration::new(|| FAILS_ONCE, fails_once));
+
+/// Issue 20 (review): `retry` of a failed task whose call is in flight again under another ref answers
+/// `AlreadyRunning(that ref)`, which may be a submission not durable yet (its `submit` still in its grace): the
+/// ref is confirmed (one durable statement, counted) before it is handed out, and survives an immediate stop (as
+/// a crash) right after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrys_running_reference_is_confirmed_and_survives_a_crash() {
+    let mut server = tokio::task::spawn_blocking(PostgresServer::start)
+        .await
+        .unwrap()
+        .expect("a private PostgreSQL");
+    let url = server.url();
+    let schema = fresh_schema("retry_crash");
+    // A wide grace: the second submission's `submit` is still waiting for its task's end (it never comes) when
+    // the retry answers, so nothing else has confirmed its row.
+    let config = config_on(url.clone(), &schema)
+        .await
+        .durable_grace(PATIENCE);
+    let b = PostgresTaskBackend::new(config).unwrap();
+    b.start().await.unwrap();
+    let db = sql(&url).await;
+    let id = format!("retry-{}", uuid::Uuid::new_v4());
+    let args = json!({"gate": id});
+    let key = CacheKey::from_json(FAILS_ONCE, "test", &args).unwrap();
+    let first = RefId::generate("test");
+    let spec = TaskSpec::new(first.clone(), key, FAILS_ONCE, "test", args.clone());
+    let job = registry::find(FAILS_ONCE).map(TaskRegistration::job);
+    b.submit(Submission::new(spec, job.clone())).await.unwrap();
+    assert_eq!(wait_end(&b, &first).await.info.status, TaskStatus::Failed);
+    // The same call again: it runs (and waits on its gate) under a new ref, its `submit` in its grace.
+    let second = RefId::generate("test");
+    let spec = TaskSpec::new(second.clone(), key, FAILS_ONCE, "test", args);
+    let submitter = b.clone();
+    let submit = tokio::spawn(async move { submitter.submit(Submission::new(spec, job)).await });
+    until("the second submission's row", async || {
+        rows_of(&db, &schema, &second).await.0 == 1
+    })
+    .await;
+    let before = confirmations(&db, &schema).await;
+    assert_eq!(
+        b.retry(&first).await.unwrap(),
+        RetryOutcome::AlreadyRunning(second.clone())
+    );
+    assert_eq!(
+        confirmations(&db, &schema).await,
+        before + 1,
+        "the running ref was confirmed before retry handed it out"
+    );
+    tokio::task::block_in_place(|| server.restart()).expect("the server restarts");
+    let db = sql(&url).await;
+    assert_eq!(
+        rows_of(&db, &schema, &second).await.0,
+        1,
+        "the ref retry handed out has its row after the crash"
+    );
+    submit.abort();
+    open(&id);
+    drop(b);
 }

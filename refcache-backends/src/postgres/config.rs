@@ -132,7 +132,21 @@ pub struct PostgresConfig {
     /// upkeep (once per lease, cluster-wide) drops the records that would expire first, each with its value and
     /// output (never the newest).
     pub max_task_records: u64,
+    /// How long a submission waits for its task's end to make its row durable before it is confirmed on its own
+    /// (a durable statement of its own: one WAL flush more). A task that ends within it costs one flush in all, its
+    /// end's; a longer one costs a flush more, and its `submit` this much more time. `0`: every submission is
+    /// confirmed at once (two flushes per task; `submit` answers after one). At most 60 s (`durable_grace_ms` in
+    /// the URL: whole milliseconds, 0 to 60000).
+    pub durable_grace: Duration,
 }
+
+/// The longest [`PostgresConfig::durable_grace`]: beyond it, a submission of a task that runs longer would answer
+/// after more than a minute.
+const MAX_DURABLE_GRACE: Duration = Duration::from_secs(60);
+
+/// What `durable_grace_ms` must be.
+const DURABLE_GRACE_EXPECTED: &str =
+    "a whole number of milliseconds from 0 to 60000, such as 20 (the default)";
 
 impl Default for PostgresConfig {
     fn default() -> Self {
@@ -157,13 +171,14 @@ impl Default for PostgresConfig {
             command_timeout: Duration::from_secs(5),
             max_record_bytes: memory.max_record_bytes,
             max_task_records: memory.max_task_records,
+            durable_grace: Duration::from_millis(20),
         }
     }
 }
 
 /// The options a backend URL may carry besides the driver's own.
-const OPTIONS: &str =
-    "mode, schema, lease, max_deliveries, prefetch, pool_size, sslmode, sslrootcert";
+const OPTIONS: &str = "mode, schema, lease, max_deliveries, prefetch, pool_size, durable_grace_ms, sslmode, \
+                       sslrootcert";
 
 /// A Postgres backend setting that cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -269,6 +284,14 @@ impl PostgresConfig {
                         .filter(|n| (1..=256).contains(n))
                         .ok_or_else(|| invalid("a whole number from 1 to 256"))?;
                 }
+                "durable_grace_ms" => {
+                    self.durable_grace = value
+                        .parse::<u64>()
+                        .ok()
+                        .map(Duration::from_millis)
+                        .filter(|d| *d <= MAX_DURABLE_GRACE)
+                        .ok_or_else(|| invalid(DURABLE_GRACE_EXPECTED))?;
+                }
                 "sslmode" => {
                     self.ssl_mode = match value {
                         "disable" => SslMode::Disable,
@@ -362,6 +385,13 @@ impl PostgresConfig {
                 expected: "a number of seconds, at least 1",
             });
         }
+        if self.durable_grace > MAX_DURABLE_GRACE {
+            return Err(PostgresConfigError::InvalidOption {
+                name: "durable_grace_ms".into(),
+                value: self.durable_grace.as_millis().to_string(),
+                expected: DURABLE_GRACE_EXPECTED,
+            });
+        }
         if self.ssl_mode == SslMode::VerifyFull && self.ssl_root_cert.is_none() {
             return Err(PostgresConfigError::InvalidOption {
                 name: "sslrootcert".into(),
@@ -443,6 +473,13 @@ impl PostgresConfig {
         self.max_task_records = records;
         self
     }
+
+    /// Sets how long a submission waits for its task's end before it is confirmed on its own (see
+    /// [`PostgresConfig::durable_grace`]).
+    pub fn durable_grace(mut self, grace: Duration) -> Self {
+        self.durable_grace = grace;
+        self
+    }
 }
 
 /// `url` without a password: in the user info (through [`refcache_core::redact_url`]) or as a `password=`
@@ -485,6 +522,7 @@ impl std::fmt::Debug for PostgresConfig {
             command_timeout,
             max_record_bytes,
             max_task_records,
+            durable_grace,
         } = self;
         f.debug_struct("PostgresConfig")
             .field("url", &self.redacted_url())
@@ -506,6 +544,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("command_timeout", command_timeout)
             .field("max_record_bytes", max_record_bytes)
             .field("max_task_records", max_task_records)
+            .field("durable_grace", durable_grace)
             .finish()
     }
 }
@@ -518,7 +557,7 @@ mod tests {
     fn url_options_are_taken_out_and_driver_parameters_kept() {
         let c = PostgresConfig::from_url(
             "postgres://app@127.0.0.1:7000/db?mode=workers&schema=app1&lease=10&max_deliveries=5&prefetch=4\
-             &application_name=svc&sslmode=require&pool_size=3",
+             &application_name=svc&sslmode=require&pool_size=3&durable_grace_ms=5",
         )
         .unwrap();
         assert_eq!(
@@ -530,8 +569,12 @@ mod tests {
         assert_eq!(c.lease, Duration::from_secs(10));
         assert_eq!((c.max_deliveries, c.prefetch, c.pool_size), (5, 4, 3));
         assert_eq!(c.ssl_mode, SslMode::Require);
+        assert_eq!(c.durable_grace, Duration::from_millis(5));
         let d = PostgresConfig::from_url("postgresql://h/db").unwrap();
         assert_eq!((d.mode, d.schema.as_str()), (Mode::Local, "refcache"));
+        assert_eq!(d.durable_grace, Duration::from_millis(20));
+        let e = PostgresConfig::from_url("postgresql://h/db?durable_grace_ms=0").unwrap();
+        assert_eq!(e.durable_grace, Duration::ZERO);
     }
 
     #[test]
@@ -548,6 +591,22 @@ mod tests {
         assert!(PostgresConfig::from_url("postgres://h/db?lease=0.5").is_err());
         assert!(PostgresConfig::from_url("postgres://h/db?max_deliveries=0").is_err());
         assert!(PostgresConfig::from_url("postgres://h/db?sslmode=verify-ca").is_err());
+        for bad in ["-1", "0.5", "60001", "20ms", ""] {
+            let e = PostgresConfig::from_url(&format!("postgres://h/db?durable_grace_ms={bad}"))
+                .unwrap_err();
+            assert!(
+                e.to_string().starts_with(&format!(
+                    "invalid value `{bad}` for `durable_grace_ms`: expected a whole number of milliseconds from 0 \
+                     to 60000"
+                )),
+                "{e}"
+            );
+        }
+        let e = PostgresConfig::default()
+            .durable_grace(Duration::from_secs(61))
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("`durable_grace_ms`"), "{e}");
         assert!(PostgresConfig::from_url("postgres://h/db?sslmode=verify-full").is_err());
         let e = PostgresConfig::from_url("postgres://h/db?frobnicate=1").unwrap_err();
         assert!(e.to_string().contains("invalid Postgres URL"), "{e}");

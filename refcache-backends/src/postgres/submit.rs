@@ -16,11 +16,6 @@ use super::config::Mode;
 use super::hub::Follower;
 use super::inner::{Inner, now_ms};
 
-/// How long a submission waits for its task's end to make it durable (see `Inner::made_durable`) before it is
-/// confirmed on its own: a task that ends within it costs one WAL flush, its end's; a longer one costs a flush more,
-/// and its submission this much more time.
-pub(super) const DURABLE_GRACE: Duration = Duration::from_millis(20);
-
 impl Inner {
     pub(super) async fn submit(
         self: &Arc<Self>,
@@ -138,9 +133,10 @@ impl Inner {
     /// Returns once the submission of `ref_id` (its insert committed asynchronously, without waiting for a WAL
     /// flush) survives a server crash, so that a reference handed to a caller never dangles:
     ///
-    /// - when its task has ended within [`DURABLE_GRACE`] (a fast task): every terminal status is written by a
-    ///   durable commit, which PostgreSQL makes visible only once its WAL is flushed, and the submission's commit
-    ///   is older; the task's row read as finished proves both. One flush for the whole task, its end's.
+    /// - when its task has ended within the grace ([`durable_grace`](super::config::PostgresConfig::durable_grace),
+    ///   20 ms by default: a fast task): every terminal status is written by a durable commit, which PostgreSQL
+    ///   makes visible only once its WAL is flushed, and the submission's commit is older; the task's row read as
+    ///   finished proves both. One flush for the whole task, its end's.
     /// - else by a confirmation of its own (`Sql::confirm`, shared with the others due meanwhile): a durable
     ///   commit that sees the row. No row: the submission was lost (the server crashed or restarted before any
     ///   flush covered it), or the task was deleted meanwhile; the caller is told so, and never gets the ref.
@@ -152,7 +148,7 @@ impl Inner {
         ref_id: &RefId,
         mut follower: Follower,
     ) -> Result<(), BackendError> {
-        let grace = tokio::time::sleep(DURABLE_GRACE);
+        let grace = tokio::time::sleep(self.config.durable_grace);
         tokio::pin!(grace);
         loop {
             tokio::select! {
