@@ -1885,8 +1885,11 @@ async fn confirmations(db: &tokio_postgres::Client, schema: &str) -> i64 {
 /// Issue 20 (the fast path): a task that ends within the grace makes its submission durable by its end alone (a
 /// durable commit, whose WAL flush covers the older insert): no confirmation. Ten tasks that end at once, each
 /// `submit` answered, then at once an immediate stop (as a crash) and a restart: every ref returned has its row,
-/// complete, with its value, and not one was confirmed. (The grace is wide, so that on a loaded machine each task
-/// ends within it.)
+/// complete, with its value, and not one was confirmed. (The grace is the widest allowed, 1 s, so that on a loaded
+/// machine each task, which ends at once, ends within it.) The confirmation count pins the fast path; the rows
+/// after the crash pin the end's durability only probabilistically: an asynchronous commit is also written out by
+/// the WAL writer within 200 ms, so an end made asynchronous loses a row only when the stop comes first (it lost
+/// the last of the ten when tried).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_tasks_reference_survives_a_crash_without_a_confirmation() {
     let mut server = tokio::task::spawn_blocking(PostgresServer::start)
@@ -1897,7 +1900,7 @@ async fn a_fast_tasks_reference_survives_a_crash_without_a_confirmation() {
     let schema = fresh_schema("fast_crash");
     let config = config_on(url.clone(), &schema)
         .await
-        .durable_grace(PATIENCE);
+        .durable_grace(Duration::from_secs(1));
     let b = PostgresTaskBackend::new(config).unwrap();
     b.start().await.unwrap();
     let id = format!("fast-{}", uuid::Uuid::new_v4());
@@ -1990,33 +1993,13 @@ async fn a_confirmation_that_fails_answers_unavailable_not_a_reference() {
     open(&id);
 }
 
-const FAILS_ONCE: &str = "refcache.postgres-test.fails-once";
-
-/// Fails on its first run for a gate id, then runs as `gated`.
-fn fails_once(
-    args: Value,
-    ctx: TaskContext,
-) -> BoxFuture<'static, Result<refcache_core::JsonText, TaskError>> {
-    static FAILED: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
-    let id = args["gate"].as_str().unwrap_or_default().to_owned();
-    let first = FAILED
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(id);
-    if first {
-        Box::pin(async { Err(TaskError::new("failed on purpose").permanent()) })
-    } else {
-        gated(args, ctx)
-    }
-}
-
-inventory::submit!(TaskRegistration::new(|| FAILS_ONCE, fails_once));
-
 /// Issue 20 (review): `retry` of a failed task whose call is in flight again under another ref answers
-/// `AlreadyRunning(that ref)`, which may be a submission not durable yet (its `submit` still in its grace): the
-/// ref is confirmed (one durable statement, counted) before it is handed out, and survives an immediate stop (as
-/// a crash) right after.
+/// `AlreadyRunning(that ref)`, whose row may not be durable yet (an insert commits asynchronously until its
+/// `submit` answers): the ref is confirmed (one durable statement, counted) before it is handed out, and its row
+/// survives an immediate stop (as a crash) right after. The row in flight is the test's own, inserted with
+/// `synchronous_commit=off` as a submission's is, and confirmed by nothing else. The confirmation count pins the
+/// behaviour; the row after the crash would often be there without it too (the WAL writer writes an asynchronous
+/// commit out within 200 ms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrys_running_reference_is_confirmed_and_survives_a_crash() {
     let mut server = tokio::task::spawn_blocking(PostgresServer::start)
@@ -2025,31 +2008,31 @@ async fn retrys_running_reference_is_confirmed_and_survives_a_crash() {
         .expect("a private PostgreSQL");
     let url = server.url();
     let schema = fresh_schema("retry_crash");
-    // A wide grace: the second submission's `submit` is still waiting for its task's end (it never comes) when
-    // the retry answers, so nothing else has confirmed its row.
-    let config = config_on(url.clone(), &schema)
-        .await
-        .durable_grace(PATIENCE);
-    let b = PostgresTaskBackend::new(config).unwrap();
+    let b = PostgresTaskBackend::new(config_on(url.clone(), &schema).await).unwrap();
     b.start().await.unwrap();
     let db = sql(&url).await;
-    let id = format!("retry-{}", uuid::Uuid::new_v4());
-    let args = json!({"gate": id});
-    let key = CacheKey::from_json(FAILS_ONCE, "test", &args).unwrap();
+    let args = json!({"n": uuid::Uuid::new_v4().to_string()});
+    let key = CacheKey::from_json(FAILS, "test", &args).unwrap();
     let first = RefId::generate("test");
-    let spec = TaskSpec::new(first.clone(), key, FAILS_ONCE, "test", args.clone());
-    let job = registry::find(FAILS_ONCE).map(TaskRegistration::job);
-    b.submit(Submission::new(spec, job.clone())).await.unwrap();
+    let spec = TaskSpec::new(first.clone(), key, FAILS, "test", args);
+    let job = registry::find(FAILS).map(TaskRegistration::job);
+    b.submit(Submission::new(spec, job)).await.unwrap();
     assert_eq!(wait_end(&b, &first).await.info.status, TaskStatus::Failed);
-    // The same call again: it runs (and waits on its gate) under a new ref, its `submit` in its grace.
+    // The same call in flight again under another ref, committed asynchronously.
     let second = RefId::generate("test");
-    let spec = TaskSpec::new(second.clone(), key, FAILS_ONCE, "test", args);
-    let submitter = b.clone();
-    let submit = tokio::spawn(async move { submitter.submit(Submission::new(spec, job)).await });
-    until("the second submission's row", async || {
-        rows_of(&db, &schema, &second).await.0 == 1
-    })
-    .await;
+    db.batch_execute("SET synchronous_commit = off")
+        .await
+        .unwrap();
+    db.execute(
+        &format!(
+            "INSERT INTO \"{schema}\".tasks (ref_id, cache_key, status, info, spec, task_name, namespace, created_ms,
+                                             queued)
+             VALUES ($1, $2, 'pending', '{{}}', '{{}}', 'x', 'test', 0, true)"
+        ),
+        &[&second.as_str(), &key.to_hex()],
+    )
+    .await
+    .unwrap();
     let before = confirmations(&db, &schema).await;
     assert_eq!(
         b.retry(&first).await.unwrap(),
@@ -2067,7 +2050,5 @@ async fn retrys_running_reference_is_confirmed_and_survives_a_crash() {
         1,
         "the ref retry handed out has its row after the crash"
     );
-    submit.abort();
-    open(&id);
     drop(b);
 }

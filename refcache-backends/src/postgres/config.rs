@@ -134,19 +134,20 @@ pub struct PostgresConfig {
     pub max_task_records: u64,
     /// How long a submission waits for its task's end to make its row durable before it is confirmed on its own
     /// (a durable statement of its own: one WAL flush more). A task that ends within it costs one flush in all, its
-    /// end's; a longer one costs a flush more, and its `submit` this much more time. `0`: every submission is
-    /// confirmed at once (two flushes per task; `submit` answers after one). At most 60 s (`durable_grace_ms` in
-    /// the URL: whole milliseconds, 0 to 60000).
+    /// end's; a longer one costs a flush more, and its `submit` answers only after the whole grace and that flush:
+    /// a call that waits `async_timeout` before it hands out a reference hands it out up to this much later.
+    /// `0`: every submission is confirmed at once (two flushes per task; `submit` answers after one). Whole
+    /// milliseconds, at most 1 s (`durable_grace_ms` in the URL: 0 to 1000).
     pub durable_grace: Duration,
 }
 
-/// The longest [`PostgresConfig::durable_grace`]: beyond it, a submission of a task that runs longer would answer
-/// after more than a minute.
-const MAX_DURABLE_GRACE: Duration = Duration::from_secs(60);
+/// The longest [`PostgresConfig::durable_grace`]: the submission of every task that runs longer answers this much
+/// later, which overshoots a short `async_timeout` by as much.
+const MAX_DURABLE_GRACE: Duration = Duration::from_secs(1);
 
 /// What `durable_grace_ms` must be.
 const DURABLE_GRACE_EXPECTED: &str =
-    "a whole number of milliseconds from 0 to 60000, such as 20 (the default)";
+    "a whole number of milliseconds from 0 to 1000, such as 20 (the default)";
 
 impl Default for PostgresConfig {
     fn default() -> Self {
@@ -285,9 +286,10 @@ impl PostgresConfig {
                         .ok_or_else(|| invalid("a whole number from 1 to 256"))?;
                 }
                 "durable_grace_ms" => {
-                    self.durable_grace = value
-                        .parse::<u64>()
-                        .ok()
+                    // Digits only: `parse` would also take `+20`.
+                    self.durable_grace = Some(value)
+                        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|v| v.parse::<u64>().ok())
                         .map(Duration::from_millis)
                         .filter(|d| *d <= MAX_DURABLE_GRACE)
                         .ok_or_else(|| invalid(DURABLE_GRACE_EXPECTED))?;
@@ -385,10 +387,12 @@ impl PostgresConfig {
                 expected: "a number of seconds, at least 1",
             });
         }
-        if self.durable_grace > MAX_DURABLE_GRACE {
+        if self.durable_grace > MAX_DURABLE_GRACE
+            || !self.durable_grace.subsec_nanos().is_multiple_of(1_000_000)
+        {
             return Err(PostgresConfigError::InvalidOption {
                 name: "durable_grace_ms".into(),
-                value: self.durable_grace.as_millis().to_string(),
+                value: format!("{:?}", self.durable_grace),
                 expected: DURABLE_GRACE_EXPECTED,
             });
         }
@@ -591,22 +595,35 @@ mod tests {
         assert!(PostgresConfig::from_url("postgres://h/db?lease=0.5").is_err());
         assert!(PostgresConfig::from_url("postgres://h/db?max_deliveries=0").is_err());
         assert!(PostgresConfig::from_url("postgres://h/db?sslmode=verify-ca").is_err());
-        for bad in ["-1", "0.5", "60001", "20ms", ""] {
+        for bad in ["-1", "+20", "0.5", "1001", "20ms", ""] {
             let e = PostgresConfig::from_url(&format!("postgres://h/db?durable_grace_ms={bad}"))
                 .unwrap_err();
             assert!(
                 e.to_string().starts_with(&format!(
                     "invalid value `{bad}` for `durable_grace_ms`: expected a whole number of milliseconds from 0 \
-                     to 60000"
+                     to 1000"
                 )),
                 "{e}"
             );
         }
-        let e = PostgresConfig::default()
-            .durable_grace(Duration::from_secs(61))
+        for (bad, shown) in [
+            (Duration::from_millis(1001), "`1.001s`"),
+            (Duration::from_micros(500), "`500µs`"),
+        ] {
+            let e = PostgresConfig::default()
+                .durable_grace(bad)
+                .validate()
+                .unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("invalid value {shown} for `durable_grace_ms`")),
+                "{e}"
+            );
+        }
+        PostgresConfig::default()
+            .durable_grace(Duration::from_secs(1))
             .validate()
-            .unwrap_err();
-        assert!(e.to_string().contains("`durable_grace_ms`"), "{e}");
+            .unwrap();
         assert!(PostgresConfig::from_url("postgres://h/db?sslmode=verify-full").is_err());
         let e = PostgresConfig::from_url("postgres://h/db?frobnicate=1").unwrap_err();
         assert!(e.to_string().contains("invalid Postgres URL"), "{e}");
