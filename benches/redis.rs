@@ -767,8 +767,10 @@ fn classify(line: &str, prefix: &str) -> Option<String> {
     let script = match argv.len() {
         // `transition`'s third argument is its list of statuses, `,a,b,`; `submit`'s a cache key.
         12 if argv[2].starts_with(',') => "transition",
-        12 => "submit",
-        6 => "claim",
+        12 | 13 => "submit",
+        // `claim`'s fourth argument is the record; `take`'s a count.
+        6 if argv[3].starts_with('{') => "claim",
+        6 => "take",
         2 if argv[1].contains(':') => "get",
         2 => "ack",
         _ => "other",

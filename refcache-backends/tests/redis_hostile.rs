@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use refcache_backends::redis::{RedisConfig, RedisServer, RedisTaskBackend};
+use refcache_backends::redis::{Mode, RedisConfig, RedisServer, RedisTaskBackend};
 use refcache_core::registry::TaskRegistration;
 use refcache_core::{
-    BackendError, CacheKey, JsonText, RefId, Submission, Submitted, TaskBackend, TaskContext,
-    TaskError, TaskFilter, TaskOptions, TaskSnapshot, TaskSpec, TaskStatus,
+    BackendError, CacheKey, JsonText, RefId, StoredValue, Submission, Submitted, TaskBackend,
+    TaskContext, TaskError, TaskFilter, TaskOptions, TaskSnapshot, TaskSpec, TaskStatus,
 };
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -252,6 +252,90 @@ async fn forged_events_change_nothing() {
         near.get(&done_key).await.is_none()
     })
     .await;
+}
+
+/// In `workers` mode the submitter's waiter takes a task's end from its event, which carries the record and the
+/// value the terminal script wrote, and the token the submission put in the record. A forged end event, well
+/// formed but with another token (guessed, empty, or none), is a hint like any other: the waiter reads the record,
+/// goes on waiting, and answers the real end and value once the task ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_end_event_without_the_tasks_token_is_not_believed() {
+    let server = server();
+    let replica = RedisTaskBackend::new(config(&server).mode(Mode::Workers)).unwrap();
+    let worker = RedisTaskBackend::worker(config(&server)).unwrap();
+    worker.start().await.unwrap();
+    let events = format!("{}:events", replica.config().key_prefix);
+    let mut conn = raw(&server).await;
+    let id = new_gate();
+    let (sub, ref_id, key) = submission(json!({"gate": id, "value": 42}));
+    assert!(matches!(
+        replica.submit(sub).await.unwrap(),
+        Submitted::Started(_)
+    ));
+    until("the worker runs it", async || {
+        gate(&id).runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let waiter = {
+        let replica = replica.clone();
+        let ref_id = ref_id.clone();
+        tokio::spawn(
+            async move { finished_or_not(&replica, &ref_id, Duration::from_secs(3)).await },
+        )
+    };
+    // The waiter follows from before the task existed; give it a moment to be waiting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut record = replica.get(&ref_id).await.unwrap().unwrap().info;
+    record.status = TaskStatus::Complete;
+    let record = serde_json::to_string(&record).unwrap();
+    let value = StoredValue::new(
+        ref_id.clone(),
+        key,
+        GATED,
+        "it",
+        JsonText::from(&json!("forged")),
+        Duration::from_secs(600),
+    );
+    let value = serde_json::to_string(&value).unwrap();
+    let body = format!("{} {record}{value}", record.len());
+    for token in ["0123456789abcdef0123456789abcdef", "", "-"] {
+        publish(
+            &mut conn,
+            &events,
+            &format!("{ref_id} complete {token} {body}"),
+        )
+        .await;
+    }
+    publish(&mut conn, &events, &format!("{ref_id} complete {body}")).await;
+    let waited = waiter.await.unwrap();
+    assert_eq!(
+        waited.info.status,
+        TaskStatus::Processing,
+        "a waiter does not take a forged end: {:?}",
+        waited.value
+    );
+
+    // The real end is answered (by a read: the first wait's end took the token's channel with it).
+    let waiter = {
+        let replica = replica.clone();
+        let ref_id = ref_id.clone();
+        tokio::spawn(async move { finished_or_not(&replica, &ref_id, PATIENCE).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gate(&id).open.send_replace(true);
+    let done = waiter.await.unwrap();
+    assert_eq!(done.info.status, TaskStatus::Complete);
+    assert_eq!(done.value.expect("its value").value, json!(42));
+    assert_eq!(gate(&id).runs.load(Ordering::SeqCst), 1);
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A wait until `within` has passed: the task's record then (or its end).
+async fn finished_or_not(b: &RedisTaskBackend, ref_id: &RefId, within: Duration) -> TaskSnapshot {
+    b.wait(ref_id, Some(tokio::time::Instant::now() + within))
+        .await
+        .expect("wait")
+        .expect("known")
 }
 
 /// Two apps on one Redis, each under its own `key_prefix`: events forged on one app's channel about the other's
