@@ -822,7 +822,8 @@ fn monitored(line: &str, prefix: &str) -> Option<String> {
 /// Issue 17 §3's count, pinned: one task in `workers` mode, from its submission to the poll that reads its value,
 /// costs the replica its submission and the poll (its waiter takes the end from the end's event: no read), and
 /// the worker its `take` (woken by `P:queued`: the stream read and the claim in one script) and its end (the ack
-/// in the same script): 4 round trips. Counted with `MONITOR` (top-level commands only) over tasks one after
+/// in the same script): 4 round trips. (The waiter is waiting when the task ends; one that begins after the end
+/// reads the record, one round trip more.) Counted with `MONITOR` (top-level commands only) over tasks one after
 /// another; the lease is long, so that no upkeep falls inside the count. An idle worker also takes once a second
 /// (and a wake-up that came in meanwhile may make one more): takes beyond one per task are only those.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -843,10 +844,14 @@ async fn a_task_in_workers_mode_costs_four_round_trips_from_submit_to_poll() {
     }
     let one = async |n: usize| {
         let id = new_gate();
-        gate(&id).open.send_replace(true);
         let (sub, ref_id) = submission(json!({"gate": id, "value": n}), options());
         started(&replica, sub).await;
-        let done = wait(&replica, &ref_id, PATIENCE).await;
+        // The wait polled once before the task can end: it has taken the follower its submission made (a wait
+        // that comes after the end reads, as one on another replica does).
+        let mut waiting = replica.wait(&ref_id, Some(tokio::time::Instant::now() + PATIENCE));
+        assert!(futures::poll!(&mut waiting).is_pending());
+        gate(&id).open.send_replace(true);
+        let done = waiting.await.expect("wait").expect("known");
         assert_eq!(done.info.status, TaskStatus::Complete);
         assert_eq!(done.value.expect("its value").value, json!(n));
         let polled = replica.get(&ref_id).await.unwrap().expect("known");

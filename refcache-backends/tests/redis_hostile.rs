@@ -330,6 +330,116 @@ async fn a_forged_end_event_without_the_tasks_token_is_not_believed() {
     worker.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// Review finding (2026-12-07): whoever can publish on `P:events` can read it too, tokens included. A genuine end
+/// event replayed, as heard, or with a value for another cache key under the same ref and token, while a follower
+/// of that task still lives here (an output follower): neither is taken (the token was used up by the first), and no value
+/// from an event goes into the near cache, for the task's key or another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_end_event_is_not_taken_again_nor_cached_under_another_key() {
+    use futures::StreamExt;
+    let server = server();
+    let replica = RedisTaskBackend::new(config(&server).mode(Mode::Workers)).unwrap();
+    let worker = RedisTaskBackend::worker(config(&server)).unwrap();
+    worker.start().await.unwrap();
+    replica.start().await.unwrap();
+    let events = format!("{}:events", replica.config().key_prefix);
+    let mut neighbour = redis::Client::open(server.url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    neighbour.subscribe(&events).await.unwrap();
+    let mut heard = neighbour.into_on_message();
+    let mut conn = raw(&server).await;
+    // One task to its end, taken from its event by a waiter that waits before the end.
+    let run = async |value: i64| {
+        let id = new_gate();
+        let (sub, ref_id, _) = submission(json!({"gate": id, "value": value}));
+        assert!(matches!(
+            replica.submit(sub).await.unwrap(),
+            Submitted::Started(_)
+        ));
+        let mut waiting = replica.wait(&ref_id, Some(tokio::time::Instant::now() + PATIENCE));
+        assert!(futures::poll!(&mut waiting).is_pending());
+        gate(&id).open.send_replace(true);
+        let done = waiting.await.unwrap().expect("known");
+        assert_eq!(done.info.status, TaskStatus::Complete);
+        assert_eq!(done.value.expect("its value").value, json!(value));
+        ref_id
+    };
+    let id = new_gate();
+    let (sub, ref_id, _) = submission(json!({"gate": id, "value": 1}));
+    assert!(matches!(
+        replica.submit(sub).await.unwrap(),
+        Submitted::Started(_)
+    ));
+    // A follower that outlives the wait: an output follower, held and not polled.
+    let _output = replica
+        .follow_output(&ref_id)
+        .await
+        .unwrap()
+        .expect("in flight");
+    let mut waiting = replica.wait(&ref_id, Some(tokio::time::Instant::now() + PATIENCE));
+    assert!(futures::poll!(&mut waiting).is_pending());
+    gate(&id).open.send_replace(true);
+    assert_eq!(
+        waiting
+            .await
+            .unwrap()
+            .expect("known")
+            .value
+            .expect("its value")
+            .value,
+        json!(1)
+    );
+    let end = format!("{ref_id} complete ");
+    let genuine = loop {
+        let msg = tokio::time::timeout(PATIENCE, heard.next())
+            .await
+            .expect("the end's event")
+            .expect("subscribed");
+        let payload: String = msg.get_payload().unwrap();
+        if payload.starts_with(&end) {
+            break payload;
+        }
+    };
+    let rest = &genuine[end.len()..];
+    let (token, rest) = rest.split_once(' ').expect("a token");
+    let (len, body) = rest.split_once(' ').expect("a record length");
+    let record = &body[..len.parse::<usize>().unwrap()];
+    let other = CacheKey::from_json(GATED, "it", &json!({"another": "call"})).unwrap();
+    let forged = StoredValue::new(
+        ref_id.clone(),
+        other,
+        GATED,
+        "it",
+        JsonText::from(&json!("forged")),
+        Duration::from_secs(600),
+    );
+    let forged = serde_json::to_string(&forged).unwrap();
+    publish(
+        &mut conn,
+        &events,
+        &format!(
+            "{ref_id} complete {token} {} {record}{forged}",
+            record.len()
+        ),
+    )
+    .await;
+    publish(&mut conn, &events, &genuine).await;
+    // A barrier: this end's event comes after those, and the replica handles events in order.
+    run(2).await;
+    let near = replica.near_cache().expect("a near cache");
+    assert!(
+        near.get(&other).await.is_none(),
+        "a value from an event is in the near cache under another key"
+    );
+    assert!(replica.lookup(&other).await.unwrap().is_none());
+    let again = finished_or_not(&replica, &ref_id, PATIENCE).await;
+    assert_eq!(again.value.expect("its value").value, json!(1));
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
 /// A wait until `within` has passed: the task's record then (or its end).
 async fn finished_or_not(b: &RedisTaskBackend, ref_id: &RefId, within: Duration) -> TaskSnapshot {
     b.wait(ref_id, Some(tokio::time::Instant::now() + within))

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use redis::AsyncCommands;
-use refcache_core::{CacheKey, RefId, TaskInfo, TaskStatus};
+use refcache_core::{CacheKey, RefId, StoredValue, TaskInfo, TaskStatus};
 
 use super::state::Inner;
 
@@ -175,8 +175,8 @@ impl Inner {
             self.verify_held(ref_id);
             // The end as its script wrote it, for the waiter here that submitted the task (the token is its
             // proof): no read.
-            if let Some(snapshot) = self.end_from_event(ref_id, status, event.rest).await {
-                self.hub.settle(ref_id, snapshot);
+            if let Some(snapshot) = self.end_from_event(ref_id, status, event.rest) {
+                self.hub.settle_once(ref_id, snapshot);
                 return;
             }
         }
@@ -188,16 +188,18 @@ impl Inner {
     /// The snapshot a terminal event carries (`<token> <record length> <record><value>`, see the `transition`
     /// script), when somebody here follows the task and expects that token; `None` otherwise (a plain event, a
     /// forged one, or one that does not read as the end it names: then it is a hint, and the waiter reads).
-    async fn end_from_event(
+    ///
+    /// The token is used up by the first event that carries it, whatever follows: a replay of a genuine event
+    /// (anyone who can publish on the channel can also read it) is a hint. The value must be the task's own (its
+    /// ref id and cache key), and it is not put in the near cache (a poll puts what it reads from Redis there).
+    fn end_from_event(
         &self,
         ref_id: &RefId,
         status: TaskStatus,
         rest: &str,
     ) -> Option<refcache_core::TaskSnapshot> {
         let (token, rest) = rest.split_once(' ')?;
-        if !self.hub.expects(ref_id, token) {
-            return None;
-        }
+        let key = self.hub.take_token(ref_id, token)?;
         let unreadable = |what: &str| {
             tracing::warn!(%ref_id, "refcache: a task's end event with its token has {what}; reading the record");
             None
@@ -219,9 +221,10 @@ impl Inner {
             return unreadable("another task's record");
         }
         let value = match (status, value.is_empty()) {
-            (TaskStatus::Complete, false) => match self.stored(value).await {
-                Ok(value) if value.ref_id == *ref_id => Some(value),
-                _ => return unreadable("an unreadable value"),
+            (TaskStatus::Complete, false) => match serde_json::from_str::<StoredValue>(value) {
+                Ok(value) if value.ref_id == *ref_id && value.key == key => Some(Arc::new(value)),
+                Ok(_) => return unreadable("another task's value"),
+                Err(_) => return unreadable("an unreadable value"),
             },
             (TaskStatus::Complete, true) => return unreadable("no value"),
             (_, true) => None,

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use refcache_core::{RefId, TaskSnapshot, TaskStatus};
+use refcache_core::{CacheKey, RefId, TaskSnapshot, TaskStatus};
 use tokio::sync::watch;
 
 /// What a follower is told.
@@ -22,7 +22,8 @@ pub(crate) enum Signal {
 /// A ref's channel, and the token its end's event must carry to be taken as a fact (see [`Hub::expect`]).
 struct Channel {
     tx: watch::Sender<Option<Signal>>,
-    token: Option<Box<str>>,
+    /// The token the end's event must carry, and the task's cache key (the key its value must name).
+    token: Option<(Box<str>, CacheKey)>,
 }
 
 type Channels = HashMap<RefId, Channel>;
@@ -118,21 +119,47 @@ impl Hub {
     }
 
     /// The task's end may come as a fact in its event: its submission (from here) gave its record this token,
-    /// which the terminal script puts in the event beside the record and value it wrote. Set on the channel
-    /// that `follower` (made before the submission) keeps open; it goes with the channel.
-    pub(crate) fn expect(&self, ref_id: &RefId, token: &str) {
+    /// which the terminal script puts in the event beside the record and value it wrote; `key` is the task's
+    /// cache key. Set on the channel that the follower made before the submission keeps open; it goes with the
+    /// channel, or with its first use ([`Hub::take_token`]).
+    pub(crate) fn expect(&self, ref_id: &RefId, token: &str, key: CacheKey) {
         let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = map.get_mut(ref_id) {
-            c.token = Some(token.into());
+            c.token = Some((token.into(), key));
         }
     }
 
-    /// Whether somebody here follows `ref_id` and expects its end's event to carry `token`.
-    pub(super) fn expects(&self, ref_id: &RefId, token: &str) -> bool {
+    /// When somebody here follows `ref_id`, its channel is not settled, and it expects its end's event to carry
+    /// `token`: the token is used up (an event is taken as the end once: the same token replayed, with whatever
+    /// record and value, is a hint) and the task's cache key is answered.
+    pub(super) fn take_token(&self, ref_id: &RefId, token: &str) -> Option<CacheKey> {
+        let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let c = map.get_mut(ref_id)?;
+        if matches!(&*c.tx.borrow(), Some(Signal::Settled(_))) {
+            return None;
+        }
+        match &c.token {
+            Some((expected, key)) if **expected == *token => {
+                let key = *key;
+                c.token = None;
+                Some(key)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`settle`](Self::settle), unless the channel is settled already (its end is known: a later one is not).
+    pub(super) fn settle_once(&self, ref_id: &RefId, snapshot: TaskSnapshot) {
         let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        map.get(ref_id)
-            .and_then(|c| c.token.as_deref())
-            .is_some_and(|t| t == token)
+        if let Some(c) = map.get(ref_id) {
+            c.tx.send_if_modified(|cur| {
+                if matches!(cur, Some(Signal::Settled(_))) {
+                    return false;
+                }
+                *cur = Some(Signal::Settled(Box::new(snapshot)));
+                true
+            });
+        }
     }
 
     /// The task ended with this snapshot: here (its terminal script answered `ok`), or elsewhere, as its event

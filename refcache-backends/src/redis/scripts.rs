@@ -141,7 +141,7 @@ return {'started'}
 /// worker's end and its ack in one round trip); `dead` (`1` or `''`): a terminal change also puts the ref id on the
 /// dead-letter list (capped at 10,000), so that whoever sees the task failed `worker lost` finds it there too. The
 /// event (`<ref> <to>`) is made here; a terminal one of a record with a token (`tok`, from its submission) and at
-/// most 16 KiB of record and value is `<ref> <to> <token> <record length> <record><value>`: the
+/// most 4 KiB of record and value is `<ref> <to> <token> <record length> <record><value>`: the
 /// submitter's waiter takes the end from it, without a read. → `ok` | `missing` | `stolen` | the status it found.
 const TRANSITION: &str = r"
 local p = ARGV[1]
@@ -218,8 +218,8 @@ if ARGV[12] ~= '' then
   redis.call('XACK', p..':queue', 'workers', ARGV[12])
   redis.call('XDEL', p..':queue', ARGV[12])
 end
--- At most 16 KiB of record and value: every process receives every event; a larger value is read by its waiter.
-if terminal and f[7] and string.len(ARGV[5]) + string.len(ARGV[10]) <= 16384 then
+-- At most 4 KiB of record and value: every process receives every event; a larger value is read by its waiter.
+if terminal and f[7] and string.len(ARGV[5]) + string.len(ARGV[10]) <= 4096 then
   redis.call('PUBLISH', p..':events', ref..' '..to..' '..f[7]..' '..string.len(ARGV[5])..' '..ARGV[5]..ARGV[10])
 else
   redis.call('PUBLISH', p..':events', ref..' '..to)
@@ -425,7 +425,8 @@ end
 local seq = redis.call('INCR', p..':seq')
 local qm = ARGV[6]..string.format('%016x', seq)..':'..ref
 redis.call('HSET', t, 'status', 'pending', 'info', ARGV[3], 'qm', qm, 'deliveries', 0)
-redis.call('HDEL', t, 'owner')
+-- The first end's event showed the token: a retried task's end comes as a plain event.
+redis.call('HDEL', t, 'owner', 'tok')
 -- Run here (`local`): the maintenance loop gives it a lease, which its end takes back.
 if ARGV[5] ~= '1' then redis.call('HSET', t, 'leased', 1) end
 redis.call('PERSIST', t)

@@ -73,7 +73,7 @@ impl RedisTaskBackend {
         // after the end is one round trip fewer).
         let token = workers.then(|| uuid::Uuid::new_v4().simple().to_string());
         if let Some(token) = &token {
-            inner.hub.expect(&spec.ref_id, token);
+            inner.hub.expect(&spec.ref_id, token, spec.key);
         }
         // `local` mode with a slot free now (and nothing queued here): the task is claimed in the submit script,
         // one round trip fewer than a pending record and its `claim`. It is written `processing`, as the claim

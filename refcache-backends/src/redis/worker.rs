@@ -318,10 +318,42 @@ impl Inner {
                 }
             }
             _ => {
-                tracing::error!(%ref_id, "refcache worker: unreadable task spec or record; dropping the entry");
-                self.ack(id).await;
+                // Claimed, so it must end: failed (as its record says what it was), with its entry acked in the
+                // same step. A record that does not read either is left with its entry unacknowledged: the lease
+                // runs out and the reaper takes it the long way.
+                tracing::error!(%ref_id, "refcache worker: unreadable task spec or record; failing the task");
+                self.fail_unreadable(&ref_id, id).await;
             }
         }
+    }
+
+    /// Fails a task this worker claimed whose spec or record does not read, and acks its entry.
+    async fn fail_unreadable(&self, ref_id: &RefId, msg: &str) {
+        let Ok(Some(mut info)) = self.read(ref_id).await else {
+            return;
+        };
+        info.status = TaskStatus::Failed;
+        info.finished_at = Some(Timestamp::now());
+        info.queue_position = None;
+        info.error = Some(
+            refcache_core::TaskError::new(
+                "the task's spec or record in Redis does not read as refcache's: it cannot run",
+            )
+            .with_code("UNREADABLE_TASK")
+            .permanent(),
+        );
+        let _ = self
+            .run_transition(
+                ref_id,
+                &[TaskStatus::Processing],
+                &info,
+                "",
+                true,
+                None,
+                Some(msg),
+                false,
+            )
+            .await;
     }
 
     /// A stream entry's fields: hold its task, or drop the entry if the task is gone or finished.
