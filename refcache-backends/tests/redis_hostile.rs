@@ -440,6 +440,38 @@ async fn a_replayed_end_event_is_not_taken_again_nor_cached_under_another_key() 
     worker.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// `end_in_event = false` (`workers` mode): no token goes into the record, so no end event carries the record or
+/// the value; the submitter's waiter reads the end, and answers it as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_end_in_event_off_no_end_event_carries_the_value() {
+    let server = server();
+    let url = format!("{}?mode=workers&end_in_event=false", server.url());
+    let replica = RedisTaskBackend::new(RedisConfig::from_url(&url).unwrap()).unwrap();
+    assert!(!replica.config().end_in_event);
+    let worker = RedisTaskBackend::worker(config(&server)).unwrap();
+    worker.start().await.unwrap();
+    let mut conn = raw(&server).await;
+    let id = new_gate();
+    let (sub, ref_id, _) = submission(json!({"gate": id, "value": 5}));
+    assert!(matches!(
+        replica.submit(sub).await.unwrap(),
+        Submitted::Started(_)
+    ));
+    let tok: Option<String> = redis::cmd("HGET")
+        .arg(format!("{}:task:{ref_id}", replica.config().key_prefix))
+        .arg("tok")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(tok, None, "no token in the record");
+    gate(&id).open.send_replace(true);
+    let done = finished_or_not(&replica, &ref_id, PATIENCE).await;
+    assert_eq!(done.info.status, TaskStatus::Complete);
+    assert_eq!(done.value.expect("its value").value, json!(5));
+    assert!(RedisConfig::from_url(&format!("{}?end_in_event=maybe", server.url())).is_err());
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
 /// A wait until `within` has passed: the task's record then (or its end).
 async fn finished_or_not(b: &RedisTaskBackend, ref_id: &RefId, within: Duration) -> TaskSnapshot {
     b.wait(ref_id, Some(tokio::time::Instant::now() + within))

@@ -71,7 +71,8 @@ impl RedisTaskBackend {
         // script wrote, with this token as the proof that the script sent it: the token is in the task's record
         // only, which a neighbour that can only publish on the channel cannot read (#17 §3: the waiter's read
         // after the end is one round trip fewer).
-        let token = workers.then(|| uuid::Uuid::new_v4().simple().to_string());
+        let token = (workers && inner.config.end_in_event)
+            .then(|| uuid::Uuid::new_v4().simple().to_string());
         if let Some(token) = &token {
             inner.hub.expect(&spec.ref_id, token, spec.key);
         }
