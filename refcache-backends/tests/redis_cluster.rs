@@ -588,10 +588,11 @@ async fn a_worker_shutting_down_hands_its_tasks_to_another() {
     staying.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
-/// A worker that shuts down while its stream read waits in Redis: a task submitted before the read ends is
-/// delivered to that read by the server. It must not stay in the stopped worker's pending list (where only a
-/// lease reaping, 30 s by default, would find it): the next worker runs it at once. Deterministic: the stopping
-/// worker's runtime is kept busy, so that it cannot drop its read before the submission reaches Redis.
+/// A worker that shuts down while it waits for work: a task submitted meanwhile (its `P:queued` wake-up reaches
+/// the leaving worker together with the stop) must not be taken by it, nor stay in its pending list (where only a
+/// lease reaping, 30 s by default, would find it): the next worker runs it at once. (Before `take`, the leaving
+/// worker's blocking read waited in Redis, which handed it the entry.) Deterministic: the stopping worker's
+/// runtime is kept busy, so that it sees the stop and the wake-up at once.
 #[test]
 fn a_task_submitted_while_a_worker_shuts_down_is_not_stranded_with_it() {
     let server = RedisServer::start().expect("redis-server");
@@ -609,22 +610,15 @@ fn a_task_submitted_while_a_worker_shuts_down_is_not_stranded_with_it() {
         .unwrap();
     runtime.block_on(async {
         let replica = RedisTaskBackend::new(long.clone().mode(Mode::Workers)).unwrap();
-        let mut raw = redis::Client::open(server.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        until("the leaving worker's read waits in Redis", async || {
-            let clients: String = redis::cmd("CLIENT")
-                .arg("LIST")
-                .query_async(&mut raw)
-                .await
-                .unwrap();
-            clients
-                .lines()
-                .any(|c| c.contains("cmd=xreadgroup") && c.contains("flags=b "))
-        })
-        .await;
+        // The leaving worker takes and runs a first task: it then waits for work.
+        let first = new_gate();
+        gate(&first).open.send_replace(true);
+        let (sub, first_ref, _) = submission(json!({"gate": first, "value": "first"}));
+        replica.submit(sub).await.unwrap();
+        assert_eq!(
+            finished(&replica, &first_ref).await.info.status,
+            TaskStatus::Complete
+        );
         // The leaving worker's only thread is taken: it sees its stop only once released.
         let (release, released) = std::sync::mpsc::channel::<()>();
         let (busy, is_busy) = tokio::sync::oneshot::channel();

@@ -367,6 +367,97 @@ async fn a_task_claimed_by_its_submission_is_as_one_claimed_from_the_queue() {
     assert_eq!(stats.executions, 2, "each claim counts once");
 }
 
+/// `workers` mode: a task taken with a slot free is claimed by the `take` script that reads its stream entry (no
+/// `claim` round trip; the script writes `processing` and the start time into the record in Redis); one taken
+/// while the worker's one slot is busy waits there, pending, and is claimed the long way (the `claim` script, from
+/// a record built here) when the slot frees up. Both run once, and their records (while running and after the
+/// end), their fields in Redis and the counters are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_claimed_by_its_take_is_as_one_claimed_the_long_way() {
+    let server = RedisServer::start().expect("redis-server must be installed");
+    let mut config = RedisConfig::from_url(&server.url()).unwrap();
+    config.max_workers = 1;
+    config.prefetch = 4;
+    let prefix = config.key_prefix.clone();
+    let replica = RedisTaskBackend::new(config.clone().mode(Mode::Workers)).unwrap();
+    let worker = RedisTaskBackend::worker(config).unwrap();
+    replica.start().await.unwrap();
+    worker.start().await.unwrap();
+    // A task's own fields: its stream entry and its end's token differ from task to task.
+    let fields = async |ref_id: &RefId| {
+        let mut f = raw_fields(&server, &prefix, ref_id).await;
+        assert!(
+            f.remove("msg").is_some(),
+            "the record names its stream entry"
+        );
+        assert!(f.remove("tok").is_some(), "the record has its end's token");
+        f
+    };
+
+    let (fast_gate, slow_gate) = (new_gate(), new_gate());
+    let opts = || options().session_id(Some("s-3".to_owned())).priority(2);
+    let (sub, fast) = submission(json!({"gate": fast_gate, "value": "w"}), opts());
+    started(&replica, sub).await;
+    until("the first runs", async || {
+        gate(&fast_gate).runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let fast_running = replica.get(&fast).await.unwrap().expect("known").info;
+    assert_eq!(fast_running.status, TaskStatus::Processing);
+    assert!(fast_running.started_at.is_some(), "{fast_running:?}");
+    let fast_fields = fields(&fast).await;
+    let (sub, slow) = submission(json!({"gate": slow_gate, "value": "w"}), opts());
+    started(&replica, sub).await;
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    until("the worker holds the second too", async || {
+        let pending: (u64, Option<String>, Option<String>, redis::Value) = redis::cmd("XPENDING")
+            .arg(format!("{prefix}:queue"))
+            .arg("workers")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        pending.0 == 2
+    })
+    .await;
+    let queued = replica.get(&slow).await.unwrap().expect("known").info;
+    assert_eq!(queued.status, TaskStatus::Pending, "the one slot is taken");
+
+    gate(&fast_gate).open.send_replace(true);
+    until("the second runs", async || {
+        gate(&slow_gate).runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let slow_running = replica.get(&slow).await.unwrap().expect("known").info;
+    assert_eq!(slow_running.status, TaskStatus::Processing);
+    assert_eq!(slow_running.created_at, queued.created_at);
+    assert!(slow_running.started_at.is_some());
+    assert_eq!(shape(&fast_running), shape(&slow_running));
+    assert_eq!(fast_fields, fields(&slow).await);
+
+    gate(&slow_gate).open.send_replace(true);
+    let fast_done = wait(&replica, &fast, PATIENCE).await;
+    let slow_done = wait(&replica, &slow, PATIENCE).await;
+    for done in [&fast_done, &slow_done] {
+        assert_eq!(done.info.status, TaskStatus::Complete);
+        assert_eq!(done.value.as_ref().expect("a value").value, json!("w"));
+    }
+    assert_eq!(shape(&fast_done.info), shape(&slow_done.info));
+    assert_eq!(fast_done.info.started_at, fast_running.started_at);
+    assert_eq!(slow_done.info.started_at, slow_running.started_at);
+    assert_eq!(gate(&fast_gate).runs.load(Ordering::SeqCst), 1);
+    assert_eq!(gate(&slow_gate).runs.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        replica.stats().await.unwrap().executions,
+        2,
+        "each claim counts once"
+    );
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
 /// The scripts are sent by their SHA with the arguments written straight into the command (not `redis::Script`):
 /// one that Redis no longer has (`SCRIPT FLUSH`, as after a restart) is loaded again, and the call answers as
 /// before.
@@ -669,4 +760,147 @@ async fn a_poll_from_the_near_cache_answers_as_one_that_parses_the_value() {
             "the same stored value, every field"
         );
     }
+}
+
+/// The double-quoted arguments of a `MONITOR` line (backslash escapes kept as they are).
+fn monitor_args(text: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut arg = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    arg.push(c);
+                    if let Some(next) = chars.next() {
+                        arg.push(next);
+                    }
+                }
+                '"' => break,
+                c => arg.push(c),
+            }
+        }
+        args.push(arg);
+    }
+    args
+}
+
+/// A `MONITOR` line's top-level command (not one a script ran) about `prefix`: scripts by name (told apart by
+/// their arguments), other commands by their own.
+fn monitored(line: &str, prefix: &str) -> Option<String> {
+    let (source, rest) = line.split_once("] ")?;
+    if source.ends_with(" lua") {
+        return None;
+    }
+    let args = monitor_args(rest);
+    let keys = format!("{prefix}:");
+    if !args.iter().any(|a| a == prefix || a.starts_with(&keys)) {
+        return None;
+    }
+    let command = args.first()?.to_ascii_uppercase();
+    if command != "EVALSHA" {
+        return Some(command);
+    }
+    let argv = &args[3.min(args.len())..];
+    Some(
+        match argv.len() {
+            13 if argv[2].starts_with(',') => "transition",
+            13 => "submit",
+            // `claim`'s fourth argument is the record; `take`'s a count.
+            6 if argv[3].starts_with('{') => "claim",
+            6 => "take",
+            2 if argv[1].contains(':') => "get",
+            _ => "another script",
+        }
+        .to_owned(),
+    )
+}
+
+/// Issue 17 §3's count, pinned: one task in `workers` mode, from its submission to the poll that reads its value,
+/// costs the replica its submission and the poll (its waiter takes the end from the end's event: no read), and
+/// the worker its `take` (woken by `P:queued`: the stream read and the claim in one script) and its end (the ack
+/// in the same script): 4 round trips. (The waiter is waiting when the task ends; one that begins after the end
+/// reads the record, one round trip more.) Counted with `MONITOR` (top-level commands only) over tasks one after
+/// another; the lease is long, so that no upkeep falls inside the count. An idle worker also takes once a second
+/// (and a wake-up that came in meanwhile may make one more): takes beyond one per task are only those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_in_workers_mode_costs_four_round_trips_from_submit_to_poll() {
+    use futures::StreamExt;
+    const TASKS: usize = 5;
+    let server = RedisServer::start().expect("redis-server must be installed");
+    let config = || {
+        RedisConfig::from_url(&server.url())
+            .unwrap()
+            .key_prefix("rt")
+            .lease(Duration::from_secs(300))
+    };
+    let replica = RedisTaskBackend::new(config().mode(Mode::Workers)).unwrap();
+    let worker = RedisTaskBackend::worker(config()).unwrap();
+    for backend in [&replica, &worker] {
+        backend.start().await.expect("Redis answers");
+    }
+    let one = async |n: usize| {
+        let id = new_gate();
+        let (sub, ref_id) = submission(json!({"gate": id, "value": n}), options());
+        started(&replica, sub).await;
+        // The wait polled once before the task can end: it has taken the follower its submission made (a wait
+        // that comes after the end reads, as one on another replica does).
+        let mut waiting = replica.wait(&ref_id, Some(tokio::time::Instant::now() + PATIENCE));
+        assert!(futures::poll!(&mut waiting).is_pending());
+        gate(&id).open.send_replace(true);
+        let done = waiting.await.expect("wait").expect("known");
+        assert_eq!(done.info.status, TaskStatus::Complete);
+        assert_eq!(done.value.expect("its value").value, json!(n));
+        let polled = replica.get(&ref_id).await.unwrap().expect("known");
+        assert_eq!(polled.value.expect("its value").value, json!(n));
+    };
+    // Scripts loaded, the upkeep's first round done.
+    one(0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let monitor = client.get_async_monitor().await.expect("MONITOR");
+    let mut lines = monitor.into_on_message::<String>();
+    let began = std::time::Instant::now();
+    for n in 1..=TASKS {
+        one(n).await;
+    }
+    let elapsed = began.elapsed();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: String = redis::cmd("ECHO")
+        .arg("rt-end")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    loop {
+        let line = tokio::time::timeout(PATIENCE, lines.next())
+            .await
+            .expect("MONITOR lines")
+            .expect("MONITOR open");
+        if line.contains("\"rt-end\"") {
+            break;
+        }
+        if let Some(command) = monitored(&line, "rt") {
+            *counts.entry(command).or_default() += 1;
+        }
+    }
+    let takes = counts.remove("take").unwrap_or(0);
+    let idle = 2 * (elapsed.as_secs() as usize + 1);
+    assert!(
+        (TASKS..=TASKS + idle).contains(&takes),
+        "{takes} takes for {TASKS} tasks in {elapsed:?}"
+    );
+    let expected: std::collections::BTreeMap<String, usize> =
+        [("submit", TASKS), ("get", TASKS), ("transition", TASKS)]
+            .into_iter()
+            .map(|(c, n)| (c.to_owned(), n))
+            .collect();
+    assert_eq!(
+        counts, expected,
+        "round trips of {TASKS} tasks besides the stream reads"
+    );
 }

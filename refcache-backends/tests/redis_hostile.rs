@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use refcache_backends::redis::{RedisConfig, RedisServer, RedisTaskBackend};
+use refcache_backends::redis::{Mode, RedisConfig, RedisServer, RedisTaskBackend};
 use refcache_core::registry::TaskRegistration;
 use refcache_core::{
-    BackendError, CacheKey, JsonText, RefId, Submission, Submitted, TaskBackend, TaskContext,
-    TaskError, TaskFilter, TaskOptions, TaskSnapshot, TaskSpec, TaskStatus,
+    BackendError, CacheKey, JsonText, RefId, StoredValue, Submission, Submitted, TaskBackend,
+    TaskContext, TaskError, TaskFilter, TaskOptions, TaskSnapshot, TaskSpec, TaskStatus,
 };
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -252,6 +252,232 @@ async fn forged_events_change_nothing() {
         near.get(&done_key).await.is_none()
     })
     .await;
+}
+
+/// In `workers` mode the submitter's waiter takes a task's end from its event, which carries the record and the
+/// value the terminal script wrote, and the token the submission put in the record. A forged end event, well
+/// formed but with another token (guessed, empty, or none), is a hint like any other: the waiter reads the record,
+/// goes on waiting, and answers the real end and value once the task ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_end_event_without_the_tasks_token_is_not_believed() {
+    let server = server();
+    let replica = RedisTaskBackend::new(config(&server).mode(Mode::Workers)).unwrap();
+    let worker = RedisTaskBackend::worker(config(&server)).unwrap();
+    worker.start().await.unwrap();
+    let events = format!("{}:events", replica.config().key_prefix);
+    let mut conn = raw(&server).await;
+    let id = new_gate();
+    let (sub, ref_id, key) = submission(json!({"gate": id, "value": 42}));
+    assert!(matches!(
+        replica.submit(sub).await.unwrap(),
+        Submitted::Started(_)
+    ));
+    until("the worker runs it", async || {
+        gate(&id).runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let waiter = {
+        let replica = replica.clone();
+        let ref_id = ref_id.clone();
+        tokio::spawn(
+            async move { finished_or_not(&replica, &ref_id, Duration::from_secs(3)).await },
+        )
+    };
+    // The waiter follows from before the task existed; give it a moment to be waiting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut record = replica.get(&ref_id).await.unwrap().unwrap().info;
+    record.status = TaskStatus::Complete;
+    let record = serde_json::to_string(&record).unwrap();
+    let value = StoredValue::new(
+        ref_id.clone(),
+        key,
+        GATED,
+        "it",
+        JsonText::from(&json!("forged")),
+        Duration::from_secs(600),
+    );
+    let value = serde_json::to_string(&value).unwrap();
+    let body = format!("{} {record}{value}", record.len());
+    for token in ["0123456789abcdef0123456789abcdef", "", "-"] {
+        publish(
+            &mut conn,
+            &events,
+            &format!("{ref_id} complete {token} {body}"),
+        )
+        .await;
+    }
+    publish(&mut conn, &events, &format!("{ref_id} complete {body}")).await;
+    let waited = waiter.await.unwrap();
+    assert_eq!(
+        waited.info.status,
+        TaskStatus::Processing,
+        "a waiter does not take a forged end: {:?}",
+        waited.value
+    );
+
+    // The real end is answered (by a read: the first wait's end took the token's channel with it).
+    let waiter = {
+        let replica = replica.clone();
+        let ref_id = ref_id.clone();
+        tokio::spawn(async move { finished_or_not(&replica, &ref_id, PATIENCE).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gate(&id).open.send_replace(true);
+    let done = waiter.await.unwrap();
+    assert_eq!(done.info.status, TaskStatus::Complete);
+    assert_eq!(done.value.expect("its value").value, json!(42));
+    assert_eq!(gate(&id).runs.load(Ordering::SeqCst), 1);
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Review finding (2026-12-07): whoever can publish on `P:events` can read it too, tokens included. A genuine end
+/// event replayed, as heard, or with a value for another cache key under the same ref and token, while a follower
+/// of that task still lives here (an output follower): neither is taken (the token was used up by the first), and no value
+/// from an event goes into the near cache, for the task's key or another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_end_event_is_not_taken_again_nor_cached_under_another_key() {
+    use futures::StreamExt;
+    let server = server();
+    let replica = RedisTaskBackend::new(config(&server).mode(Mode::Workers)).unwrap();
+    let worker = RedisTaskBackend::worker(config(&server)).unwrap();
+    worker.start().await.unwrap();
+    replica.start().await.unwrap();
+    let events = format!("{}:events", replica.config().key_prefix);
+    let mut neighbour = redis::Client::open(server.url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    neighbour.subscribe(&events).await.unwrap();
+    let mut heard = neighbour.into_on_message();
+    let mut conn = raw(&server).await;
+    // One task to its end, taken from its event by a waiter that waits before the end.
+    let run = async |value: i64| {
+        let id = new_gate();
+        let (sub, ref_id, _) = submission(json!({"gate": id, "value": value}));
+        assert!(matches!(
+            replica.submit(sub).await.unwrap(),
+            Submitted::Started(_)
+        ));
+        let mut waiting = replica.wait(&ref_id, Some(tokio::time::Instant::now() + PATIENCE));
+        assert!(futures::poll!(&mut waiting).is_pending());
+        gate(&id).open.send_replace(true);
+        let done = waiting.await.unwrap().expect("known");
+        assert_eq!(done.info.status, TaskStatus::Complete);
+        assert_eq!(done.value.expect("its value").value, json!(value));
+        ref_id
+    };
+    let id = new_gate();
+    let (sub, ref_id, _) = submission(json!({"gate": id, "value": 1}));
+    assert!(matches!(
+        replica.submit(sub).await.unwrap(),
+        Submitted::Started(_)
+    ));
+    // A follower that outlives the wait: an output follower, held and not polled.
+    let _output = replica
+        .follow_output(&ref_id)
+        .await
+        .unwrap()
+        .expect("in flight");
+    let mut waiting = replica.wait(&ref_id, Some(tokio::time::Instant::now() + PATIENCE));
+    assert!(futures::poll!(&mut waiting).is_pending());
+    gate(&id).open.send_replace(true);
+    assert_eq!(
+        waiting
+            .await
+            .unwrap()
+            .expect("known")
+            .value
+            .expect("its value")
+            .value,
+        json!(1)
+    );
+    let end = format!("{ref_id} complete ");
+    let genuine = loop {
+        let msg = tokio::time::timeout(PATIENCE, heard.next())
+            .await
+            .expect("the end's event")
+            .expect("subscribed");
+        let payload: String = msg.get_payload().unwrap();
+        if payload.starts_with(&end) {
+            break payload;
+        }
+    };
+    let rest = &genuine[end.len()..];
+    let (token, rest) = rest.split_once(' ').expect("a token");
+    let (len, body) = rest.split_once(' ').expect("a record length");
+    let record = &body[..len.parse::<usize>().unwrap()];
+    let other = CacheKey::from_json(GATED, "it", &json!({"another": "call"})).unwrap();
+    let forged = StoredValue::new(
+        ref_id.clone(),
+        other,
+        GATED,
+        "it",
+        JsonText::from(&json!("forged")),
+        Duration::from_secs(600),
+    );
+    let forged = serde_json::to_string(&forged).unwrap();
+    publish(
+        &mut conn,
+        &events,
+        &format!(
+            "{ref_id} complete {token} {} {record}{forged}",
+            record.len()
+        ),
+    )
+    .await;
+    publish(&mut conn, &events, &genuine).await;
+    // A barrier: this end's event comes after those, and the replica handles events in order.
+    run(2).await;
+    let near = replica.near_cache().expect("a near cache");
+    assert!(
+        near.get(&other).await.is_none(),
+        "a value from an event is in the near cache under another key"
+    );
+    assert!(replica.lookup(&other).await.unwrap().is_none());
+    let again = finished_or_not(&replica, &ref_id, PATIENCE).await;
+    assert_eq!(again.value.expect("its value").value, json!(1));
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// `end_in_event = false` (`workers` mode): no token goes into the record, so no end event carries the record or
+/// the value; the submitter's waiter reads the end, and answers it as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_end_in_event_off_no_end_event_carries_the_value() {
+    let server = server();
+    let url = format!("{}?mode=workers&end_in_event=false", server.url());
+    let replica = RedisTaskBackend::new(RedisConfig::from_url(&url).unwrap()).unwrap();
+    assert!(!replica.config().end_in_event);
+    let worker = RedisTaskBackend::worker(config(&server)).unwrap();
+    worker.start().await.unwrap();
+    let mut conn = raw(&server).await;
+    let id = new_gate();
+    let (sub, ref_id, _) = submission(json!({"gate": id, "value": 5}));
+    assert!(matches!(
+        replica.submit(sub).await.unwrap(),
+        Submitted::Started(_)
+    ));
+    let tok: Option<String> = redis::cmd("HGET")
+        .arg(format!("{}:task:{ref_id}", replica.config().key_prefix))
+        .arg("tok")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(tok, None, "no token in the record");
+    gate(&id).open.send_replace(true);
+    let done = finished_or_not(&replica, &ref_id, PATIENCE).await;
+    assert_eq!(done.info.status, TaskStatus::Complete);
+    assert_eq!(done.value.expect("its value").value, json!(5));
+    assert!(RedisConfig::from_url(&format!("{}?end_in_event=maybe", server.url())).is_err());
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A wait until `within` has passed: the task's record then (or its end).
+async fn finished_or_not(b: &RedisTaskBackend, ref_id: &RefId, within: Duration) -> TaskSnapshot {
+    b.wait(ref_id, Some(tokio::time::Instant::now() + within))
+        .await
+        .expect("wait")
+        .expect("known")
 }
 
 /// Two apps on one Redis, each under its own `key_prefix`: events forged on one app's channel about the other's

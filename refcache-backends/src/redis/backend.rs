@@ -63,6 +63,7 @@ impl RedisTaskBackend {
             consumer,
             consumes,
             released: Notify::new(),
+            queued: Arc::new(Notify::new()),
             accepting: AtomicBool::new(true),
             stop: CancellationToken::new(),
             consuming: CancellationToken::new(),

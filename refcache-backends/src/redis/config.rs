@@ -91,6 +91,10 @@ pub struct RedisConfig {
     /// Bytes the finished task records may hold, weighed as `stats()`' `record_bytes` (their arguments with them):
     /// past it the oldest are dropped with their values (one lifetime), within a lease period.
     pub max_record_bytes: u64,
+    /// `workers` mode: a task's end event carries its record and value (up to 4 KiB) for the submitter's waiter,
+    /// which then needs no read (one round trip per task). Whoever may subscribe to `<prefix>:events` reads them:
+    /// turn it off where channel permissions are broader than key permissions on the prefix.
+    pub end_in_event: bool,
 }
 
 impl Default for RedisConfig {
@@ -113,13 +117,13 @@ impl Default for RedisConfig {
             near_cache_bytes: 64 * 1024 * 1024,
             command_timeout: Duration::from_secs(5),
             max_record_bytes: memory.max_record_bytes,
+            end_in_event: true,
         }
     }
 }
 
 /// The options a backend URL may carry.
-const OPTIONS: &str =
-    "mode, key_prefix, lease, max_deliveries, prefetch, tls_ca_file, tls_cert_file, tls_key_file";
+const OPTIONS: &str = "mode, key_prefix, lease, max_deliveries, prefetch, end_in_event, tls_ca_file, tls_cert_file, tls_key_file";
 
 /// A Redis backend setting that cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -240,6 +244,13 @@ impl RedisConfig {
                 "prefetch" => {
                     self.prefetch = value.parse().map_err(|_| invalid("a whole number"))?;
                 }
+                "end_in_event" => {
+                    self.end_in_event = match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(invalid("true or false")),
+                    };
+                }
                 "tls_ca_file" => self.tls.root_cert = Some(read_pem(name, value)?),
                 "tls_cert_file" => self.tls.client_cert = Some(read_pem(name, value)?),
                 "tls_key_file" => self.tls.client_key = Some(read_pem(name, value)?),
@@ -358,6 +369,12 @@ impl RedisConfig {
         self
     }
 
+    /// With the end's record and value in its event (`workers` mode), or not.
+    pub fn end_in_event(mut self, on: bool) -> Self {
+        self.end_in_event = on;
+        self
+    }
+
     /// Sets the bytes the finished task records may hold (their oldest go first).
     pub fn max_record_bytes(mut self, bytes: u64) -> Self {
         self.max_record_bytes = bytes;
@@ -385,6 +402,7 @@ impl std::fmt::Debug for RedisConfig {
             near_cache_bytes,
             command_timeout,
             max_record_bytes,
+            end_in_event,
         } = self;
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted_url())
@@ -403,6 +421,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("near_cache_bytes", near_cache_bytes)
             .field("command_timeout", command_timeout)
             .field("max_record_bytes", max_record_bytes)
+            .field("end_in_event", end_in_event)
             .finish()
     }
 }

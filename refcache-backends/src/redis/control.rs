@@ -327,9 +327,9 @@ impl Inner {
                 self.hand_back(&ref_id, &msg).await;
             }
         }
-        // The stream consumer finishes the read it had in the server (which may bring entries; it gives them
-        // back) before this returns: once shut down, this worker is handed no more entries. The read ends within
-        // its block time, or its response timeout if Redis is unreachable.
+        // The stream consumer finishes the take it has on its way (which may bring entries, or claim one: it
+        // gives them back) before this returns: once shut down, this worker takes no more entries. The take ends
+        // within its response timeout if Redis is unreachable.
         let consumer = {
             let mut loops = lock(&self.loops);
             if loops.len() > 2 { loops.pop() } else { None }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use redis::AsyncCommands;
-use refcache_core::{CacheKey, RefId, TaskInfo, TaskStatus};
+use refcache_core::{CacheKey, RefId, StoredValue, TaskInfo, TaskStatus};
 
 use super::state::Inner;
 
@@ -79,11 +79,19 @@ pub(crate) async fn listen(
 }
 
 async fn listen_until_dropped(inner: Weak<Inner>, client: redis::Client, channel: String) {
+    // A worker also hears of new stream entries (`P:queued`), which wake its `take`.
+    let queued = {
+        let Some(inner) = inner.upgrade() else { return };
+        inner.consumes.then(|| inner.keys.queued())
+    };
     let mut backoff = Duration::from_millis(50);
     loop {
         let connected = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
+            if let Some(queued) = &queued {
+                pubsub.subscribe(queued).await?;
+            }
             Ok::<_, redis::RedisError>(pubsub)
         };
         let connected = tokio::time::timeout(Duration::from_secs(5), connected).await;
@@ -94,10 +102,19 @@ async fn listen_until_dropped(inner: Weak<Inner>, client: redis::Client, channel
                     let Some(inner) = inner.upgrade() else { return };
                     inner.hub.resync();
                     inner.resync_held();
+                    // An entry added while the subscription was down woke nobody.
+                    inner.queued.notify_one();
                 }
                 let mut messages = pubsub.on_message();
                 while let Some(msg) = messages.next().await {
                     let Some(inner) = inner.upgrade() else { return };
+                    if queued
+                        .as_deref()
+                        .is_some_and(|q| msg.get_channel_name() == q)
+                    {
+                        inner.queued.notify_one();
+                        continue;
+                    }
                     let Ok(payload) = msg.get_payload::<String>() else {
                         continue;
                     };
@@ -151,14 +168,69 @@ impl Inner {
             self.output_hub.deliver(ref_id, None);
             return;
         }
-        // The status it claims is passed on as a hint: a waiter reads the record itself before it believes a
-        // terminal status, and a watcher before it passes any on; a kind that is no status is "read again".
-        self.hub.deliver(ref_id, TaskStatus::from_name(event.kind));
-        if matches!(event.kind, "complete" | "failed" | "cancelled") {
-            self.verify_held(ref_id);
+        let status = TaskStatus::from_name(event.kind);
+        if let Some(status) = status.filter(|s| s.is_terminal()) {
             // A `wait` that comes after this reads the record anyway; a follower kept for it would only cost.
             drop(self.hub.take_kept(ref_id));
+            self.verify_held(ref_id);
+            // The end as its script wrote it, for the waiter here that submitted the task (the token is its
+            // proof): no read.
+            if let Some(snapshot) = self.end_from_event(ref_id, status, event.rest) {
+                self.hub.settle_once(ref_id, snapshot);
+                return;
+            }
         }
+        // The status it claims is passed on as a hint: a waiter reads the record itself before it believes a
+        // terminal status, and a watcher before it passes any on; a kind that is no status is "read again".
+        self.hub.deliver(ref_id, status);
+    }
+
+    /// The snapshot a terminal event carries (`<token> <record length> <record><value>`, see the `transition`
+    /// script), when somebody here follows the task and expects that token; `None` otherwise (a plain event, a
+    /// forged one, or one that does not read as the end it names: then it is a hint, and the waiter reads).
+    ///
+    /// The token is used up by the first event that carries it, whatever follows: a replay of a genuine event
+    /// (anyone who can publish on the channel can also read it) is a hint. The value must be the task's own (its
+    /// ref id and cache key), and it is not put in the near cache (a poll puts what it reads from Redis there).
+    fn end_from_event(
+        &self,
+        ref_id: &RefId,
+        status: TaskStatus,
+        rest: &str,
+    ) -> Option<refcache_core::TaskSnapshot> {
+        let (token, rest) = rest.split_once(' ')?;
+        let key = self.hub.take_token(ref_id, token)?;
+        let unreadable = |what: &str| {
+            tracing::warn!(%ref_id, "refcache: a task's end event with its token has {what}; reading the record");
+            None
+        };
+        let Some((len, rest)) = rest.split_once(' ') else {
+            return unreadable("no record");
+        };
+        let Some((info, value)) = len
+            .parse::<usize>()
+            .ok()
+            .and_then(|len| Some((rest.get(..len)?, rest.get(len..)?)))
+        else {
+            return unreadable("a record length that does not fit");
+        };
+        let Ok(info) = serde_json::from_str::<TaskInfo>(info) else {
+            return unreadable("an unreadable record");
+        };
+        if info.ref_id != *ref_id || info.status != status {
+            return unreadable("another task's record");
+        }
+        let value = match (status, value.is_empty()) {
+            (TaskStatus::Complete, false) => match serde_json::from_str::<StoredValue>(value) {
+                Ok(value) if value.ref_id == *ref_id && value.key == key => Some(Arc::new(value)),
+                Ok(_) => return unreadable("another task's value"),
+                Err(_) => return unreadable("an unreadable value"),
+            },
+            (TaskStatus::Complete, true) => return unreadable("no value"),
+            (_, true) => None,
+            (_, false) => return unreadable("a value for a task that did not complete"),
+        };
+        Some(refcache_core::TaskSnapshot::new(info, value))
     }
 
     /// Drops the near cache's copy of `key` only when Redis says the value is no longer `ref_id`'s.

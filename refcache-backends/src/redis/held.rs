@@ -1,7 +1,7 @@
 //! The tasks this process holds (submitted here in `local` mode, taken off the stream in `workers` mode) and the
 //! scheduler that orders them; `runner.rs` starts, runs and releases them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use refcache_core::{LocalJob, RefId, Scheduler, TaskInfo, TaskSpec};
@@ -19,6 +19,10 @@ pub(crate) struct RunState {
     ///
     /// [`reserve`]: super::state::Inner::reserve
     pub(super) arriving: HashMap<RefId, bool>,
+    /// While a `take` (which may claim a task for this worker) is on its way: the tasks an event said ended or
+    /// were deleted meanwhile (a cancel can land between the take and the hold), so that a task the take claimed
+    /// reads its record before it runs.
+    pub(super) taking: Option<HashSet<RefId>>,
 }
 
 pub(super) struct Held {
@@ -34,6 +38,11 @@ pub(super) struct Held {
     /// in `workers` mode): a pending record is written by nobody else until it is claimed (a cancel or a delete
     /// makes the claim fail), so the runner claims from it without reading it.
     pub(super) record: Option<TaskInfo>,
+    /// Claimed already (`record` is the `processing` record the `take` script wrote): it runs without a claim.
+    pub(super) claimed: bool,
+    /// Claimed, and an event said it ended or was deleted before it was held here: its record is read first, and
+    /// it runs only if still live.
+    pub(super) recheck: bool,
     /// Its terminal script is on its way: a `complete` event for it is this process's own.
     pub(super) ending: bool,
 }
@@ -45,6 +54,7 @@ impl RunState {
             held: HashMap::new(),
             draining: false,
             arriving: HashMap::new(),
+            taking: None,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use refcache_core::{RefId, TaskSnapshot, TaskStatus};
+use refcache_core::{CacheKey, RefId, TaskSnapshot, TaskStatus};
 use tokio::sync::watch;
 
 /// What a follower is told.
@@ -12,12 +12,21 @@ use tokio::sync::watch;
 pub(crate) enum Signal {
     /// The status an event named: a hint (anyone who can write to the Redis can publish one).
     Event(TaskStatus),
-    /// The task ended in this process, and this is what its terminal script wrote (it answered `ok`): not a
-    /// hint. Once a channel holds it, it stays; later signals only wake the followers.
+    /// The task ended, and this is what its terminal script wrote: not a hint. Either the script ran from this
+    /// process (it answered `ok`), or its event carried the token that only the task's record holds (beside the
+    /// record and value it wrote; see [`Hub::expect`]). Once a channel holds it, it stays; later signals only
+    /// wake the followers.
     Settled(Box<TaskSnapshot>),
 }
 
-type Channels = HashMap<RefId, watch::Sender<Option<Signal>>>;
+/// A ref's channel, and the token its end's event must carry to be taken as a fact (see [`Hub::expect`]).
+struct Channel {
+    tx: watch::Sender<Option<Signal>>,
+    /// The token the end's event must carry, and the task's cache key (the key its value must name).
+    token: Option<(Box<str>, CacheKey)>,
+}
+
+type Channels = HashMap<RefId, Channel>;
 
 /// The in-process followers of tasks: one channel per ref id somebody waits on or watches. `Some(signal)`: the
 /// latest record from an event, or the end this process wrote; `None`: read the record again (after a reconnect,
@@ -73,7 +82,7 @@ impl Drop for Follower {
             let mut map = channels.lock().unwrap_or_else(PoisonError::into_inner);
             if map
                 .get(&self.ref_id)
-                .is_some_and(|tx| tx.receiver_count() == 0)
+                .is_some_and(|c| c.tx.receiver_count() == 0)
             {
                 map.remove(&self.ref_id);
             }
@@ -88,7 +97,11 @@ impl Hub {
         let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         let rx = map
             .entry(ref_id.clone())
-            .or_insert_with(|| watch::channel(None).0)
+            .or_insert_with(|| Channel {
+                tx: watch::channel(None).0,
+                token: None,
+            })
+            .tx
             .subscribe();
         Follower {
             rx: Some(rx),
@@ -100,16 +113,61 @@ impl Hub {
     /// An event's status (`Some`), or "read it again" (`None`). Wakes the followers; a settled end stays.
     pub(super) fn deliver(&self, ref_id: &RefId, status: Option<TaskStatus>) {
         let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(tx) = map.get(ref_id) {
-            replace_unless_settled(tx, status.map(Signal::Event));
+        if let Some(c) = map.get(ref_id) {
+            replace_unless_settled(&c.tx, status.map(Signal::Event));
         }
     }
 
-    /// The task ended here with this snapshot (its terminal script answered `ok`).
+    /// The task's end may come as a fact in its event: its submission (from here) gave its record this token,
+    /// which the terminal script puts in the event beside the record and value it wrote; `key` is the task's
+    /// cache key. Set on the channel that the follower made before the submission keeps open; it goes with the
+    /// channel, or with its first use ([`Hub::take_token`]).
+    pub(crate) fn expect(&self, ref_id: &RefId, token: &str, key: CacheKey) {
+        let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = map.get_mut(ref_id) {
+            c.token = Some((token.into(), key));
+        }
+    }
+
+    /// When somebody here follows `ref_id`, its channel is not settled, and it expects its end's event to carry
+    /// `token`: the token is used up (an event is taken as the end once: the same token replayed, with whatever
+    /// record and value, is a hint) and the task's cache key is answered.
+    pub(super) fn take_token(&self, ref_id: &RefId, token: &str) -> Option<CacheKey> {
+        let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let c = map.get_mut(ref_id)?;
+        if matches!(&*c.tx.borrow(), Some(Signal::Settled(_))) {
+            return None;
+        }
+        match &c.token {
+            Some((expected, key)) if **expected == *token => {
+                let key = *key;
+                c.token = None;
+                Some(key)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`settle`](Self::settle), unless the channel is settled already (its end is known: a later one is not).
+    pub(super) fn settle_once(&self, ref_id: &RefId, snapshot: TaskSnapshot) {
+        let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = map.get(ref_id) {
+            c.tx.send_if_modified(|cur| {
+                if matches!(cur, Some(Signal::Settled(_))) {
+                    return false;
+                }
+                *cur = Some(Signal::Settled(Box::new(snapshot)));
+                true
+            });
+        }
+    }
+
+    /// The task ended with this snapshot: here (its terminal script answered `ok`), or elsewhere, as its event
+    /// carrying the expected token says ([`Hub::expect`]).
     pub(super) fn settle(&self, ref_id: &RefId, snapshot: TaskSnapshot) {
         let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(tx) = map.get(ref_id) {
-            tx.send_replace(Some(Signal::Settled(Box::new(snapshot))));
+        if let Some(c) = map.get(ref_id) {
+            c.tx.send_replace(Some(Signal::Settled(Box::new(snapshot))));
         }
     }
 
@@ -150,8 +208,8 @@ impl Hub {
     /// Every follower reads its record again.
     pub(super) fn resync(&self) {
         let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        for tx in map.values() {
-            replace_unless_settled(tx, None);
+        for c in map.values() {
+            replace_unless_settled(&c.tx, None);
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `P:task:<ref>` | hash | `info` (TaskInfo JSON), `spec` (TaskSpec JSON), `status`, `key`, `qm` (queue member), `owner`, `deliveries`, `msg` (stream id), `session`, `obase`/`ocap` (the output log's first offset and cap), `ask` (the key of the question it waits on), `answer`/`answered` (an answer taken, and its key, until the worker reads it), `leased` (run by a replica, which keeps a lease in `P:leases`) |
+//! | `P:task:<ref>` | hash | `info` (TaskInfo JSON), `spec` (TaskSpec JSON), `status`, `key`, `qm` (queue member), `owner`, `deliveries`, `msg` (stream id), `session`, `obase`/`ocap` (the output log's first offset and cap), `ask` (the key of the question it waits on), `answer`/`answered` (an answer taken, and its key, until the worker reads it), `leased` (run by a replica, which keeps a lease in `P:leases`), `tok` (`workers` mode: the token its end's event carries for its submitter) |
 //! | `P:out:<ref>` | string | the task's output log, its newest bytes (`obase`, `ocap` on the record); expires and goes with the record |
 //! | `P:inflight:<key>` | string | the ref id in flight for a cache key (single-flight) |
 //! | `P:value:<key>` | hash | `ref`, `v` (StoredValue JSON); expires with the value's TTL |
@@ -17,6 +17,7 @@
 //! | `P:workers` | hash | live processes' gauges (running, capacity), by consumer name |
 //! | `P:seq` | string | the queue's sequence |
 //! | `P:events` | channel | task changes (`info`) and deletions (`drop`) |
+//! | `P:queued` | channel | `workers` mode: a stream entry was added (wakes the workers' `take`) |
 
 use refcache_core::RefId;
 
@@ -83,5 +84,9 @@ impl Keys {
 
     pub(crate) fn events(&self) -> String {
         format!("{}:events", self.prefix)
+    }
+
+    pub(crate) fn queued(&self) -> String {
+        format!("{}:queued", self.prefix)
     }
 }

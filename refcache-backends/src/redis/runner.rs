@@ -53,6 +53,30 @@ impl Inner {
         redelivered: bool,
         record: Option<TaskInfo>,
     ) -> bool {
+        self.hold_as(spec, job, msg, redelivered, record, false)
+    }
+
+    /// [`hold`](Self::hold) a task that the `take` script claimed for this worker in the same step as it read
+    /// its stream entry `msg`: `record` is the `processing` record the script wrote, and it runs without a claim.
+    #[must_use]
+    pub(crate) fn hold_claimed(
+        self: &Arc<Self>,
+        spec: Arc<TaskSpec>,
+        msg: String,
+        record: TaskInfo,
+    ) -> bool {
+        self.hold_as(spec, None, Some(msg), false, Some(record), true)
+    }
+
+    fn hold_as(
+        self: &Arc<Self>,
+        spec: Arc<TaskSpec>,
+        job: Option<LocalJob>,
+        msg: Option<String>,
+        redelivered: bool,
+        record: Option<TaskInfo>,
+        claimed: bool,
+    ) -> bool {
         let started = {
             let mut st = lock(&self.run);
             let ref_id = spec.ref_id.clone();
@@ -63,6 +87,9 @@ impl Inner {
             if st.draining && msg.is_some() {
                 return false;
             }
+            // One lock with `verify_held`: an event while the take was on its way is in `taking`, one after
+            // finds the task held.
+            let recheck = claimed && st.taking.as_ref().is_some_and(|t| t.contains(&ref_id));
             st.sched.enqueue(
                 ref_id.clone(),
                 spec.task_name.clone(),
@@ -79,6 +106,8 @@ impl Inner {
                     cancel: CancellationToken::new(),
                     running: false,
                     record,
+                    claimed,
+                    recheck,
                     ending: false,
                 },
             );
@@ -139,6 +168,8 @@ impl Inner {
                     cancel: cancel.clone(),
                     running: true,
                     record: None,
+                    claimed: true,
+                    recheck: false,
                     ending: false,
                 },
             );
@@ -238,6 +269,9 @@ impl Inner {
                     // Claimed by a submission from here that is not held yet: it reads its record first.
                     if let Some(flag) = st.arriving.get_mut(ref_id) {
                         *flag = true;
+                    } else if let Some(taking) = st.taking.as_mut() {
+                        // Perhaps claimed by the take on its way: if so, it reads its record first.
+                        taking.insert(ref_id.clone());
                     }
                     return;
                 }
@@ -397,8 +431,8 @@ fn admit(st: &mut RunState) -> Vec<Start> {
             redelivered: held.redelivered,
             cancel: held.cancel.clone(),
             record: held.record.take(),
-            claimed: false,
-            recheck: false,
+            claimed: held.claimed,
+            recheck: held.recheck,
         });
     }
     started

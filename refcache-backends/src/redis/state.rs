@@ -61,6 +61,8 @@ pub(crate) struct Inner {
     pub(super) run: Mutex<RunState>,
     /// Woken whenever a held task is released.
     pub(super) released: Notify,
+    /// Woken by `P:queued` (a stream entry was added): the consumer takes (`workers` mode).
+    pub(super) queued: Arc<Notify>,
     pub(super) accepting: AtomicBool,
     /// Stops the background loops (the backend is dropped).
     pub(super) stop: CancellationToken,

@@ -67,6 +67,15 @@ impl RedisTaskBackend {
         // Followed before it exists: a `wait` for it from here then has every event about it, and need not read
         // its record first (in `local` mode the runner here tells its waiters instead).
         let follower = workers.then(|| inner.hub.follow(&spec.ref_id));
+        // Its end comes to this replica's waiter in the terminal script's event, beside the record and value the
+        // script wrote, with this token as the proof that the script sent it: the token is in the task's record
+        // only, which a neighbour that can only publish on the channel cannot read (#17 §3: the waiter's read
+        // after the end is one round trip fewer).
+        let token = (workers && inner.config.end_in_event)
+            .then(|| uuid::Uuid::new_v4().simple().to_string());
+        if let Some(token) = &token {
+            inner.hub.expect(&spec.ref_id, token, spec.key);
+        }
         // `local` mode with a slot free now (and nothing queued here): the task is claimed in the submit script,
         // one round trip fewer than a pending record and its `claim`. It is written `processing`, as the claim
         // would have written it.
@@ -99,6 +108,7 @@ impl RedisTaskBackend {
             .arg(inner.config.max_queued)
             .arg(lease_expiry)
             .arg(if claimed { inner.consumer.as_str() } else { "" })
+            .arg(token.as_deref().unwrap_or(""))
             .invoke_async(&mut conn)
             .await;
         let started = matches!(&reply, Ok(r) if r.first().map(String::as_str) == Some("started"));

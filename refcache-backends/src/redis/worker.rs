@@ -1,8 +1,10 @@
 //! Workers: the stream consumer that takes tasks off `P:queue`, the leases that tell a live worker from a dead one,
 //! and crash recovery. [`run`] is a worker process's whole `main`.
 //!
-//! - A worker reads entries with `XREADGROUP` (group `workers`, one consumer per process), at most `max_workers +
-//!   prefetch` held at a time, and runs them by name through the same scheduler as the in-process backend.
+//! - A worker reads entries with the `take` script (`XREADGROUP` in group `workers`, one consumer per process, at
+//!   most `max_workers + prefetch` held at a time; when a slot is free, the first entry's task claimed in the same
+//!   step), woken by `P:queued` (which a submission publishes) or once a second, and runs them by name through the
+//!   same scheduler as the in-process backend.
 //! - Its lease on an entry is the entry's idle time in the group: while the worker lives it renews the entries it
 //!   holds every `lease / 3` (`XCLAIM ... JUSTID`). A worker killed mid-task stops renewing.
 //! - Every worker reaps: `XAUTOCLAIM` takes over entries idle for longer than `lease`, and the task runs again on
@@ -19,8 +21,10 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
-use refcache_core::{BackendError, CacheKey, RefId, TaskBackend, TaskInfo, TaskSpec, TaskStatus};
+use redis::streams::{StreamAutoClaimOptions, StreamId};
+use refcache_core::{
+    BackendError, CacheKey, RefId, TaskBackend, TaskInfo, TaskSpec, TaskStatus, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -179,43 +183,73 @@ pub(crate) async fn consume(weak: Weak<Inner>, stop: CancellationToken) {
             }
             room
         };
-        let consumer = inner.consumer.clone();
-        let queue = inner.keys.queue();
-        drop(inner);
-        let options = StreamReadOptions::default()
-            .group(GROUP, &consumer)
-            .count(room)
-            .block(1000);
-        let keys = [queue.as_str()];
-        let read = conn.xread_options::<_, _, Option<StreamReadReply>>(&keys, &[">"], &options);
-        tokio::pin!(read);
-        // A stop does not drop the read: it is in the server, which hands this consumer any entry added before
-        // the read ends (at most `block` later), whether or not anybody here reads the answer. Dropped, such an
-        // entry would sit in this consumer's pending list until another worker's lease reaping (30 s by
-        // default). So the read is finished, and `receive` gives back what it brought (the stop is seen there).
-        let read = tokio::select! {
-            read = &mut read => read,
-            () = stop.cancelled() => read.await,
+        // Nothing held here: the take claims its first entry too, which then starts at once (no task here is
+        // ahead of it, and no `max_concurrent` can hold it back). The others wait for a slot here, `pending`, and
+        // are claimed when they start, in the scheduler's order.
+        let claim = {
+            let mut st = lock(&inner.run);
+            st.taking = Some(Default::default());
+            !st.draining && st.len() == 0 && st.capacity() > 0
         };
-        match read {
+        // Registered before the take: an entry added while it runs wakes the next one.
+        let queued = inner.queued.clone();
+        let woken = queued.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let started = serde_json::to_string(&Timestamp::now()).expect("a Timestamp serializes");
+        // Not dropped on a stop: what it takes is handed back (`taken` sees the stop).
+        let taken: redis::RedisResult<Vec<String>> = inner
+            .scripts
+            .take
+            .arg(inner.keys.prefix())
+            .arg(&inner.consumer)
+            .arg(room)
+            .arg(if claim { "1" } else { "0" })
+            .arg(started)
+            .arg(config.max_deliveries)
+            .invoke_async(&mut conn)
+            .await;
+        match taken {
+            Ok(reply) if reply.len() == 1 && reply[0] == "nogroup" => {
+                lock(&inner.run).taking = None;
+                group_ready = false;
+                drop(inner);
+                pause(&stop, &mut backoff).await;
+            }
             Ok(reply) => {
                 backoff = Duration::from_millis(50);
-                let Some(inner) = weak.upgrade() else { return };
-                for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-                    inner.receive(entry, false).await;
+                let entries = reply.len() / 5;
+                for entry in reply.chunks_exact(5) {
+                    inner.taken(entry).await;
+                }
+                lock(&inner.run).taking = None;
+                drop(inner);
+                if entries >= room {
+                    // There may be more.
+                    continue;
+                }
+                // Woken by a new entry (`P:queued`), or after a second in any case (an event lost while the
+                // subscription was down, or an entry from a submitter that does not publish `P:queued`).
+                tokio::select! {
+                    biased;
+                    // A stop first: a wake-up that comes with it is for another worker.
+                    () = stop.cancelled() => return,
+                    () = woken => {}
+                    () = tokio::time::sleep(IDLE_TAKE) => {}
                 }
             }
             Err(err) => {
-                if err.code() == Some("NOGROUP") {
-                    group_ready = false;
-                } else {
-                    tracing::debug!(%err, "refcache worker: reading the task stream failed; retrying");
-                }
+                tracing::debug!(%err, "refcache worker: taking from the task stream failed; retrying");
+                lock(&inner.run).taking = None;
+                drop(inner);
                 pause(&stop, &mut backoff).await;
             }
         }
     }
 }
+
+/// How long an idle worker waits for `P:queued` before it takes anyway.
+const IDLE_TAKE: Duration = Duration::from_secs(1);
 
 async fn pause(stop: &CancellationToken, backoff: &mut Duration) {
     tokio::select! {
@@ -238,17 +272,101 @@ async fn ensure_group(conn: &mut ConnectionManager, inner: &Inner) -> redis::Red
 impl Inner {
     /// A stream entry: hold its task, or drop the entry if the task is gone or finished.
     async fn receive(self: &Arc<Self>, entry: StreamId, redelivered: bool) {
-        let ref_id = entry
-            .get::<String>("ref")
-            .and_then(|r| RefId::parse(&r).ok());
+        let fields = Fields {
+            ref_id: entry.get("ref"),
+            spec: entry.get("spec"),
+            info: entry.get("info"),
+        };
+        self.receive_fields(&entry.id, fields, redelivered).await;
+    }
+
+    /// What `take` answered for one entry: held as claimed there, or the long way ([`receive_fields`]).
+    ///
+    /// [`receive_fields`]: Self::receive_fields
+    async fn taken(self: &Arc<Self>, entry: &[String]) {
+        let [id, ref_id, state, spec, info] = entry else {
+            return;
+        };
+        let given = |s: &String| (!s.is_empty()).then(|| s.clone());
+        if state != "ok" {
+            let fields = Fields {
+                ref_id: given(ref_id),
+                spec: given(spec),
+                info: given(info),
+            };
+            return self.receive_fields(id, fields, false).await;
+        }
+        // Claimed by the take: this worker's and `processing` in Redis.
+        let Ok(ref_id) = RefId::parse(ref_id) else {
+            return self.ack(id).await;
+        };
+        if self.consuming.is_cancelled() {
+            return self.hand_back(&ref_id, id).await;
+        }
+        let spec = serde_json::from_str::<TaskSpec>(spec)
+            .ok()
+            .filter(|s| s.ref_id == ref_id);
+        let record = serde_json::from_str::<TaskInfo>(info)
+            .ok()
+            .filter(|i| i.ref_id == ref_id && i.status == TaskStatus::Processing);
+        match (spec, record) {
+            (Some(spec), Some(mut record)) => {
+                // Readers take the queue position from the queue, never from the record.
+                record.queue_position = None;
+                if !self.hold_claimed(Arc::new(spec), id.clone(), record) {
+                    self.hand_back(&ref_id, id).await;
+                }
+            }
+            _ => {
+                // Claimed, so it must end: failed (as its record says what it was), with its entry acked in the
+                // same step. A record that does not read either is left with its entry unacknowledged: the lease
+                // runs out and the reaper takes it the long way.
+                tracing::error!(%ref_id, "refcache worker: unreadable task spec or record; failing the task");
+                self.fail_unreadable(&ref_id, id).await;
+            }
+        }
+    }
+
+    /// Fails a task this worker claimed whose spec or record does not read, and acks its entry.
+    async fn fail_unreadable(&self, ref_id: &RefId, msg: &str) {
+        let Ok(Some(mut info)) = self.read(ref_id).await else {
+            return;
+        };
+        info.status = TaskStatus::Failed;
+        info.finished_at = Some(Timestamp::now());
+        info.queue_position = None;
+        info.error = Some(
+            refcache_core::TaskError::new(
+                "the task's spec or record in Redis does not read as refcache's: it cannot run",
+            )
+            .with_code("UNREADABLE_TASK")
+            .permanent(),
+        );
+        let _ = self
+            .run_transition(
+                ref_id,
+                &[TaskStatus::Processing],
+                &info,
+                "",
+                true,
+                None,
+                Some(msg),
+                false,
+            )
+            .await;
+    }
+
+    /// A stream entry's fields: hold its task, or drop the entry if the task is gone or finished.
+    async fn receive_fields(self: &Arc<Self>, id: &str, entry: Fields, redelivered: bool) {
+        let ref_id = entry.ref_id.and_then(|r| RefId::parse(&r).ok());
         let Some(ref_id) = ref_id else {
-            self.ack(&entry.id).await;
+            self.ack(id).await;
             return;
         };
         // Shutting down: an entry that reaches this worker now (a read or a takeover in flight at the stop) goes
         // back to the stream for another worker, instead of waiting in this consumer's pending list for a lease.
         if self.consuming.is_cancelled() {
-            self.hand_back(&ref_id, &entry.id).await;
+            self.hand_back(&ref_id, id).await;
             return;
         }
         // The entry carries the spec: the task is held at once, and the `claim` script checks its status when it
@@ -256,22 +374,22 @@ impl Inner {
         // delivery's entry also carries the record as submitted, which the claim starts from (a pending record is
         // written by nobody else before its claim); without it, or on a redelivery, the runner reads the record.
         if let Some(spec) = entry
-            .get::<String>("spec")
+            .spec
             .and_then(|s| serde_json::from_str::<TaskSpec>(&s).ok())
             .filter(|s| s.ref_id == ref_id)
         {
             let record = entry
-                .get::<String>("info")
+                .info
                 .and_then(|i| serde_json::from_str::<TaskInfo>(&i).ok())
                 .filter(|i| i.ref_id == ref_id && i.status == TaskStatus::Pending);
             if !self.hold(
                 Arc::new(spec),
                 None,
-                Some(entry.id.clone()),
+                Some(id.to_owned()),
                 redelivered,
                 record,
             ) {
-                self.hand_back(&ref_id, &entry.id).await;
+                self.hand_back(&ref_id, id).await;
             }
             return;
         }
@@ -285,27 +403,29 @@ impl Inner {
             {
                 match serde_json::from_str::<TaskSpec>(&spec) {
                     Ok(spec) => {
-                        if !self.hold(
-                            Arc::new(spec),
-                            None,
-                            Some(entry.id.clone()),
-                            redelivered,
-                            None,
-                        ) {
-                            self.hand_back(&ref_id, &entry.id).await;
+                        if !self.hold(Arc::new(spec), None, Some(id.to_owned()), redelivered, None)
+                        {
+                            self.hand_back(&ref_id, id).await;
                         }
                     }
                     Err(err) => {
                         tracing::error!(%ref_id, %err, "refcache worker: unreadable task spec; dropping the entry");
-                        self.ack(&entry.id).await;
+                        self.ack(id).await;
                     }
                 }
             }
             // Redis is down: the entry stays in this worker's pending list and is taken over after the lease.
             Err(_) => {}
-            Ok(_) => self.ack(&entry.id).await,
+            Ok(_) => self.ack(id).await,
         }
     }
+}
+
+/// A stream entry's fields (`ref`; `spec` and `info` when it carries them).
+struct Fields {
+    ref_id: Option<String>,
+    spec: Option<String>,
+    info: Option<String>,
 }
 
 /// Leases, reaping and gauges, every `lease / 3`, in every process.
