@@ -3,7 +3,7 @@
 //! shutdown.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -229,8 +229,16 @@ impl TaskBackend for MemoryTaskBackend {
         deadline: Option<tokio::time::Instant>,
     ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
         Box::pin(async move {
-            let active = lock(&self.inner.state).active.get(ref_id).cloned();
-            if let Some(active) = active {
+            let active = {
+                let st = lock(&self.inner.state);
+                match st.active.get(ref_id) {
+                    Some(active) => active.clone(),
+                    // Retired before the wait (every task that finished in its first poll in the caller): the
+                    // answer is read under the same lock.
+                    None => return Ok(self.inner.snapshot_in(st, ref_id)),
+                }
+            };
+            {
                 // The first waiter takes the task's own slot; any other follows the record's `watch`. Either way
                 // it is done once the status is terminal (`Active::wake` runs on every way there).
                 let done = async {
@@ -520,8 +528,13 @@ impl Inner {
     /// What [`get`](TaskBackend::get) answers, read now: the store is the near cache, a read that never waits, so
     /// this needs no future (and `wait`, which ends in the same read, boxes none).
     pub(super) fn snapshot(&self, ref_id: &RefId) -> Option<TaskSnapshot> {
+        self.snapshot_in(lock(&self.state), ref_id)
+    }
+
+    /// [`snapshot`](Self::snapshot), under the state lock `st` (released before the store is read).
+    fn snapshot_in(&self, st: MutexGuard<'_, State>, ref_id: &RefId) -> Option<TaskSnapshot> {
         let (info, key) = {
-            let st = lock(&self.state);
+            let st = st;
             match st.active.get(ref_id) {
                 // Its session ended: the record is gone, though the task may still be winding down.
                 Some(active) if active.forget.load(Ordering::Acquire) => return None,
