@@ -854,6 +854,135 @@ mod tests {
         assert_eq!(ended.info.status, crate::model::task::TaskStatus::Cancelled);
     }
 
+    /// A task whose driver was spawned but never polled (its runtime shut down first) is failed and retired by the
+    /// driver's guard, made before the future: a later runtime sees it failed and the key free, not a task
+    /// `processing` forever that a new call would join.
+    #[test]
+    fn a_driver_dropped_before_its_first_poll_fails_its_task_and_frees_the_key() {
+        let backend = MemoryTaskBackend::default();
+        let pending: LocalJob = Arc::new(|_args: Value, _ctx| Box::pin(std::future::pending()));
+        let args = json!("dropped");
+        let key = key_of(&args);
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        let spec = TaskSpec::new(
+            RefId::generate("t"),
+            key,
+            "tests.wait",
+            "public",
+            args.clone(),
+        );
+        let ref_id = first
+            .block_on(backend.submit(Submission::new(spec, Some(pending.clone()))))
+            .expect("submit")
+            .ref_id()
+            .clone();
+        drop(first);
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        second.block_on(async {
+            let snapshot = backend.get(&ref_id).await.expect("get").expect("a record");
+            assert_eq!(snapshot.info.status, crate::model::task::TaskStatus::Failed);
+            assert_eq!(
+                snapshot.info.error.and_then(|e| e.code).as_deref(),
+                Some("RUNTIME_SHUTDOWN")
+            );
+            let spec = TaskSpec::new(RefId::generate("t"), key, "tests.wait", "public", args);
+            let again = backend
+                .submit(Submission::new(spec, Some(pending)))
+                .await
+                .expect("submit");
+            assert!(
+                matches!(again, crate::contract::backend::Submitted::Started(ref r) if *r != ref_id),
+                "the key is free: {again:?}"
+            );
+        });
+    }
+
+    /// A job that panics before it makes its future fails its task as `panicked`, on the caller's first poll.
+    #[tokio::test]
+    async fn a_job_that_panics_in_its_call_fails_as_panicked() {
+        let backend = MemoryTaskBackend::default();
+        let job: LocalJob = Arc::new(|_args: Value, _ctx| panic!("before any future"));
+        let args = json!("panics");
+        let spec = TaskSpec::new(
+            RefId::generate("t"),
+            key_of(&args),
+            "tests.wait",
+            "public",
+            args,
+        );
+        let ref_id = backend
+            .submit(Submission::new(spec, Some(job)))
+            .await
+            .expect("submit")
+            .ref_id()
+            .clone();
+        let ended = backend
+            .wait(&ref_id, None)
+            .await
+            .expect("wait")
+            .expect("a record");
+        assert_eq!(ended.info.status, crate::model::task::TaskStatus::Failed);
+        assert_eq!(
+            ended.info.error.map(|e| e.message).as_deref(),
+            Some("panicked: before any future")
+        );
+    }
+
+    /// The driver that takes on the caller's first attempt waits on the task's own token: a body that ignores a
+    /// cancel is dropped once `cancel_grace` has passed after it.
+    #[tokio::test(start_paused = true)]
+    async fn a_first_attempt_that_ignores_a_cancel_is_dropped_after_the_grace() {
+        struct Dropped(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let backend = MemoryTaskBackend::new(MemoryBackendConfig::default());
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = dropped.clone();
+        let job: LocalJob = Arc::new(move |_args: Value, _ctx| {
+            let guard = Dropped(flag.clone());
+            Box::pin(async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok(JsonText::from(json!("never")))
+            })
+        });
+        let args = json!("ignores");
+        let spec = TaskSpec::new(
+            RefId::generate("t"),
+            key_of(&args),
+            "tests.wait",
+            "public",
+            args,
+        );
+        let ref_id = backend
+            .submit(Submission::new(spec, Some(job)))
+            .await
+            .expect("submit")
+            .ref_id()
+            .clone();
+        backend.cancel(&ref_id).await.expect("cancel");
+        let grace = backend.config().cancel_grace;
+        tokio::time::sleep(grace / 2).await;
+        assert!(
+            !dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "within the grace"
+        );
+        tokio::time::sleep(grace).await;
+        assert!(
+            dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "dropped after the grace"
+        );
+    }
+
     /// glibc's thread cache serves chunks of up to 1,032 bytes (1,024 usable, less `Arc`'s two counts); a bigger
     /// allocation takes `_int_malloc` and `_int_free`, several hundred instructions more each way. Every task makes
     /// an `Active` and (when spawned, or polled first in the caller) boxes its driver: both must stay under it.
