@@ -33,6 +33,12 @@ pub struct RunLimits {
 }
 
 impl RunLimits {
+    /// When the execution timeout passes, for an execution that starts now (`None`: it has none).
+    pub(crate) fn deadline_from_now(&self) -> Option<tokio::time::Instant> {
+        self.execution_timeout
+            .map(|timeout| tokio::time::Instant::now() + timeout)
+    }
+
     /// Limits of `execution_timeout` and `cancel_grace`.
     pub fn new(execution_timeout: Option<Duration>, cancel_grace: Duration) -> Self {
         Self {
@@ -99,14 +105,16 @@ pub async fn run_task(
     limits: RunLimits,
 ) -> Ending {
     let measured = Measured::begin(spec, hooks.backend_name());
-    let ending = run_to_end(job, spec, hooks, &cancel, limits, None).await;
+    let deadline = limits.deadline_from_now();
+    let ending = run_to_end(job, spec, hooks, &cancel, limits, deadline, None).await;
     measured.end(&ending, cancel.is_cancelled());
     ending
 }
 
 /// [`run_task`], for an execution whose first attempt was already started (and polled once) by the caller, with
-/// what [`Measured::begin`] counted then: the in-process backend's first poll in the caller
-/// (`memory/driver.rs`). The rest (retries, the timeout, cancellation, the counts at the end) is `run_task`'s.
+/// what [`Measured::begin`] counted then and the execution timeout's `deadline` taken then (from
+/// [`RunLimits::deadline_from_now`]): the in-process backend's first poll in the caller (`memory/driver.rs`). The rest (retries, the timeout, cancellation, the counts at the end) is `run_task`'s.
+#[allow(clippy::too_many_arguments)] // `run_task`'s, and what the caller's first poll began.
 pub(crate) async fn run_task_from(
     job: &LocalJob,
     spec: &TaskSpec,
@@ -115,8 +123,9 @@ pub(crate) async fn run_task_from(
     limits: RunLimits,
     measured: Measured,
     first: FirstAttempt,
+    deadline: Option<tokio::time::Instant>,
 ) -> Ending {
-    let ending = run_to_end(job, spec, hooks, &cancel, limits, Some(first)).await;
+    let ending = run_to_end(job, spec, hooks, &cancel, limits, deadline, Some(first)).await;
     measured.end(&ending, cancel.is_cancelled());
     ending
 }
@@ -225,12 +234,14 @@ async fn run_to_end(
     hooks: Arc<dyn TaskHooks>,
     cancel: &CancellationToken,
     limits: RunLimits,
+    deadline: Option<tokio::time::Instant>,
     first: Option<FirstAttempt>,
 ) -> Ending {
     let mut attempts = Box::pin(attempts(job, spec, hooks.clone(), cancel, first));
+    // The deadline was taken when the execution started (before its first poll), not when this is first polled.
     let deadline = async {
-        match limits.execution_timeout {
-            Some(timeout) => Box::pin(tokio::time::sleep(timeout)).await,
+        match deadline {
+            Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
             None => std::future::pending().await,
         }
     };
@@ -341,8 +352,15 @@ fn started(
     ctx: TaskContext,
 ) -> impl Future<Output = Result<JsonText, TaskError>> + Send + 'static {
     let actor = ctx.actor().cloned();
-    let attempt = AssertUnwindSafe(job(args, ctx)).catch_unwind();
+    // The job's own call is caught too (a body that panics before it makes its future): a failure, not a panic
+    // out of the caller's first poll or the driver.
+    let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| job(args, ctx)))
+        .map(|attempt| AssertUnwindSafe(attempt).catch_unwind());
     async move {
+        let attempt = match attempt {
+            Ok(attempt) => attempt,
+            Err(payload) => return Err(TaskError::panicked(payload.as_ref())),
+        };
         let outcome = match actor {
             Some(actor) => actor.scope(attempt).await,
             None => attempt.await,

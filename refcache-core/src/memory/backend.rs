@@ -3,7 +3,7 @@
 //! shutdown.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -229,8 +229,16 @@ impl TaskBackend for MemoryTaskBackend {
         deadline: Option<tokio::time::Instant>,
     ) -> BoxFuture<'a, Result<Option<TaskSnapshot>, BackendError>> {
         Box::pin(async move {
-            let active = lock(&self.inner.state).active.get(ref_id).cloned();
-            if let Some(active) = active {
+            let active = {
+                let st = lock(&self.inner.state);
+                match st.active.get(ref_id) {
+                    Some(active) => active.clone(),
+                    // Retired before the wait (every task that finished in its first poll in the caller): the
+                    // answer is read under the same lock.
+                    None => return Ok(self.inner.snapshot_in(st, ref_id)),
+                }
+            };
+            {
                 // The first waiter takes the task's own slot; any other follows the record's `watch`. Either way
                 // it is done once the status is terminal (`Active::wake` runs on every way there).
                 let done = async {
@@ -520,8 +528,13 @@ impl Inner {
     /// What [`get`](TaskBackend::get) answers, read now: the store is the near cache, a read that never waits, so
     /// this needs no future (and `wait`, which ends in the same read, boxes none).
     pub(super) fn snapshot(&self, ref_id: &RefId) -> Option<TaskSnapshot> {
+        self.snapshot_in(lock(&self.state), ref_id)
+    }
+
+    /// [`snapshot`](Self::snapshot), under the state lock `st` (released before the store is read).
+    fn snapshot_in(&self, st: MutexGuard<'_, State>, ref_id: &RefId) -> Option<TaskSnapshot> {
         let (info, key) = {
-            let st = lock(&self.state);
+            let st = st;
             match st.active.get(ref_id) {
                 // Its session ended: the record is gone, though the task may still be winding down.
                 Some(active) if active.forget.load(Ordering::Acquire) => return None,
@@ -839,6 +852,135 @@ mod tests {
             .expect("wait")
             .expect("a record");
         assert_eq!(ended.info.status, crate::model::task::TaskStatus::Cancelled);
+    }
+
+    /// A task whose driver was spawned but never polled (its runtime shut down first) is failed and retired by the
+    /// driver's guard, made before the future: a later runtime sees it failed and the key free, not a task
+    /// `processing` forever that a new call would join.
+    #[test]
+    fn a_driver_dropped_before_its_first_poll_fails_its_task_and_frees_the_key() {
+        let backend = MemoryTaskBackend::default();
+        let pending: LocalJob = Arc::new(|_args: Value, _ctx| Box::pin(std::future::pending()));
+        let args = json!("dropped");
+        let key = key_of(&args);
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        let spec = TaskSpec::new(
+            RefId::generate("t"),
+            key,
+            "tests.wait",
+            "public",
+            args.clone(),
+        );
+        let ref_id = first
+            .block_on(backend.submit(Submission::new(spec, Some(pending.clone()))))
+            .expect("submit")
+            .ref_id()
+            .clone();
+        drop(first);
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        second.block_on(async {
+            let snapshot = backend.get(&ref_id).await.expect("get").expect("a record");
+            assert_eq!(snapshot.info.status, crate::model::task::TaskStatus::Failed);
+            assert_eq!(
+                snapshot.info.error.and_then(|e| e.code).as_deref(),
+                Some("RUNTIME_SHUTDOWN")
+            );
+            let spec = TaskSpec::new(RefId::generate("t"), key, "tests.wait", "public", args);
+            let again = backend
+                .submit(Submission::new(spec, Some(pending)))
+                .await
+                .expect("submit");
+            assert!(
+                matches!(again, crate::contract::backend::Submitted::Started(ref r) if *r != ref_id),
+                "the key is free: {again:?}"
+            );
+        });
+    }
+
+    /// A job that panics before it makes its future fails its task as `panicked`, on the caller's first poll.
+    #[tokio::test]
+    async fn a_job_that_panics_in_its_call_fails_as_panicked() {
+        let backend = MemoryTaskBackend::default();
+        let job: LocalJob = Arc::new(|_args: Value, _ctx| panic!("before any future"));
+        let args = json!("panics");
+        let spec = TaskSpec::new(
+            RefId::generate("t"),
+            key_of(&args),
+            "tests.wait",
+            "public",
+            args,
+        );
+        let ref_id = backend
+            .submit(Submission::new(spec, Some(job)))
+            .await
+            .expect("submit")
+            .ref_id()
+            .clone();
+        let ended = backend
+            .wait(&ref_id, None)
+            .await
+            .expect("wait")
+            .expect("a record");
+        assert_eq!(ended.info.status, crate::model::task::TaskStatus::Failed);
+        assert_eq!(
+            ended.info.error.map(|e| e.message).as_deref(),
+            Some("panicked: before any future")
+        );
+    }
+
+    /// The driver that takes on the caller's first attempt waits on the task's own token: a body that ignores a
+    /// cancel is dropped once `cancel_grace` has passed after it.
+    #[tokio::test(start_paused = true)]
+    async fn a_first_attempt_that_ignores_a_cancel_is_dropped_after_the_grace() {
+        struct Dropped(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let backend = MemoryTaskBackend::new(MemoryBackendConfig::default());
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = dropped.clone();
+        let job: LocalJob = Arc::new(move |_args: Value, _ctx| {
+            let guard = Dropped(flag.clone());
+            Box::pin(async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok(JsonText::from(json!("never")))
+            })
+        });
+        let args = json!("ignores");
+        let spec = TaskSpec::new(
+            RefId::generate("t"),
+            key_of(&args),
+            "tests.wait",
+            "public",
+            args,
+        );
+        let ref_id = backend
+            .submit(Submission::new(spec, Some(job)))
+            .await
+            .expect("submit")
+            .ref_id()
+            .clone();
+        backend.cancel(&ref_id).await.expect("cancel");
+        let grace = backend.config().cancel_grace;
+        tokio::time::sleep(grace / 2).await;
+        assert!(
+            !dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "within the grace"
+        );
+        tokio::time::sleep(grace).await;
+        assert!(
+            dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "dropped after the grace"
+        );
     }
 
     /// glibc's thread cache serves chunks of up to 1,032 bytes (1,024 usable, less `Arc`'s two counts); a bigger

@@ -70,8 +70,8 @@ pub(super) struct Counters {
 
 impl Inner {
     /// Under the state lock: moves queued tasks into free slots and marks them processing. The caller spawns the
-    /// returned tasks after releasing the lock (a spawn on a dead runtime drops the future at once, and its guard
-    /// takes the lock).
+    /// returned tasks after releasing the lock (a spawn on a dead runtime drops the future at once, and its guard,
+    /// made with the future in [`drive`], takes the lock).
     ///
     /// Tasks start in queue order (priority, then FIFO), except that a task whose name is at its
     /// `max_concurrent` waits, and the tasks behind it may pass it.
@@ -194,8 +194,10 @@ impl Inner {
         };
         let hooks: Arc<dyn TaskHooks> = active.clone();
         let measured = Measured::begin(spec, hooks.backend_name());
-        // A panic out of the job's call (the one step outside its `catch_unwind`) or out of the retire must not
-        // leave the task running: as the driver's own guard does when its future is dropped.
+        // The execution timeout counts from here, as the driver's does from its start (read only when there is one).
+        let deadline = limits(self, active).deadline_from_now();
+        // A panic out of the retire (the job's own call and its polls are caught: a failure) must not leave the
+        // task running: as the driver's own guard does when its future is dropped.
         let mut guard = FirstPollGuard {
             inner: self,
             active,
@@ -227,6 +229,7 @@ impl Inner {
             job,
             measured,
             attempt,
+            deadline,
         });
         if failed {
             Polled::Failed(first)
@@ -455,45 +458,62 @@ pub(super) struct First {
     job: LocalJob,
     measured: Measured,
     attempt: FirstAttempt,
+    /// When the execution timeout passes, counted from the first poll.
+    deadline: Option<tokio::time::Instant>,
 }
 
 /// Drives a task to its end and retires it.
-pub(super) async fn drive(inner: Arc<Inner>, active: Arc<Active>) {
+///
+/// The guard is made here, before the future: a driver spawned and dropped before its first poll (its runtime
+/// shut down first) still fails and retires its task, rather than leave it `processing` with its key claimed.
+pub(super) fn drive(inner: Arc<Inner>, active: Arc<Active>) -> impl Future<Output = ()> + Send {
     let guard = DriverGuard {
-        inner: inner.clone(),
-        active: active.clone(),
+        inner,
+        active,
         armed: true,
     };
-    let result = execute(&inner, &active).await;
-    finish(guard, result);
+    async move {
+        let result = execute(&guard.inner, &guard.active).await;
+        finish(guard, result);
+    }
 }
 
 /// [`drive`], from the first attempt the caller started ([`Inner::start`]). A future of its own (not `drive` with
-/// an option), so that what it carries does not grow every other task's driver.
-async fn drive_from(inner: Arc<Inner>, active: Arc<Active>, first: Box<First>) {
+/// an option), so that what it carries does not grow every other task's driver. Its guard too is made before the
+/// future.
+fn drive_from(
+    inner: Arc<Inner>,
+    active: Arc<Active>,
+    first: Box<First>,
+) -> impl Future<Output = ()> + Send {
     let guard = DriverGuard {
-        inner: inner.clone(),
-        active: active.clone(),
+        inner,
+        active,
         armed: true,
     };
-    let First {
-        job,
-        measured,
-        attempt,
-    } = *first;
-    let limits = limits(&inner, &active);
-    let hooks: Arc<dyn TaskHooks> = active.clone();
-    let ending = execute::run_task_from(
-        &job,
-        &active.spec,
-        hooks,
-        active.cancel_token().clone(),
-        limits,
-        measured,
-        attempt,
-    )
-    .await;
-    finish(guard, finished(ending));
+    async move {
+        let First {
+            job,
+            measured,
+            attempt,
+            deadline,
+        } = *first;
+        let (inner, active) = (&guard.inner, &guard.active);
+        let limits = limits(inner, active);
+        let hooks: Arc<dyn TaskHooks> = active.clone();
+        let ending = execute::run_task_from(
+            &job,
+            &active.spec,
+            hooks,
+            active.cancel_token().clone(),
+            limits,
+            measured,
+            attempt,
+            deadline,
+        )
+        .await;
+        finish(guard, finished(ending));
+    }
 }
 
 /// A driver's last step: the task completed (or failed) with `result`, retired, and the values its retire
