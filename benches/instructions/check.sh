@@ -6,7 +6,7 @@
 #                                                 # case is missing: use gate.py report to read it
 #
 # Runs every case under callgrind (about 1 min; the poll's 100,000-task setup takes most of it), prints the
-# instructions per operation beside each in-run baseline, and exits 1 when the hit or the miss takes more than 20%
+# instructions per operation beside each in-run baseline, and exits 1 when the hit or the miss takes more than 10%
 # more instructions per operation than benches/instructions/baseline.json. Needs valgrind, python3 and
 # gungraun-runner of the same version as the gungraun library (.ci/run installs it). REFCACHE_BENCH_OPS sets the
 # operations per case (default 1,000, the baseline's).

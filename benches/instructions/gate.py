@@ -212,7 +212,7 @@ def update(per_op, ops):
         "about": "Instructions per operation of benches/instructions.rs, the reference of the CI gate "
                  "(benches/instructions/gate.py). Record with bash benches/instructions/update-baseline.sh.",
         "ops": ops,
-        "limit_percent": old.get("limit_percent", 20),
+        "limit_percent": old.get("limit_percent", 10),
         "gated": old.get("gated", ["hit", "miss"]),
         "recorded": {
             "date": datetime.date.today().isoformat(),
