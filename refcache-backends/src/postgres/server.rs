@@ -5,6 +5,7 @@
 //! the `postgres` system user (`runuser -u postgres --`), which owns the temporary directory.
 
 use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -305,11 +306,15 @@ impl PostgresServer {
             self.data().display(),
             self.dir.display()
         );
+        // In a process group of its own: a kill of this process's group (a test harness or a shell stopping the
+        // tests with `kill -- -PGID`) must not take the watchdog with it, since the server (started by `pg_ctl`,
+        // detached) would then outlive both.
         Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .ok()
             .and_then(|mut child| child.stdin.take())

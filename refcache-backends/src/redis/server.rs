@@ -2,6 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -317,11 +318,14 @@ impl Watchdog {
         // The directory is quoted for `sh`; ours never holds a quote, but a TMPDIR could.
         let dir = dir.display().to_string().replace('\'', r"'\''");
         let script = format!("read -r line || {{ kill -KILL {pid}; rm -rf '{dir}'; }}");
+        // In a process group of its own, so that a kill of this process's group (`kill -- -PGID`) leaves it to
+        // remove the server's directory.
         let mut process = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()?;
         let Some(stdin) = process.stdin.take() else {
             let _ = process.kill();
