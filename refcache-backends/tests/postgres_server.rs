@@ -3,6 +3,7 @@
 //! restart, and two of them are isolated.
 #![cfg(feature = "postgres")]
 
+use crate::alive;
 use refcache_backends::postgres::PostgresServer;
 
 async fn connect(url: &str) -> tokio_postgres::Client {
@@ -91,15 +92,6 @@ fn keep_a_server_running() {
     loop {
         std::thread::sleep(std::time::Duration::from_secs(60));
     }
-}
-
-/// Whether `pid` is a live process (a zombie is not: it has exited and waits only to be reaped).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X')
-    })
 }
 
 /// A test binary killed with its whole process group (`kill -- -PGID`, as a harness or a shell's job control stops

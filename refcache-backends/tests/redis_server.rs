@@ -2,6 +2,7 @@
 //! across a restart with AOF on, and loses it without.
 #![cfg(feature = "redis")]
 
+use crate::alive;
 use redis::Commands;
 use refcache_backends::redis::{RedisServer, RedisServerOptions};
 
@@ -66,16 +67,6 @@ fn leave_a_server_behind() {
     std::fs::write(&report, format!("{pid}\n{}\n", dir.display())).unwrap();
     std::mem::forget(server);
     std::process::exit(0);
-}
-
-/// Whether `pid` is a live process (a zombie is not: it has exited and waits only to be reaped).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        // `pid (comm) state ...`: the state follows the last `)`.
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X')
-    })
 }
 
 #[test]

@@ -31,6 +31,18 @@ mod redis_server;
 #[path = "redis_tls.rs"]
 mod redis_tls;
 
+/// Whether `pid` is a live process (a zombie is not: it has exited and waits only to be reaped), for the test
+/// servers' files, which check that a server is gone after the process that started it ended.
+#[allow(dead_code)] // Used only by files behind a feature.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // `pid (comm) state ...`: the state follows the last `)`.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    })
+}
+
 /// Every `tests/*.rs` file is a module of this binary or a `[[test]]` of its own in `Cargo.toml`, not both.
 #[test]
 fn every_test_file_is_built() {
