@@ -108,7 +108,7 @@ impl RedisServerOptions {
 
 /// A `redis-server` child process on a free loopback port, with its own data directory. Killed, and its directory
 /// removed, on drop, and also when this process ends without dropping it (a `static` server is never dropped; a
-/// test binary may be killed): a watchdog process then kills it (see [`Watchdog`]).
+/// test binary may be killed): a watchdog process then kills it.
 ///
 /// The binary is `REFCACHE_REDIS_SERVER`, else `redis-server` on the `PATH`.
 #[derive(Debug)]
