@@ -41,7 +41,7 @@ use criterion::{
 use futures::StreamExt;
 use futures::future::join_all;
 use redis::aio::ConnectionManager;
-use refcache::redis::{Mode, RedisConfig, RedisServer, RedisTaskBackend};
+use refcache::redis::{Mode, RedisConfig, RedisServer, RedisTaskBackend, monitored_command};
 use refcache::registry::{self, TaskRegistration};
 use refcache::{
     CacheKey, MemoryBackendConfig, MemoryTaskBackend, RefId, Submission, Submitted, TaskBackend,
@@ -721,7 +721,7 @@ fn commands(rt: &Runtime, setup: &Setup) -> BTreeMap<&'static str, f64> {
                 if line.contains("\"bench-monitor-end\"") {
                     break;
                 }
-                if let Some(command) = classify(&line, prefix) {
+                if let Some(command) = monitored_command(&line, prefix) {
                     *counts.entry(command).or_default() += 1;
                 }
             }
@@ -740,69 +740,6 @@ fn commands(rt: &Runtime, setup: &Setup) -> BTreeMap<&'static str, f64> {
         per_task.insert(name, total as f64 / tasks as f64);
     }
     per_task
-}
-
-/// A `MONITOR` line's command, if a client sent it (not a script) and it carries `prefix`; scripts are named by
-/// their arguments.
-fn classify(line: &str, prefix: &str) -> Option<String> {
-    // `1700000000.123456 [0 127.0.0.1:51234] "EVALSHA" "…" …`, or `[0 lua] "HGET" …` inside a script.
-    let (source, rest) = line.split_once("] ")?;
-    if source.ends_with(" lua") {
-        return None;
-    }
-    let args = quoted(rest);
-    let key_prefix = format!("{prefix}:");
-    if !args
-        .iter()
-        .any(|a| a == prefix || a.starts_with(&key_prefix))
-    {
-        return None;
-    }
-    let command = args.first()?.to_ascii_uppercase();
-    if command != "EVALSHA" {
-        return Some(command);
-    }
-    // EVALSHA sha numkeys argv…: the scripts differ in their number of arguments.
-    let argv = &args[3.min(args.len())..];
-    let script = match argv.len() {
-        // `transition`'s third argument is its list of statuses, `,a,b,`; `submit`'s a cache key (12 arguments
-        // before its end's token).
-        13 if argv[2].starts_with(',') => "transition",
-        12 | 13 => "submit",
-        // `claim`'s fourth argument is the record; `take`'s a count.
-        6 if argv[3].starts_with('{') => "claim",
-        6 => "take",
-        2 if argv[1].contains(':') => "get",
-        2 => "ack",
-        _ => "other",
-    };
-    Some(format!("EVALSHA({script})"))
-}
-
-/// The double-quoted arguments of a `MONITOR` line (backslash escapes kept as they are).
-fn quoted(text: &str) -> Vec<String> {
-    let mut args = Vec::new();
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c != '"' {
-            continue;
-        }
-        let mut arg = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => {
-                    arg.push(c);
-                    if let Some(next) = chars.next() {
-                        arg.push(next);
-                    }
-                }
-                '"' => break,
-                c => arg.push(c),
-            }
-        }
-        args.push(arg);
-    }
-    args
 }
 
 criterion_group!(benches, bench);

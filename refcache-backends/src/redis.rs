@@ -40,6 +40,8 @@ mod tls;
 pub mod worker;
 
 pub use config::{Mode, RedisConfig, RedisConfigError};
-pub use server::{RedisServer, RedisServerError, RedisServerOptions, RedisServerTls};
+pub use server::{
+    RedisServer, RedisServerError, RedisServerOptions, RedisServerTls, monitored_command,
+};
 pub use state::{RedisBackendError, RedisTaskBackend};
 pub use tls::RedisTls;

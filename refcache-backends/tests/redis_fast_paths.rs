@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use refcache_backends::redis::{Mode, RedisConfig, RedisServer, RedisTaskBackend};
+use refcache_backends::redis::{
+    Mode, RedisConfig, RedisServer, RedisTaskBackend, monitored_command,
+};
 use refcache_core::registry::TaskRegistration;
 use refcache_core::{
     CacheKey, CancelOutcome, JsonText, RefId, Submission, Submitted, TaskBackend, TaskContext,
@@ -762,63 +764,6 @@ async fn a_poll_from_the_near_cache_answers_as_one_that_parses_the_value() {
     }
 }
 
-/// The double-quoted arguments of a `MONITOR` line (backslash escapes kept as they are).
-fn monitor_args(text: &str) -> Vec<String> {
-    let mut args = Vec::new();
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c != '"' {
-            continue;
-        }
-        let mut arg = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => {
-                    arg.push(c);
-                    if let Some(next) = chars.next() {
-                        arg.push(next);
-                    }
-                }
-                '"' => break,
-                c => arg.push(c),
-            }
-        }
-        args.push(arg);
-    }
-    args
-}
-
-/// A `MONITOR` line's top-level command (not one a script ran) about `prefix`: scripts by name (told apart by
-/// their arguments), other commands by their own.
-fn monitored(line: &str, prefix: &str) -> Option<String> {
-    let (source, rest) = line.split_once("] ")?;
-    if source.ends_with(" lua") {
-        return None;
-    }
-    let args = monitor_args(rest);
-    let keys = format!("{prefix}:");
-    if !args.iter().any(|a| a == prefix || a.starts_with(&keys)) {
-        return None;
-    }
-    let command = args.first()?.to_ascii_uppercase();
-    if command != "EVALSHA" {
-        return Some(command);
-    }
-    let argv = &args[3.min(args.len())..];
-    Some(
-        match argv.len() {
-            13 if argv[2].starts_with(',') => "transition",
-            13 => "submit",
-            // `claim`'s fourth argument is the record; `take`'s a count.
-            6 if argv[3].starts_with('{') => "claim",
-            6 => "take",
-            2 if argv[1].contains(':') => "get",
-            _ => "another script",
-        }
-        .to_owned(),
-    )
-}
-
 /// Issue 17 §3's count, pinned: one task in `workers` mode, from its submission to the poll that reads its value,
 /// costs the replica its submission and the poll (its waiter takes the end from the end's event: no read), and
 /// the worker its `take` (woken by `P:queued`: the stream read and the claim in one script) and its end (the ack
@@ -884,21 +829,24 @@ async fn a_task_in_workers_mode_costs_four_round_trips_from_submit_to_poll() {
         if line.contains("\"rt-end\"") {
             break;
         }
-        if let Some(command) = monitored(&line, "rt") {
+        if let Some(command) = monitored_command(&line, "rt") {
             *counts.entry(command).or_default() += 1;
         }
     }
-    let takes = counts.remove("take").unwrap_or(0);
+    let takes = counts.remove("EVALSHA(take)").unwrap_or(0);
     let idle = 2 * (elapsed.as_secs() as usize + 1);
     assert!(
         (TASKS..=TASKS + idle).contains(&takes),
         "{takes} takes for {TASKS} tasks in {elapsed:?}"
     );
-    let expected: std::collections::BTreeMap<String, usize> =
-        [("submit", TASKS), ("get", TASKS), ("transition", TASKS)]
-            .into_iter()
-            .map(|(c, n)| (c.to_owned(), n))
-            .collect();
+    let expected: std::collections::BTreeMap<String, usize> = [
+        ("EVALSHA(submit)", TASKS),
+        ("EVALSHA(get)", TASKS),
+        ("EVALSHA(transition)", TASKS),
+    ]
+    .into_iter()
+    .map(|(c, n)| (c.to_owned(), n))
+    .collect();
     assert_eq!(
         counts, expected,
         "round trips of {TASKS} tasks besides the stream reads"

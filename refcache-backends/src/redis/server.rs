@@ -295,6 +295,69 @@ impl Drop for RedisServer {
     }
 }
 
+/// The command a `MONITOR` line of a test server shows, when a client sent it (not a script) and it names a key
+/// under `key_prefix`; `None` otherwise. The backend's scripts are named by their arguments, as
+/// `EVALSHA(submit)`, `EVALSHA(transition)`, `EVALSHA(claim)`, `EVALSHA(take)`, `EVALSHA(get)`, `EVALSHA(ack)` (else
+/// `EVALSHA(other)`); any other command by its own name. For counting round trips in tests and benches: it follows
+/// the scripts' argument counts, so a script that changes them changes this too (the round-trip test pins it).
+pub fn monitored_command(line: &str, key_prefix: &str) -> Option<String> {
+    // `1700000000.123456 [0 127.0.0.1:51234] "EVALSHA" "…" …`, or `[0 lua] "HGET" …` inside a script.
+    let (source, rest) = line.split_once("] ")?;
+    if source.ends_with(" lua") {
+        return None;
+    }
+    let args = monitor_args(rest);
+    let keys = format!("{key_prefix}:");
+    if !args.iter().any(|a| a == key_prefix || a.starts_with(&keys)) {
+        return None;
+    }
+    let command = args.first()?.to_ascii_uppercase();
+    if command != "EVALSHA" {
+        return Some(command);
+    }
+    // EVALSHA sha numkeys argv…: the scripts differ in their number of arguments.
+    let argv = &args[3.min(args.len())..];
+    let script = match argv.len() {
+        // `transition`'s third argument is its list of statuses, `,a,b,`; `submit`'s a cache key (12 arguments
+        // before its end's token).
+        13 if argv[2].starts_with(',') => "transition",
+        12 | 13 => "submit",
+        // `claim`'s fourth argument is the record; `take`'s a count.
+        6 if argv[3].starts_with('{') => "claim",
+        6 => "take",
+        2 if argv[1].contains(':') => "get",
+        2 => "ack",
+        _ => "other",
+    };
+    Some(format!("EVALSHA({script})"))
+}
+
+/// The double-quoted arguments of a `MONITOR` line (backslash escapes kept as they are).
+fn monitor_args(text: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut arg = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    arg.push(c);
+                    if let Some(next) = chars.next() {
+                        arg.push(next);
+                    }
+                }
+                '"' => break,
+                c => arg.push(c),
+            }
+        }
+        args.push(arg);
+    }
+    args
+}
+
 /// A `sh` that reads its stdin, whose write end only this process holds: at end of input (this process has ended,
 /// however it ended, and the kernel closed the pipe) it kills the server and removes the server's directory; a line
 /// instead ([`Watchdog::disarm`], on a kill or restart by this process) makes it exit and do nothing.
