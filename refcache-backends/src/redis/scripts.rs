@@ -778,6 +778,11 @@ impl Script {
         }
     }
 
+    /// The SHA1 of its code, as `EVALSHA` names it.
+    pub(crate) fn hash(&self) -> &str {
+        &self.hash
+    }
+
     /// A call of the script with no arguments yet.
     pub(crate) fn prepare_invoke(&self) -> Invocation<'_> {
         // Room for a task path's arguments (a record, a spec) without growing.
@@ -857,6 +862,33 @@ fn guarded(body: &str) -> Script {
 }
 
 impl Scripts {
+    /// Every script with its name (as this file names it), for telling them apart in `MONITOR` and `SLOWLOG`.
+    pub(crate) fn named(&self) -> [(&'static str, &Script); 21] {
+        [
+            ("submit", &self.submit),
+            ("transition", &self.transition),
+            ("claim", &self.claim),
+            ("take", &self.take),
+            ("get", &self.get),
+            ("record", &self.record),
+            ("lookup", &self.lookup),
+            ("infos", &self.infos),
+            ("retry", &self.retry),
+            ("delete", &self.delete),
+            ("cleanup", &self.cleanup),
+            ("renew", &self.renew),
+            ("ack", &self.ack),
+            ("output_append", &self.output_append),
+            ("output_read", &self.output_read),
+            ("ask", &self.ask),
+            ("respond", &self.respond),
+            ("take_answer", &self.take_answer),
+            ("hand_back", &self.hand_back),
+            ("weigh", &self.weigh),
+            ("trim", &self.trim),
+        ]
+    }
+
     pub(crate) fn new() -> Self {
         Self {
             submit: guarded(SUBMIT),
