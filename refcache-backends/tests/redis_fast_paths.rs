@@ -727,6 +727,108 @@ async fn a_task_cancelled_before_its_submitter_holds_it_does_not_run() {
     assert_eq!(record.status, TaskStatus::Cancelled);
 }
 
+/// In `workers` mode a task claimed by a worker's `take` (the stream read and the claim in one script) can be
+/// cancelled from a replica after the script ran and before the worker holds the task (the cancel's event arrives
+/// while the take's answer is on its way, when nothing there holds it yet). It must not run then, and the worker's
+/// slot is free again at once.
+///
+/// Deterministic: a proxy holds every answer to the worker's commands (not its subscription) from before the
+/// submission, so the take that claims the task answers only after the cancel's event has reached the worker.
+/// `max_workers = 1`: a second task runs only once the slot is free (were the first run, it would wait for a gate
+/// that never opens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_cancelled_between_its_take_and_its_hold_does_not_run() {
+    let server = RedisServer::start().expect("redis-server must be installed");
+    let proxy = HoldingProxy::start(server.port());
+    let prefix = "take-cancel";
+    let mut through_proxy = RedisConfig::from_url(&proxy.url())
+        .unwrap()
+        .key_prefix(prefix)
+        .lease(Duration::from_secs(300));
+    through_proxy.max_workers = 1;
+    through_proxy.prefetch = 0;
+    // The held answers must not time out.
+    through_proxy.command_timeout = Duration::from_secs(60);
+    let worker = RedisTaskBackend::worker(through_proxy).unwrap();
+    let replica = RedisTaskBackend::new(
+        RedisConfig::from_url(&server.url())
+            .unwrap()
+            .key_prefix(prefix)
+            .mode(Mode::Workers),
+    )
+    .unwrap();
+    for backend in [&worker, &replica] {
+        backend.start().await.unwrap();
+    }
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Its scripts loaded and its take woken once (a `NOSCRIPT` answer held back would hold the take before its
+    // script runs).
+    let warm = new_gate();
+    gate(&warm).open.send_replace(true);
+    let (sub, warmed) = submission(json!({"gate": warm, "value": "w"}), options());
+    started(&replica, sub).await;
+    assert_eq!(
+        wait(&replica, &warmed, PATIENCE).await.info.status,
+        TaskStatus::Complete
+    );
+    until("the warm-up task's slot is free", async || {
+        worker.stats().await.unwrap().running == 0
+    })
+    .await;
+
+    let never = new_gate();
+    let (sub, cancelled) = submission(json!({"gate": never, "value": "a"}), options());
+    proxy.hold.store(true, Ordering::SeqCst);
+    started(&replica, sub).await;
+    let task = format!("{prefix}:task:{cancelled}");
+    until("a take claimed the task", async || {
+        let status: Option<String> = redis::cmd("HGET")
+            .arg(&task)
+            .arg("status")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        status.as_deref() == Some("processing")
+    })
+    .await;
+    assert_eq!(
+        replica.cancel(&cancelled).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let event = format!("{cancelled} cancelled");
+    until("the cancel's event reached the worker", async || {
+        proxy.sent_event(&event)
+    })
+    .await;
+    // Wide: the worker's listener takes the event off its socket (nothing shows that it has, so this is a
+    // margin: 3 s, for a loaded 2-core machine; the take's answer must not reach the worker first).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.hold.store(false, Ordering::SeqCst);
+
+    let next_gate = new_gate();
+    gate(&next_gate).open.send_replace(true);
+    let (sub, next) = submission(json!({"gate": next_gate, "value": "b"}), options());
+    started(&replica, sub).await;
+    let done = wait(&replica, &next, PATIENCE).await;
+    assert_eq!(
+        done.info.status,
+        TaskStatus::Complete,
+        "the cancelled task gave its slot back: {:?}",
+        done.info
+    );
+    assert_eq!(
+        gate(&never).runs.load(Ordering::SeqCst),
+        0,
+        "the cancelled task did not run"
+    );
+    let record = replica.get(&cancelled).await.unwrap().expect("known").info;
+    assert_eq!(record.status, TaskStatus::Cancelled);
+}
+
 /// A poll of a complete task takes the value from the near cache when it holds that ref's, reading only the
 /// value's names from Redis' text (#17 §3): it answers what a poll with a cold near cache answers, on the
 /// replica that ran the task, on another one (cold, then warm), in `local` mode.
