@@ -548,6 +548,8 @@ async fn a_submission_dropped_mid_round_trip_gives_its_slot_back() {
 struct HoldingProxy {
     port: u16,
     hold: Arc<AtomicBool>,
+    /// Also held: what the server sends on command connections that contains this text.
+    hold_containing: Arc<Mutex<Option<Vec<u8>>>>,
     /// Everything the server sent on subscriber connections.
     events: Arc<Mutex<Vec<u8>>>,
 }
@@ -557,8 +559,10 @@ impl HoldingProxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let hold = Arc::new(AtomicBool::new(false));
+        let hold_containing = Arc::new(Mutex::new(None::<Vec<u8>>));
         let events = Arc::new(Mutex::new(Vec::new()));
         let (hold_all, events_all) = (hold.clone(), events.clone());
+        let containing_all = hold_containing.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -586,13 +590,19 @@ impl HoldingProxy {
                 });
                 let (mut from_server, mut to_client) = (server, client);
                 let (hold, events) = (hold_all.clone(), events_all.clone());
+                let containing = containing_all.clone();
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; 64 * 1024];
                     while let Ok(n @ 1..) = from_server.read(&mut buf) {
                         if subscriber.load(Ordering::SeqCst) {
                             lock(&events).extend_from_slice(&buf[..n]);
                         } else {
-                            while hold.load(Ordering::SeqCst) {
+                            let held = |bytes: &[u8]| {
+                                lock(&containing)
+                                    .as_deref()
+                                    .is_some_and(|t| bytes.windows(t.len()).any(|w| w == t))
+                            };
+                            while hold.load(Ordering::SeqCst) || held(&buf[..n]) {
                                 std::thread::sleep(Duration::from_millis(1));
                             }
                         }
@@ -604,7 +614,12 @@ impl HoldingProxy {
                 });
             }
         });
-        Self { port, hold, events }
+        Self {
+            port,
+            hold,
+            hold_containing,
+            events,
+        }
     }
 
     fn url(&self) -> String {
@@ -732,8 +747,9 @@ async fn a_task_cancelled_before_its_submitter_holds_it_does_not_run() {
 /// while the take's answer is on its way, when nothing there holds it yet). It must not run then, and the worker's
 /// slot is free again at once.
 ///
-/// Deterministic: a proxy holds every answer to the worker's commands (not its subscription) from before the
-/// submission, so the take that claims the task answers only after the cancel's event has reached the worker.
+/// Deterministic: a proxy holds every answer to the worker's commands (not its subscription) that names the task,
+/// from before its submission, so the take that claims it answers only after the cancel's event has reached the
+/// worker (an idle take's empty answer passes).
 /// `max_workers = 1`: a second task runs only once the slot is free (were the first run, it would wait for a gate
 /// that never opens).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -782,7 +798,7 @@ async fn a_task_cancelled_between_its_take_and_its_hold_does_not_run() {
 
     let never = new_gate();
     let (sub, cancelled) = submission(json!({"gate": never, "value": "a"}), options());
-    proxy.hold.store(true, Ordering::SeqCst);
+    *lock(&proxy.hold_containing) = Some(cancelled.as_str().as_bytes().to_vec());
     started(&replica, sub).await;
     let task = format!("{prefix}:task:{cancelled}");
     until("a take claimed the task", async || {
@@ -807,7 +823,7 @@ async fn a_task_cancelled_between_its_take_and_its_hold_does_not_run() {
     // Wide: the worker's listener takes the event off its socket (nothing shows that it has, so this is a
     // margin: 3 s, for a loaded 2-core machine; the take's answer must not reach the worker first).
     tokio::time::sleep(Duration::from_secs(3)).await;
-    proxy.hold.store(false, Ordering::SeqCst);
+    *lock(&proxy.hold_containing) = None;
 
     let next_gate = new_gate();
     gate(&next_gate).open.send_replace(true);
