@@ -2261,3 +2261,201 @@ async fn a_local_round_trip_is_the_insert_the_end_and_the_poll() {
     drop((b, other));
     drop(server);
 }
+
+/// The columns of a task's row that its start writes: deliveries, owner, whether its lease runs, queued.
+async fn start_columns(
+    db: &tokio_postgres::Client,
+    schema: &str,
+    ref_id: &RefId,
+) -> (i32, Option<String>, bool, bool) {
+    let row = db
+        .query_one(
+            &format!(
+                "SELECT deliveries, owner, lease_until > now(), queued FROM \"{schema}\".tasks WHERE ref_id = $1"
+            ),
+            &[&ref_id.as_str()],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
+/// Issue 20 (review of the round-trip cut): a task inserted started (a run slot free) and one started by its own
+/// statement (`max_concurrent`) answer the same while they run, on the replica running them and on another:
+/// `processing`, `started_at` set, no queue position; their rows alike (one delivery, owned here, a running
+/// lease, not queued). A delete on the other replica forgets the end kept here: once its `drop` hint is heard
+/// (seen by this replica's `wait` on a later task of the other replica: notifications come in commit order), the
+/// `wait` here answers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_inserted_started_runs_as_one_started_by_its_statement() {
+    let schema = fresh_schema("started_alike");
+    // A long lease: no waiter re-reads its record on its own meanwhile (see the delete below).
+    let config = shared_config(&schema)
+        .await
+        .lease(Duration::from_secs(60))
+        .durable_grace(Duration::from_secs(1));
+    let db = sql(&config.url).await;
+    let b = PostgresTaskBackend::new(config.clone()).unwrap();
+    let other = PostgresTaskBackend::new(config).unwrap();
+    b.start().await.unwrap();
+    other.start().await.unwrap();
+    let fast_gate = format!("fast-{}", uuid::Uuid::new_v4());
+    let slow_gate = format!("slow-{}", uuid::Uuid::new_v4());
+    let (fast_sub, fast, _) = submission(
+        json!({"gate": fast_gate, "value": 1}),
+        Duration::from_secs(600),
+    );
+    b.submit(fast_sub).await.unwrap();
+    let args = json!({"gate": slow_gate, "value": 1});
+    let key = CacheKey::from_json(GATED, "test", &args).unwrap();
+    let slow = RefId::generate("test");
+    // Two of the name at once: the fast one runs already.
+    let spec = TaskSpec::new(slow.clone(), key, GATED, "test", args).with_options(
+        TaskOptions::default()
+            .ttl(Some(Duration::from_secs(600)))
+            .max_concurrent(Some(2)),
+    );
+    b.submit(Submission::new(
+        spec,
+        registry::find(GATED).map(TaskRegistration::job),
+    ))
+    .await
+    .unwrap();
+    until("the two-step task to start", async || {
+        b.get(&slow)
+            .await
+            .unwrap()
+            .is_some_and(|s| s.info.status == TaskStatus::Processing)
+    })
+    .await;
+    let shape = |s: Option<TaskSnapshot>| {
+        let s = s.expect("a record");
+        (
+            s.info.status,
+            s.info.started_at.is_some(),
+            s.info.queue_position,
+            s.value.is_none(),
+        )
+    };
+    for backend in [&b, &other] {
+        for ref_id in [&fast, &slow] {
+            assert_eq!(
+                shape(backend.get(ref_id).await.unwrap()),
+                (TaskStatus::Processing, true, None, true),
+                "{ref_id} while it runs"
+            );
+        }
+    }
+    let consumer = Some(b.consumer().to_owned());
+    assert_eq!(
+        start_columns(&db, &schema, &fast).await,
+        (1, consumer.clone(), true, false)
+    );
+    assert_eq!(
+        start_columns(&db, &schema, &slow).await,
+        (1, consumer, true, false)
+    );
+    open(&fast_gate);
+    open(&slow_gate);
+    for ref_id in [&fast, &slow] {
+        let mine = wait_end(&b, ref_id).await;
+        let theirs = wait_end(&other, ref_id).await;
+        assert_eq!(snapshot_json(Some(&mine)), snapshot_json(Some(&theirs)));
+        assert!(mine.info.started_at.is_some());
+    }
+
+    // Kept here, deleted there.
+    let id = format!("kept-{}", uuid::Uuid::new_v4());
+    open(&id);
+    let (sub, kept, _) = submission(json!({"gate": id, "value": 2}), Duration::from_secs(600));
+    b.submit(sub).await.unwrap();
+    assert!(other.delete(&kept).await.unwrap());
+    // A later task of the other replica, followed here from before it ends: its `end` hint comes after the
+    // `drop` hint, on the same listening connection.
+    let later_gate = format!("later-{}", uuid::Uuid::new_v4());
+    let (sub, later, _) = submission(json!({"gate": later_gate}), Duration::from_secs(600));
+    other.submit(sub).await.unwrap();
+    let waiter = {
+        let b = b.clone();
+        let later = later.clone();
+        tokio::spawn(async move { wait_end(&b, &later).await })
+    };
+    until("the waiter here to follow the later task", async || {
+        db.query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".tasks WHERE ref_id = $1 AND status = 'processing'"),
+            &[&later.as_str()],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    open(&later_gate);
+    waiter.await.unwrap();
+    assert!(
+        b.wait(&kept, Some(tokio::time::Instant::now() + PATIENCE))
+            .await
+            .unwrap()
+            .is_none(),
+        "the end kept here was forgotten by the other replica's delete"
+    );
+}
+
+/// Issue 20 (review of the round-trip cut): a row inserted started counts an execution; when the row is taken
+/// back before it runs (a value of the call landed while its insert waited on the finishing row: the call is a
+/// hit), the execution is taken back too, so that `executions` counts runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_row_taken_back_counts_no_execution() {
+    let schema = fresh_schema("landed_count");
+    let config = shared_config(&schema).await.command_timeout(PATIENCE);
+    let mut db = sql(&config.url).await;
+    let b = PostgresTaskBackend::new(config).unwrap();
+    b.start().await.unwrap();
+    // One real run, for a value row's `meta` to copy.
+    let id = format!("landed-{}", uuid::Uuid::new_v4());
+    open(&id);
+    let (first, _) = run_to_end(
+        &b,
+        json!({"gate": id, "value": 5}),
+        Duration::from_secs(600),
+    )
+    .await;
+    assert_eq!(b.stats().await.unwrap().executions, 1);
+    // The next call's key held by a row in flight that the test's transaction then ends with a value.
+    let args = json!({"gate": id, "value": 6});
+    let (sub, _, key) = submission(args, Duration::from_secs(600));
+    let tx = db.transaction().await.unwrap();
+    hold_key(&tx, &schema, &key).await;
+    let submit = spawn_submit(&b, sub);
+    let watcher = sql(&shared_config(&schema).await.url).await;
+    until("the submission to wait on the row in flight", async || {
+        inserts_waiting(&watcher, &schema).await == 1
+    })
+    .await;
+    tx.execute(
+        &format!(
+            "WITH u AS (UPDATE \"{schema}\".tasks SET status = 'complete', finished_at = now(),
+                        expires_at = now() + interval '1 hour'
+                    WHERE cache_key = $1 AND status = 'pending' RETURNING ref_id, cache_key)
+             INSERT INTO \"{schema}\".task_values (ref_id, cache_key, value, meta, expires_at)
+             SELECT u.ref_id, u.cache_key, '6', v.meta, now() + interval '1 hour'
+             FROM u, \"{schema}\".task_values v WHERE v.ref_id = $2"
+        ),
+        &[&key.to_hex(), &first.as_str()],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let answer = tokio::time::timeout(PATIENCE, submit)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(answer, Ok(Submitted::Hit(_))), "{answer:?}");
+    assert_eq!(
+        b.stats().await.unwrap().executions,
+        1,
+        "the row taken back did not run and counts no execution"
+    );
+}

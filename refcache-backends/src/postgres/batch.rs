@@ -230,7 +230,12 @@ impl Inner {
         };
         let (tx, rx) = oneshot::channel();
         let text = info_text(info);
-        let settled = settled_snapshot(&text, info.status, value.is_some(), near.clone());
+        // Only for a task somebody here follows (a submission waiting for its durability, a `wait`).
+        let settled = if self.hub.follows(ref_id) {
+            settled_snapshot(&text, info.status, value.is_some(), near.clone())
+        } else {
+            None
+        };
         let end = PendingEnd {
             ref_id: ref_id.as_str().to_owned(),
             status: info.status.as_str(),

@@ -107,18 +107,52 @@ impl Hub {
         true
     }
 
-    /// Wakes every follower.
+    /// Wakes every follower, and forgets every kept end (hints may have been lost meanwhile).
     pub(crate) fn resync(&self) {
-        let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        for tx in map.values() {
-            tx.send_modify(|_| {});
+        {
+            let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+            for tx in map.values() {
+                tx.send_modify(|_| {});
+            }
         }
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.ends.clear();
+        kept.order.clear();
+    }
+
+    /// Whether anybody here follows `ref_id`.
+    pub(crate) fn follows(&self, ref_id: &RefId) -> bool {
+        self.channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(ref_id)
     }
 
     /// Keeps the end of `ref_id` settled here (see [`Hub::settle`]) for the `wait` that usually follows its
-    /// submission ([`Hub::take_settled`]).
-    pub(crate) fn keep_settled(&self, ref_id: RefId, snapshot: Arc<TaskSnapshot>) {
+    /// submission ([`Hub::take_settled`]), if `unchanged()` holds under the kept ends' lock: the caller's follower
+    /// heard nothing since it took the end. Every [`Hub::forget_settled`] comes after a poke of the task's
+    /// followers, so a forget that came before this is seen by `unchanged` and a later one finds the end kept.
+    /// Ends older than `fresh` (never answered any more) go first.
+    pub(crate) fn keep_settled(
+        &self,
+        ref_id: RefId,
+        snapshot: Arc<TaskSnapshot>,
+        fresh: Duration,
+        unchanged: impl FnOnce() -> bool,
+    ) {
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if !unchanged() {
+            return;
+        }
+        while let Some(oldest) = kept.order.front() {
+            match kept.ends.get(oldest) {
+                Some((at, _)) if at.elapsed() < fresh => break,
+                _ => {
+                    let oldest = kept.order.pop_front().expect("a front");
+                    kept.ends.remove(&oldest);
+                }
+            }
+        }
         while kept.ends.len() >= KEPT {
             let Some(old) = kept.order.pop_front() else {
                 break;
@@ -149,7 +183,8 @@ impl Hub {
         (at.elapsed() < fresh).then_some(snapshot)
     }
 
-    /// Forgets the kept end of `ref_id` (its record was deleted, here or elsewhere).
+    /// Forgets the kept end of `ref_id` (its record was deleted or retried, here or elsewhere). Call it after
+    /// poking the task's followers (see [`Hub::keep_settled`]).
     pub(crate) fn forget_settled(&self, ref_id: &RefId) {
         self.kept
             .lock()

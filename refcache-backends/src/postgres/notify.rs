@@ -130,22 +130,24 @@ impl Inner {
     fn on_hint(self: &Arc<Self>, hint: Hint<'_>) {
         match hint.kind {
             "queued" => {
-                // A failed task retried elsewhere says `queued` or `change`: its end kept here is no longer so.
+                // A failed task retried elsewhere says `queued` or `change`: its end kept here is no longer so
+                // (poked first: see `Hub::keep_settled`).
+                self.hub.poke(&hint.ref_id);
                 self.hub.forget_settled(&hint.ref_id);
                 self.work.notify_one();
             }
             "change" => {
-                self.hub.forget_settled(&hint.ref_id);
                 self.hub.poke(&hint.ref_id);
+                self.hub.forget_settled(&hint.ref_id);
             }
             "start" => self.start_hub.poke(&hint.ref_id),
             "output" => self.output_hub.poke(&hint.ref_id),
             "end" | "drop" => {
+                self.hub.poke(&hint.ref_id);
                 if hint.kind == "drop" {
                     // Deleted (or so the hint says): a `wait` reads the row, not the end kept here.
                     self.hub.forget_settled(&hint.ref_id);
                 }
-                self.hub.poke(&hint.ref_id);
                 let held = self.holds(&hint.ref_id);
                 let near = hint.kind == "drop" && hint.key.is_some();
                 if held || near {

@@ -13,7 +13,7 @@ use super::codec::{decode_value, parse_status, with_question};
 use super::inner::Inner;
 
 /// How long an end settled here answers a `wait` without a read of the row (see [`Inner::wait`]).
-const SETTLED_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+pub(super) const SETTLED_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Inner {
     /// The task's status and record (however old), without its value.

@@ -160,6 +160,7 @@ pub(crate) struct Sql {
     pub(crate) cleanup: String,
     pub(crate) retry: String,
     pub(crate) count: String,
+    pub(crate) uncount: String,
     /// Several hints in one statement.
     pub(crate) notify_many: String,
     pub(crate) list: String,
@@ -284,9 +285,14 @@ impl Sql {
                 SELECT 1 FROM {s}.tasks WHERE status = 'pending' LIMIT $1::bigint + 1) q"),
             // $1 ref, $2 channel, $3 this process: takes back a submission that must not run (still pending, or
             // inserted started by this process for itself and not yet run: held here, a row is never withdrawn).
+            // The execution such a row's insert counted is taken back ($4 the counter shard).
             withdraw: sub("WITH d AS (DELETE FROM {s}.tasks WHERE ref_id = $1
                     AND (status = 'pending' OR (status = 'processing' AND NOT queued AND owner = $3))
-                    RETURNING ref_id, cache_key)
+                    RETURNING ref_id, cache_key, status),
+                c AS (
+                    INSERT INTO {s}.counters (name, shard, n)
+                    SELECT 'executions', $4, -1 FROM d WHERE d.status = 'processing'
+                    ON CONFLICT (name, shard) DO UPDATE SET n = counters.n - 1)
                 SELECT cache_key, pg_notify($2, ref_id || ' drop ' || cache_key)::text FROM d"),
             // $1 key, $2 shard: the task in flight for the key, counted as a coalesced call.
             join: sub("WITH cur AS (
@@ -483,6 +489,9 @@ impl Sql {
             // $1 name, $2 shard.
             count: sub("INSERT INTO {s}.counters (name, shard, n) VALUES ($1, $2, 1)
                 ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + 1"),
+            // $1 name, $2 shard: one less (the counters are sums over their shards, so a shard may go below 0).
+            uncount: sub("INSERT INTO {s}.counters (name, shard, n) VALUES ($1, $2, -1)
+                ON CONFLICT (name, shard) DO UPDATE SET n = counters.n - 1"),
             // $1 status, $2 session, $3 sessionless, $4 task name, $5 namespace, $6 created_ms at most, $7 limit.
             list: sub("SELECT t.ref_id, t.info, {queue_position}, t.input_request, t.status FROM {s}.tasks t
                 WHERE {live}

@@ -110,12 +110,20 @@ impl Inner {
                     waiting > max_queued
                 }
             };
+            // A row inserted started that `withdraw` could not take back is finished or gone (another replica
+            // cancelled or deleted it): it does not run, as its start statement would have refused it.
+            let mut refused = false;
             if landed.is_some() || full {
-                // Also a row inserted started here (not yet held: nothing runs it).
+                // Also a row inserted started here (not yet held: nothing runs it), its execution uncounted.
                 let withdrawn = !self
                     .query(
                         &self.sql.withdraw,
-                        &[&spec.ref_id.as_str(), &self.sql.channel, &self.consumer],
+                        &[
+                            &spec.ref_id.as_str(),
+                            &self.sql.channel,
+                            &self.consumer,
+                            &self.shard,
+                        ],
                     )
                     .await?
                     .is_empty();
@@ -131,6 +139,7 @@ impl Inner {
                     continue;
                 }
                 // A worker started it already: it runs, once, as a fresh execution of the call.
+                refused = slot.is_some();
             }
             if workers {
                 self.notify_after(&ref_id, "queued");
@@ -139,17 +148,42 @@ impl Inner {
                 // changes a row owned here) that came before the task is held here would not stop it: the row
                 // decides then, as the start statement would.
                 let changed = follower.rx().has_changed().unwrap_or(true);
-                let runs = !changed
-                    || matches!(self.status(&ref_id).await, Ok(Some(s)) if !s.is_terminal());
-                if !runs || !self.hold_started(Arc::new(spec), job, info, slot) {
+                let runs = !refused
+                    && (!changed
+                        || matches!(self.status(&ref_id).await, Ok(Some(s)) if !s.is_terminal()));
+                if runs && self.hold_started(Arc::new(spec), job, info, slot) {
+                    // A hint that came after the check above and before the task was in `held` found it not
+                    // held (`on_hint` reads the row only for a task held here): its poke is seen now, and the
+                    // row is read as for a hint about a held task (a finished or gone row stops it). Its own end
+                    // (settled) is not such a hint.
+                    let rx = follower.rx();
+                    if rx.has_changed().unwrap_or(true) && rx.borrow().settled.is_none() {
+                        let inner = self.clone();
+                        let ref_id = ref_id.clone();
+                        tokio::spawn(async move { inner.check_row(&ref_id, None).await });
+                    }
+                } else {
                     tracing::debug!(%ref_id, "a task inserted started was changed before it was held: not run");
+                    // Its insert counted an execution that never happens.
+                    if let Err(err) = self.uncount("executions").await {
+                        tracing::debug!(%ref_id, %err, "refcache: an execution could not be uncounted");
+                    }
                 }
             } else {
                 self.hold(Arc::new(spec), job, Some(info));
             }
-            if let Some(settled) = self.made_durable(&ref_id, follower).await? {
-                // The end, as this process wrote it, for the `wait` that usually follows (see `Inner::wait`).
-                self.hub.keep_settled(ref_id.clone(), settled);
+            if let Some(settled) = self.made_durable(&ref_id, &mut follower).await?
+                && settled.value.as_ref().is_none_or(|v| {
+                    i64::try_from(v.size).is_ok_and(|n| n <= super::batch::READ_VALUE_BYTES)
+                })
+            {
+                // The end, as this process wrote it (or read it), for the `wait` that usually follows (see
+                // `Inner::wait`), unless something was heard about the task since (a deletion, a retry).
+                let rx = follower.rx();
+                self.hub
+                    .keep_settled(ref_id.clone(), settled, super::poll::SETTLED_FRESH, || {
+                        !rx.has_changed().unwrap_or(true)
+                    });
             }
             return Ok(Submitted::Started(ref_id));
         }
@@ -183,7 +217,7 @@ impl Inner {
     async fn made_durable(
         &self,
         ref_id: &RefId,
-        mut follower: Follower,
+        follower: &mut Follower,
     ) -> Result<Option<Arc<TaskSnapshot>>, BackendError> {
         let grace = tokio::time::sleep(self.config.durable_grace);
         tokio::pin!(grace);

@@ -122,6 +122,13 @@ impl Inner {
             .then_some(deliveries))
     }
 
+    /// Takes one from a cluster-wide counter (a count made ahead of what then did not happen).
+    pub(super) async fn uncount(&self, counter: &str) -> Result<(), BackendError> {
+        self.execute(&self.sql.uncount, &[&counter, &self.shard])
+            .await
+            .map(drop)
+    }
+
     /// Adds one to a cluster-wide counter.
     pub(super) async fn count(&self, counter: &str) -> Result<(), BackendError> {
         self.execute(&self.sql.count, &[&counter, &self.shard])
