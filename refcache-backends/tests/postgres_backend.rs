@@ -2364,36 +2364,35 @@ async fn a_task_inserted_started_runs_as_one_started_by_its_statement() {
         assert!(mine.info.started_at.is_some());
     }
 
-    // Kept here, deleted there.
-    let id = format!("kept-{}", uuid::Uuid::new_v4());
-    open(&id);
-    let (sub, kept, _) = submission(json!({"gate": id, "value": 2}), Duration::from_secs(600));
-    b.submit(sub).await.unwrap();
-    assert!(other.delete(&kept).await.unwrap());
-    // A later task of the other replica, followed here from before it ends: its `end` hint comes after the
-    // `drop` hint, on the same listening connection.
+    // Kept here, deleted there: a failed task (no value, whose revocation in the near cache would hide the kept
+    // end too). A later task of the other replica is watched here from before the delete: its end hint comes
+    // after the `drop` hint, on the same listening connection, so once the watch here sees it end, the `drop`
+    // hint was heard. All within the kept end's second.
     let later_gate = format!("later-{}", uuid::Uuid::new_v4());
     let (sub, later, _) = submission(json!({"gate": later_gate}), Duration::from_secs(600));
     other.submit(sub).await.unwrap();
-    let waiter = {
-        let b = b.clone();
-        let later = later.clone();
-        tokio::spawn(async move { wait_end(&b, &later).await })
-    };
-    until("the waiter here to follow the later task", async || {
-        db.query_one(
-            &format!("SELECT count(*) FROM \"{schema}\".tasks WHERE ref_id = $1 AND status = 'processing'"),
-            &[&later.as_str()],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-            == 1
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut watched = b.watch(&later).await.unwrap().expect("running");
+    let args = json!({"kept": uuid::Uuid::new_v4().to_string()});
+    let kept = RefId::generate("test");
+    let spec = TaskSpec::new(
+        kept.clone(),
+        CacheKey::from_json(FAILS, "test", &args).unwrap(),
+        FAILS,
+        "test",
+        args,
+    );
+    b.submit(Submission::new(
+        spec,
+        registry::find(FAILS).map(TaskRegistration::job),
+    ))
+    .await
+    .unwrap();
+    assert!(other.delete(&kept).await.unwrap());
     open(&later_gate);
-    waiter.await.unwrap();
+    tokio::time::timeout(PATIENCE, watched.wait_for(|i| i.status.is_terminal()))
+        .await
+        .expect("the later task ends")
+        .unwrap();
     assert!(
         b.wait(&kept, Some(tokio::time::Instant::now() + PATIENCE))
             .await
