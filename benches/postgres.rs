@@ -29,6 +29,11 @@
 //! - then one more batch, not counted, with a sampler of `pg_stat_activity` every 2 ms: the share of active backends
 //!   per statement and wait event (the sampler costs the server CPU of its own, so it stays out of the figures).
 //!
+//! Before the timed round trips, the statements of each kind of round trip: `pg_stat_statements` over 200 round
+//! trips in a row, each statement's calls per round trip and mean time per call (stable figures beside the
+//! wall-clock). `REFCACHE_PG_BENCH_ROUNDTRIP=1` runs those and the timed round trips alone (no criterion, no
+//! throughput): a few minutes, for the #20 round-trip figure.
+//!
 //! `REFCACHE_PG_BENCH_QUICK=1` runs the batches with 4 workers alone (no criterion, no round trips), for profiling
 //! the server; `REFCACHE_PG_BENCH_FSYNC=on|off` runs one of the two servers; `REFCACHE_PG_BENCH_BATCHES=n` times `n`
 //! batches (5 by default); `REFCACHE_PG_BENCH_EACH=1` prints each timed batch on its own (tasks/s, the server's CPU
@@ -313,6 +318,9 @@ fn bench(c: &mut Criterion) {
     // `REFCACHE_PG_BENCH_QUICK=1`: the timed batches with 4 workers alone (no criterion, no round trips), for
     // profiling the server; `REFCACHE_PG_BENCH_FSYNC=on|off`: one of the two servers only.
     let quick = std::env::var("REFCACHE_PG_BENCH_QUICK").is_ok_and(|v| v == "1");
+    // `REFCACHE_PG_BENCH_ROUNDTRIP=1`: the round trips alone (their statements, then the timed ones), no criterion,
+    // no throughput.
+    let round_trips_only = std::env::var("REFCACHE_PG_BENCH_ROUNDTRIP").is_ok_and(|v| v == "1");
     let only = std::env::var("REFCACHE_PG_BENCH_FSYNC").ok();
     println!("{}", machine_load("at the start"));
     let flush_before = fsync_latency();
@@ -341,6 +349,29 @@ fn bench(c: &mut Criterion) {
         let select1 = setup.select1.clone();
         let local = Op::RoundTrip(setup.local.clone());
         let workers = Op::RoundTrip(setup.replica.clone());
+        if round_trips_only {
+            println!("\n== fsync {}", if fsync { "on" } else { "off" });
+            round_trip_statements(&rt, &setup, &local, "bench_local", "local");
+            round_trip_statements(&rt, &setup, &workers, "bench_workers", "workers");
+            let p50s = latency(
+                &rt,
+                &[
+                    ("select_1", &select1),
+                    ("submit_complete_poll/local", &local),
+                    ("submit_complete_poll/workers", &workers),
+                ],
+            );
+            let load = machine_load("after this server's figures");
+            println!("{load}");
+            summaries.push(Summary {
+                fsync,
+                p50s,
+                four: None,
+                load,
+            });
+            setup.stop(&rt);
+            continue;
+        }
 
         let mut group = c.benchmark_group("postgres");
         group
@@ -376,6 +407,8 @@ fn bench(c: &mut Criterion) {
         group.finish();
 
         println!("\n== fsync {}", if fsync { "on" } else { "off" });
+        round_trip_statements(&rt, &setup, &local, "bench_local", "local");
+        round_trip_statements(&rt, &setup, &workers, "bench_workers", "workers");
         let p50s = latency(
             &rt,
             &[
@@ -403,6 +436,8 @@ fn bench(c: &mut Criterion) {
          tasks/s)",
         if quick {
             "quick run: the timed batches alone"
+        } else if round_trips_only {
+            "round trips alone"
         } else {
             "timed after criterion"
         }
@@ -500,6 +535,63 @@ fn latency(rt: &Runtime, ops: &[(&str, &Op)]) -> Vec<Duration> {
         }
     }
     p50s
+}
+
+/// Round trips run one after another (nothing else on the server) for the statement trace.
+const TRACED: usize = 200;
+
+/// The statements one round trip costs the server (`pg_stat_statements` over `TRACED` round trips run one after
+/// another: a count per round trip, stable under any load), each with its calls per round trip and its mean time
+/// per call (planning and executing); the notifications are the `hints` statement's (the payloads are sent in
+/// one statement per burst). The upkeep loops' statements (every `lease / 3`) are counted too, as "other".
+fn round_trip_statements(rt: &Runtime, setup: &Setup, op: &Op, schema: &str, name: &str) {
+    rt.block_on(setup.sql.batch_execute("SELECT pg_stat_statements_reset()"))
+        .expect("reset pg_stat_statements");
+    let mut timed = op.clone();
+    let start = Instant::now();
+    rt.block_on(rt.spawn(async move {
+        for _ in 0..TRACED {
+            timed.once().await;
+        }
+    }))
+    .expect("the traced round trips");
+    let took = start.elapsed();
+    let rows = rt
+        .block_on(setup.sql.query(
+            "SELECT calls::float8, total_exec_time + total_plan_time, query FROM pg_stat_statements
+             WHERE query LIKE '%' || $1 || '%' OR query LIKE 'SELECT %pg_notify($1, %'",
+            &[&format!("\"{schema}\"")],
+        ))
+        .expect("pg_stat_statements");
+    let n = TRACED as f64;
+    let mut each: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    for row in &rows {
+        let (calls, ms, query): (f64, f64, String) = (row.get(0), row.get(1), row.get(2));
+        let short = match label(&query) {
+            "select" | "update" | "other" => query
+                .split_whitespace()
+                .take(6)
+                .collect::<Vec<_>>()
+                .join(" "),
+            label => label.to_owned(),
+        };
+        let entry = each.entry(short).or_default();
+        entry.0 += calls;
+        entry.1 += ms;
+    }
+    let total: f64 = each.values().map(|(c, _)| c).sum();
+    let mut sorted: Vec<_> = each.into_iter().collect();
+    sorted.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
+    let list: Vec<String> = sorted
+        .iter()
+        .map(|(q, (c, ms))| format!("`{q}` {:.2} ({:.0} µs/call)", c / n, ms * 1e3 / c.max(1.0)))
+        .collect();
+    println!(
+        "postgres/submit_complete_poll/{name}: {:.2} statements per round trip ({TRACED} in a row, {:.2?} each): {}",
+        total / n,
+        took / TRACED as u32,
+        list.join(", ")
+    );
 }
 
 /// utime + stime of a `/proc/<pid>/stat` (clock ticks of 1/100 s), with the children it has waited for.
@@ -827,6 +919,9 @@ fn label(query: &str) -> &'static str {
         ("SET lease_until", "renew"),
         ("dead_at = CASE WHEN $8", "transition"),
         ("SELECT status FROM", "status"),
+        ("'confirmations'", "confirm"),
+        ("SELECT ref_id, status FROM", "statuses"),
+        ("WITH cur AS", "join"),
         ("SELECT t.status, t.info, t.cache_key", "record"),
         ("SELECT value, meta FROM", "value_by_ref"),
         ("SELECT min(seq)", "oldest_pending"),

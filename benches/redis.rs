@@ -23,6 +23,9 @@
 //!   task cost this process and the Redis server;
 //! - the Redis commands one task costs, counted with `MONITOR` (top-level commands only: what the backend sends,
 //!   not what its scripts run inside Redis);
+//! - the server's time per task by script and command (`SLOWLOG` with a threshold of 0: every top-level
+//!   command's own time, a script's inner commands inside it), in a pass of its own, since the log costs the
+//!   server too;
 //! - last, the summary of issue 17 §3, `redis per task`: for one task from submit to the poll that reads it
 //!   (1,000 one after another, in `local` and `workers` mode) and for the 4-worker throughput, the CPU per task of
 //!   this process (`getrusage(RUSAGE_SELF)`: every role runs in it) and of the bench's own `redis-server`
@@ -41,7 +44,9 @@ use criterion::{
 use futures::StreamExt;
 use futures::future::join_all;
 use redis::aio::ConnectionManager;
-use refcache::redis::{Mode, RedisConfig, RedisServer, RedisTaskBackend, monitored_command};
+use refcache::redis::{
+    Mode, RedisConfig, RedisServer, RedisTaskBackend, command_name, monitored_command,
+};
 use refcache::registry::{self, TaskRegistration};
 use refcache::{
     CacheKey, MemoryBackendConfig, MemoryTaskBackend, RefId, Submission, Submitted, TaskBackend,
@@ -338,6 +343,7 @@ fn bench(c: &mut Criterion) {
     );
     let tp_cpu = throughput(&rt, &setup);
     let counts = commands(&rt, &setup);
+    script_time(&rt, &setup);
     let rt_cpu = round_trip_cpu(&rt, &setup);
     per_task_summary(&rt_cpu, &tp_cpu, &counts);
     println!("{}", machine_load("at the end"));
@@ -740,6 +746,120 @@ fn commands(rt: &Runtime, setup: &Setup) -> BTreeMap<&'static str, f64> {
         per_task.insert(name, total as f64 / tasks as f64);
     }
     per_task
+}
+
+/// The server's time per task by top-level command, scripts by name: `SLOWLOG` with a threshold of 0 logs every
+/// command a client sends with the time it took (a script's inner commands inside it, as `INFO commandstats`
+/// counts `EVALSHA`), over tasks one after another and over a batch at once. A pass of its own: the log costs the
+/// server an entry per command, which the CPU figures above do not carry.
+fn script_time(rt: &Runtime, setup: &Setup) {
+    println!();
+    let cases: [(&'static str, &str, u64, &Arc<dyn TaskBackend>); 3] = [
+        (
+            "submit_complete_poll/local",
+            "bench-local",
+            COUNTED,
+            &setup.local,
+        ),
+        (
+            "submit_complete_poll/workers",
+            "bench-workers",
+            COUNTED,
+            &setup.replica,
+        ),
+        (
+            "throughput_4_workers",
+            "bench-tp",
+            COUNTED_BATCH,
+            &setup.tp_replica,
+        ),
+    ];
+    let mut conn = setup.ping.clone();
+    let config = |conn: &mut ConnectionManager, name: &str, value: i64| {
+        let _: Result<(), _> = rt.block_on(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(name)
+                .arg(value)
+                .query_async(conn),
+        );
+    };
+    config(&mut conn, "slowlog-max-len", 1_000_000);
+    for (name, prefix, tasks, backend) in cases {
+        config(&mut conn, "slowlog-log-slower-than", 0);
+        let _: Result<(), _> =
+            rt.block_on(redis::cmd("SLOWLOG").arg("RESET").query_async(&mut conn));
+        let backend = backend.clone();
+        rt.block_on(rt.spawn(async move {
+            if tasks == COUNTED_BATCH {
+                join_all((0..tasks).map(|_| run_task(backend.as_ref(), false))).await;
+            } else {
+                for _ in 0..tasks {
+                    run_task(backend.as_ref(), true).await;
+                }
+            }
+        }))
+        .expect("the logged tasks");
+        config(&mut conn, "slowlog-log-slower-than", 10_000);
+        let log: redis::Value = rt
+            .block_on(
+                redis::cmd("SLOWLOG")
+                    .arg("GET")
+                    .arg(-1)
+                    .query_async(&mut conn),
+            )
+            .expect("SLOWLOG GET");
+        // Each entry: id, time, duration (µs), arguments, client address, client name.
+        let mut by: BTreeMap<String, (u64, i64)> = BTreeMap::new();
+        if let redis::Value::Array(entries) = log {
+            for entry in entries {
+                let redis::Value::Array(fields) = entry else {
+                    continue;
+                };
+                let (Some(redis::Value::Int(us)), Some(redis::Value::Array(args))) =
+                    (fields.get(2), fields.get(3))
+                else {
+                    continue;
+                };
+                let args: Vec<String> = args
+                    .iter()
+                    .filter_map(|a| match a {
+                        redis::Value::BulkString(b) => {
+                            Some(String::from_utf8_lossy(b).into_owned())
+                        }
+                        redis::Value::SimpleString(s) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if let Some(command) = command_name(&args, prefix) {
+                    let slot = by.entry(command).or_default();
+                    slot.0 += 1;
+                    slot.1 += us;
+                }
+            }
+        }
+        let _: Result<(), _> =
+            rt.block_on(redis::cmd("SLOWLOG").arg("RESET").query_async(&mut conn));
+        let total: i64 = by.values().map(|(_, us)| us).sum();
+        let mut rows: Vec<(&String, &(u64, i64))> = by.iter().collect();
+        rows.sort_by_key(|(_, (_, us))| std::cmp::Reverse(*us));
+        let each: Vec<String> = rows
+            .iter()
+            .map(|(command, (calls, us))| {
+                format!(
+                    "{command} {:.1} µs ({:.2} calls, {:.1} µs each)",
+                    *us as f64 / tasks as f64,
+                    *calls as f64 / tasks as f64,
+                    *us as f64 / (*calls).max(1) as f64
+                )
+            })
+            .collect();
+        println!(
+            "redis/{name}: server time per task by command (SLOWLOG, {tasks} tasks): {:.1} µs: {}",
+            total as f64 / tasks as f64,
+            each.join(", ")
+        );
+    }
 }
 
 criterion_group!(benches, bench);

@@ -17,6 +17,10 @@
 //! ```
 //!
 //! `REDIS_MODE` = `local`, `workers` or `both` (the default). Each mode runs in its own key prefix.
+//!
+//! `REDIS_URL`: use that server instead of starting one (fresh, or at least without this bench's prefixes): to
+//! count the server's instructions too, run a `redis-server` under callgrind and stop it with `SHUTDOWN NOSAVE`
+//! after the bench (docs/benchmarks.md has the recipe).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -79,9 +83,16 @@ fn main() {
         .ok()
         .map_or(100, |n| n.parse().expect("REDIS_TASKS is a number"));
     let modes = std::env::var("REDIS_MODE").unwrap_or_else(|_| "both".to_owned());
-    let server = RedisServer::start().expect("a private redis-server (install `redis-server`)");
+    let external = std::env::var("REDIS_URL").ok();
+    let server = match &external {
+        Some(_) => None,
+        None => {
+            Some(RedisServer::start().expect("a private redis-server (install `redis-server`)"))
+        }
+    };
+    let url = external.unwrap_or_else(|| server.as_ref().expect("started").url());
     let config = |prefix: &str| {
-        let mut config = RedisConfig::from_url(&server.url())
+        let mut config = RedisConfig::from_url(&url)
             .expect("the server's URL")
             .key_prefix(prefix)
             .max_queued(1_000_000);

@@ -41,7 +41,8 @@ pub mod worker;
 
 pub use config::{Mode, RedisConfig, RedisConfigError};
 pub use server::{
-    RedisServer, RedisServerError, RedisServerOptions, RedisServerTls, monitored_command,
+    RedisServer, RedisServerError, RedisServerOptions, RedisServerTls, command_name,
+    monitored_command,
 };
 pub use state::{RedisBackendError, RedisTaskBackend};
 pub use tls::RedisTls;

@@ -1941,7 +1941,7 @@ async fn a_fast_tasks_reference_survives_a_crash_without_a_confirmation() {
 }
 
 /// Issue 20: a submission whose confirmation fails (the server goes down while the confirmation waits) answers
-/// `Unavailable`, never a reference: the confirmation is held on a lock of the counters table (the test's own
+/// `Unavailable`, never a reference: the confirmation is held on a lock of its counter row (the test's own
 /// transaction), the server is stopped at once, and `submit` fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confirmation_that_fails_answers_unavailable_not_a_reference() {
@@ -1959,9 +1959,14 @@ async fn a_confirmation_that_fails_answers_unavailable_not_a_reference() {
     b.start().await.unwrap();
     let mut db = sql(&url).await;
     let tx = db.transaction().await.unwrap();
-    tx.batch_execute(&format!("LOCK TABLE \"{schema}\".counters IN SHARE MODE"))
-        .await
-        .unwrap();
+    // The confirmations' counter rows (every shard), locked until the test's transaction ends: a confirmation's
+    // upsert waits on its row. (Not the whole table: a submission inserted started counts its execution there.)
+    tx.batch_execute(&format!(
+        "INSERT INTO \"{schema}\".counters (name, shard, n) SELECT 'confirmations', g, 0 FROM generate_series(0, 15) g
+         ON CONFLICT (name, shard) DO UPDATE SET n = counters.n"
+    ))
+    .await
+    .unwrap();
     let id = format!("confirm-{}", uuid::Uuid::new_v4());
     let (sub, _, _) = submission(json!({"gate": id}), Duration::from_secs(600));
     let submitter = b.clone();
@@ -2051,4 +2056,208 @@ async fn retrys_running_reference_is_confirmed_and_survives_a_crash() {
         "the ref retry handed out has its row after the crash"
     );
     drop(b);
+}
+
+/// Calls of the statements `patterns` name (each a piece of its text; `pg_stat_statements` shows constants as
+/// `$n`) since the last reset, for schema `schema`'s statements, in the order asked.
+async fn statement_calls(db: &tokio_postgres::Client, schema: &str, patterns: &[&str]) -> Vec<i64> {
+    let rows = db
+        .query(
+            "SELECT calls, query FROM pg_stat_statements WHERE query LIKE '%' || $1 || '%'",
+            &[&format!("\"{schema}\"")],
+        )
+        .await
+        .unwrap();
+    patterns
+        .iter()
+        .map(|p| {
+            rows.iter()
+                .filter(|r| {
+                    let q: String = r.get(1);
+                    q.split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .contains(p)
+                })
+                .map(|r| r.get::<_, i64>(0))
+                .sum()
+        })
+        .collect()
+}
+
+/// Issue 20, the `local` round trip's statements: a task held here with a run slot free is inserted started (no
+/// start statement), its end settles this process's submission (no read of the row for `made_durable`) and the
+/// `wait` that follows (no read either): submit → complete → poll is the insert, the end and `get`'s read. Each
+/// fast answer is what the slow path answers: the `wait` here (from the end kept here) against the `wait` of
+/// another replica (which reads the row) and `get`, for a complete task, a failed one, and one under
+/// `max_concurrent` (which keeps its start statement); the executions counter counts every run; a task deleted
+/// here is not answered from the kept end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_round_trip_is_the_insert_the_end_and_the_poll() {
+    let server = tokio::task::spawn_blocking(|| {
+        PostgresServer::start_with(PostgresServerOptions::default().stat_statements(true))
+    })
+    .await
+    .unwrap()
+    .expect("a private PostgreSQL");
+    let url = server.url();
+    let db = sql(&url).await;
+    db.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .await
+        .unwrap();
+    let schema = fresh_schema("round_trip");
+    // A wide grace, so that no end on a loaded machine comes too late for its submission (no confirmation).
+    let config = config_on(url.clone(), &schema)
+        .await
+        .durable_grace(Duration::from_secs(1));
+    let b = PostgresTaskBackend::new(config.clone()).unwrap();
+    let other = PostgresTaskBackend::new(config).unwrap();
+    b.start().await.unwrap();
+    other.start().await.unwrap();
+    let id = format!("rt-{}", uuid::Uuid::new_v4());
+    open(&id);
+    // Warm: every statement prepared once.
+    run_to_end(
+        &b,
+        json!({"gate": id, "warm": true}),
+        Duration::from_secs(600),
+    )
+    .await;
+    db.batch_execute("SELECT pg_stat_statements_reset()")
+        .await
+        .unwrap();
+
+    const N: i64 = 10;
+    let mut refs = Vec::new();
+    for i in 0..N {
+        let (sub, ref_id, _) = submission(
+            json!({"gate": id, "i": i, "value": {"i": i, "b": [1, 2]}}),
+            Duration::from_secs(600),
+        );
+        assert!(matches!(b.submit(sub).await.unwrap(), Submitted::Started(r) if r == ref_id));
+        let waited = b
+            .wait(&ref_id, Some(tokio::time::Instant::now() + PATIENCE))
+            .await
+            .unwrap();
+        let got = b.get(&ref_id).await.unwrap();
+        assert_eq!(
+            waited.as_ref().map(|s| s.info.status),
+            Some(TaskStatus::Complete)
+        );
+        assert_eq!(
+            snapshot_json(waited.as_ref()),
+            snapshot_json(got.as_ref()),
+            "{ref_id}: the wait answered from the end kept here and get disagree"
+        );
+        refs.push(ref_id);
+    }
+    let [inserts, starts, reads, ends, records, statuses] = statement_calls(
+        &db,
+        &schema,
+        &[
+            "tasks (ref_id, cache_key, status",
+            "deliveries = t.deliveries +",
+            "octet_length(v.value)",
+            "AS b (ref_id, status, info, record_ttl",
+            "SELECT t.status, t.info, t.cache_key",
+            "SELECT status FROM",
+        ],
+    )
+    .await[..] else {
+        unreachable!()
+    };
+    assert_eq!(
+        (inserts, starts, ends, records),
+        (N, 0, N, N),
+        "per round trip: one insert (started), no start, one end, one read of the record by get"
+    );
+    assert_eq!(
+        (reads, statuses),
+        (0, 0),
+        "no waiter's read: the submission and the wait were settled by the end written here"
+    );
+
+    // The slow paths answer the same: another replica's wait and get read the row.
+    for ref_id in &refs {
+        let mine = b.get(ref_id).await.unwrap();
+        let theirs = other
+            .wait(ref_id, Some(tokio::time::Instant::now() + PATIENCE))
+            .await
+            .unwrap();
+        assert_eq!(snapshot_json(theirs.as_ref()), snapshot_json(mine.as_ref()));
+    }
+    // A failed task: the end kept here is the failure a read answers.
+    let key = CacheKey::from_json(FAILS, "test", &json!({"rt": id})).unwrap();
+    let failed = RefId::generate("test");
+    let spec = TaskSpec::new(failed.clone(), key, FAILS, "test", json!({"rt": id}));
+    b.submit(Submission::new(
+        spec,
+        registry::find(FAILS).map(TaskRegistration::job),
+    ))
+    .await
+    .unwrap();
+    let fast = b
+        .wait(&failed, Some(tokio::time::Instant::now() + PATIENCE))
+        .await
+        .unwrap();
+    let slow = other
+        .wait(&failed, Some(tokio::time::Instant::now() + PATIENCE))
+        .await
+        .unwrap();
+    assert_eq!(
+        fast.as_ref().map(|s| s.info.status),
+        Some(TaskStatus::Failed)
+    );
+    assert_eq!(snapshot_json(fast.as_ref()), snapshot_json(slow.as_ref()));
+    assert_eq!(
+        snapshot_json(fast.as_ref()),
+        snapshot_json(b.get(&failed).await.unwrap().as_ref())
+    );
+    // Under `max_concurrent` the task is inserted pending and started by its own statement, and answers the same.
+    db.batch_execute("SELECT pg_stat_statements_reset()")
+        .await
+        .unwrap();
+    let args = json!({"gate": id, "limited": true, "value": 7});
+    let key = CacheKey::from_json(GATED, "test", &args).unwrap();
+    let limited = RefId::generate("test");
+    let spec = TaskSpec::new(limited.clone(), key, GATED, "test", args).with_options(
+        TaskOptions::default()
+            .ttl(Some(Duration::from_secs(600)))
+            .max_concurrent(Some(1)),
+    );
+    b.submit(Submission::new(
+        spec,
+        registry::find(GATED).map(TaskRegistration::job),
+    ))
+    .await
+    .unwrap();
+    let fast = b
+        .wait(&limited, Some(tokio::time::Instant::now() + PATIENCE))
+        .await
+        .unwrap();
+    let slow = other
+        .wait(&limited, Some(tokio::time::Instant::now() + PATIENCE))
+        .await
+        .unwrap();
+    assert_eq!(snapshot_json(fast.as_ref()), snapshot_json(slow.as_ref()));
+    assert_eq!(
+        statement_calls(&db, &schema, &["deliveries = t.deliveries +"]).await,
+        vec![1],
+        "a task under max_concurrent is started by the start statement"
+    );
+    // Every run counted once as an execution (the warm-up, N, the failed one, the limited one).
+    assert_eq!(b.stats().await.unwrap().executions, N as u64 + 3);
+    // Deleted here: its `wait` reads the row (none), not the end kept here.
+    let (sub, gone, _) = submission(json!({"gate": id, "gone": true}), Duration::from_secs(600));
+    b.submit(sub).await.unwrap();
+    assert!(b.delete(&gone).await.unwrap());
+    assert!(
+        b.wait(&gone, Some(tokio::time::Instant::now() + PATIENCE))
+            .await
+            .unwrap()
+            .is_none(),
+        "a deleted task's wait answers nothing"
+    );
+    drop((b, other));
+    drop(server);
 }

@@ -548,6 +548,8 @@ async fn a_submission_dropped_mid_round_trip_gives_its_slot_back() {
 struct HoldingProxy {
     port: u16,
     hold: Arc<AtomicBool>,
+    /// Also held: what the server sends on command connections that contains this text.
+    hold_containing: Arc<Mutex<Option<Vec<u8>>>>,
     /// Everything the server sent on subscriber connections.
     events: Arc<Mutex<Vec<u8>>>,
 }
@@ -557,8 +559,10 @@ impl HoldingProxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let hold = Arc::new(AtomicBool::new(false));
+        let hold_containing = Arc::new(Mutex::new(None::<Vec<u8>>));
         let events = Arc::new(Mutex::new(Vec::new()));
         let (hold_all, events_all) = (hold.clone(), events.clone());
+        let containing_all = hold_containing.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -586,13 +590,19 @@ impl HoldingProxy {
                 });
                 let (mut from_server, mut to_client) = (server, client);
                 let (hold, events) = (hold_all.clone(), events_all.clone());
+                let containing = containing_all.clone();
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; 64 * 1024];
                     while let Ok(n @ 1..) = from_server.read(&mut buf) {
                         if subscriber.load(Ordering::SeqCst) {
                             lock(&events).extend_from_slice(&buf[..n]);
                         } else {
-                            while hold.load(Ordering::SeqCst) {
+                            let held = |bytes: &[u8]| {
+                                lock(&containing)
+                                    .as_deref()
+                                    .is_some_and(|t| bytes.windows(t.len()).any(|w| w == t))
+                            };
+                            while hold.load(Ordering::SeqCst) || held(&buf[..n]) {
                                 std::thread::sleep(Duration::from_millis(1));
                             }
                         }
@@ -604,7 +614,12 @@ impl HoldingProxy {
                 });
             }
         });
-        Self { port, hold, events }
+        Self {
+            port,
+            hold,
+            hold_containing,
+            events,
+        }
     }
 
     fn url(&self) -> String {
@@ -724,6 +739,109 @@ async fn a_task_cancelled_before_its_submitter_holds_it_does_not_run() {
         "the cancelled task did not run"
     );
     let record = b.get(&cancelled).await.unwrap().expect("known").info;
+    assert_eq!(record.status, TaskStatus::Cancelled);
+}
+
+/// In `workers` mode a task claimed by a worker's `take` (the stream read and the claim in one script) can be
+/// cancelled from a replica after the script ran and before the worker holds the task (the cancel's event arrives
+/// while the take's answer is on its way, when nothing there holds it yet). It must not run then, and the worker's
+/// slot is free again at once.
+///
+/// Deterministic: a proxy holds every answer to the worker's commands (not its subscription) that names the task,
+/// from before its submission, so the take that claims it answers only after the cancel's event has reached the
+/// worker (an idle take's empty answer passes).
+/// `max_workers = 1`: a second task runs only once the slot is free (were the first run, it would wait for a gate
+/// that never opens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_cancelled_between_its_take_and_its_hold_does_not_run() {
+    let server = RedisServer::start().expect("redis-server must be installed");
+    let proxy = HoldingProxy::start(server.port());
+    let prefix = "take-cancel";
+    let mut through_proxy = RedisConfig::from_url(&proxy.url())
+        .unwrap()
+        .key_prefix(prefix)
+        .lease(Duration::from_secs(300));
+    through_proxy.max_workers = 1;
+    through_proxy.prefetch = 0;
+    // The held answers must not time out.
+    through_proxy.command_timeout = Duration::from_secs(60);
+    let worker = RedisTaskBackend::worker(through_proxy).unwrap();
+    let replica = RedisTaskBackend::new(
+        RedisConfig::from_url(&server.url())
+            .unwrap()
+            .key_prefix(prefix)
+            .mode(Mode::Workers),
+    )
+    .unwrap();
+    for backend in [&worker, &replica] {
+        backend.start().await.unwrap();
+    }
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Its scripts loaded and its take woken once (a `NOSCRIPT` answer held back would hold the take before its
+    // script runs).
+    let warm = new_gate();
+    gate(&warm).open.send_replace(true);
+    let (sub, warmed) = submission(json!({"gate": warm, "value": "w"}), options());
+    started(&replica, sub).await;
+    assert_eq!(
+        wait(&replica, &warmed, PATIENCE).await.info.status,
+        TaskStatus::Complete
+    );
+    until("the warm-up task's slot is free", async || {
+        worker.stats().await.unwrap().running == 0
+    })
+    .await;
+
+    let never = new_gate();
+    let (sub, cancelled) = submission(json!({"gate": never, "value": "a"}), options());
+    *lock(&proxy.hold_containing) = Some(cancelled.as_str().as_bytes().to_vec());
+    started(&replica, sub).await;
+    let task = format!("{prefix}:task:{cancelled}");
+    until("a take claimed the task", async || {
+        let status: Option<String> = redis::cmd("HGET")
+            .arg(&task)
+            .arg("status")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        status.as_deref() == Some("processing")
+    })
+    .await;
+    assert_eq!(
+        replica.cancel(&cancelled).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let event = format!("{cancelled} cancelled");
+    until("the cancel's event reached the worker", async || {
+        proxy.sent_event(&event)
+    })
+    .await;
+    // Wide: the worker's listener takes the event off its socket (nothing shows that it has, so this is a
+    // margin: 3 s, for a loaded 2-core machine; the take's answer must not reach the worker first).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    *lock(&proxy.hold_containing) = None;
+
+    let next_gate = new_gate();
+    gate(&next_gate).open.send_replace(true);
+    let (sub, next) = submission(json!({"gate": next_gate, "value": "b"}), options());
+    started(&replica, sub).await;
+    let done = wait(&replica, &next, PATIENCE).await;
+    assert_eq!(
+        done.info.status,
+        TaskStatus::Complete,
+        "the cancelled task gave its slot back: {:?}",
+        done.info
+    );
+    assert_eq!(
+        gate(&never).runs.load(Ordering::SeqCst),
+        0,
+        "the cancelled task did not run"
+    );
+    let record = replica.get(&cancelled).await.unwrap().expect("known").info;
     assert_eq!(record.status, TaskStatus::Cancelled);
 }
 

@@ -735,3 +735,83 @@ async fn a_foreign_poll_reads_no_more_than_an_unknown_one() {
         "a foreign poll sent {foreign_cost} bytes, an unknown one {unknown_cost}"
     );
 }
+
+/// A task that a worker's `take` claims (the stream read and the claim in one script, #17 §3) but whose spec does
+/// not read as refcache's (a careless neighbour rewrote it) cannot run: it fails at once with `UNREADABLE_TASK`,
+/// permanent, and its stream entry is acknowledged and deleted in the same step. Neither left `processing` under
+/// the worker (the take claimed it) nor left for a lease to run out (the lease here is 300 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_claimed_task_whose_spec_does_not_read_fails_unreadable_with_its_entry_acked() {
+    let server = server();
+    let prefix = "unreadable";
+    let cfg = || {
+        config(&server)
+            .key_prefix(prefix)
+            .lease(Duration::from_secs(300))
+    };
+    let replica = RedisTaskBackend::new(cfg().mode(Mode::Workers)).unwrap();
+    replica.start().await.unwrap();
+    let id = new_gate();
+    let (sub, ref_id, _) = submission(json!({"gate": id, "value": 1}));
+    assert!(matches!(
+        replica.submit(sub).await.unwrap(),
+        Submitted::Started(_)
+    ));
+    // Pending on the stream, no worker yet: its spec rewritten, and its record naming another stream entry (as a
+    // handed-back task's does), so that the take reads the spec from the record, not from the entry (the record
+    // itself stays as the submission wrote it, so the take's claim goes ahead).
+    let mut conn = raw(&server).await;
+    let task = format!("{prefix}:task:{ref_id}");
+    cmd(
+        &mut conn,
+        &["HSET", &task, "spec", "{\"not\": \"a spec\"", "msg", "0-1"],
+    )
+    .await;
+
+    // The worker's first take claims it (it holds nothing).
+    let worker = RedisTaskBackend::worker(cfg()).unwrap();
+    worker.start().await.unwrap();
+    let done = finished(&replica, &ref_id).await;
+    assert_eq!(done.info.status, TaskStatus::Failed, "{:?}", done.info);
+    let error = done.info.error.expect("an error");
+    assert_eq!(error.code.as_deref(), Some("UNREADABLE_TASK"), "{error:?}");
+    assert!(!error.retryable, "a spec that does not read is permanent");
+    assert_eq!(gate(&id).runs.load(Ordering::SeqCst), 0, "it never ran");
+    // As Redis has it too, and the stream entry is gone: acknowledged and deleted, nothing pending.
+    let status: Option<String> = redis::cmd("HGET")
+        .arg(&task)
+        .arg("status")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(status.as_deref(), Some("failed"));
+    let queue = format!("{prefix}:queue");
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&queue)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(len, 0, "the entry is deleted");
+    let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg(&queue)
+        .arg("workers")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(pending.0, 0, "the entry is acknowledged");
+    // The worker is free: a sound task runs on it.
+    let next_gate = new_gate();
+    gate(&next_gate).open.send_replace(true);
+    let (sub, next, _) = submission(json!({"gate": next_gate, "value": 2}));
+    assert!(matches!(
+        replica.submit(sub).await.unwrap(),
+        Submitted::Started(_)
+    ));
+    assert_eq!(
+        finished(&replica, &next).await.info.status,
+        TaskStatus::Complete
+    );
+    for b in [&worker, &replica] {
+        b.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+}

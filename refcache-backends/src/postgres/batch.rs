@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use refcache_core::{BackendError, RefId, TaskInfo};
+use refcache_core::{BackendError, RefId, TaskInfo, TaskSnapshot};
 use tokio::sync::oneshot;
 
 use super::codec::info_text;
@@ -51,6 +51,14 @@ pub(super) struct PendingEnd {
     value: Option<String>,
     meta: Option<String>,
     value_ttl: i64,
+    /// What a read of the row answers once it applied, for this process's followers ([`Hub::settle`]); `None`:
+    /// they are woken to read it.
+    ///
+    /// [`Hub::settle`]: super::hub::Hub::settle
+    settled: Option<Arc<TaskSnapshot>>,
+    /// A complete task's value for the near cache, put there once the end applied (before the followers are
+    /// settled, so that a `get` right after finds it there).
+    near: Option<Arc<refcache_core::StoredValue>>,
     /// Whether it applied, once written.
     done: Done<bool>,
 }
@@ -68,6 +76,9 @@ pub(super) struct PendingInsert {
     pub(super) created_ms: i64,
     pub(super) queued: bool,
     pub(super) owner: Option<String>,
+    /// Inserted started (`processing`, its first delivery counted): a task held here that has a run slot
+    /// reserved already (see `Inner::submit`), so that it needs no start statement of its own.
+    pub(super) started: bool,
 }
 
 /// A held task's start waiting for its statement.
@@ -201,11 +212,15 @@ impl Batches {
 impl Inner {
     /// A held task's end, from `processing` or `input_required` while this process owns it: its terminal record
     /// and (complete) its value, written durably, with other ends queued meanwhile. Answers whether it applied.
+    /// Once it applied, this process's followers of the task are settled with what a read of the row answers
+    /// (the record as written, and `near`, the value this process's near cache holds: `None` for a complete task
+    /// wakes them to read it).
     pub(super) async fn end(
         &self,
         ref_id: &RefId,
         info: &TaskInfo,
         value: Option<&(String, String, Duration)>,
+        near: Option<Arc<refcache_core::StoredValue>>,
     ) -> Result<bool, BackendError> {
         debug_assert!(info.status.is_terminal());
         let record_ttl = match value {
@@ -214,14 +229,18 @@ impl Inner {
             None => self.config.task_ttl,
         };
         let (tx, rx) = oneshot::channel();
+        let text = info_text(info);
+        let settled = settled_snapshot(&text, info.status, value.is_some(), near.clone());
         let end = PendingEnd {
             ref_id: ref_id.as_str().to_owned(),
             status: info.status.as_str(),
-            info: info_text(info),
+            info: text,
             record_ttl: ms_i64(record_ttl),
             value: value.map(|(v, _, _)| v.clone()),
             meta: value.map(|(_, m, _)| m.clone()),
             value_ttl: value.map_or(0, |(_, _, ttl)| ms_i64(*ttl)),
+            settled,
+            near,
             done: tx,
         };
         self.batches
@@ -339,7 +358,10 @@ impl Inner {
         let created: Vec<i64> = batch.iter().map(|(r, _)| r.created_ms).collect();
         let queued: Vec<bool> = batch.iter().map(|(r, _)| r.queued).collect();
         let owners: Vec<Option<&str>> = batch.iter().map(|(r, _)| r.owner.as_deref()).collect();
+        let started: Vec<bool> = batch.iter().map(|(r, _)| r.started).collect();
         let lease = ms_i64(self.config.lease);
+        // A random shard per statement, as for the starts: the inserts of one process run concurrently.
+        let shard = i32::from(random_byte() % 16);
         let rows = self
             .try_query_on(
                 &self.submits,
@@ -357,6 +379,8 @@ impl Inner {
                     &queued,
                     &owners,
                     &lease,
+                    &started,
+                    &shard,
                 ],
             )
             .await;
@@ -509,9 +533,18 @@ impl Inner {
                     rows.iter().map(|r| r.get::<_, &str>(0)).collect();
                 for end in batch {
                     let done = applied.contains(end.ref_id.as_str());
+                    if done && let Some(value) = end.near {
+                        self.near.insert(value).await;
+                    }
                     if done && let Ok(ref_id) = RefId::parse(&end.ref_id) {
-                        // The notification reaches this process too; waking local followers now saves its trip.
-                        self.hub.poke(&ref_id);
+                        // The notification reaches this process too; waking local followers now saves its trip,
+                        // and settling them with the end saves each its read of the row.
+                        match end.settled {
+                            Some(snapshot) => {
+                                self.hub.settle(&ref_id, snapshot);
+                            }
+                            None => self.hub.poke(&ref_id),
+                        }
                         self.notify_after(&ref_id, "end");
                     }
                     let _ = end.done.send(Ok(done));
@@ -582,6 +615,30 @@ impl Inner {
             }
         }
     }
+}
+
+/// The snapshot a read of a row ended with `info` (its JSON column's text) answers, as `Inner::finished_snapshot`
+/// makes it: the record read back from its text (timestamps to the millisecond, as stored), its status the
+/// column's, no question (a finished task waits on none), no queue position; a complete one with its value, the
+/// copy this process's near cache holds (`get` and `wait` take it from there too). `None` when the reads would not
+/// answer from the same: a complete task whose value is not kept near (too large: a read fetches it), or a record
+/// that does not read back.
+fn settled_snapshot(
+    text: &str,
+    status: refcache_core::TaskStatus,
+    has_value: bool,
+    near: Option<Arc<refcache_core::StoredValue>>,
+) -> Option<Arc<TaskSnapshot>> {
+    let mut info: TaskInfo = serde_json::from_str(text).ok()?;
+    info.status = status;
+    super::codec::with_question(&mut info, None);
+    info.queue_position = None;
+    let value = match (status, near) {
+        (refcache_core::TaskStatus::Complete, Some(value)) if has_value => Some(value),
+        (refcache_core::TaskStatus::Complete, _) => return None,
+        _ => None,
+    };
+    Some(Arc::new(TaskSnapshot::new(info, value)))
 }
 
 fn dropped() -> BackendError {

@@ -69,6 +69,7 @@ impl Inner {
             self.near.invalidate_if_ref(&key, ref_id).await;
         }
         self.stop_held(ref_id);
+        self.hub.forget_settled(ref_id);
         self.hub.poke(ref_id);
         Ok(true)
     }
@@ -83,6 +84,7 @@ impl Inner {
                 self.near.invalidate_if_ref(&key, &ref_id).await;
             }
             self.stop_held(&ref_id);
+            self.hub.forget_settled(&ref_id);
             self.hub.poke(&ref_id);
         }
     }
@@ -141,6 +143,7 @@ impl Inner {
         match answer {
             Ok(rows) if !rows.is_empty() => {
                 tracing::debug!(%ref_id, task = %spec.task_name, "failed task retried");
+                self.hub.forget_settled(ref_id);
                 self.hub.poke(ref_id);
                 if !workers {
                     self.hold(Arc::new(spec), job, Some(info));

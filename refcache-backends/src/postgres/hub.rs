@@ -1,33 +1,55 @@
 //! The [`Hub`]: this process's followers of tasks (`wait`, `watch`, output followers), woken by a poke when a
 //! record may have changed. What pokes it (the notifications) is `notify.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use refcache_core::RefId;
+use refcache_core::{RefId, TaskSnapshot};
 use tokio::sync::watch;
 
-type Channels = HashMap<RefId, watch::Sender<u64>>;
+/// What a follower is told. Every send wakes it; unless `settled` holds the task's end, a wake means "read the
+/// record again".
+#[derive(Default)]
+pub(crate) struct Signal {
+    /// The task's end as this process wrote it (its end statement applied and committed durably here): not a
+    /// hint, a fact, the record and value a read of the row would answer now (see [`Hub::settle`]). Once set it
+    /// stays; later pokes only wake the followers.
+    pub(crate) settled: Option<Arc<TaskSnapshot>>,
+}
 
-/// The in-process followers of tasks: one channel per ref id somebody waits on or watches. A bump of its counter
-/// means "read the record again".
+type Channels = HashMap<RefId, watch::Sender<Signal>>;
+
+/// The in-process followers of tasks: one channel per ref id somebody waits on or watches, and the ends settled
+/// here that a `wait` may still ask for ([`Hub::keep_settled`]).
 #[derive(Default)]
 pub(crate) struct Hub {
     channels: Arc<Mutex<Channels>>,
+    kept: Mutex<Kept>,
 }
+
+/// Ends settled here for the `wait` that usually follows a submission, newest last.
+#[derive(Default)]
+struct Kept {
+    ends: HashMap<RefId, (tokio::time::Instant, Arc<TaskSnapshot>)>,
+    /// Oldest first; may name ends taken or forgotten since.
+    order: VecDeque<RefId>,
+}
+
+/// At most this many kept ends: past it the oldest goes (its `wait`, if one comes, reads the record).
+const KEPT: usize = 1_024;
 
 /// A follower's end of a hub channel; the channel goes when its last follower does.
 pub(crate) struct Follower {
-    rx: Option<watch::Receiver<u64>>,
+    rx: Option<watch::Receiver<Signal>>,
     ref_id: RefId,
     channels: Weak<Mutex<Channels>>,
 }
 
 impl Follower {
-    pub(crate) fn rx(&mut self) -> &mut watch::Receiver<u64> {
+    pub(crate) fn rx(&mut self) -> &mut watch::Receiver<Signal> {
         self.rx.as_mut().expect("present until drop")
     }
 }
@@ -54,7 +76,7 @@ impl Hub {
         let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         let rx = map
             .entry(ref_id.clone())
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(Signal::default()).0)
             .subscribe();
         Follower {
             rx: Some(rx),
@@ -67,16 +89,73 @@ impl Hub {
     pub(crate) fn poke(&self, ref_id: &RefId) {
         let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = map.get(ref_id) {
-            tx.send_modify(|n| *n = n.wrapping_add(1));
+            tx.send_modify(|_| {});
         }
+    }
+
+    /// The task ended here with `snapshot`: this process's end statement applied to its row and committed
+    /// durably, and `snapshot` is what a read of the row answers from then on (the record as its JSON column
+    /// reads back, the value this process's near cache holds). Wakes the followers with it, so that a follower in
+    /// this process (a submission's `made_durable`) need not read the row back. Answers whether anybody here
+    /// follows the task.
+    pub(crate) fn settle(&self, ref_id: &RefId, snapshot: Arc<TaskSnapshot>) -> bool {
+        let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(tx) = map.get(ref_id) else {
+            return false;
+        };
+        tx.send_modify(|s| s.settled = Some(snapshot));
+        true
     }
 
     /// Wakes every follower.
     pub(crate) fn resync(&self) {
         let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         for tx in map.values() {
-            tx.send_modify(|n| *n = n.wrapping_add(1));
+            tx.send_modify(|_| {});
         }
+    }
+
+    /// Keeps the end of `ref_id` settled here (see [`Hub::settle`]) for the `wait` that usually follows its
+    /// submission ([`Hub::take_settled`]).
+    pub(crate) fn keep_settled(&self, ref_id: RefId, snapshot: Arc<TaskSnapshot>) {
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        while kept.ends.len() >= KEPT {
+            let Some(old) = kept.order.pop_front() else {
+                break;
+            };
+            kept.ends.remove(&old);
+        }
+        if kept.order.len() > 2 * KEPT {
+            let Kept { ends, order } = &mut *kept;
+            order.retain(|r| ends.contains_key(r));
+        }
+        kept.order.push_back(ref_id.clone());
+        kept.ends
+            .insert(ref_id, (tokio::time::Instant::now(), snapshot));
+    }
+
+    /// The kept end of `ref_id`, if it was kept less than `fresh` ago (it is no longer kept either way).
+    pub(crate) fn take_settled(
+        &self,
+        ref_id: &RefId,
+        fresh: Duration,
+    ) -> Option<Arc<TaskSnapshot>> {
+        let (at, snapshot) = self
+            .kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ends
+            .remove(ref_id)?;
+        (at.elapsed() < fresh).then_some(snapshot)
+    }
+
+    /// Forgets the kept end of `ref_id` (its record was deleted, here or elsewhere).
+    pub(crate) fn forget_settled(&self, ref_id: &RefId) {
+        self.kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ends
+            .remove(ref_id);
     }
 }
 

@@ -129,11 +129,22 @@ impl Inner {
     /// One hint: followers first, then (after reading the row) the runner and the near cache.
     fn on_hint(self: &Arc<Self>, hint: Hint<'_>) {
         match hint.kind {
-            "queued" => self.work.notify_one(),
-            "change" => self.hub.poke(&hint.ref_id),
+            "queued" => {
+                // A failed task retried elsewhere says `queued` or `change`: its end kept here is no longer so.
+                self.hub.forget_settled(&hint.ref_id);
+                self.work.notify_one();
+            }
+            "change" => {
+                self.hub.forget_settled(&hint.ref_id);
+                self.hub.poke(&hint.ref_id);
+            }
             "start" => self.start_hub.poke(&hint.ref_id),
             "output" => self.output_hub.poke(&hint.ref_id),
             "end" | "drop" => {
+                if hint.kind == "drop" {
+                    // Deleted (or so the hint says): a `wait` reads the row, not the end kept here.
+                    self.hub.forget_settled(&hint.ref_id);
+                }
                 self.hub.poke(&hint.ref_id);
                 let held = self.holds(&hint.ref_id);
                 let near = hint.kind == "drop" && hint.key.is_some();

@@ -12,6 +12,9 @@ use super::batch::ReadRow;
 use super::codec::{decode_value, parse_status, with_question};
 use super::inner::Inner;
 
+/// How long an end settled here answers a `wait` without a read of the row (see [`Inner::wait`]).
+const SETTLED_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Inner {
     /// The task's status and record (however old), without its value.
     pub(super) async fn read(
@@ -131,7 +134,7 @@ impl Inner {
     /// A finished task's snapshot from a waiter's read, as [`Inner::get`] answers it: the record, and a complete
     /// one with its live value (the one read along, else the near cache's copy or a read of its own), or `None`
     /// when that value has gone. `None` too for a task still in flight.
-    async fn finished_snapshot(
+    pub(super) async fn finished_snapshot(
         &self,
         ref_id: &RefId,
         row: &ReadRow,
@@ -168,6 +171,24 @@ impl Inner {
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Option<TaskSnapshot>, BackendError> {
         let inner = self;
+        // A task this process submitted that ended within its submission (`Inner::made_durable`): its end, as the
+        // end statement wrote it here (or as the submission read it, ended by a worker), answers the first `wait`
+        // for it without a read, while it is fresh (a second) and its value live. That is what a read would
+        // answer, unless another replica changed the row since: a finished row changes only by `retry` (a failed
+        // task runs again), `delete`, `end_session`, `cleanup` or expiry. Such a `wait` answers the end as it was,
+        // as a `wait` that began before that change would have; a deletion or retry made here or heard of here
+        // (its `drop`, `change` or `queued` hint) forgets the kept end, so only a `wait` within the hint's delay
+        // after it answers the end. `get` (a poll) always reads the row.
+        if let Some(settled) = inner
+            .hub
+            .take_settled(ref_id, SETTLED_FRESH.min(inner.config.task_ttl))
+            && settled
+                .value
+                .as_ref()
+                .is_none_or(|v| v.is_live() && !v.is_revoked())
+        {
+            return Ok(Some((*settled).clone()));
+        }
         // Follow first, then read: a change in between wakes the follower. Each wake reads the record (without
         // its queue position, which costs a count of the tasks ahead) with the reads of the other waiters of this
         // process, in one statement, and a finished task's small value with it: a waiter's end costs no read of

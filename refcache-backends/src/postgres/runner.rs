@@ -35,6 +35,8 @@ struct Start {
     job: Option<LocalJob>,
     info: Option<TaskInfo>,
     cancel: CancellationToken,
+    /// Its row was inserted started ([`Inner::hold_started`]): `info` is its record, and no start is written.
+    started: bool,
 }
 
 impl Inner {
@@ -87,6 +89,67 @@ impl Inner {
         self.spawn_all(started);
     }
 
+    /// Takes a task to run here at once whose row was inserted started (`processing`, its first delivery
+    /// counted) with `info` as its record, on the run slot [`Inner::reserve_slot`] gave it: no start statement.
+    /// Answers `false` (the slot given back) if this process holds the task already.
+    pub(crate) fn hold_started(
+        self: &Arc<Self>,
+        spec: Arc<TaskSpec>,
+        job: Option<LocalJob>,
+        info: TaskInfo,
+        slot: Reserved,
+    ) -> bool {
+        let start = {
+            let mut st = lock(&self.run);
+            let ref_id = spec.ref_id.clone();
+            if st.held.contains_key(&ref_id) {
+                return false;
+            }
+            let cancel = CancellationToken::new();
+            st.held.insert(
+                ref_id.clone(),
+                Held {
+                    spec: spec.clone(),
+                    job: job.clone(),
+                    info: None,
+                    cancel: cancel.clone(),
+                    running: true,
+                },
+            );
+            Start {
+                ref_id,
+                spec,
+                job,
+                info: Some(info),
+                cancel,
+                started: true,
+            }
+        };
+        // The slot is the held task's now: its release gives it back.
+        slot.keep();
+        self.spawn_all(vec![start]);
+        true
+    }
+
+    /// A run slot for a task of `name` at once, counted as running, when the scheduler would start it first anyway
+    /// (a slot free, nothing queued, no `max_concurrent`: [`Scheduler::start_now`]); `None` otherwise, and the
+    /// task is held the usual way. Given back when dropped unless [`Reserved::keep`] was called.
+    ///
+    /// [`Scheduler::start_now`]: refcache_core::Scheduler::start_now
+    pub(crate) fn reserve_slot(
+        self: &Arc<Self>,
+        name: &Arc<str>,
+        max_concurrent: Option<u32>,
+    ) -> Option<Reserved> {
+        lock(&self.run)
+            .sched
+            .start_now(name, max_concurrent)
+            .then(|| Reserved {
+                inner: self.clone(),
+                name: Some(name.clone()),
+            })
+    }
+
     /// Starts what the free slots allow.
     pub(crate) fn admit_now(self: &Arc<Self>) {
         let started = admit(&mut lock(&self.run));
@@ -122,6 +185,25 @@ impl Inner {
         };
         self.spawn_all(started);
         self.released.notify_waiters();
+        self.work.notify_one();
+    }
+
+    /// A slot reserved but never used (the submission joined another, hit, or failed): it is free again, and the
+    /// next queued task may start, as after a release.
+    fn give_back(self: &Arc<Self>, name: &str) {
+        let claims_first = self.consumes && !self.consuming.is_cancelled();
+        let started = {
+            let mut st = lock(&self.run);
+            st.sched.finished(name);
+            if claims_first {
+                Vec::new()
+            } else {
+                admit(&mut st)
+            }
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.spawn_all(started);
+        }
         self.work.notify_one();
     }
 
@@ -193,13 +275,14 @@ impl Inner {
         info: &TaskInfo,
         counter: &'static str,
         value: Option<&(String, String, Duration)>,
+        near: Option<Arc<StoredValue>>,
     ) -> Option<bool> {
         let give_up = tokio::time::Instant::now() + self.config.task_ttl;
         let mut backoff = Duration::from_millis(50);
         loop {
             let written = if counter.is_empty() {
                 // The common end: shares its statement and commit with the other ends written meanwhile.
-                self.end(ref_id, info, value).await
+                self.end(ref_id, info, value, near.clone()).await
             } else {
                 let change = Transition {
                     // A task that ends while it waits for an answer (its time limit) ends from there.
@@ -272,9 +355,31 @@ fn admit(st: &mut RunState) -> Vec<Start> {
             job: held.job.clone(),
             info: held.info.take(),
             cancel: held.cancel.clone(),
+            started: false,
         });
     }
     started
+}
+
+/// A run slot reserved for a task about to be held here ([`Inner::reserve_slot`]), given back when dropped unless
+/// kept (the held task has it then).
+pub(crate) struct Reserved {
+    inner: Arc<Inner>,
+    name: Option<Arc<str>>,
+}
+
+impl Reserved {
+    fn keep(mut self) {
+        self.name = None;
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if let Some(name) = self.name.take() {
+            self.inner.give_back(&name);
+        }
+    }
 }
 
 /// Releases the slot however `drive` ends (a runtime shutting down drops it mid-way).
@@ -301,8 +406,13 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
     let Start {
         ref_id, spec, job, ..
     } = start;
-    let Some(info) = inner.start(ref_id, start.info.clone()).await else {
-        return;
+    let info = match (&start.info, start.started) {
+        // Inserted started: its row is `processing` with this record, owned here, one delivery counted.
+        (Some(info), true) => info.clone(),
+        _ => match inner.start(ref_id, start.info.clone()).await {
+            Some(info) => info,
+            None => return,
+        },
     };
     tracing::debug!(%ref_id, task = %spec.task_name, "task started");
     let hooks = Hooks::start(
@@ -337,14 +447,14 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
             info.finished_at = Some(Timestamp::now());
             info.error = None;
             let encoded = super::codec::encode_value(&mut stored);
+            // The copy for the near cache, put there by the end once it applied (and this process's followers
+            // settled with it).
+            let near = inner.near.fits(&stored).then(|| Arc::new(stored));
             let answer = inner
-                .write_terminal(ref_id, &info, "", Some(&encoded))
+                .write_terminal(ref_id, &info, "", Some(&encoded), near)
                 .await;
             if answer == Some(true) {
                 tracing::debug!(%ref_id, "task complete");
-                if inner.near.fits(&stored) {
-                    inner.near.insert(Arc::new(stored)).await;
-                }
             } else {
                 tracing::debug!(%ref_id, ?answer, "a late result was dropped");
             }
@@ -353,7 +463,7 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
             info.status = TaskStatus::Failed;
             info.finished_at = Some(Timestamp::now());
             info.error = Some(error);
-            inner.write_terminal(ref_id, &info, "", None).await;
+            inner.write_terminal(ref_id, &info, "", None, None).await;
         }
         // The timeout's failure was written by the hook when it fired; wait for it to land.
         Ending::TimedOut => hooks.timed_out_written().await,
@@ -760,7 +870,9 @@ impl TaskHooks for Hooks {
         let inner = self.inner.clone();
         let ref_id = self.ref_id.clone();
         let write = tokio::spawn(async move {
-            inner.write_terminal(&ref_id, &info, "timeouts", None).await;
+            inner
+                .write_terminal(&ref_id, &info, "timeouts", None, None)
+                .await;
         });
         *lock(&self.timeout_write) = Some(write);
     }

@@ -233,7 +233,10 @@ impl Sql {
             listen: format!("LISTEN \"{channel}\""),
             channel,
             // Arrays, one element per submission: $1 refs, $2 keys, $3 infos, $4 specs, $5 names, $6 namespaces,
-            // $7 sessions, $8 priorities, $9 created_ms, $10 queued, $11 owners (local) or NULL; $12 lease ms.
+            // $7 sessions, $8 priorities, $9 created_ms, $10 queued, $11 owners (local) or NULL, $13 started; $12 lease
+            // ms, $14 the counter shard. A row `started` (held here on a run slot reserved for it: see
+            // `Inner::submit`) goes in `processing` with its first delivery counted, as its start would have
+            // written it, and counts an execution.
             // Answers, for each row inserted, its ref and sequence number, and a live value for the key from
             // another execution (one that landed while the insert waited on the finishing task's row:
             // `landed_value` reads it with a snapshot taken after the insert; the new task's own may be there
@@ -243,19 +246,26 @@ impl Sql {
             // after the commit: see `notify_after`.)
             insert_batch: sub("WITH b AS (
                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                         $7::text[], $8::integer[], $9::bigint[], $10::boolean[], $11::text[])
+                                         $7::text[], $8::integer[], $9::bigint[], $10::boolean[], $11::text[],
+                                         $13::boolean[])
                         AS b (ref_id, cache_key, info, spec, task_name, namespace, session_id, priority, created_ms,
-                              queued, owner)),
+                              queued, owner, started)),
                 ins AS (
                     INSERT INTO {s}.tasks (ref_id, cache_key, status, info, spec, task_name, namespace, session_id,
-                                          priority, created_ms, queued, owner, lease_until)
-                    SELECT ref_id, cache_key, 'pending', info, spec, task_name, namespace, session_id, priority,
-                           created_ms, queued, owner,
+                                          priority, created_ms, queued, owner, lease_until, deliveries)
+                    SELECT ref_id, cache_key, CASE WHEN started THEN 'processing' ELSE 'pending' END, info, spec,
+                           task_name, namespace, session_id, priority, created_ms, queued, owner,
                            CASE WHEN owner IS NULL THEN NULL
-                                ELSE now() + $12::bigint * interval '1 millisecond' END
+                                ELSE now() + $12::bigint * interval '1 millisecond' END,
+                           CASE WHEN started THEN 1 ELSE 0 END
                     FROM b ORDER BY cache_key, ref_id
                     ON CONFLICT (cache_key) WHERE status IN {in_flight} DO NOTHING
-                    RETURNING ref_id, cache_key, seq)
+                    RETURNING ref_id, cache_key, seq, status),
+                c AS (
+                    INSERT INTO {s}.counters (name, shard, n)
+                    SELECT 'executions', $14, count(*) FROM ins WHERE status = 'processing'
+                    HAVING count(*) > 0
+                    ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + EXCLUDED.n)
                 SELECT ref_id, seq, {s}.landed_value(cache_key, ref_id) FROM ins"),
             // $1 refs, $2 counter shard: the refs that have a row, answered by a durable commit. The rows it sees
             // were committed before it, so its commit's WAL flush covers theirs: once it answers, each ref it names
@@ -272,8 +282,10 @@ impl Sql {
             // $1 max_queued: how many wait, counted up to max_queued + 1.
             count_pending: sub("SELECT count(*) FROM (
                 SELECT 1 FROM {s}.tasks WHERE status = 'pending' LIMIT $1::bigint + 1) q"),
-            // $1 ref, $2 channel: takes back a submission that must not run (still pending).
-            withdraw: sub("WITH d AS (DELETE FROM {s}.tasks WHERE ref_id = $1 AND status = 'pending'
+            // $1 ref, $2 channel, $3 this process: takes back a submission that must not run (still pending, or
+            // inserted started by this process for itself and not yet run: held here, a row is never withdrawn).
+            withdraw: sub("WITH d AS (DELETE FROM {s}.tasks WHERE ref_id = $1
+                    AND (status = 'pending' OR (status = 'processing' AND NOT queued AND owner = $3))
                     RETURNING ref_id, cache_key)
                 SELECT cache_key, pg_notify($2, ref_id || ' drop ' || cache_key)::text FROM d"),
             // $1 key, $2 shard: the task in flight for the key, counted as a coalesced call.

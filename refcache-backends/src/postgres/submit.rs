@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 use refcache_core::{
-    BackendError, CacheKey, RefId, StoredValue, Submission, Submitted, TaskInfo, TaskStatus,
-    Timestamp,
+    BackendError, CacheKey, RefId, StoredValue, Submission, Submitted, TaskInfo, TaskSnapshot,
+    TaskStatus, Timestamp,
 };
 
 use super::batch::PendingInsert;
@@ -38,11 +38,28 @@ impl Inner {
         let workers = self.config.mode == Mode::Workers
             && (job.is_none() || refcache_core::registry::find(&spec.task_name).is_some());
         let owner: Option<&str> = (!workers).then_some(self.consumer.as_str());
+        // Held here with a run slot free and nothing queued before it (and no `max_concurrent`: that scheduler's
+        // path keeps its own start): the slot is reserved now and the row inserted started, so that the task needs
+        // no start statement. The record is the one its start would have written.
+        let slot = if workers {
+            None
+        } else {
+            self.reserve_slot(&spec.task_name, spec.options.max_concurrent)
+        };
+        if slot.is_some() {
+            info.status = TaskStatus::Processing;
+            info.started_at = Some(Timestamp::now());
+            info.queue_position = None;
+        }
         let info_json = serde_json::to_string(&info).expect("a TaskInfo serializes");
         let spec_json = serde_json::to_string(&spec).expect("a TaskSpec serializes");
         let key = spec.key.to_hex();
         let created = i64::try_from(created).unwrap_or(i64::MAX);
         let max_queued = i64::try_from(self.config.max_queued).unwrap_or(i64::MAX);
+        let ref_id = spec.ref_id.clone();
+        // Followed before the row exists: a task started at its insert can end (or be cancelled or deleted by
+        // another replica) at once, and its end is what makes a fast task's submission durable.
+        let mut follower = self.hub.follow(&ref_id);
         for _ in 0..8 {
             // Single-flight: the in-flight index admits one row per key; a refused insert joins the row there.
             let inserted = self
@@ -58,6 +75,7 @@ impl Inner {
                     created_ms: created,
                     queued: workers,
                     owner: owner.map(str::to_owned),
+                    started: slot.is_some(),
                 })
                 .await?;
             let Some((seq, landed)) = inserted else {
@@ -93,10 +111,11 @@ impl Inner {
                 }
             };
             if landed.is_some() || full {
+                // Also a row inserted started here (not yet held: nothing runs it).
                 let withdrawn = !self
                     .query(
                         &self.sql.withdraw,
-                        &[&spec.ref_id.as_str(), &self.sql.channel],
+                        &[&spec.ref_id.as_str(), &self.sql.channel, &self.consumer],
                     )
                     .await?
                     .is_empty();
@@ -113,15 +132,25 @@ impl Inner {
                 }
                 // A worker started it already: it runs, once, as a fresh execution of the call.
             }
-            let ref_id = spec.ref_id.clone();
-            // Followed before the task can end (its end is what makes a fast task's submission durable).
-            let follower = self.hub.follow(&ref_id);
             if workers {
                 self.notify_after(&ref_id, "queued");
+            } else if let Some(slot) = slot {
+                // A hint about the row since its insert (another replica cancelled or deleted it; nothing else
+                // changes a row owned here) that came before the task is held here would not stop it: the row
+                // decides then, as the start statement would.
+                let changed = follower.rx().has_changed().unwrap_or(true);
+                let runs = !changed
+                    || matches!(self.status(&ref_id).await, Ok(Some(s)) if !s.is_terminal());
+                if !runs || !self.hold_started(Arc::new(spec), job, info, slot) {
+                    tracing::debug!(%ref_id, "a task inserted started was changed before it was held: not run");
+                }
             } else {
                 self.hold(Arc::new(spec), job, Some(info));
             }
-            self.made_durable(&ref_id, follower).await?;
+            if let Some(settled) = self.made_durable(&ref_id, follower).await? {
+                // The end, as this process wrote it, for the `wait` that usually follows (see `Inner::wait`).
+                self.hub.keep_settled(ref_id.clone(), settled);
+            }
             return Ok(Submitted::Started(ref_id));
         }
         Err(BackendError::Other(format!(
@@ -143,11 +172,19 @@ impl Inner {
     ///
     /// Meanwhile the task runs (it is queued or held already), so a crash in this window can lose a submission
     /// whose task had started: the caller got an error, and the task's end, refused by the missing row, is lost.
+    ///
+    /// A task that ended in this process settles its follower with the end it wrote ([`Hub::settle`]): its end
+    /// statement applied and committed durably (the durable pool answers only after the flush), which proves the
+    /// same as the row read finished, without reading it. That end (or the finished row read here, with its value)
+    /// is answered, for the caller's `wait`; `None` when the row was confirmed (not finished yet) or the read did
+    /// not bring everything a `wait` answers.
+    ///
+    /// [`Hub::settle`]: super::hub::Hub::settle
     async fn made_durable(
         &self,
         ref_id: &RefId,
         mut follower: Follower,
-    ) -> Result<(), BackendError> {
+    ) -> Result<Option<Arc<TaskSnapshot>>, BackendError> {
         let grace = tokio::time::sleep(self.config.durable_grace);
         tokio::pin!(grace);
         loop {
@@ -158,11 +195,21 @@ impl Inner {
                     if changed.is_err() {
                         break;
                     }
-                    follower.rx().borrow_and_update();
+                    let settled = follower.rx().borrow_and_update().settled.clone();
+                    if settled.is_some() {
+                        return Ok(settled);
+                    }
                     // A hint is only a hint: the row decides. A read that fails leaves it to the confirmation.
                     match self.read_row(ref_id).await {
                         Ok(Some(row)) if parse_status(&row.status).is_some_and(TaskStatus::is_terminal) => {
-                            return Ok(());
+                            // Ended elsewhere (a worker): what was just read answers the caller's `wait` too,
+                            // when it needs no read of its own (a value too large to come along is left to it).
+                            let whole = row.value.is_some() || row.status != "complete";
+                            return Ok(if whole {
+                                self.finished_snapshot(ref_id, &row).await.ok().flatten().map(Arc::new)
+                            } else {
+                                None
+                            });
                         }
                         Ok(_) => {}
                         Err(_) => break,
@@ -171,7 +218,7 @@ impl Inner {
             }
         }
         if self.confirm_row(ref_id).await? {
-            return Ok(());
+            return Ok(None);
         }
         Err(BackendError::Unavailable(format!(
             "the submission of {ref_id} is gone before it was confirmed durable: Postgres at {} restarted before \

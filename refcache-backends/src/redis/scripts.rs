@@ -52,7 +52,9 @@ local vkey = p..':value:'..ARGV[3]
 local ikey = p..':inflight:'..ARGV[3]
 local t = p..':task:'..ref
 local workers = ARGV[9] == '1'
-local checks = {t, 'hash', p..':stats', 'hash', p..':index', 'zset'}
+-- `P:stats` is written only by a claim here (`owner`) and by a join, which checks it by its first write (`touch`).
+local checks = {t, 'hash', p..':index', 'zset'}
+if ARGV[12] ~= '' then table.insert(checks, p..':stats'); table.insert(checks, 'hash') end
 if workers then table.insert(checks, p..':queue'); table.insert(checks, 'stream') end
 if ARGV[11] ~= '' then table.insert(checks, p..':leases'); table.insert(checks, 'zset') end
 if ARGV[8] ~= '' then table.insert(checks, p..':session:'..ARGV[8]); table.insert(checks, 'set') end
@@ -77,7 +79,10 @@ end
 if cur then
   local st = redis.call('HGET', p..':task:'..cur, 'status')
   if st == 'pending' or st == 'processing' or st == 'input_required' then
-    redis.call('HINCRBY', p..':stats', 'coalesced', 1)
+    -- The first write of a join.
+    local _
+    _, bad = touch(p..':stats', 'hash', 'HINCRBY', p..':stats', 'coalesced', 1)
+    if bad then return bad end
     if stale then redis.call('DEL', vkey) end
     return {'joined', cur}
   end
@@ -147,7 +152,8 @@ const TRANSITION: &str = r"
 local p = ARGV[1]
 local ref = ARGV[2]
 local t = p..':task:'..ref
-local f, bad = touch(t, 'hash', 'HMGET', t, 'status', 'key', 'qm', 'owner', 'session', 'leased', 'tok')
+local f, bad = touch(t, 'hash', 'HMGET', t, 'status', 'key', 'qm', 'owner', 'session', 'leased', 'tok', 'ocap', 'ask',
+  'answered')
 if bad then return bad end
 local st = f[1]
 if not st then return 'missing' end
@@ -191,17 +197,21 @@ redis.call('HSET', t, 'status', to, 'info', ARGV[5])
 if dequeue then redis.call('ZREM', p..':pending', f[3] or '') end
 if terminal then
   redis.call('PEXPIRE', t, ARGV[6])
-  -- The output log lives and dies with its record.
-  redis.call('PEXPIRE', p..':out:'..ref, ARGV[6])
+  -- The output log lives and dies with its record (`ocap`: `output_append` wrote one; most tasks write none).
+  local out = f[8] and p..':out:'..ref
+  if out then redis.call('PEXPIRE', out, ARGV[6]) end
   if f[6] then redis.call('ZREM', p..':leases', ref) end
-  redis.call('HDEL', t, 'ask', 'answer', 'answered')
+  -- A question asked or answered (`respond` writes the answer and `answered` together).
+  if f[9] or f[10] then redis.call('HDEL', t, 'ask', 'answer', 'answered') end
   -- What the record now weighs as `trim` weighs it, its output log included: the bound that lets `trim` skip its
   -- scan. The log was counted as it was written too, but a scan since then reset that count and weighed finished
   -- records only, so it is counted again here (twice at most, which only brings a scan sooner). `pcall`: a key
   -- of another type there is no reason to stop half-way.
   local w = 512 + string.len(ARGV[5]) + redis.call('HSTRLEN', t, 'spec')
-  local olen = redis.pcall('STRLEN', p..':out:'..ref)
-  if type(olen) == 'number' then w = w + olen end
+  if out then
+    local olen = redis.pcall('STRLEN', out)
+    if type(olen) == 'number' then w = w + olen end
+  end
   redis.call('HINCRBY', p..':workers', 'trim_added', w)
   if session ~= '' then
     -- The session's set lasts as long as its longest-lived record.
@@ -247,8 +257,9 @@ local _
 _, bad = touch(p..':pending', 'zset', 'ZREM', p..':pending', f[3] or '')
 if bad then return bad end
 redis.call('HSET', t, 'status', 'processing', 'info', ARGV[4], 'owner', ARGV[3], 'deliveries', n)
--- A question a lost worker asked went with it: the task runs again from the start.
-redis.call('HDEL', t, 'ask', 'answer', 'answered')
+-- A question a lost worker asked went with it: the task runs again from the start. (A pending task has none: a
+-- task's end, and a hand back, delete them.)
+if st ~= 'pending' then redis.call('HDEL', t, 'ask', 'answer', 'answered') end
 redis.call('HINCRBY', p..':stats', 'executions', 1)
 redis.call('PUBLISH', p..':events', ARGV[2]..' processing')
 return {'ok', n}
@@ -257,12 +268,14 @@ return {'ok', n}
 /// `take(prefix, consumer, count, claim, started, max_deliveries)`: reads up to `count` new entries of the stream for
 /// this worker (`XREADGROUP ... >`, not blocking: a script cannot block) and, with `claim` (`1`: a slot is free in
 /// that process, nothing queued there), claims the first one's task in the same step, as `claim` would: a pending
-/// task becomes this worker's and `processing`, its record the one in Redis with `"status":"processing"` and
+/// task becomes this worker's and `processing`, its record the one in Redis (which the entry carries when the
+/// record's `msg` names the entry) with `"status":"processing"` and
 /// `"started_at":<started>` written in (the record's first `"status":` and `"started_at":` keys are its own:
 /// every key before them holds a string or a progress report, and a quote in a string is escaped). A task that is
 /// not pending, a record of another shape, a delivery past `max_deliveries`: that entry is not claimed here (the
 /// worker claims it the long way, which says why). A worker woken by `P:queued` (or every second) takes, instead of
-/// a blocking read and then a claim: one round trip fewer (#17 §3). → `{id, ref, 'ok', spec, record, ...}` for
+/// a blocking read and then a claim: one round trip fewer (#17 §3). A worker that holds tasks already (no claim)
+/// reads with a plain `XREADGROUP` instead: the script would pay for every byte of the entries it reads. → `{id, ref, 'ok', spec, record, ...}` for
 /// the claimed entry, `{id, ref, '', spec|'', record|'', ...}` (the entry's own fields) for the others; `{'nogroup'}`
 /// when the consumer group is not there.
 const TAKE: &str = r#"
@@ -286,24 +299,37 @@ for _, e in ipairs(r[1][2]) do
   if claim and ref ~= '' then
     claim = false
     local t = p..':task:'..ref
-    local f = redis.pcall('HMGET', t, 'status', 'deliveries', 'qm', 'info', 'spec')
-    if type(f) == 'table' and not f.err and f[1] == 'pending' and f[4] and f[5] then
+    local f = redis.pcall('HMGET', t, 'status', 'deliveries', 'qm', 'msg')
+    local info, spec
+    if type(f) == 'table' and not f.err and f[1] == 'pending' then
+      -- The entry's own record and spec, when the record names this entry: `submit` and `retry` write both with
+      -- the entry in one step, and nobody writes a pending record until its claim (every byte a script reads
+      -- costs the server; #17 §3). Else (a handed-back task's entry carries no record) they are read.
+      info, spec = fields['info'], fields['spec']
+      if f[4] ~= id or not info or not spec then
+        local g = redis.call('HMGET', t, 'info', 'spec')
+        info, spec = g[1], g[2]
+      end
+    end
+    if info and spec then
       local n = (tonumber(f[2] or '0') or 0) + 1
-      local info = f[4]
       local a = string.find(info, '"status":"pending"', 1, true)
       local b = string.find(info, '"started_at":', 1, true)
       if n <= tonumber(ARGV[6]) and a and b and a < b then
+        -- One new string: the parts between the two values, and the two new values.
         if string.sub(info, b + 13, b + 16) == 'null' then
-          info = string.sub(info, 1, b + 12)..ARGV[5]..string.sub(info, b + 17)
+          info = string.sub(info, 1, a - 1)..'"status":"processing"'..string.sub(info, a + 18, b + 12)..ARGV[5]..
+            string.sub(info, b + 17)
+        else
+          info = string.sub(info, 1, a - 1)..'"status":"processing"'..string.sub(info, a + 18)
         end
-        info = string.sub(info, 1, a - 1)..'"status":"processing"'..string.sub(info, a + 18)
         redis.call('ZREM', p..':pending', f[3] or '')
         redis.call('HSET', t, 'status', 'processing', 'info', info, 'owner', ARGV[2], 'deliveries', n)
-        redis.call('HDEL', t, 'ask', 'answer', 'answered')
+        -- (A pending task has no question: see `claim`.)
         redis.call('HINCRBY', p..':stats', 'executions', 1)
         redis.call('PUBLISH', p..':events', ref..' processing')
         table.insert(out, id); table.insert(out, ref); table.insert(out, 'ok')
-        table.insert(out, f[5]); table.insert(out, info)
+        table.insert(out, spec); table.insert(out, info)
         claimed = true
       end
     end
@@ -778,6 +804,11 @@ impl Script {
         }
     }
 
+    /// The SHA1 of its code, as `EVALSHA` names it.
+    pub(crate) fn hash(&self) -> &str {
+        &self.hash
+    }
+
     /// A call of the script with no arguments yet.
     pub(crate) fn prepare_invoke(&self) -> Invocation<'_> {
         // Room for a task path's arguments (a record, a spec) without growing.
@@ -857,6 +888,33 @@ fn guarded(body: &str) -> Script {
 }
 
 impl Scripts {
+    /// Every script with its name (as this file names it), for telling them apart in `MONITOR` and `SLOWLOG`.
+    pub(crate) fn named(&self) -> [(&'static str, &Script); 21] {
+        [
+            ("submit", &self.submit),
+            ("transition", &self.transition),
+            ("claim", &self.claim),
+            ("take", &self.take),
+            ("get", &self.get),
+            ("record", &self.record),
+            ("lookup", &self.lookup),
+            ("infos", &self.infos),
+            ("retry", &self.retry),
+            ("delete", &self.delete),
+            ("cleanup", &self.cleanup),
+            ("renew", &self.renew),
+            ("ack", &self.ack),
+            ("output_append", &self.output_append),
+            ("output_read", &self.output_read),
+            ("ask", &self.ask),
+            ("respond", &self.respond),
+            ("take_answer", &self.take_answer),
+            ("hand_back", &self.hand_back),
+            ("weigh", &self.weigh),
+            ("trim", &self.trim),
+        ]
+    }
+
     pub(crate) fn new() -> Self {
         Self {
             submit: guarded(SUBMIT),

@@ -296,40 +296,54 @@ impl Drop for RedisServer {
 }
 
 /// The command a `MONITOR` line of a test server shows, when a client sent it (not a script) and it names a key
-/// under `key_prefix`; `None` otherwise. The backend's scripts are named by their arguments, as
-/// `EVALSHA(submit)`, `EVALSHA(transition)`, `EVALSHA(claim)`, `EVALSHA(take)`, `EVALSHA(get)`, `EVALSHA(ack)` (else
-/// `EVALSHA(other)`); any other command by its own name. For counting round trips in tests and benches: it follows
-/// the scripts' argument counts, so a script that changes them changes this too (the round-trip test pins it).
+/// under `key_prefix`; `None` otherwise. The backend's scripts are named by their SHA, as `EVALSHA(submit)`,
+/// `EVALSHA(transition)`, `EVALSHA(take)`, `EVALSHA(get)`, ... (the names of `scripts.rs`; `EVALSHA(other)` for a
+/// script that is not the backend's); any other command by its own name. For counting round trips in tests and
+/// benches.
 pub fn monitored_command(line: &str, key_prefix: &str) -> Option<String> {
     // `1700000000.123456 [0 127.0.0.1:51234] "EVALSHA" "…" …`, or `[0 lua] "HGET" …` inside a script.
     let (source, rest) = line.split_once("] ")?;
     if source.ends_with(" lua") {
         return None;
     }
-    let args = monitor_args(rest);
+    command_name(&monitor_args(rest), key_prefix)
+}
+
+/// [`monitored_command`] of a command given by its arguments (as `SLOWLOG GET` shows them: a long argument cut
+/// short does not matter, the script's SHA is the second).
+pub fn command_name<S: AsRef<str>>(args: &[S], key_prefix: &str) -> Option<String> {
     let keys = format!("{key_prefix}:");
-    if !args.iter().any(|a| a == key_prefix || a.starts_with(&keys)) {
+    if !args
+        .iter()
+        .any(|a| a.as_ref() == key_prefix || a.as_ref().starts_with(&keys))
+    {
         return None;
     }
-    let command = args.first()?.to_ascii_uppercase();
+    let command = args.first()?.as_ref().to_ascii_uppercase();
     if command != "EVALSHA" {
         return Some(command);
     }
-    // EVALSHA sha numkeys argv…: the scripts differ in their number of arguments.
-    let argv = &args[3.min(args.len())..];
-    let script = match argv.len() {
-        // `transition`'s third argument is its list of statuses, `,a,b,`; `submit`'s a cache key (12 arguments
-        // before its end's token).
-        13 if argv[2].starts_with(',') => "transition",
-        12 | 13 => "submit",
-        // `claim`'s fourth argument is the record; `take`'s a count.
-        6 if argv[3].starts_with('{') => "claim",
-        6 => "take",
-        2 if argv[1].contains(':') => "get",
-        2 => "ack",
-        _ => "other",
-    };
+    let script = args
+        .get(1)
+        .and_then(|sha| script_name(&sha.as_ref().to_ascii_lowercase()))
+        .unwrap_or("other");
     Some(format!("EVALSHA({script})"))
+}
+
+/// The name of the backend's script with this SHA1 (lower-case hex).
+fn script_name(sha: &str) -> Option<&'static str> {
+    static NAMES: std::sync::OnceLock<Vec<(String, &'static str)>> = std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            let scripts = super::scripts::Scripts::new();
+            scripts
+                .named()
+                .iter()
+                .map(|(name, script)| (script.hash().to_owned(), *name))
+                .collect()
+        })
+        .iter()
+        .find_map(|(hash, name)| (hash == sha).then_some(*name))
 }
 
 /// The double-quoted arguments of a `MONITOR` line (backslash escapes kept as they are).

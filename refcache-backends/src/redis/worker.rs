@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use redis::streams::{StreamAutoClaimOptions, StreamId};
+use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
 use refcache_core::{
     BackendError, CacheKey, RefId, TaskBackend, TaskInfo, TaskSpec, TaskStatus, Timestamp,
 };
@@ -188,41 +188,73 @@ pub(crate) async fn consume(weak: Weak<Inner>, stop: CancellationToken) {
         // are claimed when they start, in the scheduler's order.
         let claim = {
             let mut st = lock(&inner.run);
-            st.taking = Some(Default::default());
-            !st.draining && st.len() == 0 && st.capacity() > 0
+            let claim = !st.draining && st.len() == 0 && st.capacity() > 0;
+            if claim {
+                st.taking = Some(Default::default());
+            }
+            claim
         };
         // Registered before the take: an entry added while it runs wakes the next one.
         let queued = inner.queued.clone();
         let woken = queued.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let started = serde_json::to_string(&Timestamp::now()).expect("a Timestamp serializes");
-        // Not dropped on a stop: what it takes is handed back (`taken` sees the stop).
-        let taken: redis::RedisResult<Vec<String>> = inner
-            .scripts
-            .take
-            .arg(inner.keys.prefix())
-            .arg(&inner.consumer)
-            .arg(room)
-            .arg(if claim { "1" } else { "0" })
-            .arg(started)
-            .arg(config.max_deliveries)
-            .invoke_async(&mut conn)
-            .await;
-        match taken {
-            Ok(reply) if reply.len() == 1 && reply[0] == "nogroup" => {
-                lock(&inner.run).taking = None;
+        // Not dropped on a stop: what it takes is handed back (`taken` and `receive` see the stop).
+        let took = if claim {
+            let started = serde_json::to_string(&Timestamp::now()).expect("a Timestamp serializes");
+            let taken: redis::RedisResult<Vec<String>> = inner
+                .scripts
+                .take
+                .arg(inner.keys.prefix())
+                .arg(&inner.consumer)
+                .arg(room)
+                .arg("1")
+                .arg(started)
+                .arg(config.max_deliveries)
+                .invoke_async(&mut conn)
+                .await;
+            match taken {
+                Ok(reply) if reply.len() == 1 && reply[0] == "nogroup" => Took::NoGroup,
+                Ok(reply) => {
+                    for entry in reply.chunks_exact(5) {
+                        inner.taken(entry).await;
+                    }
+                    Took::Entries(reply.len() / 5)
+                }
+                Err(err) => Took::Failed(err),
+            }
+        } else {
+            // Nothing to claim (tasks are held here already: the entries wait for a slot, and are claimed when
+            // they start): a plain read, not the script, which would pay for every byte of the entries it reads
+            // (#17 §3). `XREADGROUP` writes nothing to a key that is not a stream.
+            let options = StreamReadOptions::default()
+                .group(GROUP, &inner.consumer)
+                .count(room);
+            let read: redis::RedisResult<Option<StreamReadReply>> = conn
+                .xread_options(&[inner.keys.queue()], &[">"], &options)
+                .await;
+            match read {
+                Ok(reply) => {
+                    let mut entries = 0;
+                    for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                        entries += 1;
+                        inner.receive(entry, false).await;
+                    }
+                    Took::Entries(entries)
+                }
+                Err(err) if err.code() == Some("NOGROUP") => Took::NoGroup,
+                Err(err) => Took::Failed(err),
+            }
+        };
+        lock(&inner.run).taking = None;
+        match took {
+            Took::NoGroup => {
                 group_ready = false;
                 drop(inner);
                 pause(&stop, &mut backoff).await;
             }
-            Ok(reply) => {
+            Took::Entries(entries) => {
                 backoff = Duration::from_millis(50);
-                let entries = reply.len() / 5;
-                for entry in reply.chunks_exact(5) {
-                    inner.taken(entry).await;
-                }
-                lock(&inner.run).taking = None;
                 drop(inner);
                 if entries >= room {
                     // There may be more.
@@ -238,14 +270,22 @@ pub(crate) async fn consume(weak: Weak<Inner>, stop: CancellationToken) {
                     () = tokio::time::sleep(IDLE_TAKE) => {}
                 }
             }
-            Err(err) => {
+            Took::Failed(err) => {
                 tracing::debug!(%err, "refcache worker: taking from the task stream failed; retrying");
-                lock(&inner.run).taking = None;
                 drop(inner);
                 pause(&stop, &mut backoff).await;
             }
         }
     }
+}
+
+/// What a take brought.
+enum Took {
+    /// The consumer group is not there (made again, then taken again).
+    NoGroup,
+    /// How many entries.
+    Entries(usize),
+    Failed(redis::RedisError),
 }
 
 /// How long an idle worker waits for `P:queued` before it takes anyway.

@@ -393,14 +393,54 @@ mod tests {
         })
     }
 
+    /// The kinds of call [`observe`] makes, each with its own task (so its own options: see [`meta_of`]).
+    const KINDS: [&str; 5] = ["at once", "yields", "fails", "retries", "times out"];
+
+    /// The metadata of the task of each of [`KINDS`]: `retries` may retry once (after 1 ms), `times out` has an
+    /// execution timeout of 100 ms; the others are [`meta`]'s.
+    fn meta_of(how: &str) -> &'static TaskMeta {
+        static METAS: OnceLock<Vec<TaskMeta>> = OnceLock::new();
+        let metas = METAS.get_or_init(|| {
+            KINDS
+                .iter()
+                .map(|how| {
+                    let options = match *how {
+                        "retries" => TaskOptions::default().max_retries(1).retry_backoff(
+                            Some(Duration::from_millis(1)),
+                            Some(Duration::from_millis(1)),
+                        ),
+                        "times out" => TaskOptions::default()
+                            .execution_timeout(Some(Duration::from_millis(100))),
+                        _ => TaskOptions::default(),
+                    };
+                    TaskMeta::new(
+                        format!("tests::observe::{how}"),
+                        "public",
+                        options,
+                        Some(Duration::from_secs(30)),
+                        AsyncResponseFormat::default(),
+                        "serde_json::Value",
+                        None,
+                        || None,
+                    )
+                })
+                .collect()
+        });
+        let at = KINDS.iter().position(|k| *k == how).expect("a kind");
+        &metas[at]
+    }
+
     /// Which tokio task each job ran in: the caller's own (its first poll ran in the caller) or another.
     type Ran = Arc<Mutex<Vec<(&'static str, Option<tokio::task::Id>)>>>;
 
     /// A job that reports progress, writes a line and then, as `how` says, returns at once, yields once first,
-    /// or fails.
+    /// fails for good, fails its first attempt with a retryable error (and returns in its second), or waits for
+    /// its cancel (which its execution timeout sends).
     fn job(how: &'static str, ran: Ran) -> LocalJob {
+        let attempts = Arc::new(std::sync::atomic::AtomicU32::new(0));
         Arc::new(move |args: Value, ctx| {
             let ran = ran.clone();
+            let attempt = attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Box::pin(async move {
                 ran.lock().unwrap().push((how, tokio::task::try_id()));
                 let _ = ctx.progress(1.0, Some(2.0), "half way");
@@ -408,6 +448,11 @@ mod tests {
                 match how {
                     "yields" => tokio::task::yield_now().await,
                     "fails" => return Err(TaskError::new("it fails").permanent()),
+                    "retries" if attempt == 0 => return Err(TaskError::new("not yet")),
+                    "times out" => {
+                        ctx.cancelled().await;
+                        return Err(TaskError::new("stopped by its cancel"));
+                    }
                     _ => {}
                 }
                 Ok(JsonText::from(json!({"args": args, "how": how})))
@@ -434,15 +479,16 @@ mod tests {
         let ran: Ran = Arc::default();
         let mut seen = Vec::new();
         let mut refs = Vec::new();
-        for how in ["at once", "yields", "fails"] {
+        for how in KINDS {
+            let meta = meta_of(how);
             let args = json!({ "how": how });
-            let key = CacheKey::from_json(meta().name(), "public", &args).expect("a key");
+            let key = CacheKey::from_json(meta.name(), "public", &args).expect("a key");
             let mut calls = Vec::new();
             for _ in 0..2 {
                 let (args, job) = (args.clone(), job(how, ran.clone()));
-                let scope = CallScope::capture(meta()).expect("a scope");
+                let scope = CallScope::capture(meta).expect("a scope");
                 let response = cache
-                    .call(meta(), key, scope, move || Ok((args, job)))
+                    .call(meta, key, scope, move || Ok((args, job)))
                     .await
                     .expect("a call");
                 let ref_id = response.ref_id().clone();
@@ -619,14 +665,173 @@ mod tests {
         elsewhere.await.expect("the other request");
     }
 
-    #[tokio::test]
-    async fn a_first_poll_in_the_caller_answers_as_a_spawned_driver() {
-        // Each in a task of its own, so that a job run in the caller's task is told apart from a spawned one.
-        let (fast, fast_ran) = tokio::spawn(observe(true)).await.expect("the fast run");
-        let (slow, slow_ran) = tokio::spawn(observe(false)).await.expect("the slow run");
+    /// What the metrics saw of one run of [`observe`]: each counter's total, each gauge's last value and each
+    /// histogram's number of samples, by name and labels (a recorder local to the thread that runs it).
+    #[cfg(feature = "metrics")]
+    mod recorded {
+        use std::collections::BTreeMap;
+        use std::sync::{Arc, Mutex};
+
+        use metrics::{
+            Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata,
+            Recorder, SharedString, Unit,
+        };
+
+        /// Every metric's reading so far, by `name{labels}`.
+        #[derive(Clone, Default)]
+        pub(super) struct Readings(Arc<Mutex<BTreeMap<String, f64>>>);
+
+        impl Readings {
+            pub(super) fn take(&self) -> BTreeMap<String, f64> {
+                std::mem::take(&mut *self.0.lock().unwrap())
+            }
+
+            fn cell(&self, kind: &str, key: &Key) -> Arc<Cell> {
+                let mut labels: Vec<String> = key
+                    .labels()
+                    .map(|l| format!("{}={}", l.key(), l.value()))
+                    .collect();
+                labels.sort();
+                Arc::new(Cell {
+                    name: format!("{kind} {}{{{}}}", key.name(), labels.join(",")),
+                    readings: self.clone(),
+                })
+            }
+        }
+
+        struct Cell {
+            name: String,
+            readings: Readings,
+        }
+
+        impl Cell {
+            fn update(&self, f: impl FnOnce(&mut f64)) {
+                f(self
+                    .readings
+                    .0
+                    .lock()
+                    .unwrap()
+                    .entry(self.name.clone())
+                    .or_default());
+            }
+        }
+
+        impl CounterFn for Cell {
+            #[allow(clippy::cast_precision_loss)]
+            fn increment(&self, value: u64) {
+                self.update(|n| *n += value as f64);
+            }
+            #[allow(clippy::cast_precision_loss)]
+            fn absolute(&self, value: u64) {
+                self.update(|n| *n = value as f64);
+            }
+        }
+
+        impl GaugeFn for Cell {
+            fn increment(&self, value: f64) {
+                self.update(|n| *n += value);
+            }
+            fn decrement(&self, value: f64) {
+                self.update(|n| *n -= value);
+            }
+            fn set(&self, value: f64) {
+                self.update(|n| *n = value);
+            }
+        }
+
+        impl HistogramFn for Cell {
+            fn record(&self, _value: f64) {
+                self.update(|n| *n += 1.0);
+            }
+        }
+
+        impl Recorder for Readings {
+            fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+                Counter::from_arc(self.cell("counter", key))
+            }
+            fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+                Gauge::from_arc(self.cell("gauge", key))
+            }
+            fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+                Histogram::from_arc(self.cell("histogram", key))
+            }
+        }
+    }
+
+    /// One run of [`observe`] on a runtime of its own (current-thread, its clock paused: the retry's backoff and
+    /// the execution timeout pass at once), in a task of its own, so that a job run in the caller's task is told
+    /// apart from a spawned one; with the `metrics` feature, also what the metrics saw of it.
+    fn observe_on_own_runtime(inline: bool) -> (Value, Vec<(&'static str, bool)>, Value) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a runtime");
+        let run = || {
+            runtime
+                .block_on(async { tokio::spawn(observe(inline)).await })
+                .expect("the run")
+        };
+        #[cfg(feature = "metrics")]
+        {
+            let readings = recorded::Readings::default();
+            let (seen, ran) = metrics::with_local_recorder(&readings, run);
+            (seen, ran, json!(readings.take()))
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let (seen, ran) = run();
+            (seen, ran, Value::Null)
+        }
+    }
+
+    #[test]
+    fn a_first_poll_in_the_caller_answers_as_a_spawned_driver() {
+        let (fast, fast_ran, fast_metrics) = observe_on_own_runtime(true);
+        let (slow, slow_ran, slow_metrics) = observe_on_own_runtime(false);
         assert_eq!(fast, slow, "the two paths answer differently");
-        // Both ran each job once per execution: a hit runs nothing; a failed call runs again.
-        let mut order = vec!["at once", "yields", "fails", "fails"];
+        assert_eq!(
+            fast_metrics, slow_metrics,
+            "the two paths count differently"
+        );
+        #[cfg(feature = "metrics")]
+        {
+            // The metrics saw the runs: every kind of event, not an empty map on both sides.
+            let counted = |name: &str| {
+                fast_metrics
+                    .as_object()
+                    .expect("readings")
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&format!("counter {name}{{")))
+                    .map(|(_, v)| v.as_f64().expect("a number"))
+                    .sum::<f64>()
+            };
+            use crate::contract::metrics as m;
+            // Per kind two calls: `at once`, `yields` and `retries` hit the second time; `fails` and `times out`
+            // run twice; then the calls past the history.
+            let executions = 3.0 + 2.0 * 2.0 + RECORDS as f64;
+            assert_eq!(counted(m::TASKS_STARTED), executions, "{fast_metrics:#}");
+            assert_eq!(counted(m::TASKS_COMPLETED), 3.0 + RECORDS as f64);
+            assert_eq!(counted(m::TASKS_FAILED), 2.0);
+            assert_eq!(counted(m::TASKS_TIMED_OUT), 2.0);
+            assert_eq!(counted(m::TASKS_RETRIED), 1.0);
+            assert_eq!(counted(m::CALLS_SUBMITTED), executions);
+        }
+        // Both ran each job once per execution (a hit runs nothing; a failed call runs again), and `retries` twice
+        // in its one execution.
+        let mut order = vec![
+            "at once",
+            "yields",
+            "fails",
+            "fails",
+            "retries",
+            "retries",
+            "times out",
+            "times out",
+        ];
         order.extend(["at once"; RECORDS as usize]);
         assert_eq!(
             fast_ran.iter().map(|(how, _)| *how).collect::<Vec<_>>(),
@@ -636,11 +841,13 @@ mod tests {
             slow_ran.iter().map(|(how, _)| *how).collect::<Vec<_>>(),
             order
         );
-        // The fast path ran every first poll in the caller's task; the slow path none.
-        assert!(
-            fast_ran.iter().all(|(_, in_caller)| *in_caller),
-            "{fast_ran:?}"
-        );
+        // The fast path ran every first poll in the caller's task (a retry, after its backoff, in a driver); the
+        // slow path none.
+        let retry = 5;
+        let fast_where: Vec<bool> = fast_ran.iter().map(|(_, in_caller)| *in_caller).collect();
+        let mut want = vec![true; order.len()];
+        want[retry] = false;
+        assert_eq!(fast_where, want, "{fast_ran:?}");
         assert!(
             slow_ran.iter().all(|(_, in_caller)| !in_caller),
             "{slow_ran:?}"

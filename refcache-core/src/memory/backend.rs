@@ -949,6 +949,64 @@ mod tests {
         );
     }
 
+    /// The execution timeout counts from the start of the execution, not from when a driver takes on a first
+    /// attempt that the caller polled: a body whose first segment (run in the caller) takes 1 s and whose rest
+    /// takes 1.5 s more is over a 2 s timeout. Counted from the driver's start (the bug `1d12d6a` fixed), its
+    /// deadline came at 3 s and the task completed at 2.5 s.
+    ///
+    /// The real clock, as the first segment blocks its thread (a paused clock does not move while a task is
+    /// polled). Margins of 0.5 s either way; a slow machine only makes the first segment and the sleep longer,
+    /// which moves the body's end later, past the deadline that the assertion wants: it cannot fail spuriously.
+    #[tokio::test]
+    async fn the_execution_timeout_counts_from_the_callers_first_poll() {
+        use crate::contract::spec::TaskOptions;
+        use crate::model::task::TaskStatus;
+        use std::time::Duration;
+        let backend =
+            MemoryTaskBackend::with_first_poll_inline(MemoryBackendConfig::default(), true);
+        let job: LocalJob = Arc::new(|_args: Value, _ctx| {
+            Box::pin(async move {
+                // The first segment, in the caller's poll.
+                std::thread::sleep(Duration::from_secs(1));
+                tokio::task::yield_now().await;
+                // The rest, in the driver.
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                Ok(JsonText::from(json!("in time")))
+            })
+        });
+        let args = json!("timed");
+        let spec = TaskSpec::new(
+            RefId::generate("t"),
+            key_of(&args),
+            "tests.wait",
+            "public",
+            args,
+        )
+        .with_options(TaskOptions::default().execution_timeout(Some(Duration::from_secs(2))));
+        let ref_id = backend
+            .submit(Submission::new(spec, Some(job)))
+            .await
+            .expect("submit")
+            .ref_id()
+            .clone();
+        let ended = backend
+            .wait(&ref_id, None)
+            .await
+            .expect("wait")
+            .expect("a record");
+        assert_eq!(
+            ended.info.status,
+            TaskStatus::Failed,
+            "2.5 s of work under a 2 s timeout: {:?}",
+            ended.info
+        );
+        let error = ended.info.error.expect("the timeout's error");
+        assert!(
+            error.message.contains("exceeded timeout of 2 seconds"),
+            "{error:?}"
+        );
+    }
+
     /// The driver that takes on the caller's first attempt waits on the task's own token: a body that ignores a
     /// cancel is dropped once `cancel_grace` has passed after it.
     #[tokio::test(start_paused = true)]
