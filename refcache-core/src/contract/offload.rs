@@ -38,9 +38,11 @@ pub(crate) fn off_runtime<R>(step: impl FnOnce() -> R) -> R {
 /// counting writer, then serialized it: two passes for every value.)
 pub(crate) fn serialize<T: Serialize>(value: T) -> Result<JsonText, serde_json::Error> {
     let budget = Budget::new(OFFLOAD_BYTES);
+    let items = Cell::new(Count::Unknown);
     let in_place = JsonText::of(&Budgeted {
         value: &value,
         budget: &budget,
+        top: Some(&items),
     });
     // A `Serialize` impl that swallows an element's error and goes on would leave the text in place cut short (or
     // `[..,]`, not JSON at all): once the budget ran out, that text is never used, whatever the result says.
@@ -51,11 +53,19 @@ pub(crate) fn serialize<T: Serialize>(value: T) -> Result<JsonText, serde_json::
             text
         });
     }
-    in_place
+    // The top-level items, counted as the text was written: no second pass over it (`StoredValue::new` reads them).
+    in_place.map(|text| match items.get() {
+        Count::Unknown => text,
+        Count::Scalar => text.with_items(None),
+        Count::Items(n) => text.with_items(Some(n)),
+    })
 }
 
 /// The number of items of an array or object `text` holds, counted off the runtime when it is big.
 pub(crate) fn total_items(text: &JsonText) -> Option<usize> {
+    if let Some(items) = text.counted_items() {
+        return items;
+    }
     if text.len() > OFFLOAD_BYTES {
         off_runtime(|| text.total_items())
     } else {
@@ -112,6 +122,8 @@ impl Budget {
 struct Budgeted<'a, T: ?Sized> {
     value: &'a T,
     budget: &'a Budget,
+    /// Set for the top-level value only: where its items are counted (see [`Counting::top`]).
+    top: Option<&'a Cell<Count>>,
 }
 
 impl<T: Serialize + ?Sized> Serialize for Budgeted<'_, T> {
@@ -119,8 +131,22 @@ impl<T: Serialize + ?Sized> Serialize for Budgeted<'_, T> {
         self.value.serialize(Counting {
             inner: serializer,
             budget: self.budget,
+            top: self.top,
         })
     }
+}
+
+/// What the top-level value of a serialization is, as far as [`Counting`] followed it: what
+/// [`JsonText::total_items`] answers, counted as the text is written instead of by a scan of the text afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Count {
+    /// Not known: nothing told yet, or a serializer call whose text this does not follow (serde_json's raw value
+    /// and arbitrary-precision number tokens): the text is scanned when the count is asked for.
+    Unknown,
+    /// No array or object.
+    Scalar,
+    /// An array or object of this many items so far.
+    Items(usize),
 }
 
 /// A serializer that forwards everything to `inner` and spends on its budget, for each piece, at least the bytes
@@ -129,9 +155,14 @@ impl<T: Serialize + ?Sized> Serialize for Budgeted<'_, T> {
 struct Counting<'a, S> {
     inner: S,
     budget: &'a Budget,
+    /// Only for the top-level value (and the array, object or struct it opens): as a serializer, it tells here
+    /// what the value is ([`Count`]); as that value's compound, it counts each element, entry or field written.
+    /// Nested values get `None`.
+    top: Option<&'a Cell<Count>>,
 }
 
 impl<'a, S> Counting<'a, S> {
+    /// A nested value (an element, a key, an entry's value): counted against the budget, not as an item.
     fn value<'v, T: ?Sized>(&self, value: &'v T) -> Budgeted<'v, T>
     where
         'a: 'v,
@@ -139,7 +170,55 @@ impl<'a, S> Counting<'a, S> {
         Budgeted {
             value,
             budget: self.budget,
+            top: None,
         }
+    }
+
+    /// The same value through a transparent wrapper (`Some`, a newtype struct): still the top level, if it was.
+    fn same_value<'v, T: ?Sized>(&self, value: &'v T) -> Budgeted<'v, T>
+    where
+        'a: 'v,
+    {
+        Budgeted {
+            value,
+            budget: self.budget,
+            top: self.top,
+        }
+    }
+
+    /// As the top-level serializer: the value is `count`.
+    fn is(&self, count: Count) {
+        if let Some(top) = self.top {
+            top.set(count);
+        }
+    }
+
+    /// As the top-level value's compound: one more item written.
+    fn one_more(&self) {
+        if let Some(top) = self.top
+            && let Count::Items(n) = top.get()
+        {
+            top.set(Count::Items(n + 1));
+        }
+    }
+
+    /// Opens the compound `open` makes of `inner`, counting its items when this is the top level.
+    fn compound<C, E>(self, open: impl FnOnce(S) -> Result<C, E>) -> Result<Counting<'a, C>, E> {
+        self.is(Count::Items(0));
+        Ok(Counting {
+            inner: open(self.inner)?,
+            budget: self.budget,
+            top: self.top,
+        })
+    }
+
+    /// Opens the compound `open` makes of `inner`, whose items are nested values (a variant's fields).
+    fn nested<C, E>(self, open: impl FnOnce(S) -> Result<C, E>) -> Result<Counting<'a, C>, E> {
+        Ok(Counting {
+            inner: open(self.inner)?,
+            budget: self.budget,
+            top: None,
+        })
     }
 }
 
@@ -152,6 +231,7 @@ macro_rules! number {
         $(
             fn $method(self, v: $ty) -> Result<S::Ok, S::Error> {
                 self.budget.spend(NUMBER)?;
+                self.is(Count::Scalar);
                 self.inner.$method(v)
             }
         )*
@@ -171,6 +251,7 @@ impl<'a, S: Serializer> Serializer for Counting<'a, S> {
 
     fn serialize_bool(self, v: bool) -> Result<S::Ok, S::Error> {
         self.budget.spend(5)?;
+        self.is(Count::Scalar);
         self.inner.serialize_bool(v)
     }
 
@@ -180,47 +261,56 @@ impl<'a, S: Serializer> Serializer for Counting<'a, S> {
 
     fn serialize_i128(self, v: i128) -> Result<S::Ok, S::Error> {
         self.budget.spend(2 * NUMBER)?;
+        self.is(Count::Scalar);
         self.inner.serialize_i128(v)
     }
 
     fn serialize_u128(self, v: u128) -> Result<S::Ok, S::Error> {
         self.budget.spend(2 * NUMBER)?;
+        self.is(Count::Scalar);
         self.inner.serialize_u128(v)
     }
 
     fn serialize_char(self, v: char) -> Result<S::Ok, S::Error> {
         self.budget.spend(8)?;
+        self.is(Count::Scalar);
         self.inner.serialize_char(v)
     }
 
     fn serialize_str(self, v: &str) -> Result<S::Ok, S::Error> {
         self.budget.spend(v.len() + 2)?;
+        self.is(Count::Scalar);
         self.inner.serialize_str(v)
     }
 
     fn serialize_bytes(self, v: &[u8]) -> Result<S::Ok, S::Error> {
         // An array of numbers: up to "255," each.
         self.budget.spend(4 * v.len() + 2)?;
+        self.is(Count::Items(v.len()));
         self.inner.serialize_bytes(v)
     }
 
     fn serialize_none(self) -> Result<S::Ok, S::Error> {
         self.budget.spend(4)?;
+        self.is(Count::Scalar);
         self.inner.serialize_none()
     }
 
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<S::Ok, S::Error> {
-        let value = self.value(value);
+        // `Some(x)` is written as `x`.
+        let value = self.same_value(value);
         self.inner.serialize_some(&value)
     }
 
     fn serialize_unit(self) -> Result<S::Ok, S::Error> {
         self.budget.spend(4)?;
+        self.is(Count::Scalar);
         self.inner.serialize_unit()
     }
 
     fn serialize_unit_struct(self, name: &'static str) -> Result<S::Ok, S::Error> {
         self.budget.spend(4)?;
+        self.is(Count::Scalar);
         self.inner.serialize_unit_struct(name)
     }
 
@@ -231,6 +321,7 @@ impl<'a, S: Serializer> Serializer for Counting<'a, S> {
         variant: &'static str,
     ) -> Result<S::Ok, S::Error> {
         self.budget.spend(variant.len() + 2)?;
+        self.is(Count::Scalar);
         self.inner.serialize_unit_variant(name, index, variant)
     }
 
@@ -239,7 +330,8 @@ impl<'a, S: Serializer> Serializer for Counting<'a, S> {
         name: &'static str,
         value: &T,
     ) -> Result<S::Ok, S::Error> {
-        let value = self.value(value);
+        // Written as the value it wraps.
+        let value = self.same_value(value);
         self.inner.serialize_newtype_struct(name, &value)
     }
 
@@ -251,6 +343,8 @@ impl<'a, S: Serializer> Serializer for Counting<'a, S> {
         value: &T,
     ) -> Result<S::Ok, S::Error> {
         self.budget.spend(variant.len() + 5)?;
+        // `{"variant": value}`: one item.
+        self.is(Count::Items(1));
         let value = self.value(value);
         self.inner
             .serialize_newtype_variant(name, index, variant, &value)
@@ -258,20 +352,12 @@ impl<'a, S: Serializer> Serializer for Counting<'a, S> {
 
     fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
         self.budget.spend(2)?;
-        let seq = self.inner.serialize_seq(len)?;
-        Ok(Counting {
-            inner: seq,
-            budget: self.budget,
-        })
+        self.compound(|inner| inner.serialize_seq(len))
     }
 
     fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
         self.budget.spend(2)?;
-        let tuple = self.inner.serialize_tuple(len)?;
-        Ok(Counting {
-            inner: tuple,
-            budget: self.budget,
-        })
+        self.compound(|inner| inner.serialize_tuple(len))
     }
 
     fn serialize_tuple_struct(
@@ -280,11 +366,7 @@ impl<'a, S: Serializer> Serializer for Counting<'a, S> {
         len: usize,
     ) -> Result<Self::SerializeTupleStruct, S::Error> {
         self.budget.spend(2)?;
-        let tuple = self.inner.serialize_tuple_struct(name, len)?;
-        Ok(Counting {
-            inner: tuple,
-            budget: self.budget,
-        })
+        self.compound(|inner| inner.serialize_tuple_struct(name, len))
     }
 
     fn serialize_tuple_variant(
@@ -295,22 +377,14 @@ impl<'a, S: Serializer> Serializer for Counting<'a, S> {
         len: usize,
     ) -> Result<Self::SerializeTupleVariant, S::Error> {
         self.budget.spend(variant.len() + 7)?;
-        let tuple = self
-            .inner
-            .serialize_tuple_variant(name, index, variant, len)?;
-        Ok(Counting {
-            inner: tuple,
-            budget: self.budget,
-        })
+        // `{"variant": [..]}`: one item, whatever the array holds.
+        self.is(Count::Items(1));
+        self.nested(|inner| inner.serialize_tuple_variant(name, index, variant, len))
     }
 
     fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
         self.budget.spend(2)?;
-        let map = self.inner.serialize_map(len)?;
-        Ok(Counting {
-            inner: map,
-            budget: self.budget,
-        })
+        self.compound(|inner| inner.serialize_map(len))
     }
 
     fn serialize_struct(
@@ -319,11 +393,13 @@ impl<'a, S: Serializer> Serializer for Counting<'a, S> {
         len: usize,
     ) -> Result<Self::SerializeStruct, S::Error> {
         self.budget.spend(2)?;
-        let fields = self.inner.serialize_struct(name, len)?;
-        Ok(Counting {
-            inner: fields,
-            budget: self.budget,
-        })
+        if name.starts_with("$serde_json::") {
+            // serde_json's tokens (a raw value, an arbitrary-precision number): the text is not an object of
+            // these fields. Left to the scan.
+            self.is(Count::Unknown);
+            return self.nested(|inner| inner.serialize_struct(name, len));
+        }
+        self.compound(|inner| inner.serialize_struct(name, len))
     }
 
     fn serialize_struct_variant(
@@ -334,13 +410,9 @@ impl<'a, S: Serializer> Serializer for Counting<'a, S> {
         len: usize,
     ) -> Result<Self::SerializeStructVariant, S::Error> {
         self.budget.spend(variant.len() + 7)?;
-        let fields = self
-            .inner
-            .serialize_struct_variant(name, index, variant, len)?;
-        Ok(Counting {
-            inner: fields,
-            budget: self.budget,
-        })
+        // `{"variant": {..}}`: one item.
+        self.is(Count::Items(1));
+        self.nested(|inner| inner.serialize_struct_variant(name, index, variant, len))
     }
 
     fn collect_str<T: std::fmt::Display + ?Sized>(self, value: &T) -> Result<S::Ok, S::Error> {
@@ -348,6 +420,7 @@ impl<'a, S: Serializer> Serializer for Counting<'a, S> {
         let mut counter = DisplayLen(0);
         let _ = std::fmt::Write::write_fmt(&mut counter, format_args!("{value}"));
         self.budget.spend(counter.0 + 2)?;
+        self.is(Count::Scalar);
         self.inner.collect_str(value)
     }
 
@@ -372,6 +445,7 @@ impl<S: ser::SerializeSeq> ser::SerializeSeq for Counting<'_, S> {
 
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
         self.budget.spend(1)?;
+        self.one_more();
         let value = self.value(value);
         self.inner.serialize_element(&value)
     }
@@ -387,6 +461,7 @@ impl<S: ser::SerializeTuple> ser::SerializeTuple for Counting<'_, S> {
 
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
         self.budget.spend(1)?;
+        self.one_more();
         let value = self.value(value);
         self.inner.serialize_element(&value)
     }
@@ -402,6 +477,7 @@ impl<S: ser::SerializeTupleStruct> ser::SerializeTupleStruct for Counting<'_, S>
 
     fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
         self.budget.spend(1)?;
+        self.one_more();
         let value = self.value(value);
         self.inner.serialize_field(&value)
     }
@@ -417,6 +493,7 @@ impl<S: ser::SerializeTupleVariant> ser::SerializeTupleVariant for Counting<'_, 
 
     fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
         self.budget.spend(1)?;
+        self.one_more();
         let value = self.value(value);
         self.inner.serialize_field(&value)
     }
@@ -433,6 +510,7 @@ impl<S: ser::SerializeMap> ser::SerializeMap for Counting<'_, S> {
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), S::Error> {
         // The comma and the colon; a key that is not a string (a number) gets its quotes here too.
         self.budget.spend(4)?;
+        self.one_more();
         let key = self.value(key);
         self.inner.serialize_key(&key)
     }
@@ -448,6 +526,7 @@ impl<S: ser::SerializeMap> ser::SerializeMap for Counting<'_, S> {
         value: &V,
     ) -> Result<(), S::Error> {
         self.budget.spend(4)?;
+        self.one_more();
         let (key, value) = (self.value(key), self.value(value));
         self.inner.serialize_entry(&key, &value)
     }
@@ -467,6 +546,7 @@ impl<S: ser::SerializeStruct> ser::SerializeStruct for Counting<'_, S> {
         value: &T,
     ) -> Result<(), S::Error> {
         self.budget.spend(key.len() + 4)?;
+        self.one_more();
         let value = self.value(value);
         self.inner.serialize_field(key, &value)
     }
@@ -490,6 +570,7 @@ impl<S: ser::SerializeStructVariant> ser::SerializeStructVariant for Counting<'_
         value: &T,
     ) -> Result<(), S::Error> {
         self.budget.spend(key.len() + 4)?;
+        self.one_more();
         let value = self.value(value);
         self.inner.serialize_field(key, &value)
     }
@@ -554,6 +635,13 @@ mod tests {
         assert_eq!(serialize(&big).unwrap().total_items(), Some(50_000));
     }
 
+    /// What the scan of the text counts (a text made without a count).
+    fn top_level_items_scanned(text: &JsonText) -> Option<usize> {
+        let uncounted = JsonText::from_string(text.as_str().to_owned()).unwrap();
+        assert_eq!(uncounted.counted_items(), None);
+        uncounted.total_items()
+    }
+
     /// Serializes `value` in one pass with an unbounded budget: the text must be a plain serialization's, and the
     /// bytes counted at least its length.
     fn check<T: Serialize + ?Sized>(value: &T) {
@@ -561,10 +649,18 @@ mod tests {
         let text = JsonText::of(&Budgeted {
             value,
             budget: &budget,
+            top: None,
         })
         .unwrap();
         assert_eq!(text, JsonText::of(value).unwrap());
-        assert_eq!(serialize(value).unwrap(), text);
+        let counted_text = serialize(value).unwrap();
+        assert_eq!(counted_text, text);
+        // The items counted as the text was written are the items a scan of the text counts.
+        assert_eq!(
+            counted_text.total_items(),
+            top_level_items_scanned(&text),
+            "{text}"
+        );
         let counted = usize::MAX - budget.left.get();
         assert!(
             counted >= text.len(),
@@ -659,6 +755,46 @@ mod tests {
             escaped: "quote \" and tab \t",
         };
         check(&shaped);
+        // Each piece as the top-level value too: its items are counted as it is written.
+        check(&shaped.skipped);
+        check(&shaped.kept);
+        check(&shaped.unit);
+        check(&shaped.newtype);
+        check(&shaped.pair);
+        check(&shaped.kinds);
+        for kind in &shaped.kinds {
+            check(kind);
+        }
+        check(&shaped.inner);
+        check(&shaped.raw);
+        check(&shaped.displayed);
+        check(&shaped.by_number);
+        check(&shaped.by_name);
+        check(&Some(vec![1, 2]));
+        check(&Some(Some(Newtype(1))));
+        check(&Vec::<u8>::new());
+        check(&BTreeMap::<String, u8>::new());
+        check(&('a', 1u8, "three"));
+        struct Bytes(&'static [u8]);
+        impl Serialize for Bytes {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+        check(&Bytes(&[1, 2, 3, 4]));
+        check(&Bytes(&[]));
+        /// Only a flattened map: serde writes it through `serialize_map` and an entry per key.
+        #[derive(Serialize)]
+        struct Flat {
+            #[serde(flatten)]
+            rest: BTreeMap<String, u8>,
+            #[serde(flatten)]
+            inner: Inner,
+        }
+        check(&Flat {
+            rest: BTreeMap::from([("p".to_owned(), 1), ("q".to_owned(), 2)]),
+            inner: Inner { z: 1, y: 2 },
+        });
         // The same as a tree (a `Value`, what most cached functions return).
         check(&JsonText::of(&shaped).unwrap().to_value());
         check(&(vec![Some(1u64), None], "x", -0.0f64));
@@ -666,6 +802,30 @@ mod tests {
         check(&u64::MAX);
         check(&());
         check(&JsonText::default());
+        check(&serde_json::json!({"id": 1, "name": "Ada", "roles": ["admin", "dev"]}));
+        check(&serde_json::json!([[], {}, "a,b", [1, [2]]]));
+    }
+
+    #[test]
+    fn the_items_are_counted_as_the_text_is_written() {
+        // Counted: no scan of the text when the store asks.
+        let text = serialize(serde_json::json!({"id": 1, "roles": ["a", "b"]})).unwrap();
+        assert_eq!(text.counted_items(), Some(Some(2)));
+        assert_eq!(
+            serialize(vec![1, 2, 3]).unwrap().counted_items(),
+            Some(Some(3))
+        );
+        assert_eq!(serialize("a,b").unwrap().counted_items(), Some(None));
+        // serde_json's raw value token is not followed: the text is scanned instead.
+        let raw = serialize(JsonText::from(serde_json::json!([1, 2]))).unwrap();
+        assert_eq!(raw.counted_items(), None);
+        assert_eq!(raw.total_items(), Some(2));
+        assert_eq!(total_items(&raw), Some(2));
+        // A value serialized again, whole, off the runtime (past the threshold): scanned.
+        let big: Vec<u32> = (0..30_000).collect();
+        let text = serialize(&big).unwrap();
+        assert_eq!(text.counted_items(), None);
+        assert_eq!(total_items(&text), Some(30_000));
     }
 
     #[test]
@@ -675,6 +835,7 @@ mod tests {
         let error = JsonText::of(&Budgeted {
             value: &big,
             budget: &budget,
+            top: None,
         })
         .unwrap_err();
         assert!(budget.exceeded(), "{error}");

@@ -28,39 +28,74 @@ use serde_json::value::RawValue;
 /// assert_eq!(text.to_value(), json!({"a": [1, 2, 3]}));
 /// ```
 #[derive(Clone)]
-pub struct JsonText(Box<RawValue>);
+pub struct JsonText {
+    raw: Box<RawValue>,
+    /// The top-level items, when the serialization that made the text counted them ([`UNCOUNTED`] otherwise,
+    /// [`SCALAR`] for a value that is no array or object): [`total_items`](JsonText::total_items) then answers
+    /// without a scan of the text.
+    items: u64,
+}
+
+/// [`JsonText::items`]: not counted when the text was made.
+const UNCOUNTED: u64 = u64::MAX;
+/// [`JsonText::items`]: counted, and the value is no array or object.
+const SCALAR: u64 = u64::MAX - 1;
 
 impl JsonText {
     /// The compact JSON text of `value`.
     ///
     /// Fails when `value` cannot be JSON: a map with keys that are not strings, or a `Serialize` impl that fails.
     pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
-        serde_json::value::to_raw_value(value).map(Self)
+        serde_json::value::to_raw_value(value).map(Self::uncounted)
+    }
+
+    fn uncounted(raw: Box<RawValue>) -> Self {
+        Self {
+            raw,
+            items: UNCOUNTED,
+        }
+    }
+
+    /// The same text, with its top-level items as the serialization that made it counted them (`None`: no array
+    /// or object). The caller answers for the count: `total_items` hands it out instead of scanning the text.
+    pub(crate) fn with_items(mut self, items: Option<usize>) -> Self {
+        self.items = items.map_or(SCALAR, |n| (n as u64).min(SCALAR - 1));
+        self
+    }
+
+    /// The count [`with_items`](Self::with_items) gave, if any (`Some(None)`: no array or object).
+    pub(crate) fn counted_items(&self) -> Option<Option<usize>> {
+        match self.items {
+            UNCOUNTED => None,
+            SCALAR => Some(None),
+            // Counted by this process's serializer from a `usize`: the cast only narrows what `with_items` widened.
+            n => Some(Some(n as usize)),
+        }
     }
 
     /// `text`, checked to be one JSON value. Kept as it is (whitespace too): its length is what it weighs.
     pub fn from_string(text: String) -> Result<Self, serde_json::Error> {
-        RawValue::from_string(text).map(Self)
+        RawValue::from_string(text).map(Self::uncounted)
     }
 
     /// The text.
     pub fn as_str(&self) -> &str {
-        self.0.get()
+        self.raw.get()
     }
 
     /// The text's length in bytes: what it weighs in the store.
     pub fn len(&self) -> usize {
-        self.0.get().len()
+        self.raw.get().len()
     }
 
     /// Whether the text is empty (never: the shortest JSON value is one byte).
     pub fn is_empty(&self) -> bool {
-        self.0.get().is_empty()
+        self.raw.get().is_empty()
     }
 
     /// The text, owned.
     pub fn into_string(self) -> String {
-        self.0.to_string()
+        self.raw.to_string()
     }
 
     /// The value as a tree, parsed from the text (a new tree each call; the store never keeps one).
@@ -73,14 +108,18 @@ impl JsonText {
         serde_json::from_str(self.as_str())
     }
 
-    /// The number of items, when the value is an array or an object (counted on the text, building nothing).
+    /// The number of items, when the value is an array or an object: as the serialization that made the text
+    /// counted them, else counted on the text (building nothing).
     pub fn total_items(&self) -> Option<usize> {
-        top_level_items(self.as_str())
+        match self.counted_items() {
+            Some(items) => items,
+            None => top_level_items(self.as_str()),
+        }
     }
 
     /// The raw value, for serde code that splices it.
     pub fn as_raw(&self) -> &RawValue {
-        &self.0
+        &self.raw
     }
 }
 
@@ -134,7 +173,7 @@ fn top_level_items(text: &str) -> Option<usize> {
 impl Default for JsonText {
     /// `null`.
     fn default() -> Self {
-        Self(Box::<RawValue>::default())
+        Self::uncounted(Box::<RawValue>::default())
     }
 }
 
@@ -196,13 +235,13 @@ impl PartialEq<JsonText> for Value {
 
 impl Serialize for JsonText {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+        self.raw.serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for JsonText {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Box::<RawValue>::deserialize(deserializer).map(Self)
+        Box::<RawValue>::deserialize(deserializer).map(Self::uncounted)
     }
 }
 

@@ -180,18 +180,43 @@ impl fmt::Debug for KeyPrefix {
     }
 }
 
+/// The blake3 derive-key contexts of the prefixes, each hashed once per process: `Hasher::new_derive_key` hashes
+/// its context string on every call (a compression of its own, half of a prefix's cost), and a prefix is derived
+/// for every [`CacheKey::from_json`], every call in a session and every call of a namespace template. The keys
+/// are the same bytes `new_derive_key` gives (`the_context_keys_derive_what_new_derive_key_derives` pins it):
+/// they are stored by remote backends, and must not move.
+mod context {
+    use std::sync::LazyLock;
+
+    use blake3::hazmat::{ContextKey, hash_derive_key_context};
+
+    pub(super) const CALL: &str = "refcache 2026-11 cache key v1";
+    pub(super) const SESSION: &str = "refcache 2026-11 session cache key v1";
+    pub(super) const PRIVATE_INPUTS: &str = "refcache 2026-11 private inputs v1";
+
+    pub(super) static CALL_KEY: LazyLock<ContextKey> =
+        LazyLock::new(|| hash_derive_key_context(CALL));
+    pub(super) static SESSION_KEY: LazyLock<ContextKey> =
+        LazyLock::new(|| hash_derive_key_context(SESSION));
+    pub(super) static PRIVATE_INPUTS_KEY: LazyLock<ContextKey> =
+        LazyLock::new(|| hash_derive_key_context(PRIVATE_INPUTS));
+}
+
+/// A blake3 hasher in derive-key mode for a context whose key is already hashed ([`context`]).
+fn derive_key_hasher(context_key: &blake3::hazmat::ContextKey) -> blake3::Hasher {
+    use blake3::hazmat::HasherExt as _;
+    blake3::Hasher::new_from_context_key(context_key)
+}
+
 impl KeyPrefix {
     /// The prefix of `task` in `namespace`.
     pub fn new(task: &str, namespace: &str) -> Self {
-        Self::derive("refcache 2026-11 cache key v1", &[task, namespace])
+        Self::derive(&context::CALL_KEY, &[task, namespace])
     }
 
     /// The prefix of `task` in `namespace` within a session: calls in different sessions never share a key.
     pub fn with_session(task: &str, namespace: &str, session: &str) -> Self {
-        Self::derive(
-            "refcache 2026-11 session cache key v1",
-            &[task, namespace, session],
-        )
+        Self::derive(&context::SESSION_KEY, &[task, namespace, session])
     }
 
     /// The same prefix, set apart by the references a call resolved without being allowed to read them (unchanged
@@ -201,7 +226,7 @@ impl KeyPrefix {
         if refs.is_empty() {
             return self;
         }
-        let mut hasher = blake3::Hasher::new_derive_key("refcache 2026-11 private inputs v1");
+        let mut hasher = derive_key_hasher(&context::PRIVATE_INPUTS_KEY);
         hasher.update(&self.0);
         for r in refs {
             hasher.update(&(r.len() as u64).to_le_bytes());
@@ -210,8 +235,8 @@ impl KeyPrefix {
         Self(*hasher.finalize().as_bytes())
     }
 
-    fn derive(context: &str, parts: &[&str]) -> Self {
-        let mut hasher = blake3::Hasher::new_derive_key(context);
+    fn derive(context_key: &blake3::hazmat::ContextKey, parts: &[&str]) -> Self {
+        let mut hasher = derive_key_hasher(context_key);
         for part in parts {
             hasher.update(&(part.len() as u64).to_le_bytes());
             hasher.update(part.as_bytes());
@@ -596,6 +621,75 @@ mod tests {
 
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_context_keys_derive_what_new_derive_key_derives() {
+        // The prefixes as they were derived before the contexts were hashed once (`new_derive_key` per call):
+        // remote backends store keys made with them.
+        let old = |context: &str, parts: &[&[u8]]| {
+            let mut hasher = blake3::Hasher::new_derive_key(context);
+            for part in parts {
+                hasher.update(part);
+            }
+            *hasher.finalize().as_bytes()
+        };
+        let len = |s: &str| (s.len() as u64).to_le_bytes();
+        for (task, namespace, session) in [
+            ("t", "public", "s1"),
+            ("", "", ""),
+            ("tools::search", "user:ada", "x"),
+        ] {
+            assert_eq!(
+                KeyPrefix::new(task, namespace).0,
+                old(
+                    context::CALL,
+                    &[
+                        &len(task),
+                        task.as_bytes(),
+                        &len(namespace),
+                        namespace.as_bytes()
+                    ]
+                )
+            );
+            assert_eq!(
+                KeyPrefix::with_session(task, namespace, session).0,
+                old(
+                    context::SESSION,
+                    &[
+                        &len(task),
+                        task.as_bytes(),
+                        &len(namespace),
+                        namespace.as_bytes(),
+                        &len(session),
+                        session.as_bytes()
+                    ]
+                )
+            );
+            let prefix = KeyPrefix::new(task, namespace);
+            let refs = vec!["refcache:ab".to_owned(), String::new()];
+            let mut expected: Vec<&[u8]> = vec![&prefix.0];
+            let lens: Vec<[u8; 8]> = refs.iter().map(|r| len(r)).collect();
+            for (r, l) in refs.iter().zip(&lens) {
+                expected.push(l);
+                expected.push(r.as_bytes());
+            }
+            assert_eq!(
+                prefix.with_private_inputs(&refs).0,
+                old(context::PRIVATE_INPUTS, &expected)
+            );
+        }
+        // And one key whole, as its hex: a change of any part of the derivation shows here.
+        let key = CacheKey::from_json("t", "public", &json!({"n": 1})).unwrap();
+        assert_eq!(key.to_hex().len(), 64);
+        let again = CacheKey(
+            *blake3::keyed_hash(
+                &old(context::CALL, &[&len("t"), b"t", &len("public"), b"public"]),
+                br#"{"n":1}"#,
+            )
+            .as_bytes(),
+        );
+        assert_eq!(key, again);
+    }
 
     #[test]
     fn streamed_key_equals_key_of_the_canonical_object() {
