@@ -18,6 +18,9 @@ pub(crate) struct Signal {
     /// hint, a fact, the record and value a read of the row would answer now (see [`Hub::settle`]). Once set it
     /// stays; later pokes only wake the followers.
     pub(crate) settled: Option<Arc<TaskSnapshot>>,
+    /// How many times the task's kept end was forgotten ([`Hub::forget_settled`]), counted without waking the
+    /// followers: an end taken before a forget is not kept after it ([`Hub::keep_settled`]).
+    pub(crate) forgets: u64,
 }
 
 type Channels = HashMap<RefId, watch::Sender<Signal>>;
@@ -129,10 +132,11 @@ impl Hub {
     }
 
     /// Keeps the end of `ref_id` settled here (see [`Hub::settle`]) for the `wait` that usually follows its
-    /// submission ([`Hub::take_settled`]), if `unchanged()` holds under the kept ends' lock: the caller's follower
-    /// heard nothing since it took the end. Every [`Hub::forget_settled`] comes after a poke of the task's
-    /// followers, so a forget that came before this is seen by `unchanged` and a later one finds the end kept.
-    /// Ends older than `fresh` (never answered any more) go first.
+    /// submission ([`Hub::take_settled`]), if `unchanged()` holds under the kept ends' lock: no forget of the
+    /// task since the caller took the end (its follower's `forgets` as then). A [`Hub::forget_settled`] counts
+    /// itself on the follower before it takes the kept ends' lock, so a forget that came before this is seen by
+    /// `unchanged`, and a later one finds the end kept. Ends older than `fresh` (never answered any more) go
+    /// first.
     pub(crate) fn keep_settled(
         &self,
         ref_id: RefId,
@@ -183,9 +187,20 @@ impl Hub {
         (at.elapsed() < fresh).then_some(snapshot)
     }
 
-    /// Forgets the kept end of `ref_id` (its record was deleted or retried, here or elsewhere). Call it after
-    /// poking the task's followers (see [`Hub::keep_settled`]).
+    /// Forgets the kept end of `ref_id` (its record was deleted or retried, here or elsewhere), and counts the
+    /// forget on its followers, without waking them (see [`Hub::keep_settled`]).
     pub(crate) fn forget_settled(&self, ref_id: &RefId) {
+        if let Some(tx) = self
+            .channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(ref_id)
+        {
+            tx.send_if_modified(|s| {
+                s.forgets += 1;
+                false
+            });
+        }
         self.kept
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -130,9 +130,8 @@ impl Inner {
     fn on_hint(self: &Arc<Self>, hint: Hint<'_>) {
         match hint.kind {
             "queued" => {
-                // A failed task retried elsewhere says `queued` or `change`: its end kept here is no longer so
-                // (poked first: see `Hub::keep_settled`).
-                self.hub.poke(&hint.ref_id);
+                // A failed task retried elsewhere says `queued` or `change`: its end kept here is no longer so.
+                // (Its followers are not woken: a submission's own `queued` hint would cost its wait a read.)
                 self.hub.forget_settled(&hint.ref_id);
                 self.work.notify_one();
             }

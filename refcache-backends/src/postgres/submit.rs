@@ -172,17 +172,17 @@ impl Inner {
             } else {
                 self.hold(Arc::new(spec), job, Some(info));
             }
-            if let Some(settled) = self.made_durable(&ref_id, &mut follower).await?
+            if let Some((settled, forgets)) = self.made_durable(&ref_id, &mut follower).await?
                 && settled.value.as_ref().is_none_or(|v| {
                     i64::try_from(v.size).is_ok_and(|n| n <= super::batch::READ_VALUE_BYTES)
                 })
             {
                 // The end, as this process wrote it (or read it), for the `wait` that usually follows (see
-                // `Inner::wait`), unless something was heard about the task since (a deletion, a retry).
+                // `Inner::wait`), unless its kept end was forgotten since it was taken (a deletion, a retry).
                 let rx = follower.rx();
                 self.hub
                     .keep_settled(ref_id.clone(), settled, super::poll::SETTLED_FRESH, || {
-                        !rx.has_changed().unwrap_or(true)
+                        rx.borrow().forgets == forgets
                     });
             }
             return Ok(Submitted::Started(ref_id));
@@ -218,7 +218,7 @@ impl Inner {
         &self,
         ref_id: &RefId,
         follower: &mut Follower,
-    ) -> Result<Option<Arc<TaskSnapshot>>, BackendError> {
+    ) -> Result<Option<(Arc<TaskSnapshot>, u64)>, BackendError> {
         let grace = tokio::time::sleep(self.config.durable_grace);
         tokio::pin!(grace);
         loop {
@@ -229,9 +229,12 @@ impl Inner {
                     if changed.is_err() {
                         break;
                     }
-                    let settled = follower.rx().borrow_and_update().settled.clone();
-                    if settled.is_some() {
-                        return Ok(settled);
+                    let (settled, forgets) = {
+                        let signal = follower.rx().borrow_and_update();
+                        (signal.settled.clone(), signal.forgets)
+                    };
+                    if let Some(settled) = settled {
+                        return Ok(Some((settled, forgets)));
                     }
                     // A hint is only a hint: the row decides. A read that fails leaves it to the confirmation.
                     match self.read_row(ref_id).await {
@@ -240,7 +243,11 @@ impl Inner {
                             // when it needs no read of its own (a value too large to come along is left to it).
                             let whole = row.value.is_some() || row.status != "complete";
                             return Ok(if whole {
-                                self.finished_snapshot(ref_id, &row).await.ok().flatten().map(Arc::new)
+                                self.finished_snapshot(ref_id, &row)
+                                    .await
+                                    .ok()
+                                    .flatten()
+                                    .map(|s| (Arc::new(s), forgets))
                             } else {
                                 None
                             });
