@@ -578,9 +578,24 @@ async fn a_foreign_record_costs_itself_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_key_leaves_no_half_written_submission() {
     let server = server();
-    let a = RedisTaskBackend::new(config(&server)).unwrap();
+    foreign_keys_leave_no_half_written_submission(&server, Mode::Local).await;
+}
+
+/// The same in `workers` mode (review finding, #17: a foreign `<prefix>:stats` no longer refused the submission
+/// there, and every claim of the task then failed: it waited for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_key_leaves_no_half_written_submission_in_workers_mode() {
+    let server = server();
+    let worker = RedisTaskBackend::worker(config(&server)).unwrap();
+    worker.start().await.unwrap();
+    foreign_keys_leave_no_half_written_submission(&server, Mode::Workers).await;
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+async fn foreign_keys_leave_no_half_written_submission(server: &RedisServer, mode: Mode) {
+    let a = RedisTaskBackend::new(config(server).mode(mode)).unwrap();
     let p = a.config().key_prefix.clone();
-    let mut conn = raw(&server).await;
+    let mut conn = raw(server).await;
     for (key, kind) in [("stats", "string"), ("seq", "list"), ("pending", "hash")] {
         let foreign_key = format!("{p}:{key}");
         match kind {
@@ -601,10 +616,17 @@ async fn a_foreign_key_leaves_no_half_written_submission() {
             .query_async(&mut conn)
             .await
             .unwrap();
-        // The process's own gauges (`P:workers`) are written by its maintenance loop, not by a call.
-        keys.retain(|k| *k != format!("{p}:workers"));
+        // The process's own gauges (`P:workers`) are written by its maintenance loop, not by a call; the stream
+        // (`workers` mode) by the worker's consumer group, and it holds no entry.
+        keys.retain(|k| *k != format!("{p}:workers") && *k != format!("{p}:queue"));
         keys.sort();
         assert_eq!(keys, vec![foreign_key.clone()], "nothing half-written");
+        let entries: u64 = redis::cmd("XLEN")
+            .arg(format!("{p}:queue"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(entries, 0, "no stream entry");
         assert_eq!(a.get(&ref_id).await.unwrap().map(|s| s.info.status), None);
         cmd(&mut conn, &["DEL", &foreign_key]).await;
         let (sub, ref_id, _) = submission(json!({"gate": id, "value": 3}));
@@ -811,6 +833,75 @@ async fn a_take_claimed_task_whose_spec_does_not_read_fails_unreadable_with_its_
         finished(&replica, &next).await.info.status,
         TaskStatus::Complete
     );
+    for b in [&worker, &replica] {
+        b.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+}
+
+/// Review finding (#17): a held task whose claim Redis does not answer as a claim (here a `P:stats` that is not
+/// refcache's makes the script refuse; a timeout or a reset is the same to the worker: whether the claim ran is not
+/// known) keeps its stream entry, for the lease. Acked, the task would be lost: pending for good with its in-flight
+/// key, joined by every later call, and no entry for anyone to run. Once the key is mended, the lease (2 s here)
+/// brings the entry back and the task runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_tasks_claim_that_fails_keeps_its_entry_for_the_lease() {
+    let server = server();
+    let prefix = "claim-fails";
+    let cfg = || {
+        config(&server)
+            .key_prefix(prefix)
+            .lease(Duration::from_secs(2))
+    };
+    let replica = RedisTaskBackend::new(cfg().mode(Mode::Workers)).unwrap();
+    let mut one_slot = cfg();
+    one_slot.max_workers = 1;
+    one_slot.prefetch = 4;
+    let worker = RedisTaskBackend::worker(one_slot).unwrap();
+    for b in [&replica, &worker] {
+        b.start().await.unwrap();
+    }
+    // A runs in the one slot.
+    let (a_gate, a, _) = running(&replica, json!("a")).await;
+    // B is read while A runs: held here, pending, claimed when the slot frees.
+    let b_gate = new_gate();
+    gate(&b_gate).open.send_replace(true);
+    let (sub, b, _) = submission(json!({"gate": b_gate, "value": "b"}));
+    assert!(matches!(
+        replica.submit(sub).await.unwrap(),
+        Submitted::Started(_)
+    ));
+    let mut conn = raw(&server).await;
+    let queue = format!("{prefix}:queue");
+    until("B's entry is the worker's", async || {
+        let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+            .arg(&queue)
+            .arg("workers")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        pending.0 == 2
+    })
+    .await;
+    // A's end frees the slot; B's claim then meets a `P:stats` that is not a hash.
+    let stats = format!("{prefix}:stats");
+    cmd(&mut conn, &["SET", &stats, "not refcache's"]).await;
+    gate(&a_gate).open.send_replace(true);
+    assert_eq!(
+        finished(&replica, &a).await.info.status,
+        TaskStatus::Complete
+    );
+    // Wide: B's claim follows A's end at once (the replica's wait has just answered); the key must not be mended
+    // before it ran. (Too short a margin could only let the claim pass, never fail the test.)
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        gate(&b_gate).runs.load(Ordering::SeqCst),
+        0,
+        "B's claim was refused"
+    );
+    cmd(&mut conn, &["DEL", &stats]).await;
+    let done = finished(&replica, &b).await;
+    assert_eq!(done.info.status, TaskStatus::Complete, "{:?}", done.info);
+    assert_eq!(gate(&b_gate).runs.load(Ordering::SeqCst), 1);
     for b in [&worker, &replica] {
         b.shutdown(Duration::from_secs(5)).await.unwrap();
     }

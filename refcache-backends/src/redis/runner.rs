@@ -455,11 +455,16 @@ async fn drive(inner: Arc<Inner>, start: Start) {
         inner: inner.clone(),
         ref_id: start.ref_id.clone(),
     };
-    let acked = run_one(&inner, &start).await;
-    if let Some(msg) = &start.msg
-        && !acked
-    {
-        inner.ack(msg).await;
+    match run_one(&inner, &start).await {
+        Some(false) => {
+            if let Some(msg) = &start.msg {
+                inner.ack(msg).await;
+            }
+        }
+        Some(true) => {}
+        // Its claim is in doubt: the entry is left, unrenewed from now on, and the lease brings it back (an ack
+        // would lose a task whose claim never ran: pending, its key joined by every later call, and no entry).
+        None => {}
     }
 }
 
@@ -474,20 +479,22 @@ async fn still_live(inner: &Inner, ref_id: &RefId) -> bool {
     }
 }
 
-/// Runs the task; answers whether its stream entry was acknowledged with its end.
-async fn run_one(inner: &Arc<Inner>, start: &Start) -> bool {
+/// Runs the task; answers whether its stream entry was acknowledged with its end (`false`: ack it), or `None`
+/// when its claim is in doubt (Redis did not answer it as a claim): then its entry is left for the lease.
+async fn run_one(inner: &Arc<Inner>, start: &Start) -> Option<bool> {
     let Start {
         ref_id, spec, job, ..
     } = start;
     let info = match (&start.record, start.claimed) {
         (Some(_), true) if start.recheck && !still_live(inner, ref_id).await => {
             tracing::debug!(%ref_id, "a task cancelled or deleted before it started here does not run");
-            return false;
+            return Some(false);
         }
         (Some(info), true) => info.clone(),
         _ => match claim(inner, start).await {
-            Some(info) => info,
-            None => return false,
+            Claim::Run(info) => *info,
+            Claim::NotHere => return Some(false),
+            Claim::InDoubt => return None,
         },
     };
     tracing::debug!(%ref_id, task = %spec.task_name, "task started");
@@ -518,7 +525,7 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) -> bool {
     info.input_request = None;
     inner.mark_ending(ref_id);
     let ack = start.msg.as_deref();
-    match ending {
+    Some(match ending {
         Ending::Finished(Ok(value)) => {
             let ttl = spec.options.ttl.unwrap_or(inner.config.default_ttl);
             let stored = StoredValue::of_task(spec, value, ttl);
@@ -561,19 +568,34 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) -> bool {
             false
         }
         _ => false,
-    }
+    })
+}
+
+/// What a claim answered.
+enum Claim {
+    /// This process's now, `processing`, with this record.
+    Run(Box<TaskInfo>),
+    /// It does not run here: cancelled, deleted, finished, another's, or failed `worker lost` here (its entry is
+    /// done with).
+    NotHere,
+    /// Redis did not answer it as a claim (down, a timeout, a key that is not refcache's): whether the claim ran is
+    /// not known, so its entry is kept for the lease.
+    InDoubt,
 }
 
 /// Claims a task held here (`pending` → `processing`, this process its owner) from the record it was held with,
-/// or from a read of it; `None`: it does not run here (cancelled, deleted, finished, another's, or Redis is down:
-/// then the lease brings it back).
-async fn claim(inner: &Arc<Inner>, start: &Start) -> Option<TaskInfo> {
+/// or from a read of it (see [`Claim`]).
+async fn claim(inner: &Arc<Inner>, start: &Start) -> Claim {
     let ref_id = &start.ref_id;
     let mut info = match &start.record {
         Some(info) if !start.redelivered => info.clone(),
         _ => match inner.read(ref_id).await {
             Ok(Some(info)) => info,
-            _ => return None,
+            Ok(None) => return Claim::NotHere,
+            Err(err) => {
+                tracing::warn!(%ref_id, %err, "cannot read a task to claim it; its lease brings it back");
+                return Claim::InDoubt;
+            }
         },
     };
     info.status = TaskStatus::Processing;
@@ -593,7 +615,11 @@ async fn claim(inner: &Arc<Inner>, start: &Start) -> Option<TaskInfo> {
         .invoke_async(&mut conn)
         .await;
     match claim.as_deref().map(|c| c.first().map(String::as_str)) {
-        Ok(Some("ok")) => Some(info),
+        Ok(Some("ok")) => Claim::Run(Box::new(info)),
+        Err(err) => {
+            tracing::warn!(%ref_id, %err, "a task's claim failed; its lease brings it back");
+            Claim::InDoubt
+        }
         Ok(Some("dead")) => {
             let n = claim
                 .as_ref()
@@ -610,10 +636,10 @@ async fn claim(inner: &Arc<Inner>, start: &Start) -> Option<TaskInfo> {
                     ),
                 )
                 .await;
-            None
+            Claim::NotHere
         }
-        // Cancelled, deleted or finished meanwhile (or Redis is down: the lease runs out and it comes back).
-        _ => None,
+        // Cancelled, deleted or finished meanwhile, or another's.
+        Ok(_) => Claim::NotHere,
     }
 }
 

@@ -52,9 +52,11 @@ local vkey = p..':value:'..ARGV[3]
 local ikey = p..':inflight:'..ARGV[3]
 local t = p..':task:'..ref
 local workers = ARGV[9] == '1'
--- `P:stats` is written only by a claim here (`owner`) and by a join, which checks it by its first write (`touch`).
+-- `P:stats` is written by a claim here (`owner`) and by a join (which checks it by its first write, `touch`), and
+-- in `workers` mode by the task's take or claim: a foreign one refuses the submission there too (else every
+-- claim would fail, and the task would wait for good).
 local checks = {t, 'hash', p..':index', 'zset'}
-if ARGV[12] ~= '' then table.insert(checks, p..':stats'); table.insert(checks, 'hash') end
+if ARGV[12] ~= '' or workers then table.insert(checks, p..':stats'); table.insert(checks, 'hash') end
 if workers then table.insert(checks, p..':queue'); table.insert(checks, 'stream') end
 if ARGV[11] ~= '' then table.insert(checks, p..':leases'); table.insert(checks, 'zset') end
 if ARGV[8] ~= '' then table.insert(checks, p..':session:'..ARGV[8]); table.insert(checks, 'set') end
