@@ -906,3 +906,65 @@ async fn a_held_tasks_claim_that_fails_keeps_its_entry_for_the_lease() {
         b.shutdown(Duration::from_secs(5)).await.unwrap();
     }
 }
+
+/// Review finding (#17): a stream entry that does not read (a field name that is not UTF-8, no `ref`: a careless
+/// neighbour's `XADD`) read together with a sound task's entry, by a worker that already holds a task (the plain
+/// `XREADGROUP`), costs itself alone: it is acknowledged and dropped, and the sound task runs. (Decoded as one
+/// answer, the bad entry failed the whole read: both sat in the worker's pending list, never held.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_entry_that_does_not_read_costs_itself_alone() {
+    let server = server();
+    let prefix = "bad-entry";
+    let cfg = || {
+        config(&server)
+            .key_prefix(prefix)
+            .lease(Duration::from_secs(300))
+    };
+    let replica = RedisTaskBackend::new(cfg().mode(Mode::Workers)).unwrap();
+    let worker = RedisTaskBackend::worker(cfg()).unwrap();
+    for b in [&replica, &worker] {
+        b.start().await.unwrap();
+    }
+    // A runs: the worker holds a task, so it reads the stream with the plain read.
+    let (a_gate, a, _) = running(&replica, json!("a")).await;
+    let queue = format!("{prefix}:queue");
+    let mut conn = raw(&server).await;
+    let _: String = redis::cmd("XADD")
+        .arg(&queue)
+        .arg("*")
+        .arg(&b"\xff\xfe"[..])
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // B right after: the worker is woken by B's submission and reads both in one answer.
+    let b_gate = new_gate();
+    gate(&b_gate).open.send_replace(true);
+    let (sub, b, _) = submission(json!({"gate": b_gate, "value": "b"}));
+    assert!(matches!(
+        replica.submit(sub).await.unwrap(),
+        Submitted::Started(_)
+    ));
+    assert_eq!(
+        finished(&replica, &b).await.info.status,
+        TaskStatus::Complete
+    );
+    until("the bad entry is acknowledged and deleted", async || {
+        let len: u64 = redis::cmd("XLEN")
+            .arg(&queue)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // A's entry alone.
+        len == 1
+    })
+    .await;
+    gate(&a_gate).open.send_replace(true);
+    assert_eq!(
+        finished(&replica, &a).await.info.status,
+        TaskStatus::Complete
+    );
+    for b in [&worker, &replica] {
+        b.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+}
