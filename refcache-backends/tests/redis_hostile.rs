@@ -968,3 +968,48 @@ async fn a_stream_entry_that_does_not_read_costs_itself_alone() {
         b.shutdown(Duration::from_secs(5)).await.unwrap();
     }
 }
+
+const WRITES: &str = "it.hostile.writes";
+
+/// Writes a line of output, then answers its argument.
+fn writes(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<JsonText, TaskError>> {
+    Box::pin(async move {
+        ctx.stdout("a line\n");
+        Ok(JsonText::from(&args["value"]))
+    })
+}
+
+inventory::submit!(TaskRegistration::new(|| WRITES, writes));
+
+/// Review finding (#17): the end expires a task's output log with its record only when the record says a log was
+/// written (`ocap`); pinned: a task that wrote output ends with its log expiring, no later than its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_output_log_expires_with_its_record_after_its_end() {
+    let server = server();
+    let a = RedisTaskBackend::new(config(&server)).unwrap();
+    let p = a.config().key_prefix.clone();
+    let args = json!({"value": "w"});
+    let key = CacheKey::from_json(WRITES, "it", &args).unwrap();
+    let ref_id = RefId::generate("it");
+    let spec = TaskSpec::new(ref_id.clone(), key, WRITES, "it", args)
+        .with_options(TaskOptions::default().ttl(Some(Duration::from_secs(600))));
+    assert!(matches!(
+        a.submit(Submission::new(spec, None)).await.unwrap(),
+        Submitted::Started(_)
+    ));
+    assert_eq!(
+        finished(&a, &ref_id).await.info.status,
+        TaskStatus::Complete
+    );
+    let mut conn = raw(&server).await;
+    let ttl = async |conn: &mut redis::aio::MultiplexedConnection, key: String| -> i64 {
+        redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap()
+    };
+    let log = ttl(&mut conn, format!("{p}:out:{ref_id}")).await;
+    let record = ttl(&mut conn, format!("{p}:task:{ref_id}")).await;
+    assert!(record > 0, "the record expires: {record}");
+    assert!(
+        log > 0 && log <= record + 1_000,
+        "the log expires with it: {log} (record {record})"
+    );
+}
