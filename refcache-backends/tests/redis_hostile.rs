@@ -906,3 +906,110 @@ async fn a_held_tasks_claim_that_fails_keeps_its_entry_for_the_lease() {
         b.shutdown(Duration::from_secs(5)).await.unwrap();
     }
 }
+
+/// Review finding (#17): a stream entry that does not read (a field name that is not UTF-8, no `ref`: a careless
+/// neighbour's `XADD`) read together with a sound task's entry, by a worker that already holds a task (the plain
+/// `XREADGROUP`), costs itself alone: it is acknowledged and dropped, and the sound task runs. (Decoded as one
+/// answer, the bad entry failed the whole read: both sat in the worker's pending list, never held.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_entry_that_does_not_read_costs_itself_alone() {
+    let server = server();
+    let prefix = "bad-entry";
+    let cfg = || {
+        config(&server)
+            .key_prefix(prefix)
+            .lease(Duration::from_secs(300))
+    };
+    let replica = RedisTaskBackend::new(cfg().mode(Mode::Workers)).unwrap();
+    let worker = RedisTaskBackend::worker(cfg()).unwrap();
+    for b in [&replica, &worker] {
+        b.start().await.unwrap();
+    }
+    // A runs: the worker holds a task, so it reads the stream with the plain read.
+    let (a_gate, a, _) = running(&replica, json!("a")).await;
+    let queue = format!("{prefix}:queue");
+    let mut conn = raw(&server).await;
+    let _: String = redis::cmd("XADD")
+        .arg(&queue)
+        .arg("*")
+        .arg(&b"\xff\xfe"[..])
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // B right after: the worker is woken by B's submission and reads both in one answer.
+    let b_gate = new_gate();
+    gate(&b_gate).open.send_replace(true);
+    let (sub, b, _) = submission(json!({"gate": b_gate, "value": "b"}));
+    assert!(matches!(
+        replica.submit(sub).await.unwrap(),
+        Submitted::Started(_)
+    ));
+    assert_eq!(
+        finished(&replica, &b).await.info.status,
+        TaskStatus::Complete
+    );
+    until("the bad entry is acknowledged and deleted", async || {
+        let len: u64 = redis::cmd("XLEN")
+            .arg(&queue)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // A's entry alone.
+        len == 1
+    })
+    .await;
+    gate(&a_gate).open.send_replace(true);
+    assert_eq!(
+        finished(&replica, &a).await.info.status,
+        TaskStatus::Complete
+    );
+    for b in [&worker, &replica] {
+        b.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+}
+
+const WRITES: &str = "it.hostile.writes";
+
+/// Writes a line of output, then answers its argument.
+fn writes(args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<JsonText, TaskError>> {
+    Box::pin(async move {
+        ctx.stdout("a line\n");
+        Ok(JsonText::from(&args["value"]))
+    })
+}
+
+inventory::submit!(TaskRegistration::new(|| WRITES, writes));
+
+/// Review finding (#17): the end expires a task's output log with its record only when the record says a log was
+/// written (`ocap`); pinned: a task that wrote output ends with its log expiring, no later than its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_output_log_expires_with_its_record_after_its_end() {
+    let server = server();
+    let a = RedisTaskBackend::new(config(&server)).unwrap();
+    let p = a.config().key_prefix.clone();
+    let args = json!({"value": "w"});
+    let key = CacheKey::from_json(WRITES, "it", &args).unwrap();
+    let ref_id = RefId::generate("it");
+    let spec = TaskSpec::new(ref_id.clone(), key, WRITES, "it", args)
+        .with_options(TaskOptions::default().ttl(Some(Duration::from_secs(600))));
+    assert!(matches!(
+        a.submit(Submission::new(spec, None)).await.unwrap(),
+        Submitted::Started(_)
+    ));
+    assert_eq!(
+        finished(&a, &ref_id).await.info.status,
+        TaskStatus::Complete
+    );
+    let mut conn = raw(&server).await;
+    let ttl = async |conn: &mut redis::aio::MultiplexedConnection, key: String| -> i64 {
+        redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap()
+    };
+    let log = ttl(&mut conn, format!("{p}:out:{ref_id}")).await;
+    let record = ttl(&mut conn, format!("{p}:task:{ref_id}")).await;
+    assert!(record > 0, "the record expires: {record}");
+    assert!(
+        log > 0 && log <= record + 1_000,
+        "the log expires with it: {log} (record {record})"
+    );
+}

@@ -381,14 +381,18 @@ impl Inner {
         }
     }
 
-    /// Fails a task whose workers keep getting lost, and files it in the dead-letter list.
-    pub(crate) async fn fail_lost(&self, ref_id: &RefId, message: String) {
-        let Ok(Some(mut info)) = self.read(ref_id).await else {
-            return;
+    /// Fails a task whose workers keep getting lost, and files it in the dead-letter list. Answers whether the task
+    /// is done with: its end written here, or it had ended or gone already; `false` when Redis did not answer (the
+    /// read or the script) or the record changed meanwhile to a live status (then its stream entry is kept).
+    pub(crate) async fn fail_lost(&self, ref_id: &RefId, message: String) -> bool {
+        let mut info = match self.read(ref_id).await {
+            Ok(Some(info)) => info,
+            Ok(None) => return true,
+            Err(_) => return false,
         };
         let from = info.status;
         if from.is_terminal() {
-            return;
+            return true;
         }
         info.status = TaskStatus::Failed;
         info.finished_at = Some(Timestamp::now());
@@ -400,13 +404,20 @@ impl Inner {
                 .permanent(),
         );
         // The dead letter in the same step: whoever sees the task failed finds it on the list.
-        if matches!(
-            self.run_transition(ref_id, &[from], &info, "", false, None, None, true)
-                .await
-                .as_deref(),
-            Ok("ok")
-        ) {
-            tracing::warn!(%ref_id, task = %info.task_name, "task failed: worker lost");
+        match self
+            .run_transition(ref_id, &[from], &info, "", false, None, None, true)
+            .await
+            .as_deref()
+        {
+            Ok("ok") => {
+                tracing::warn!(%ref_id, task = %info.task_name, "task failed: worker lost");
+                true
+            }
+            Ok(answer) => {
+                answer == "missing"
+                    || TaskStatus::from_name(answer).is_some_and(|s| s.is_terminal())
+            }
+            Err(_) => false,
         }
     }
 }
@@ -626,7 +637,7 @@ async fn claim(inner: &Arc<Inner>, start: &Start) -> Claim {
                 .ok()
                 .and_then(|c| c.get(1).cloned())
                 .unwrap_or_default();
-            inner
+            let done = inner
                 .fail_lost(
                     ref_id,
                     format!(
@@ -636,7 +647,8 @@ async fn claim(inner: &Arc<Inner>, start: &Start) -> Claim {
                     ),
                 )
                 .await;
-            Claim::NotHere
+            // Failed here (or it had ended): its entry is done with. Not written (Redis did not answer): kept.
+            if done { Claim::NotHere } else { Claim::InDoubt }
         }
         // Cancelled, deleted or finished meanwhile, or another's.
         Ok(_) => Claim::NotHere,

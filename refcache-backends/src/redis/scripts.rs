@@ -269,7 +269,8 @@ return {'ok', n}
 
 /// `take(prefix, consumer, count, claim, started, max_deliveries)`: reads up to `count` new entries of the stream for
 /// this worker (`XREADGROUP ... >`, not blocking: a script cannot block) and, with `claim` (`1`: a slot is free in
-/// that process, nothing queued there), claims the first one's task in the same step, as `claim` would: a pending
+/// that process, nothing queued there; the worker now always passes `1`, and reads with a plain `XREADGROUP`
+/// when it would pass `0`), claims the first one's task in the same step, as `claim` would: a pending
 /// task becomes this worker's and `processing`, its record the one in Redis (which the entry carries when the
 /// record's `msg` names the entry) with `"status":"processing"` and
 /// `"started_at":<started>` written in (the record's first `"status":` and `"started_at":` keys are its own:

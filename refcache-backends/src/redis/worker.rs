@@ -1,10 +1,11 @@
 //! Workers: the stream consumer that takes tasks off `P:queue`, the leases that tell a live worker from a dead one,
 //! and crash recovery. [`run`] is a worker process's whole `main`.
 //!
-//! - A worker reads entries with the `take` script (`XREADGROUP` in group `workers`, one consumer per process, at
-//!   most `max_workers + prefetch` held at a time; when a slot is free, the first entry's task claimed in the same
-//!   step), woken by `P:queued` (which a submission publishes) or once a second, and runs them by name through the
-//!   same scheduler as the in-process backend.
+//! - A worker reads entries (`XREADGROUP` in group `workers`, one consumer per process, at most
+//!   `max_workers + prefetch` held at a time): with the `take` script when it holds nothing (the first entry's
+//!   task claimed in the same step), else with a plain read (the entries are claimed when they start), woken by
+//!   `P:queued` (which a submission publishes) or once a second, and runs them by name through the same scheduler
+//!   as the in-process backend.
 //! - Its lease on an entry is the entry's idle time in the group: while the worker lives it renews the entries it
 //!   holds every `lease / 3` (`XCLAIM ... JUSTID`). A worker killed mid-task stops renewing.
 //! - Every worker reaps: `XAUTOCLAIM` takes over entries idle for longer than `lease`, and the task runs again on
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
+use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions};
 use refcache_core::{
     BackendError, CacheKey, RefId, TaskBackend, TaskInfo, TaskSpec, TaskStatus, Timestamp,
 };
@@ -230,17 +231,18 @@ pub(crate) async fn consume(weak: Weak<Inner>, stop: CancellationToken) {
             let options = StreamReadOptions::default()
                 .group(GROUP, &inner.consumer)
                 .count(room);
-            let read: redis::RedisResult<Option<StreamReadReply>> = conn
+            // Decoded entry by entry: one that does not read costs itself alone (as in the script).
+            let read: redis::RedisResult<redis::Value> = conn
                 .xread_options(&[inner.keys.queue()], &[">"], &options)
                 .await;
             match read {
                 Ok(reply) => {
-                    let mut entries = 0;
-                    for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-                        entries += 1;
-                        inner.receive(entry, false).await;
+                    let entries = stream_entries(reply);
+                    let n = entries.len();
+                    for (id, fields) in entries {
+                        inner.receive_fields(&id, fields, false).await;
                     }
-                    Took::Entries(entries)
+                    Took::Entries(n)
                 }
                 Err(err) if err.code() == Some("NOGROUP") => Took::NoGroup,
                 Err(err) => Took::Failed(err),
@@ -277,6 +279,62 @@ pub(crate) async fn consume(weak: Weak<Inner>, stop: CancellationToken) {
             }
         }
     }
+}
+
+/// The entries of an `XREADGROUP` answer, each decoded on its own: a field whose name or value is not UTF-8 is
+/// left out (as the `take` script leaves out the fields it does not know), so that one bad entry does not fail the
+/// whole answer (its entries would sit in this consumer's pending list, never held, and the reaper's decode would
+/// fail on the same batch). An entry left without its `ref` is acknowledged and dropped by `receive_fields`.
+fn stream_entries(reply: redis::Value) -> Vec<(String, Fields)> {
+    use redis::Value;
+    fn text(v: &Value) -> Option<String> {
+        match v {
+            Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+            Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+    let streams: Vec<Value> = match reply {
+        Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|s| match s {
+                Value::Array(mut parts) if parts.len() == 2 => parts.pop(),
+                _ => None,
+            })
+            .collect(),
+        // RESP3: stream name → entries.
+        Value::Map(streams) => streams.into_iter().map(|(_, entries)| entries).collect(),
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for entries in streams {
+        let Value::Array(entries) = entries else {
+            continue;
+        };
+        for entry in entries {
+            let Value::Array(entry) = entry else { continue };
+            let Some(id) = entry.first().and_then(text) else {
+                continue;
+            };
+            let mut fields = Fields {
+                ref_id: None,
+                spec: None,
+                info: None,
+            };
+            if let Some(Value::Array(kv)) = entry.get(1) {
+                for pair in kv.chunks_exact(2) {
+                    match text(&pair[0]).as_deref() {
+                        Some("ref") => fields.ref_id = text(&pair[1]),
+                        Some("spec") => fields.spec = text(&pair[1]),
+                        Some("info") => fields.info = text(&pair[1]),
+                        _ => {}
+                    }
+                }
+            }
+            out.push((id, fields));
+        }
+    }
+    out
 }
 
 /// What a take brought.
