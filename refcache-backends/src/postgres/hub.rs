@@ -178,12 +178,19 @@ impl Hub {
         ref_id: &RefId,
         fresh: Duration,
     ) -> Option<Arc<TaskSnapshot>> {
-        let (at, snapshot) = self
-            .kept
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .ends
-            .remove(ref_id)?;
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let taken = kept.ends.remove(ref_id);
+        // The ends too old to be answered go now too, so that a process that stops keeping holds none long.
+        while let Some(oldest) = kept.order.front() {
+            match kept.ends.get(oldest) {
+                Some((at, _)) if at.elapsed() < fresh => break,
+                _ => {
+                    let oldest = kept.order.pop_front().expect("a front");
+                    kept.ends.remove(&oldest);
+                }
+            }
+        }
+        let (at, snapshot) = taken?;
         (at.elapsed() < fresh).then_some(snapshot)
     }
 
