@@ -134,8 +134,10 @@ impl Hub {
     /// Keeps the end of `ref_id` settled here (see [`Hub::settle`]) for the `wait` that usually follows its
     /// submission ([`Hub::take_settled`]), if `unchanged()` holds under the kept ends' lock: no forget of the
     /// task since the caller took the end (its follower's `forgets` as then). A [`Hub::forget_settled`] counts
-    /// itself on the follower before it takes the kept ends' lock, so a forget that came before this is seen by
-    /// `unchanged`, and a later one finds the end kept. Ends older than `fresh` (never answered any more) go
+    /// itself on the follower before it takes the kept ends' lock, so a forget between the take and this is seen
+    /// by `unchanged`, and a later one finds the end kept. A forget counted before the end was taken (a `drop`
+    /// hint heard between the end's commit and its settle) is not seen: that end is kept, and answers a `wait`
+    /// for at most `fresh` (notes/postgres.md, "Not done"). Ends older than `fresh` (never answered any more) go
     /// first.
     pub(crate) fn keep_settled(
         &self,
@@ -178,12 +180,19 @@ impl Hub {
         ref_id: &RefId,
         fresh: Duration,
     ) -> Option<Arc<TaskSnapshot>> {
-        let (at, snapshot) = self
-            .kept
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .ends
-            .remove(ref_id)?;
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let taken = kept.ends.remove(ref_id);
+        // The ends too old to be answered go now too, so that a process that stops keeping holds none long.
+        while let Some(oldest) = kept.order.front() {
+            match kept.ends.get(oldest) {
+                Some((at, _)) if at.elapsed() < fresh => break,
+                _ => {
+                    let oldest = kept.order.pop_front().expect("a front");
+                    kept.ends.remove(&oldest);
+                }
+            }
+        }
+        let (at, snapshot) = taken?;
         (at.elapsed() < fresh).then_some(snapshot)
     }
 

@@ -37,6 +37,8 @@ struct Start {
     cancel: CancellationToken,
     /// Its row was inserted started ([`Inner::hold_started`]): `info` is its record, and no start is written.
     started: bool,
+    /// A hint about it came before it was held: its row is read before it runs.
+    verify: bool,
 }
 
 impl Inner {
@@ -98,6 +100,7 @@ impl Inner {
         job: Option<LocalJob>,
         info: TaskInfo,
         slot: Reserved,
+        changed: impl FnOnce() -> bool,
     ) -> bool {
         let start = {
             let mut st = lock(&self.run);
@@ -116,6 +119,9 @@ impl Inner {
                     running: true,
                 },
             );
+            // Under the run lock, after the task is in `held`: a hint whose poke came before this is seen here
+            // (the row is read before the job runs); one after it finds the task held (`on_hint` reads the row).
+            let verify = changed();
             Start {
                 ref_id,
                 spec,
@@ -123,6 +129,7 @@ impl Inner {
                 info: Some(info),
                 cancel,
                 started: true,
+                verify,
             }
         };
         // The slot is the held task's now: its release gives it back.
@@ -356,6 +363,7 @@ fn admit(st: &mut RunState) -> Vec<Start> {
             info: held.info.take(),
             cancel: held.cancel.clone(),
             started: false,
+            verify: false,
         });
     }
     started
@@ -407,8 +415,18 @@ async fn run_one(inner: &Arc<Inner>, start: &Start) {
         ref_id, spec, job, ..
     } = start;
     let info = match (&start.info, start.started) {
-        // Inserted started: its row is `processing` with this record, owned here, one delivery counted.
-        (Some(info), true) => info.clone(),
+        // Inserted started: its row is `processing` with this record, owned here, one delivery counted; read
+        // first if a hint about it came before it was held (another replica cancelled or deleted it).
+        (Some(info), true) => {
+            if start.verify
+                && !matches!(inner.status(ref_id).await, Ok(Some(s)) if !s.is_terminal())
+            {
+                tracing::debug!(%ref_id, "a task inserted started was changed before it ran: not run");
+                let _ = inner.uncount("executions").await;
+                return;
+            }
+            info.clone()
+        }
         _ => match inner.start(ref_id, start.info.clone()).await {
             Some(info) => info,
             None => return,

@@ -151,18 +151,15 @@ impl Inner {
                 let runs = !refused
                     && (!changed
                         || matches!(self.status(&ref_id).await, Ok(Some(s)) if !s.is_terminal()));
-                if runs && self.hold_started(Arc::new(spec), job, info, slot) {
-                    // A hint that came after the check above and before the task was in `held` found it not
-                    // held (`on_hint` reads the row only for a task held here): its poke is seen now, and the
-                    // row is read as for a hint about a held task (a finished or gone row stops it). Its own end
-                    // (settled) is not such a hint.
-                    let rx = follower.rx();
-                    if rx.has_changed().unwrap_or(true) && rx.borrow().settled.is_none() {
-                        let inner = self.clone();
-                        let ref_id = ref_id.clone();
-                        tokio::spawn(async move { inner.check_row(&ref_id, None).await });
-                    }
-                } else {
+                // A hint that comes after the check above and before the task is in `held` finds it not held
+                // (`on_hint` reads the row only for a task held here): its poke is seen under the run lock once
+                // the task is held, and the row is read before the job runs.
+                let rx = follower.rx();
+                let held = runs
+                    && self.hold_started(Arc::new(spec), job, info, slot, || {
+                        rx.has_changed().unwrap_or(true)
+                    });
+                if !held {
                     tracing::debug!(%ref_id, "a task inserted started was changed before it was held: not run");
                     // Its insert counted an execution that never happens.
                     if let Err(err) = self.uncount("executions").await {
