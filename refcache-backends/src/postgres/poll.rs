@@ -120,15 +120,23 @@ impl Inner {
             return Ok(None);
         };
         let stored = decode_value(row.get(0), row.get(1)).map_err(|e| self.corrupt("value", e))?;
-        Ok(Some(self.keep_near(stored).await))
+        Ok(self.keep_near(stored).await)
     }
 
-    pub(super) async fn keep_near(&self, stored: StoredValue) -> Arc<StoredValue> {
+    /// A value read from its row, kept in the near cache; `None` when it is no longer live by this process's
+    /// clock ([`StoredValue::is_live`], its `created_at` and TTL), as `lookup` judges it. The row's `expires_at`
+    /// is the server's `now()` at the end statement, a few milliseconds later than the `created_at` taken here
+    /// before it: without this, a `get` in those milliseconds answered a complete record whose value a `lookup`
+    /// had just called gone (one lifetime broken; `a_record_and_its_value_have_one_lifetime` failed 1 run in 3).
+    pub(super) async fn keep_near(&self, stored: StoredValue) -> Option<Arc<StoredValue>> {
+        if !stored.is_live() {
+            return None;
+        }
         let stored = Arc::new(stored);
-        if stored.is_live() && self.near.fits(&stored) {
+        if self.near.fits(&stored) {
             self.near.insert(stored.clone()).await;
         }
-        stored
+        Some(stored)
     }
 
     /// A finished task's snapshot from a waiter's read, as [`Inner::get`] answers it: the record, and a complete
@@ -154,7 +162,7 @@ impl Inner {
         let value = match &row.value {
             Some((value, meta)) => {
                 let stored = decode_value(value, meta).map_err(|e| self.corrupt("value", e))?;
-                Some(self.keep_near(stored).await)
+                self.keep_near(stored).await
             }
             None => {
                 self.value_of(ref_id, CacheKey::from_hex(&row.key).as_ref())

@@ -275,6 +275,6 @@ impl Inner {
             return Ok(None);
         };
         let stored = decode_value(row.get(1), row.get(2)).map_err(|e| self.corrupt("value", e))?;
-        Ok(Some(self.keep_near(stored).await).filter(|v| v.is_live()))
+        Ok(self.keep_near(stored).await)
     }
 }
