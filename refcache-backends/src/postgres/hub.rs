@@ -41,6 +41,22 @@ struct Kept {
     order: VecDeque<RefId>,
 }
 
+impl Kept {
+    /// Drops the ends kept `fresh` or longer ago (never answered any more), oldest first, up to the first younger
+    /// one; names in `order` of ends already taken or forgotten go on the way.
+    fn drop_older_than(&mut self, fresh: Duration) {
+        while let Some(oldest) = self.order.front() {
+            match self.ends.get(oldest) {
+                Some((at, _)) if at.elapsed() < fresh => break,
+                _ => {
+                    let oldest = self.order.pop_front().expect("a front");
+                    self.ends.remove(&oldest);
+                }
+            }
+        }
+    }
+}
+
 /// At most this many kept ends: past it the oldest goes (its `wait`, if one comes, reads the record).
 const KEPT: usize = 1_024;
 
@@ -150,15 +166,7 @@ impl Hub {
         if !unchanged() {
             return;
         }
-        while let Some(oldest) = kept.order.front() {
-            match kept.ends.get(oldest) {
-                Some((at, _)) if at.elapsed() < fresh => break,
-                _ => {
-                    let oldest = kept.order.pop_front().expect("a front");
-                    kept.ends.remove(&oldest);
-                }
-            }
-        }
+        kept.drop_older_than(fresh);
         while kept.ends.len() >= KEPT {
             let Some(old) = kept.order.pop_front() else {
                 break;
@@ -183,15 +191,7 @@ impl Hub {
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         let taken = kept.ends.remove(ref_id);
         // The ends too old to be answered go now too, so that a process that stops keeping holds none long.
-        while let Some(oldest) = kept.order.front() {
-            match kept.ends.get(oldest) {
-                Some((at, _)) if at.elapsed() < fresh => break,
-                _ => {
-                    let oldest = kept.order.pop_front().expect("a front");
-                    kept.ends.remove(&oldest);
-                }
-            }
-        }
+        kept.drop_older_than(fresh);
         let (at, snapshot) = taken?;
         (at.elapsed() < fresh).then_some(snapshot)
     }
